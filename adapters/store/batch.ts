@@ -1,0 +1,138 @@
+// What every store adapter does the same way before and after touching storage: validate and
+// encode a proposed batch, check the expected revision, and turn stored rows back into events.
+import { randomUUID } from 'node:crypto';
+import * as E from 'fp-ts/lib/Either.js';
+import * as t from 'io-ts';
+import { definitionOf } from '../../domain/events/catalogue.js';
+import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
+import {
+  STREAM_PATTERN,
+  WrongExpectedRevisionError,
+  type EventMetadata,
+  type ExpectedRevision,
+  type ProposedEvent,
+  type RecordedEvent,
+  type Revision,
+} from '../../domain/event-store.js';
+import { Actor } from '../../domain/identity.js';
+import { NonNegativeInt } from '../../domain/codecs.js';
+
+/** The shell's side of an append: who appends by default, the clock, and event ids. */
+export interface AppendContext {
+  readonly actor: Actor;
+  readonly now: () => Date;
+  readonly newId: () => string;
+}
+
+export const defaultAppendContext = (actor?: Actor): AppendContext => ({
+  actor: actor ?? { kind: 'user', uid: process.getuid?.() ?? 0 },
+  now: () => new Date(),
+  newId: randomUUID,
+});
+
+export interface EncodedEvent {
+  readonly id: string;
+  readonly type: string;
+  readonly schemaVersion: number;
+  readonly data: string;
+  readonly metadata: string;
+}
+
+const ProposedMetadata = t.exact(
+  t.partial({ actor: Actor, correlationId: t.string, causationId: t.string, decidedAt: NonNegativeInt }),
+);
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Validates a whole batch before anything is written; the first bad event throws InvalidEventError. */
+export const encodeBatch = (stream: string, events: readonly ProposedEvent[], context: AppendContext): EncodedEvent[] => {
+  if (typeof stream !== 'string' || !STREAM_PATTERN.test(stream)) {
+    throw new InvalidEventError('(stream)', [{ path: 'stream', expected: 'a stream name of 1–200 printable characters without spaces', value: stream }]);
+  }
+  if (!Array.isArray(events)) {
+    throw new InvalidEventError('(batch)', [{ path: 'events', expected: 'an array of events', value: events }]);
+  }
+  const recordedAt = context.now().toISOString();
+  return events.map((event, index) => {
+    const where = events.length > 1 ? ` (event ${index + 1} of ${events.length})` : '';
+    const decoded = decodeEvent(event?.type, event?.data);
+    if (E.isLeft(decoded)) throw new InvalidEventError(decoded.left.eventType + where, decoded.left.problems);
+    const proposed = ProposedMetadata.decode(event.metadata ?? {});
+    if (E.isLeft(proposed)) {
+      throw new InvalidEventError(event.type + where, [{ path: 'metadata', expected: 'actor, correlationId, causationId, decidedAt', value: event.metadata }]);
+    }
+    if (event.id !== undefined && !(typeof event.id === 'string' && UUID.test(event.id))) {
+      throw new InvalidEventError(event.type + where, [{ path: 'id', expected: 'a UUID', value: event.id }]);
+    }
+    const metadata: EventMetadata = { actor: context.actor, ...proposed.right, recordedAt };
+    return {
+      id: event.id ?? context.newId(),
+      type: event.type,
+      schemaVersion: definitionOf(event.type)!.schemaVersion,
+      data: JSON.stringify(decoded.right.data),
+      metadata: JSON.stringify(metadata),
+    };
+  });
+};
+
+export const checkExpectedRevision = (stream: string, expected: ExpectedRevision, current: Revision | undefined): void => {
+  const ok =
+    expected === 'any' ||
+    (expected === 'no_stream' && current === undefined) ||
+    (expected === 'stream_exists' && current !== undefined) ||
+    (typeof expected === 'number' && expected === current);
+  if (!ok) throw new WrongExpectedRevisionError(stream, expected, current ?? 'no_stream');
+};
+
+export const validExpectedRevision = (expected: unknown): ExpectedRevision => {
+  if (expected === 'any' || expected === 'no_stream' || expected === 'stream_exists') return expected;
+  if (Number.isSafeInteger(expected) && (expected as number) >= 0) return expected as number;
+  throw new TypeError(`expected revision must be 'any', 'no_stream', 'stream_exists' or a revision ≥ 0, got ${JSON.stringify(expected)}`);
+};
+
+/**
+ * A stored event. Metadata is parsed on first use: folds that only need `data` (most
+ * projections) skip half the JSON work on replay.
+ */
+class StoredEvent {
+  #metadata: EventMetadata | string;
+  constructor(
+    readonly position: number,
+    readonly stream: string,
+    readonly revision: number,
+    readonly id: string,
+    readonly type: string,
+    readonly schemaVersion: number,
+    readonly data: unknown,
+    metadata: string,
+  ) {
+    this.#metadata = metadata;
+  }
+  get metadata(): EventMetadata {
+    if (typeof this.#metadata === 'string') this.#metadata = JSON.parse(this.#metadata) as EventMetadata;
+    return this.#metadata;
+  }
+  toJSON() {
+    const { position, stream, revision, id, type, schemaVersion, data, metadata } = this;
+    return { position, stream, revision, id, type, schemaVersion, data, metadata };
+  }
+}
+
+export const storedEvent = (
+  position: number,
+  stream: string,
+  revision: number,
+  id: string,
+  type: string,
+  schemaVersion: number,
+  data: string,
+  metadata: string,
+): RecordedEvent => new StoredEvent(position, stream, revision, id, type, schemaVersion, JSON.parse(data), metadata) as unknown as RecordedEvent;
+
+export const PAGE_SIZE = 1000;
+
+export const pageLimit = (limit: number | undefined): number => {
+  if (limit === undefined) return PAGE_SIZE;
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new TypeError(`limit must be an integer ≥ 1, got ${limit}`);
+  return limit;
+};

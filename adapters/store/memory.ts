@@ -1,0 +1,83 @@
+// In-memory EventStore for pure projection tests and `--store memory:`. Same contract as the
+// durable stores (test/store-contract.ts), nothing survives the process.
+import { Subject } from 'rxjs';
+import type { AppendResult, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
+import { catchUpThenLive } from './live.js';
+import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, PAGE_SIZE, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
+
+export class MemoryEventStore implements EventStore {
+  readonly location = 'memory:';
+  readonly #all: RecordedEvent[] = [];
+  readonly #streams = new Map<string, RecordedEvent[]>();
+  readonly #appended = new Subject<void>();
+
+  constructor(private readonly context: AppendContext = defaultAppendContext()) {}
+
+  async append(stream: string, events: readonly ProposedEvent[], options: { expectedRevision?: ExpectedRevision } = {}): Promise<AppendResult> {
+    const expected = validExpectedRevision(options.expectedRevision ?? 'any');
+    const encoded = encodeBatch(stream, events, this.context);
+    const existing = this.#streams.get(stream);
+    checkExpectedRevision(stream, expected, existing ? existing.length - 1 : undefined);
+    const target = existing ?? [];
+    for (const e of encoded) {
+      const position = this.#all.length + 1;
+      const recorded = storedEvent(position, stream, target.length, e.id, e.type, e.schemaVersion, e.data, e.metadata);
+      target.push(recorded);
+      this.#all.push(recorded);
+    }
+    if (target.length > 0) this.#streams.set(stream, target);
+    if (encoded.length > 0) this.#appended.next();
+    return { revision: target.length - 1, position: this.#all.length };
+  }
+
+  async readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    const events = this.#streams.get(stream) ?? [];
+    const limit = pageLimit(options.limit);
+    if (options.direction === 'backwards') {
+      const from = Math.min(options.from ?? events.length - 1, events.length - 1);
+      return events.slice(Math.max(0, from - limit + 1), from + 1).reverse();
+    }
+    const from = options.from ?? 0;
+    return events.slice(from, from + limit);
+  }
+
+  async streamRevision(stream: string): Promise<Revision | undefined> {
+    const events = this.#streams.get(stream);
+    return events ? events.length - 1 : undefined;
+  }
+
+  async readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
+    const from = Math.max(1, options.from ?? 1);
+    return this.#all.slice(from - 1, from - 1 + pageLimit(options.limit));
+  }
+
+  async headPosition(): Promise<number> {
+    return this.#all.length;
+  }
+
+  subscribeAll(options: SubscribeOptions = {}) {
+    return catchUpThenLive({
+      readPage: (from, limit) => this.readAll({ from, limit }),
+      after: (e) => e.position + 1,
+      from: options.from ?? 1,
+      wakeups: this.#appended,
+      pageSize: PAGE_SIZE,
+      onCaughtUp: options.onCaughtUp,
+    });
+  }
+
+  subscribeStream(stream: string, options: SubscribeOptions = {}) {
+    return catchUpThenLive({
+      readPage: (from, limit) => this.readStream(stream, { from, limit }),
+      after: (e) => e.revision + 1,
+      from: options.from ?? 0,
+      wakeups: this.#appended,
+      pageSize: PAGE_SIZE,
+      onCaughtUp: options.onCaughtUp,
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#appended.complete();
+  }
+}

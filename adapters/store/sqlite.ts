@@ -1,0 +1,212 @@
+// The embedded default store: one SQLite file in WAL mode, safe for several processes at once.
+//
+// Schema, designed for append and replay speed: events are keyed by their global position (the
+// rowid, so a replay is one sequential B-tree scan); streams get small integer ids so the
+// (stream, revision) index stays compact; each stream's current revision lives in `streams`, so
+// an expected-revision check is one primary-key lookup. Appends take the write lock up front
+// (BEGIN IMMEDIATE), which also makes positions commit in order: a reader never sees position
+// N+1 before N.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { interval, merge, Subject, filter, share, type Observable } from 'rxjs';
+import type { AppendResult, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
+import { catchUpThenLive } from './live.js';
+import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, PAGE_SIZE, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
+
+const SCHEMA_VERSION = 1;
+
+export interface SqliteOptions {
+  /** `full` (default) syncs the WAL at every commit: a committed event survives power loss.
+   *  `normal` survives a process crash (kill -9) but may lose the last commits on power loss. */
+  readonly synchronous?: 'full' | 'normal';
+  /** How often subscribers look for commits made by other processes. */
+  readonly pollMs?: number;
+  readonly context?: AppendContext;
+}
+
+type EventRow = [position: number, streamId: number, revision: number, id: string, type: string, schemaVersion: number, data: string, metadata: string];
+
+export class SqliteEventStore implements EventStore {
+  readonly location: string;
+  readonly #db: Database.Database;
+  readonly #context: AppendContext;
+  readonly #streamNames = new Map<number, string>();
+  readonly #appended = new Subject<void>();
+  readonly #wakeups: Observable<unknown>;
+  readonly #sql;
+  readonly #appendTransaction: (stream: string, encoded: EncodedEvent[], expected: ExpectedRevision) => AppendResult;
+
+  constructor(readonly path: string, options: SqliteOptions = {}) {
+    this.location = `sqlite:${path}`;
+    this.#context = options.context ?? defaultAppendContext();
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    const db = new Database(path);
+    this.#db = db;
+    db.pragma('busy_timeout = 30000');
+    db.pragma('journal_mode = WAL');
+    db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+    db.pragma('cache_size = -65536');
+    migrate(db);
+    this.#sql = {
+      stream: db.prepare<[string], { id: number; revision: number }>('SELECT id, revision FROM streams WHERE name = ?'),
+      streamName: db.prepare<[number], { name: string }>('SELECT name FROM streams WHERE id = ?'),
+      insertStream: db.prepare<[string]>('INSERT INTO streams (name, revision) VALUES (?, -1)'),
+      setRevision: db.prepare<[number, number]>('UPDATE streams SET revision = ? WHERE id = ?'),
+      insertEvent: db.prepare<[number, number, string, string, number, string, string]>(
+        'INSERT INTO events (stream_id, revision, id, type, schema_version, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      readAll: db.prepare<[number, number]>(`SELECT ${COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?`).raw(),
+      readForwards: db.prepare<[number, number, number]>(`SELECT ${COLUMNS} FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision LIMIT ?`).raw(),
+      readBackwards: db.prepare<[number, number, number]>(`SELECT ${COLUMNS} FROM events WHERE stream_id = ? AND revision <= ? ORDER BY revision DESC LIMIT ?`).raw(),
+      head: db.prepare('SELECT coalesce(max(position), 0) AS head FROM events').pluck(),
+      dataVersion: db.prepare('PRAGMA data_version').pluck(),
+    };
+    const transaction = db.transaction(this.#append);
+    this.#appendTransaction = (stream, encoded, expected) => transaction.immediate(stream, encoded, expected);
+    // Commits by other processes are seen by polling PRAGMA data_version, which changes only when
+    // another connection committed: a cheap check, so the poll can be frequent.
+    let seen = this.#sql.dataVersion.get();
+    const otherCommits = interval(options.pollMs ?? 20).pipe(
+      filter(() => {
+        if (!this.#db.open) return false;
+        const now = this.#sql.dataVersion.get();
+        const changed = now !== seen;
+        seen = now;
+        return changed;
+      }),
+    );
+    this.#wakeups = merge(this.#appended, otherCommits).pipe(share());
+  }
+
+  #append = (stream: string, encoded: EncodedEvent[], expected: ExpectedRevision): AppendResult => {
+    const row = this.#sql.stream.get(stream);
+    checkExpectedRevision(stream, expected, row && row.revision >= 0 ? row.revision : undefined);
+    const streamId = row ? row.id : Number(this.#sql.insertStream.run(stream).lastInsertRowid);
+    let revision = row ? row.revision : -1;
+    let position = 0;
+    for (const e of encoded) {
+      revision += 1;
+      position = Number(this.#sql.insertEvent.run(streamId, revision, e.id, e.type, e.schemaVersion, e.data, e.metadata).lastInsertRowid);
+    }
+    this.#sql.setRevision.run(revision, streamId);
+    return { revision, position };
+  };
+  async append(stream: string, events: readonly ProposedEvent[], options: { expectedRevision?: ExpectedRevision } = {}): Promise<AppendResult> {
+    const expected = validExpectedRevision(options.expectedRevision ?? 'any');
+    const encoded = encodeBatch(stream, events, this.#context);
+    if (encoded.length === 0) {
+      const revision = await this.streamRevision(stream);
+      checkExpectedRevision(stream, expected, revision);
+      return { revision: revision ?? -1, position: await this.headPosition() };
+    }
+    const result = this.#appendTransaction(stream, encoded, expected);
+    this.#appended.next();
+    return result;
+  }
+
+  #name(streamId: number): string {
+    let name = this.#streamNames.get(streamId);
+    if (name === undefined) {
+      name = this.#sql.streamName.get(streamId)!.name;
+      this.#streamNames.set(streamId, name);
+    }
+    return name;
+  }
+
+  #toEvents(rows: unknown[]): RecordedEvent[] {
+    const events = new Array<RecordedEvent>(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const [position, streamId, revision, id, type, schemaVersion, data, metadata] = rows[i] as EventRow;
+      events[i] = storedEvent(position, this.#name(streamId), revision, id, type, schemaVersion, data, metadata);
+    }
+    return events;
+  }
+
+  /** Synchronous page read: replays fold pages without a promise per page. */
+  readAllSync(from: number, limit: number): RecordedEvent[] {
+    return this.#toEvents(this.#sql.readAll.all(from, limit));
+  }
+
+  async readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
+    return this.readAllSync(Math.max(1, options.from ?? 1), pageLimit(options.limit));
+  }
+
+  async readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    const row = this.#sql.stream.get(stream);
+    if (!row) return [];
+    this.#streamNames.set(row.id, stream);
+    const limit = pageLimit(options.limit);
+    return options.direction === 'backwards'
+      ? this.#toEvents(this.#sql.readBackwards.all(row.id, options.from ?? row.revision, limit))
+      : this.#toEvents(this.#sql.readForwards.all(row.id, options.from ?? 0, limit));
+  }
+
+  async streamRevision(stream: string): Promise<Revision | undefined> {
+    const row = this.#sql.stream.get(stream);
+    return row && row.revision >= 0 ? row.revision : undefined;
+  }
+
+  async headPosition(): Promise<number> {
+    return this.#sql.head.get() as number;
+  }
+
+  subscribeAll(options: SubscribeOptions = {}) {
+    return catchUpThenLive({
+      readPage: (from, limit) => this.readAllSync(from, limit),
+      after: (e) => e.position + 1,
+      from: options.from ?? 1,
+      wakeups: this.#wakeups,
+      pageSize: PAGE_SIZE,
+      onCaughtUp: options.onCaughtUp,
+    });
+  }
+
+  subscribeStream(stream: string, options: SubscribeOptions = {}) {
+    return catchUpThenLive({
+      readPage: (from, limit) => this.readStream(stream, { from, limit }),
+      after: (e) => e.revision + 1,
+      from: options.from ?? 0,
+      wakeups: this.#wakeups,
+      pageSize: PAGE_SIZE,
+      onCaughtUp: options.onCaughtUp,
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#appended.complete();
+    if (this.#db.open) this.#db.close();
+  }
+}
+
+const COLUMNS = 'position, stream_id, revision, id, type, schema_version, data, metadata';
+
+const migrate = (db: Database.Database): void => {
+  // Several processes may open a new file at once: create the schema under the write lock.
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new Error(`${db.name} has event log schema ${version}, newer than this ckpt understands (${SCHEMA_VERSION}): upgrade ckpt`);
+    }
+    if (version === SCHEMA_VERSION) return;
+    db.exec(`
+      CREATE TABLE streams (
+        id       INTEGER PRIMARY KEY,
+        name     TEXT NOT NULL UNIQUE,
+        revision INTEGER NOT NULL
+      );
+      CREATE TABLE events (
+        position       INTEGER PRIMARY KEY,
+        stream_id      INTEGER NOT NULL REFERENCES streams (id),
+        revision       INTEGER NOT NULL,
+        id             TEXT NOT NULL,
+        type           TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        data           TEXT NOT NULL,
+        metadata       TEXT NOT NULL
+      );
+      CREATE UNIQUE INDEX events_stream_revision ON events (stream_id, revision);
+      PRAGMA user_version = ${SCHEMA_VERSION};
+    `);
+  }).immediate();
+};

@@ -1,0 +1,102 @@
+// The EventStore port: the one log every part of ckpt reads and appends to. Adapters (SQLite,
+// PostgreSQL, in-memory) implement it and pass the same contract suite (test/store-contract.ts).
+import type { Observable } from 'rxjs';
+import type { DomainEvent } from './events/catalogue.js';
+import type { Actor } from './identity.js';
+
+/** Global position in the log: ≥ 1, strictly increasing in commit order, may skip numbers. */
+export type Position = number;
+/** Revision of an event in its stream: 0 for the first, then +1 without gaps. */
+export type Revision = number;
+
+/**
+ * What the appender believes about the stream. Observations use `any`; decisions give the exact
+ * revision they were decided from, so a racing second coordinator cannot issue a duplicate.
+ */
+export type ExpectedRevision = 'any' | 'no_stream' | 'stream_exists' | Revision;
+
+export interface EventMetadata {
+  readonly actor: Actor;
+  /** Wall-clock time of the append (adapter clock). Deciders may read it from the log, never the clock. */
+  readonly recordedAt: string;
+  readonly correlationId?: string;
+  readonly causationId?: string;
+  /** Decisions only: the global position of the last event the decider had folded. */
+  readonly decidedAt?: Position;
+}
+
+export interface Envelope {
+  readonly id: string;
+  readonly stream: string;
+  readonly revision: Revision;
+  readonly position: Position;
+  readonly schemaVersion: number;
+  readonly metadata: EventMetadata;
+}
+
+/** An event as stored; narrowing on `type` narrows `data`. */
+export type RecordedEvent<E extends { type: string; data: unknown } = DomainEvent> = E extends unknown ? Envelope & Readonly<E> : never;
+
+export type ProposedMetadata = Partial<Omit<EventMetadata, 'recordedAt'>>;
+/** An event to append; id and metadata are filled in by the store when absent. */
+export type ProposedEvent = DomainEvent & { readonly id?: string; readonly metadata?: ProposedMetadata };
+
+export interface AppendResult {
+  /** Revision of the last event appended (the next expected revision). */
+  readonly revision: Revision;
+  /** Global position of the last event appended. */
+  readonly position: Position;
+}
+
+export interface ReadStreamOptions {
+  readonly direction?: 'forwards' | 'backwards';
+  /** First revision to return (inclusive); default: the start (forwards) or the end (backwards). */
+  readonly from?: Revision;
+  readonly limit?: number;
+}
+
+export interface ReadAllOptions {
+  /** First position to return (inclusive); default 1. */
+  readonly from?: Position;
+  readonly limit?: number;
+}
+
+export interface SubscribeOptions {
+  /** First position (subscribeAll) or revision (subscribeStream) to deliver, inclusive. */
+  readonly from?: number;
+  /** Called once, when everything committed before the catch-up ended has been delivered. */
+  readonly onCaughtUp?: () => void;
+}
+
+export interface EventStore {
+  /** Where the log lives, for messages (never contains a password). */
+  readonly location: string;
+  /**
+   * Appends a batch atomically: all or nothing. Throws WrongExpectedRevisionError on a revision
+   * mismatch and InvalidEventError for an event the catalogue rejects; in both cases nothing is written.
+   */
+  append(stream: string, events: readonly ProposedEvent[], options?: { expectedRevision?: ExpectedRevision }): Promise<AppendResult>;
+  /** Events of one stream in revision order (or reverse); an unknown stream reads as empty. */
+  readStream(stream: string, options?: ReadStreamOptions): Promise<RecordedEvent[]>;
+  /** The revision of a stream's last event, or undefined for a stream with no events. */
+  streamRevision(stream: string): Promise<Revision | undefined>;
+  /** One page of the whole log in global order. */
+  readAll(options?: ReadAllOptions): Promise<RecordedEvent[]>;
+  /** Global position of the last committed event, 0 for an empty log. */
+  headPosition(): Promise<Position>;
+  /** Catches up from a position, then stays live: in order, no gaps, no duplicates. */
+  subscribeAll(options?: SubscribeOptions): Observable<RecordedEvent>;
+  /** Same for one stream, by revision. */
+  subscribeStream(stream: string, options?: SubscribeOptions): Observable<RecordedEvent>;
+  close(): Promise<void>;
+}
+
+export class WrongExpectedRevisionError extends Error {
+  override readonly name = 'WrongExpectedRevisionError';
+  constructor(readonly stream: string, readonly expected: ExpectedRevision, readonly actual: Revision | 'no_stream') {
+    super(`stream ${stream}: expected revision ${expected}, but the stream is at ${actual}; nothing was written`);
+  }
+}
+
+/** Stream names: printable, no white space, at most 200 characters (e.g. `job-nightly`, `node-n1`). */
+export const STREAM_PATTERN = /^[\x21-\x7e]{1,200}$/;

@@ -1,0 +1,123 @@
+// Checkpoint phases (stream job-<id>). A checkpoint is identified by its version, numbered per job.
+// The coordinator decides *Requested events; node agents answer with done / failed outcomes.
+import * as t from 'io-ts';
+import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, Sha256, record } from '../codecs.js';
+import { CheckpointScope, NodeId, ProcessRef, UnitId } from '../identity.js';
+import { defineEvent } from './define.js';
+
+const version = { version: PositiveInt };
+const unitStep = { version: PositiveInt, unit: UnitId, node: NodeId };
+
+export const PlannedUnit = record({
+  unit: UnitId,
+  node: NodeId,
+  checkpointer: NonEmptyString,
+  scope: CheckpointScope,
+  /** How the scope's misses are covered, e.g. freeze the cgroup and dump each subtree. */
+  strategy: NonEmptyString,
+  targets: t.array(ProcessRef),
+  images: NonEmptyString,
+});
+export type PlannedUnit = t.TypeOf<typeof PlannedUnit>;
+
+export const CheckpointRequested = defineEvent(
+  'CheckpointRequested',
+  'request',
+  record({ request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt }),
+  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration).',
+);
+export const CheckpointPlanned = defineEvent(
+  'CheckpointPlanned',
+  'decision',
+  record({ ...version, request: NonEmptyString, parent: nullable(PositiveInt), units: t.array(PlannedUnit) }),
+  'The coordinator fixed the target set of every unit from membership at the position it decided on.',
+);
+
+/** A unit step: the coordinator's request, the agent's done outcome, and its failure. */
+export const unitPhase = <P extends string, D extends string, DP extends t.Props, S extends t.Props>(
+  phase: P, done: D, step: S, doneData: DP, what: string,
+) =>
+  [
+    defineEvent(`Unit${phase}Requested` as `Unit${P}Requested`, 'decision', record(step), `The coordinator asked a node agent to ${what}.`),
+    defineEvent(done, 'outcome', record({ ...step, ...doneData }), `The node agent did: ${what}.`),
+    defineEvent(`Unit${phase}Failed` as `Unit${P}Failed`, 'outcome', record({ ...step, reason: t.string }), `The node agent could not ${what}; the reason says why.`),
+  ] as const;
+
+export const [UnitFreezeRequested, UnitFrozen, UnitFreezeFailed] = unitPhase(
+  'Freeze', 'UnitFrozen', unitStep, { processes: NonNegativeInt, durationMs: NonNegativeNumber }, 'freeze every target of the unit');
+export const [UnitDumpRequested, UnitDumped, UnitDumpFailed] = unitPhase(
+  'Dump', 'UnitDumped', unitStep, { files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber }, 'dump the unit’s images');
+export const [UnitVerifyRequested, UnitVerified, UnitVerifyFailed] = unitPhase(
+  'Verify', 'UnitVerified', unitStep, { captured: t.array(PositiveInt) }, 'check that the images hold exactly the planned processes');
+export const [UnitThawRequested, UnitThawed, UnitThawFailed] = unitPhase(
+  'Thaw', 'UnitThawed', unitStep, { frozenMs: NonNegativeNumber }, 'thaw the unit so the job continues');
+export const [UnitStopRequested, UnitStopped, UnitStopFailed] = unitPhase(
+  'Stop', 'UnitStopped', unitStep, {}, 'stop the unit’s processes after a committed checkpoint (--stop)');
+export const [UnitAbortRequested, UnitAborted, UnitAbortFailed] = unitPhase(
+  'Abort', 'UnitAborted', unitStep, { thawed: t.boolean, imagesRemoved: t.boolean }, 'undo a failed checkpoint: thaw and delete partial images');
+
+export const CheckpointCommitRequested = defineEvent(
+  'CheckpointCommitRequested',
+  'decision',
+  record(version),
+  'Every unit is dumped and verified: write the manifest and make the version durable.',
+);
+export const CheckpointCommitted = defineEvent(
+  'CheckpointCommitted',
+  'outcome',
+  record({ ...version, files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber, manifest: Sha256 }),
+  'The version is durable on disk (fsync) with a manifest of every file’s size and SHA-256.',
+);
+export const CheckpointCommitFailed = defineEvent(
+  'CheckpointCommitFailed',
+  'outcome',
+  record({ ...version, reason: t.string }),
+  'The version could not be made durable.',
+);
+export const CheckpointAbortRequested = defineEvent(
+  'CheckpointAbortRequested',
+  'decision',
+  record({ ...version, reason: t.string }),
+  'A failure or a deadline ends the checkpoint: every unit is to be thawed and partial images removed.',
+);
+export const CheckpointAborted = defineEvent(
+  'CheckpointAborted',
+  'decision',
+  record({ ...version, reason: t.string }),
+  'Every unit was cleaned up after an abort; no partial checkpoint remains.',
+);
+export const CheckpointCompleted = defineEvent(
+  'CheckpointCompleted',
+  'decision',
+  record({ ...version, outcome: t.union([t.literal('thawed'), t.literal('stopped')]) }),
+  'The committed checkpoint finished: the job runs on (thawed) or was stopped (--stop).',
+);
+export const PruneRequested = defineEvent(
+  'PruneRequested',
+  'request',
+  record({ request: NonEmptyString, keep: NonNegativeInt }),
+  'Someone asked to keep only the newest N committed versions.',
+);
+export const CheckpointPruned = defineEvent(
+  'CheckpointPruned',
+  'outcome',
+  record({ ...version, bytes: NonNegativeInt }),
+  'A committed version’s images were removed from disk.',
+);
+
+export const checkpointEvents = [
+  CheckpointRequested,
+  CheckpointPlanned,
+  UnitFreezeRequested, UnitFrozen, UnitFreezeFailed,
+  UnitDumpRequested, UnitDumped, UnitDumpFailed,
+  UnitVerifyRequested, UnitVerified, UnitVerifyFailed,
+  CheckpointCommitRequested, CheckpointCommitted, CheckpointCommitFailed,
+  UnitThawRequested, UnitThawed, UnitThawFailed,
+  UnitStopRequested, UnitStopped, UnitStopFailed,
+  CheckpointAbortRequested,
+  UnitAbortRequested, UnitAborted, UnitAbortFailed,
+  CheckpointAborted,
+  CheckpointCompleted,
+  PruneRequested,
+  CheckpointPruned,
+] as const;

@@ -1,0 +1,67 @@
+// Job and unit lifecycle (stream job-<id>). A job runs as units, one or more per node.
+import * as t from 'io-ts';
+import { literals, nullable, NonEmptyString, NonNegativeInt, PositiveInt, record } from '../codecs.js';
+import { JobId, NodeId, ProcessRef, UnitId } from '../identity.js';
+import { defineEvent } from './define.js';
+
+/** Resource limits a unit runs under; re-imposed by cgroups at restart. */
+export const Limits = record({}, { memoryBytes: PositiveInt, pids: PositiveInt, cpuWeight: PositiveInt });
+export type Limits = t.TypeOf<typeof Limits>;
+
+export const CgroupController = literals('freezer', 'memory', 'pids', 'cpu', 'cpuacct', 'unified');
+export const UnitCgroup = record({ controller: CgroupController, path: NonEmptyString });
+export type UnitCgroup = t.TypeOf<typeof UnitCgroup>;
+
+export const JobSubmitted = defineEvent(
+  'JobSubmitted',
+  'request',
+  record({ job: JobId, owner: record({ uid: NonNegativeInt }, { user: t.string }) }),
+  'A user submitted a job; its owner (uid) may checkpoint, restart and prune it.',
+);
+
+export const UnitAssigned = defineEvent(
+  'UnitAssigned',
+  'decision',
+  record(
+    { unit: UnitId, node: NodeId, command: t.array(t.string), cwd: NonEmptyString, limits: Limits },
+    { scope: literals('tree', 'pgid', 'session', 'cgroup') },
+  ),
+  'A unit of the job was placed on a node with its command, working directory and limits.',
+);
+
+export const UnitCgroupsCreated = defineEvent(
+  'UnitCgroupsCreated',
+  'outcome',
+  record({ unit: UnitId, node: NodeId, cgroups: t.array(UnitCgroup), limits: Limits }),
+  'The node agent created the unit’s cgroups (every useful hierarchy the node has) and set its limits.',
+);
+
+export const UnitLaunched = defineEvent(
+  'UnitLaunched',
+  'observation',
+  record({ unit: UnitId, node: NodeId, root: ProcessRef, pgid: PositiveInt, sid: PositiveInt, comm: t.string }),
+  'The unit’s root process started, in a new session, inside the unit’s cgroups.',
+);
+
+export const UnitLaunchFailed = defineEvent(
+  'UnitLaunchFailed',
+  'outcome',
+  record({ unit: UnitId, node: NodeId, reason: t.string }),
+  'The unit could not be started (command not found, cgroup refused, …).',
+);
+
+export const UnitEnded = defineEvent(
+  'UnitEnded',
+  'observation',
+  record({ unit: UnitId, node: NodeId, status: nullable(t.number), signal: nullable(t.number) }),
+  'The last member of the unit exited; status and signal are the root process’s.',
+);
+
+export const JobEnded = defineEvent(
+  'JobEnded',
+  'decision',
+  record({ outcome: literals('succeeded', 'failed'), status: nullable(t.number), signal: nullable(t.number) }),
+  'Every unit of the job ended; succeeded when every root exited with status 0.',
+);
+
+export const jobEvents = [JobSubmitted, UnitAssigned, UnitCgroupsCreated, UnitLaunched, UnitLaunchFailed, UnitEnded, JobEnded] as const;

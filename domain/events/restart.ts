@@ -1,0 +1,80 @@
+// Restart phases (stream job-<id>). A restart is numbered per job and restores one committed version.
+import * as t from 'io-ts';
+import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, record } from '../codecs.js';
+import { NodeId, ProcessRef, UnitId } from '../identity.js';
+import { defineEvent } from './define.js';
+import { unitPhase } from './checkpoint.js';
+import { Limits, UnitCgroup } from './job.js';
+
+const restart = { restart: PositiveInt };
+const unitStep = { restart: PositiveInt, unit: UnitId, node: NodeId };
+
+export const RestoredProcess = record({ was: ProcessRef, now: ProcessRef, nsPid: nullable(PositiveInt) });
+export type RestoredProcess = t.TypeOf<typeof RestoredProcess>;
+
+export const RestartRequested = defineEvent(
+  'RestartRequested',
+  'request',
+  record({
+    request: NonEmptyString,
+    version: nullable(PositiveInt),
+    placement: t.array(record({ unit: UnitId, node: NodeId })),
+    timeoutMs: PositiveInt,
+  }),
+  'Someone asked to restart the job from a version (null: the latest committed), units placed on nodes.',
+);
+export const RestartPlanned = defineEvent(
+  'RestartPlanned',
+  'decision',
+  record({
+    ...restart,
+    request: NonEmptyString,
+    version: PositiveInt,
+    units: t.array(record({ unit: UnitId, node: NodeId, images: NonEmptyString, limits: Limits })),
+  }),
+  'The coordinator fixed which version each unit restores from, where, and under which limits.',
+);
+
+export const [UnitImagesVerifyRequested, UnitImagesVerified, UnitImagesVerifyFailed] = unitPhase(
+  'ImagesVerify', 'UnitImagesVerified', unitStep, { files: NonNegativeInt, bytes: NonNegativeInt },
+  'check every image file against the manifest (size and SHA-256)');
+export const [UnitRestorePrepareRequested, UnitRestorePrepared, UnitRestorePrepareFailed] = unitPhase(
+  'RestorePrepare', 'UnitRestorePrepared', unitStep,
+  { cgroups: t.array(UnitCgroup), pidNamespace: t.boolean, waitedMs: NonNegativeNumber },
+  'create the unit’s cgroups with its limits and make sure restored PIDs cannot collide');
+export const [UnitRestoreRequested, UnitRestored, UnitRestoreFailed] = unitPhase(
+  'Restore', 'UnitRestored', unitStep, { processes: t.array(RestoredProcess), durationMs: NonNegativeNumber },
+  'restore the unit’s processes and report each one’s new identity');
+export const [UnitRollbackRequested, UnitRolledBack, UnitRollbackFailed] = unitPhase(
+  'Rollback', 'UnitRolledBack', unitStep, {}, 'stop what was restored of a failed restart');
+
+export const RestartCommitted = defineEvent(
+  'RestartCommitted',
+  'decision',
+  record({ ...restart, version: PositiveInt }),
+  'Every unit was restored: the job runs again, tracked under its new identities.',
+);
+export const RestartAbortRequested = defineEvent(
+  'RestartAbortRequested',
+  'decision',
+  record({ ...restart, reason: t.string }),
+  'A unit failed or a deadline passed: every restored part is to be rolled back.',
+);
+export const RestartFailed = defineEvent(
+  'RestartFailed',
+  'decision',
+  record({ ...restart, reason: t.string }),
+  'The restart failed as a whole and was rolled back; the reason says why.',
+);
+
+export const restartEvents = [
+  RestartRequested,
+  RestartPlanned,
+  UnitImagesVerifyRequested, UnitImagesVerified, UnitImagesVerifyFailed,
+  UnitRestorePrepareRequested, UnitRestorePrepared, UnitRestorePrepareFailed,
+  UnitRestoreRequested, UnitRestored, UnitRestoreFailed,
+  RestartCommitted,
+  RestartAbortRequested,
+  UnitRollbackRequested, UnitRolledBack, UnitRollbackFailed,
+  RestartFailed,
+] as const;

@@ -1,0 +1,31 @@
+// Identities of the domain. A process is (node, pid, start time), never a bare PID: PIDs are
+// reused, and after a restore in a new PID namespace the host PID differs from the namespace PID.
+import * as t from 'io-ts';
+import { Name, NonNegativeInt, PositiveInt, record, literals } from './codecs.js';
+
+export const JobId = Name;
+export const NodeId = Name;
+export const UnitId = Name;
+export type JobId = string;
+export type NodeId = string;
+export type UnitId = string;
+
+/** A process on a known node: its PID and its start time (clock ticks after boot, /proc/PID/stat field 22). */
+export const ProcessRef = record({ pid: PositiveInt, startTime: NonNegativeInt });
+export type ProcessRef = t.TypeOf<typeof ProcessRef>;
+
+export const processKey = (node: NodeId, p: ProcessRef): string => `${node}/${p.pid}@${p.startTime}`;
+
+/** Who asked for something: a user (by uid), a node agent, or the coordinator acting on its own. */
+export const Actor = t.union([
+  record({ kind: t.literal('user'), uid: NonNegativeInt }, { user: t.string }),
+  record({ kind: t.literal('node'), node: NodeId }),
+  record({ kind: t.literal('coordinator') }, { node: NodeId }),
+]);
+export type Actor = t.TypeOf<typeof Actor>;
+
+export const CheckpointScope = literals('tree', 'pgid', 'session', 'cgroup');
+export type CheckpointScope = t.TypeOf<typeof CheckpointScope>;
+
+export const jobStream = (job: JobId): string => `job-${job}`;
+export const nodeStream = (node: NodeId): string => `node-${node}`;
