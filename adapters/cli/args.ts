@@ -1,0 +1,63 @@
+// A small, strict argument parser: every option is declared, anything else is a usage error.
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export interface OptionSpec {
+  readonly name: string;
+  readonly short?: string;
+  /** Placeholder of the value; options without one are flags. */
+  readonly value?: string;
+  readonly description: string;
+}
+
+export interface ParsedArgs {
+  readonly options: ReadonlyMap<string, string | true>;
+  readonly positionals: readonly string[];
+  /** Everything after a bare `--`, untouched (e.g. the command of `ckpt run`). */
+  readonly rest: readonly string[];
+}
+
+export const parseArgs = (argv: readonly string[], specs: readonly OptionSpec[], command: string): ParsedArgs => {
+  const options = new Map<string, string | true>();
+  const positionals: string[] = [];
+  const find = (arg: string) => specs.find((s) => `--${s.name}` === arg || (s.short && `-${s.short}` === arg));
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return { options, positionals, rest: argv.slice(i + 1) };
+    if (!arg.startsWith('-') || arg === '-') {
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    const spec = find(flag);
+    if (!spec) throw new UsageError(`unknown option ${flag} for ${command}`);
+    if (!spec.value) {
+      if (eq > 0) throw new UsageError(`option --${spec.name} takes no value`);
+      options.set(spec.name, true);
+      continue;
+    }
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined || (eq < 0 && value.startsWith('--'))) throw new UsageError(`option --${spec.name} needs a value (${spec.value})`);
+    options.set(spec.name, value);
+  }
+  return { options, positionals, rest: [] };
+};
+
+export const stringOption = (args: ParsedArgs, name: string): string | undefined => {
+  const value = args.options.get(name);
+  return typeof value === 'string' ? value : undefined;
+};
+
+export const flag = (args: ParsedArgs, name: string): boolean => args.options.get(name) === true;
+
+export const integerOption = (args: ParsedArgs, name: string, min: number): number | undefined => {
+  const value = stringOption(args, name);
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) {
+    throw new UsageError(`option --${name} needs an integer ≥ ${min}, got "${value}"`);
+  }
+  return n;
+};

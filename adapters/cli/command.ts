@@ -1,0 +1,43 @@
+import type { OptionSpec, ParsedArgs } from './args.js';
+
+/** Exit codes, the same for every command. */
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+export interface Command {
+  readonly name: string;
+  readonly summary: string;
+  /** Arguments after the command name, e.g. `[--from POSITION] [--follow]`. */
+  readonly usage: string;
+  readonly description: string;
+  readonly options: readonly OptionSpec[];
+  readonly examples: readonly string[];
+  run(args: ParsedArgs): Promise<number>;
+}
+
+/** Options every command accepts. */
+export const commonOptions: readonly OptionSpec[] = [
+  { name: 'store', value: 'URL', description: 'event store: sqlite:PATH, postgres://USER@HOST:PORT/DB or memory: (default: $CKPT_STORE, else sqlite:$CKPT_HOME/events.db)' },
+  { name: 'help', short: 'h', description: 'show this help' },
+];
+
+const optionLine = (o: OptionSpec): string => {
+  const names = `${o.short ? `-${o.short}, ` : '    '}--${o.name}${o.value ? ` ${o.value}` : ''}`;
+  return `  ${names.padEnd(26)} ${o.description}`;
+};
+
+export const commandHelp = (c: Command): string =>
+  [
+    `Usage: ckpt ${c.name} ${c.usage}`.trimEnd(),
+    '',
+    c.summary,
+    '',
+    c.description,
+    '',
+    'Options:',
+    ...[...c.options, ...commonOptions].map(optionLine),
+    '',
+    'Examples:',
+    ...c.examples.map((e) => `  ${e}`),
+    '',
+    'Exit status: 0 success, 1 failure (the message says what failed), 2 wrong usage.',
+  ].join('\n');

@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+// The `ckpt` command: a driving adapter over the event log. Exit 0 success, 1 failure, 2 usage.
+import { readFileSync } from 'node:fs';
+import { InvalidEventError } from '../../domain/events/decode.js';
+import { WrongExpectedRevisionError } from '../../domain/event-store.js';
+import { StoreUrlError } from '../store/open.js';
+import { parseArgs, UsageError } from './args.js';
+import { commandHelp, commonOptions, EXIT, type Command } from './command.js';
+import { logCommand } from './commands/log.js';
+
+const commands: readonly Command[] = [logCommand];
+
+const version = (): string =>
+  (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const topHelp = (): string =>
+  [
+    'Usage: ckpt COMMAND [OPTIONS]',
+    '',
+    'ckpt checkpoints and restarts whole process groups of distributed jobs. Every fork, exit,',
+    'group change and checkpoint phase is an event in one log; everything ckpt shows or decides',
+    'is derived from that log.',
+    '',
+    'Commands:',
+    ...commands.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`),
+    `  ${'help'.padEnd(12)} Show help for a command: ckpt help COMMAND`,
+    '',
+    'Options:',
+    '  -h, --help        show this help (ckpt COMMAND --help for a command)',
+    '  -V, --version     print the version',
+    '',
+    'Environment:',
+    '  CKPT_HOME         where ckpt keeps its data (default ~/.ckpt)',
+    '  CKPT_STORE        event store URL (default sqlite:$CKPT_HOME/events.db); --store overrides it',
+    '',
+    'Exit status: 0 success, 1 failure (the message says what failed), 2 wrong usage.',
+  ].join('\n');
+
+/** Turns what went wrong into a message that says what to do. */
+const explain = (error: unknown): string => {
+  const e = error as NodeJS.ErrnoException & { code?: string };
+  if (e instanceof InvalidEventError || e instanceof WrongExpectedRevisionError) return e.message;
+  if (e?.code === 'ECONNREFUSED' || e?.code === 'ENOTFOUND' || e?.code === 'EHOSTUNREACH' || e?.code === 'ETIMEDOUT') {
+    return `cannot reach the event store (${e.message}): is the server running? Choose the store with --store or CKPT_STORE.`;
+  }
+  if (e?.code === '28P01' || e?.code === '28000' || e?.code === '3D000') {
+    return `the PostgreSQL event store refused the connection (${e.message}): check the user, password and database in the store URL.`;
+  }
+  if (e?.code === 'SQLITE_CANTOPEN') {
+    return `cannot open the SQLite event store (${e.message}): check that its directory is writable, or set CKPT_HOME / --store.`;
+  }
+  if (typeof e?.code === 'string' && e.code.startsWith('SQLITE_')) return `the SQLite event store failed: ${e.message} (${e.code})`;
+  return e instanceof Error ? e.message : String(error);
+};
+
+export const main = async (argv: readonly string[]): Promise<number> => {
+  const [first, ...rest] = argv;
+  if (first === undefined || first === '--help' || first === '-h') {
+    console.log(topHelp());
+    return EXIT.ok;
+  }
+  if (first === '--version' || first === '-V') {
+    console.log(version());
+    return EXIT.ok;
+  }
+  const wanted = first === 'help' ? rest[0] : first;
+  const command = commands.find((c) => c.name === wanted);
+  if (first === 'help' && wanted === undefined) {
+    console.log(topHelp());
+    return EXIT.ok;
+  }
+  if (!command) {
+    process.stderr.write(`ckpt: unknown command "${wanted}"\n\n${topHelp()}\n`);
+    return EXIT.usage;
+  }
+  if (first === 'help') {
+    console.log(commandHelp(command));
+    return EXIT.ok;
+  }
+  try {
+    const args = parseArgs(rest, [...command.options, ...commonOptions], `ckpt ${command.name}`);
+    if (args.options.has('help')) {
+      console.log(commandHelp(command));
+      return EXIT.ok;
+    }
+    return await command.run(args);
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof StoreUrlError) {
+      process.stderr.write(`ckpt ${command.name}: ${error.message}\n\n${commandHelp(command)}\n`);
+      return EXIT.usage;
+    }
+    process.stderr.write(`ckpt ${command.name}: ${explain(error)}\n`);
+    return EXIT.failed;
+  }
+};
+
+main(process.argv.slice(2)).then(
+  (code) => (process.exitCode = code),
+  (error) => {
+    process.stderr.write(`ckpt: ${explain(error)}\n`);
+    process.exitCode = EXIT.failed;
+  },
+);

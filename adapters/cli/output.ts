@@ -1,0 +1,28 @@
+// Writing to stdout with back-pressure, and quietly stopping when the reader goes away
+// (`ckpt log | head`).
+import type { RecordedEvent } from '../../domain/event-store.js';
+
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
+
+export const writeOut = (text: string): Promise<void> =>
+  new Promise((resolve) => (process.stdout.write(text) ? resolve() : process.stdout.once('drain', resolve)));
+
+/** A compact `key=value …` rendering of event data; a process reference reads `pid@startTime`. */
+export const summarize = (value: unknown, prefix = ''): string[] => {
+  if (value === null || typeof value !== 'object') return [`${prefix}=${typeof value === 'string' ? value : JSON.stringify(value)}`];
+  const o = value as Record<string, unknown>;
+  if (Object.keys(o).length === 2 && typeof o.pid === 'number' && typeof o.startTime === 'number') return [`${prefix}=${o.pid}@${o.startTime}`];
+  if (Array.isArray(value)) {
+    const simple = value.every((v) => v === null || typeof v !== 'object');
+    return [`${prefix}=${simple ? value.join(',') : `[${value.length}]`}`];
+  }
+  return Object.entries(o).flatMap(([k, v]) => summarize(v, prefix ? `${prefix}.${k}` : k));
+};
+
+export const eventLine = (e: RecordedEvent): string =>
+  `${String(e.position).padStart(8)}  ${e.metadata.recordedAt}  ${e.stream}#${e.revision}  ${e.type}  ${summarize(e.data).join(' ')}`;
+
+export const eventJson = (e: RecordedEvent): string => JSON.stringify(e);

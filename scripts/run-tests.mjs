@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+// Runs every compiled uvu suite (dist/test/**/*.test.js), each in its own process, and ends with
+// the plain line "N passed, N failed, N skipped". Exits non-zero on any failure.
+// Usage: node scripts/run-tests.mjs [SUBSTRING…]   (only files whose path contains a substring)
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const testDir = join(root, 'dist', 'test');
+const filters = process.argv.slice(2);
+
+const find = (dir) =>
+  readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return name === 'support' ? [] : find(path);
+    return name.endsWith('.test.js') ? [path] : [];
+  });
+
+const files = find(testDir)
+  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .sort();
+
+const count = (output, label) => Number(output.match(new RegExp(`^\\s*${label}:\\s+(\\d+)`, 'm'))?.[1] ?? NaN);
+
+const runFile = (file) =>
+  new Promise((resolve) => {
+    const started = Date.now();
+    const child = spawn(process.execPath, ['--enable-source-maps', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    child.on('close', (code, signal) => {
+      const total = count(output, 'Total');
+      const passed = count(output, 'Passed');
+      const skipped = count(output, 'Skipped');
+      const parsed = Number.isFinite(total) && Number.isFinite(passed);
+      // A suite that crashed or printed no summary counts as one failure.
+      const failed = parsed ? total - passed + (code === 0 ? 0 : total === passed ? 1 : 0) : 1;
+      resolve({ file, code, signal, output, passed: parsed ? passed : 0, failed, skipped: Number.isFinite(skipped) ? skipped : 0, ms: Date.now() - started });
+    });
+  });
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+for (const file of files) {
+  const result = await runFile(file);
+  passed += result.passed;
+  failed += result.failed;
+  skipped += result.skipped;
+  const name = relative(testDir, file);
+  const status = result.failed > 0 ? 'FAIL' : 'ok  ';
+  console.log(`${status} ${name}  (${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped, ${(result.ms / 1000).toFixed(1)} s)`);
+  const skipLines = result.output.split('\n').filter((l) => l.startsWith('skip:'));
+  for (const line of skipLines) console.log(`     ${line}`);
+  if (result.failed > 0) console.log(result.output.replace(/^/gm, '     | '));
+}
+if (files.length === 0) {
+  console.log(`no test files found under ${relative(root, testDir)}${filters.length ? ` matching ${filters.join(', ')}` : ''}`);
+  failed += 1;
+}
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exitCode = failed > 0 ? 1 : 0;
