@@ -21,6 +21,11 @@ const files = find(testDir)
   .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
   .sort();
 
+// A suite must end by itself: one still running 10 s after uvu's summary left handles open (a
+// leak, counted as a failure), and none may run longer than the per-file limit.
+const FILE_LIMIT_MS = Number(process.env.CKPT_TEST_FILE_LIMIT_S ?? 900) * 1000;
+const AFTER_SUMMARY_MS = 10_000;
+
 const count = (output, label) => Number(output.match(new RegExp(`^\\s*${label}:\\s+(\\d+)`, 'm'))?.[1] ?? NaN);
 
 const runFile = (file) =>
@@ -28,15 +33,31 @@ const runFile = (file) =>
     const started = Date.now();
     const child = spawn(process.execPath, ['--enable-source-maps', file], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
+    let killedBecause = '';
+    const kill = (why) => {
+      killedBecause = why;
+      child.kill('SIGKILL');
+    };
+    const limit = setTimeout(() => kill(`ran longer than ${FILE_LIMIT_MS / 1000} s`), FILE_LIMIT_MS);
+    let lingering;
+    const collect = (d) => {
+      output += d;
+      if (!lingering && /^\s*Duration:/m.test(output)) {
+        lingering = setTimeout(() => kill('still running 10 s after its summary: it leaves handles open'), AFTER_SUMMARY_MS);
+      }
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
     child.on('close', (code, signal) => {
+      clearTimeout(limit);
+      clearTimeout(lingering);
+      if (killedBecause) output += `\nkilled: ${killedBecause}\n`;
       const total = count(output, 'Total');
       const passed = count(output, 'Passed');
       const skipped = count(output, 'Skipped');
       const parsed = Number.isFinite(total) && Number.isFinite(passed);
       // A suite that crashed or printed no summary counts as one failure.
-      const failed = parsed ? total - passed + (code === 0 ? 0 : total === passed ? 1 : 0) : 1;
+      const failed = parsed ? total - passed + (code === 0 && !killedBecause ? 0 : total === passed ? 1 : 0) : 1;
       resolve({ file, code, signal, output, passed: parsed ? passed : 0, failed, skipped: Number.isFinite(skipped) ? skipped : 0, ms: Date.now() - started });
     });
   });
@@ -54,7 +75,11 @@ for (const file of files) {
   console.log(`${status} ${name}  (${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped, ${(result.ms / 1000).toFixed(1)} s)`);
   const skipLines = result.output.split('\n').filter((l) => l.startsWith('skip:'));
   for (const line of skipLines) console.log(`     ${line}`);
-  if (result.failed > 0) console.log(result.output.replace(/^/gm, '     | '));
+  if (result.failed > 0) {
+    const lines = result.output.split('\n');
+    const shown = lines.length > 400 ? [...lines.slice(0, 200), `… ${lines.length - 400} lines left out …`, ...lines.slice(-200)] : lines;
+    console.log(shown.join('\n').replace(/^/gm, '     | '));
+  }
 }
 if (files.length === 0) {
   console.log(`no test files found under ${relative(root, testDir)}${filters.length ? ` matching ${filters.join(', ')}` : ''}`);

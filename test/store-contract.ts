@@ -32,7 +32,7 @@ const spawnLines = (args: string[]) => {
   return { child, lines, exited, stderr: () => stderr };
 };
 
-const until = async (what: string, condition: () => boolean, limitMs = 60_000) => {
+const until = async (what: string, condition: () => boolean, limitMs = 30_000) => {
   const end = Date.now() + limitMs;
   while (!condition()) {
     if (Date.now() > end) throw new Error(`gave up waiting: ${what}`);
@@ -200,6 +200,23 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
     }
   });
 
+  test('appends issued together succeed or fail each on its own', async () => {
+    await store.append('job-taken', [marker('first')]);
+    const outcomes = await Promise.allSettled([
+      store.append('job-1', [marker('1a'), marker('1b')]),
+      store.append('job-taken', [marker('conflict')], { expectedRevision: 'no_stream' }),
+      store.append('job-2', [marker('2a')], { expectedRevision: 'no_stream' }),
+      store.append('job-1', [{ type: 'ProcessForked', data: {} } as never]),
+      store.append('job-1', [marker('1c')], { expectedRevision: 1 }),
+    ]);
+    assert.equal(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
+    assert.instance((outcomes[1] as PromiseRejectedResult).reason, WrongExpectedRevisionError);
+    assert.instance((outcomes[3] as PromiseRejectedResult).reason, InvalidEventError);
+    assert.equal((await store.readStream('job-1')).map(markerOf), ['1a', '1b', '1c']);
+    assert.equal((await store.readStream('job-taken')).map(markerOf), ['first']);
+    assert.equal((await store.readStream('job-2')).map(markerOf), ['2a']);
+  });
+
   test('subscribeAll catches up, then stays live, in order, without gaps or duplicates', async () => {
     for (let i = 0; i < 1500; i += 250) await store.append(`job-${i % 3}`, Array.from({ length: 250 }, (_, k) => marker(`old ${i + k}`)));
     let caughtUpAfter = -1;
@@ -260,20 +277,24 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
   test('two processes append with exact revisions while a third follows `ckpt log --follow --json`', async () => {
     await store.append('job-shared', [marker('first')]);
     const follower = spawnLines([CLI, 'log', '--follow', '--json', '--store', url]);
-    const writers = ['left', 'right'].map((tag) => spawnLines([WORKER, url, 'exact', 'job-shared', '150', tag]));
-    const codes = await Promise.all(writers.map((w) => w.exited));
-    assert.equal(codes, [0, 0], writers.map((w) => w.stderr()).join('\n'));
-    const stream = await store.readStream('job-shared', { limit: 1000 });
-    assert.is(stream.length, 301);
-    assert.equal(stream.map((e) => e.revision), [...Array(301).keys()]);
-    for (const tag of ['left', 'right']) {
-      assert.equal(stream.filter((e) => markerOf(e).startsWith(tag)).map(markerOf), Array.from({ length: 150 }, (_, i) => `${tag} ${i}`));
+    try {
+      const writers = ['left', 'right'].map((tag) => spawnLines([WORKER, url, 'exact', 'job-shared', '150', tag]));
+      const codes = await Promise.all(writers.map((w) => w.exited));
+      assert.equal(codes, [0, 0], writers.map((w) => w.stderr()).join('\n'));
+      const stream = await store.readStream('job-shared', { limit: 1000 });
+      assert.is(stream.length, 301);
+      assert.equal(stream.map((e) => e.revision), [...Array(301).keys()]);
+      for (const tag of ['left', 'right']) {
+        assert.equal(stream.filter((e) => markerOf(e).startsWith(tag)).map(markerOf), Array.from({ length: 150 }, (_, i) => `${tag} ${i}`));
+      }
+      await until('the follower to print every event', () => follower.lines.length >= 301);
+      follower.child.kill('SIGTERM');
+      assert.is(await follower.exited, 0, follower.stderr());
+      const followed = follower.lines.map((l) => JSON.parse(l) as { position: number; revision: number });
+      assert.equal(followed.map((e) => e.position), stream.map((e) => e.position));
+    } finally {
+      follower.child.kill('SIGKILL');
     }
-    await until('the follower to print every event', () => follower.lines.length >= 301);
-    follower.child.kill('SIGTERM');
-    assert.is(await follower.exited, 0, follower.stderr());
-    const followed = follower.lines.map((l) => JSON.parse(l) as { position: number; revision: number });
-    assert.equal(followed.map((e) => e.position), stream.map((e) => e.position));
   });
 
   test('kill -9 during appends loses no committed event and never leaves half a batch', async () => {

@@ -53,24 +53,29 @@ export const encodeBatch = (stream: string, events: readonly ProposedEvent[], co
     throw new InvalidEventError('(batch)', [{ path: 'events', expected: 'an array of events', value: events }]);
   }
   const recordedAt = context.now().toISOString();
+  // Most events carry no metadata of their own: the batch shares one encoded default.
+  const shared = JSON.stringify({ actor: context.actor, recordedAt } satisfies EventMetadata);
   return events.map((event, index) => {
     const where = events.length > 1 ? ` (event ${index + 1} of ${events.length})` : '';
     const decoded = decodeEvent(event?.type, event?.data);
     if (E.isLeft(decoded)) throw new InvalidEventError(decoded.left.eventType + where, decoded.left.problems);
-    const proposed = ProposedMetadata.decode(event.metadata ?? {});
-    if (E.isLeft(proposed)) {
-      throw new InvalidEventError(event.type + where, [{ path: 'metadata', expected: 'actor, correlationId, causationId, decidedAt', value: event.metadata }]);
-    }
     if (event.id !== undefined && !(typeof event.id === 'string' && UUID.test(event.id))) {
       throw new InvalidEventError(event.type + where, [{ path: 'id', expected: 'a UUID', value: event.id }]);
     }
-    const metadata: EventMetadata = { actor: context.actor, ...proposed.right, recordedAt };
+    let metadata = shared;
+    if (event.metadata !== undefined) {
+      const proposed = ProposedMetadata.decode(event.metadata);
+      if (E.isLeft(proposed)) {
+        throw new InvalidEventError(event.type + where, [{ path: 'metadata', expected: 'actor, correlationId, causationId, decidedAt', value: event.metadata }]);
+      }
+      metadata = JSON.stringify({ actor: context.actor, ...proposed.right, recordedAt } satisfies EventMetadata);
+    }
     return {
       id: event.id ?? context.newId(),
       type: event.type,
       schemaVersion: definitionOf(event.type)!.schemaVersion,
       data: JSON.stringify(decoded.right.data),
-      metadata: JSON.stringify(metadata),
+      metadata,
     };
   });
 };

@@ -5,7 +5,7 @@
 // (stream, revision) index stays compact; each stream's current revision lives in `streams`, so
 // an expected-revision check is one primary-key lookup. Appends take the write lock up front
 // (BEGIN IMMEDIATE), which also makes positions commit in order: a reader never sees position
-// N+1 before N.
+// N+1 before N. Appends issued concurrently in one process are committed as a group.
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
@@ -15,6 +15,7 @@ import { catchUpThenLive } from './live.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, PAGE_SIZE, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
 
 const SCHEMA_VERSION = 1;
+const INSERT_CHUNK = 64;
 
 export interface SqliteOptions {
   /** `full` (default) syncs the WAL at every commit: a committed event survives power loss.
@@ -23,6 +24,14 @@ export interface SqliteOptions {
   /** How often subscribers look for commits made by other processes. */
   readonly pollMs?: number;
   readonly context?: AppendContext;
+}
+
+interface PendingAppend {
+  readonly stream: string;
+  readonly encoded: EncodedEvent[];
+  readonly expected: ExpectedRevision;
+  readonly resolve: (result: AppendResult) => void;
+  readonly reject: (error: unknown) => void;
 }
 
 type EventRow = [position: number, streamId: number, revision: number, id: string, type: string, schemaVersion: number, data: string, metadata: string];
@@ -35,7 +44,8 @@ export class SqliteEventStore implements EventStore {
   readonly #appended = new Subject<void>();
   readonly #wakeups: Observable<unknown>;
   readonly #sql;
-  readonly #appendTransaction: (stream: string, encoded: EncodedEvent[], expected: ExpectedRevision) => AppendResult;
+  readonly #commitGroup: (group: readonly PendingAppend[]) => Array<{ result: AppendResult } | { error: unknown }>;
+  #pending: PendingAppend[] = [];
 
   constructor(readonly path: string, options: SqliteOptions = {}) {
     this.location = `sqlite:${path}`;
@@ -53,17 +63,25 @@ export class SqliteEventStore implements EventStore {
       streamName: db.prepare<[number], { name: string }>('SELECT name FROM streams WHERE id = ?'),
       insertStream: db.prepare<[string]>('INSERT INTO streams (name, revision) VALUES (?, -1)'),
       setRevision: db.prepare<[number, number]>('UPDATE streams SET revision = ? WHERE id = ?'),
-      insertEvent: db.prepare<[number, number, string, string, number, string, string]>(
-        'INSERT INTO events (stream_id, revision, id, type, schema_version, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      ),
       readAll: db.prepare<[number, number]>(`SELECT ${COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?`).raw(),
       readForwards: db.prepare<[number, number, number]>(`SELECT ${COLUMNS} FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision LIMIT ?`).raw(),
       readBackwards: db.prepare<[number, number, number]>(`SELECT ${COLUMNS} FROM events WHERE stream_id = ? AND revision <= ? ORDER BY revision DESC LIMIT ?`).raw(),
       head: db.prepare('SELECT coalesce(max(position), 0) AS head FROM events').pluck(),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
     };
-    const transaction = db.transaction(this.#append);
-    this.#appendTransaction = (stream, encoded, expected) => transaction.immediate(stream, encoded, expected);
+    // Group commit: appends issued together share one transaction and one fsync. Each stays
+    // atomic on its own: a nested transaction is a savepoint, so a conflict undoes only its append.
+    const one = db.transaction(this.#append);
+    const group = db.transaction((appends: readonly PendingAppend[]) =>
+      appends.map((a) => {
+        try {
+          return { result: one(a.stream, a.encoded, a.expected) };
+        } catch (error) {
+          return { error };
+        }
+      }),
+    );
+    this.#commitGroup = (appends) => group.immediate(appends);
     // Commits by other processes are seen by polling PRAGMA data_version, which changes only when
     // another connection committed: a cheap check, so the poll can be frequent.
     let seen = this.#sql.dataVersion.get();
@@ -85,13 +103,27 @@ export class SqliteEventStore implements EventStore {
     const streamId = row ? row.id : Number(this.#sql.insertStream.run(stream).lastInsertRowid);
     let revision = row ? row.revision : -1;
     let position = 0;
-    for (const e of encoded) {
-      revision += 1;
-      position = Number(this.#sql.insertEvent.run(streamId, revision, e.id, e.type, e.schemaVersion, e.data, e.metadata).lastInsertRowid);
+    // Multi-row INSERTs: one statement call per 64 events instead of one per event.
+    for (let start = 0; start < encoded.length; start += INSERT_CHUNK) {
+      const chunk = encoded.slice(start, start + INSERT_CHUNK);
+      const values: unknown[] = [];
+      for (const e of chunk) values.push(streamId, ++revision, e.id, e.type, e.schemaVersion, e.data, e.metadata);
+      position = Number(this.#insert(chunk.length).run(values).lastInsertRowid);
     }
     this.#sql.setRevision.run(revision, streamId);
     return { revision, position };
   };
+
+  readonly #inserts = new Map<number, Database.Statement>();
+  #insert(rows: number): Database.Statement {
+    let statement = this.#inserts.get(rows);
+    if (!statement) {
+      const values = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?)').join(', ');
+      statement = this.#db.prepare(`INSERT INTO events (stream_id, revision, id, type, schema_version, data, metadata) VALUES ${values}`);
+      this.#inserts.set(rows, statement);
+    }
+    return statement;
+  }
   async append(stream: string, events: readonly ProposedEvent[], options: { expectedRevision?: ExpectedRevision } = {}): Promise<AppendResult> {
     const expected = validExpectedRevision(options.expectedRevision ?? 'any');
     const encoded = encodeBatch(stream, events, this.#context);
@@ -100,10 +132,25 @@ export class SqliteEventStore implements EventStore {
       checkExpectedRevision(stream, expected, revision);
       return { revision: revision ?? -1, position: await this.headPosition() };
     }
-    const result = this.#appendTransaction(stream, encoded, expected);
-    this.#appended.next();
-    return result;
+    return new Promise<AppendResult>((resolve, reject) => {
+      this.#pending.push({ stream, encoded, expected, resolve, reject });
+      if (this.#pending.length === 1) queueMicrotask(this.#flush);
+    });
   }
+
+  #flush = (): void => {
+    const group = this.#pending;
+    this.#pending = [];
+    let outcomes;
+    try {
+      outcomes = this.#commitGroup(group);
+    } catch (error) {
+      for (const append of group) append.reject(error);
+      return;
+    }
+    outcomes.forEach((outcome, i) => ('result' in outcome ? group[i]!.resolve(outcome.result) : group[i]!.reject(outcome.error)));
+    this.#appended.next();
+  };
 
   #name(streamId: number): string {
     let name = this.#streamNames.get(streamId);

@@ -36,7 +36,8 @@ export interface PostgresCluster {
   stop(): Promise<void>;
 }
 
-export const startPostgres = async (): Promise<PostgresCluster> => {
+/** `durable: true` keeps fsync on (benchmarks); tests run with fsync off for speed. */
+export const startPostgres = async (options: { durable?: boolean } = {}): Promise<PostgresCluster> => {
   const bin = binDir();
   if (!bin) throw new Error(needPostgres());
   const dir = mkdtempSync(join(tmpdir(), 'ckpt-pg-'));
@@ -52,7 +53,7 @@ export const startPostgres = async (): Promise<PostgresCluster> => {
   }
   run('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync']);
   const port = await freePort();
-  run('pg_ctl', ['-D', data, '-w', '-l', join(dir, 'log'), '-o', `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`, 'start']);
+  run('pg_ctl', ['-D', data, '-w', '-l', join(dir, 'log'), '-o', `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=${options.durable ? 'on' : 'off'} -c max_connections=200`, 'start']);
   const url = (db: string) => `postgres://postgres@127.0.0.1:${port}/${db}`;
   const admin = async () => {
     const client = new pg.Client({ connectionString: url('postgres') });

@@ -1,0 +1,47 @@
+// A projection is a pure fold of events into state: `scan` over an `evolve` function, so its
+// result equals `events.reduce(evolve, initial)`. No clocks, no randomness, no I/O here.
+import { scan, type OperatorFunction } from 'rxjs';
+import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
+
+export type Evolve<S, E = RecordedEvent> = (state: S, event: E) => S;
+
+/** The projection as an operator: every event in, the state after it out. */
+export const project = <S, E = RecordedEvent>(evolve: Evolve<S, E>, initial: S): OperatorFunction<E, S> => scan(evolve, initial);
+
+export interface Replayed<S> {
+  readonly state: S;
+  /** Position of the last event folded (0 if none). */
+  readonly position: Position;
+  readonly events: number;
+}
+
+/**
+ * Folds the log from a position up to what was committed when the catch-up ended, through the
+ * same subscription a live projection uses (pages read and folded synchronously).
+ */
+export const replay = <S>(store: EventStore, evolve: Evolve<S>, initial: S, from: Position = 1): Promise<Replayed<S>> =>
+  new Promise((resolve, reject) => {
+    let state = initial;
+    let position = 0;
+    let events = 0;
+    let done = false;
+    const subscription = store
+      .subscribeAll({
+        from,
+        onCaughtUp: () => {
+          done = true;
+          subscription?.unsubscribe();
+          resolve({ state, position, events });
+        },
+      })
+      .subscribe({
+        next: (event) => {
+          state = evolve(state, event);
+          position = event.position;
+          events++;
+        },
+        error: reject,
+      });
+    if (done) subscription.unsubscribe();
+  });
+

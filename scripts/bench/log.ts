@@ -1,0 +1,184 @@
+// Event log benchmark: append N synthetic process events across many job streams in realistic
+// batches, then replay all of them through a projection fold; in the same run, measure the raw
+// limit (the same rows read with the same driver, JSON.parse of data, a hand-written loop fold).
+// Prints events/s and the ratio replay / raw, for SQLite and PostgreSQL.
+//
+//   npm run bench:log -- [--events 1000000] [--streams 1000] [--batch 100] [--stores sqlite,postgres]
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
+import { openEventStore } from '../../adapters/store/open.js';
+import { replay } from '../../projections/project.js';
+import { startPostgres, needPostgres } from '../../test/support/postgres.js';
+
+const { values } = parseArgs({
+  options: {
+    events: { type: 'string', default: '1000000' },
+    streams: { type: 'string', default: '1000' },
+    batch: { type: 'string', default: '100' },
+    stores: { type: 'string', default: 'sqlite,postgres' },
+  },
+});
+const EVENTS = Number(values.events);
+const STREAMS = Number(values.streams);
+const BATCH = Number(values.batch);
+
+/** What a node agent records for a busy job: forks, execs, exits and some group changes. */
+const syntheticBatch = (stream: number, seq: number): ProposedEvent[] =>
+  Array.from({ length: BATCH }, (_, i): ProposedEvent => {
+    const n = seq * BATCH + i;
+    const pid = 10_000 + (n % 50_000);
+    const process = { pid, startTime: 1_000_000 + n };
+    const on = { node: `node-${stream % 16}`, unit: `unit-${stream % 4}` };
+    switch (n % 4) {
+      case 0:
+        return { type: 'ProcessForked', data: { ...on, parent: { pid: 9000 + stream, startTime: 500 }, child: process, pgid: 9000 + stream, sid: 9000 + stream, comm: 'worker', cgroup: `/ckpt/job-${stream}/${on.unit}` } };
+      case 1:
+        return { type: 'ProcessExecd', data: { ...on, process, comm: 'solver', argv: ['/usr/bin/solver', '--chunk', String(n)] } };
+      case 2:
+        return { type: 'ProcessGroupChanged', data: { ...on, process, pgid: pid } };
+      default:
+        return { type: 'ProcessExited', data: { ...on, process, status: n % 7 === 0 ? 1 : 0, signal: null } };
+    }
+  });
+
+/** The fold both paths compute: counts per type and how many processes are alive. */
+interface Tally { readonly events: number; readonly forks: number; readonly exits: number; readonly failed: number }
+const initial: Tally = { events: 0, forks: 0, exits: 0, failed: 0 };
+const evolve = (s: Tally, e: RecordedEvent): Tally => {
+  switch (e.type) {
+    case 'ProcessForked':
+      return { ...s, events: s.events + 1, forks: s.forks + 1 };
+    case 'ProcessExited':
+      return { ...s, events: s.events + 1, exits: s.exits + 1, failed: s.failed + (e.data.status === 0 ? 0 : 1) };
+    default:
+      return { ...s, events: s.events + 1 };
+  }
+};
+
+/** The raw limit: rows as the driver gives them, JSON.parse of data, a loop with mutable counters. */
+const rawFold = (rows: Iterable<unknown[]>, tally: { events: number; forks: number; exits: number; failed: number }) => {
+  for (const row of rows) {
+    const type = row[4] as string;
+    const data = JSON.parse(row[6] as string) as { status?: number };
+    tally.events++;
+    if (type === 'ProcessForked') tally.forks++;
+    else if (type === 'ProcessExited') {
+      tally.exits++;
+      if (data.status !== 0) tally.failed++;
+    }
+  }
+};
+
+const seconds = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e9;
+const rate = (n: number, s: number) => `${Math.round(n / s).toLocaleString('en-US').padStart(11)} events/s`;
+
+/** Built before the clock starts: the benchmark measures the store, not the event generator. */
+const batches = Array.from({ length: EVENTS / BATCH }, (_, k) => syntheticBatch(k % STREAMS, Math.floor(k / STREAMS)));
+
+const appendAll = async (store: EventStore, concurrency: number) => {
+  const appends = batches.length;
+  let next = 0;
+  let lastReport = process.hrtime.bigint();
+  const start = process.hrtime.bigint();
+  const worker = async () => {
+    for (let k = next++; k < appends; k = next++) {
+      await store.append(`job-${k % STREAMS}`, batches[k]!);
+      if (process.stderr.isTTY && process.hrtime.bigint() - lastReport > 1e9) {
+        lastReport = process.hrtime.bigint();
+        process.stderr.write(`\r  appended ${(k * BATCH).toLocaleString('en-US')} / ${EVENTS.toLocaleString('en-US')}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+  return seconds(start);
+};
+
+const replayAll = async (store: EventStore) => {
+  const start = process.hrtime.bigint();
+  const result = await replay(store, evolve, initial);
+  return { s: seconds(start), tally: result.state };
+};
+
+const report = (name: string, appendS: number, replayS: number, rawS: number, tally: Tally, rawTally: Tally, extra = '') => {
+  if (JSON.stringify(tally) !== JSON.stringify(rawTally)) throw new Error(`${name}: replay and raw folds disagree: ${JSON.stringify(tally)} vs ${JSON.stringify(rawTally)}`);
+  if (tally.events !== EVENTS) throw new Error(`${name}: replayed ${tally.events} events, appended ${EVENTS}`);
+  console.log(`${name}${extra}`);
+  console.log(`  append     ${rate(EVENTS, appendS)}   (${appendS.toFixed(1)} s, batches of ${BATCH} over ${STREAMS} streams)`);
+  console.log(`  replay     ${rate(EVENTS, replayS)}   (${replayS.toFixed(1)} s, subscribeAll + pure fold)`);
+  console.log(`  raw limit  ${rate(EVENTS, rawS)}   (${rawS.toFixed(1)} s, same rows, JSON.parse, loop fold)`);
+  console.log(`  replay / raw = ${(rawS / replayS).toFixed(2)}`);
+};
+
+const benchSqlite = async (synchronous: 'full' | 'normal', inFlight: number) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ckpt-bench-'));
+  const path = join(dir, 'events.db');
+  try {
+    const store = openEventStore(`sqlite:${path}?synchronous=${synchronous}`);
+    const appendS = await appendAll(store, inFlight);
+    const { s: replayS, tally } = await replayAll(store);
+    await store.close();
+    const db = new Database(path, { readonly: true });
+    const page = db.prepare('SELECT position, stream_id, revision, id, type, schema_version, data, metadata FROM events WHERE position >= ? ORDER BY position LIMIT 1000').raw();
+    const rawTally = { ...initial };
+    const start = process.hrtime.bigint();
+    for (let from = 1; ; ) {
+      const rows = page.all(from) as unknown[][];
+      if (rows.length === 0) break;
+      rawFold(rows, rawTally);
+      from = (rows[rows.length - 1]![0] as number) + 1;
+    }
+    const rawS = seconds(start);
+    db.close();
+    const mb = (statSync(path).size / 2 ** 20).toFixed(0);
+    report(`SQLite (synchronous=${synchronous}, ${inFlight} append${inFlight > 1 ? 's' : ''} in flight)`, appendS, replayS, rawS, tally, rawTally, `, ${mb} MB file`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+};
+
+const benchPostgres = async () => {
+  const missing = needPostgres();
+  if (missing) return console.log(`PostgreSQL: skipped, ${missing}`);
+  const cluster = await startPostgres({ durable: true });
+  try {
+    const url = await cluster.database();
+    const store = openEventStore(url);
+    const appendS = await appendAll(store, 4);
+    const { s: replayS, tally } = await replayAll(store);
+    await store.close();
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    const rawTally = { ...initial };
+    const start = process.hrtime.bigint();
+    for (let from = 1; ; ) {
+      const { rows } = await client.query<unknown[]>({
+        text: 'SELECT position, stream, revision, id, type, schema_version, data::text, metadata::text FROM ckpt_events WHERE position >= $1 ORDER BY position LIMIT 1000',
+        values: [from],
+        rowMode: 'array',
+      });
+      if (rows.length === 0) break;
+      rawFold(rows, rawTally);
+      from = Number(rows[rows.length - 1]![0]) + 1;
+    }
+    const rawS = seconds(start);
+    await client.end();
+    report('PostgreSQL 15 (fsync on, 4 appenders)', appendS, replayS, rawS, tally, rawTally);
+  } finally {
+    await cluster.stop();
+  }
+};
+
+console.log(`ckpt log benchmark: ${EVENTS.toLocaleString('en-US')} events, ${STREAMS} streams, batches of ${BATCH}; node ${process.version}\n`);
+const stores = values.stores.split(',');
+if (stores.includes('sqlite')) {
+  await benchSqlite('full', 1);
+  await benchSqlite('full', 8);
+  await benchSqlite('normal', 1);
+}
+if (stores.includes('postgres')) await benchPostgres();
