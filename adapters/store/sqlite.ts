@@ -6,7 +6,7 @@
 // an expected-revision check is one primary-key lookup. Appends take the write lock up front
 // (BEGIN IMMEDIATE), which also makes positions commit in order: a reader never sees position
 // N+1 before N. Appends issued concurrently in one process are committed as a group.
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { interval, merge, Subject, filter, share, type Observable } from 'rxjs';
@@ -50,7 +50,7 @@ export class SqliteEventStore implements EventStore {
   constructor(readonly path: string, options: SqliteOptions = {}) {
     this.location = `sqlite:${path}`;
     this.#context = options.context ?? defaultAppendContext();
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    if (path !== ':memory:') ensureDirectory(dirname(path));
     const db = new Database(path);
     this.#db = db;
     db.pragma('busy_timeout = 30000');
@@ -225,6 +225,22 @@ export class SqliteEventStore implements EventStore {
     if (this.#db.open) this.#db.close();
   }
 }
+
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdirSync never returns on some pseudo file
+ * systems (e.g. a path under /proc), and every error here must reach the user.
+ */
+const ensureDirectory = (dir: string): void => {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) ensureDirectory(parent);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    if (e.code !== 'EEXIST') throw Object.assign(new Error(`cannot create ${dir} for the event store: ${e.code ?? e.message}`), { code: 'SQLITE_CANTOPEN' });
+  }
+};
 
 const COLUMNS = 'position, stream_id, revision, id, type, schema_version, data, metadata';
 

@@ -1,0 +1,613 @@
+// Reading processes from /proc, and finding processes that depend on a job's members.
+//
+// A process's identity is (node, pid, startTime): startTime is field 22 of /proc/PID/stat, in
+// clock ticks since boot (see clockTicksPerSecond/bootTimeMs to turn it into a date). A bare pid
+// is never an identity: pids are reused.
+//
+// Every reader is synchronous and returns `undefined` when the process is gone (ENOENT/ESRCH, and
+// for readExe also a kernel thread or a zombie, which have no exe). Any other error (EACCES when
+// not root, ...) is thrown with the path in the message.
+//
+// Dependents (findDependents) are processes that are not members of the job but share with a
+// member: a pipe (same pipe inode), a unix socket (same socket inode, or the two ends of one
+// connection — peers come from `ss`, i.e. NETLINK_SOCK_DIAG with UDIAG_SHOW_PEER), or a System V
+// shared memory segment (same shmid, from /proc/PID/maps). Named FIFOs, POSIX shm (/dev/shm),
+// memfds, eventfds and TCP/UDP connections are not dependencies here.
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
+
+export interface ProcStat {
+  readonly pid: number;
+  /** Command name (/proc/PID/comm, at most 15 bytes for user processes); may contain spaces and ')'. */
+  readonly comm: string;
+  /** One letter: R S D Z T t X I ... */
+  readonly state: string;
+  readonly ppid: number;
+  readonly pgid: number;
+  readonly sid: number;
+  /** Clock ticks since boot when the process started (field 22). Identity together with pid. */
+  readonly startTime: number;
+  /** Number of threads (field 20). */
+  readonly threads: number;
+}
+
+export interface ProcCgroups {
+  /** cgroup v1: controller (e.g. "freezer", "cpu", "name=systemd") → path. */
+  readonly v1: Record<string, string>;
+  /** cgroup v2 (unified) path, from the `0::/path` line, when present. */
+  readonly unified?: string;
+}
+
+export interface OpenResources {
+  /** Inodes of anonymous pipes held open (`pipe:[INODE]`), deduplicated. */
+  readonly pipes: string[];
+  /** Inodes of unix-domain sockets held open, deduplicated. */
+  readonly unixSockets: string[];
+  /** shmids (the inode column of /proc/PID/maps) of attached System V shm segments, deduplicated. */
+  readonly sysvShm: string[];
+  readonly other: {
+    /** Inodes of other sockets (TCP, UDP, netlink, ...). */
+    readonly sockets: string[];
+  };
+}
+
+export type DependencyKind = 'pipe' | 'unix-socket' | 'sysv-shm';
+
+export interface Dependent {
+  readonly pid: number;
+  readonly startTime: number;
+  /** The member it shares the resource with (the first one found). */
+  readonly member: number;
+  readonly via: DependencyKind;
+  /** The resource in the dependent: pipe inode, its unix socket inode, or the shmid. */
+  readonly inode: string;
+  /** For 'unix-socket' only: the member's socket inode (the peer of `inode`, or `inode` itself). */
+  readonly memberInode?: string;
+}
+
+export interface FindDependentsOptions {
+  /** Pids never reported (e.g. the ckpt CLI that launched the job and reads its stdout). */
+  readonly ignore?: ReadonlySet<number>;
+  /**
+   * Called for each candidate whose fds or maps cannot be read (EACCES/EPERM: even root may be
+   * denied, e.g. by an LSM, or another user namespace's init). Such a candidate is skipped; it
+   * may be an unseen dependent. Members that cannot be read make findDependents throw.
+   */
+  readonly onUnreadable?: (pid: number, error: Error) => void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+const isGone = (err: unknown): boolean => {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ESRCH';
+};
+
+const fail = (path: string, err: unknown): never => {
+  const e = err as NodeJS.ErrnoException;
+  const wrapped = new Error(`procfs: ${path}: ${e?.message ?? String(err)}`, { cause: err });
+  (wrapped as NodeJS.ErrnoException).code = e?.code;
+  throw wrapped;
+};
+
+/** Runs `read`; undefined when the process is gone, other errors rethrown with the path. */
+const orGone = <T>(path: string, read: () => T): T | undefined => {
+  try {
+    return read();
+  } catch (err) {
+    if (isGone(err)) return undefined;
+    return fail(path, err);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// /proc/PID/stat
+
+// One buffer reused by every readStat: a stat line is a few hundred bytes (comm is at most 64).
+const statBuffer = Buffer.allocUnsafe(4096);
+
+const SPACE = 0x20;
+const CLOSE_PAREN = 0x29;
+const OPEN_PAREN = 0x28;
+
+/** Parses /proc/PID/stat bytes [0, length) of `buf`; undefined if malformed. */
+export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined => {
+  let close = length - 1;
+  while (close >= 0 && buf[close] !== CLOSE_PAREN) close--;
+  let open = 0;
+  while (open < close && buf[open] !== OPEN_PAREN) open++;
+  if (close <= open) return undefined;
+  let pid = 0;
+  for (let i = 0; i < open; i++) {
+    const c = buf[i]!;
+    if (c >= 0x30 && c <= 0x39) pid = pid * 10 + (c - 0x30);
+  }
+  const comm = Buffer.from(buf.buffer, buf.byteOffset + open + 1, close - open - 1).toString('utf8');
+  // Fields after ") ": 3 state, 4 ppid, 5 pgrp, 6 session, ..., 20 num_threads, 21 itrealvalue,
+  // 22 starttime. Numbers here are non-negative except tty_nr/tpgid (7, 8), which we skip.
+  let i = close + 2;
+  if (i >= length) return undefined;
+  const state = String.fromCharCode(buf[i]!);
+  i += 2;
+  let field = 4;
+  let ppid = 0;
+  let pgid = 0;
+  let sid = 0;
+  let threads = 0;
+  let value = 0;
+  for (; i < length; i++) {
+    const c = buf[i]!;
+    if (c === SPACE || c === 0x0a) {
+      switch (field) {
+        case 4: ppid = value; break;
+        case 5: pgid = value; break;
+        case 6: sid = value; break;
+        case 20: threads = value; break;
+        case 22: return { pid, comm, state, ppid, pgid, sid, startTime: value, threads };
+      }
+      field++;
+      value = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      value = value * 10 + (c - 0x30);
+    }
+  }
+  return field === 22 ? { pid, comm, state, ppid, pgid, sid, startTime: value, threads } : undefined;
+};
+
+/** /proc/PID/stat, or undefined when the process is gone. Fast: one open/read/close, no allocation but the result. */
+export const readStat = (pid: number): ProcStat | undefined => {
+  const path = `/proc/${pid}/stat`;
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if (isGone(err)) return undefined;
+    return fail(path, err);
+  }
+  let n: number;
+  try {
+    n = readSync(fd, statBuffer, 0, statBuffer.length, 0);
+  } catch (err) {
+    // ESRCH: the process exited between open and read.
+    if (isGone(err)) return undefined;
+    return fail(path, err);
+  } finally {
+    closeSync(fd);
+  }
+  const stat = parseStat(statBuffer, n);
+  if (!stat) throw new Error(`procfs: ${path}: cannot parse ${JSON.stringify(statBuffer.toString('utf8', 0, n))}`);
+  return stat;
+};
+
+// ---------------------------------------------------------------------------------------------
+// cgroups, cmdline, exe
+
+/** Parses the text of /proc/PID/cgroup. */
+export const parseCgroups = (text: string): ProcCgroups => {
+  const v1: Record<string, string> = {};
+  let unified: string | undefined;
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const a = line.indexOf(':');
+    const b = a < 0 ? -1 : line.indexOf(':', a + 1);
+    if (b < 0) continue;
+    const id = line.slice(0, a);
+    const controllers = line.slice(a + 1, b);
+    const path = line.slice(b + 1); // may itself contain ':'
+    if (id === '0' && controllers === '') unified = path;
+    else for (const c of controllers.split(',')) if (c !== '') v1[c] = path;
+  }
+  return unified === undefined ? { v1 } : { v1, unified };
+};
+
+export const readCgroups = (pid: number): ProcCgroups | undefined => {
+  const path = `/proc/${pid}/cgroup`;
+  const text = orGone(path, () => readFileSync(path, 'utf8'));
+  return text === undefined ? undefined : parseCgroups(text);
+};
+
+/** One display string: the freezer path, else the unified path, else name=systemd, else any v1 path, else "/". */
+export const primaryCgroup = (parsed: ProcCgroups): string =>
+  parsed.v1['freezer'] ?? parsed.unified ?? parsed.v1['name=systemd'] ?? Object.values(parsed.v1)[0] ?? '/';
+
+/** argv; [] for kernel threads and zombies. */
+export const readCmdline = (pid: number): string[] | undefined => {
+  const path = `/proc/${pid}/cmdline`;
+  const text = orGone(path, () => readFileSync(path, 'utf8'));
+  if (text === undefined) return undefined;
+  if (text === '') return [];
+  const args = text.split('\0');
+  if (args[args.length - 1] === '') args.pop();
+  return args;
+};
+
+/** Executable path (may end in " (deleted)"); undefined when gone, a kernel thread or a zombie. */
+export const readExe = (pid: number): string | undefined => {
+  const path = `/proc/${pid}/exe`;
+  return orGone(path, () => readlinkSync(path));
+};
+
+// ---------------------------------------------------------------------------------------------
+// Listing and scanning
+
+const isDigits = (s: string): boolean => {
+  if (s.length === 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+};
+
+/** Pids of all processes (numeric entries of /proc; threads are not listed there). */
+export const listPids = (): number[] => {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) if (isDigits(name)) pids.push(Number(name));
+  return pids;
+};
+
+/** readStat of every process; processes that exit mid-scan are skipped. */
+export const scanProcesses = (): ProcStat[] => {
+  const out: ProcStat[] = [];
+  for (const pid of listPids()) {
+    const s = readStat(pid);
+    if (s) out.push(s);
+  }
+  return out;
+};
+
+/** Kernel threads: kthreadd (pid 2) and its children. They hold no fds or mappings. */
+export const isKernelThread = (s: ProcStat): boolean => s.pid === 2 || s.ppid === 2;
+
+/**
+ * Every process of `table` descending (by ppid) from one of `roots`, in breadth-first order.
+ * The roots themselves are excluded unless `includeRoots`.
+ */
+export const descendantsOf = (
+  roots: readonly number[],
+  table: readonly ProcStat[],
+  options: { includeRoots?: boolean } = {},
+): ProcStat[] => {
+  const children = new Map<number, ProcStat[]>();
+  const byPid = new Map<number, ProcStat>();
+  for (const p of table) {
+    byPid.set(p.pid, p);
+    if (p.pid === p.ppid) continue;
+    const list = children.get(p.ppid);
+    if (list) list.push(p);
+    else children.set(p.ppid, [p]);
+  }
+  const seen = new Set<number>(roots);
+  const out: ProcStat[] = [];
+  if (options.includeRoots) for (const r of roots) { const p = byPid.get(r); if (p) out.push(p); }
+  const queue = [...roots];
+  for (let i = 0; i < queue.length; i++) {
+    for (const child of children.get(queue[i]!) ?? []) {
+      if (seen.has(child.pid)) continue;
+      seen.add(child.pid);
+      out.push(child);
+      queue.push(child.pid);
+    }
+  }
+  return out;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Clock
+
+let ticks: number | undefined;
+/** sysconf(_SC_CLK_TCK) via `getconf CLK_TCK`, cached; 100 if getconf is unavailable. */
+export const clockTicksPerSecond = (): number => {
+  if (ticks === undefined) {
+    try {
+      const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+      ticks = Number.isInteger(n) && n > 0 ? n : 100;
+    } catch {
+      ticks = 100;
+    }
+  }
+  return ticks;
+};
+
+let boot: number | undefined;
+/** Boot time in ms since the epoch (btime of /proc/stat, whole seconds), cached. */
+export const bootTimeMs = (): number => {
+  if (boot === undefined) {
+    const text = readFileSync('/proc/stat', 'utf8');
+    const m = /^btime (\d+)$/m.exec(text);
+    if (!m) throw new Error('procfs: /proc/stat: no btime line');
+    boot = Number(m[1]) * 1000;
+  }
+  return boot;
+};
+
+/** Wall-clock start of a process (ms since the epoch) from its startTime; accurate to ~1 s. */
+export const startTimeMs = (startTime: number): number => bootTimeMs() + (startTime * 1000) / clockTicksPerSecond();
+
+// ---------------------------------------------------------------------------------------------
+// Open resources
+
+/**
+ * Every unix socket in the network namespace of `pid` (default: ours), from net/unix: inode →
+ * bound path ("" when unbound; abstract names start with "@").
+ */
+export const unixSockets = (pid?: number): Map<string, string> => {
+  const path = pid === undefined ? '/proc/net/unix' : `/proc/${pid}/net/unix`;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    return fail(path, err);
+  }
+  const sockets = new Map<string, string>();
+  // "Num RefCount Protocol Flags Type St Inode Path": Inode is the 7th column, then the path
+  // (which may contain spaces) to the end of the line.
+  let start = text.indexOf('\n') + 1;
+  while (start > 0 && start < text.length) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    let col = 0;
+    let i = start;
+    while (i < end && col < 6) {
+      while (i < end && text.charCodeAt(i) === SPACE) i++;
+      while (i < end && text.charCodeAt(i) !== SPACE) i++;
+      col++;
+    }
+    while (i < end && text.charCodeAt(i) === SPACE) i++;
+    let j = i;
+    while (j < end && text.charCodeAt(j) !== SPACE) j++;
+    if (j > i) sockets.set(text.slice(i, j), j + 1 < end ? text.slice(j + 1, end) : '');
+    start = end + 1;
+  }
+  return sockets;
+};
+
+interface FdLinks {
+  readonly pipes: Set<string>;
+  readonly sockets: Set<string>;
+}
+
+/** Pipe and socket inodes among /proc/PID/fd links; undefined when gone. */
+const readFdLinks = (pid: number): FdLinks | undefined => {
+  const dir = `/proc/${pid}/fd`;
+  const names = orGone(dir, () => readdirSync(dir));
+  if (names === undefined) return undefined;
+  const pipes = new Set<string>();
+  const sockets = new Set<string>();
+  for (const name of names) {
+    let link: string;
+    try {
+      link = readlinkSync(`${dir}/${name}`);
+    } catch (err) {
+      if (isGone(err)) continue; // fd closed meanwhile (or the process exited: caught by the caller's check)
+      return fail(`${dir}/${name}`, err);
+    }
+    // "pipe:[123]" / "socket:[123]"
+    if (link.charCodeAt(link.length - 1) !== 0x5d) continue;
+    if (link.startsWith('pipe:[')) pipes.add(link.slice(6, -1));
+    else if (link.startsWith('socket:[')) sockets.add(link.slice(8, -1));
+  }
+  return { pipes, sockets };
+};
+
+/** shmids of System V shm segments attached by `pid` (/proc/PID/maps paths "/SYSV<key>"); undefined when gone. */
+export const readSysvShm = (pid: number): string[] | undefined => {
+  const path = `/proc/${pid}/maps`;
+  const text = orGone(path, () => readFileSync(path, 'latin1'));
+  if (text === undefined) return undefined;
+  const ids = new Set<string>();
+  let from = 0;
+  for (;;) {
+    const at = text.indexOf(' /SYSV', from);
+    if (at < 0) break;
+    from = at + 6;
+    // The line is "start-end perms offset dev inode   /SYSVkkkkkkkk (deleted)": inode = shmid.
+    const lineStart = text.lastIndexOf('\n', at) + 1;
+    const fields = text.slice(lineStart, at).trim().split(/ +/);
+    const inode = fields[4];
+    if (fields.length >= 5 && inode !== undefined && isDigits(inode)) ids.add(inode);
+  }
+  return [...ids];
+};
+
+/**
+ * Pipes, unix sockets and SysV shm segments `pid` holds; undefined when gone. `unixInodes`: the
+ * unix sockets of its network namespace (default: unixSockets(pid), read from /proc/PID/net/unix);
+ * pass one map to many calls to save reading it each time.
+ */
+export const openResources = (pid: number, unixInodes?: ReadonlySet<string> | ReadonlyMap<string, string>): OpenResources | undefined => {
+  const links = readFdLinks(pid);
+  if (!links) return undefined;
+  const sysvShm = readSysvShm(pid);
+  if (!sysvShm) return undefined;
+  let unix = unixInodes;
+  if (!unix) {
+    try {
+      unix = unixSockets(pid);
+    } catch (err) {
+      if (isGone((err as Error).cause)) return undefined;
+      throw err;
+    }
+  }
+  const unixList: string[] = [];
+  const sockets: string[] = [];
+  for (const s of links.sockets) (unix.has(s) ? unixList : sockets).push(s);
+  return { pipes: [...links.pipes], unixSockets: unixList, sysvShm, other: { sockets } };
+};
+
+// ---------------------------------------------------------------------------------------------
+// Unix socket peers
+
+const squash = (s: string): string => s.trim().split(/\s+/).join(' ');
+
+/**
+ * Parses `ss -x -a -n` output into inode → peer inode (connected sockets only). A row is
+ * "Netid State Recv-Q Send-Q LocalAddr LocalInode PeerAddr PeerInode": addresses are "*", a path
+ * (which may contain spaces) or "@abstract"; the row ends with the peer inode. When a path makes
+ * the local inode ambiguous, `names` (inode → bound path, see unixSockets) settles it.
+ */
+export const parseSsUnix = (text: string, names?: ReadonlyMap<string, string>): Map<string, string> => {
+  const peers = new Map<string, string>();
+  for (const raw of text.split('\n')) {
+    const t = raw.trim().split(/\s+/);
+    if (t.length < 8 || !t[0]!.startsWith('u_')) continue;
+    const peer = t[t.length - 1]!;
+    if (!isDigits(peer) || peer === '0') continue;
+    // The local inode: a digits token (after at least one address token) followed by the start
+    // of the peer address ("*", "/path" or "@name").
+    const candidates: number[] = [];
+    for (let i = 5; i < t.length - 2; i++) {
+      const next = t[i + 1]!;
+      if (isDigits(t[i]!) && (next === '*' || next.startsWith('/') || next.startsWith('@'))) candidates.push(i);
+    }
+    let chosen = candidates[0];
+    if (candidates.length > 1 && names) {
+      const exact = candidates.find((i) => {
+        const name = names.get(t[i]!);
+        if (name === undefined) return false;
+        const local = t.slice(4, i).join(' ');
+        return name === '' ? local === '*' : squash(name) === local;
+      });
+      if (exact !== undefined) chosen = exact;
+    }
+    if (chosen !== undefined) peers.set(t[chosen]!, peer);
+  }
+  return peers;
+};
+
+const runSs = (args: string[]): string => {
+  try {
+    return execFileSync(args[0]!, args.slice(1), {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      maxBuffer: 512 * 1024 * 1024,
+    });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: string };
+    if (e.code === 'ENOENT')
+      throw new Error(`procfs: cannot find unix socket peers: \`${args[0]}\` is not installed (apt-get install iproute2${args[0] === 'nsenter' ? ' util-linux' : ''})`, { cause: err });
+    throw new Error(`procfs: \`${args.join(' ')}\` failed: ${e.stderr?.trim() || e.message}`, { cause: err });
+  }
+};
+
+/**
+ * inode → peer inode of every connected unix socket (both directions are listed), from
+ * `ss -x -a -n` (NETLINK_SOCK_DIAG with UDIAG_SHOW_PEER). Sockets are listed per network
+ * namespace: by default ours; with `netnsOf`, that of process `netnsOf` (through nsenter).
+ */
+export const unixSocketPeers = (options: { netnsOf?: number } = {}): Map<string, string> => {
+  const ss = ['ss', '-x', '-a', '-n'];
+  const args = options.netnsOf === undefined ? ss : ['nsenter', `--net=/proc/${options.netnsOf}/ns/net`, ...ss];
+  const text = runSs(args);
+  // Bound paths only matter to settle ambiguous rows: read them only when a row has a path.
+  const names = /\s[/@]/.test(text) ? unixSockets(options.netnsOf) : undefined;
+  return parseSsUnix(text, names);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Dependents
+
+const netnsOf = (pid: number): string | undefined => orGone(`/proc/${pid}/ns/net`, () => readlinkSync(`/proc/${pid}/ns/net`));
+
+/**
+ * Non-member processes sharing a pipe, a unix socket connection or a SysV shm segment with a
+ * member. Reads members' fds first; then, only if members hold any such resource, every other
+ * process's fds once (and maps only if members have SysV shm attached). `candidates`: the
+ * processes to consider (default: a fresh scanProcesses()). Kernel threads, members and
+ * `options.ignore` are never reported. One entry per (pid, via, inode).
+ */
+export const findDependents = (
+  members: readonly number[],
+  candidates?: readonly ProcStat[],
+  options: FindDependentsOptions = {},
+): Dependent[] => {
+  const memberSet = new Set(members);
+  const pipeOwner = new Map<string, number>();
+  const shmOwner = new Map<string, number>();
+  const memberUnix = new Map<string, number>(); // member socket inode → member
+  const unixByNetns = new Map<string, Map<string, string>>();
+  const memberNetns = new Map<string, number>(); // netns → one member pid in it
+  const selfNetns = netnsOf(process.pid);
+
+  for (const pid of members) {
+    const links = readFdLinks(pid);
+    const shm = readSysvShm(pid);
+    const ns = netnsOf(pid);
+    if (!links || !shm || ns === undefined) continue; // gone
+    for (const p of links.pipes) if (!pipeOwner.has(p)) pipeOwner.set(p, pid);
+    for (const s of shm) if (!shmOwner.has(s)) shmOwner.set(s, pid);
+    if (links.sockets.size > 0) {
+      let unix = unixByNetns.get(ns);
+      if (!unix) {
+        try {
+          unix = ns === selfNetns ? unixSockets() : unixSockets(pid);
+        } catch (err) {
+          if (isGone((err as Error).cause)) continue;
+          throw err;
+        }
+        unixByNetns.set(ns, unix);
+      }
+      let any = false;
+      for (const s of links.sockets) {
+        if (unix.has(s) && !memberUnix.has(s)) { memberUnix.set(s, pid); any = true; }
+      }
+      if (any && !memberNetns.has(ns)) memberNetns.set(ns, pid);
+    }
+  }
+  if (pipeOwner.size === 0 && shmOwner.size === 0 && memberUnix.size === 0) return [];
+
+  // Unix socket inodes a dependent may hold → [member, member's inode]: the members' own inodes,
+  // and the peers of the members' sockets (ss lists both ends of each connection).
+  const wantedUnix = new Map<string, readonly [number, string]>();
+  for (const [inode, member] of memberUnix) wantedUnix.set(inode, [member, inode]);
+  if (memberUnix.size > 0) {
+    for (const [ns, pid] of memberNetns) {
+      const peers = unixSocketPeers(ns === selfNetns ? {} : { netnsOf: pid });
+      for (const [inode, peer] of peers) {
+        const owner = memberUnix.get(peer);
+        if (owner !== undefined && !wantedUnix.has(inode)) wantedUnix.set(inode, [owner, peer]);
+      }
+    }
+  }
+
+  const ignore = options.ignore;
+  const out: Dependent[] = [];
+  for (const proc of candidates ?? scanProcesses()) {
+    if (memberSet.has(proc.pid) || ignore?.has(proc.pid) || isKernelThread(proc)) continue;
+    const found: Dependent[] = [];
+    try {
+      if (pipeOwner.size > 0 || wantedUnix.size > 0) {
+        const links = readFdLinks(proc.pid);
+        if (!links) continue;
+        for (const p of links.pipes) {
+          const member = pipeOwner.get(p);
+          if (member !== undefined) found.push({ pid: proc.pid, startTime: proc.startTime, member, via: 'pipe', inode: p });
+        }
+        for (const s of links.sockets) {
+          const hit = wantedUnix.get(s);
+          if (hit) found.push({ pid: proc.pid, startTime: proc.startTime, member: hit[0], via: 'unix-socket', inode: s, memberInode: hit[1] });
+        }
+      }
+      if (shmOwner.size > 0) {
+        const shm = readSysvShm(proc.pid);
+        if (!shm) continue;
+        for (const s of shm) {
+          const member = shmOwner.get(s);
+          if (member !== undefined) found.push({ pid: proc.pid, startTime: proc.startTime, member, via: 'sysv-shm', inode: s });
+        }
+      }
+    } catch (err) {
+      const code = ((err as Error).cause as NodeJS.ErrnoException | undefined)?.code;
+      if (code !== 'EACCES' && code !== 'EPERM') throw err;
+      options.onUnreadable?.(proc.pid, err as Error);
+      continue;
+    }
+    if (found.length === 0) continue;
+    // The pid may have been reused since `candidates` was taken: keep the hits only if it is
+    // still the same process.
+    const now = readStat(proc.pid);
+    if (now && now.startTime === proc.startTime) out.push(...found);
+  }
+  return out;
+};

@@ -1,0 +1,48 @@
+// Renders docs/events.md from the event catalogue, so the doc cannot drift from the code.
+// `node dist/scripts/events-doc.js` rewrites it; test/catalogue.test.ts checks it is current.
+import { writeFileSync } from 'node:fs';
+import * as t from 'io-ts';
+import { concerns } from '../domain/events/catalogue.js';
+
+/** `name`, or `name?` when optional, for the top-level fields of an event's data. */
+const fieldsOf = (codec: t.Mixed): string[] => {
+  const inner = codec instanceof t.ExactType ? codec.type : codec;
+  if (inner instanceof t.InterfaceType) return Object.keys(inner.props);
+  if (inner instanceof t.IntersectionType) {
+    return (inner.types as t.Mixed[]).flatMap((part) =>
+      part instanceof t.PartialType ? Object.keys(part.props).map((k) => `${k}?`) : fieldsOf(part),
+    );
+  }
+  return [];
+};
+
+export const renderEventsDoc = (): string => {
+  const lines = [
+    '# Event catalogue',
+    '',
+    '<!-- Generated from domain/events/ by scripts/events-doc.ts: edit the code, then run',
+    '     `npm run build && node dist/scripts/events-doc.js`. A test fails when this file is stale. -->',
+    '',
+    'Every event is stored in an envelope: `id` (UUID), `stream` (`job-<id>` or `node-<id>`), `revision`',
+    '(0-based, per stream), `position` (global, increasing in commit order), `type`, `schemaVersion`, `data`,',
+    'and `metadata`: `actor` (`user` with uid, `node`, or `coordinator`), `recordedAt` (the appender’s clock),',
+    'optional `correlationId` and `causationId`, and for decisions `decidedAt` (the position decided on).',
+    '',
+    'Kinds: **request** someone asked; **decision** derived by a decider from the log (re-derived by',
+    '`ckpt verify`); **outcome** what a node agent did when executing a decision; **observation** a fact',
+    'seen on a node (kernel, /proc, cgroups, probes). Fields marked `?` are optional.',
+  ];
+  for (const concern of concerns) {
+    lines.push('', `## ${concern.title}`, '', '| event | kind | v | data | meaning |', '|---|---|---|---|---|');
+    for (const d of concern.events) {
+      lines.push(`| \`${d.type}\` | ${d.kind} | ${d.schemaVersion} | ${fieldsOf(d.codec).join(', ')} | ${d.summary} |`);
+    }
+  }
+  return lines.join('\n') + '\n';
+};
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const target = new URL('../../docs/events.md', import.meta.url);
+  writeFileSync(target, renderEventsDoc());
+  console.log(`wrote ${target.pathname}`);
+}
