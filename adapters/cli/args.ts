@@ -61,3 +61,15 @@ export const integerOption = (args: ParsedArgs, name: string, min: number): numb
   }
   return n;
 };
+
+const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** Sizes like `256M`, `1.5G`, `4096` (bytes; K, M, G, T are powers of 1024). */
+export const sizeOption = (args: ParsedArgs, name: string): number | undefined => {
+  const value = stringOption(args, name);
+  if (value === undefined) return undefined;
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(value.trim());
+  const bytes = match ? Math.floor(Number(match[1]) * UNITS[match[2]!.toLowerCase()]!) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < 1) throw new UsageError(`option --${name} needs a size such as 256M or 2G, got "${value}"`);
+  return bytes;
+};

@@ -1,17 +1,20 @@
 #!/usr/bin/env node
 // The `ckpt` command: a driving adapter over the event log. Exit 0 success, 1 failure, 2 usage.
-import { readFileSync } from 'node:fs';
 import { InvalidEventError } from '../../domain/events/decode.js';
 import { WrongExpectedRevisionError } from '../../domain/event-store.js';
 import { StoreUrlError } from '../store/open.js';
 import { parseArgs, UsageError } from './args.js';
 import { commandHelp, commonOptions, EXIT, type Command } from './command.js';
+import { agentCommand } from './commands/agent.js';
+import { historyCommand } from './commands/history.js';
+import { jobsCommand } from './commands/jobs.js';
 import { logCommand } from './commands/log.js';
+import { psCommand } from './commands/ps.js';
+import { runCommand } from './commands/run.js';
+import { version } from './version.js';
 
-const commands: readonly Command[] = [logCommand];
+const commands: readonly Command[] = [runCommand, jobsCommand, psCommand, historyCommand, logCommand, agentCommand];
 
-const version = (): string =>
-  (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 const topHelp = (): string =>
   [

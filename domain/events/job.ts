@@ -39,8 +39,15 @@ export const UnitCgroupsCreated = defineEvent(
 export const UnitLaunched = defineEvent(
   'UnitLaunched',
   'observation',
-  record({ unit: UnitId, node: NodeId, root: ProcessRef, pgid: PositiveInt, sid: PositiveInt, comm: t.string }),
-  'The unit’s root process started, in a new session, inside the unit’s cgroups.',
+  record({ unit: UnitId, node: NodeId, root: ProcessRef, pgid: PositiveInt, sid: PositiveInt, comm: t.string, cgroup: t.string }),
+  'The unit’s root process started, in a new session, inside the unit’s cgroups (held until tracked).',
+);
+
+export const UnitTracked = defineEvent(
+  'UnitTracked',
+  'observation',
+  record({ unit: UnitId, node: NodeId, root: ProcessRef, stdio: t.array(t.string) }),
+  'The node agent tracks the unit from now on; the root runs its command only after this.',
 );
 
 export const UnitLaunchFailed = defineEvent(
@@ -64,4 +71,4 @@ export const JobEnded = defineEvent(
   'Every unit of the job ended; succeeded when every root exited with status 0.',
 );
 
-export const jobEvents = [JobSubmitted, UnitAssigned, UnitCgroupsCreated, UnitLaunched, UnitLaunchFailed, UnitEnded, JobEnded] as const;
+export const jobEvents = [JobSubmitted, UnitAssigned, UnitCgroupsCreated, UnitLaunched, UnitTracked, UnitLaunchFailed, UnitEnded, JobEnded] as const;

@@ -42,6 +42,13 @@ export const ProcessGroupChanged = defineEvent(
   'A member moved to another process group (setpgid), seen in /proc/PID/stat.',
 );
 
+export const ProcessReparented = defineEvent(
+  'ProcessReparented',
+  'observation',
+  record({ ...on, ppid: NonNegativeInt }),
+  'A member’s parent exited and the kernel gave it a new parent (PID 1 or a subreaper).',
+);
+
 export const ProcessCgroupChanged = defineEvent(
   'ProcessCgroupChanged',
   'observation',
@@ -85,11 +92,15 @@ export const DependencyObserved = defineEvent(
   'observation',
   record({
     ...on,
+    ppid: NonNegativeInt,
+    pgid: NonNegativeInt,
+    sid: NonNegativeInt,
+    comm: t.string,
     member: ProcessRef,
     via: literals('pipe', 'unix-socket', 'sysv-shm', 'shared-memory'),
     inode: NonEmptyString,
   }),
-  'A process outside the job shares a pipe, unix socket or shared memory with a member.',
+  'A process outside the job (process) shares a pipe, unix socket or shared memory with a member.',
 );
 
 export const processEvents = [
@@ -98,6 +109,7 @@ export const processEvents = [
   ProcessExited,
   ProcessSessionChanged,
   ProcessGroupChanged,
+  ProcessReparented,
   ProcessCgroupChanged,
   ProcessRenamed,
   ProcessObserved,

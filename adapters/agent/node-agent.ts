@@ -1,0 +1,482 @@
+// The node agent's process tracker: turns the system-wide proc connector stream into events
+// about the processes of this node's jobs, and keeps them true with /proc:
+// - a fork whose parent is tracked makes the child a member (identity: pid + start time);
+// - setpgid has no kernel event, and re-parenting happens silently: tracked processes are
+//   re-read from /proc periodically and after every exit of a parent;
+// - lost kernel events (ENOBUFS) are recorded as ObservationGap and followed by a /proc
+//   reconciliation over the unit's cgroups and the descendants of known members;
+// - processes outside the job that share a pipe, unix socket or SysV shm with a member are
+//   recorded as dependents.
+// It also serves the launch protocol of `ckpt run`: UnitAssigned → cgroups created,
+// UnitLaunched (root held at a gate) → tracked → UnitTracked, after which the root may exec.
+import { readFileSync } from 'node:fs';
+import { arch, hostname, release } from 'node:os';
+import type { Subscription } from 'rxjs';
+import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
+import { jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
+import { evolveMembership, initialMembership, runningMembers, type JobMembership, type Unit } from '../../domain/membership.js';
+import { createUnitCgroups, detectCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
+import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
+import {
+  clockTicksPerSecond,
+  findDependents,
+  openResources,
+  primaryCgroup,
+  readCgroups,
+  readCmdline,
+  readStat,
+  scanProcesses,
+  type ProcStat,
+} from '../tracking/procfs.js';
+
+export interface NodeAgentOptions {
+  /** The store, opened with this node as its default actor. */
+  readonly store: EventStore;
+  readonly node: NodeId;
+  readonly version: string;
+  /** Proc connector receive buffer (bytes); tests force a tiny one to provoke overruns. */
+  readonly rcvbuf?: number;
+  /** How often tracked processes are re-read from /proc (pgid, sid, parent, cgroup). */
+  readonly rescanMs?: number;
+  /** How often dependents (shared pipes, sockets, shm) are looked for. */
+  readonly dependencyScanMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+/** A process this agent tracks, as last seen. */
+interface Tracked {
+  readonly pid: number;
+  readonly startTime: number;
+  readonly job: string;
+  readonly unit: UnitId;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  comm: string;
+  cgroup?: string;
+}
+
+const unitKey = (job: string, unit: UnitId) => `${job}/${unit}`;
+const jobOfStream = (stream: string) => (stream.startsWith('job-') ? stream.slice(4) : undefined);
+
+export class NodeAgent {
+  readonly #o: NodeAgentOptions;
+  readonly #ticksPerNs: number;
+  readonly #tracked = new Map<number, Tracked>();
+  readonly #jobs = new Map<string, JobMembership>();
+  /** Units whose cgroups / tracking this agent already asked for (before its own events come back). */
+  readonly #handled = new Set<string>();
+  readonly #rootExits = new Map<string, { status: number | null; signal: number | null }>();
+  readonly #dependencies = new Set<string>();
+  readonly #outbox = new Map<string, ProposedEvent[]>();
+  #flushing: Promise<void> = Promise.resolve();
+  #flushScheduled = false;
+  #layout: CgroupLayout | undefined;
+  #kernel: Subscription | undefined;
+  #log: Subscription | undefined;
+  #timers: NodeJS.Timeout[] = [];
+  #caughtUp = false;
+  #lostReported = 0;
+  #reconcileTimer: NodeJS.Timeout | undefined;
+  #self: ProcessRef | undefined;
+
+  constructor(options: NodeAgentOptions) {
+    this.#o = options;
+    this.#ticksPerNs = clockTicksPerSecond() / 1e9;
+  }
+
+  /** Resolves once the kernel stream is live, the log is caught up and /proc reconciled. */
+  async start(): Promise<void> {
+    const { store, node } = this.#o;
+    this.#layout = detectCgroups();
+    const self = readStat(process.pid)!;
+    this.#self = { pid: self.pid, startTime: self.startTime };
+
+    // Kernel events first (buffered until the log is caught up), so nothing falls in between.
+    const buffered: KernelProcessEvent[] = [];
+    await new Promise<void>((resolve, reject) => {
+      this.#kernel = watchKernelProcessEvents({ rcvbuf: this.#o.rcvbuf }).subscribe({
+        next: (e) => {
+          if (e.e === 'ready') return resolve();
+          if (this.#caughtUp) this.#onKernel(e);
+          else buffered.push(e);
+        },
+        error: (error: Error) => {
+          reject(error);
+          this.#fatal(`the proc connector stopped: ${error.message}`);
+        },
+      });
+    });
+
+    await new Promise<void>((resolve, reject) => {
+      this.#log = store.subscribeAll({ onCaughtUp: () => resolve() }).subscribe({
+        next: (e) => this.#onLogEvent(e),
+        error: (error: Error) => {
+          reject(error);
+          this.#fatal(`lost the event store: ${error.message}`);
+        },
+      });
+    });
+    this.#caughtUp = true;
+    this.#adoptRunningMembers();
+    this.#reconcile('scan');
+    for (const e of buffered) this.#onKernel(e);
+    for (const job of this.#jobs.keys()) this.#actOn(job);
+
+    await store.append(nodeStream(node), [
+      { type: 'NodeRegistered', data: { node, hostname: hostname(), kernel: release(), bootId: bootId(), arch: arch() } },
+      { type: 'NodeAgentStarted', data: { node, agent: this.#self, version: this.#o.version } },
+    ]).catch((error) => this.#o.log?.(`could not register the node: ${error.message}`));
+
+    this.#every(this.#o.rescanMs ?? 100, () => this.#rescan());
+    this.#every(this.#o.dependencyScanMs ?? 1000, () => this.#scanDependencies());
+  }
+
+  async stop(reason: string): Promise<void> {
+    for (const t of this.#timers) clearInterval(t);
+    clearTimeout(this.#reconcileTimer);
+    this.#kernel?.unsubscribe();
+    this.#log?.unsubscribe();
+    await this.#flush();
+    if (this.#self) {
+      await this.#o.store
+        .append(nodeStream(this.#o.node), [{ type: 'NodeAgentStopped', data: { node: this.#o.node, agent: this.#self, reason } }])
+        .catch(() => {});
+    }
+  }
+
+  /** Live counts for `ckpt agent status`. */
+  get tracked(): number {
+    return this.#tracked.size;
+  }
+
+  #every(ms: number, fn: () => void) {
+    this.#timers.push(setInterval(fn, ms));
+  }
+
+  #fatal(message: string) {
+    this.#o.log?.(message);
+    process.exitCode = 1;
+    void this.stop(message).finally(() => process.exit(1));
+  }
+
+  // ── the log: job state, and the agent's part of the launch protocol ─────────────────────────
+
+  #onLogEvent(e: RecordedEvent) {
+    const job = jobOfStream(e.stream);
+    if (!job) return;
+    this.#jobs.set(job, evolveMembership(this.#jobs.get(job) ?? initialMembership(job), e));
+    if (this.#caughtUp) this.#actOn(job);
+  }
+
+  #myUnits(job: string): Unit[] {
+    const state = this.#jobs.get(job);
+    return state ? Object.values(state.units).filter((u) => u.node === this.#o.node) : [];
+  }
+
+  /** Idempotent: does what the job's current state asks of this node and has not been done. */
+  #actOn(job: string) {
+    for (const unit of this.#myUnits(job)) {
+      const key = unitKey(job, unit.unit);
+      if (unit.phase === 'assigned' && unit.cgroups.length === 0 && !this.#handled.has(`cgroups ${key}`)) {
+        this.#handled.add(`cgroups ${key}`);
+        this.#createCgroups(job, unit);
+      }
+      if (unit.phase === 'launched' && !this.#handled.has(`track ${key}`)) {
+        this.#handled.add(`track ${key}`);
+        this.#trackRoot(job, unit);
+      }
+    }
+  }
+
+  #createCgroups(job: string, unit: Unit) {
+    const { node } = this.#o;
+    try {
+      const cgroups = createUnitCgroups(this.#layout!, `ckpt/${job}/${unit.unit}`, unit.limits);
+      this.#emit(job, { type: 'UnitCgroupsCreated', data: { unit: unit.unit, node, cgroups, limits: unit.limits } });
+    } catch (error) {
+      this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node, reason: (error as Error).message } });
+    }
+  }
+
+  #trackRoot(job: string, unit: Unit) {
+    const root = this.#jobs.get(job)?.members && runningMembers(this.#jobs.get(job)!).find((m) => m.key === unit.root);
+    if (!root) return;
+    const stat = readStat(root.pid);
+    if (!stat || stat.startTime !== root.startTime) {
+      this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node: this.#o.node, reason: 'the root process was gone before it could be tracked' } });
+      return;
+    }
+    this.#track(job, unit.unit, stat, root.cgroup);
+    const resources = openResources(root.pid);
+    const stdio = resources ? [...resources.pipes, ...resources.unixSockets] : [];
+    this.#emit(job, { type: 'UnitTracked', data: { unit: unit.unit, node: this.#o.node, root: { pid: root.pid, startTime: root.startTime }, stdio } });
+  }
+
+  /** After a restart of the agent: the running members of this node's units, as the log knows them. */
+  #adoptRunningMembers() {
+    for (const [job, state] of this.#jobs) {
+      for (const m of runningMembers(state)) {
+        const unit = state.units[m.unit];
+        if (m.node !== this.#o.node || unit?.phase !== 'running') continue;
+        this.#tracked.set(m.pid, { pid: m.pid, startTime: m.startTime, job, unit: m.unit, ppid: m.ppid, pgid: m.pgid, sid: m.sid, comm: m.comm, cgroup: m.cgroup });
+      }
+    }
+  }
+
+  #track(job: string, unit: UnitId, stat: ProcStat, cgroup: string | undefined): Tracked {
+    const t: Tracked = { pid: stat.pid, startTime: stat.startTime, job, unit, ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, cgroup };
+    this.#tracked.set(stat.pid, t);
+    return t;
+  }
+
+  // ── kernel events ────────────────────────────────────────────────────────────────────────────
+
+  #ref = (t: Tracked): ProcessRef => ({ pid: t.pid, startTime: t.startTime });
+  #on = (t: Tracked) => ({ node: this.#o.node, unit: t.unit, process: this.#ref(t) });
+
+  #onKernel(e: KernelProcessEvent) {
+    switch (e.e) {
+      case 'fork': {
+        if (e.pid !== e.tgid) return; // a thread
+        const parent = this.#tracked.get(e.ptgid);
+        if (!parent || this.#tracked.has(e.pid)) return;
+        const stat = readStat(e.pid);
+        // A child that already exited cannot be read: its start time comes from the event's clock.
+        const startTime = stat?.startTime ?? Math.floor(e.ts * this.#ticksPerNs);
+        const child = this.#track(parent.job, parent.unit, stat ?? { pid: e.pid, startTime, ppid: e.ptgid, pgid: parent.pgid, sid: parent.sid, comm: parent.comm, state: 'R', threads: 1 }, parent.cgroup);
+        child.ppid = e.ptgid;
+        this.#emit(parent.job, {
+          type: 'ProcessForked',
+          data: { node: this.#o.node, unit: parent.unit, parent: this.#ref(parent), child: this.#ref(child), pgid: child.pgid, sid: child.sid, comm: child.comm, ...(child.cgroup ? { cgroup: child.cgroup } : {}) },
+        });
+        return;
+      }
+      case 'exec': {
+        const t = e.pid === e.tgid ? this.#tracked.get(e.pid) : undefined;
+        if (!t) return;
+        const stat = readStat(e.pid);
+        if (stat && stat.startTime === t.startTime) t.comm = stat.comm;
+        const argv = readCmdline(e.pid);
+        this.#emit(t.job, { type: 'ProcessExecd', data: { ...this.#on(t), comm: t.comm, ...(argv ? { argv } : {}) } });
+        return;
+      }
+      case 'exit': {
+        const t = e.pid === e.tgid ? this.#tracked.get(e.pid) : undefined;
+        if (!t) return;
+        this.#exited(t, { status: e.status, signal: e.termsig, coreDumped: e.termsig !== null && (e.code & 0x80) !== 0 });
+        return;
+      }
+      case 'sid': {
+        const t = e.pid === e.tgid ? this.#tracked.get(e.pid) : undefined;
+        const stat = t && readStat(e.pid);
+        if (!t || !stat || stat.startTime !== t.startTime) return;
+        t.sid = stat.sid;
+        t.pgid = stat.pgid;
+        this.#emit(t.job, { type: 'ProcessSessionChanged', data: { ...this.#on(t), sid: t.sid, pgid: t.pgid } });
+        return;
+      }
+      case 'comm': {
+        const t = e.pid === e.tgid ? this.#tracked.get(e.pid) : undefined;
+        if (!t || t.comm === e.comm) return;
+        t.comm = e.comm;
+        this.#emit(t.job, { type: 'ProcessRenamed', data: { ...this.#on(t), comm: e.comm } });
+        return;
+      }
+      case 'overrun': {
+        const lost = (e.lost ?? e.count) - this.#lostReported;
+        this.#lostReported = e.lost ?? e.count;
+        const jobs = new Set([...this.#tracked.values()].map((t) => t.job));
+        for (const job of jobs) {
+          this.#emit(job, { type: 'ObservationGap', data: { node: this.#o.node, source: 'proc-connector', lost: Math.max(lost, 0), reason: 'the kernel dropped process events (receive buffer full)' } });
+        }
+        // Reconcile once the burst is over, not on every dropped batch.
+        clearTimeout(this.#reconcileTimer);
+        this.#reconcileTimer = setTimeout(() => this.#reconcile('reconcile'), 50);
+        return;
+      }
+    }
+  }
+
+  #exited(t: Tracked, how: { status: number | null; signal: number | null; coreDumped: boolean } | 'vanished') {
+    this.#tracked.delete(t.pid);
+    if (how === 'vanished') this.#emit(t.job, { type: 'ProcessVanished', data: this.#on(t) });
+    else this.#emit(t.job, { type: 'ProcessExited', data: { ...this.#on(t), status: how.status, signal: how.signal, ...(how.coreDumped ? { coreDumped: true } : {}) } });
+    const unit = this.#jobs.get(t.job)?.units[t.unit];
+    if (unit?.root === processKey(this.#o.node, this.#ref(t))) {
+      this.#rootExits.set(unitKey(t.job, t.unit), how === 'vanished' ? { status: null, signal: null } : { status: how.status, signal: how.signal });
+    }
+    // The kernel re-parented the children before reporting the exit: read their new parent now.
+    for (const child of this.#tracked.values()) {
+      if (child.ppid !== t.pid) continue;
+      const stat = readStat(child.pid);
+      if (stat && stat.startTime === child.startTime && stat.ppid !== child.ppid) {
+        child.ppid = stat.ppid;
+        this.#emit(child.job, { type: 'ProcessReparented', data: { ...this.#on(child), ppid: stat.ppid } });
+      }
+    }
+    this.#endUnitIfEmpty(t.job, t.unit);
+  }
+
+  #endUnitIfEmpty(job: string, unit: UnitId) {
+    for (const t of this.#tracked.values()) if (t.job === job && t.unit === unit) return;
+    const key = unitKey(job, unit);
+    if (this.#handled.has(`ended ${key}`)) return;
+    this.#handled.add(`ended ${key}`);
+    const root = this.#rootExits.get(key) ?? { status: null, signal: null };
+    this.#emit(job, { type: 'UnitEnded', data: { unit, node: this.#o.node, ...root } });
+    // Single-node jobs end here; units on other nodes report their own end.
+    const state = this.#jobs.get(job);
+    const others = state ? Object.values(state.units).filter((u) => u.unit !== unit) : [];
+    if (others.every((u) => u.phase === 'ended' || u.phase === 'failed')) {
+      const roots = [root, ...others.map((u) => ({ status: u.exitStatus, signal: u.signal }))];
+      const succeeded = roots.every((r) => r.status === 0);
+      this.#emit(job, { type: 'JobEnded', data: { outcome: succeeded ? 'succeeded' : 'failed', status: root.status, signal: root.signal } });
+    }
+  }
+
+  // ── /proc: rescans, reconciliation, dependents ──────────────────────────────────────────────
+
+  #rescanCount = 0;
+  #rescan() {
+    const readCgroup = ++this.#rescanCount % 10 === 0;
+    for (const t of [...this.#tracked.values()]) {
+      const stat = readStat(t.pid);
+      if (!stat || stat.startTime !== t.startTime || stat.state === 'Z' || stat.state === 'X') {
+        // Gone without an exit event (lost), or a zombie whose exit event is still on its way.
+        if (!stat || stat.startTime !== t.startTime) this.#exited(t, 'vanished');
+        continue;
+      }
+      this.#observeChanges(t, stat, readCgroup);
+    }
+  }
+
+  #observeChanges(t: Tracked, stat: ProcStat, readCgroup: boolean) {
+    if (stat.sid !== t.sid) {
+      t.sid = stat.sid;
+      t.pgid = stat.pgid;
+      this.#emit(t.job, { type: 'ProcessSessionChanged', data: { ...this.#on(t), sid: t.sid, pgid: t.pgid } });
+    } else if (stat.pgid !== t.pgid) {
+      t.pgid = stat.pgid;
+      this.#emit(t.job, { type: 'ProcessGroupChanged', data: { ...this.#on(t), pgid: t.pgid } });
+    }
+    if (stat.ppid !== t.ppid) {
+      t.ppid = stat.ppid;
+      this.#emit(t.job, { type: 'ProcessReparented', data: { ...this.#on(t), ppid: t.ppid } });
+    }
+    if (readCgroup) {
+      const groups = readCgroups(t.pid);
+      const cgroup = groups && primaryCgroup(groups);
+      if (cgroup && cgroup !== t.cgroup) {
+        t.cgroup = cgroup;
+        this.#emit(t.job, { type: 'ProcessCgroupChanged', data: { ...this.#on(t), cgroup } });
+      }
+    }
+  }
+
+  /**
+   * Restores the truth from /proc: members are the processes in a unit's cgroups and the
+   * descendants of its known members; known members that are gone have vanished.
+   */
+  #reconcile(source: 'scan' | 'reconcile') {
+    const all = scanProcesses();
+    const byPid = new Map(all.map((p) => [p.pid, p]));
+    for (const t of [...this.#tracked.values()]) {
+      const now = byPid.get(t.pid);
+      if (!now || now.startTime !== t.startTime) this.#exited(t, 'vanished');
+      else this.#observeChanges(t, now, true);
+    }
+    const children = new Map<number, ProcStat[]>();
+    for (const p of all) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p]);
+    for (const job of this.#jobs.keys()) {
+      for (const unit of this.#myUnits(job)) {
+        if (unit.phase !== 'running' && unit.phase !== 'launched') continue;
+        const inCgroups = new Set(unit.cgroups.length > 0 ? safe(() => unitProcesses(unit.cgroups), []) : []);
+        const queue = [...this.#tracked.values()].filter((t) => t.job === job && t.unit === unit.unit).map((t) => t.pid);
+        const found = new Set<number>(inCgroups);
+        for (let pid = queue.pop(); pid !== undefined; pid = queue.pop()) {
+          for (const c of children.get(pid) ?? []) if (!found.has(c.pid)) (found.add(c.pid), queue.push(c.pid));
+        }
+        const fresh = [...found].map((pid) => byPid.get(pid)).filter((p): p is ProcStat => !!p && !this.#tracked.has(p.pid));
+        for (const p of fresh.sort((a, b) => a.startTime - b.startTime || a.pid - b.pid)) {
+          const parent = this.#tracked.get(p.ppid);
+          const groups = readCgroups(p.pid);
+          const t = this.#track(job, unit.unit, p, groups ? primaryCgroup(groups) : undefined);
+          this.#emit(job, {
+            type: 'ProcessObserved',
+            data: { ...this.#on(t), ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, source, ...(parent ? { parent: this.#ref(parent) } : {}), ...(t.cgroup ? { cgroup: t.cgroup } : {}) },
+          });
+        }
+      }
+    }
+  }
+
+  #scanDependencies() {
+    if (this.#tracked.size === 0) return;
+    const members = [...this.#tracked.keys()];
+    const stdio = new Set<string>();
+    for (const [job] of this.#jobs) for (const u of this.#myUnits(job)) for (const i of u.stdio) stdio.add(i);
+    let dependents;
+    try {
+      dependents = findDependents(members, undefined, { ignore: new Set([process.pid]) });
+    } catch (error) {
+      this.#o.log?.(`dependency scan failed: ${(error as Error).message}`);
+      return;
+    }
+    for (const d of dependents) {
+      // The terminal or pipe the job was started with is how the user talks to it, not a dependency.
+      if (stdio.has(d.inode) || (d.memberInode && stdio.has(d.memberInode))) continue;
+      const member = this.#tracked.get(d.member);
+      const key = `${d.pid}@${d.startTime} ${d.via} ${d.inode}`;
+      if (!member || this.#tracked.has(d.pid) || this.#dependencies.has(key)) continue;
+      const stat = readStat(d.pid);
+      if (!stat || stat.startTime !== d.startTime) continue;
+      this.#dependencies.add(key);
+      const t = this.#track(member.job, member.unit, stat, undefined);
+      this.#emit(member.job, {
+        type: 'DependencyObserved',
+        data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode },
+      });
+    }
+  }
+
+  // ── appending: one batch per job stream per tick, in order ──────────────────────────────────
+
+  #emit(job: string, event: ProposedEvent) {
+    const stream = jobStream(job);
+    const pending = this.#outbox.get(stream);
+    if (pending) pending.push(event);
+    else this.#outbox.set(stream, [event]);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => void this.#flush());
+    }
+  }
+
+  #flush(): Promise<void> {
+    this.#flushScheduled = false;
+    const batches = [...this.#outbox];
+    this.#outbox.clear();
+    this.#flushing = this.#flushing.then(() =>
+      Promise.all(
+        batches.map(([stream, events]) =>
+          this.#o.store.append(stream, events).then(
+            () => undefined,
+            (error: Error) => this.#o.log?.(`could not append ${events.length} events to ${stream}: ${error.message}`),
+          ),
+        ),
+      ).then(() => undefined),
+    );
+    return this.#flushing;
+  }
+}
+
+const bootId = (): string => safe(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'unknown');
+
+const safe = <T>(fn: () => T, fallback: T): T => {
+  try {
+    return fn();
+  } catch {
+    return fallback;
+  }
+};

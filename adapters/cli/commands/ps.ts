@@ -1,0 +1,105 @@
+import { classify, membersOf, type JobMembership, type Member } from '../../../domain/membership.js';
+import { jobMembership } from '../../../projections/jobs.js';
+import { flag, integerOption, UsageError } from '../args.js';
+import { EXIT, type Command } from '../command.js';
+import { writeOut } from '../output.js';
+import { openStore } from '../store.js';
+
+export const memberJson = (job: JobMembership, m: Member) => {
+  const { reason, escapes } = classify(job, m);
+  return {
+    node: m.node,
+    unit: m.unit,
+    pid: m.pid,
+    ppid: m.ppid,
+    pgid: m.pgid,
+    sid: m.sid,
+    startTime: m.startTime,
+    comm: m.comm,
+    state: m.state,
+    exitStatus: m.exitStatus,
+    signal: m.signal,
+    reason,
+    escapes,
+    cgroup: m.cgroup ?? null,
+    ...(m.dependsOn ? { dependsOn: m.dependsOn } : {}),
+  };
+};
+
+const stateText = (m: Member) =>
+  m.state === 'running' ? 'running' : m.state === 'vanished' ? 'vanished' : m.signal !== null ? `killed (signal ${m.signal})` : `exited (${m.exitStatus})`;
+
+/** A tree by who forked whom; processes whose parent is unknown (dependents, the root) start a branch. */
+const tree = (job: JobMembership, members: Member[]): string[] => {
+  const byKey = new Map(members.map((m) => [m.key, m]));
+  const parentKey = (m: Member) => (m.forkedBy === undefined ? undefined : members.find((p) => p.pid === m.forkedBy && p.node === m.node && p.since <= m.since && (p.until === undefined || p.until >= m.since))?.key);
+  const children = new Map<string | undefined, Member[]>();
+  for (const m of members) {
+    const p = parentKey(m);
+    const at = p && byKey.has(p) ? p : undefined;
+    children.set(at, [...(children.get(at) ?? []), m]);
+  }
+  const lines: string[] = [];
+  const whyOf = (m: Member) => {
+    const { reason, escapes } = classify(job, m);
+    return reason === 'escaped' ? `escaped: ${escapes.join(', ')}` : reason === 'dependent' ? `dependent: ${m.dependsOn!.via} with ${m.dependsOn!.member}` : reason;
+  };
+  const whyWidth = Math.max(8, ...members.map((m) => whyOf(m).length)) + 2;
+  lines.push(`${'PID'.padEnd(8)}${'PPID'.padEnd(8)}${'PGID'.padEnd(8)}${'SID'.padEnd(8)}${'STATE'.padEnd(20)}${'REASON'.padEnd(whyWidth)}COMMAND`);
+  const walk = (m: Member, prefix: string, last: boolean, top: boolean) => {
+    const cols = `${String(m.pid).padEnd(8)}${String(m.ppid).padEnd(8)}${String(m.pgid).padEnd(8)}${String(m.sid).padEnd(8)}${stateText(m).padEnd(20)}${whyOf(m).padEnd(whyWidth)}`;
+    lines.push(`${cols}${top ? '' : prefix + (last ? '└─ ' : '├─ ')}${m.comm}`);
+    const kids = children.get(m.key) ?? [];
+    kids.forEach((k, i) => walk(k, top ? '' : prefix + (last ? '   ' : '│  '), i === kids.length - 1, false));
+  };
+  for (const m of children.get(undefined) ?? []) walk(m, '', true, true);
+  return lines;
+};
+
+export const psCommand: Command = {
+  name: 'ps',
+  summary: 'Show every process of a job — including escaped and dependent ones — and why it belongs.',
+  usage: 'JOB [--json] [--at POSITION]',
+  description: [
+    'Membership is derived from the job’s whole history, so a process that left its session or process',
+    'group, moved cgroup, or was re-parented (a double-forked daemon) is still listed. REASON says why',
+    'a process belongs: root (the unit’s first process), descendant, escaped (and how), or dependent',
+    '(not a descendant, but shares a pipe, unix socket or SysV shared memory with a member).',
+    'With --at, membership as it was at that log position (see ckpt history / ckpt log).',
+    'JSON fields: node, unit, pid, ppid, pgid, sid, startTime, comm, state, exitStatus, signal, reason,',
+    'escapes, cgroup, dependsOn.',
+  ].join('\n'),
+  options: [
+    { name: 'json', description: 'a JSON array of processes for machines' },
+    { name: 'at', value: 'POSITION', description: 'membership as it was at this global log position' },
+  ],
+  examples: ['ckpt ps nightly', 'ckpt ps nightly --json | jq ".[] | select(.reason == \\"escaped\\")"', 'ckpt ps nightly --at 1200'],
+  async run(args) {
+    const [job, ...extra] = args.positionals;
+    if (!job || extra.length > 0) throw new UsageError('name exactly one job');
+    const at = integerOption(args, 'at', 1);
+    const store = openStore(args);
+    try {
+      const state = await jobMembership(store, job, at);
+      if (!state) {
+        process.stderr.write(`ckpt ps: unknown job "${job}"${at ? ` at position ${at}` : ''} (ckpt jobs lists them)\n`);
+        return EXIT.failed;
+      }
+      const members = membersOf(state);
+      if (flag(args, 'json')) {
+        await writeOut(JSON.stringify(members.map((m) => memberJson(state, m)), null, 2) + '\n');
+        return EXIT.ok;
+      }
+      const running = members.filter((m) => m.state === 'running').length;
+      const lines = [`job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`];
+      for (const unit of Object.values(state.units)) {
+        lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
+        lines.push(...tree(state, members.filter((m) => m.unit === unit.unit)));
+      }
+      await writeOut(lines.join('\n') + '\n');
+      return EXIT.ok;
+    } finally {
+      await store.close();
+    }
+  },
+};

@@ -1,0 +1,110 @@
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { constants, userInfo } from 'node:os';
+import { basename, join } from 'node:path';
+import { NAME_PATTERN } from '../../../domain/codecs.js';
+import { WrongExpectedRevisionError } from '../../../domain/event-store.js';
+import type { Limits } from '../../../domain/events/job.js';
+import { startAgent } from '../../agent/daemon.js';
+import { launchUnit, MAIN_UNIT, resolveCommand } from '../../agent/launcher.js';
+import { ckptHome } from '../../store/open.js';
+import { flag, integerOption, sizeOption, stringOption, UsageError } from '../args.js';
+import { EXIT, type Command } from '../command.js';
+import { needRoot, openStore, storeUrlOf } from '../store.js';
+import { nodeOf } from './agent.js';
+
+/** A readable, unique-enough job id from the command: `sleep-3fa9c1`. */
+const generateJobId = (command: string): string => {
+  const stem = basename(command).toLowerCase().replace(/[^a-z0-9._-]/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 50) || 'job';
+  return `${stem}-${randomBytes(3).toString('hex')}`;
+};
+
+export const runCommand: Command = {
+  name: 'run',
+  summary: 'Run a command as a tracked job unit on this node.',
+  usage: '[--job NAME] [--node NAME] [--memory SIZE] [--pids N] [--detach] [--json] -- COMMAND [ARGS…]',
+  description: [
+    'Starts COMMAND in a new session, inside the unit’s own cgroups (with the limits given), with no',
+    'file descriptor above 2, and records every fork, exec, exit, session, process-group and cgroup',
+    'change of it and of everything it starts — even processes that leave the session or daemonize.',
+    'In the foreground the job’s output passes through, SIGINT/SIGTERM/SIGHUP are forwarded to its',
+    'process group, and ckpt exits with the job’s exit status (128+N when killed by signal N).',
+    'With --detach, ckpt prints the job id once the job runs and is tracked, and returns; output goes',
+    'to $CKPT_HOME/jobs/JOB/main.out. The node agent that tracks jobs is started on demand and keeps',
+    'running in the background (ckpt agent status|stop). Needs root (proc connector, cgroups).',
+  ].join('\n'),
+  options: [
+    { name: 'job', value: 'NAME', description: `job id, matching ${NAME_PATTERN.source} (default: generated from the command)` },
+    { name: 'node', value: 'NAME', description: 'this node’s name (default: $CKPT_NODE, else the host name)' },
+    { name: 'memory', value: 'SIZE', description: 'memory limit of the unit, e.g. 256M or 2G (cgroup memory controller)' },
+    { name: 'pids', value: 'N', description: 'maximum number of processes and threads in the unit (cgroup pids controller)' },
+    { name: 'detach', short: 'd', description: 'return once the job runs and is tracked; print its id' },
+    { name: 'json', description: 'with --detach: print {job, node, unit, pid, startTime} as JSON' },
+  ],
+  examples: ['sudo ckpt run --job nightly --memory 512M -- ./simulate --steps 1000', 'sudo ckpt run -d -- python3 train.py', 'sudo ckpt run --pids 200 -- make -j8'],
+  async run(args) {
+    const command = args.rest.length > 0 ? args.rest : args.positionals;
+    if (command.length === 0) throw new UsageError('say what to run: ckpt run [OPTIONS] -- COMMAND [ARGS…]');
+    const job = stringOption(args, 'job') ?? generateJobId(command[0]!);
+    if (!NAME_PATTERN.test(job)) throw new UsageError(`job name "${job}" must match ${NAME_PATTERN.source}: lower-case letters, digits, '.', '_' and '-', 1–64 characters, starting with a letter or digit`);
+    const node = nodeOf(args);
+    const limits: Limits = {
+      ...(sizeOption(args, 'memory') !== undefined ? { memoryBytes: sizeOption(args, 'memory')! } : {}),
+      ...(integerOption(args, 'pids', 1) !== undefined ? { pids: integerOption(args, 'pids', 1)! } : {}),
+    };
+    const detach = flag(args, 'detach');
+    if (flag(args, 'json') && !detach) throw new UsageError('--json goes with --detach (in the foreground the job’s own output is printed)');
+    const cwd = process.cwd();
+    // Checked before anything is recorded: a typo must not leave a failed job behind.
+    if (!resolveCommand(command[0]!)) {
+      process.stderr.write(`ckpt run: command not found: ${command[0]}\n`);
+      return 127;
+    }
+    needRoot('ckpt run');
+
+    const home = ckptHome();
+    const url = storeUrlOf(args);
+    const progress = (what: string) => process.stderr.isTTY && process.stderr.write(`\r\x1b[K${what}…`);
+    progress('starting the node agent');
+    await startAgent(home, node, url);
+    const store = openStore(args);
+    let stdio: Parameters<typeof launchUnit>[0]['stdio'] = ['inherit', 'inherit', 'inherit'];
+    let output: string | undefined;
+    if (detach) {
+      const dir = join(home, 'jobs', job);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      output = join(dir, `${MAIN_UNIT}.out`);
+      const fd = openSync(output, 'a', 0o600);
+      stdio = ['ignore', fd, fd];
+    }
+    try {
+      const user = userInfo();
+      const launched = await launchUnit({ store, job, node, owner: { uid: user.uid, user: user.username }, command, cwd, limits, stdio, onProgress: progress }).catch((error) => {
+        if (error instanceof WrongExpectedRevisionError) throw new Error(`job "${job}" already exists: choose another --job (ckpt jobs lists them)`);
+        throw error;
+      });
+      if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+      if (detach) {
+        for (const fd of stdio) if (typeof fd === 'number') closeSync(fd);
+        launched.child.unref();
+        console.log(flag(args, 'json') ? JSON.stringify({ job, node, unit: MAIN_UNIT, pid: launched.pid, startTime: launched.startTime, output }) : job);
+        return EXIT.ok;
+      }
+      const forward = (signal: NodeJS.Signals) => () => {
+        try {
+          process.kill(-launched.pid, signal);
+        } catch {
+          // the group is gone
+        }
+      };
+      const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
+      for (const [s, h] of handlers) process.on(s, h);
+      const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((done) => launched.child.once('exit', (c, s) => done([c, s])));
+      for (const [s, h] of handlers) process.off(s, h);
+      return code ?? 128 + (signal ? constants.signals[signal] : 0);
+    } finally {
+      await store.close();
+    }
+  },
+};
+

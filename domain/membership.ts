@@ -1,0 +1,206 @@
+// Membership of a job: every process that belongs to it, derived from the job's whole history,
+// so a process that left its session, process group or cgroup, or was re-parented, is still
+// known to belong. A pure fold: `events.reduce(evolveMembership, initialMembership(job))`.
+import type { Position, RecordedEvent } from './event-store.js';
+import type { Limits, UnitCgroup } from './events/job.js';
+import { processKey, type NodeId, type ProcessRef, type UnitId } from './identity.js';
+import { emptyMap, getIn, setIn, valuesOf, type PersistentMap } from './persistent-map.js';
+
+export type MemberReason = 'root' | 'descendant' | 'escaped' | 'dependent';
+export type Escape = 'session' | 'process-group' | 'cgroup' | 'reparented';
+export type MemberState = 'running' | 'exited' | 'vanished';
+
+export interface Member {
+  readonly key: string;
+  readonly node: NodeId;
+  readonly unit: UnitId;
+  readonly pid: number;
+  readonly startTime: number;
+  /** Current parent PID (after re-parenting: 1 or a subreaper). */
+  readonly ppid: number;
+  /** PID of the parent that forked it, when the fork was seen. */
+  readonly forkedBy?: number;
+  readonly pgid: number;
+  readonly sid: number;
+  readonly comm: string;
+  readonly cgroup?: string;
+  readonly state: MemberState;
+  readonly exitStatus: number | null;
+  readonly signal: number | null;
+  /** Set for processes that are not descendants but share something with a member. */
+  readonly dependsOn?: { readonly member: string; readonly via: string; readonly inode: string };
+  readonly since: Position;
+  readonly until?: Position;
+}
+
+export type UnitPhase = 'assigned' | 'launched' | 'running' | 'ended' | 'failed';
+
+export interface Unit {
+  readonly unit: UnitId;
+  readonly node: NodeId;
+  readonly command: readonly string[];
+  readonly cwd: string;
+  readonly limits: Limits;
+  readonly cgroups: readonly UnitCgroup[];
+  readonly phase: UnitPhase;
+  readonly root?: string;
+  readonly pgid?: number;
+  readonly sid?: number;
+  readonly cgroup?: string;
+  /** Pipe/socket inodes of the root's stdin/out/err at launch: the user's terminal, not dependencies. */
+  readonly stdio: readonly string[];
+  readonly exitStatus: number | null;
+  readonly signal: number | null;
+  readonly reason?: string;
+}
+
+export type JobPhase = 'new' | 'submitted' | 'running' | 'ended';
+
+export interface JobMembership {
+  readonly job: string;
+  readonly phase: JobPhase;
+  readonly owner?: { readonly uid: number; readonly user?: string };
+  readonly outcome?: 'succeeded' | 'failed';
+  readonly units: Readonly<Record<UnitId, Unit>>;
+  readonly members: PersistentMap<Member>;
+  /** Kernel events lost on this job's nodes (reconciled from /proc afterwards). */
+  readonly lostEvents: number;
+  readonly position: Position;
+  readonly submittedAt?: string;
+}
+
+export const initialMembership = (job: string): JobMembership => ({
+  job,
+  phase: 'new',
+  units: {},
+  members: emptyMap(),
+  lostEvents: 0,
+  position: 0,
+});
+
+const keyOf = (node: NodeId, p: ProcessRef) => processKey(node, p);
+
+const withMember = (s: JobMembership, m: Member): JobMembership => ({ ...s, members: setIn(s.members, m.key, m) });
+
+const withUnit = (s: JobMembership, unit: UnitId, change: Partial<Unit>): JobMembership => {
+  const current = s.units[unit];
+  return current ? { ...s, units: { ...s.units, [unit]: { ...current, ...change } } } : s;
+};
+
+/** Applies a change to a known member; facts about unknown processes change nothing. */
+const updateMember = (s: JobMembership, node: NodeId, p: ProcessRef, change: Partial<Member>): JobMembership => {
+  const current = getIn(s.members, keyOf(node, p));
+  return current ? withMember(s, { ...current, ...change }) : s;
+};
+
+const newMember = (base: Omit<Member, 'key' | 'state' | 'exitStatus' | 'signal'>): Member => ({
+  ...base,
+  key: keyOf(base.node, base),
+  state: 'running',
+  exitStatus: null,
+  signal: null,
+});
+
+export const evolveMembership = (state: JobMembership, event: RecordedEvent): JobMembership => {
+  const s = { ...state, position: event.position };
+  switch (event.type) {
+    case 'JobSubmitted':
+      return { ...s, phase: 'submitted', owner: event.data.owner, submittedAt: event.metadata.recordedAt };
+    case 'UnitAssigned': {
+      const { unit, node, command, cwd, limits } = event.data;
+      return { ...s, units: { ...s.units, [unit]: { unit, node, command, cwd, limits, cgroups: [], phase: 'assigned', stdio: [], exitStatus: null, signal: null } } };
+    }
+    case 'UnitCgroupsCreated':
+      return withUnit(s, event.data.unit, { cgroups: event.data.cgroups });
+    case 'UnitLaunched': {
+      const { unit, node, root, pgid, sid, comm, cgroup } = event.data;
+      const launched = withUnit({ ...s, phase: 'running' }, unit, { phase: 'launched', root: keyOf(node, root), pgid, sid, cgroup });
+      return withMember(launched, newMember({ node, unit, ...root, ppid: 0, pgid, sid, comm, cgroup, since: event.position }));
+    }
+    case 'UnitTracked':
+      return withUnit(s, event.data.unit, { phase: 'running', stdio: event.data.stdio });
+    case 'UnitLaunchFailed':
+      return withUnit(s, event.data.unit, { phase: 'failed', reason: event.data.reason });
+    case 'UnitEnded':
+      return withUnit(s, event.data.unit, { phase: 'ended', exitStatus: event.data.status, signal: event.data.signal });
+    case 'JobEnded':
+      return { ...s, phase: 'ended', outcome: event.data.outcome };
+    case 'ProcessForked': {
+      const { node, unit, parent, child } = event.data;
+      const from = getIn(s.members, keyOf(node, parent));
+      return withMember(
+        s,
+        newMember({
+          node,
+          unit,
+          ...child,
+          ppid: parent.pid,
+          forkedBy: parent.pid,
+          pgid: event.data.pgid ?? from?.pgid ?? 0,
+          sid: event.data.sid ?? from?.sid ?? 0,
+          comm: event.data.comm ?? from?.comm ?? '',
+          cgroup: event.data.cgroup ?? from?.cgroup,
+          dependsOn: from?.dependsOn,
+          since: event.position,
+        }),
+      );
+    }
+    case 'ProcessExecd':
+      return event.data.comm === undefined ? s : updateMember(s, event.data.node, event.data.process, { comm: event.data.comm });
+    case 'ProcessRenamed':
+      return updateMember(s, event.data.node, event.data.process, { comm: event.data.comm });
+    case 'ProcessExited':
+      return updateMember(s, event.data.node, event.data.process, {
+        state: 'exited',
+        exitStatus: event.data.status ?? null,
+        signal: event.data.signal ?? null,
+        until: event.position,
+      });
+    case 'ProcessVanished':
+      return updateMember(s, event.data.node, event.data.process, { state: 'vanished', until: event.position });
+    case 'ProcessSessionChanged':
+      return updateMember(s, event.data.node, event.data.process, { sid: event.data.sid, pgid: event.data.pgid });
+    case 'ProcessGroupChanged':
+      return updateMember(s, event.data.node, event.data.process, { pgid: event.data.pgid });
+    case 'ProcessReparented':
+      return updateMember(s, event.data.node, event.data.process, { ppid: event.data.ppid });
+    case 'ProcessCgroupChanged':
+      return updateMember(s, event.data.node, event.data.process, { cgroup: event.data.cgroup });
+    case 'ProcessObserved': {
+      const { node, unit, process, ppid, pgid, sid, comm, cgroup, parent } = event.data;
+      const known = getIn(s.members, keyOf(node, process));
+      if (known) return withMember(s, { ...known, ppid, pgid, sid, comm, cgroup: cgroup ?? known.cgroup });
+      return withMember(s, newMember({ node, unit, ...process, ppid, forkedBy: parent?.pid, pgid, sid, comm, cgroup, since: event.position }));
+    }
+    case 'DependencyObserved': {
+      const { node, unit, process, member, via, inode, ppid, pgid, sid, comm } = event.data;
+      if (getIn(s.members, keyOf(node, process))) return s;
+      return withMember(s, newMember({ node, unit, ...process, ppid, pgid, sid, comm, dependsOn: { member: keyOf(node, member), via, inode }, since: event.position }));
+    }
+    case 'ObservationGap':
+      return { ...s, lostEvents: s.lostEvents + event.data.lost };
+    default:
+      return s;
+  }
+};
+
+/** Why a member belongs to the job, and how it escaped its unit's session / group / cgroup / tree. */
+export const classify = (job: JobMembership, m: Member): { reason: MemberReason; escapes: Escape[] } => {
+  const unit = job.units[m.unit];
+  if (unit?.root === m.key) return { reason: 'root', escapes: [] };
+  if (m.dependsOn) return { reason: 'dependent', escapes: [] };
+  const escapes: Escape[] = [];
+  if (unit?.sid !== undefined && m.sid !== unit.sid) escapes.push('session');
+  if (unit?.pgid !== undefined && m.pgid !== unit.pgid) escapes.push('process-group');
+  if (unit?.cgroup !== undefined && m.cgroup !== undefined && m.cgroup !== unit.cgroup) escapes.push('cgroup');
+  if (m.forkedBy !== undefined && m.ppid !== m.forkedBy) escapes.push('reparented');
+  return { reason: escapes.length > 0 ? 'escaped' : 'descendant', escapes };
+};
+
+/** Members sorted by unit, then by when they were first seen. */
+export const membersOf = (job: JobMembership): Member[] =>
+  [...valuesOf(job.members)].sort((a, b) => (a.unit === b.unit ? a.since - b.since || a.pid - b.pid : a.unit < b.unit ? -1 : 1));
+
+export const runningMembers = (job: JobMembership): Member[] => membersOf(job).filter((m) => m.state === 'running');
+
+export const memberOf = (job: JobMembership, node: NodeId, p: ProcessRef): Member | undefined => getIn(job.members, keyOf(node, p));
