@@ -26,9 +26,12 @@ export const defaultNode = (env: NodeJS.ProcessEnv = process.env): string => {
   return NAME_PATTERN.test(name) ? name : 'node';
 };
 
+/** A short id of a store URL: names the agent's files and the cgroups of the store's jobs. */
+export const storeId = (store: string): string => createHash('sha256').update(store).digest('hex').slice(0, 8);
+
 export const agentFiles = (home: string, node: string, store: string) => {
   const dir = join(home, 'agent');
-  const id = `${node}-${createHash('sha256').update(store).digest('hex').slice(0, 8)}`;
+  const id = `${node}-${storeId(store)}`;
   return { dir, pidFile: join(dir, `${id}.json`), log: join(dir, `${id}.log`) };
 };
 

@@ -3,10 +3,10 @@
 //   2. the node agent creates the unit's cgroups → UnitCgroupsCreated;
 //   3. the root starts in a new session, held at a gate (it waits on fd 3 before exec);
 //   4. it is moved into the cgroups → UnitLaunched; the agent tracks it → UnitTracked;
-//   5. the gate opens: fd 3 is closed (no fd above 2 reaches the job: CRIU needs that) and the
+//   5. the gate opens: fds above 2 are closed (none reaches the job: CRIU needs that) and the
 //      command is exec'd. Everything it forks from then on is seen by the agent.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { filter, firstValueFrom, timeout } from 'rxjs';
 import type { EventStore, RecordedEvent } from '../../domain/event-store.js';
@@ -17,8 +17,14 @@ import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 
 export const MAIN_UNIT = 'main';
 
-/** The gate: wait for the launcher's go on fd 3, close it, become the command. */
-const GATE = 'read -r go <&3 || exit 125; exec 3<&-; exec "$@"';
+/**
+ * The gate: wait for the launcher's go on fd 3, then close every descriptor above 2 — fd 3 and
+ * any the launcher itself inherited without close-on-exec (libuv does not close those) — and
+ * become the command. The glob is expanded by the shell itself: no fork before the exec. bash,
+ * because dash cannot name descriptors above 9 in a redirection.
+ */
+const GATE_SHELL = existsSync('/bin/bash') ? '/bin/bash' : '/bin/sh';
+const GATE = 'read -r go <&3 || exit 125; for f in /proc/self/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
 
 /** PATH lookup as the shell would do it, so a missing command fails before anything is recorded. */
 export const resolveCommand = (command: string, path = process.env.PATH ?? ''): string | undefined => {
@@ -79,14 +85,14 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   if (created.type === 'UnitLaunchFailed') throw new LaunchError(created.data.reason);
   const cgroups = (created.data as { cgroups: UnitCgroup[] }).cgroups;
 
-  const child = spawn('/bin/sh', ['-c', GATE, 'ckpt-gate', ...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe'] });
+  const child = spawn(GATE_SHELL, ['-c', GATE, 'ckpt-gate', ...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe'] });
   const gate = child.stdio[3] as NodeJS.WritableStream | null;
   const fail = async (reason: string): Promise<never> => {
     child.kill('SIGKILL');
     await r.store.append(jobStream(r.job), [{ type: 'UnitLaunchFailed', data: { unit, node: r.node, reason } }]);
     throw new LaunchError(reason);
   };
-  if (!child.pid || !gate) return fail('could not start /bin/sh for the unit’s root');
+  if (!child.pid || !gate) return fail(`could not start ${GATE_SHELL} for the unit’s root`);
   try {
     addProcess(cgroups, child.pid);
   } catch (error) {

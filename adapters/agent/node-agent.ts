@@ -15,7 +15,7 @@ import type { Subscription } from 'rxjs';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { evolveMembership, initialMembership, runningMembers, type JobMembership, type Unit } from '../../domain/membership.js';
-import { createUnitCgroups, detectCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
+import { createUnitCgroups, detectCgroups, removeUnitCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
 import {
   clockTicksPerSecond,
@@ -34,6 +34,9 @@ export interface NodeAgentOptions {
   readonly store: EventStore;
   readonly node: NodeId;
   readonly version: string;
+  /** Unit cgroups go to PREFIX/JOB/UNIT in each hierarchy; one prefix per store, so two stores'
+   *  jobs of the same name never share a cgroup. */
+  readonly cgroupPrefix: string;
   /** Proc connector receive buffer (bytes); tests force a tiny one to provoke overruns. */
   readonly rcvbuf?: number;
   /** How often tracked processes are re-read from /proc (pgid, sid, parent, cgroup). */
@@ -54,9 +57,13 @@ interface Tracked {
   sid: number;
   comm: string;
   cgroup?: string;
+  /** Not of the job, but sharing something with a member: never makes others dependents. */
+  dependent?: boolean;
 }
 
 const unitKey = (job: string, unit: UnitId) => `${job}/${unit}`;
+/** How long a process may be missing from /proc before its exit counts as lost (see #suspectGone). */
+const VANISH_GRACE_MS = 2000;
 const jobOfStream = (stream: string) => (stream.startsWith('job-') ? stream.slice(4) : undefined);
 
 export class NodeAgent {
@@ -192,7 +199,7 @@ export class NodeAgent {
   #createCgroups(job: string, unit: Unit) {
     const { node } = this.#o;
     try {
-      const cgroups = createUnitCgroups(this.#layout!, `ckpt/${job}/${unit.unit}`, unit.limits);
+      const cgroups = createUnitCgroups(this.#layout!, `${this.#o.cgroupPrefix}/${job}/${unit.unit}`, unit.limits);
       this.#emit(job, { type: 'UnitCgroupsCreated', data: { unit: unit.unit, node, cgroups, limits: unit.limits } });
     } catch (error) {
       this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node, reason: (error as Error).message } });
@@ -219,7 +226,7 @@ export class NodeAgent {
       for (const m of runningMembers(state)) {
         const unit = state.units[m.unit];
         if (m.node !== this.#o.node || unit?.phase !== 'running') continue;
-        this.#tracked.set(m.pid, { pid: m.pid, startTime: m.startTime, job, unit: m.unit, ppid: m.ppid, pgid: m.pgid, sid: m.sid, comm: m.comm, cgroup: m.cgroup });
+        this.#tracked.set(m.pid, { pid: m.pid, startTime: m.startTime, job, unit: m.unit, ppid: m.ppid, pgid: m.pgid, sid: m.sid, comm: m.comm, cgroup: m.cgroup, dependent: !!m.dependsOn });
       }
     }
   }
@@ -246,6 +253,7 @@ export class NodeAgent {
         const startTime = stat?.startTime ?? Math.floor(e.ts * this.#ticksPerNs);
         const child = this.#track(parent.job, parent.unit, stat ?? { pid: e.pid, startTime, ppid: e.ptgid, pgid: parent.pgid, sid: parent.sid, comm: parent.comm, state: 'R', threads: 1 }, parent.cgroup);
         child.ppid = e.ptgid;
+        child.dependent = parent.dependent;
         this.#emit(parent.job, {
           type: 'ProcessForked',
           data: { node: this.#o.node, unit: parent.unit, parent: this.#ref(parent), child: this.#ref(child), pgid: child.pgid, sid: child.sid, comm: child.comm, ...(child.cgroup ? { cgroup: child.cgroup } : {}) },
@@ -300,6 +308,7 @@ export class NodeAgent {
 
   #exited(t: Tracked, how: { status: number | null; signal: number | null; coreDumped: boolean } | 'vanished') {
     this.#tracked.delete(t.pid);
+    this.#missing.delete(t.pid);
     if (how === 'vanished') this.#emit(t.job, { type: 'ProcessVanished', data: this.#on(t) });
     else this.#emit(t.job, { type: 'ProcessExited', data: { ...this.#on(t), status: how.status, signal: how.signal, ...(how.coreDumped ? { coreDumped: true } : {}) } });
     const unit = this.#jobs.get(t.job)?.units[t.unit];
@@ -325,6 +334,12 @@ export class NodeAgent {
     this.#handled.add(`ended ${key}`);
     const root = this.#rootExits.get(key) ?? { status: null, signal: null };
     this.#emit(job, { type: 'UnitEnded', data: { unit, node: this.#o.node, ...root } });
+    const cgroups = this.#jobs.get(job)?.units[unit]?.cgroups ?? [];
+    try {
+      if (cgroups.length > 0) removeUnitCgroups(cgroups, { emptyParents: 2 }); // the job's and the store's directories, once empty
+    } catch (error) {
+      this.#o.log?.(`could not remove the cgroups of ${key}: ${(error as Error).message}`);
+    }
     // Single-node jobs end here; units on other nodes report their own end.
     const state = this.#jobs.get(job);
     const others = state ? Object.values(state.units).filter((u) => u.unit !== unit) : [];
@@ -338,17 +353,27 @@ export class NodeAgent {
   // ── /proc: rescans, reconciliation, dependents ──────────────────────────────────────────────
 
   #rescanCount = 0;
+  /** Tracked processes missing from /proc, and since when: their exit event may still be queued. */
+  readonly #missing = new Map<number, number>();
+
   #rescan() {
     const readCgroup = ++this.#rescanCount % 10 === 0;
     for (const t of [...this.#tracked.values()]) {
       const stat = readStat(t.pid);
-      if (!stat || stat.startTime !== t.startTime || stat.state === 'Z' || stat.state === 'X') {
-        // Gone without an exit event (lost), or a zombie whose exit event is still on its way.
-        if (!stat || stat.startTime !== t.startTime) this.#exited(t, 'vanished');
-        continue;
-      }
-      this.#observeChanges(t, stat, readCgroup);
+      if (!stat || stat.startTime !== t.startTime) this.#suspectGone(t);
+      else if (stat.state !== 'Z' && stat.state !== 'X') this.#observeChanges(t, stat, readCgroup);
     }
+  }
+
+  /**
+   * A process /proc no longer shows has exited, but the kernel stream may be a little behind:
+   * its exit (and the forks before it) can still be queued. Only when no exit event came within
+   * the grace period was the exit lost: then it has vanished.
+   */
+  #suspectGone(t: Tracked) {
+    const since = this.#missing.get(t.pid);
+    if (since === undefined) this.#missing.set(t.pid, Date.now());
+    else if (Date.now() - since >= VANISH_GRACE_MS) this.#exited(t, 'vanished');
   }
 
   #observeChanges(t: Tracked, stat: ProcStat, readCgroup: boolean) {
@@ -383,7 +408,7 @@ export class NodeAgent {
     const byPid = new Map(all.map((p) => [p.pid, p]));
     for (const t of [...this.#tracked.values()]) {
       const now = byPid.get(t.pid);
-      if (!now || now.startTime !== t.startTime) this.#exited(t, 'vanished');
+      if (!now || now.startTime !== t.startTime) this.#suspectGone(t);
       else this.#observeChanges(t, now, true);
     }
     const children = new Map<number, ProcStat[]>();
@@ -412,8 +437,10 @@ export class NodeAgent {
   }
 
   #scanDependencies() {
-    if (this.#tracked.size === 0) return;
-    const members = [...this.#tracked.keys()];
+    // Only the job's own processes make others dependents: dependency is not transitive, or a
+    // shell reading a dependent's output would be pulled in, and whatever that shell touches.
+    const members = [...this.#tracked.values()].filter((t) => !t.dependent).map((t) => t.pid);
+    if (members.length === 0) return;
     const stdio = new Set<string>();
     for (const [job] of this.#jobs) for (const u of this.#myUnits(job)) for (const i of u.stdio) stdio.add(i);
     let dependents;
@@ -433,6 +460,7 @@ export class NodeAgent {
       if (!stat || stat.startTime !== d.startTime) continue;
       this.#dependencies.add(key);
       const t = this.#track(member.job, member.unit, stat, undefined);
+      t.dependent = true;
       this.#emit(member.job, {
         type: 'DependencyObserved',
         data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode },

@@ -85,7 +85,7 @@ export const runCommand: Command = {
       });
       if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
       if (detach) {
-        for (const fd of stdio) if (typeof fd === 'number') closeSync(fd);
+        for (const fd of new Set(stdio)) if (typeof fd === 'number') closeSync(fd);
         launched.child.unref();
         console.log(flag(args, 'json') ? JSON.stringify({ job, node, unit: MAIN_UNIT, pid: launched.pid, startTime: launched.startTime, output }) : job);
         return EXIT.ok;

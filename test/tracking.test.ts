@@ -1,0 +1,293 @@
+// Process tracking end to end, as root: real jobs started with `ckpt run`, the real node agent
+// (proc connector, /proc, cgroups), membership checked against ps and /proc.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as assert from 'uvu/assert';
+import { storeId } from '../adapters/agent/daemon.js';
+import { readStat } from '../adapters/tracking/procfs.js';
+import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
+
+const CLI = fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url));
+const missing = firstMissing(needRoot, () => needCommand('cc', 'apt-get install -y gcc'), () => needCommand('python3', 'apt-get install -y python3'));
+const test = suiteRequiring('process tracking (real processes)', missing);
+
+const work = mkdtempSync(join(tmpdir(), 'ckpt-track-'));
+const homes: string[] = [];
+const newHome = () => {
+  const home = mkdtempSync(join(work, 'home-'));
+  homes.push(home);
+  return home;
+};
+let home = '';
+const ckpt = (args: string[], h = home) => {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, CKPT_HOME: h, CKPT_NODE: 'testnode', CKPT_STORE: '' }, encoding: 'utf8', timeout: 120_000, maxBuffer: 1 << 28 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+};
+
+interface PsRow { pid: number; ppid: number; pgid: number; sid: number; startTime: number; comm: string; state: string; exitStatus: number | null; signal: number | null; reason: string; escapes: string[]; cgroup: string | null; dependsOn?: { via: string } }
+const ps = (job: string, h = home): PsRow[] => {
+  const r = ckpt(['ps', job, '--json'], h);
+  if (r.code !== 0) throw new Error(`ckpt ps ${job}: ${r.err}`);
+  return JSON.parse(r.out) as PsRow[];
+};
+const historyTypes = (job: string, h = home) => ckpt(['history', job, '--json'], h).out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown> });
+
+const until = async <T>(what: string, probe: () => T | undefined | false, ms = 20_000): Promise<T> => {
+  const end = Date.now() + ms;
+  for (;;) {
+    const value = probe();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`gave up waiting: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+
+/** A tiny C workload: `storm N` forks N children one by one (each exits at once) and prints N;
+ *  `burst N S` forks S sleepers (60 s) spread over N instant children, all at once, then reaps. */
+const workload = join(work, 'storm');
+const compile = () => {
+  writeFileSync(`${workload}.c`, `
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int n = atoi(argv[1]), sleepers = argc > 2 ? atoi(argv[2]) : 0, made = 0;
+  for (int i = 0; i < n; i++) {
+    int sleeper = sleepers > 0 && i % (n / sleepers) == 0 && i / (n / sleepers) < sleepers;
+    pid_t pid = fork();
+    if (pid == 0) { if (sleeper) { signal(SIGTERM, SIG_DFL); sleep(60); } _exit(0); }
+    if (pid < 0) { perror("fork"); return 1; }
+    made++;
+    if (!sleepers) waitpid(pid, NULL, 0);
+  }
+  if (sleepers) { while (waitpid(-1, NULL, WNOHANG) > 0) {} }
+  printf("%d\\n", made);
+  fflush(stdout);
+  if (sleepers) pause();
+  return 0;
+}`);
+  execFileSync('cc', ['-O2', '-o', workload, `${workload}.c`]);
+};
+
+test.before(() => {
+  compile();
+  home = newHome();
+});
+
+/** Whatever a failed test left running: kill the processes in the test stores' cgroups, remove them. */
+const removeCgroups = (dir: string) => {
+  if (!existsSync(dir)) return;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) removeCgroups(join(dir, entry.name));
+  for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) spawnSync('kill', ['-9', pid]);
+  for (let i = 0; i < 50 && spawnSync('rmdir', [dir]).status !== 0; i++) spawnSync('sleep', ['0.1']);
+};
+
+test.after(() => {
+  for (const h of homes) {
+    ckpt(['agent', 'stop'], h);
+    const id = storeId(`sqlite:${join(h, 'events.db')}`);
+    for (const hierarchy of readdirSync('/sys/fs/cgroup')) removeCgroups(join('/sys/fs/cgroup', hierarchy, 'ckpt', id));
+  }
+  spawnSync('pkill', ['-f', work]);
+  rmSync(work, { recursive: true, force: true });
+});
+
+const stopJob = (rows: PsRow[]) => {
+  for (const r of rows) if (r.state === 'running') spawnSync('kill', ['-9', String(r.pid)]);
+};
+
+test('a tree with pipes, a double-forked setsid daemon, setpgid and exit statuses: ps matches /proc', async () => {
+  const script = [
+    '(sleep 60 | cat > /dev/null) &',
+    `sh -c 'setsid sh -c "exec sleep 61 & exit 0" & exit 0'`,
+    `python3 -c 'import os, time; os.setpgid(0, 0); time.sleep(62)' &`,
+    `sh -c 'exit 3'`,
+    `sh -c 'kill -9 $$'`,
+    'sleep 63',
+  ].join('\n');
+  const r = ckpt(['run', '--detach', '--job', 'tree1', '--', 'sh', '-c', script]);
+  assert.is(r.code, 0, r.err);
+  assert.is(r.out.trim(), 'tree1');
+  assert.is(ckpt(['agent', 'status']).code, 0);
+
+  const rows = await until('the daemon, the setpgid process and both exits', () => {
+    const now = ps('tree1');
+    const ready = now.some((m) => m.comm === 'sleep' && m.escapes.includes('session')) &&
+      now.some((m) => m.comm.startsWith('python') && m.escapes.includes('process-group')) &&
+      now.some((m) => m.exitStatus === 3) && now.some((m) => m.signal === 9) &&
+      now.filter((m) => m.state === 'running').length >= 7;
+    return ready && now;
+  });
+  try {
+    const root = rows[0]!;
+    assert.is(root.reason, 'root');
+    assert.is(root.pgid, root.pid);
+    assert.is(root.sid, root.pid);
+    const daemon = rows.find((m) => m.comm === 'sleep' && m.escapes.includes('session'))!;
+    assert.is(daemon.reason, 'escaped');
+    assert.equal(daemon.escapes, ['session', 'process-group', 'reparented']);
+    assert.is(daemon.ppid, 1);
+    const grouped = rows.find((m) => m.comm.startsWith('python'))!;
+    assert.equal([grouped.reason, grouped.escapes, grouped.pgid], ['escaped', ['process-group'], grouped.pid]);
+    assert.ok(rows.some((m) => m.comm === 'cat' && m.reason === 'descendant'));
+    assert.match(root.cgroup!, /^\/ckpt\/[0-9a-f]{8}\/tree1\/main$/);
+    assert.ok(rows.every((m) => m.cgroup === root.cgroup), 'every member is in the unit’s cgroup');
+    // Every running member is exactly what ps and /proc say; every exited one is gone from /proc.
+    for (const m of rows) {
+      const stat = readStat(m.pid);
+      if (m.state === 'running') {
+        const [ppid, pgid, sid] = execFileSync('ps', ['-o', 'ppid=,pgid=,sid=', '-p', String(m.pid)], { encoding: 'utf8' }).trim().split(/\s+/).map(Number);
+        assert.equal([m.ppid, m.pgid, m.sid, m.startTime], [ppid, pgid, sid, stat!.startTime], `${m.comm} ${m.pid}`);
+      } else {
+        assert.ok(!stat || stat.startTime !== m.startTime || stat.state === 'Z', `${m.comm} ${m.pid} has exited`);
+      }
+    }
+  } finally {
+    stopJob(rows);
+  }
+  await until('the job to end once every member is killed', () => historyTypes('tree1').some((e) => e.type === 'JobEnded'));
+  const ended = ps('tree1');
+  assert.ok(ended.every((m) => m.state !== 'running'));
+  assert.not.ok(existsSync(`/sys/fs/cgroup/freezer${rows[0]!.cgroup}`), 'the unit’s cgroups are removed when it ends');
+});
+
+test('in the foreground: output passes through and ckpt exits with the job’s status', () => {
+  let r = ckpt(['run', '--job', 'fg1', '--', 'sh', '-c', 'echo out; echo err >&2; exit 7']);
+  assert.equal([r.code, r.out, r.err.includes('err')], [7, 'out\n', true]);
+  r = ckpt(['run', '--job', 'fg2', '--', 'sh', '-c', 'kill -TERM $$']);
+  assert.is(r.code, 128 + 15);
+  // Nothing above fd 2 reaches the job (CRIU refuses inherited descriptors).
+  r = ckpt(['run', '--job', 'fg3', '--', 'sh', '-c', 'ls /proc/self/fd']);
+  // 0 1 2, and the one ls opens to list them.
+  assert.is(r.out.trim().split('\n').length, 4, `fds: ${r.out.trim().split('\n').join(' ')}`);
+});
+
+test('a reused PID is a different member (PID forced with ns_last_pid)', async () => {
+  for (let attempt = 1; ; attempt++) {
+    const dir = mkdtempSync(join(work, 'reuse-'));
+    execFileSync('mkfifo', [join(dir, 'go')]);
+    const job = `reuse${attempt}`;
+    const script = `sleep 0.1 & echo $! > ${dir}/first; wait; read x < ${dir}/go; sleep 30 & echo $! > ${dir}/second; wait`;
+    assert.is(ckpt(['run', '--detach', '--job', job, '--', 'sh', '-c', script]).code, 0);
+    const first = await until('the first child', () => existsSync(join(dir, 'first')) && Number(readFileSync(join(dir, 'first'), 'utf8')));
+    await until('the first child to exit', () => ps(job).some((m) => m.pid === first && m.state === 'exited'));
+    writeFileSync('/proc/sys/kernel/ns_last_pid', String(first - 1));
+    writeFileSync(join(dir, 'go'), 'go\n');
+    const second = await until('the second child', () => existsSync(join(dir, 'second')) && Number(readFileSync(join(dir, 'second'), 'utf8')));
+    if (second !== first) {
+      if (attempt < 5) continue; // another process took the PID first; try again
+      assert.unreachable(`could not make PID ${first} be reused in 5 attempts`);
+    }
+    const twins = await until('both processes with the same PID', () => {
+      const same = ps(job).filter((m) => m.pid === first);
+      return same.length === 2 && same[1]!.state === 'running' && same;
+    });
+    stopJob(ps(job));
+    assert.is(twins[0]!.state, 'exited');
+    assert.is(twins[0]!.exitStatus, 0);
+    assert.ok(twins[1]!.startTime > twins[0]!.startTime);
+    return;
+  }
+});
+
+test('a fork storm of 20,000 processes: every one is recorded', async () => {
+  const r = ckpt(['run', '--job', 'storm', '--', workload, '20000']);
+  assert.is(r.code, 0, r.err);
+  const made = Number(r.out.trim());
+  assert.is(made, 20000);
+  await until('the job to end', () => historyTypes('storm').some((e) => e.type === 'JobEnded'), 60_000);
+  const events = historyTypes('storm');
+  const forks = events.filter((e) => e.type === 'ProcessForked').length;
+  const exits = events.filter((e) => e.type === 'ProcessExited').length;
+  assert.is(forks, made, 'every fork recorded');
+  assert.is(exits, made + 1, 'every exit recorded (and the root’s)');
+  assert.not.ok(events.some((e) => e.type === 'ObservationGap'));
+});
+
+test('with a tiny receive buffer the gap is recorded and /proc reconciliation restores live members', async () => {
+  const tiny = newHome();
+  assert.is(ckpt(['agent', 'start', '--rcvbuf', '4096'], tiny).code, 0);
+  const r = ckpt(['run', '--detach', '--job', 'gappy', '--', workload, '6000', '40'], tiny);
+  assert.is(r.code, 0, r.err);
+  const rows = await until('the gap and all 40 sleepers', () => {
+    const events = historyTypes('gappy', tiny);
+    const now = ps('gappy', tiny);
+    const sleepers = now.filter((m) => m.state === 'running' && m.reason !== 'root');
+    return events.some((e) => e.type === 'ObservationGap') && sleepers.length === 40 && now;
+  }, 30_000);
+  try {
+    const events = historyTypes('gappy', tiny);
+    const gap = events.find((e) => e.type === 'ObservationGap')!;
+    assert.ok((gap.data.lost as number) > 0);
+    // The live processes in /proc are exactly the running members.
+    const root = rows.find((m) => m.reason === 'root')!;
+    const live = execFileSync('ps', ['-o', 'pid=', '--ppid', String(root.pid)], { encoding: 'utf8' }).trim().split(/\s+/).map(Number).sort();
+    assert.equal(rows.filter((m) => m.state === 'running' && m.reason !== 'root').map((m) => m.pid).sort(), live);
+  } finally {
+    stopJob(rows);
+  }
+});
+
+test('a process outside the job that shares a pipe with a member is a dependent', async () => {
+  assert.is(ckpt(['run', '--detach', '--job', 'piped', '--', 'sh', '-c', 'sleep 60 | sleep 61']).code, 0);
+  const writer = await until('the pipeline', () => ps('piped').find((m) => m.comm === 'sleep' && m.state === 'running' && readFileSync(`/proc/${m.pid}/cmdline`, 'utf8').includes('60')));
+  // Not a descendant of the job: started by the test, reading the job's pipe through /proc.
+  const outsider = spawn('sh', ['-c', `exec sleep 64 < /proc/${writer.pid}/fd/1`], { stdio: 'ignore', detached: true });
+  outsider.unref();
+  const pid = outsider.pid!;
+  try {
+    const dependent = await until('the dependent', () => ps('piped').find((m) => m.pid === pid));
+    assert.is(dependent.reason, 'dependent');
+    assert.is(dependent.dependsOn!.via, 'pipe');
+    assert.is(dependent.comm, 'sleep');
+  } finally {
+    spawnSync('kill', ['-9', String(pid)]);
+    stopJob(ps('piped'));
+  }
+});
+
+test('an agent killed with -9 and started again finds what happened meanwhile in /proc', async () => {
+  const dir = mkdtempSync(join(work, 'restart-'));
+  execFileSync('mkfifo', [join(dir, 'go')]);
+  assert.is(ckpt(['run', '--detach', '--job', 'survivor', '--', 'sh', '-c', `read x < ${dir}/go; sleep 65 & sleep 66`]).code, 0);
+  await until('the root', () => ps('survivor').length === 1 && true);
+  const agent = JSON.parse(ckpt(['agent', 'status', '--json']).out) as { pid: number };
+  process.kill(agent.pid, 'SIGKILL');
+  await until('the agent to be gone', () => ckpt(['agent', 'status']).code === 1);
+  writeFileSync(join(dir, 'go'), 'go\n');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.is(ckpt(['agent', 'start']).code, 0);
+  const rows = await until('the children forked while no agent ran', () => {
+    const now = ps('survivor');
+    return now.filter((m) => m.comm === 'sleep' && m.state === 'running').length === 2 && now;
+  });
+  stopJob(rows);
+  assert.ok(historyTypes('survivor').some((e) => e.type === 'ProcessObserved'));
+});
+
+test('wrong use of ckpt run, ps and history: clear errors and meaningful exit codes', () => {
+  let r = ckpt(['run', '--job', 'Bad Name', '--', 'true']);
+  assert.equal([r.code, /job name "Bad Name" must match/.test(r.err)], [2, true]);
+  r = ckpt(['run', '--', 'no-such-command-xyz']);
+  assert.equal([r.code, r.err.trim()], [127, 'ckpt run: command not found: no-such-command-xyz']);
+  r = ckpt(['run', '--memory', 'lots', '--', 'true']);
+  assert.equal([r.code, /--memory needs a size such as 256M/.test(r.err)], [2, true]);
+  r = ckpt(['run', '--job', 'fg1', '--', 'true']);
+  assert.equal([r.code, /job "fg1" already exists/.test(r.err)], [1, true]);
+  r = ckpt(['ps', 'nobody']);
+  assert.equal([r.code, r.err.trim()], [1, 'ckpt ps: unknown job "nobody" (ckpt jobs lists them)']);
+  assert.is(ckpt(['history', 'nobody']).code, 1);
+  r = ckpt(['run']);
+  assert.is(r.code, 2);
+  const jobs = JSON.parse(ckpt(['jobs', '--json']).out) as Array<{ job: string; state: string }>;
+  assert.equal(jobs.find((j) => j.job === 'fg1')?.state, 'ended (failed)');
+  assert.ok(jobs.some((j) => j.job === 'storm' && j.state === 'ended (succeeded)'));
+});
+
+test.run();
