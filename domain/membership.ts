@@ -93,16 +93,36 @@ const updateMember = (s: JobMembership, node: NodeId, p: ProcessRef, change: Par
   return current ? withMember(s, { ...current, ...change }) : s;
 };
 
-const newMember = (base: Omit<Member, 'key' | 'state' | 'exitStatus' | 'signal'>): Member => ({
-  ...base,
-  key: keyOf(base.node, base),
+/** A member as first seen. One literal with every field, so all members share one shape (fast folds). */
+const newMember = (node: NodeId, unit: UnitId, p: ProcessRef, since: Position, f: { ppid: number; pgid: number; sid: number; comm: string; cgroup?: string; forkedBy?: number; dependsOn?: Member['dependsOn'] }): Member => ({
+  key: keyOf(node, p),
+  node,
+  unit,
+  pid: p.pid,
+  startTime: p.startTime,
+  ppid: f.ppid,
+  forkedBy: f.forkedBy,
+  pgid: f.pgid,
+  sid: f.sid,
+  comm: f.comm,
+  cgroup: f.cgroup,
   state: 'running',
   exitStatus: null,
   signal: null,
+  dependsOn: f.dependsOn,
+  since,
+  until: undefined,
 });
 
 export const evolveMembership = (state: JobMembership, event: RecordedEvent): JobMembership => {
-  const s = { ...state, position: event.position };
+  const next = apply(state, event);
+  // Every event moves the position; `apply` already made a fresh copy when anything else changed.
+  if (next === state) return { ...state, position: event.position };
+  (next as { position: Position }).position = event.position;
+  return next;
+};
+
+const apply = (s: JobMembership, event: RecordedEvent): JobMembership => {
   switch (event.type) {
     case 'JobSubmitted':
       return { ...s, phase: 'submitted', owner: event.data.owner, submittedAt: event.metadata.recordedAt };
@@ -115,7 +135,7 @@ export const evolveMembership = (state: JobMembership, event: RecordedEvent): Jo
     case 'UnitLaunched': {
       const { unit, node, root, pgid, sid, comm, cgroup } = event.data;
       const launched = withUnit({ ...s, phase: 'running' }, unit, { phase: 'launched', root: keyOf(node, root), pgid, sid, cgroup });
-      return withMember(launched, newMember({ node, unit, ...root, ppid: 0, pgid, sid, comm, cgroup, since: event.position }));
+      return withMember(launched, newMember(node, unit, root, event.position, { ppid: 0, pgid, sid, comm, cgroup }));
     }
     case 'UnitTracked':
       return withUnit(s, event.data.unit, { phase: 'running', stdio: event.data.stdio });
@@ -130,10 +150,7 @@ export const evolveMembership = (state: JobMembership, event: RecordedEvent): Jo
       const from = getIn(s.members, keyOf(node, parent));
       return withMember(
         s,
-        newMember({
-          node,
-          unit,
-          ...child,
+        newMember(node, unit, child, event.position, {
           ppid: parent.pid,
           forkedBy: parent.pid,
           pgid: event.data.pgid ?? from?.pgid ?? 0,
@@ -141,7 +158,6 @@ export const evolveMembership = (state: JobMembership, event: RecordedEvent): Jo
           comm: event.data.comm ?? from?.comm ?? '',
           cgroup: event.data.cgroup ?? from?.cgroup,
           dependsOn: from?.dependsOn,
-          since: event.position,
         }),
       );
     }
@@ -170,12 +186,12 @@ export const evolveMembership = (state: JobMembership, event: RecordedEvent): Jo
       const { node, unit, process, ppid, pgid, sid, comm, cgroup, parent } = event.data;
       const known = getIn(s.members, keyOf(node, process));
       if (known) return withMember(s, { ...known, ppid, pgid, sid, comm, cgroup: cgroup ?? known.cgroup });
-      return withMember(s, newMember({ node, unit, ...process, ppid, forkedBy: parent?.pid, pgid, sid, comm, cgroup, since: event.position }));
+      return withMember(s, newMember(node, unit, process, event.position, { ppid, forkedBy: parent?.pid, pgid, sid, comm, cgroup }));
     }
     case 'DependencyObserved': {
       const { node, unit, process, member, via, inode, ppid, pgid, sid, comm } = event.data;
       if (getIn(s.members, keyOf(node, process))) return s;
-      return withMember(s, newMember({ node, unit, ...process, ppid, pgid, sid, comm, dependsOn: { member: keyOf(node, member), via, inode }, since: event.position }));
+      return withMember(s, newMember(node, unit, process, event.position, { ppid, pgid, sid, comm, dependsOn: { member: keyOf(node, member), via, inode } }));
     }
     case 'ObservationGap':
       return { ...s, lostEvents: s.lostEvents + event.data.lost };

@@ -1,9 +1,9 @@
 // An immutable string-keyed map with structural sharing (a fixed-depth hash trie), so a pure
 // fold can add the 20,000th process of a fork storm without copying the other 19,999:
-// `set` copies one path of four 32-slot arrays and a small leaf.
+// `set` copies one path of three 32-slot arrays and a small leaf.
 const BITS = 5;
 const WIDTH = 1 << BITS;
-const DEPTH = 4;
+const DEPTH = 3; // 32,768 leaves: short collision lists up to ~100k members
 
 type Leaf<V> = readonly (readonly [string, V])[];
 type Branch<V> = readonly (Branch<V> | Leaf<V> | undefined)[];
