@@ -136,6 +136,12 @@ test('a tree with pipes, a double-forked setsid daemon, setpgid and exit statuse
     const grouped = rows.find((m) => m.comm.startsWith('python'))!;
     assert.equal([grouped.reason, grouped.escapes, grouped.pgid], ['escaped', ['process-group'], grouped.pid]);
     assert.ok(rows.some((m) => m.comm === 'cat' && m.reason === 'descendant'));
+    // A tree-based checkpointer would miss the daemon; the unit's cgroup holds every member.
+    const [tree] = JSON.parse(ckpt(['ps', 'tree1', '--scope', 'tree', '--json']).out) as Array<{ missed: Array<{ pid: number; why: string }> }>;
+    assert.ok(tree!.missed.some((m) => m.pid === daemon.pid && m.why.includes('re-parented to PID 1')), JSON.stringify(tree));
+    const [byCgroup] = JSON.parse(ckpt(['ps', 'tree1', '--scope', 'cgroup', '--json']).out) as Array<{ missed: unknown[]; captured: number[] }>;
+    assert.equal(byCgroup!.missed, []);
+    assert.match(ckpt(['ps', 'tree1', '--scope', 'session']).out, /misses \d+ sleep: in session \d+, not the unit’s session/);
     assert.match(root.cgroup!, /^\/ckpt\/[0-9a-f]{8}\/tree1\/main$/);
     assert.ok(rows.every((m) => m.cgroup === root.cgroup), 'every member is in the unit’s cgroup');
     // Every running member is exactly what ps and /proc say; every exited one is gone from /proc.

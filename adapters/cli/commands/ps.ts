@@ -1,6 +1,8 @@
+import { scopeCoverage } from '../../../domain/grouping.js';
+import type { CheckpointScope } from '../../../domain/identity.js';
 import { classify, membersOf, type JobMembership, type Member } from '../../../domain/membership.js';
 import { jobMembership } from '../../../projections/jobs.js';
-import { flag, integerOption, UsageError } from '../args.js';
+import { flag, integerOption, stringOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { writeOut } from '../output.js';
 import { openStore } from '../store.js';
@@ -56,28 +58,51 @@ const tree = (job: JobMembership, members: Member[]): string[] => {
   return lines;
 };
 
+const SCOPES: readonly CheckpointScope[] = ['tree', 'pgid', 'session', 'cgroup'];
+
+/** What one checkpointer scope would capture of each unit's running members, and what it would miss. */
+const showCoverage = async (state: JobMembership, scope: CheckpointScope, json: boolean): Promise<number> => {
+  const coverage = Object.keys(state.units).map((unit) => scopeCoverage(state, unit, scope));
+  if (json) {
+    const out = coverage.map((c) => ({ unit: c.unit, scope, captured: c.captured.map((m) => m.pid), missed: c.missed.map((m) => ({ pid: m.member.pid, comm: m.member.comm, why: m.why })) }));
+    await writeOut(JSON.stringify(out, null, 2) + '\n');
+  } else {
+    const lines = coverage.flatMap((c) => [
+      `unit ${c.unit}: a ${scope} checkpointer would capture ${c.captured.length} of ${c.captured.length + c.missed.length} running processes`,
+      ...c.missed.map((m) => `  misses ${m.member.pid} ${m.member.comm}: ${m.why}`),
+    ]);
+    await writeOut(lines.join('\n') + '\n');
+  }
+  return EXIT.ok;
+};
+
 export const psCommand: Command = {
   name: 'ps',
   summary: 'Show every process of a job — including escaped and dependent ones — and why it belongs.',
-  usage: 'JOB [--json] [--at POSITION]',
+  usage: 'JOB [--json] [--at POSITION] [--scope tree|pgid|session|cgroup]',
   description: [
     'Membership is derived from the job’s whole history, so a process that left its session or process',
     'group, moved cgroup, or was re-parented (a double-forked daemon) is still listed. REASON says why',
     'a process belongs: root (the unit’s first process), descendant, escaped (and how), or dependent',
     '(not a descendant, but shares a pipe, unix socket or SysV shared memory with a member).',
     'With --at, membership as it was at that log position (see ckpt history / ckpt log).',
+    'With --scope, what a checkpointer of that scope would capture of each unit, and every process it',
+    'would miss with the reason (e.g. `tree` misses a re-parented daemon).',
     'JSON fields: node, unit, pid, ppid, pgid, sid, startTime, comm, state, exitStatus, signal, reason,',
     'escapes, cgroup, dependsOn.',
   ].join('\n'),
   options: [
     { name: 'json', description: 'a JSON array of processes for machines' },
     { name: 'at', value: 'POSITION', description: 'membership as it was at this global log position' },
+    { name: 'scope', value: 'SCOPE', description: 'what a tree, pgid, session or cgroup checkpointer would capture and miss, and why' },
   ],
-  examples: ['ckpt ps nightly', 'ckpt ps nightly --json | jq ".[] | select(.reason == \\"escaped\\")"', 'ckpt ps nightly --at 1200'],
+  examples: ['ckpt ps nightly', 'ckpt ps nightly --json | jq ".[] | select(.reason == \\"escaped\\")"', 'ckpt ps nightly --at 1200', 'ckpt ps nightly --scope tree'],
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job');
     const at = integerOption(args, 'at', 1);
+    const scope = stringOption(args, 'scope');
+    if (scope !== undefined && !SCOPES.includes(scope as CheckpointScope)) throw new UsageError(`--scope must be one of ${SCOPES.join(', ')}, got "${scope}"`);
     const store = openStore(args);
     try {
       const state = await jobMembership(store, job, at);
@@ -85,6 +110,7 @@ export const psCommand: Command = {
         process.stderr.write(`ckpt ps: unknown job "${job}"${at ? ` at position ${at}` : ''} (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
+      if (scope) return await showCoverage(state, scope as CheckpointScope, flag(args, 'json'));
       const members = membersOf(state);
       if (flag(args, 'json')) {
         await writeOut(JSON.stringify(members.map((m) => memberJson(state, m)), null, 2) + '\n');
