@@ -3,6 +3,8 @@
 // change) and reads again. The cursor only moves past delivered events, so nothing is skipped
 // or delivered twice, whatever the wake-ups do.
 import { Observable } from 'rxjs';
+import type { RecordedEvent, SubscribeOptions } from '../../domain/event-store.js';
+import { PAGE_SIZE } from './batch.js';
 
 export interface LiveReadOptions<E> {
   /** Up to `pageSize` events at or after the cursor, in order. */
@@ -59,3 +61,13 @@ export const catchUpThenLive = <E>(options: LiveReadOptions<E>): Observable<E> =
     void pump();
     return () => subscription.unsubscribe();
   });
+
+type Page = (from: number, limit: number) => Promise<readonly RecordedEvent[]> | readonly RecordedEvent[];
+
+/** subscribeAll for any store: pages by global position. */
+export const subscribeAllWith = (readPage: Page, wakeups: Observable<unknown>, options: SubscribeOptions = {}): Observable<RecordedEvent> =>
+  catchUpThenLive({ readPage, after: (e) => e.position + 1, from: options.from ?? 1, wakeups, pageSize: PAGE_SIZE, onCaughtUp: options.onCaughtUp });
+
+/** subscribeStream for any store: pages by stream revision. */
+export const subscribeStreamWith = (readPage: Page, wakeups: Observable<unknown>, options: SubscribeOptions = {}): Observable<RecordedEvent> =>
+  catchUpThenLive({ readPage, after: (e) => e.revision + 1, from: options.from ?? 0, wakeups, pageSize: PAGE_SIZE, onCaughtUp: options.onCaughtUp });

@@ -2,8 +2,8 @@
 // durable stores (test/store-contract.ts), nothing survives the process.
 import { Subject } from 'rxjs';
 import type { AppendResult, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
-import { catchUpThenLive } from './live.js';
-import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, PAGE_SIZE, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
+import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 
 export class MemoryEventStore implements EventStore {
   readonly location = 'memory:';
@@ -56,25 +56,11 @@ export class MemoryEventStore implements EventStore {
   }
 
   subscribeAll(options: SubscribeOptions = {}) {
-    return catchUpThenLive({
-      readPage: (from, limit) => this.readAll({ from, limit }),
-      after: (e) => e.position + 1,
-      from: options.from ?? 1,
-      wakeups: this.#appended,
-      pageSize: PAGE_SIZE,
-      onCaughtUp: options.onCaughtUp,
-    });
+    return subscribeAllWith((from, limit) => this.readAll({ from, limit }), this.#appended, options);
   }
 
   subscribeStream(stream: string, options: SubscribeOptions = {}) {
-    return catchUpThenLive({
-      readPage: (from, limit) => this.readStream(stream, { from, limit }),
-      after: (e) => e.revision + 1,
-      from: options.from ?? 0,
-      wakeups: this.#appended,
-      pageSize: PAGE_SIZE,
-      onCaughtUp: options.onCaughtUp,
-    });
+    return subscribeStreamWith((from, limit) => this.readStream(stream, { from, limit }), this.#appended, options);
   }
 
   async close(): Promise<void> {

@@ -11,8 +11,8 @@
 import pg from 'pg';
 import { interval, merge, Observable, Subject, share } from 'rxjs';
 import { WrongExpectedRevisionError, type AppendResult, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
-import { catchUpThenLive } from './live.js';
-import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, PAGE_SIZE, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
+import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 
 const SCHEMA_VERSION = 1;
 /** Advisory lock keys (arbitrary constants, "ckpt" in ASCII in the high bytes). */
@@ -166,25 +166,11 @@ export class PostgresEventStore implements EventStore {
   }
 
   subscribeAll(options: SubscribeOptions = {}) {
-    return catchUpThenLive({
-      readPage: (from, limit) => this.readAll({ from, limit }),
-      after: (e) => e.position + 1,
-      from: options.from ?? 1,
-      wakeups: this.#wakeups,
-      pageSize: PAGE_SIZE,
-      onCaughtUp: options.onCaughtUp,
-    });
+    return subscribeAllWith((from, limit) => this.readAll({ from, limit }), this.#wakeups, options);
   }
 
   subscribeStream(stream: string, options: SubscribeOptions = {}) {
-    return catchUpThenLive({
-      readPage: (from, limit) => this.readStream(stream, { from, limit }),
-      after: (e) => e.revision + 1,
-      from: options.from ?? 0,
-      wakeups: this.#wakeups,
-      pageSize: PAGE_SIZE,
-      onCaughtUp: options.onCaughtUp,
-    });
+    return subscribeStreamWith((from, limit) => this.readStream(stream, { from, limit }), this.#wakeups, options);
   }
 
   async close(): Promise<void> {

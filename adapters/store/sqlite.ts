@@ -11,8 +11,8 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { interval, merge, Subject, filter, share, type Observable } from 'rxjs';
 import type { AppendResult, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
-import { catchUpThenLive } from './live.js';
-import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, PAGE_SIZE, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
+import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
 
 const SCHEMA_VERSION = 1;
 const INSERT_CHUNK = 64;
@@ -199,25 +199,11 @@ export class SqliteEventStore implements EventStore {
   }
 
   subscribeAll(options: SubscribeOptions = {}) {
-    return catchUpThenLive({
-      readPage: (from, limit) => this.readAllSync(from, limit),
-      after: (e) => e.position + 1,
-      from: options.from ?? 1,
-      wakeups: this.#wakeups,
-      pageSize: PAGE_SIZE,
-      onCaughtUp: options.onCaughtUp,
-    });
+    return subscribeAllWith((from, limit) => this.readAllSync(from, limit), this.#wakeups, options);
   }
 
   subscribeStream(stream: string, options: SubscribeOptions = {}) {
-    return catchUpThenLive({
-      readPage: (from, limit) => this.readStream(stream, { from, limit }),
-      after: (e) => e.revision + 1,
-      from: options.from ?? 0,
-      wakeups: this.#wakeups,
-      pageSize: PAGE_SIZE,
-      onCaughtUp: options.onCaughtUp,
-    });
+    return subscribeStreamWith((from, limit) => this.readStream(stream, { from, limit }), this.#wakeups, options);
   }
 
   async close(): Promise<void> {
