@@ -207,7 +207,8 @@ export class NodeAgent {
   }
 
   #trackRoot(job: string, unit: Unit) {
-    const root = this.#jobs.get(job)?.members && runningMembers(this.#jobs.get(job)!).find((m) => m.key === unit.root);
+    const state = this.#jobs.get(job);
+    const root = state && runningMembers(state).find((m) => m.key === unit.root);
     if (!root) return;
     const stat = readStat(root.pid);
     if (!stat || stat.startTime !== root.startTime) {
