@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
 import { storeId } from '../adapters/agent/daemon.js';
 import { readStat } from '../adapters/tracking/procfs.js';
+import { needPostgres, startPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 
 const CLI = fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url));
@@ -275,6 +276,36 @@ test('an agent killed with -9 and started again finds what happened meanwhile in
   });
   stopJob(rows);
   assert.ok(historyTypes('survivor').some((e) => e.type === 'ProcessObserved'));
+});
+
+test('the node agent rides out a PostgreSQL restart without losing observations', async () => {
+  if (needPostgres()) return console.log(`skip: ${needPostgres()}`);
+  const cluster = await startPostgres();
+  const pgHome = newHome();
+  const url = await cluster.database();
+  const onPg = ([command, ...rest]: string[]) => ckpt([command!, '--store', url, ...rest], pgHome);
+  const dir = mkdtempSync(join(work, 'outage-'));
+  execFileSync('mkfifo', [join(dir, 'go')]);
+  try {
+    assert.is(onPg(['run', '--detach', '--job', 'outage', '--', 'sh', '-c', `read x < ${dir}/go; sleep 67 & sh -c 'exit 4'; wait`]).code, 0);
+    cluster.pause();
+    writeFileSync(join(dir, 'go'), 'go\n'); // the job forks while the store is down
+    await new Promise((r) => setTimeout(r, 1500));
+    cluster.resume();
+    const rows = await until('the forks made during the outage', () => {
+      const r = onPg(['ps', 'outage', '--json']);
+      const now = r.code === 0 ? (JSON.parse(r.out) as PsRow[]) : [];
+      return now.some((m) => m.comm === 'sleep' && m.state === 'running') && now.some((m) => m.exitStatus === 4) && now;
+    }, 30_000);
+    const types = onPg(['history', 'outage', '--json']).out.trim().split('\n').map((l) => (JSON.parse(l) as { type: string }).type);
+    assert.ok(types.includes('ProcessForked') && types.includes('ProcessExited'));
+    assert.not.ok(types.includes('ProcessVanished'), 'every exit was seen, none guessed');
+    stopJob(rows);
+    assert.is(onPg(['agent', 'status']).code, 0, 'the agent is still running');
+  } finally {
+    onPg(['agent', 'stop']);
+    await cluster.stop();
+  }
 });
 
 test('wrong use of ckpt run, ps and history: clear errors and meaningful exit codes', () => {

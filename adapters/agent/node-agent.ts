@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { arch, hostname, release } from 'node:os';
 import type { Subscription } from 'rxjs';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
+import { InvalidEventError } from '../../domain/events/decode.js';
 import { jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { evolveMembership, initialMembership, runningMembers, type JobMembership, type Unit } from '../../domain/membership.js';
 import { createUnitCgroups, detectCgroups, removeUnitCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
@@ -64,6 +65,7 @@ interface Tracked {
 const unitKey = (job: string, unit: UnitId) => `${job}/${unit}`;
 /** How long a process may be missing from /proc before its exit counts as lost (see #suspectGone). */
 const VANISH_GRACE_MS = 2000;
+const RETRY_MS = 1000;
 const jobOfStream = (stream: string) => (stream.startsWith('job-') ? stream.slice(4) : undefined);
 
 export class NodeAgent {
@@ -115,15 +117,7 @@ export class NodeAgent {
       });
     });
 
-    await new Promise<void>((resolve, reject) => {
-      this.#log = store.subscribeAll({ onCaughtUp: () => resolve() }).subscribe({
-        next: (e) => this.#onLogEvent(e),
-        error: (error: Error) => {
-          reject(error);
-          this.#fatal(`lost the event store: ${error.message}`);
-        },
-      });
-    });
+    await new Promise<void>((resolve, reject) => this.#follow(1, resolve, reject));
     this.#caughtUp = true;
     this.#adoptRunningMembers();
     this.#reconcile('scan');
@@ -139,7 +133,10 @@ export class NodeAgent {
     this.#every(this.#o.dependencyScanMs ?? 1000, () => this.#scanDependencies());
   }
 
+  #stopped = false;
+
   async stop(reason: string): Promise<void> {
+    this.#stopped = true;
     for (const t of this.#timers) clearInterval(t);
     clearTimeout(this.#reconcileTimer);
     this.#kernel?.unsubscribe();
@@ -169,7 +166,26 @@ export class NodeAgent {
 
   // ── the log: job state, and the agent's part of the launch protocol ─────────────────────────
 
+  #position = 0;
+
+  /**
+   * Follows the log from a position. If the store goes away later (a PostgreSQL restart), the
+   * agent keeps tracking — observations wait in the outbox — and follows again from the last
+   * position it folded, so no event is applied twice.
+   */
+  #follow(from: number, caughtUp?: () => void, failed?: (error: Error) => void) {
+    this.#log = this.#o.store.subscribeAll({ from, onCaughtUp: caughtUp }).subscribe({
+      next: (e) => this.#onLogEvent(e),
+      error: (error: Error) => {
+        if (failed && !this.#caughtUp) return failed(error);
+        this.#o.log?.(`lost the event store (${error.message}); following it again in ${RETRY_MS} ms`);
+        setTimeout(() => this.#stopped || this.#follow(this.#position + 1), RETRY_MS);
+      },
+    });
+  }
+
   #onLogEvent(e: RecordedEvent) {
+    this.#position = e.position;
     const job = jobOfStream(e.stream);
     if (!job) return;
     this.#jobs.set(job, evolveMembership(this.#jobs.get(job) ?? initialMembership(job), e));
@@ -484,19 +500,33 @@ export class NodeAgent {
 
   #flush(): Promise<void> {
     this.#flushScheduled = false;
-    const batches = [...this.#outbox];
-    this.#outbox.clear();
-    this.#flushing = this.#flushing.then(() =>
-      Promise.all(
-        batches.map(([stream, events]) =>
-          this.#o.store.append(stream, events).then(
-            () => undefined,
-            (error: Error) => this.#o.log?.(`could not append ${events.length} events to ${stream}: ${error.message}`),
-          ),
-        ),
-      ).then(() => undefined),
-    );
+    // The queue is taken when this flush's turn comes, after the previous one: a batch that
+    // previous flush put back stays ahead of newer events of its stream.
+    this.#flushing = this.#flushing.then(() => {
+      const batches = [...this.#outbox];
+      this.#outbox.clear();
+      return Promise.all(batches.map(([stream, events]) => this.#store(stream, events))).then(() => undefined);
+    });
     return this.#flushing;
+  }
+
+  /**
+   * A store that is away (a PostgreSQL restart, a locked file) must not cost observations: the
+   * batch goes back to the front of its stream's queue and is tried again. Only a batch the
+   * catalogue rejects — a bug, it would never succeed — is dropped, loudly.
+   */
+  async #store(stream: string, events: ProposedEvent[]): Promise<void> {
+    try {
+      await this.#o.store.append(stream, events);
+    } catch (error) {
+      if (error instanceof InvalidEventError) {
+        this.#o.log?.(`dropped ${events.length} events for ${stream}: ${error.message}`);
+        return;
+      }
+      this.#o.log?.(`could not append ${events.length} events to ${stream} (${(error as Error).message}); retrying in ${RETRY_MS} ms`);
+      this.#outbox.set(stream, [...events, ...(this.#outbox.get(stream) ?? [])]);
+      setTimeout(() => void this.#flush(), RETRY_MS).unref();
+    }
   }
 }
 

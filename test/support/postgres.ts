@@ -33,6 +33,10 @@ export interface PostgresCluster {
   database(): Promise<string>;
   /** A superuser client on the `postgres` database (remember to end it). */
   admin(): Promise<pg.Client>;
+  /** Stops the server (fast shutdown: clients are disconnected), keeping its data. */
+  pause(): void;
+  /** Starts it again on the same port. */
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -53,7 +57,9 @@ export const startPostgres = async (options: { durable?: boolean } = {}): Promis
   }
   run('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync']);
   const port = await freePort();
-  run('pg_ctl', ['-D', data, '-w', '-l', join(dir, 'log'), '-o', `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=${options.durable ? 'on' : 'off'} -c max_connections=200`, 'start']);
+  const start = () =>
+    run('pg_ctl', ['-D', data, '-w', '-l', join(dir, 'log'), '-o', `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=${options.durable ? 'on' : 'off'} -c max_connections=200`, 'start']);
+  start();
   const url = (db: string) => `postgres://postgres@127.0.0.1:${port}/${db}`;
   const admin = async () => {
     const client = new pg.Client({ connectionString: url('postgres') });
@@ -71,6 +77,8 @@ export const startPostgres = async (options: { durable?: boolean } = {}): Promis
       await client.end();
       return url(name);
     },
+    pause: () => run('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']),
+    resume: start,
     async stop() {
       try {
         run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
