@@ -8,7 +8,8 @@
 // pstree.img (PSTREE_MAGIC 0x50273030) holds one `pstree_entry` per process (images/pstree.proto):
 //   required uint32 pid = 1; required uint32 ppid = 2; required uint32 pgid = 3;
 //   required uint32 sid = 4; repeated uint32 threads = 5;
-// PIDs are as seen in the dumped tree's own PID namespace. Verified against dumps made by
+// PIDs are as seen in the dumped tree's own PID namespace; the root's ppid is 0 (its parent is
+// outside the tree). Verified against dumps made by
 // criu 4.1.1 here (threads come unpacked, one field-5 varint per thread; packed is accepted too).
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ export const PSTREE_MAGIC = 0x50273030;
 
 export interface PstreeEntry {
   readonly pid: number;
+  /** 0 for the root of the dump. */
   readonly ppid: number;
   readonly pgid: number;
   readonly sid: number;

@@ -1,0 +1,603 @@
+// CRIU building blocks: find a working criu, probe what it can do on this node, run it, dump a
+// process tree, restore one, and wait until a dump's PIDs are free again.
+//
+// Facts measured on kernel 6.18 with criu 4.1.1 (see docs/criu.md):
+//  - CRIU < 4.1 fails on kernels ≥ 6.13 (vDSO/vvar layout); every run logs a harmless
+//    "rlimit: Can't setup RLIMIT_NOFILE" error line: judge by the exit code, never by that line.
+//  - `dump --freeze-cgroup` only WARNS "Unexpected process N in the freezer cgroup" for processes of
+//    the cgroup outside the dumped tree and still exits 0: dumpTree turns that into a failure.
+//  - restore fails with "Can't fork for PID: File exists" while any dumped PID is still used as a
+//    pid, pgid or sid (including an unreaped zombie): waitPidsGone, or restore in a new PID namespace.
+//  - Restoring a tree that was NOT started in its own PID namespace into a new one works only if
+//    criu itself stays alive as that namespace's init (PID 1): `unshare --pid --fork --mount-proc
+//    criu restore -d` reports success, but criu (PID 1 of the new namespace) exits right after
+//    detaching and the kernel kills the just-restored tree with it. So restoreTree with
+//    pidNamespace runs criu WITHOUT -d as the namespace init: criu reaps every process of the
+//    namespace (its reap_zombies loop) and exits when the last one is gone. The restored processes
+//    keep their original PIDs inside the namespace; on the host they get new PIDs (rootPid).
+//
+// criu is always run from an argument array (never a shell string), with stdin closed and its own
+// output piped. Node cannot close fds it inherited without FD_CLOEXEC in a child: start the agent
+// without stray fds (the processes to dump must not have any either: CRIU dumps pipes whose other
+// end is outside the tree and cannot dump unix sockets connected to the outside).
+import { execFileSync, spawn } from 'node:child_process';
+import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, realpathSync, unlinkSync } from 'node:fs';
+import { constants as osConstants, release } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import type * as t from 'io-ts';
+import type { Capabilities, CheckpointerProbed } from '../../domain/events/node.js';
+import type { CheckpointScope } from '../../domain/identity.js';
+import { canFreeze, describeCgroups, detectCgroups, type CgroupLayout } from '../cgroups/unit-cgroups.js';
+import { scanProcesses } from '../tracking/procfs.js';
+import { imageFiles, readPstree, type ImageFile } from './criu-images.js';
+
+/** The data of a CheckpointerProbed event, without the node (the agent adds it). */
+export type CheckpointerProbeData = Omit<t.TypeOf<(typeof CheckpointerProbed)['codec']>, 'node'>;
+
+export const MIN_CRIU_VERSION = '4.1';
+/** Kernels from this release on split the vvar area; CRIU handles that since 4.1. */
+const VDSO_SPLIT_KERNEL = '6.13';
+const INSTALL_HINT = 'run scripts/install-criu.sh (as root) or set CKPT_CRIU to the path of a criu ≥ 4.1';
+
+/** The repository root, from this module's place: dist/adapters/checkpointers/criu.js → ../../.. */
+export const DEFAULT_REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+// ---------------------------------------------------------------------------------------------
+// Versions and locating criu
+
+/** Compares dotted numeric versions ("4.1.1" vs "4.1"): -1, 0 or 1. Missing parts count as 0. */
+export const compareVersions = (a: string, b: string): number => {
+  const pa = a.split('.').map((x) => Number.parseInt(x, 10) || 0);
+  const pb = b.split('.').map((x) => Number.parseInt(x, 10) || 0);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+  return 0;
+};
+
+/** `criu --version` → "4.1.1"; undefined when it cannot be run or does not say. */
+export const criuVersion = (path: string): string | undefined => {
+  try {
+    const out = execFileSync(path, ['--version'], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000, encoding: 'utf8' });
+    return /^Version:\s*(\d+(?:\.\d+)*)/m.exec(out)?.[1];
+  } catch {
+    return undefined;
+  }
+};
+
+const isExecutable = (path: string): boolean => {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const realOr = (path: string): string => {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+};
+
+const SYSTEM_DIRS = ['/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/bin', '/usr/local/bin'];
+
+/** Finds `name` on PATH (then the usual sbin dirs): every executable candidate, deduplicated. */
+const candidatesOnPath = (name: string, env: NodeJS.ProcessEnv): string[] => {
+  const dirs = (env.PATH ?? '').split(':').filter((d) => d.startsWith('/')).concat(SYSTEM_DIRS);
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const dir of dirs) {
+    const p = join(dir, name);
+    if (!isExecutable(p)) continue;
+    const real = realOr(p);
+    if (seen.has(real)) continue;
+    seen.add(real);
+    out.push(p);
+  }
+  return out;
+};
+
+/**
+ * The criu to use: $CKPT_CRIU as is (even if it does not exist: probeCriu then says so), else a
+ * system criu reporting ≥ 4.1, else `<repoRoot>/.criu/bin/criu` (what scripts/install-criu.sh
+ * installs) if executable; undefined when there is none.
+ */
+export const locateCriu = (env: NodeJS.ProcessEnv = process.env, repoRoot: string = DEFAULT_REPO_ROOT): string | undefined => {
+  const explicit = env.CKPT_CRIU;
+  if (explicit !== undefined && explicit !== '') return explicit;
+  const own = join(repoRoot, '.criu', 'bin', 'criu');
+  const ownReal = realOr(own);
+  for (const c of candidatesOnPath('criu', env)) {
+    if (realOr(c) === ownReal || realOr(c).startsWith(`${realOr(join(repoRoot, '.criu'))}/`)) continue;
+    const v = criuVersion(c);
+    if (v !== undefined && compareVersions(v, MIN_CRIU_VERSION) >= 0) return c;
+  }
+  return isExecutable(own) ? own : undefined;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Running criu
+
+export interface CriuRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly durationMs: number;
+}
+
+export interface RunCriuOptions {
+  /** Adds `-o LOGFILE -v4` (relative names land in the images dir given with -D). */
+  readonly logFile?: string;
+  readonly cwd?: string;
+  /** SIGKILL after this long (default 5 minutes); the result then has code 128 + 9. */
+  readonly timeoutMs?: number;
+}
+
+const MAX_OUTPUT = 1 << 20;
+
+/**
+ * Runs criu with an argument array: stdin /dev/null, stdout/stderr collected (up to 1 MB each).
+ * Never rejects: a criu that cannot be started yields code 127 and the reason in stderr; a signal
+ * yields 128 + its number.
+ */
+export const runCriu = (path: string, args: readonly string[], options: RunCriuOptions = {}): Promise<CriuRun> =>
+  new Promise((resolvePromise) => {
+    const started = performance.now();
+    const fullArgs = options.logFile === undefined ? [...args] : [...args, '-o', options.logFile, '-v4'];
+    const child = spawn(path, fullArgs, { stdio: ['ignore', 'pipe', 'pipe'], cwd: options.cwd });
+    let stdout = '';
+    let stderr = '';
+    let settled = false;
+    const finish = (code: number, extra = ''): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolvePromise({ code, stdout, stderr: stderr + extra, durationMs: performance.now() - started });
+    };
+    child.stdout.setEncoding('utf8').on('data', (s: string) => {
+      if (stdout.length < MAX_OUTPUT) stdout += s;
+    });
+    child.stderr.setEncoding('utf8').on('data', (s: string) => {
+      if (stderr.length < MAX_OUTPUT) stderr += s;
+    });
+    const timeoutMs = options.timeoutMs ?? 300_000;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      stderr += `\nckpt: criu ${fullArgs[0] ?? ''} killed after ${timeoutMs} ms (timeout)\n`;
+    }, timeoutMs);
+    child.on('error', (err) => finish(127, `ckpt: cannot run ${path}: ${err.message}\n`));
+    child.on('close', (code, signal) => finish(code ?? 128 + signalNumber(signal)));
+  });
+
+const signalNumber = (signal: NodeJS.Signals | null): number => (signal === null ? 0 : (osConstants.signals[signal] ?? 0));
+
+const HARMLESS = [/RLIMIT_NOFILE/, /Can't keep kdat cache/];
+
+/** The error lines of a criu log or output, without timestamps and without the known-harmless ones. */
+export const criuErrorLines = (text: string, max = 8): string[] =>
+  text
+    .split('\n')
+    .filter((l) => /\bError\b|Can't|Unexpected process|\bfailed\b/i.test(l) && !HARMLESS.some((re) => re.test(l)))
+    .map((l) => l.replace(/^\(\d+\.\d+\)\s*/, '').trim())
+    .filter((l, i, all) => l !== '' && all.indexOf(l) === i)
+    .slice(-max);
+
+const readLog = (file: string): string => {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+};
+
+/** A failed criu run: the command, exit code, log file and the error lines that explain it. */
+export class CriuError extends Error {
+  override readonly name = 'CriuError';
+  constructor(
+    message: string,
+    readonly details: { readonly command: string; readonly code: number; readonly log?: string; readonly errorLines: readonly string[] },
+  ) {
+    super(message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probing
+
+const checkFeature = async (criu: string, feature: string): Promise<boolean> =>
+  (await runCriu(criu, ['check', '--feature', feature], { timeoutMs: 60_000 })).code === 0;
+
+/** Can this node run a process in a new PID namespace? Tried for real (unshare, ~5 ms). */
+const probePidNamespace = async (): Promise<boolean> => {
+  if (!existsSync('/proc/self/ns/pid')) return false;
+  const unshare = candidatesOnPath('unshare', process.env)[0];
+  if (unshare === undefined) return false;
+  const run = await runCriu(unshare, ['--pid', '--fork', '--mount-proc', 'true'], { timeoutMs: 10_000 });
+  return run.code === 0;
+};
+
+/** Why this criu version cannot be used on this kernel, or undefined when it can. */
+export const criuVersionProblem = (version: string, kernel: string, path = 'criu'): string | undefined => {
+  if (compareVersions(version, MIN_CRIU_VERSION) >= 0) return undefined;
+  return compareVersions(kernel, VDSO_SPLIT_KERNEL) >= 0
+    ? `criu ${version} at ${path} is too old: the vDSO layout of kernels ≥ ${VDSO_SPLIT_KERNEL} (this one is ${kernel}) needs CRIU ≥ ${MIN_CRIU_VERSION}; run scripts/install-criu.sh`
+    : `criu ${version} at ${path} is older than the ${MIN_CRIU_VERSION} ckpt needs; run scripts/install-criu.sh`;
+};
+
+const noCapabilities: Capabilities = {
+  scopes: [],
+  leaveRunning: false,
+  incremental: false,
+  lazyPages: false,
+  pidNamespace: false,
+  freezeCgroup: false,
+};
+
+/**
+ * Probes a criu (from locateCriu) on this node: version, `criu check`, the kernel features CRIU
+ * uses and the cgroups. Never throws for a missing or broken criu: `usable` is false and
+ * `problems` says why in plain words. Capabilities are what works here (none when not usable).
+ * softDirty comes from `criu check --feature mem_dirty_track` (false when criu cannot run).
+ */
+export const probeCriu = async (path: string | undefined): Promise<CheckpointerProbeData> => {
+  const kernel = release();
+  let layout: CgroupLayout = { v1: [] };
+  const problems: string[] = [];
+  try {
+    layout = detectCgroups();
+  } catch (err) {
+    problems.push(`cannot detect cgroups: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const cgroups = describeCgroups(layout);
+  const base = { checkpointer: 'criu', kernel, cgroups };
+
+  if (path === undefined) {
+    problems.push(`no criu found (CKPT_CRIU unset, no system criu ≥ ${MIN_CRIU_VERSION}, no <repo>/.criu/bin/criu): ${INSTALL_HINT}`);
+    return { ...base, version: null, usable: false, problems, capabilities: noCapabilities, softDirty: false };
+  }
+  if (!existsSync(path)) {
+    problems.push(`criu not found at ${path}: ${INSTALL_HINT}`);
+    return { ...base, version: null, usable: false, problems, capabilities: noCapabilities, softDirty: false };
+  }
+  if (!isExecutable(path)) {
+    problems.push(`${path} is not executable (chmod +x it, or ${INSTALL_HINT})`);
+    return { ...base, version: null, usable: false, problems, capabilities: noCapabilities, softDirty: false };
+  }
+
+  const version = criuVersion(path) ?? null;
+  let usable = true;
+  if (version === null) {
+    usable = false;
+    problems.push(`'${path} --version' failed or did not print a version: it does not look like a working criu; ${INSTALL_HINT}`);
+  } else {
+    const tooOld = criuVersionProblem(version, kernel, path);
+    if (tooOld !== undefined) {
+      usable = false;
+      problems.push(tooOld);
+    }
+  }
+
+  // Not something that failed --version: `X check` of an arbitrary program could do anything.
+  const check = version === null ? undefined : await runCriu(path, ['check'], { timeoutMs: 60_000 });
+  if (check !== undefined && check.code !== 0) {
+    usable = false;
+    const lines = criuErrorLines(`${check.stdout}\n${check.stderr}`);
+    const detail = lines.length > 0 ? lines : `${check.stdout}\n${check.stderr}`.trim().split('\n').slice(-5);
+    problems.push(
+      `'criu check' failed (exit ${check.code})${process.getuid?.() === 0 ? '' : ' — criu needs root'}: ${detail.join(' | ')}`,
+    );
+  }
+
+  const [softDirty, uffd, pidNamespace] = await Promise.all([
+    usable ? checkFeature(path, 'mem_dirty_track') : Promise.resolve(false),
+    usable ? checkFeature(path, 'uffd-noncoop') : Promise.resolve(false),
+    probePidNamespace(),
+  ]);
+  const freeze = canFreeze(layout);
+  const scopes: CheckpointScope[] = freeze ? ['tree', 'cgroup'] : ['tree'];
+  const capabilities: Capabilities = usable
+    ? { scopes, leaveRunning: true, incremental: softDirty, lazyPages: uffd, pidNamespace, freezeCgroup: freeze }
+    : noCapabilities;
+  return { ...base, version, usable, problems, capabilities, softDirty };
+};
+
+// ---------------------------------------------------------------------------------------------
+// Dump
+
+export interface DumpOptions {
+  readonly criu: string;
+  /** Root of the tree to dump (a pid in our PID namespace). */
+  readonly pid: number;
+  /** Created with mode 0700; must not hold a dump already. */
+  readonly imagesDir: string;
+  /** Keep the tree running after the dump (otherwise CRIU kills it once dumped). */
+  readonly leaveRunning: boolean;
+  /** Needed when the root is not a session leader (it then shares a session/tty with an outsider). */
+  readonly shellJob?: boolean;
+  /** Freeze the tree with this cgroup (v1 freezer dir or v2 cgroup) instead of ptrace-stopping it. */
+  readonly freezeCgroup?: string;
+  readonly extraArgs?: readonly string[];
+  readonly timeoutMs?: number;
+}
+
+export interface DumpResult {
+  readonly files: ImageFile[];
+  readonly bytes: number;
+  readonly durationMs: number;
+  /** PIDs of the dumped processes (pstree.img, as seen in the tree's PID namespace), root first. */
+  readonly pids: number[];
+  /** Path of dump.log. */
+  readonly log: string;
+}
+
+/** Creates DIR (mode 0700), refusing one that already holds a dump. */
+const prepareImagesDir = (dir: string): void => {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  if (existsSync(join(dir, 'pstree.img'))) throw new Error(`${dir} already holds a CRIU dump (pstree.img): use a new directory per dump`);
+};
+
+/**
+ * `criu dump -t PID -D DIR -o dump.log -v4 [--leave-running] [--shell-job] [--freeze-cgroup PATH]`.
+ * Throws a CriuError with the log's last error lines when criu fails, and also when it exits 0
+ * but warned "Unexpected process … in the freezer cgroup": processes of that cgroup are then
+ * missing from the images, and ckpt never accepts a silently partial dump.
+ */
+export const dumpTree = async (options: DumpOptions): Promise<DumpResult> => {
+  const dir = resolve(options.imagesDir);
+  prepareImagesDir(dir);
+  const args = ['dump', '-t', String(options.pid), '-D', dir];
+  if (options.leaveRunning) args.push('--leave-running');
+  if (options.shellJob) args.push('--shell-job');
+  if (options.freezeCgroup !== undefined) args.push('--freeze-cgroup', options.freezeCgroup);
+  args.push(...(options.extraArgs ?? []));
+  const log = join(dir, 'dump.log');
+  const run = await runCriu(options.criu, args, { logFile: 'dump.log', timeoutMs: options.timeoutMs });
+  const text = readLog(log);
+  const command = `criu ${args.join(' ')}`;
+  if (run.code !== 0) {
+    const lines = criuErrorLines(text === '' ? run.stderr : text);
+    throw new CriuError(
+      `criu dump of pid ${options.pid} failed (exit ${run.code}): ${lines.join(' | ') || run.stderr.trim() || 'no error in the log'} (log: ${log})`,
+      { command, code: run.code, log, errorLines: lines },
+    );
+  }
+  const unexpected = text.split('\n').filter((l) => l.includes('Unexpected process'));
+  if (unexpected.length > 0) {
+    const lines = criuErrorLines(unexpected.join('\n'));
+    throw new CriuError(
+      `criu dump of pid ${options.pid} is incomplete: the freezer cgroup ${options.freezeCgroup ?? ''} holds processes outside the dumped tree, ` +
+        `which CRIU left out (it only warns): ${lines.join(' | ')}. The images in ${dir} must not be used` +
+        (options.leaveRunning ? '.' : '; the dumped tree itself was killed, the processes left out keep running.'),
+      { command, code: run.code, log, errorLines: lines },
+    );
+  }
+  const files = imageFiles(dir);
+  return {
+    files,
+    bytes: files.reduce((s, f) => s + f.bytes, 0),
+    durationMs: run.durationMs,
+    pids: readPstree(dir).map((e) => e.pid),
+    log,
+  };
+};
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+
+export interface RestoreOptions {
+  readonly criu: string;
+  readonly imagesDir: string;
+  readonly shellJob?: boolean;
+  /**
+   * Restore into a new PID namespace, so the original PIDs cannot collide with live processes.
+   * criu then runs as that namespace's init (PID 1, not detached) for as long as the restored
+   * processes live; see the file comment. Not needed for a dump whose root was already a PID
+   * namespace init (pid 1 in pstree.img): CRIU recreates that namespace by itself.
+   */
+  readonly pidNamespace?: boolean;
+  /** The call returns once the tree runs; criu does not stay the tree's parent (except as ns init). */
+  readonly detach: true;
+  readonly extraArgs?: readonly string[];
+  readonly timeoutMs?: number;
+}
+
+export interface RestoreResult {
+  /** Host PID of the restored root (the PID in our namespace). */
+  readonly rootPid: number;
+  /** The root's PID inside the new PID namespace (its original PID), when one was created. */
+  readonly nsRootPid?: number;
+  /** Host PID of the criu process acting as the new namespace's init, when one was created. */
+  readonly nsInitPid?: number;
+  readonly durationMs: number;
+  /** Path of restore.log. */
+  readonly log: string;
+}
+
+const PID_CLASH = /Can't fork for \d+: File exists/;
+const PID_CLASH_HINT =
+  'a process with an original PID still exists or is an unreaped zombie: wait until they are gone, or restore into a new PID namespace';
+
+const restoreError = (what: string, code: number, log: string, text: string, command: string): CriuError => {
+  const lines = criuErrorLines(text);
+  const hint = lines.some((l) => PID_CLASH.test(l)) ? `; ${PID_CLASH_HINT}` : '';
+  return new CriuError(`${what} failed (exit ${code}): ${lines.join(' | ') || 'no error in the log'}${hint} (log: ${log})`, {
+    command,
+    code,
+    log,
+    errorLines: lines,
+  });
+};
+
+const readPidFile = (file: string): number | undefined => {
+  try {
+    const m = /^\s*(\d+)\s*$/.exec(readFileSync(file, 'utf8'));
+    return m?.[1] === undefined ? undefined : Number(m[1]);
+  } catch {
+    return undefined;
+  }
+};
+
+const removeIfThere = (file: string): void => {
+  try {
+    unlinkSync(file);
+  } catch {
+    /* not there */
+  }
+};
+
+/**
+ * `criu restore -D DIR -o restore.log -v4 -d --pidfile DIR/restore.pid [--shell-job]`, or with
+ * pidNamespace `unshare --pid --fork --mount-proc --propagation slave criu restore …` (not
+ * detached: criu stays the namespace's init). Throws a CriuError with the log's error lines.
+ */
+export const restoreTree = async (options: RestoreOptions): Promise<RestoreResult> => {
+  const dir = resolve(options.imagesDir);
+  const log = join(dir, 'restore.log');
+  const pidfile = join(dir, 'restore.pid');
+  removeIfThere(pidfile);
+  const tail = [...(options.shellJob ? ['--shell-job'] : []), ...(options.extraArgs ?? [])];
+  const ownNamespace = options.pidNamespace === true && readPstree(dir)[0]?.pid === 1;
+  if (options.pidNamespace !== true || ownNamespace) {
+    const args = ['restore', '-D', dir, '-d', '--pidfile', pidfile, ...tail];
+    const run = await runCriu(options.criu, args, { logFile: 'restore.log', timeoutMs: options.timeoutMs });
+    const command = `criu ${args.join(' ')}`;
+    if (run.code !== 0) throw restoreError(`criu restore from ${dir}`, run.code, log, readLog(log) || run.stderr, command);
+    const rootPid = readPidFile(pidfile);
+    if (rootPid === undefined) throw new CriuError(`criu restore from ${dir} exited 0 but wrote no pid to ${pidfile}`, { command, code: 0, log, errorLines: [] });
+    return { rootPid, durationMs: run.durationMs, log };
+  }
+  return restoreInNewPidNamespace(options.criu, dir, log, pidfile, tail, options.timeoutMs ?? 120_000);
+};
+
+const statusField = (pid: number, field: string): string[] | undefined => {
+  try {
+    const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${field}:`));
+    return line?.slice(field.length + 1).trim().split(/\s+/);
+  } catch {
+    return undefined;
+  }
+};
+
+const restoreInNewPidNamespace = async (
+  criu: string,
+  dir: string,
+  log: string,
+  pidfile: string,
+  tail: readonly string[],
+  timeoutMs: number,
+): Promise<RestoreResult> => {
+  const unshare = candidatesOnPath('unshare', process.env)[0];
+  if (unshare === undefined) throw new Error('restoring into a new PID namespace needs unshare (util-linux), which is not installed');
+  removeIfThere(log);
+  const args = ['--pid', '--fork', '--mount-proc', '--propagation', 'slave', '--', criu, 'restore', '-D', dir, '-o', 'restore.log', '-v4', '--pidfile', pidfile, ...tail];
+  const command = `unshare ${args.join(' ')}`;
+  const started = performance.now();
+  // criu outlives this call (and maybe this process): its output goes to a file, never to a pipe
+  // whose reader could vanish (SIGPIPE would kill the namespace init and the restored tree).
+  const outFile = join(dir, 'restore-init.log');
+  const out = openSync(outFile, 'w', 0o600);
+  let exit: number | undefined;
+  const child = spawn(unshare, args, { stdio: ['ignore', out, out], detached: true });
+  closeSync(out);
+  child.on('exit', (code, signal) => {
+    exit = code ?? 128 + signalNumber(signal);
+  });
+  child.on('error', () => {
+    exit = 127;
+  });
+  child.unref();
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = readLog(log);
+    const nsRootPid = readPidFile(pidfile);
+    if (nsRootPid !== undefined && text.includes('Restore finished successfully')) {
+      const durationMs = performance.now() - started;
+      const unsharePid = child.pid ?? -1;
+      const procs = scanProcesses();
+      const nsInitPid = procs.find((p) => p.ppid === unsharePid)?.pid;
+      const root = procs.find((p) => p.ppid === nsInitPid && statusField(p.pid, 'NSpid')?.at(-1) === String(nsRootPid));
+      if (nsInitPid === undefined || root === undefined) {
+        throw new CriuError(`criu restored ${dir} into a new PID namespace but the root (pid ${nsRootPid} there) is already gone (log: ${log})`, {
+          command,
+          code: 0,
+          log,
+          errorLines: criuErrorLines(text),
+        });
+      }
+      return { rootPid: root.pid, nsRootPid, nsInitPid, durationMs, log };
+    }
+    if (exit !== undefined) throw restoreError(`criu restore from ${dir} in a new PID namespace`, exit, log, text || readLog(outFile), command);
+    if (Date.now() > deadline) {
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      throw restoreError(`criu restore from ${dir} in a new PID namespace (timed out after ${timeoutMs} ms)`, 137, log, text, command);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Waiting for PIDs to be free
+
+/** PIDs (of `pids`) still in use as a pid (zombies and thread ids included), pgid or sid. */
+export const pidsInUse = (pids: readonly number[]): number[] => {
+  const wanted = new Set(pids);
+  const used = new Set<number>();
+  for (const pid of wanted) if (existsSync(`/proc/${pid}`)) used.add(pid);
+  if (used.size < wanted.size) {
+    for (const p of scanProcesses()) {
+      if (wanted.has(p.pgid)) used.add(p.pgid);
+      if (wanted.has(p.sid)) used.add(p.sid);
+    }
+  }
+  return [...used].sort((a, b) => a - b);
+};
+
+/**
+ * Resolves when none of `pids` exists as a process (zombies count: PID 1 reaps orphans 1–2 s late
+ * here), thread, process group or session; rejects after timeoutMs naming the ones still in use.
+ */
+export const waitPidsGone = async (pids: readonly number[], timeoutMs = 10_000): Promise<void> => {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const used = pidsInUse(pids);
+    if (used.length === 0) return;
+    if (Date.now() > deadline) {
+      const detail = used.map((p) => `${p}${describeUse(p)}`).join(', ');
+      throw new Error(`PIDs still in use after ${timeoutMs} ms: ${detail}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+const describeUse = (pid: number): string => {
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)\s+/, '').split(' ')[0];
+    return state === 'Z' ? ' (zombie: its parent has not reaped it)' : ' (running)';
+  } catch {
+    return ' (as a pgid/sid of another process)';
+  }
+};
+
+/** The PID namespace of a process, e.g. "pid:[4026531836]" (undefined when it is gone). */
+export const pidNamespaceOf = (pid: number | 'self'): string | undefined => {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return undefined;
+  }
+};

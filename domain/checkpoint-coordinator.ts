@@ -1,0 +1,218 @@
+// The CheckpointCoordinator: a decider. Its state is a fold of a job's stream and of the node
+// streams (checkpointer probes); `decideCheckpoint(state, event)` says what must happen next,
+// as events. Same history in, same decisions out: `ckpt verify` re-derives each recorded
+// decision from the history up to the position it was decided on.
+//
+//   CheckpointRequested → CheckpointPlanned (+ deadline) → UnitFreezeRequested (every unit)
+//   all frozen → UnitDumpRequested → all dumped → UnitVerifyRequested → all verified →
+//   CheckpointCommitRequested → committed → UnitThawRequested (or UnitStopRequested, --stop)
+//   → all done → CheckpointCompleted. Any failure, or the deadline → CheckpointAbortRequested →
+//   UnitAbortRequested (thaw, delete partial images) → all aborted → CheckpointAborted.
+import type { ProposedEvent, RecordedEvent } from './event-store.js';
+import type { Capabilities } from './events/node.js';
+import type { PlannedUnit } from './events/checkpoint.js';
+import type { CheckpointScope, NodeId, UnitId } from './identity.js';
+import { scopeCoverage } from './grouping.js';
+import { evolveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
+
+export interface NodeCheckpointer {
+  readonly checkpointer: string;
+  readonly usable: boolean;
+  readonly problems: readonly string[];
+  readonly capabilities: Capabilities;
+}
+
+type UnitPhase = 'freezing' | 'frozen' | 'dumping' | 'dumped' | 'verifying' | 'verified' | 'finishing' | 'finished' | 'aborting' | 'aborted';
+
+export interface ActiveCheckpoint {
+  readonly version: number;
+  readonly request: string;
+  readonly stop: boolean;
+  readonly deadline: string;
+  readonly phase: 'running' | 'committing' | 'finishing' | 'aborting';
+  readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase }>>;
+  readonly reason?: string;
+}
+
+export interface CheckpointState {
+  readonly job: JobMembership;
+  readonly nodes: Readonly<Record<NodeId, NodeCheckpointer>>;
+  readonly lastVersion: number;
+  readonly lastCommitted: number | null;
+  /** Requests not planned yet: whether each asked to stop the job afterwards. */
+  readonly requests: Readonly<Record<string, { readonly stop: boolean }>>;
+  readonly active?: ActiveCheckpoint;
+}
+
+export const initialCheckpointState = (job: string): CheckpointState => ({ job: initialMembership(job), nodes: {}, lastVersion: 0, lastCommitted: null, requests: {} });
+
+const setUnit = (a: ActiveCheckpoint, unit: UnitId, phase: UnitPhase): ActiveCheckpoint =>
+  a.units[unit] ? { ...a, units: { ...a.units, [unit]: { ...a.units[unit]!, phase } } } : a;
+
+/** Which events belong to this decider: its job's stream and every node stream. */
+export const concernsCheckpoint = (job: string, e: RecordedEvent): boolean => e.stream === `job-${job}` || e.stream.startsWith('node-');
+
+export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): CheckpointState => {
+  if (e.type === 'CheckpointerProbed') {
+    const { node, checkpointer, usable, problems, capabilities } = e.data;
+    return { ...s, nodes: { ...s.nodes, [node]: { checkpointer, usable, problems, capabilities } } };
+  }
+  if (!e.stream.startsWith('job-')) return s;
+  const job = evolveMembership(s.job, e);
+  const a = s.active;
+  switch (e.type) {
+    case 'CheckpointPlanned':
+      return {
+        ...s,
+        job,
+        lastVersion: e.data.version,
+        active: {
+          version: e.data.version,
+          request: e.data.request,
+          stop: s.requests[e.data.request]?.stop ?? false,
+          deadline: '',
+          phase: 'running',
+          units: Object.fromEntries(e.data.units.map((u) => [u.unit, { node: u.node, phase: 'freezing' as UnitPhase }])),
+        },
+      };
+    case 'DeadlineScheduled':
+      return a && e.data.deadline === deadlineId(a.version) ? { ...s, job, active: { ...a, deadline: e.data.at } } : { ...s, job };
+    case 'CheckpointRequested':
+      return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop } } };
+    case 'UnitFrozen':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'frozen') };
+    case 'UnitDumpRequested':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'dumping') };
+    case 'UnitDumped':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'dumped') };
+    case 'UnitVerifyRequested':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'verifying') };
+    case 'UnitVerified':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'verified') };
+    case 'CheckpointCommitRequested':
+      return { ...s, job, active: a && { ...a, phase: 'committing' } };
+    case 'CheckpointCommitted':
+      return { ...s, job, lastCommitted: e.data.version, active: a && { ...a, phase: 'finishing' } };
+    case 'UnitThawRequested':
+    case 'UnitStopRequested':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'finishing') };
+    case 'UnitThawed':
+    case 'UnitStopped':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'finished') };
+    case 'CheckpointAbortRequested':
+      return { ...s, job, active: a && { ...a, phase: 'aborting', reason: e.data.reason } };
+    case 'UnitAbortRequested':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'aborting') };
+    case 'UnitAborted':
+    case 'UnitAbortFailed':
+      return { ...s, job, active: a && setUnit(a, e.data.unit, 'aborted') };
+    case 'CheckpointCompleted':
+    case 'CheckpointAborted':
+      return { ...s, job, active: undefined };
+    default:
+      return { ...s, job };
+  }
+};
+
+export const deadlineId = (version: number): string => `checkpoint-v${version}`;
+
+/** Adds `ms` to an ISO instant without reading the clock. */
+const plus = (iso: string, ms: number): string => new Date(Date.parse(iso) + ms).toISOString();
+
+const reject = (request: string, code: 'busy' | 'invalid' | 'unsupported', reason: string): ProposedEvent[] => [
+  { type: 'RequestRejected', data: { request, command: 'checkpoint', code, reason } },
+];
+
+/**
+ * How each unit is captured: the unit's cgroup is frozen (so nothing forks or exits meanwhile)
+ * and every subtree is dumped; without a cgroup freezer, a tree dump only if the tree misses
+ * nothing. Processes outside the unit's cgroup (dependents, moved processes) cannot be frozen
+ * with it: the plan refuses rather than take a silently partial checkpoint.
+ */
+export const planUnits = (s: CheckpointState, version: number): { units: PlannedUnit[] } | { refused: string } => {
+  const units: PlannedUnit[] = [];
+  for (const unit of Object.values(s.job.units)) {
+    const node = s.nodes[unit.node];
+    if (!node) return { refused: `node ${unit.node} has not reported a checkpointer yet (is its agent running?)` };
+    if (!node.usable) return { refused: `the checkpointer on ${unit.node} cannot be used: ${node.problems.join('; ')}` };
+    const scopes: CheckpointScope[] = node.capabilities.freezeCgroup && node.capabilities.scopes.includes('cgroup') ? ['cgroup'] : ['tree'];
+    const scope = scopes[0]!;
+    const coverage = scopeCoverage(s.job, unit.unit, scope);
+    if (coverage.missed.length > 0) {
+      const misses = coverage.missed.map((m) => `${m.member.pid} ${m.member.comm}: ${m.why}`).join('; ');
+      return { refused: `unit ${unit.unit}: a ${scope} checkpoint would miss ${coverage.missed.length} process(es) — ${misses}` };
+    }
+    if (coverage.captured.length === 0) return { refused: `unit ${unit.unit} has no running process` };
+    units.push({
+      unit: unit.unit,
+      node: unit.node,
+      checkpointer: node.checkpointer,
+      scope,
+      strategy: scope === 'cgroup' ? 'freeze the unit cgroup, dump each subtree' : 'dump the process tree',
+      targets: coverage.captured.map((m) => ({ pid: m.pid, startTime: m.startTime })),
+      images: `${s.job.job}/v${version}/${unit.unit}`,
+    });
+  }
+  return units.length > 0 ? { units } : { refused: 'the job has no units' };
+};
+
+const everyUnit = (a: ActiveCheckpoint, phase: UnitPhase) => Object.values(a.units).every((u) => u.phase === phase);
+const eachUnit = (a: ActiveCheckpoint, make: (unit: UnitId, node: NodeId) => ProposedEvent) => Object.entries(a.units).map(([unit, u]) => make(unit, u.node));
+
+const abort = (a: ActiveCheckpoint, reason: string): ProposedEvent[] => [
+  { type: 'CheckpointAbortRequested', data: { version: a.version, reason } },
+  ...eachUnit(a, (unit, node) => ({ type: 'UnitAbortRequested', data: { version: a.version, unit, node } })),
+];
+
+/** What must happen after `event`, given the state folded up to and including it. */
+export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): ProposedEvent[] => {
+  const a = s.active;
+  switch (event.type) {
+    case 'CheckpointRequested': {
+      const { request, timeoutMs } = event.data;
+      if (a) return reject(request, 'busy', `checkpoint v${a.version} of ${s.job.job} is still in progress`);
+      if (s.job.phase !== 'running' || runningMembers(s.job).length === 0) return reject(request, 'invalid', `job ${s.job.job} has no running processes to checkpoint`);
+      const version = s.lastVersion + 1;
+      const plan = planUnits(s, version);
+      if ('refused' in plan) return reject(request, 'unsupported', plan.refused);
+      return [
+        { type: 'CheckpointPlanned', data: { version, request, parent: s.lastCommitted, units: plan.units } },
+        { type: 'DeadlineScheduled', data: { deadline: deadlineId(version), at: plus(event.metadata.recordedAt, timeoutMs), purpose: `checkpoint v${version} of ${s.job.job}` } },
+        ...plan.units.map((u): ProposedEvent => ({ type: 'UnitFreezeRequested', data: { version, unit: u.unit, node: u.node } })),
+      ];
+    }
+    case 'UnitFrozen':
+      return a?.phase === 'running' && everyUnit(a, 'frozen') ? eachUnit(a, (unit, node) => ({ type: 'UnitDumpRequested', data: { version: a.version, unit, node } })) : [];
+    case 'UnitDumped':
+      return a?.phase === 'running' && everyUnit(a, 'dumped') ? eachUnit(a, (unit, node) => ({ type: 'UnitVerifyRequested', data: { version: a.version, unit, node } })) : [];
+    case 'UnitVerified':
+      return a?.phase === 'running' && everyUnit(a, 'verified') ? [{ type: 'CheckpointCommitRequested', data: { version: a.version } }] : [];
+    case 'CheckpointCommitted': {
+      if (!a || a.phase !== 'finishing') return [];
+      return eachUnit(a, (unit, node) => ({ type: a.stop ? 'UnitStopRequested' : 'UnitThawRequested', data: { version: a.version, unit, node } }) as ProposedEvent);
+    }
+    case 'UnitThawed':
+    case 'UnitStopped':
+      if (!a || !everyUnit(a, 'finished')) return [];
+      return [
+        { type: 'CheckpointCompleted', data: { version: a.version, outcome: event.type === 'UnitStopped' ? 'stopped' : 'thawed' } },
+        { type: 'DeadlineCancelled', data: { deadline: deadlineId(a.version), reason: 'completed' } },
+      ];
+    case 'UnitFreezeFailed':
+    case 'UnitDumpFailed':
+    case 'UnitVerifyFailed':
+    case 'CheckpointCommitFailed':
+      return a && a.phase !== 'aborting' && a.phase !== 'finishing' ? abort(a, `${event.type}${'unit' in event.data ? ` on unit ${event.data.unit}` : ''}: ${event.data.reason}`) : [];
+    case 'DeadlineReached':
+      return a && event.data.deadline === deadlineId(a.version) && (a.phase === 'running' || a.phase === 'committing') ? abort(a, `the deadline ${a.deadline} passed before every unit answered`) : [];
+    case 'UnitAborted':
+    case 'UnitAbortFailed':
+      if (!a || a.phase !== 'aborting' || !everyUnit(a, 'aborted')) return [];
+      return [
+        { type: 'CheckpointAborted', data: { version: a.version, reason: a.reason ?? 'aborted' } },
+        { type: 'DeadlineCancelled', data: { deadline: deadlineId(a.version), reason: 'aborted' } },
+      ];
+    default:
+      return [];
+  }
+};
