@@ -154,6 +154,7 @@ export const runCriu = (path: string, args: readonly string[], options: RunCriuO
     let stdout = '';
     let stderr = '';
     let settled = false;
+    let timer: NodeJS.Timeout | undefined;
     const finish = (code: number, extra = ''): void => {
       if (settled) return;
       settled = true;
@@ -167,7 +168,7 @@ export const runCriu = (path: string, args: readonly string[], options: RunCriuO
       if (stderr.length < MAX_OUTPUT) stderr += s;
     });
     const timeoutMs = options.timeoutMs ?? 300_000;
-    const timer = setTimeout(() => {
+    timer = setTimeout(() => {
       child.kill('SIGKILL');
       stderr += `\nckpt: criu ${fullArgs[0] ?? ''} killed after ${timeoutMs} ms (timeout)\n`;
     }, timeoutMs);
@@ -463,7 +464,10 @@ export const restoreTree = async (options: RestoreOptions): Promise<RestoreResul
   const pidfile = join(dir, 'restore.pid');
   removeIfThere(pidfile);
   const tail = [...(options.shellJob ? ['--shell-job'] : []), ...(options.extraArgs ?? [])];
-  const ownNamespace = options.pidNamespace === true && readPstree(dir)[0]?.pid === 1;
+  if (!existsSync(join(dir, 'pstree.img'))) throw new Error(`${dir} holds no CRIU dump (no pstree.img)`);
+  // A root with pid 1 was a PID namespace init when dumped: CRIU recreates that namespace itself
+  // (then -d works and the pidfile holds the host pid).
+  const ownNamespace = readPstree(dir)[0]?.pid === 1;
   if (options.pidNamespace !== true || ownNamespace) {
     const args = ['restore', '-D', dir, '-d', '--pidfile', pidfile, ...tail];
     const run = await runCriu(options.criu, args, { logFile: 'restore.log', timeoutMs: options.timeoutMs });
@@ -471,7 +475,7 @@ export const restoreTree = async (options: RestoreOptions): Promise<RestoreResul
     if (run.code !== 0) throw restoreError(`criu restore from ${dir}`, run.code, log, readLog(log) || run.stderr, command);
     const rootPid = readPidFile(pidfile);
     if (rootPid === undefined) throw new CriuError(`criu restore from ${dir} exited 0 but wrote no pid to ${pidfile}`, { command, code: 0, log, errorLines: [] });
-    return { rootPid, durationMs: run.durationMs, log };
+    return ownNamespace ? { rootPid, nsRootPid: 1, durationMs: run.durationMs, log } : { rootPid, durationMs: run.durationMs, log };
   }
   return restoreInNewPidNamespace(options.criu, dir, log, pidfile, tail, options.timeoutMs ?? 120_000);
 };
