@@ -7,14 +7,14 @@
 // lock before taking positions: positions are assigned and made visible in the same order, and
 // "everything after position P" is a complete answer at any moment. The cost is that appends
 // from all nodes are serialised; each is a single round trip (one function call), so the lock
-// is held for well under a millisecond per batch; appends issued together share one call.
+// is held for well under a millisecond per batch.
 import pg from 'pg';
 import { interval, merge, Observable, Subject, share } from 'rxjs';
 import { WrongExpectedRevisionError, type AppendResult, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
-import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
+import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 
-const SCHEMA_VERSION = 2; // 2: ckpt_append_many (group commit)
+const SCHEMA_VERSION = 1;
 /** Advisory lock keys (arbitrary constants, "ckpt" in ASCII in the high bytes). */
 const MIGRATION_LOCK = 0x636b7074_0001;
 const APPEND_LOCK = 0x636b7074_0002;
@@ -37,18 +37,6 @@ export const redactUrl = (url: string): string => {
     return 'postgres://(unparseable URL)';
   }
 };
-
-interface PendingAppend {
-  readonly stream: string;
-  readonly expected: ExpectedRevision;
-  readonly batch: string;
-  readonly resolve: (result: AppendResult) => void;
-  readonly reject: (error: unknown) => void;
-}
-
-/** data and metadata are already JSON: a batch is one JSON document, built by concatenation. */
-const batchJson = (encoded: readonly EncodedEvent[]): string =>
-  `[${encoded.map((e) => `{"id":"${e.id}","type":${JSON.stringify(e.type)},"v":${e.schemaVersion},"data":${e.data},"metadata":${e.metadata}}`).join(',')}]`;
 
 type Row = [position: string, stream: string, revision: string, id: string, type: string, schemaVersion: number, data: string, metadata: string];
 const COLUMNS = 'position, stream, revision, id, type, schema_version, data::text, metadata::text';
@@ -125,41 +113,21 @@ export class PostgresEventStore implements EventStore {
       checkExpectedRevision(stream, expected, revision);
       return { revision: revision ?? -1, position: await this.headPosition() };
     }
-    return new Promise<AppendResult>((resolve, reject) => {
-      this.#pending.push({ stream, expected, batch: batchJson(encoded), resolve, reject });
-      if (this.#pending.length === 1) queueMicrotask(() => void this.#flush());
-    });
-  }
-
-  readonly #pending: PendingAppend[] = [];
-
-  /** Group commit: every append issued in the same tick goes in one call and one transaction. */
-  async #flush(): Promise<void> {
-    const group = this.#pending.splice(0);
-    const conflictOf = (a: PendingAppend, actual: string | undefined) =>
-      new WrongExpectedRevisionError(a.stream, a.expected, actual === 'no_stream' || actual === undefined ? 'no_stream' : Number(actual));
+    // data and metadata are already JSON: the batch is one JSON document, built by concatenation.
+    const batch = `[${encoded.map((e) => `{"id":"${e.id}","type":${JSON.stringify(e.type)},"v":${e.schemaVersion},"data":${e.data},"metadata":${e.metadata}}`).join(',')}]`;
     try {
-      if (group.length === 1) {
-        const a = group[0]!;
-        try {
-          const { rows } = await this.#pool.query<{ revision: string; position: string }>('SELECT revision, position FROM ckpt_append($1, $2, $3::json)', [a.stream, String(a.expected), a.batch]);
-          a.resolve({ revision: Number(rows[0]!.revision), position: Number(rows[0]!.position) });
-        } catch (error) {
-          const e = error as { code?: string; detail?: string };
-          a.reject(e.code === CONFLICT ? conflictOf(a, e.detail) : error);
-        }
-      } else {
-        const appends = `[${group.map((a) => `{"stream":${JSON.stringify(a.stream)},"expected":"${a.expected}","events":${a.batch}}`).join(',')}]`;
-        const { rows } = await this.#pool.query<{ revision: string | null; position: string | null; conflict: string | null }>('SELECT revision, position, conflict FROM ckpt_append_many($1::json)', [appends]);
-        group.forEach((a, i) => {
-          const row = rows[i]!;
-          if (row.revision === null) a.reject(conflictOf(a, row.conflict ?? undefined));
-          else a.resolve({ revision: Number(row.revision), position: Number(row.position) });
-        });
-      }
+      const { rows } = await this.#pool.query<{ revision: string; position: string }>(
+        'SELECT revision, position FROM ckpt_append($1, $2, $3::json)',
+        [stream, String(expected), batch],
+      );
       this.#appended.next();
+      return { revision: Number(rows[0]!.revision), position: Number(rows[0]!.position) };
     } catch (error) {
-      for (const a of group) a.reject(error);
+      if ((error as { code?: string }).code === CONFLICT) {
+        const actual = (error as { detail?: string }).detail;
+        throw new WrongExpectedRevisionError(stream, expected, actual === 'no_stream' || actual === undefined ? 'no_stream' : Number(actual));
+      }
+      throw error;
     }
   }
 
@@ -228,13 +196,14 @@ CREATE TABLE IF NOT EXISTS ckpt_events (
   metadata       jsonb NOT NULL,
   UNIQUE (stream, revision)
 );
-CREATE OR REPLACE FUNCTION ckpt_append_one(p_stream text, p_expected text, p_batch json)
+CREATE OR REPLACE FUNCTION ckpt_append(p_stream text, p_expected text, p_batch json)
 RETURNS TABLE (revision bigint, "position" bigint) LANGUAGE plpgsql AS $$
 DECLARE
   current bigint;
   last_position bigint;
   n int := json_array_length(p_batch);
 BEGIN
+  PERFORM pg_advisory_xact_lock(${APPEND_LOCK});
   SELECT s.revision INTO current FROM ckpt_streams s WHERE s.name = p_stream;
   IF (p_expected = 'no_stream' AND current IS NOT NULL)
      OR (p_expected = 'stream_exists' AND current IS NULL)
@@ -250,36 +219,8 @@ BEGIN
   last_position := currval(pg_get_serial_sequence('ckpt_events', 'position'));
   INSERT INTO ckpt_streams AS s (name, revision) VALUES (p_stream, current + n)
   ON CONFLICT (name) DO UPDATE SET revision = excluded.revision;
+  PERFORM pg_notify('${CHANNEL}', '');
   RETURN QUERY SELECT current + n, last_position;
 END $$;
-CREATE OR REPLACE FUNCTION ckpt_append(p_stream text, p_expected text, p_batch json)
-RETURNS TABLE (revision bigint, "position" bigint) LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_advisory_xact_lock(${APPEND_LOCK});
-  RETURN QUERY SELECT * FROM ckpt_append_one(p_stream, p_expected, p_batch);
-  PERFORM pg_notify('${CHANNEL}', '');
-END $$;
--- Appends issued together by one process: one transaction, one WAL flush; each append in its
--- own subtransaction, so a conflict undoes only that append.
-CREATE OR REPLACE FUNCTION ckpt_append_many(p_appends json)
-RETURNS TABLE (revision bigint, "position" bigint, conflict text) LANGUAGE plpgsql AS $$
-DECLARE
-  a json;
-  r record;
-BEGIN
-  PERFORM pg_advisory_xact_lock(${APPEND_LOCK});
-  FOR a IN SELECT value FROM json_array_elements(p_appends) LOOP
-    BEGIN
-      SELECT * INTO r FROM ckpt_append_one(a->>'stream', a->>'expected', a->'events');
-      revision := r.revision; "position" := r."position"; conflict := NULL;
-    EXCEPTION WHEN SQLSTATE '${CONFLICT}' THEN
-      GET STACKED DIAGNOSTICS conflict = PG_EXCEPTION_DETAIL;
-      revision := NULL; "position" := NULL;
-    END;
-    RETURN NEXT;
-  END LOOP;
-  PERFORM pg_notify('${CHANNEL}', '');
-END $$;
-DELETE FROM ckpt_schema;
 INSERT INTO ckpt_schema (version) VALUES (${SCHEMA_VERSION});
 `;
