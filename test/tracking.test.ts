@@ -116,6 +116,10 @@ test('a tree with pipes, a double-forked setsid daemon, setpgid and exit statuse
   assert.is(r.code, 0, r.err);
   assert.is(r.out.trim(), 'tree1');
   assert.is(ckpt(['agent', 'status']).code, 0);
+  // The agent registered the node and probed its checkpointer (what the coordinator plans from).
+  const nodeEvents = ckpt(['log', '--json']).out.trim().split('\n').map((l) => JSON.parse(l) as { stream: string; type: string; data: { usable?: boolean; checkpointer?: string } }).filter((e) => e.stream === 'node-testnode');
+  assert.equal(nodeEvents.map((e) => e.type), ['NodeRegistered', 'NodeAgentStarted', 'CheckpointerProbed']);
+  assert.is(nodeEvents[2]!.data.checkpointer, 'criu');
 
   const rows = await until('the daemon, the setpgid process and both exits', () => {
     const now = ps('tree1');

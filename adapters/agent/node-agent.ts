@@ -16,6 +16,7 @@ import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/even
 import { InvalidEventError } from '../../domain/events/decode.js';
 import { jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { evolveMembership, initialMembership, runningMembers, type JobMembership, type Unit } from '../../domain/membership.js';
+import { locateCriu, probeCriu } from '../checkpointers/criu.js';
 import { createUnitCgroups, detectCgroups, removeUnitCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
 import {
@@ -124,9 +125,13 @@ export class NodeAgent {
     for (const e of buffered) this.#onKernel(e);
     for (const job of this.#jobs.keys()) this.#actOn(job);
 
+    // What this node's checkpointer can really do, probed, not assumed: the coordinator plans from it.
+    const probe = await probeCriu(locateCriu());
+    if (!probe.usable) this.#o.log?.(`CRIU cannot be used on this node: ${probe.problems.join('; ')}`);
     await store.append(nodeStream(node), [
       { type: 'NodeRegistered', data: { node, hostname: hostname(), kernel: release(), bootId: bootId(), arch: arch() } },
       { type: 'NodeAgentStarted', data: { node, agent: this.#self, version: this.#o.version } },
+      { type: 'CheckpointerProbed', data: { node, ...probe } },
     ]).catch((error) => this.#o.log?.(`could not register the node: ${error.message}`));
 
     this.#every(this.#o.rescanMs ?? 100, () => this.#rescan());
@@ -147,11 +152,6 @@ export class NodeAgent {
         .append(nodeStream(this.#o.node), [{ type: 'NodeAgentStopped', data: { node: this.#o.node, agent: this.#self, reason } }])
         .catch(() => {});
     }
-  }
-
-  /** Live counts for `ckpt agent status`. */
-  get tracked(): number {
-    return this.#tracked.size;
   }
 
   #every(ms: number, fn: () => void) {
