@@ -1,0 +1,85 @@
+// The only place where the wall clock meets deadlines: folds the log's pending deadlines, and
+// when the clock passes one, appends DeadlineReached to its stream. Several timers may run (one
+// per node agent): each checks the stream and appends with the revision it checked, so a
+// deadline is reached exactly once.
+import type { Subscription } from 'rxjs';
+import { WrongExpectedRevisionError, type EventStore } from '../../domain/event-store.js';
+import { evolveDeadlines, noDeadlines, pendingDeadlines, type Deadlines, type PendingDeadline } from '../../domain/deadlines.js';
+
+export interface DeadlineTimerOptions {
+  readonly store: EventStore;
+  readonly now?: () => number;
+  readonly log?: (line: string) => void;
+}
+
+/** setTimeout's limit; later deadlines are re-armed when it fires. */
+const MAX_DELAY_MS = 2 ** 31 - 1;
+
+export class DeadlineTimer {
+  readonly #o: DeadlineTimerOptions;
+  #deadlines: Deadlines = noDeadlines;
+  readonly #armed = new Map<string, NodeJS.Timeout>();
+  #subscription: Subscription | undefined;
+
+  constructor(options: DeadlineTimerOptions) {
+    this.#o = options;
+  }
+
+  /** Resolves once the log is caught up and every pending deadline is armed (past ones fire now). */
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let caughtUp = false;
+      this.#subscription = this.#o.store
+        .subscribeAll({
+          onCaughtUp: () => {
+            caughtUp = true;
+            for (const d of pendingDeadlines(this.#deadlines)) this.#arm(d);
+            resolve();
+          },
+        })
+        .subscribe({
+          next: (e) => {
+            if (e.type !== 'DeadlineScheduled' && e.type !== 'DeadlineReached' && e.type !== 'DeadlineCancelled') return;
+            this.#deadlines = evolveDeadlines(this.#deadlines, e);
+            const key = `${e.stream} ${e.data.deadline}`;
+            if (e.type === 'DeadlineScheduled') {
+              if (caughtUp) this.#arm(pendingDeadlines(this.#deadlines).find((d) => `${d.stream} ${d.deadline}` === key)!);
+            } else {
+              clearTimeout(this.#armed.get(key));
+              this.#armed.delete(key);
+            }
+          },
+          error: (error: Error) => (caughtUp ? this.#o.log?.(`deadline timer lost the event store: ${error.message}`) : reject(error)),
+        });
+    });
+  }
+
+  stop(): void {
+    this.#subscription?.unsubscribe();
+    for (const t of this.#armed.values()) clearTimeout(t);
+    this.#armed.clear();
+  }
+
+  #arm(d: PendingDeadline) {
+    const key = `${d.stream} ${d.deadline}`;
+    clearTimeout(this.#armed.get(key));
+    const delay = Date.parse(d.at) - (this.#o.now ?? Date.now)();
+    const fire = () => void this.#reach(d).catch((error: Error) => this.#o.log?.(`could not record deadline ${d.deadline}: ${error.message}`));
+    this.#armed.set(key, delay > MAX_DELAY_MS ? setTimeout(() => this.#arm(d), MAX_DELAY_MS) : setTimeout(fire, Math.max(0, delay)));
+  }
+
+  /** Check-and-append: only if the stream has no DeadlineReached/Cancelled for it since it was scheduled. */
+  async #reach(d: PendingDeadline): Promise<void> {
+    for (;;) {
+      const revision = await this.#o.store.streamRevision(d.stream);
+      const since = await this.#o.store.readStream(d.stream, { from: d.revision + 1, limit: 100_000 });
+      if (since.some((e) => (e.type === 'DeadlineReached' || e.type === 'DeadlineCancelled') && e.data.deadline === d.deadline)) return;
+      try {
+        await this.#o.store.append(d.stream, [{ type: 'DeadlineReached', data: { deadline: d.deadline } }], { expectedRevision: revision ?? 'no_stream' });
+        return;
+      } catch (error) {
+        if (!(error instanceof WrongExpectedRevisionError)) throw error;
+      }
+    }
+  }
+}
