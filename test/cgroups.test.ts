@@ -23,21 +23,11 @@ import {
   type CgroupLayout,
 } from '../adapters/cgroups/unit-cgroups.js';
 import { needRoot, suiteRequiring } from './support/prerequisites.js';
+import { until as waitFor } from './support/wait.js';
 
 const test = suiteRequiring('unit cgroups', needRoot());
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` every 5 ms; fails the test with `what` after `timeoutMs`. */
-const waitFor = async <T>(what: string, check: () => T | undefined | false, timeoutMs = 5000): Promise<T> => {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
-  }
-};
 
 const relPath = () => `ckpt-test/${randomBytes(6).toString('hex')}/unit`;
 

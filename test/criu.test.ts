@@ -27,22 +27,13 @@ import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/cr
 import { readStat, scanProcesses } from '../adapters/tracking/procfs.js';
 import { CheckpointerProbed } from '../domain/events/node.js';
 import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';
+import { until as waitFor } from './support/wait.js';
 
 const needCriu = (): Missing => (locateCriu() === undefined ? 'needs CRIU ≥ 4.1 (install: bash scripts/install-criu.sh)' : undefined);
 
 const test = suiteRequiring('criu checkpointer', firstMissing(needRoot, needCriu));
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-const waitFor = async <T>(what: string, check: () => T | undefined | false, timeoutMs = 5000): Promise<T> => {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-};
 
 let work = '';
 const imagesDir = (name: string) => join(work, `${name}-${randomBytes(3).toString('hex')}`);

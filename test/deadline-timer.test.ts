@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert';
 import type { EventStore, ProposedEvent } from '../domain/event-store.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { DeadlineTimer } from '../adapters/timer/deadline-timer.js';
+import { until } from './support/wait.js';
 
 const test = suite('deadline timer');
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-deadline-'));
@@ -29,19 +30,11 @@ const timer = async (s = store) => {
   await t.start();
   return t;
 };
-const eventually = async (what: string, probe: () => Promise<boolean>) => {
-  for (let i = 0; i < 200; i++) {
-    if (await probe()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`gave up waiting: ${what}`);
-};
-
 test('a deadline scheduled while the timer runs is reached once the clock passes it', async () => {
   await timer();
   await store.append('job-a', [schedule('d1', 150)]);
   assert.equal(await reached('job-a'), [], 'not before its time');
-  await eventually('d1 to be reached', async () => (await reached('job-a')).length === 1);
+  await until('d1 to be reached', async () => (await reached('job-a')).length === 1);
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(await reached('job-a'), ['d1']);
 });
@@ -51,7 +44,7 @@ test('a cancelled deadline is never reached; the same id in another stream is it
   await store.append('job-a', [schedule('checkpoint-v1', 150)]);
   await store.append('job-b', [schedule('checkpoint-v1', 150)]);
   await store.append('job-a', [{ type: 'DeadlineCancelled', data: { deadline: 'checkpoint-v1', reason: 'completed' } }]);
-  await eventually('job-b’s deadline', async () => (await reached('job-b')).length === 1);
+  await until('job-b’s deadline', async () => (await reached('job-b')).length === 1);
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(await reached('job-a'), []);
 });
@@ -59,7 +52,7 @@ test('a cancelled deadline is never reached; the same id in another stream is it
 test('deadlines that passed while no timer ran are reached at start', async () => {
   await store.append('job-a', [schedule('late', -5000), schedule('later', 100_000)]);
   await timer();
-  await eventually('the past deadline', async () => (await reached('job-a')).length === 1);
+  await until('the past deadline', async () => (await reached('job-a')).length === 1);
   assert.equal(await reached('job-a'), ['late']);
 });
 
@@ -69,7 +62,7 @@ test('two timers (two node agents) reach a deadline exactly once', async () => {
     await timer();
     await timer(other);
     for (let i = 0; i < 10; i++) await store.append('job-race', [schedule(`d${i}`, 100 + i * 10)]);
-    await eventually('all ten', async () => (await reached('job-race')).length >= 10);
+    await until('all ten', async () => (await reached('job-race')).length >= 10);
     await new Promise((r) => setTimeout(r, 300));
     assert.equal((await reached('job-race')).sort(), Array.from({ length: 10 }, (_, i) => `d${i}`).sort());
   } finally {

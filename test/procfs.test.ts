@@ -23,6 +23,7 @@ import {
   type ProcStat,
 } from '../adapters/tracking/procfs.js';
 import { needRoot, suiteRequiring } from './support/prerequisites.js';
+import { until } from './support/wait.js';
 
 const test = suiteRequiring('procfs', needRoot());
 
@@ -52,16 +53,6 @@ test.after.each(() => {
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const until = async <T>(what: string, probe: () => T | undefined | false, timeoutMs = 5000): Promise<T> => {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleepMs(20);
-  }
-};
 
 // Runs "$@" with every fd above 2 closed: fds inherited by this test (e.g. a pipe its runner
 // leaked) would otherwise be shared by all the processes started here. Same pid (exec).

@@ -10,6 +10,10 @@ import { WrongExpectedRevisionError, type EventStore, type RecordedEvent } from 
 import { defaultAppendContext, type AppendContext } from '../adapters/store/batch.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { forked, marker, markerOf } from './support/events.js';
+import { until as wait } from './support/wait.js';
+
+/** Cross-process waits get a generous bound. */
+const until = (what: string, condition: () => boolean) => wait(what, condition, 30_000, 5);
 
 export interface StoreSubject {
   /** URL of a new, empty store. */
@@ -30,14 +34,6 @@ const spawnLines = (args: string[]) => {
   createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   return { child, lines, exited, stderr: () => stderr };
-};
-
-const until = async (what: string, condition: () => boolean, limitMs = 30_000) => {
-  const end = Date.now() + limitMs;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error(`gave up waiting: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 };
 
 const readEverything = async (store: EventStore): Promise<RecordedEvent[]> => {

@@ -10,6 +10,9 @@ import { storeId } from '../adapters/agent/daemon.js';
 import { readStat } from '../adapters/tracking/procfs.js';
 import { needPostgres, startPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
+import { until as wait } from './support/wait.js';
+
+const until = <T>(what: string, probe: () => T | undefined | false, ms = 20_000) => wait(what, probe, ms, 50);
 
 const CLI = fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url));
 const missing = firstMissing(needRoot, () => needCommand('cc', 'apt-get install -y gcc'), () => needCommand('python3', 'apt-get install -y python3'));
@@ -35,16 +38,6 @@ const ps = (job: string, h = home): PsRow[] => {
   return JSON.parse(r.out) as PsRow[];
 };
 const historyTypes = (job: string, h = home) => ckpt(['history', job, '--json'], h).out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown> });
-
-const until = async <T>(what: string, probe: () => T | undefined | false, ms = 20_000): Promise<T> => {
-  const end = Date.now() + ms;
-  for (;;) {
-    const value = probe();
-    if (value) return value;
-    if (Date.now() > end) throw new Error(`gave up waiting: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
 
 /** A tiny C workload: `storm N` forks N children one by one (each exits at once) and prints N;
  *  `burst N S` forks S sleepers (60 s) spread over N instant children, all at once, then reaps. */

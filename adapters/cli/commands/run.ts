@@ -48,10 +48,9 @@ export const runCommand: Command = {
     const job = stringOption(args, 'job') ?? generateJobId(command[0]!);
     if (!NAME_PATTERN.test(job)) throw new UsageError(`job name "${job}" must match ${NAME_PATTERN.source}: lower-case letters, digits, '.', '_' and '-', 1–64 characters, starting with a letter or digit`);
     const node = nodeOf(args);
-    const limits: Limits = {
-      ...(sizeOption(args, 'memory') !== undefined ? { memoryBytes: sizeOption(args, 'memory')! } : {}),
-      ...(integerOption(args, 'pids', 1) !== undefined ? { pids: integerOption(args, 'pids', 1)! } : {}),
-    };
+    const memoryBytes = sizeOption(args, 'memory');
+    const pids = integerOption(args, 'pids', 1);
+    const limits: Limits = { ...(memoryBytes !== undefined && { memoryBytes }), ...(pids !== undefined && { pids }) };
     const detach = flag(args, 'detach');
     if (flag(args, 'json') && !detach) throw new UsageError('--json goes with --detach (in the foreground the job’s own output is printed)');
     const cwd = process.cwd();
