@@ -5,29 +5,37 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-src="$root/adapters/tracking/proc-connector.c"
 out_dir="$root/dist/native"
-out="$out_dir/proc-connector"
 cc="${CC:-cc}"
 cflags="${CFLAGS:--O2 -Wall -Wextra}"
+# source → binary name
+helpers=(
+  "adapters/tracking/proc-connector.c proc-connector"
+  "adapters/agent/unit-init.c ckpt-unit-init"
+)
 
 if [ "$(uname -s)" != Linux ]; then
-  echo "build-native: not Linux, skipping proc-connector (process tracking needs Linux)" >&2
+  echo "build-native: not Linux, skipping the native helpers (process tracking needs Linux)" >&2
   exit 0
 fi
 if ! command -v "$cc" >/dev/null 2>&1; then
-  echo "build-native: no C compiler ('$cc'), skipping proc-connector (install gcc or set CC)" >&2
-  exit 0
-fi
-if [ -x "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "${BASH_SOURCE[0]}" ]; then
+  echo "build-native: no C compiler ('$cc'), skipping the native helpers (install gcc or set CC)" >&2
   exit 0
 fi
 
 mkdir -p "$out_dir"
-tmp="$out.tmp.$$"
-trap 'rm -f "$tmp"' EXIT
-# shellcheck disable=SC2086 # CFLAGS is a list of words
-"$cc" $cflags -o "$tmp" "$src"
-mv -f "$tmp" "$out"
-trap - EXIT
-echo "build-native: built $out" >&2
+for helper in "${helpers[@]}"; do
+  read -r src name <<<"$helper"
+  src="$root/$src"
+  out="$out_dir/$name"
+  if [ -x "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "${BASH_SOURCE[0]}" ]; then
+    continue
+  fi
+  tmp="$out.tmp.$$"
+  trap 'rm -f "$tmp"' EXIT
+  # shellcheck disable=SC2086 # CFLAGS is a list of words
+  "$cc" $cflags -o "$tmp" "$src"
+  mv -f "$tmp" "$out"
+  trap - EXIT
+  echo "build-native: built $out" >&2
+done

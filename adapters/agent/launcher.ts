@@ -6,8 +6,11 @@
 //   5. the gate opens: fds above 2 are closed (none reaches the job: CRIU needs that) and the
 //      command is exec'd. Everything it forks from then on is seen by the agent.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, timeout } from 'rxjs';
 import type { EventStore, RecordedEvent } from '../../domain/event-store.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
@@ -18,13 +21,13 @@ import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 export const MAIN_UNIT = 'main';
 
 /**
- * The gate: wait for the launcher's go on fd 3, then close every descriptor above 2 — fd 3 and
- * any the launcher itself inherited without close-on-exec (libuv does not close those) — and
- * become the command. The glob is expanded by the shell itself: no fork before the exec. bash,
- * because dash cannot name descriptors above 9 in a redirection.
+ * The unit's init (adapters/agent/unit-init.c): a child subreaper that waits for the launcher's
+ * go on fd 3, closes every descriptor above 2 (fd 3, and any the launcher inherited without
+ * close-on-exec: libuv does not close those), forks the command and stays the unit's first
+ * process, so processes that daemonize are re-parented to it and the unit remains one tree.
+ * It reports the command's end on fd 4 when given one (the foreground ckpt run waits for it).
  */
-const GATE_SHELL = existsSync('/bin/bash') ? '/bin/bash' : '/bin/sh';
-const GATE = 'read -r go <&3 || exit 125; for f in /proc/self/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$@"';
+export const unitInitPath: string = fileURLToPath(new URL('../../native/ckpt-unit-init', import.meta.url));
 
 /** PATH lookup as the shell would do it, so a missing command fails before anything is recorded. */
 export const resolveCommand = (command: string, path = process.env.PATH ?? ''): string | undefined => {
@@ -50,12 +53,19 @@ export interface LaunchRequest {
   readonly limits: Limits;
   /** stdio of the root: inherited (foreground) or file descriptors (detached). */
   readonly stdio: ['inherit' | 'ignore' | number, 'inherit' | number, 'inherit' | number];
+  /** Report the command's end (foreground): see Launched.ended. */
+  readonly reportEnd?: boolean;
   readonly agentTimeoutMs?: number;
   readonly onProgress?: (what: string) => void;
 }
 
+/** How the command ended: its exit status, or the signal that killed it. */
+export type CommandEnd = { readonly exit: number } | { readonly signal: number };
+
 export interface Launched {
   readonly child: ChildProcess;
+  /** Foreground launches: resolves when the command ends (its daemons may live on in the unit). */
+  readonly ended?: Promise<CommandEnd>;
   readonly pid: number;
   readonly startTime: number;
 }
@@ -85,14 +95,16 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   if (created.type === 'UnitLaunchFailed') throw new LaunchError(created.data.reason);
   const cgroups = (created.data as { cgroups: UnitCgroup[] }).cgroups;
 
-  const child = spawn(GATE_SHELL, ['-c', GATE, 'ckpt-gate', ...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe'] });
+  if (!existsSync(unitInitPath)) throw new LaunchError(`${unitInitPath} is missing: build ckpt with a C compiler (npm run build)`);
+  const child = spawn(unitInitPath, [...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe', ...(r.reportEnd ? ['pipe' as const] : [])] });
   const gate = child.stdio[3] as NodeJS.WritableStream | null;
+  const ended = r.reportEnd ? commandEnd(child) : undefined;
   const fail = async (reason: string): Promise<never> => {
     child.kill('SIGKILL');
     await r.store.append(jobStream(r.job), [{ type: 'UnitLaunchFailed', data: { unit, node: r.node, reason } }]);
     throw new LaunchError(reason);
   };
-  if (!child.pid || !gate) return fail(`could not start ${GATE_SHELL} for the unit’s root`);
+  if (!child.pid || !gate) return fail(`could not start ${unitInitPath} for the unit`);
   try {
     addProcess(cgroups, child.pid);
   } catch (error) {
@@ -108,5 +120,21 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   const tracked = await waitFor(r.store, r.job, launched.revision + 1, (e) => (e.type === 'UnitTracked' || e.type === 'UnitLaunchFailed') && e.data.unit === unit, 'track the unit', ms).catch((error: Error) => fail(error.message));
   if (tracked.type === 'UnitLaunchFailed') return fail(tracked.data.reason);
   gate.end('go\n');
-  return { child, pid: stat.pid, startTime: stat.startTime };
+  return { child, pid: stat.pid, startTime: stat.startTime, ...(ended && { ended }) };
+};
+
+/** Reads the init's "exit N" / "signal N" line; if the init itself died without one, its own end counts. */
+const commandEnd = (child: ChildProcess): Promise<CommandEnd> => {
+  const initEnd = new Promise<CommandEnd>((resolve) =>
+    child.once('exit', (code, signal) => resolve(signal ? { signal: osConstants.signals[signal] } : { exit: code ?? 125 })),
+  );
+  return new Promise((resolve) => {
+    let reported: CommandEnd | undefined;
+    const lines = createInterface({ input: child.stdio[4] as NodeJS.ReadableStream });
+    lines.on('line', (line) => {
+      const m = /^(exit|signal) (\d+)$/.exec(line);
+      if (m) reported ??= m[1] === 'exit' ? { exit: Number(m[2]) } : { signal: Number(m[2]) };
+    });
+    lines.on('close', () => (reported ? resolve(reported) : void initEnd.then(resolve)));
+  });
 };

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { constants, userInfo } from 'node:os';
+import { userInfo } from 'node:os';
 import { basename, join } from 'node:path';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { WrongExpectedRevisionError } from '../../../domain/event-store.js';
@@ -78,7 +78,7 @@ export const runCommand: Command = {
     }
     try {
       const user = userInfo();
-      const launched = await launchUnit({ store, job, node, owner: { uid: user.uid, user: user.username }, command, cwd, limits, stdio, onProgress: progress }).catch((error) => {
+      const launched = await launchUnit({ store, job, node, owner: { uid: user.uid, user: user.username }, command, cwd, limits, stdio, reportEnd: !detach, onProgress: progress }).catch((error) => {
         if (error instanceof WrongExpectedRevisionError) throw new Error(`job "${job}" already exists: choose another --job (ckpt jobs lists them)`);
         throw error;
       });
@@ -98,9 +98,10 @@ export const runCommand: Command = {
       };
       const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
       for (const [s, h] of handlers) process.on(s, h);
-      const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((done) => launched.child.once('exit', (c, s) => done([c, s])));
+      const end = await launched.ended!;
       for (const [s, h] of handlers) process.off(s, h);
-      return code ?? 128 + (signal ? constants.signals[signal] : 0);
+      launched.child.unref();
+      return 'exit' in end ? end.exit : 128 + end.signal;
     } finally {
       await store.close();
     }
