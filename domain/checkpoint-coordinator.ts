@@ -12,6 +12,7 @@ import type { ProposedEvent, RecordedEvent } from './event-store.js';
 import type { Capabilities } from './events/node.js';
 import type { PlannedUnit } from './events/checkpoint.js';
 import type { CheckpointScope, NodeId, UnitId } from './identity.js';
+import type { Decider } from './decider.js';
 import { scopeCoverage } from './grouping.js';
 import { evolveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
 
@@ -49,6 +50,14 @@ export const initialCheckpointState = (job: string): CheckpointState => ({ job: 
 const setUnit = (a: ActiveCheckpoint, unit: UnitId, phase: UnitPhase): ActiveCheckpoint =>
   a.units[unit] ? { ...a, units: { ...a.units, [unit]: { ...a.units[unit]!, phase } } } : a;
 
+/**
+ * A step moves a unit forward only while the checkpoint is in the phase that step belongs to:
+ * decisions and outcomes may land after an abort was decided (racing writers), and must not
+ * undo it. Outcomes of another version are ignored.
+ */
+const step = (a: ActiveCheckpoint | undefined, e: { data: { version: number; unit: UnitId } }, during: ActiveCheckpoint['phase'], phase: UnitPhase) =>
+  a && a.version === e.data.version && a.phase === during ? setUnit(a, e.data.unit, phase) : a;
+
 /** Which events belong to this decider: its job's stream and every node stream. */
 export const concernsCheckpoint = (job: string, e: RecordedEvent): boolean => e.stream === `job-${job}` || e.stream.startsWith('node-');
 
@@ -65,6 +74,7 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
       return {
         ...s,
         job,
+        requests: without(s.requests, e.data.request),
         lastVersion: e.data.version,
         active: {
           version: e.data.version,
@@ -79,39 +89,48 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
       return a && e.data.deadline === deadlineId(a.version) ? { ...s, job, active: { ...a, deadline: e.data.at } } : { ...s, job };
     case 'CheckpointRequested':
       return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop } } };
+    case 'RequestRejected':
+      return e.data.command === 'checkpoint' ? { ...s, job, requests: without(s.requests, e.data.request) } : { ...s, job };
     case 'UnitFrozen':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'frozen') };
+      return { ...s, job, active: step(a, e, 'running', 'frozen') };
     case 'UnitDumpRequested':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'dumping') };
+      return { ...s, job, active: step(a, e, 'running', 'dumping') };
     case 'UnitDumped':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'dumped') };
+      return { ...s, job, active: step(a, e, 'running', 'dumped') };
     case 'UnitVerifyRequested':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'verifying') };
+      return { ...s, job, active: step(a, e, 'running', 'verifying') };
     case 'UnitVerified':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'verified') };
+      return { ...s, job, active: step(a, e, 'running', 'verified') };
     case 'CheckpointCommitRequested':
-      return { ...s, job, active: a && { ...a, phase: 'committing' } };
+      return { ...s, job, active: a?.version === e.data.version && a.phase === 'running' ? { ...a, phase: 'committing' } : a };
     case 'CheckpointCommitted':
-      return { ...s, job, lastCommitted: e.data.version, active: a && { ...a, phase: 'finishing' } };
+      return a?.version === e.data.version && a.phase === 'committing' ? { ...s, job, lastCommitted: e.data.version, active: { ...a, phase: 'finishing' } } : { ...s, job };
     case 'UnitThawRequested':
     case 'UnitStopRequested':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'finishing') };
+      return { ...s, job, active: step(a, e, 'finishing', 'finishing') };
     case 'UnitThawed':
     case 'UnitStopped':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'finished') };
+    case 'UnitThawFailed': // the version is committed either way; the failure is on record
+    case 'UnitStopFailed':
+      return { ...s, job, active: step(a, e, 'finishing', 'finished') };
     case 'CheckpointAbortRequested':
-      return { ...s, job, active: a && { ...a, phase: 'aborting', reason: e.data.reason } };
+      return { ...s, job, active: a?.version === e.data.version ? { ...a, phase: 'aborting', reason: e.data.reason } : a };
     case 'UnitAbortRequested':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'aborting') };
+      return { ...s, job, active: step(a, e, 'aborting', 'aborting') };
     case 'UnitAborted':
     case 'UnitAbortFailed':
-      return { ...s, job, active: a && setUnit(a, e.data.unit, 'aborted') };
+      return { ...s, job, active: step(a, e, 'aborting', 'aborted') };
     case 'CheckpointCompleted':
     case 'CheckpointAborted':
       return { ...s, job, active: undefined };
     default:
       return { ...s, job };
   }
+};
+
+const without = <V>(r: Readonly<Record<string, V>>, key: string): Record<string, V> => {
+  const { [key]: _, ...rest } = r;
+  return rest;
 };
 
 export const deadlineId = (version: number): string => `checkpoint-v${version}`;
@@ -171,6 +190,10 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
     case 'CheckpointRequested': {
       const { request, timeoutMs } = event.data;
       if (a) return reject(request, 'busy', `checkpoint v${a.version} of ${s.job.job} is still in progress`);
+      // Requests are planned one at a time, in log order: a second one before the first's plan
+      // would otherwise be planned as the same version.
+      const earlier = Object.keys(s.requests).find((r) => r !== request);
+      if (earlier) return reject(request, 'busy', `checkpoint request ${earlier} of ${s.job.job} is being planned`);
       if (s.job.phase !== 'running' || runningMembers(s.job).length === 0) return reject(request, 'invalid', `job ${s.job.job} has no running processes to checkpoint`);
       const version = s.lastVersion + 1;
       const plan = planUnits(s, version);
@@ -193,9 +216,11 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
     }
     case 'UnitThawed':
     case 'UnitStopped':
-      if (!a || !everyUnit(a, 'finished')) return [];
+    case 'UnitThawFailed':
+    case 'UnitStopFailed':
+      if (!a || a.phase !== 'finishing' || !everyUnit(a, 'finished')) return [];
       return [
-        { type: 'CheckpointCompleted', data: { version: a.version, outcome: event.type === 'UnitStopped' ? 'stopped' : 'thawed' } },
+        { type: 'CheckpointCompleted', data: { version: a.version, outcome: a.stop ? 'stopped' : 'thawed' } },
         { type: 'DeadlineCancelled', data: { deadline: deadlineId(a.version), reason: 'completed' } },
       ];
     case 'UnitFreezeFailed':
@@ -216,3 +241,11 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
       return [];
   }
 };
+
+/** The coordinator of one job as a Decider: what the runtime runs and `ckpt verify` re-derives. */
+export const checkpointDecider = (job: string): Decider<CheckpointState> => ({
+  initial: initialCheckpointState(job),
+  evolve: evolveCheckpoint,
+  decide: decideCheckpoint,
+  concerns: (e) => concernsCheckpoint(job, e),
+});

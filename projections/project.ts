@@ -45,3 +45,14 @@ export const replay = <S>(store: EventStore, evolve: Evolve<S>, initial: S, from
     if (done) subscription.unsubscribe();
   });
 
+
+/** Every event of one stream, in order (empty for a stream that does not exist). */
+export const readWholeStream = async (store: EventStore, stream: string): Promise<RecordedEvent[]> => {
+  const events: RecordedEvent[] = [];
+  for (let from = 0; ; ) {
+    const page = await store.readStream(stream, { from, limit: 1000 });
+    events.push(...page);
+    if (page.length < 1000) return events;
+    from = page[page.length - 1]!.revision + 1;
+  }
+};

@@ -2,19 +2,14 @@
 // outcomes are appended by the test), and `rederive`, which `ckpt verify` uses.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { concernsCheckpoint, decideCheckpoint, evolveCheckpoint, initialCheckpointState, type CheckpointState } from '../domain/checkpoint-coordinator.js';
+import { checkpointDecider, decideCheckpoint, type CheckpointState } from '../domain/checkpoint-coordinator.js';
 import { rederive, type Decider } from '../domain/decider.js';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../domain/event-store.js';
 import { MemoryEventStore } from '../adapters/store/memory.js';
 
 const test = suite('checkpoint coordinator');
 const p = (pid: number) => ({ pid, startTime: pid * 10 });
-const coordinator: Decider<CheckpointState> = {
-  initial: initialCheckpointState('j'),
-  evolve: evolveCheckpoint,
-  decide: decideCheckpoint,
-  concerns: (e) => concernsCheckpoint('j', e),
-};
+const coordinator = checkpointDecider('j');
 
 const probe = (node: string, usable = true, freezeCgroup = true): ProposedEvent => ({
   type: 'CheckpointerProbed',

@@ -15,8 +15,12 @@ import type { Subscription } from 'rxjs';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { InvalidEventError } from '../../domain/events/decode.js';
 import { jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
-import { evolveMembership, initialMembership, runningMembers, type JobMembership, type Unit } from '../../domain/membership.js';
-import { locateCriu, probeCriu } from '../checkpointers/criu.js';
+import { evolveCheckpoint, initialCheckpointState, type CheckpointState, type NodeCheckpointer } from '../../domain/checkpoint-coordinator.js';
+import { runningMembers, type Unit } from '../../domain/membership.js';
+import { CriuCheckpointer } from '../checkpointers/criu-checkpointer.js';
+import { DeadlineTimer } from '../timer/deadline-timer.js';
+import { CheckpointWork } from './checkpoint-work.js';
+import { locateCriu } from '../checkpointers/criu.js';
 import { createUnitCgroups, detectCgroups, removeUnitCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
 import {
@@ -39,6 +43,8 @@ export interface NodeAgentOptions {
   /** Unit cgroups go to PREFIX/JOB/UNIT in each hierarchy; one prefix per store, so two stores'
    *  jobs of the same name never share a cgroup. */
   readonly cgroupPrefix: string;
+  /** $CKPT_HOME/images: where this node's units are dumped and versions committed. */
+  readonly imagesRoot: string;
   /** Proc connector receive buffer (bytes); tests force a tiny one to provoke overruns. */
   readonly rcvbuf?: number;
   /** How often tracked processes are re-read from /proc (pgid, sid, parent, cgroup). */
@@ -73,7 +79,12 @@ export class NodeAgent {
   readonly #o: NodeAgentOptions;
   readonly #ticksPerNs: number;
   readonly #tracked = new Map<number, Tracked>();
-  readonly #jobs = new Map<string, JobMembership>();
+  /** Each job's coordinator state (its membership included), folded from the log. */
+  readonly #jobs = new Map<string, CheckpointState>();
+  /** The latest probe of every node's checkpointer (node streams), for jobs seen later. */
+  #nodes: Record<string, NodeCheckpointer> = {};
+  #checkpoints: CheckpointWork | undefined;
+  #deadlines: DeadlineTimer | undefined;
   /** Units whose cgroups / tracking this agent already asked for (before its own events come back). */
   readonly #handled = new Set<string>();
   readonly #rootExits = new Map<string, { status: number | null; signal: number | null }>();
@@ -118,15 +129,30 @@ export class NodeAgent {
       });
     });
 
+    const checkpointer = new CriuCheckpointer(locateCriu(), this.#o.imagesRoot);
+    this.#checkpoints = new CheckpointWork({
+      store,
+      node,
+      checkpointer,
+      imagesRoot: this.#o.imagesRoot,
+      emit: (job, e) => this.#emit(job, e),
+      reconcileUnit: () => this.#reconcile('reconcile'),
+      tracked: (job, unit) => new Map([...this.#tracked.values()].filter((t) => t.job === job && t.unit === unit && !t.dependent).map((t) => [t.pid, t.startTime])),
+      log: (line) => this.#o.log?.(line),
+    });
     await new Promise<void>((resolve, reject) => this.#follow(1, resolve, reject));
     this.#caughtUp = true;
     this.#adoptRunningMembers();
     this.#reconcile('scan');
     for (const e of buffered) this.#onKernel(e);
     for (const job of this.#jobs.keys()) this.#actOn(job);
+    this.#checkpoints.goLive();
+    // Deadlines are events: every agent runs a timer; a deadline is recorded reached once.
+    this.#deadlines = new DeadlineTimer({ store, log: (line) => this.#o.log?.(line) });
+    await this.#deadlines.start();
 
     // What this node's checkpointer can really do, probed, not assumed: the coordinator plans from it.
-    const probe = await probeCriu(locateCriu());
+    const probe = await checkpointer.probe();
     if (!probe.usable) this.#o.log?.(`CRIU cannot be used on this node: ${probe.problems.join('; ')}`);
     await store.append(nodeStream(node), [
       { type: 'NodeRegistered', data: { node, hostname: hostname(), kernel: release(), bootId: bootId(), arch: arch() } },
@@ -146,6 +172,7 @@ export class NodeAgent {
     clearTimeout(this.#reconcileTimer);
     this.#kernel?.unsubscribe();
     this.#log?.unsubscribe();
+    this.#deadlines?.stop();
     await this.#flush();
     if (this.#self) {
       await this.#o.store
@@ -186,14 +213,28 @@ export class NodeAgent {
 
   #onLogEvent(e: RecordedEvent) {
     this.#position = e.position;
+    if (e.type === 'CheckpointerProbed') {
+      for (const [job, state] of this.#jobs) {
+        this.#jobs.set(job, evolveCheckpoint(state, e));
+        this.#checkpoints!.updateState(job, this.#jobs.get(job)!);
+      }
+      this.#nodes = evolveCheckpoint({ ...initialCheckpointState(''), nodes: this.#nodes }, e).nodes;
+      return;
+    }
     const job = jobOfStream(e.stream);
     if (!job) return;
-    this.#jobs.set(job, evolveMembership(this.#jobs.get(job) ?? initialMembership(job), e));
+    const state = evolveCheckpoint(this.#jobs.get(job) ?? { ...initialCheckpointState(job), nodes: this.#nodes }, e);
+    this.#jobs.set(job, state);
+    this.#checkpoints!.fold(job, state, e);
     if (this.#caughtUp) this.#actOn(job);
   }
 
+  #membership(job: string) {
+    return this.#jobs.get(job)?.job;
+  }
+
   #myUnits(job: string): Unit[] {
-    const state = this.#jobs.get(job);
+    const state = this.#membership(job);
     return state ? Object.values(state.units).filter((u) => u.node === this.#o.node) : [];
   }
 
@@ -223,7 +264,7 @@ export class NodeAgent {
   }
 
   #trackRoot(job: string, unit: Unit) {
-    const state = this.#jobs.get(job);
+    const state = this.#membership(job);
     const root = state && runningMembers(state).find((m) => m.key === unit.root);
     if (!root) return;
     const stat = readStat(root.pid);
@@ -239,7 +280,7 @@ export class NodeAgent {
 
   /** After a restart of the agent: the running members of this node's units, as the log knows them. */
   #adoptRunningMembers() {
-    for (const [job, state] of this.#jobs) {
+    for (const [job, { job: state }] of this.#jobs) {
       for (const m of runningMembers(state)) {
         const unit = state.units[m.unit];
         if (m.node !== this.#o.node || unit?.phase !== 'running') continue;
@@ -328,7 +369,7 @@ export class NodeAgent {
     this.#missing.delete(t.pid);
     if (how === 'vanished') this.#emit(t.job, { type: 'ProcessVanished', data: this.#on(t) });
     else this.#emit(t.job, { type: 'ProcessExited', data: { ...this.#on(t), status: how.status, signal: how.signal, ...(how.coreDumped ? { coreDumped: true } : {}) } });
-    const unit = this.#jobs.get(t.job)?.units[t.unit];
+    const unit = this.#membership(t.job)?.units[t.unit];
     if (unit?.root === processKey(this.#o.node, this.#ref(t))) {
       this.#rootExits.set(unitKey(t.job, t.unit), how === 'vanished' ? { status: null, signal: null } : { status: how.status, signal: how.signal });
     }
@@ -351,14 +392,14 @@ export class NodeAgent {
     this.#handled.add(`ended ${key}`);
     const root = this.#rootExits.get(key) ?? { status: null, signal: null };
     this.#emit(job, { type: 'UnitEnded', data: { unit, node: this.#o.node, ...root } });
-    const cgroups = this.#jobs.get(job)?.units[unit]?.cgroups ?? [];
+    const cgroups = this.#membership(job)?.units[unit]?.cgroups ?? [];
     try {
       if (cgroups.length > 0) removeUnitCgroups(cgroups, { emptyParents: 2 }); // the job's and the store's directories, once empty
     } catch (error) {
       this.#o.log?.(`could not remove the cgroups of ${key}: ${(error as Error).message}`);
     }
     // Single-node jobs end here; units on other nodes report their own end.
-    const state = this.#jobs.get(job);
+    const state = this.#membership(job);
     const others = state ? Object.values(state.units).filter((u) => u.unit !== unit) : [];
     if (others.every((u) => u.phase === 'ended' || u.phase === 'failed')) {
       const roots = [root, ...others.map((u) => ({ status: u.exitStatus, signal: u.signal }))];

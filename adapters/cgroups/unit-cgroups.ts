@@ -452,7 +452,7 @@ const pollUntil = async (check: () => boolean, timeoutMs: number): Promise<boole
   }
 };
 
-const freezerOf = (cgroups: readonly UnitCgroup[]): { kind: 'v1' | 'v2'; dir: string } | undefined => {
+export const freezerOf = (cgroups: readonly UnitCgroup[]): { kind: 'v1' | 'v2'; dir: string } | undefined => {
   const v1 = cgroups.find((c) => c.controller === 'freezer');
   if (v1) return { kind: 'v1', dir: v1.path };
   const v2 = cgroups.find((c) => c.controller === 'unified' && exists(join(c.path, 'cgroup.freeze')));

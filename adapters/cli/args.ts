@@ -73,3 +73,15 @@ export const sizeOption = (args: ParsedArgs, name: string): number | undefined =
   if (!Number.isSafeInteger(bytes) || bytes < 1) throw new UsageError(`option --${name} needs a size such as 256M or 2G, got "${value}"`);
   return bytes;
 };
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A duration in milliseconds: `500ms`, `30s`, `2m`, `1h`, or plain seconds. */
+export const durationOption = (args: ParsedArgs, name: string): number | undefined => {
+  const value = stringOption(args, name);
+  if (value === undefined) return undefined;
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
+  const ms = match ? Math.round(Number(match[1]) * DURATION_UNITS[match[2] ?? 's']!) : NaN;
+  if (!Number.isSafeInteger(ms) || ms < 1) throw new UsageError(`option --${name} needs a duration such as 30s, 2m or 500ms, got "${value}"`);
+  return ms;
+};

@@ -6,6 +6,9 @@ import { StoreUrlError } from '../store/open.js';
 import { parseArgs, UsageError } from './args.js';
 import { commandHelp, commonOptions, EXIT, type Command } from './command.js';
 import { agentCommand } from './commands/agent.js';
+import { checkpointCommand } from './commands/checkpoint.js';
+import { checkpointsCommand } from './commands/checkpoints.js';
+import { verifyCommand } from './commands/verify.js';
 import { historyCommand } from './commands/history.js';
 import { jobsCommand } from './commands/jobs.js';
 import { logCommand } from './commands/log.js';
@@ -13,7 +16,7 @@ import { psCommand } from './commands/ps.js';
 import { runCommand } from './commands/run.js';
 import { version } from './version.js';
 
-const commands: readonly Command[] = [runCommand, jobsCommand, psCommand, historyCommand, logCommand, agentCommand];
+const commands: readonly Command[] = [runCommand, checkpointCommand, checkpointsCommand, verifyCommand, jobsCommand, psCommand, historyCommand, logCommand, agentCommand];
 
 
 const topHelp = (): string =>

@@ -26,3 +26,10 @@ export const eventLine = (e: RecordedEvent): string =>
   `${String(e.position).padStart(8)}  ${e.metadata.recordedAt}  ${e.stream}#${e.revision}  ${e.type}  ${summarize(e.data).join(' ')}`;
 
 export const eventJson = (e: RecordedEvent): string => JSON.stringify(e);
+
+/** Left-aligned columns, two spaces apart. */
+export const table = (header: readonly string[], rows: ReadonlyArray<readonly string[]>): string => {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: readonly string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n') + '\n';
+};

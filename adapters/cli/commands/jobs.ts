@@ -3,7 +3,7 @@ import { valuesOf } from '../../../domain/persistent-map.js';
 import { allJobs } from '../../../projections/jobs.js';
 import { flag } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { writeOut } from '../output.js';
+import { table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
 export const jobSummary = (j: JobMembership) => {
@@ -39,10 +39,7 @@ export const jobsCommand: Command = {
         return EXIT.ok;
       }
       const rows = jobs.map((j) => [j.job, j.state, j.owner ? `uid ${j.owner.uid}` : '-', j.units.map((u) => `${u.unit}@${u.node}`).join(','), `${j.processes.running}/${j.processes.total}`, j.submittedAt ?? '-']);
-      const header = ['JOB', 'STATE', 'OWNER', 'UNITS', 'RUNNING/ALL', 'SUBMITTED'];
-      const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-      const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-      await writeOut([line(header), ...rows.map(line)].join('\n') + '\n');
+      await writeOut(table(['JOB', 'STATE', 'OWNER', 'UNITS', 'RUNNING/ALL', 'SUBMITTED'], rows));
       return EXIT.ok;
     } finally {
       await store.close();

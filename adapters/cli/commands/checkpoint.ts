@@ -1,0 +1,161 @@
+import { randomUUID } from 'node:crypto';
+import type { EventStore, RecordedEvent } from '../../../domain/event-store.js';
+import { jobStream } from '../../../domain/identity.js';
+import { foldCheckpoints, readJobStream, type CheckpointSummary } from '../../../projections/checkpoints.js';
+import { jobMembership } from '../../../projections/jobs.js';
+import { runningAgent, startAgent } from '../../agent/daemon.js';
+import { imagesRoot, versionDir } from '../../images/image-store.js';
+import { ckptHome } from '../../store/open.js';
+import { durationOption, flag, UsageError } from '../args.js';
+import { EXIT, type Command } from '../command.js';
+import { writeOut } from '../output.js';
+import { needRoot, openStore, storeUrlOf } from '../store.js';
+import { nodeOf } from './agent.js';
+
+const DEFAULT_TIMEOUT_MS = 120_000;
+/** After the deadline, how long an abort may take to clean up before ckpt stops waiting. */
+const CLEANUP_GRACE_MS = 30_000;
+/** Without --wait: how long the coordinator may take to plan or refuse. */
+const PLAN_WAIT_MS = 15_000;
+
+const CHECKPOINT_EVENT = /^(Checkpoint|Unit(Freeze|Frozen|Dump|Verif|Thaw|Stop|Abort)|RequestRejected)/;
+
+export const formatBytes = (n: number): string =>
+  n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(2)} GiB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
+
+const ms = (n: number | undefined) => (n === undefined ? '-' : `${Math.round(n)} ms`);
+
+/** What the user sees, and what `--json` prints. */
+export const checkpointReport = (job: string, c: CheckpointSummary, home: string) => ({
+  job,
+  request: c.request,
+  version: c.version,
+  outcome: c.outcome === 'in progress' ? (c.version === null ? 'requested' : 'planned') : c.outcome,
+  phase: c.phase,
+  reason: c.reason,
+  units: c.units,
+  processes: c.units.reduce((n, u) => n + (u.captured?.length ?? u.planned), 0),
+  files: c.files,
+  bytes: c.bytes,
+  durationMs: c.durationMs ?? null,
+  frozenMs: c.frozenMs ?? null,
+  manifest: c.manifest ?? null,
+  images: c.version !== null && c.outcome === 'committed' ? versionDir(imagesRoot(home), job, c.version) : null,
+  stopped: c.completed === 'stopped',
+});
+
+const progressLine = (c: CheckpointSummary): string => {
+  const v = c.version === null ? '' : ` v${c.version}`;
+  const failed = c.units.filter((u) => u.failed).map((u) => `${u.unit}: ${u.failed}`);
+  if (c.phase === 'aborting') return `checkpoint${v} aborting (${c.reason}); thawing every unit and removing partial images`;
+  return `checkpoint${v}: ${c.phase}${failed.length > 0 ? ` — ${failed.join('; ')}` : ''}`;
+};
+
+/** Follows the job's stream from the request until `done` says the summary is final enough. */
+const follow = (store: EventStore, job: string, request: RecordedEvent, done: (c: CheckpointSummary) => boolean, limitMs: number, progress: (c: CheckpointSummary) => void) =>
+  new Promise<{ summary: CheckpointSummary; timedOut: boolean }>((resolve, reject) => {
+    const relevant: RecordedEvent[] = [request];
+    let last = foldCheckpoints(relevant)[0]!;
+    let shown = '';
+    const timer = setTimeout(() => finish(true), limitMs);
+    const subscription = store.subscribeStream(jobStream(job), { from: request.revision + 1 }).subscribe({
+      next: (e) => {
+        if (!CHECKPOINT_EVENT.test(e.type)) return;
+        relevant.push(e);
+        last = foldCheckpoints(relevant).find((c) => c.request === (request.data as { request: string }).request) ?? last;
+        const line = progressLine(last);
+        if (line !== shown) progress(last);
+        shown = line;
+        if (done(last)) finish(false);
+      },
+      error: (error: Error) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    });
+    function finish(timedOut: boolean) {
+      clearTimeout(timer);
+      subscription.unsubscribe();
+      resolve({ summary: last, timedOut });
+    }
+  });
+
+export const checkpointCommand: Command = {
+  name: 'checkpoint',
+  summary: 'Checkpoint a running job: every unit frozen, dumped, verified and committed together.',
+  usage: 'JOB [--wait] [--timeout DURATION] [--stop] [--json]',
+  description: [
+    'Records a CheckpointRequested event; the coordinator (it runs inside every node agent) plans',
+    'the checkpoint from the job’s membership at that point of the log — each unit is captured whole:',
+    'its cgroup is frozen and its one process tree (the unit’s init and everything under it, escaped',
+    'daemons included) is dumped by CRIU — then freezes every unit, dumps them in parallel, verifies',
+    'that the images hold exactly the planned processes, commits the version (manifest with the size',
+    'and SHA-256 of every file, fsynced) and thaws the job, or stops it with --stop (for migration).',
+    'A failure anywhere, or the timeout, aborts: every unit is thawed and partial images are removed.',
+    'A plan that would miss a process (one outside the unit’s cgroup, a dependent) is refused.',
+    'Images: $CKPT_HOME/images/JOB/vN/UNIT/. Without --wait, ckpt returns once the checkpoint is',
+    'planned (or refused); follow it with `ckpt checkpoints JOB`.',
+    'Exit status 0 only when the checkpoint was committed (without --wait: planned).',
+  ].join('\n'),
+  options: [
+    { name: 'wait', short: 'w', description: 'wait for the outcome, showing progress' },
+    { name: 'timeout', value: 'DURATION', description: 'deadline of the whole checkpoint, e.g. 30s or 2m (default 2m); reached → aborted' },
+    { name: 'stop', description: 'stop the job once the checkpoint is committed (to restart it elsewhere)' },
+    { name: 'node', value: 'NAME', description: 'this node’s name, to start its agent if needed (default: $CKPT_NODE, else the host name)' },
+    { name: 'json', description: 'print {job, request, version, outcome, reason, units, processes, files, bytes, durationMs, frozenMs, manifest, images}' },
+  ],
+  examples: ['sudo ckpt checkpoint nightly --wait', 'sudo ckpt checkpoint nightly --wait --timeout 30s --json', 'sudo ckpt checkpoint nightly --wait --stop'],
+  async run(args) {
+    const [job, ...extra] = args.positionals;
+    if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt checkpoint JOB');
+    const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
+    const wait = flag(args, 'wait');
+    const json = flag(args, 'json');
+    const store = openStore(args);
+    try {
+      const membership = await jobMembership(store, job);
+      if (!membership) {
+        process.stderr.write(`ckpt checkpoint: unknown job "${job}" (ckpt jobs lists them)\n`);
+        return EXIT.failed;
+      }
+      needRoot('ckpt checkpoint');
+      // This node's agent executes the steps of its units: start it if it is not running.
+      const node = nodeOf(args);
+      const home = ckptHome();
+      if (Object.values(membership.units).some((u) => u.node === node) && !runningAgent(home, node, storeUrlOf(args))) await startAgent(home, node, storeUrlOf(args));
+
+      const request = randomUUID();
+      const appended = await store.append(jobStream(job), [{ type: 'CheckpointRequested', data: { request, stop: flag(args, 'stop'), timeoutMs }, metadata: { correlationId: request } }]);
+      const [requested] = await store.readStream(jobStream(job), { from: appended.revision, limit: 1 });
+      const tty = process.stderr.isTTY;
+      const progress = (c: CheckpointSummary) => {
+        if (tty) process.stderr.write(`\r\x1b[K${progressLine(c)}`);
+        else if (!json) process.stderr.write(`${progressLine(c)}\n`);
+      };
+      const final = (c: CheckpointSummary) => c.outcome === 'rejected' || c.outcome === 'aborted' || c.phase === 'completed';
+      const { summary, timedOut } = await follow(store, job, requested!, wait ? final : (c) => c.version !== null || final(c), wait ? timeoutMs + CLEANUP_GRACE_MS : PLAN_WAIT_MS, progress);
+      if (tty) process.stderr.write('\r\x1b[K');
+      const report = checkpointReport(job, summary, home);
+      if (json) await writeOut(JSON.stringify(report, null, 2) + '\n');
+      else if (timedOut) {
+        process.stderr.write(
+          summary.version === null
+            ? `ckpt checkpoint: no coordinator answered request ${request} within ${PLAN_WAIT_MS / 1000} s: is a node agent running? (ckpt agent status)\n`
+            : `ckpt checkpoint: checkpoint v${summary.version} of ${job} is still ${summary.phase}: a node agent may be down (ckpt agent status); follow it with ckpt checkpoints ${job}\n`,
+        );
+      } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt checkpoint: refused: ${summary.reason}\n`);
+      else if (summary.outcome === 'aborted') process.stderr.write(`ckpt checkpoint: checkpoint v${summary.version} of ${job} aborted: ${summary.reason}\n`);
+      else if (!wait) console.log(`checkpoint v${summary.version} of ${job} planned (${summary.units.length} unit(s)); follow it with: ckpt checkpoints ${job}`);
+      else {
+        console.log(
+          `checkpoint v${summary.version} of ${job} committed${report.stopped ? ' and the job stopped' : ''}: ${summary.units.length} unit(s), ${report.processes} processes, ` +
+            `${formatBytes(summary.bytes)} in ${summary.files} files, ${ms(summary.durationMs)} (frozen ${ms(summary.frozenMs)}); images in ${report.images}`,
+        );
+      }
+      if (timedOut) return EXIT.failed;
+      return (wait ? summary.outcome === 'committed' : summary.version !== null) ? EXIT.ok : EXIT.failed;
+    } finally {
+      await store.close();
+    }
+  },
+};

@@ -1,0 +1,73 @@
+import { foldCheckpoints, readJobStream } from '../../../projections/checkpoints.js';
+import { listVersions, imagesRoot } from '../../images/image-store.js';
+import { ckptHome } from '../../store/open.js';
+import { flag, UsageError } from '../args.js';
+import { EXIT, type Command } from '../command.js';
+import { table, writeOut } from '../output.js';
+import { openStore } from '../store.js';
+import { checkpointReport, formatBytes } from './checkpoint.js';
+
+export const checkpointsCommand: Command = {
+  name: 'checkpoints',
+  summary: 'List a job’s checkpoints: versions, outcome, size, durations, and refused requests.',
+  usage: 'JOB [--json]',
+  description: [
+    'Every checkpoint request of the job, oldest first, folded from its history: the version it',
+    'became (or why it was refused), outcome (committed, aborted, in progress), processes captured,',
+    'bytes, duration from request to completion, how long the job stayed frozen, the reason of an',
+    'abort, and whether the committed images are still on disk ($CKPT_HOME/images/JOB/vN).',
+  ].join('\n'),
+  options: [{ name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units, processes, files, bytes, durationMs, frozenMs, manifest, images, onDisk, requestedAt, requestedBy}' }],
+  examples: ['ckpt checkpoints nightly', 'ckpt checkpoints nightly --json | jq ".[] | select(.outcome == \\"committed\\") | .version"'],
+  async run(args) {
+    const [job, ...extra] = args.positionals;
+    if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt checkpoints JOB');
+    const store = openStore(args);
+    try {
+      const events = await readJobStream(store, job);
+      if (!events) {
+        process.stderr.write(`ckpt checkpoints: unknown job "${job}" (ckpt jobs lists them)\n`);
+        return EXIT.failed;
+      }
+      const home = ckptHome();
+      const onDisk = new Set(listVersions(imagesRoot(home), job).filter((v) => v.committed).map((v) => v.version));
+      const rows = foldCheckpoints(events).map((c) => ({
+        ...checkpointReport(job, c, home),
+        onDisk: c.version !== null && onDisk.has(c.version),
+        requestedAt: c.requestedAt,
+        requestedBy: c.requestedBy ?? null,
+      }));
+      if (flag(args, 'json')) {
+        await writeOut(JSON.stringify(rows, null, 2) + '\n');
+        return EXIT.ok;
+      }
+      if (rows.length === 0) {
+        console.log(`no checkpoints of ${job} yet (take one with: ckpt checkpoint ${job} --wait)`);
+        return EXIT.ok;
+      }
+      const by = (r: (typeof rows)[number]) => (r.requestedBy?.kind === 'user' ? `uid ${r.requestedBy.uid}` : (r.requestedBy?.kind ?? '-'));
+      const ms = (n: number | null) => (n === null ? '-' : `${Math.round(n)} ms`);
+      await writeOut(
+        table(
+          ['VERSION', 'OUTCOME', 'REQUESTED', 'BY', 'UNITS', 'PROCS', 'SIZE', 'DURATION', 'FROZEN', 'ON DISK', 'REASON'],
+          rows.map((r) => [
+            r.version === null ? '-' : `v${r.version}`,
+            r.outcome === 'committed' && r.stopped ? 'committed (stopped)' : r.outcome,
+            r.requestedAt,
+            by(r),
+            String(r.units.length),
+            String(r.processes),
+            r.bytes > 0 ? formatBytes(r.bytes) : '-',
+            ms(r.durationMs),
+            ms(r.frozenMs),
+            r.onDisk ? 'yes' : r.outcome === 'committed' ? 'pruned' : '-',
+            r.reason ?? '',
+          ]),
+        ),
+      );
+      return EXIT.ok;
+    } finally {
+      await store.close();
+    }
+  },
+};

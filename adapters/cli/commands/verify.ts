@@ -1,0 +1,65 @@
+import { checkpointDecider } from '../../../domain/checkpoint-coordinator.js';
+import { rederive } from '../../../domain/decider.js';
+import type { EventStore, RecordedEvent } from '../../../domain/event-store.js';
+import { nodeStream } from '../../../domain/identity.js';
+import { readJobStream } from '../../../projections/checkpoints.js';
+import { readWholeStream } from '../../../projections/project.js';
+import { flag, UsageError } from '../args.js';
+import { EXIT, type Command } from '../command.js';
+import { writeOut } from '../output.js';
+import { openStore } from '../store.js';
+
+/**
+ * What the coordinator's decisions for a job were made from: the job's stream and the streams of
+ * the nodes its units ran on (their checkpointer probes), in log order.
+ */
+export const decisionHistory = async (store: EventStore, job: string): Promise<RecordedEvent[] | undefined> => {
+  const events = await readJobStream(store, job);
+  if (!events) return undefined;
+  const nodes = new Set(events.flatMap((e) => (e.type === 'UnitAssigned' ? [e.data.node] : [])));
+  const nodeEvents = await Promise.all([...nodes].map((n) => readWholeStream(store, nodeStream(n))));
+  return [...events, ...nodeEvents.flat()].sort((a, b) => a.position - b.position);
+};
+
+export const verifyCommand: Command = {
+  name: 'verify',
+  summary: 'Re-derive every decision recorded for a job and report any that the code would not make again.',
+  usage: 'JOB [--json]',
+  description: [
+    'Every decision of the checkpoint coordinator (plans, deadlines, freeze/dump/verify/commit/thaw/',
+    'abort commands) was recorded with the event it answered. verify refolds the job’s history up to',
+    'each such event, decides again with this version of ckpt, and compares with what was recorded.',
+    'A difference means the history was not produced by this decider (a code change that alters past',
+    'decisions, or a tampered log). Exit status 1 when there is a difference.',
+  ].join('\n'),
+  options: [{ name: 'json', description: 'print {job, events, checked, differences: [{cause, recorded, rederived}]}' }],
+  examples: ['ckpt verify nightly', 'ckpt verify nightly --json | jq .differences'],
+  async run(args) {
+    const [job, ...extra] = args.positionals;
+    if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt verify JOB');
+    const store = openStore(args);
+    try {
+      const history = await decisionHistory(store, job);
+      if (!history) {
+        process.stderr.write(`ckpt verify: unknown job "${job}" (ckpt jobs lists them)\n`);
+        return EXIT.failed;
+      }
+      const { checked, differences } = rederive(checkpointDecider(job), history);
+      if (flag(args, 'json')) await writeOut(JSON.stringify({ job, events: history.length, checked, differences }, null, 2) + '\n');
+      else if (differences.length === 0) console.log(`${job}: all ${checked} recorded decisions re-derived identically from ${history.length} events`);
+      else {
+        const lines = differences.map((d) =>
+          [
+            `  after event ${d.cause.position} (${d.cause.type}):`,
+            `    recorded:   ${d.recorded.map((e) => `${e.type} ${JSON.stringify(e.data)}`).join('\n                ') || '(nothing)'}`,
+            `    re-derived: ${d.rederived.map((e) => `${e.type} ${JSON.stringify(e.data)}`).join('\n                ') || '(nothing)'}`,
+          ].join('\n'),
+        );
+        process.stderr.write(`${job}: ${differences.length} of ${checked} recorded decisions differ from what this ckpt decides:\n${lines.join('\n')}\n`);
+      }
+      return differences.length === 0 ? EXIT.ok : EXIT.failed;
+    } finally {
+      await store.close();
+    }
+  },
+};

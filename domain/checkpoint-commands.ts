@@ -1,0 +1,97 @@
+// Which checkpoint commands of a job still wait for their outcome, and on which node: a pure fold
+// of the job's stream. A node agent executes exactly these; after a crash it refolds the log and
+// finds the ones it had not answered (a finished step is never repeated: its outcome is in the log).
+import type { RecordedEvent } from './event-store.js';
+import type { PlannedUnit } from './events/checkpoint.js';
+import type { NodeId, UnitId } from './identity.js';
+
+export type Step = 'freeze' | 'dump' | 'verify' | 'thaw' | 'stop' | 'abort' | 'commit';
+
+export interface PendingCommand {
+  readonly key: string;
+  readonly step: Step;
+  readonly version: number;
+  /** Every step but commit is for one unit. */
+  readonly unit?: UnitId;
+  /** Who executes it: the unit's node; the commit, the node of the plan's first unit. */
+  readonly node: NodeId;
+  /** The request event: its id becomes the outcome's causationId. */
+  readonly request: { readonly id: string; readonly recordedAt: string };
+}
+
+export interface VersionRecord {
+  readonly parent: number | null;
+  readonly units: readonly PlannedUnit[];
+  /** UnitDumped outcomes, for the manifest. */
+  readonly dumps: Readonly<Record<UnitId, { readonly durationMs: number; readonly bytes: number; readonly files: number }>>;
+  /** When each unit was reported frozen. */
+  readonly frozenAt: Readonly<Record<UnitId, string>>;
+}
+
+export interface CheckpointCommands {
+  readonly versions: Readonly<Record<number, VersionRecord>>;
+  readonly pending: Readonly<Record<string, PendingCommand>>;
+}
+
+export const noCommands: CheckpointCommands = { versions: {}, pending: {} };
+
+const REQUESTS: Readonly<Record<string, Step>> = {
+  UnitFreezeRequested: 'freeze',
+  UnitDumpRequested: 'dump',
+  UnitVerifyRequested: 'verify',
+  UnitThawRequested: 'thaw',
+  UnitStopRequested: 'stop',
+  UnitAbortRequested: 'abort',
+};
+const OUTCOMES: Readonly<Record<string, Step>> = {
+  UnitFrozen: 'freeze', UnitFreezeFailed: 'freeze',
+  UnitDumped: 'dump', UnitDumpFailed: 'dump',
+  UnitVerified: 'verify', UnitVerifyFailed: 'verify',
+  UnitThawed: 'thaw', UnitThawFailed: 'thaw',
+  UnitStopped: 'stop', UnitStopFailed: 'stop',
+  UnitAborted: 'abort', UnitAbortFailed: 'abort',
+};
+
+export const commandKey = (step: Step, version: number, unit?: UnitId): string => `${step} v${version}${unit ? ` ${unit}` : ''}`;
+
+const without = (r: Readonly<Record<string, PendingCommand>>, key: string) => {
+  const { [key]: _, ...rest } = r;
+  return rest;
+};
+
+export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): CheckpointCommands => {
+  if (e.type === 'CheckpointPlanned') {
+    return { ...s, versions: { ...s.versions, [e.data.version]: { parent: e.data.parent, units: e.data.units, dumps: {}, frozenAt: {} } } };
+  }
+  if (e.type === 'UnitDumped') {
+    const v = s.versions[e.data.version];
+    const { durationMs, bytes, files } = e.data;
+    if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, dumps: { ...v.dumps, [e.data.unit]: { durationMs, bytes, files } } } } };
+  }
+  if (e.type === 'UnitFrozen') {
+    const v = s.versions[e.data.version];
+    if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, frozenAt: { ...v.frozenAt, [e.data.unit]: e.metadata.recordedAt } } } };
+  }
+  if (e.type === 'CheckpointCommitRequested') {
+    const node = s.versions[e.data.version]?.units[0]?.node;
+    if (!node) return s;
+    const key = commandKey('commit', e.data.version);
+    return { ...s, pending: { ...s.pending, [key]: { key, step: 'commit', version: e.data.version, node, request: { id: e.id, recordedAt: e.metadata.recordedAt } } } };
+  }
+  if (e.type === 'CheckpointCommitted' || e.type === 'CheckpointCommitFailed') return { ...s, pending: without(s.pending, commandKey('commit', e.data.version)) };
+  const requested = REQUESTS[e.type];
+  if (requested && 'unit' in e.data && 'node' in e.data) {
+    const { version, unit, node } = e.data as { version: number; unit: UnitId; node: NodeId };
+    const key = commandKey(requested, version, unit);
+    return { ...s, pending: { ...s.pending, [key]: { key, step: requested, version, unit, node, request: { id: e.id, recordedAt: e.metadata.recordedAt } } } };
+  }
+  const answered = OUTCOMES[e.type];
+  if (answered && 'unit' in e.data) {
+    const { version, unit } = e.data as { version: number; unit: UnitId };
+    return { ...s, pending: without(s.pending, commandKey(answered, version, unit)) };
+  }
+  return s;
+};
+
+/** The commands waiting for `node`, oldest first. */
+export const pendingOn = (s: CheckpointCommands, node: NodeId): PendingCommand[] => Object.values(s.pending).filter((c) => c.node === node);

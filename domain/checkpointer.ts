@@ -1,0 +1,40 @@
+// The common checkpointer interface: what a node agent asks of a system-specific checkpointer
+// (CRIU first) for one unit. Capabilities are probed, never assumed, and recorded as an event
+// (CheckpointerProbed); the coordinator plans only with what the probe says works.
+import type { UnitCgroup } from './events/job.js';
+import type { CheckpointerProbed } from './events/node.js';
+import type { CheckpointScope, ProcessRef, UnitId } from './identity.js';
+
+export type CheckpointerProbe = Omit<(typeof CheckpointerProbed)['codec']['_A'], 'node'>;
+
+/** One unit of one checkpoint version, as the plan and the log describe it. */
+export interface UnitTarget {
+  readonly job: string;
+  readonly unit: UnitId;
+  readonly version: number;
+  readonly scope: CheckpointScope;
+  /** The unit's first process (its init): the root of the one tree dumped; unknown once it ended. */
+  readonly root?: ProcessRef;
+  readonly cgroups: readonly UnitCgroup[];
+  /** Where this unit's images go (created by the checkpointer, 0700). */
+  readonly imagesDir: string;
+}
+
+export interface Checkpointer {
+  readonly name: string;
+  probe(): Promise<CheckpointerProbe>;
+  /** Stops every process of the unit (nothing forks or exits until thaw). Idempotent. */
+  freeze(u: UnitTarget): Promise<{ processes: number; durationMs: number }>;
+  /** Writes the unit's images, leaving the processes frozen. Not repeatable: one dump per version. */
+  dump(u: UnitTarget): Promise<{ files: number; bytes: number; durationMs: number }>;
+  /** The processes the images hold (PIDs as dumped): compared with what was planned. */
+  captured(u: UnitTarget): Promise<number[]>;
+  /** Lets the unit run again. Idempotent. */
+  thaw(u: UnitTarget): Promise<{ durationMs: number }>;
+  /** Ends every process of the unit (after a committed checkpoint with --stop). Idempotent. */
+  stop(u: UnitTarget): Promise<void>;
+  /** Undoes a failed checkpoint: thaw, delete the partial images. Idempotent. */
+  abort(u: UnitTarget): Promise<{ thawed: boolean; imagesRemoved: boolean }>;
+  /** Brings a unit back from its images (issue 5 builds the restart coordinator on it). */
+  restore(u: { readonly imagesDir: string; readonly pidNamespace: boolean }): Promise<{ rootPid: number; durationMs: number }>;
+}
