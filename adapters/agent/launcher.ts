@@ -12,7 +12,8 @@ import { createInterface } from 'node:readline';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, timeout } from 'rxjs';
-import type { EventStore, RecordedEvent } from '../../domain/event-store.js';
+import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
+import { jobMembership } from '../../projections/jobs.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
 import { jobStream, type NodeId } from '../../domain/identity.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
@@ -46,6 +47,10 @@ export const resolveCommand = (command: string, path = process.env.PATH ?? ''): 
 export interface LaunchRequest {
   readonly store: EventStore;
   readonly job: string;
+  /** The unit's name (default MAIN_UNIT). */
+  readonly unit?: string;
+  /** Add the unit to the job if the job exists already (a job of several units, on several nodes). */
+  readonly join?: boolean;
   readonly node: NodeId;
   readonly owner: { uid: number; user?: string };
   readonly command: readonly string[];
@@ -81,15 +86,17 @@ const waitFor = (store: EventStore, job: string, from: number, wanted: (e: Recor
 
 export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   const ms = r.agentTimeoutMs ?? 15_000;
-  const unit = MAIN_UNIT;
-  const { revision } = await r.store.append(
-    jobStream(r.job),
-    [
-      { type: 'JobSubmitted', data: { job: r.job, owner: r.owner } },
-      { type: 'UnitAssigned', data: { unit, node: r.node, command: [...r.command], cwd: r.cwd, limits: r.limits } },
-    ],
-    { expectedRevision: 'no_stream' },
-  );
+  const unit = r.unit ?? MAIN_UNIT;
+  const assigned: ProposedEvent = { type: 'UnitAssigned', data: { unit, node: r.node, command: [...r.command], cwd: r.cwd, limits: r.limits } };
+  const { revision } = await r.store
+    .append(jobStream(r.job), [{ type: 'JobSubmitted', data: { job: r.job, owner: r.owner } }, assigned], { expectedRevision: 'no_stream' })
+    .catch(async (error) => {
+      if (!(error instanceof WrongExpectedRevisionError) || !r.join) throw error;
+      const job = await jobMembership(r.store, r.job);
+      if (job?.units[unit]) throw new LaunchError(`job ${r.job} already has a unit ${unit} (on ${job.units[unit].node}): choose another --unit`);
+      if (job?.phase === 'ended') throw new LaunchError(`job ${r.job} has ended: units cannot join it`);
+      return r.store.append(jobStream(r.job), [assigned], { expectedRevision: 'stream_exists' });
+    });
   r.onProgress?.('waiting for the node agent to create the unit’s cgroups');
   const created = await waitFor(r.store, r.job, revision + 1, (e) => (e.type === 'UnitCgroupsCreated' || e.type === 'UnitLaunchFailed') && e.data.unit === unit, 'create the unit’s cgroups', ms);
   if (created.type === 'UnitLaunchFailed') throw new LaunchError(created.data.reason);

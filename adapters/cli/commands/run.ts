@@ -22,7 +22,7 @@ const generateJobId = (command: string): string => {
 export const runCommand: Command = {
   name: 'run',
   summary: 'Run a command as a tracked job unit on this node.',
-  usage: '[--job NAME] [--node NAME] [--memory SIZE] [--pids N] [--detach] [--json] -- COMMAND [ARGS…]',
+  usage: '[--job NAME] [--unit NAME] [--node NAME] [--memory SIZE] [--pids N] [--detach] [--json] -- COMMAND [ARGS…]',
   description: [
     'Starts COMMAND in a new session, inside the unit’s own cgroups (with the limits given), with no',
     'file descriptor above 2, and records every fork, exec, exit, session, process-group and cgroup',
@@ -35,19 +35,22 @@ export const runCommand: Command = {
   ].join('\n'),
   options: [
     { name: 'job', value: 'NAME', description: `job id, matching ${NAME_PATTERN.source} (default: generated from the command)` },
+    { name: 'unit', value: 'NAME', description: `the unit's name (default ${MAIN_UNIT}); with an existing --job, adds this unit to it (a job of several units, on several nodes)` },
     { name: 'node', value: 'NAME', description: 'this node’s name (default: $CKPT_NODE, else the host name)' },
     { name: 'memory', value: 'SIZE', description: 'memory limit of the unit, e.g. 256M or 2G (cgroup memory controller)' },
     { name: 'pids', value: 'N', description: 'maximum number of processes and threads in the unit (cgroup pids controller)' },
     { name: 'detach', short: 'd', description: 'return once the job runs and is tracked; print its id' },
     { name: 'json', description: 'with --detach: print {job, node, unit, pid, startTime} as JSON' },
   ],
-  examples: ['sudo ckpt run --job nightly --memory 512M -- ./simulate --steps 1000', 'sudo ckpt run -d -- python3 train.py', 'sudo ckpt run --pids 200 -- make -j8'],
+  examples: ['sudo ckpt run --job nightly --memory 512M -- ./simulate --steps 1000', 'sudo ckpt run -d -- python3 train.py', 'sudo ckpt run --pids 200 -- make -j8', 'sudo ckpt run -d --job sim --unit rank1 --node n2 -- ./simulate --rank 1'],
   async run(args) {
     const command = args.rest.length > 0 ? args.rest : args.positionals;
     if (command.length === 0) throw new UsageError('say what to run: ckpt run [OPTIONS] -- COMMAND [ARGS…]');
     const job = stringOption(args, 'job') ?? generateJobId(command[0]!);
     if (!NAME_PATTERN.test(job)) throw new UsageError(`job name "${job}" must match ${NAME_PATTERN.source}: lower-case letters, digits, '.', '_' and '-', 1–64 characters, starting with a letter or digit`);
     const node = nodeOf(args);
+    const unit = stringOption(args, 'unit') ?? MAIN_UNIT;
+    if (!NAME_PATTERN.test(unit)) throw new UsageError(`unit name "${unit}" must match ${NAME_PATTERN.source}`);
     const memoryBytes = sizeOption(args, 'memory');
     const pids = integerOption(args, 'pids', 1);
     const limits: Limits = { ...(memoryBytes !== undefined && { memoryBytes }), ...(pids !== undefined && { pids }) };
@@ -72,13 +75,13 @@ export const runCommand: Command = {
     if (detach) {
       const dir = join(home, 'jobs', job);
       mkdirSync(dir, { recursive: true, mode: 0o700 });
-      output = join(dir, `${MAIN_UNIT}.out`);
+      output = join(dir, `${unit}.out`);
       const fd = openSync(output, 'a', 0o600);
       stdio = ['ignore', fd, fd];
     }
     try {
       const user = userInfo();
-      const launched = await launchUnit({ store, job, node, owner: { uid: user.uid, user: user.username }, command, cwd, limits, stdio, reportEnd: !detach, onProgress: progress }).catch((error) => {
+      const launched = await launchUnit({ store, job, unit, join: stringOption(args, 'unit') !== undefined, node, owner: { uid: user.uid, user: user.username }, command, cwd, limits, stdio, reportEnd: !detach, onProgress: progress }).catch((error) => {
         if (error instanceof WrongExpectedRevisionError) throw new Error(`job "${job}" already exists: choose another --job (ckpt jobs lists them)`);
         throw error;
       });
@@ -86,7 +89,7 @@ export const runCommand: Command = {
       if (detach) {
         for (const fd of new Set(stdio)) if (typeof fd === 'number') closeSync(fd);
         launched.child.unref();
-        console.log(flag(args, 'json') ? JSON.stringify({ job, node, unit: MAIN_UNIT, pid: launched.pid, startTime: launched.startTime, output }) : job);
+        console.log(flag(args, 'json') ? JSON.stringify({ job, node, unit, pid: launched.pid, startTime: launched.startTime, output }) : job);
         return EXIT.ok;
       }
       const forward = (signal: NodeJS.Signals) => () => {
