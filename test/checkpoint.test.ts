@@ -79,7 +79,7 @@ test('a tree of processes joined by pipes: images hold exactly the running membe
   const pids = imaged(h.home, 'pipes', 1);
   assert.equal(pids, runningPids(ps('pipes')));
   assert.equal(report.units[0]!.captured, pids);
-  assert.match(readFileSync(join(unitImagesDir(imagesRoot(h.home), 'pipes', 1, 'main'), 'dump.log'), 'utf8'), /pipe:\[\d+\]/, 'CRIU dumped the pipes');
+  assert.match(readFileSync(join(unitImagesDir(imagesRoot(h.home), 'pipes', 1, 'main'), 'dump.log'), 'utf8'), /Dumping pipe \d+ with id/, 'CRIU dumped the pipes');
   verifies('pipes');
   stop('pipes');
 });
@@ -98,6 +98,18 @@ test('an escaped double-fork daemon is captured with its unit (the unit’s init
   assert.ok(ps('daemon').filter((m) => m.state === 'running').length === rows.filter((m) => m.state === 'running').length, 'the job keeps running');
   verifies('daemon');
   stop('daemon');
+});
+
+test('--stop commits, then stops the job (for migration): the images stay, the job ends', async () => {
+  start('migrate', 'sleep 1005 & sleep 1006');
+  await until('the job', () => runningPids(ps('migrate')).length === 4 && true);
+  const { code, err, report } = checkpoint('migrate', ['--stop']);
+  assert.is(code, 0, err);
+  assert.equal([report.outcome, report.phase, (report as unknown as { stopped: boolean }).stopped], ['committed', 'completed', true]);
+  await until('the job to end', () => history('migrate').some((e) => e.type === 'JobEnded'));
+  assert.equal(runningPids(ps('migrate')), []);
+  assert.ok(verifyVersion(imagesRoot(h.home), 'migrate', 1).ok);
+  verifies('migrate');
 });
 
 test('a dump CRIU refuses (an established TCP connection) aborts: thawed, no partial image, job running', async () => {

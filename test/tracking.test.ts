@@ -1,43 +1,21 @@
 // Process tracking end to end, as root: real jobs started with `ckpt run`, the real node agent
 // (proc connector, /proc, cgroups), membership checked against ps and /proc.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
-import { storeId } from '../adapters/agent/daemon.js';
 import { readStat } from '../adapters/tracking/procfs.js';
+import { jobHarness, type PsRow } from './support/jobs.js';
 import { needPostgres, startPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
 const until = <T>(what: string, probe: () => T | undefined | false, ms = 20_000) => wait(what, probe, ms, 50);
 
-const CLI = fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url));
 const missing = firstMissing(needRoot, () => needCommand('cc', 'apt-get install -y gcc'), () => needCommand('python3', 'apt-get install -y python3'));
 const test = suiteRequiring('process tracking (real processes)', missing);
 
-const work = mkdtempSync(join(tmpdir(), 'ckpt-track-'));
-const homes: string[] = [];
-const newHome = () => {
-  const home = mkdtempSync(join(work, 'home-'));
-  homes.push(home);
-  return home;
-};
-let home = '';
-const ckpt = (args: string[], h = home) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, CKPT_HOME: h, CKPT_NODE: 'testnode', CKPT_STORE: '' }, encoding: 'utf8', timeout: 120_000, maxBuffer: 1 << 28 });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-};
-
-interface PsRow { pid: number; ppid: number; pgid: number; sid: number; startTime: number; comm: string; state: string; exitStatus: number | null; signal: number | null; reason: string; escapes: string[]; cgroup: string | null; dependsOn?: { via: string } }
-const ps = (job: string, h = home): PsRow[] => {
-  const r = ckpt(['ps', job, '--json'], h);
-  if (r.code !== 0) throw new Error(`ckpt ps ${job}: ${r.err}`);
-  return JSON.parse(r.out) as PsRow[];
-};
-const historyTypes = (job: string, h = home) => ckpt(['history', job, '--json'], h).out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown> });
+const { work, newHome, ckpt, ps, history: historyTypes, cleanup } = jobHarness('ckpt-track', 'testnode');
 
 /** A tiny C workload: `storm N` forks N children one by one (each exits at once) and prints N;
  *  `burst N S` forks S sleepers (60 s) spread over N instant children, all at once, then reaps. */
@@ -69,28 +47,8 @@ int main(int argc, char **argv) {
   execFileSync('cc', ['-O2', '-o', workload, `${workload}.c`]);
 };
 
-test.before(() => {
-  compile();
-  home = newHome();
-});
-
-/** Whatever a failed test left running: kill the processes in the test stores' cgroups, remove them. */
-const removeCgroups = (dir: string) => {
-  if (!existsSync(dir)) return;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) removeCgroups(join(dir, entry.name));
-  for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) spawnSync('kill', ['-9', pid]);
-  for (let i = 0; i < 50 && spawnSync('rmdir', [dir]).status !== 0; i++) spawnSync('sleep', ['0.1']);
-};
-
-test.after(() => {
-  for (const h of homes) {
-    ckpt(['agent', 'stop'], h);
-    const id = storeId(`sqlite:${join(h, 'events.db')}`);
-    for (const hierarchy of readdirSync('/sys/fs/cgroup')) removeCgroups(join('/sys/fs/cgroup', hierarchy, 'ckpt', id));
-  }
-  spawnSync('pkill', ['-f', work]);
-  rmSync(work, { recursive: true, force: true });
-});
+test.before(compile);
+test.after(() => cleanup());
 
 const stopJob = (rows: PsRow[]) => {
   for (const r of rows) if (r.state === 'running') spawnSync('kill', ['-9', String(r.pid)]);
