@@ -3,6 +3,7 @@
 // finds the ones it had not answered (a finished step is never repeated: its outcome is in the log).
 import type { RecordedEvent } from './event-store.js';
 import type { PlannedUnit } from './events/checkpoint.js';
+import type { ImageFileEntry } from './checkpointer.js';
 import type { NodeId, UnitId } from './identity.js';
 
 export type Step = 'freeze' | 'dump' | 'verify' | 'thaw' | 'stop' | 'abort' | 'commit';
@@ -23,7 +24,7 @@ export interface VersionRecord {
   readonly parent: number | null;
   readonly units: readonly PlannedUnit[];
   /** UnitDumped outcomes, for the manifest. */
-  readonly dumps: Readonly<Record<UnitId, { readonly durationMs: number; readonly bytes: number; readonly files: number }>>;
+  readonly dumps: Readonly<Record<UnitId, { readonly durationMs: number; readonly bytes: number; readonly files: number; readonly images?: readonly ImageFileEntry[] }>>;
   /** When each unit was reported frozen. */
   readonly frozenAt: Readonly<Record<UnitId, string>>;
 }
@@ -65,8 +66,8 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
   }
   if (e.type === 'UnitDumped') {
     const v = s.versions[e.data.version];
-    const { durationMs, bytes, files } = e.data;
-    if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, dumps: { ...v.dumps, [e.data.unit]: { durationMs, bytes, files } } } } };
+    const { durationMs, bytes, files, images } = e.data;
+    if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, dumps: { ...v.dumps, [e.data.unit]: { durationMs, bytes, files, ...(images && { images }) } } } } };
   }
   if (e.type === 'UnitFrozen') {
     const v = s.versions[e.data.version];

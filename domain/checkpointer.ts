@@ -5,6 +5,13 @@ import type { UnitCgroup } from './events/job.js';
 import type { CheckpointerProbed } from './events/node.js';
 import type { CheckpointScope, ProcessRef, UnitId } from './identity.js';
 
+/** An image file as the manifest lists it: path under vN (UNIT/…), size, SHA-256. */
+export interface ImageFileEntry {
+  readonly path: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
 export type CheckpointerProbe = Omit<(typeof CheckpointerProbed)['codec']['_A'], 'node'>;
 
 /** One unit of one checkpoint version, as the plan and the log describe it. */
@@ -25,8 +32,9 @@ export interface Checkpointer {
   probe(): Promise<CheckpointerProbe>;
   /** Stops every process of the unit (nothing forks or exits until thaw). Idempotent. */
   freeze(u: UnitTarget): Promise<{ processes: number; durationMs: number }>;
-  /** Writes the unit's images, leaving the processes frozen. Not repeatable: one dump per version. */
-  dump(u: UnitTarget): Promise<{ files: number; bytes: number; durationMs: number }>;
+  /** Writes the unit's images, leaving the processes frozen, each file hashed and fsynced. Not
+   *  repeatable: one dump per version. */
+  dump(u: UnitTarget): Promise<{ files: number; bytes: number; durationMs: number; images: ImageFileEntry[] }>;
   /** The processes the images hold (PIDs as dumped): compared with what was planned. */
   captured(u: UnitTarget): Promise<number[]>;
   /** Lets the unit run again. Idempotent. */

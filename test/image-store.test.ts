@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  commitVersion, describeProblems, hashFile, ImageStoreError, imagesRoot, listVersions, MANIFEST, prepareUnitDir, pruneVersions,
+  commitVersion, describeProblems, followImages, hashFile, ImageStoreError, imagesRoot, listVersions, MANIFEST, prepareUnitDir, pruneVersions,
   readManifest, removePartial, removeVersion, unitImagesDir, verifyVersion, versionDir, type ImageProblem, type Verification,
 } from '../adapters/images/image-store.js';
 
@@ -153,6 +153,32 @@ test('commit: refuses a committed version, missing or extra unit directories, lo
   assert.is(manifest.parent, 1);
   assert.not.ok(existsSync(join(root, 'j', 'v2', '.manifest.json.99999.tmp')));
   assert.ok(verifyVersion(root, 'j', 2).ok);
+});
+
+test('followImages hashes files while they are written; the commit uses its entries, and they verify', async () => {
+  const dir = prepareUnitDir(root, 'j', 1, 'u1');
+  const follower = followImages(root, 'j', 1, 'u1');
+  const pages = openSync(join(dir, 'pages-1.img'), 'w');
+  for (let i = 0; i < 40; i++) {
+    writeSync(pages, randomBytes(100_000)); // appended in pieces, as CRIU does, while the follower reads
+    if (i === 20) writeFileSync(join(dir, 'pstree.img'), 'pstree');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  closeSync(pages);
+  writeFileSync(join(dir, 'dump.log'), 'written last');
+  const entries = await follower.finish();
+  assert.equal(entries.map((e) => e.path), ['u1/dump.log', 'u1/pages-1.img', 'u1/pstree.img']);
+  for (const e of entries) assert.equal([e.bytes, e.sha256], [statSync(join(versionDir(root, 'j', 1), e.path)).size, sha256sum(join(versionDir(root, 'j', 1), e.path))], e.path);
+  const committed = commitVersion(root, { job: 'j', version: 1, parent: null, createdAt, units: [{ unit: 'u1', node: 'n', durationMs: 1, files: entries }] });
+  assert.equal(committed.manifest.units[0]!.files, entries);
+  assert.equal(verifyVersion(root, 'j', 1), { ok: true, files: 3, bytes: 4_000_000 + 6 + 12 });
+  // Entries that no longer match the disk refuse the commit.
+  const d2 = prepareUnitDir(root, 'j', 2, 'u1');
+  writeFileSync(join(d2, 'a.img'), 'abc');
+  const f2 = followImages(root, 'j', 2, 'u1');
+  const stale = await f2.finish();
+  writeFileSync(join(d2, 'a.img'), 'abcdef');
+  throwsStoreError(() => commitVersion(root, { job: 'j', version: 2, parent: 1, createdAt, units: [{ unit: 'u1', node: 'n', durationMs: 1, files: stale }] }), /changed after unit u1 was dumped \(3 bytes hashed, 6 on disk\)/, 'stale entries');
 });
 
 test('verify: a changed byte names the file with sha256', () => {

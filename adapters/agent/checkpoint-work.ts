@@ -235,7 +235,10 @@ export class CheckpointWork {
     const a = w.state.active;
     if (a?.version !== c.version || a.phase !== 'committing') throw new Error(`checkpoint v${c.version} is no longer committing (${a?.reason ?? 'ended'})`);
     const v = w.commands.versions[c.version]!;
-    const units = v.units.map((u) => ({ unit: u.unit, node: u.node, durationMs: v.dumps[u.unit]?.durationMs ?? 0 }));
+    const units = v.units.map((u) => {
+      const dump = v.dumps[u.unit];
+      return { unit: u.unit, node: u.node, durationMs: dump?.durationMs ?? 0, ...(dump?.images && { files: dump.images }) };
+    });
     try {
       const done = commitVersion(this.#o.imagesRoot, { job, version: c.version, parent: v.parent, units, createdAt: c.request.recordedAt });
       return { files: done.manifest.files, bytes: done.manifest.bytes, durationMs: done.durationMs, manifest: done.manifestSha256 };

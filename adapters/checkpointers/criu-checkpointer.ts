@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Checkpointer, UnitTarget } from '../../domain/checkpointer.js';
 import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
-import { prepareUnitDir, removePartial } from '../images/image-store.js';
+import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
 import { dumpTree, probeCriu, restoreTree } from './criu.js';
 import { readPstree } from './criu-images.js';
@@ -37,8 +37,17 @@ export class CriuCheckpointer implements Checkpointer {
     if (!u.root || !root || root.startTime !== u.root.startTime) throw new Error(`the unit’s first process (${u.root?.pid ?? 'unknown'}) is gone: the unit has ended`);
     prepareUnitDir(this.imagesRoot, u.job, u.version, u.unit);
     const freezer = u.scope === 'cgroup' ? freezerOf(u.cgroups) : undefined;
-    const result = await dumpTree({ criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: true, ...(freezer && { freezeCgroup: freezer.dir }) });
-    return { files: result.files.length, bytes: result.bytes, durationMs: result.durationMs };
+    const started = performance.now();
+    // Hashed and flushed while criu writes: committing then has nothing left to read.
+    const follower = followImages(this.imagesRoot, u.job, u.version, u.unit);
+    try {
+      await dumpTree({ criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: true, ...(freezer && { freezeCgroup: freezer.dir }) });
+    } catch (error) {
+      await follower.cancel();
+      throw error;
+    }
+    const images = await follower.finish();
+    return { files: images.length, bytes: images.reduce((n, f) => n + f.bytes, 0), durationMs: performance.now() - started, images };
   }
 
   async captured(u: UnitTarget) {

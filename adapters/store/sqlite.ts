@@ -26,6 +26,9 @@ export interface SqliteOptions {
   readonly context?: AppendContext;
 }
 
+/** Another process's commit reaches subscribers within this; a data_version check costs ~10 µs. */
+const POLL_MS = 5;
+
 interface PendingAppend {
   readonly stream: string;
   readonly encoded: EncodedEvent[];
@@ -85,7 +88,7 @@ export class SqliteEventStore implements EventStore {
     // Commits by other processes are seen by polling PRAGMA data_version, which changes only when
     // another connection committed: a cheap check, so the poll can be frequent.
     let seen = this.#sql.dataVersion.get();
-    const otherCommits = interval(options.pollMs ?? 20).pipe(
+    const otherCommits = interval(options.pollMs ?? POLL_MS).pipe(
       filter(() => {
         if (!this.#db.open) return false;
         const now = this.#sql.dataVersion.get();

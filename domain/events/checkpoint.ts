@@ -34,19 +34,23 @@ export const CheckpointPlanned = defineEvent(
 );
 
 /** A unit step: the coordinator's request, the agent's done outcome, and its failure. */
-export const unitPhase = <P extends string, D extends string, DP extends t.Props, S extends t.Props>(
-  phase: P, done: D, step: S, doneData: DP, what: string,
+export const unitPhase = <P extends string, D extends string, DP extends t.Props, S extends t.Props, DO extends t.Props = {}>(
+  phase: P, done: D, step: S, doneData: DP, what: string, doneOptional?: DO,
 ) =>
   [
     defineEvent(`Unit${phase}Requested` as `Unit${P}Requested`, 'decision', record(step), `The coordinator asked a node agent to ${what}.`),
-    defineEvent(done, 'outcome', record({ ...step, ...doneData }), `The node agent did: ${what}.`),
+    defineEvent(done, 'outcome', record({ ...step, ...doneData }, doneOptional ?? ({} as DO)), `The node agent did: ${what}.`),
     defineEvent(`Unit${phase}Failed` as `Unit${P}Failed`, 'outcome', record({ ...step, reason: t.string }), `The node agent could not ${what}; the reason says why.`),
   ] as const;
 
 export const [UnitFreezeRequested, UnitFrozen, UnitFreezeFailed] = unitPhase(
   'Freeze', 'UnitFrozen', unitStep, { processes: NonNegativeInt, durationMs: NonNegativeNumber }, 'freeze every target of the unit');
+/** One image file: its path under the version directory (UNIT/…), size and SHA-256. */
+export const ImageFile = record({ path: NonEmptyString, bytes: NonNegativeInt, sha256: Sha256 });
+
 export const [UnitDumpRequested, UnitDumped, UnitDumpFailed] = unitPhase(
-  'Dump', 'UnitDumped', unitStep, { files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber }, 'dump the unit’s images');
+  'Dump', 'UnitDumped', unitStep, { files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber }, 'dump the unit’s images (hashed and fsynced as they were written)',
+  { images: t.array(ImageFile) });
 export const [UnitVerifyRequested, UnitVerified, UnitVerifyFailed] = unitPhase(
   'Verify', 'UnitVerified', unitStep, { captured: t.array(PositiveInt) }, 'check that the images hold exactly the planned processes');
 export const [UnitThawRequested, UnitThawed, UnitThawFailed] = unitPhase(

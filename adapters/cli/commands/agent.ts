@@ -20,6 +20,9 @@ const describe = (a: AgentInfo) => `node agent for ${a.node} running: pid ${a.pi
 
 const run = async (args: ParsedArgs): Promise<number> => {
   needRoot('the node agent');
+  // Images are fsynced file by file in libuv's pool (4 threads by default) while CRIU writes
+  // dozens of them; must be set before the pool's first use.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   const node = nodeOf(args);
   const url = storeUrlOf(args);
   const home = ckptHome();
