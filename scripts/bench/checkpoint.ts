@@ -7,7 +7,6 @@
 // ratios. Aims (from the issue): ≤ 1.10× criu alone for `big`, < 50 ms added for `tree10`.
 //
 //   npm run bench:checkpoint -- [--rounds 5] [--mb 200]
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +18,7 @@ import type { EventStore, RecordedEvent } from '../../domain/event-store.js';
 import { locateCriu } from '../../adapters/checkpointers/criu.js';
 import { imageBytes } from '../../adapters/checkpointers/criu-images.js';
 import { openEventStore } from '../../adapters/store/open.js';
+import { exec, must } from './run.js';
 
 const { values } = parseArgs({
   options: {
@@ -53,20 +53,6 @@ const median = (xs: readonly number[]) => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-const exec = (command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env) =>
-  new Promise<{ code: number | null; out: string }>((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    for (const stream of [child.stdout, child.stderr]) stream.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, out }));
-  });
-
-const must = async (command: string, args: readonly string[], env?: NodeJS.ProcessEnv) => {
-  const r = await exec(command, args, env);
-  if (r.code !== 0) throw new Error(`${command} ${args.join(' ')} exited with ${r.code}:\n${r.out}`);
-  return r.out;
-};
 
 /** The first non-undefined answer of `look` over a stream's events from revision `from`; rejects when `look` throws. */
 const watch = <T>(store: EventStore, stream: string, from: number, timeoutMs: number, look: (e: RecordedEvent) => T | undefined) =>

@@ -5,7 +5,6 @@
 // beside the raw limit (the same readStream pages, a hand-written loop counting forks and exits).
 //
 //   npm run bench:track -- [--forks 20000] [--rounds 2] [--inflight 1]
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +14,7 @@ import type { EventStore } from '../../domain/event-store.js';
 import { valuesOf } from '../../domain/persistent-map.js';
 import { openEventStore } from '../../adapters/store/open.js';
 import { jobMembership } from '../../projections/jobs.js';
+import { exec, must } from './run.js';
 
 const { values } = parseArgs({
   options: {
@@ -60,20 +60,6 @@ const fmt = (n: number) => Math.round(n).toLocaleString('en-US').padStart(9);
 const progress = (what: string) => process.stderr.isTTY && process.stderr.write(`\r\x1b[K${what}…`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const exec = (command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env) =>
-  new Promise<{ code: number | null; out: string }>((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    for (const stream of [child.stdout, child.stderr]) stream.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, out }));
-  });
-
-const must = async (command: string, args: readonly string[], env?: NodeJS.ProcessEnv) => {
-  const r = await exec(command, args, env);
-  if (r.code !== 0) throw new Error(`${command} ${args.join(' ')} exited with ${r.code}:\n${r.out}`);
-  return r.out;
-};
 
 /** The storm's own figures from its output line: processes/s, elapsed s, wall-clock end (ms). */
 const stormOf = (out: string) => {
