@@ -4,13 +4,18 @@
 import type { RecordedEvent } from './event-store.js';
 import type { PlannedUnit } from './events/checkpoint.js';
 import type { ImageFileEntry } from './checkpointer.js';
-import type { NodeId, UnitId } from './identity.js';
+import type { Limits, UnitCgroup } from './events/job.js';
+import type { NodeId, ProcessRef, UnitId } from './identity.js';
 
-export type Step = 'freeze' | 'dump' | 'verify' | 'thaw' | 'stop' | 'abort' | 'commit';
+export type Step = 'freeze' | 'dump' | 'verify' | 'thaw' | 'stop' | 'abort' | 'commit' | 'images-verify' | 'restore-prepare' | 'restore' | 'rollback';
+
+/** Steps of a restart: their number is the restart's, not a checkpoint version. */
+export const RESTART_STEPS: ReadonlySet<Step> = new Set(['images-verify', 'restore-prepare', 'restore', 'rollback']);
 
 export interface PendingCommand {
   readonly key: string;
   readonly step: Step;
+  /** The checkpoint version, or for restart steps the restart number. */
   readonly version: number;
   /** Every step but commit is for one unit. */
   readonly unit?: UnitId;
@@ -27,14 +32,24 @@ export interface VersionRecord {
   readonly dumps: Readonly<Record<UnitId, { readonly durationMs: number; readonly bytes: number; readonly files: number; readonly images?: readonly ImageFileEntry[] }>>;
   /** When each unit was reported frozen. */
   readonly frozenAt: Readonly<Record<UnitId, string>>;
+  /** The identities each unit's images hold (UnitVerified): what restored processes were. */
+  readonly captured: Readonly<Record<UnitId, readonly ProcessRef[]>>;
+}
+
+export interface RestartRecord {
+  readonly version: number;
+  readonly units: ReadonlyArray<{ readonly unit: UnitId; readonly node: NodeId; readonly limits: Limits }>;
+  /** UnitRestorePrepared outcomes: the cgroups made and whether a new PID namespace is needed. */
+  readonly prepared: Readonly<Record<UnitId, { readonly cgroups: readonly UnitCgroup[]; readonly pidNamespace: boolean }>>;
 }
 
 export interface CheckpointCommands {
   readonly versions: Readonly<Record<number, VersionRecord>>;
+  readonly restarts: Readonly<Record<number, RestartRecord>>;
   readonly pending: Readonly<Record<string, PendingCommand>>;
 }
 
-export const noCommands: CheckpointCommands = { versions: {}, pending: {} };
+export const noCommands: CheckpointCommands = { versions: {}, restarts: {}, pending: {} };
 
 const REQUESTS: Readonly<Record<string, Step>> = {
   UnitFreezeRequested: 'freeze',
@@ -43,6 +58,10 @@ const REQUESTS: Readonly<Record<string, Step>> = {
   UnitThawRequested: 'thaw',
   UnitStopRequested: 'stop',
   UnitAbortRequested: 'abort',
+  UnitImagesVerifyRequested: 'images-verify',
+  UnitRestorePrepareRequested: 'restore-prepare',
+  UnitRestoreRequested: 'restore',
+  UnitRollbackRequested: 'rollback',
 };
 const OUTCOMES: Readonly<Record<string, Step>> = {
   UnitFrozen: 'freeze', UnitFreezeFailed: 'freeze',
@@ -51,9 +70,15 @@ const OUTCOMES: Readonly<Record<string, Step>> = {
   UnitThawed: 'thaw', UnitThawFailed: 'thaw',
   UnitStopped: 'stop', UnitStopFailed: 'stop',
   UnitAborted: 'abort', UnitAbortFailed: 'abort',
+  UnitImagesVerified: 'images-verify', UnitImagesVerifyFailed: 'images-verify',
+  UnitRestorePrepared: 'restore-prepare', UnitRestorePrepareFailed: 'restore-prepare',
+  UnitRestored: 'restore', UnitRestoreFailed: 'restore',
+  UnitRolledBack: 'rollback', UnitRollbackFailed: 'rollback',
 };
 
-export const commandKey = (step: Step, version: number, unit?: UnitId): string => `${step} v${version}${unit ? ` ${unit}` : ''}`;
+export const commandKey = (step: Step, n: number, unit?: UnitId): string => `${step} ${RESTART_STEPS.has(step) ? 'r' : 'v'}${n}${unit ? ` ${unit}` : ''}`;
+
+const numberOf = (data: object): number => ('version' in data ? (data.version as number) : (data as { restart: number }).restart);
 
 const without = (r: Readonly<Record<string, PendingCommand>>, key: string) => {
   const { [key]: _, ...rest } = r;
@@ -62,7 +87,7 @@ const without = (r: Readonly<Record<string, PendingCommand>>, key: string) => {
 
 export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): CheckpointCommands => {
   if (e.type === 'CheckpointPlanned') {
-    return { ...s, versions: { ...s.versions, [e.data.version]: { parent: e.data.parent, units: e.data.units, dumps: {}, frozenAt: {} } } };
+    return { ...s, versions: { ...s.versions, [e.data.version]: { parent: e.data.parent, units: e.data.units, dumps: {}, frozenAt: {}, captured: {} } } };
   }
   if (e.type === 'UnitDumped') {
     const v = s.versions[e.data.version];
@@ -73,6 +98,10 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
     const v = s.versions[e.data.version];
     if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, frozenAt: { ...v.frozenAt, [e.data.unit]: e.metadata.recordedAt } } } };
   }
+  if (e.type === 'UnitVerified' && e.data.processes) {
+    const v = s.versions[e.data.version];
+    if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, captured: { ...v.captured, [e.data.unit]: e.data.processes } } } };
+  }
   if (e.type === 'CheckpointCommitRequested') {
     const node = s.versions[e.data.version]?.units[0]?.node;
     if (!node) return s;
@@ -80,16 +109,26 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
     return { ...s, pending: { ...s.pending, [key]: { key, step: 'commit', version: e.data.version, node, request: { id: e.id, recordedAt: e.metadata.recordedAt } } } };
   }
   if (e.type === 'CheckpointCommitted' || e.type === 'CheckpointCommitFailed') return { ...s, pending: without(s.pending, commandKey('commit', e.data.version)) };
+  if (e.type === 'RestartPlanned') {
+    const units = e.data.units.map(({ unit, node, limits }) => ({ unit, node, limits }));
+    return { ...s, restarts: { ...s.restarts, [e.data.restart]: { version: e.data.version, units, prepared: {} } } };
+  }
+  if (e.type === 'UnitRestorePrepared') {
+    const r = s.restarts[e.data.restart];
+    const { cgroups, pidNamespace } = e.data;
+    if (r) s = { ...s, restarts: { ...s.restarts, [e.data.restart]: { ...r, prepared: { ...r.prepared, [e.data.unit]: { cgroups, pidNamespace } } } } };
+  }
   const requested = REQUESTS[e.type];
   if (requested && 'unit' in e.data && 'node' in e.data) {
-    const { version, unit, node } = e.data as { version: number; unit: UnitId; node: NodeId };
+    const { unit, node } = e.data as { unit: UnitId; node: NodeId };
+    const version = numberOf(e.data);
     const key = commandKey(requested, version, unit);
     return { ...s, pending: { ...s.pending, [key]: { key, step: requested, version, unit, node, request: { id: e.id, recordedAt: e.metadata.recordedAt } } } };
   }
   const answered = OUTCOMES[e.type];
   if (answered && 'unit' in e.data) {
-    const { version, unit } = e.data as { version: number; unit: UnitId };
-    return { ...s, pending: without(s.pending, commandKey(answered, version, unit)) };
+    const { unit } = e.data as { unit: UnitId };
+    return { ...s, pending: without(s.pending, commandKey(answered, numberOf(e.data), unit)) };
   }
   return s;
 };

@@ -14,6 +14,7 @@ import type { PlannedUnit } from './events/checkpoint.js';
 import type { CheckpointScope, NodeId, UnitId } from './identity.js';
 import type { Decider } from './decider.js';
 import { scopeCoverage } from './grouping.js';
+import { authorize, reject } from './requests.js';
 import { evolveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
 
 export interface NodeCheckpointer {
@@ -43,6 +44,8 @@ export interface CheckpointState {
   /** Requests not planned yet: whether each asked to stop the job afterwards. */
   readonly requests: Readonly<Record<string, { readonly stop: boolean }>>;
   readonly active?: ActiveCheckpoint;
+  /** A restart in progress (its number): no checkpoint meanwhile. */
+  readonly restarting?: number;
 }
 
 export const initialCheckpointState = (job: string): CheckpointState => ({ job: initialMembership(job), nodes: {}, lastVersion: 0, lastCommitted: null, requests: {} });
@@ -89,6 +92,11 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
       return a && e.data.deadline === deadlineId(a.version) ? { ...s, job, active: { ...a, deadline: e.data.at } } : { ...s, job };
     case 'CheckpointRequested':
       return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop } } };
+    case 'RestartPlanned':
+      return { ...s, job, restarting: e.data.restart };
+    case 'RestartCommitted':
+    case 'RestartFailed':
+      return { ...s, job, restarting: undefined };
     case 'RequestRejected':
       return e.data.command === 'checkpoint' ? { ...s, job, requests: without(s.requests, e.data.request) } : { ...s, job };
     case 'UnitFrozen':
@@ -138,9 +146,6 @@ export const deadlineId = (version: number): string => `checkpoint-v${version}`;
 /** Adds `ms` to an ISO instant without reading the clock. */
 const plus = (iso: string, ms: number): string => new Date(Date.parse(iso) + ms).toISOString();
 
-const reject = (request: string, code: 'busy' | 'invalid' | 'unsupported', reason: string): ProposedEvent[] => [
-  { type: 'RequestRejected', data: { request, command: 'checkpoint', code, reason } },
-];
 
 /**
  * How each unit is captured: the unit's cgroup is frozen (so nothing forks or exits meanwhile)
@@ -189,15 +194,18 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
   switch (event.type) {
     case 'CheckpointRequested': {
       const { request, timeoutMs } = event.data;
-      if (a) return reject(request, 'busy', `checkpoint v${a.version} of ${s.job.job} is still in progress`);
+      const refused = authorize(s.job, event, 'checkpoint');
+      if (refused) return reject(request, 'checkpoint', 'unauthorized', refused);
+      if (a) return reject(request, 'checkpoint', 'busy', `checkpoint v${a.version} of ${s.job.job} is still in progress`);
+      if (s.restarting !== undefined) return reject(request, 'checkpoint', 'busy', `restart r${s.restarting} of ${s.job.job} is in progress`);
       // Requests are planned one at a time, in log order: a second one before the first's plan
       // would otherwise be planned as the same version.
       const earlier = Object.keys(s.requests).find((r) => r !== request);
-      if (earlier) return reject(request, 'busy', `checkpoint request ${earlier} of ${s.job.job} is being planned`);
-      if (s.job.phase !== 'running' || runningMembers(s.job).length === 0) return reject(request, 'invalid', `job ${s.job.job} has no running processes to checkpoint`);
+      if (earlier) return reject(request, 'checkpoint', 'busy', `checkpoint request ${earlier} of ${s.job.job} is being planned`);
+      if (s.job.phase !== 'running' || runningMembers(s.job).length === 0) return reject(request, 'checkpoint', 'invalid', `job ${s.job.job} has no running processes to checkpoint`);
       const version = s.lastVersion + 1;
       const plan = planUnits(s, version);
-      if ('refused' in plan) return reject(request, 'unsupported', plan.refused);
+      if ('refused' in plan) return reject(request, 'checkpoint', 'unsupported', plan.refused);
       return [
         { type: 'CheckpointPlanned', data: { version, request, parent: s.lastCommitted, units: plan.units } },
         { type: 'DeadlineScheduled', data: { deadline: deadlineId(version), at: plus(event.metadata.recordedAt, timeoutMs), purpose: `checkpoint v${version} of ${s.job.job}` } },

@@ -43,6 +43,7 @@ export interface Checkpointer {
   stop(u: UnitTarget): Promise<void>;
   /** Undoes a failed checkpoint: thaw, delete the partial images. Idempotent. */
   abort(u: UnitTarget): Promise<{ thawed: boolean; imagesRemoved: boolean }>;
-  /** Brings a unit back from its images (issue 5 builds the restart coordinator on it). */
-  restore(u: { readonly imagesDir: string; readonly pidNamespace: boolean }): Promise<{ rootPid: number; durationMs: number }>;
+  /** Brings a unit back from its images, into the given cgroups (logs go to workDir, never into
+   *  the committed images); in a new PID namespace when the original PIDs are taken. */
+  restore(u: { readonly imagesDir: string; readonly pidNamespace: boolean; readonly cgroups: readonly UnitCgroup[]; readonly workDir: string }): Promise<{ rootPid: number; durationMs: number }>;
 }

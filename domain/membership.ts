@@ -3,6 +3,7 @@
 // known to belong. A pure fold: `events.reduce(evolveMembership, initialMembership(job))`.
 import type { Position, RecordedEvent } from './event-store.js';
 import type { Limits, UnitCgroup } from './events/job.js';
+import type { RestoredProcess } from './events/restart.js';
 import { processKey, type NodeId, type ProcessRef, type UnitId } from './identity.js';
 import { emptyMap, getIn, setIn, valuesOf, type PersistentMap } from './persistent-map.js';
 
@@ -29,6 +30,8 @@ export interface Member {
   readonly signal: number | null;
   /** Set for processes that are not descendants but share something with a member. */
   readonly dependsOn?: { readonly member: string; readonly via: string; readonly inode: string };
+  /** A restored process: the member (key) it was when the checkpoint was taken. */
+  readonly restoredFrom?: string;
   readonly since: Position;
   readonly until?: Position;
 }
@@ -52,6 +55,8 @@ export interface Unit {
   readonly exitStatus: number | null;
   readonly signal: number | null;
   readonly reason?: string;
+  /** Cgroups prepared by a restart in progress; they become the unit's when it is restored. */
+  readonly restoreCgroups?: readonly UnitCgroup[];
 }
 
 export type JobPhase = 'new' | 'submitted' | 'running' | 'ended';
@@ -94,7 +99,7 @@ const updateMember = (s: JobMembership, node: NodeId, p: ProcessRef, change: Par
 };
 
 /** A member as first seen. One literal with every field, so all members share one shape (fast folds). */
-const newMember = (node: NodeId, unit: UnitId, p: ProcessRef, since: Position, f: { ppid: number; pgid: number; sid: number; comm: string; cgroup?: string; forkedBy?: number; dependsOn?: Member['dependsOn'] }): Member => ({
+const newMember = (node: NodeId, unit: UnitId, p: ProcessRef, since: Position, f: { ppid: number; pgid: number; sid: number; comm: string; cgroup?: string; forkedBy?: number; dependsOn?: Member['dependsOn']; restoredFrom?: string }): Member => ({
   key: keyOf(node, p),
   node,
   unit,
@@ -110,6 +115,7 @@ const newMember = (node: NodeId, unit: UnitId, p: ProcessRef, since: Position, f
   exitStatus: null,
   signal: null,
   dependsOn: f.dependsOn,
+  restoredFrom: f.restoredFrom,
   since,
   until: undefined,
 });
@@ -195,9 +201,42 @@ const apply = (s: JobMembership, event: RecordedEvent): JobMembership => {
     }
     case 'ObservationGap':
       return { ...s, lostEvents: s.lostEvents + event.data.lost };
+    case 'UnitRestorePrepared':
+      return withUnit(s, event.data.unit, { restoreCgroups: event.data.cgroups });
+    case 'UnitRestored':
+      return restored(s, event.data.unit, event.data.node, event.data.processes, event.position);
     default:
       return s;
   }
+};
+
+/**
+ * A unit back from its images: each restored process is a new member (new identity, maybe a new
+ * node and PID) linked to the member it was at checkpoint time, as the agent saw it right after
+ * the restore (the first one is the unit's root); who forked it is carried over (through the old → new PID map), so escapees stay
+ * escaped. The unit runs again, rooted at its restored init, in its new cgroups.
+ */
+const restored = (s: JobMembership, unit: UnitId, node: NodeId, processes: ReadonlyArray<RestoredProcess>, position: Position): JobMembership => {
+  const u = s.units[unit];
+  if (!u) return s;
+  const newPid = new Map(processes.map((p) => [p.was.pid, p.now.pid]));
+  let next: JobMembership = { ...s, phase: 'running', outcome: undefined };
+  let root: Member | undefined;
+  for (const p of processes) {
+    const was = keyOf(u.node, p.was);
+    const old = getIn(s.members, was);
+    const m = newMember(node, unit, p.now, position, {
+      ppid: p.ppid ?? old?.ppid ?? 0, pgid: p.pgid ?? old?.pgid ?? 0, sid: p.sid ?? old?.sid ?? 0, comm: p.comm ?? old?.comm ?? '',
+      cgroup: p.cgroup ?? old?.cgroup, forkedBy: old?.forkedBy === undefined ? undefined : (newPid.get(old.forkedBy) ?? old.forkedBy),
+      dependsOn: old?.dependsOn, restoredFrom: was,
+    });
+    next = withMember(next, m);
+    root ??= m; // CRIU restores the unit's one tree: its root (the unit's init) comes first
+  }
+  return withUnit(next, unit, {
+    phase: 'running', node, root: root?.key ?? u.root, pgid: root?.pgid ?? u.pgid, sid: root?.sid ?? u.sid, cgroup: root?.cgroup ?? u.cgroup,
+    cgroups: u.restoreCgroups ?? u.cgroups, restoreCgroups: undefined, exitStatus: null, signal: null,
+  });
 };
 
 /** Why a member belongs to the job, and how it escaped its unit's session / group / cgroup / tree. */

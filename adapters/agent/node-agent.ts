@@ -15,11 +15,13 @@ import type { Subscription } from 'rxjs';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { InvalidEventError } from '../../domain/events/decode.js';
 import { jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
-import { evolveCheckpoint, initialCheckpointState, type CheckpointState, type NodeCheckpointer } from '../../domain/checkpoint-coordinator.js';
+import { evolveCheckpoint, initialCheckpointState, type NodeCheckpointer } from '../../domain/checkpoint-coordinator.js';
+import type { UnitCgroup } from '../../domain/events/job.js';
+import { evolveJobCoordinator, initialJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
 import { runningMembers, type Unit } from '../../domain/membership.js';
 import { CriuCheckpointer } from '../checkpointers/criu-checkpointer.js';
 import { DeadlineTimer } from '../timer/deadline-timer.js';
-import { CheckpointWork } from './checkpoint-work.js';
+import { JobWork } from './job-work.js';
 import { locateCriu } from '../checkpointers/criu.js';
 import { createUnitCgroups, detectCgroups, removeUnitCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
@@ -45,6 +47,8 @@ export interface NodeAgentOptions {
   readonly cgroupPrefix: string;
   /** $CKPT_HOME/images: where this node's units are dumped and versions committed. */
   readonly imagesRoot: string;
+  /** Where restore logs go ($CKPT_HOME/restarts). */
+  readonly workRoot: string;
   /** Proc connector receive buffer (bytes); tests force a tiny one to provoke overruns. */
   readonly rcvbuf?: number;
   /** How often tracked processes are re-read from /proc (pgid, sid, parent, cgroup). */
@@ -80,10 +84,10 @@ export class NodeAgent {
   readonly #ticksPerNs: number;
   readonly #tracked = new Map<number, Tracked>();
   /** Each job's coordinator state (its membership included), folded from the log. */
-  readonly #jobs = new Map<string, CheckpointState>();
+  readonly #jobs = new Map<string, JobCoordinatorState>();
   /** The latest probe of every node's checkpointer (node streams), for jobs seen later. */
   #nodes: Record<string, NodeCheckpointer> = {};
-  #checkpoints: CheckpointWork | undefined;
+  #work: JobWork | undefined;
   #deadlines: DeadlineTimer | undefined;
   /** Units whose cgroups / tracking this agent already asked for (before its own events come back). */
   readonly #handled = new Set<string>();
@@ -130,7 +134,7 @@ export class NodeAgent {
     });
 
     const checkpointer = new CriuCheckpointer(locateCriu(), this.#o.imagesRoot);
-    this.#checkpoints = new CheckpointWork({
+    this.#work = new JobWork({
       store,
       node,
       checkpointer,
@@ -138,6 +142,9 @@ export class NodeAgent {
       emit: (job, e) => this.#emit(job, e),
       reconcileUnit: () => this.#reconcile('reconcile'),
       tracked: (job, unit) => new Map([...this.#tracked.values()].filter((t) => t.job === job && t.unit === unit && !t.dependent).map((t) => [t.pid, t.startTime])),
+      restartCgroups: (job, unit, restart, limits) => createUnitCgroups(this.#layout!, `${this.#o.cgroupPrefix}/${job}/${unit}-r${restart}`, limits),
+      adoptRestored: (job, unit, processes) => this.#adoptRestored(job, unit, processes),
+      workRoot: this.#o.workRoot,
       log: (line) => this.#o.log?.(line),
     });
     await new Promise<void>((resolve, reject) => this.#follow(1, resolve, reject));
@@ -146,7 +153,7 @@ export class NodeAgent {
     this.#reconcile('scan');
     for (const e of buffered) this.#onKernel(e);
     for (const job of this.#jobs.keys()) this.#actOn(job);
-    this.#checkpoints.goLive();
+    this.#work.goLive();
     // Deadlines are events: every agent runs a timer; a deadline is recorded reached once.
     this.#deadlines = new DeadlineTimer({ store, log: (line) => this.#o.log?.(line) });
     await this.#deadlines.start();
@@ -215,22 +222,37 @@ export class NodeAgent {
     this.#position = e.position;
     if (e.type === 'CheckpointerProbed') {
       for (const [job, state] of this.#jobs) {
-        this.#jobs.set(job, evolveCheckpoint(state, e));
-        this.#checkpoints!.updateState(job, this.#jobs.get(job)!);
+        this.#jobs.set(job, evolveJobCoordinator(state, e));
+        this.#work!.updateState(job, this.#jobs.get(job)!);
       }
       this.#nodes = evolveCheckpoint({ ...initialCheckpointState(''), nodes: this.#nodes }, e).nodes;
       return;
     }
     const job = jobOfStream(e.stream);
     if (!job) return;
-    const state = evolveCheckpoint(this.#jobs.get(job) ?? { ...initialCheckpointState(job), nodes: this.#nodes }, e);
+    const fresh = initialJobCoordinator(job);
+    const state = evolveJobCoordinator(this.#jobs.get(job) ?? { ...fresh, checkpoint: { ...fresh.checkpoint, nodes: this.#nodes } }, e);
     this.#jobs.set(job, state);
-    this.#checkpoints!.fold(job, state, e);
+    this.#work!.fold(job, state, e);
+    // Forks of restored processes between criu's return and their adoption: in the unit's new cgroups.
+    if (e.type === 'UnitRestored' && e.data.node === this.#o.node && this.#caughtUp) this.#reconcile('reconcile');
     if (this.#caughtUp) this.#actOn(job);
   }
 
   #membership(job: string) {
-    return this.#jobs.get(job)?.job;
+    return this.#jobs.get(job)?.checkpoint.job;
+  }
+
+  /** Restored processes are tracked from the moment criu returns; a reconcile catches forks since. */
+  #adoptRestored(job: string, unit: UnitId, processes: ReadonlyArray<ProcessRef>) {
+    const key = unitKey(job, unit);
+    this.#handled.delete(`ended ${key}`);
+    this.#rootExits.delete(key);
+    for (const p of processes) {
+      const stat = readStat(p.pid);
+      const groups = readCgroups(p.pid);
+      if (stat && stat.startTime === p.startTime) this.#track(job, unit, stat, groups ? primaryCgroup(groups) : undefined);
+    }
   }
 
   #myUnits(job: string): Unit[] {
@@ -280,7 +302,7 @@ export class NodeAgent {
 
   /** After a restart of the agent: the running members of this node's units, as the log knows them. */
   #adoptRunningMembers() {
-    for (const [job, { job: state }] of this.#jobs) {
+    for (const [job, { checkpoint: { job: state } }] of this.#jobs) {
       for (const m of runningMembers(state)) {
         const unit = state.units[m.unit];
         if (m.node !== this.#o.node || unit?.phase !== 'running') continue;

@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Checkpointer, UnitTarget } from '../../domain/checkpointer.js';
+import type { UnitCgroup } from '../../domain/events/job.js';
 import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
@@ -69,8 +70,9 @@ export class CriuCheckpointer implements Checkpointer {
     return { thawed: frozen, imagesRemoved: unitRemoved };
   }
 
-  async restore(u: { imagesDir: string; pidNamespace: boolean }) {
-    const r = await restoreTree({ criu: this.#binary(), imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true });
+  async restore(u: { imagesDir: string; pidNamespace: boolean; cgroups: readonly UnitCgroup[]; workDir: string }) {
+    const cgroups = [...new Set(u.cgroups.map((c) => c.path))];
+    const r = await restoreTree({ criu: this.#binary(), imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups });
     return { rootPid: r.rootPid, durationMs: r.durationMs };
   }
 

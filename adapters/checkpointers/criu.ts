@@ -137,7 +137,17 @@ export interface RunCriuOptions {
   readonly cwd?: string;
   /** SIGKILL after this long (default 5 minutes); the result then has code 128 + 9. */
   readonly timeoutMs?: number;
+  /** Cgroup directories criu is moved into before it starts: what it restores is born there. */
+  readonly cgroups?: readonly string[];
 }
+
+/**
+ * `sh -c ENTER_CGROUPS ckpt-enter N DIR… COMMAND ARGS…`: writes its own pid into each DIR's
+ * cgroup.procs, then execs COMMAND, so the command and everything it forks start in those cgroups.
+ */
+const ENTER_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1/cgroup.procs" || exit 126; shift; n=$((n - 1)); done; exec "$@"';
+export const inCgroups = (cgroups: readonly string[] | undefined, command: string, args: readonly string[]): [string, string[]] =>
+  cgroups && cgroups.length > 0 ? ['/bin/sh', ['-c', ENTER_CGROUPS, 'ckpt-enter', String(cgroups.length), ...cgroups, command, ...args]] : [command, [...args]];
 
 const MAX_OUTPUT = 1 << 20;
 
@@ -150,7 +160,8 @@ export const runCriu = (path: string, args: readonly string[], options: RunCriuO
   new Promise((resolvePromise) => {
     const started = performance.now();
     const fullArgs = options.logFile === undefined ? [...args] : [...args, '-o', options.logFile, '-v4'];
-    const child = spawn(path, fullArgs, { stdio: ['ignore', 'pipe', 'pipe'], cwd: options.cwd });
+    const [command, argv] = inCgroups(options.cgroups, path, fullArgs);
+    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: options.cwd });
     let stdout = '';
     let stderr = '';
     let settled = false;
@@ -405,6 +416,11 @@ export interface RestoreOptions {
   readonly pidNamespace?: boolean;
   /** The call returns once the tree runs; criu does not stay the tree's parent (except as ns init). */
   readonly detach: true;
+  /** Where restore.log and the pid file go (default: the images directory, which must then be
+   *  writable — a committed version's directory should not change: pass another one). */
+  readonly workDir?: string;
+  /** Restore into these cgroup directories (criu enters them first; --manage-cgroups=ignore). */
+  readonly cgroups?: readonly string[];
   readonly extraArgs?: readonly string[];
   readonly timeoutMs?: number;
 }
@@ -460,24 +476,30 @@ const removeIfThere = (file: string): void => {
  */
 export const restoreTree = async (options: RestoreOptions): Promise<RestoreResult> => {
   const dir = resolve(options.imagesDir);
-  const log = join(dir, 'restore.log');
-  const pidfile = join(dir, 'restore.pid');
+  const work = resolve(options.workDir ?? dir);
+  const log = join(work, 'restore.log');
+  const pidfile = join(work, 'restore.pid');
   removeIfThere(pidfile);
-  const tail = [...(options.shellJob ? ['--shell-job'] : []), ...(options.extraArgs ?? [])];
+  const tail = [
+    ...(options.workDir ? ['-W', work] : []),
+    ...(options.cgroups ? ['--manage-cgroups=ignore'] : []),
+    ...(options.shellJob ? ['--shell-job'] : []),
+    ...(options.extraArgs ?? []),
+  ];
   if (!existsSync(join(dir, 'pstree.img'))) throw new Error(`${dir} holds no CRIU dump (no pstree.img)`);
   // A root with pid 1 was a PID namespace init when dumped: CRIU recreates that namespace itself
   // (then -d works and the pidfile holds the host pid).
   const ownNamespace = readPstree(dir)[0]?.pid === 1;
   if (options.pidNamespace !== true || ownNamespace) {
     const args = ['restore', '-D', dir, '-d', '--pidfile', pidfile, ...tail];
-    const run = await runCriu(options.criu, args, { logFile: 'restore.log', timeoutMs: options.timeoutMs });
+    const run = await runCriu(options.criu, args, { logFile: 'restore.log', timeoutMs: options.timeoutMs, ...(options.cgroups && { cgroups: options.cgroups }) });
     const command = `criu ${args.join(' ')}`;
     if (run.code !== 0) throw restoreError(`criu restore from ${dir}`, run.code, log, readLog(log) || run.stderr, command);
     const rootPid = readPidFile(pidfile);
     if (rootPid === undefined) throw new CriuError(`criu restore from ${dir} exited 0 but wrote no pid to ${pidfile}`, { command, code: 0, log, errorLines: [] });
     return ownNamespace ? { rootPid, nsRootPid: 1, durationMs: run.durationMs, log } : { rootPid, durationMs: run.durationMs, log };
   }
-  return restoreInNewPidNamespace(options.criu, dir, log, pidfile, tail, options.timeoutMs ?? 120_000);
+  return restoreInNewPidNamespace(options.criu, dir, work, log, pidfile, tail, options.timeoutMs ?? 120_000, options.cgroups);
 };
 
 const statusField = (pid: number, field: string): string[] | undefined => {
@@ -494,10 +516,12 @@ const statusField = (pid: number, field: string): string[] | undefined => {
 const restoreInNewPidNamespace = async (
   criu: string,
   dir: string,
+  work: string,
   log: string,
   pidfile: string,
   tail: readonly string[],
   timeoutMs: number,
+  cgroups: readonly string[] | undefined,
 ): Promise<RestoreResult> => {
   const unshare = candidatesOnPath('unshare', process.env)[0];
   if (unshare === undefined) throw new Error('restoring into a new PID namespace needs unshare (util-linux), which is not installed');
@@ -507,10 +531,11 @@ const restoreInNewPidNamespace = async (
   const started = performance.now();
   // criu outlives this call (and maybe this process): its output goes to a file, never to a pipe
   // whose reader could vanish (SIGPIPE would kill the namespace init and the restored tree).
-  const outFile = join(dir, 'restore-init.log');
+  const outFile = join(work, 'restore-init.log');
   const out = openSync(outFile, 'w', 0o600);
   let exit: number | undefined;
-  const child = spawn(unshare, args, { stdio: ['ignore', out, out], detached: true });
+  const [command0, argv] = inCgroups(cgroups, unshare, args);
+  const child = spawn(command0, argv, { stdio: ['ignore', out, out], detached: true });
   closeSync(out);
   child.on('exit', (code, signal) => {
     exit = code ?? 128 + signalNumber(signal);

@@ -9,6 +9,8 @@ export interface OptionSpec {
   /** Placeholder of the value; options without one are flags. */
   readonly value?: string;
   readonly description: string;
+  /** May be given several times; read with listOption. */
+  readonly repeatable?: boolean;
 }
 
 export interface ParsedArgs {
@@ -16,15 +18,18 @@ export interface ParsedArgs {
   readonly positionals: readonly string[];
   /** Everything after a bare `--`, untouched (e.g. the command of `ckpt run`). */
   readonly rest: readonly string[];
+  /** Every value of each repeatable option, in order. */
+  readonly lists: ReadonlyMap<string, readonly string[]>;
 }
 
 export const parseArgs = (argv: readonly string[], specs: readonly OptionSpec[], command: string): ParsedArgs => {
   const options = new Map<string, string | true>();
+  const lists = new Map<string, string[]>();
   const positionals: string[] = [];
   const find = (arg: string) => specs.find((s) => `--${s.name}` === arg || (s.short && `-${s.short}` === arg));
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (arg === '--') return { options, positionals, rest: argv.slice(i + 1) };
+    if (arg === '--') return { options, positionals, rest: argv.slice(i + 1), lists };
     if (!arg.startsWith('-') || arg === '-') {
       positionals.push(arg);
       continue;
@@ -41,8 +46,9 @@ export const parseArgs = (argv: readonly string[], specs: readonly OptionSpec[],
     const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
     if (value === undefined || (eq < 0 && value.startsWith('--'))) throw new UsageError(`option --${spec.name} needs a value (${spec.value})`);
     options.set(spec.name, value);
+    if (spec.repeatable) lists.set(spec.name, [...(lists.get(spec.name) ?? []), value]);
   }
-  return { options, positionals, rest: [] };
+  return { options, positionals, rest: [], lists };
 };
 
 export const stringOption = (args: ParsedArgs, name: string): string | undefined => {
@@ -85,3 +91,5 @@ export const durationOption = (args: ParsedArgs, name: string): number | undefin
   if (!Number.isSafeInteger(ms) || ms < 1) throw new UsageError(`option --${name} needs a duration such as 30s, 2m or 500ms, got "${value}"`);
   return ms;
 };
+
+export const listOption = (args: ParsedArgs, name: string): readonly string[] => args.lists.get(name) ?? [];

@@ -8,6 +8,7 @@ import { commandHelp, commonOptions, EXIT, type Command } from './command.js';
 import { agentCommand } from './commands/agent.js';
 import { checkpointCommand } from './commands/checkpoint.js';
 import { checkpointsCommand } from './commands/checkpoints.js';
+import { restartCommand } from './commands/restart.js';
 import { verifyCommand } from './commands/verify.js';
 import { historyCommand } from './commands/history.js';
 import { jobsCommand } from './commands/jobs.js';
@@ -16,7 +17,7 @@ import { psCommand } from './commands/ps.js';
 import { runCommand } from './commands/run.js';
 import { version } from './version.js';
 
-const commands: readonly Command[] = [runCommand, checkpointCommand, checkpointsCommand, verifyCommand, jobsCommand, psCommand, historyCommand, logCommand, agentCommand];
+const commands: readonly Command[] = [runCommand, checkpointCommand, checkpointsCommand, restartCommand, verifyCommand, jobsCommand, psCommand, historyCommand, logCommand, agentCommand];
 
 
 const topHelp = (): string =>

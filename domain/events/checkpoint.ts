@@ -52,7 +52,8 @@ export const [UnitDumpRequested, UnitDumped, UnitDumpFailed] = unitPhase(
   'Dump', 'UnitDumped', unitStep, { files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber }, 'dump the unit’s images (hashed and fsynced as they were written)',
   { images: t.array(ImageFile) });
 export const [UnitVerifyRequested, UnitVerified, UnitVerifyFailed] = unitPhase(
-  'Verify', 'UnitVerified', unitStep, { captured: t.array(PositiveInt) }, 'check that the images hold exactly the planned processes');
+  'Verify', 'UnitVerified', unitStep, { captured: t.array(PositiveInt) }, 'check that the images hold exactly the planned processes',
+  { processes: t.array(ProcessRef) });
 export const [UnitThawRequested, UnitThawed, UnitThawFailed] = unitPhase(
   'Thaw', 'UnitThawed', unitStep, { frozenMs: NonNegativeNumber }, 'thaw the unit so the job continues');
 export const [UnitStopRequested, UnitStopped, UnitStopFailed] = unitPhase(

@@ -9,7 +9,12 @@ import { Limits, UnitCgroup } from './job.js';
 const restart = { restart: PositiveInt };
 const unitStep = { restart: PositiveInt, unit: UnitId, node: NodeId };
 
-export const RestoredProcess = record({ was: ProcessRef, now: ProcessRef, nsPid: nullable(PositiveInt) });
+/** A restored process: who it was at checkpoint time, who it is now (host view), its PID inside a
+ *  new PID namespace, and what the agent saw of it right after the restore. */
+export const RestoredProcess = record(
+  { was: ProcessRef, now: ProcessRef, nsPid: nullable(PositiveInt) },
+  { ppid: NonNegativeInt, pgid: NonNegativeInt, sid: NonNegativeInt, comm: t.string, cgroup: t.string },
+);
 export type RestoredProcess = t.TypeOf<typeof RestoredProcess>;
 
 export const RestartRequested = defineEvent(

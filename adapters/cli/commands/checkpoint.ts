@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import type { EventStore, RecordedEvent } from '../../../domain/event-store.js';
 import { jobStream } from '../../../domain/identity.js';
 import { foldCheckpoints, readJobStream, type CheckpointSummary } from '../../../projections/checkpoints.js';
 import { jobMembership } from '../../../projections/jobs.js';
@@ -8,6 +7,7 @@ import { imagesRoot, versionDir } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
 import { durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
+import { followRequest, progressWriter } from '../follow.js';
 import { writeOut } from '../output.js';
 import { needRoot, openStore, storeUrlOf } from '../store.js';
 import { nodeOf } from './agent.js';
@@ -50,35 +50,6 @@ const progressLine = (c: CheckpointSummary): string => {
   if (c.phase === 'aborting') return `checkpoint${v} aborting (${c.reason}); thawing every unit and removing partial images`;
   return `checkpoint${v}: ${c.phase}${failed.length > 0 ? ` — ${failed.join('; ')}` : ''}`;
 };
-
-/** Follows the job's stream from the request until `done` says the summary is final enough. */
-const follow = (store: EventStore, job: string, request: RecordedEvent, done: (c: CheckpointSummary) => boolean, limitMs: number, progress: (c: CheckpointSummary) => void) =>
-  new Promise<{ summary: CheckpointSummary; timedOut: boolean }>((resolve, reject) => {
-    const relevant: RecordedEvent[] = [request];
-    let last = foldCheckpoints(relevant)[0]!;
-    let shown = '';
-    const timer = setTimeout(() => finish(true), limitMs);
-    const subscription = store.subscribeStream(jobStream(job), { from: request.revision + 1 }).subscribe({
-      next: (e) => {
-        if (!CHECKPOINT_EVENT.test(e.type)) return;
-        relevant.push(e);
-        last = foldCheckpoints(relevant).find((c) => c.request === (request.data as { request: string }).request) ?? last;
-        const line = progressLine(last);
-        if (line !== shown) progress(last);
-        shown = line;
-        if (done(last)) finish(false);
-      },
-      error: (error: Error) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    });
-    function finish(timedOut: boolean) {
-      clearTimeout(timer);
-      subscription.unsubscribe();
-      resolve({ summary: last, timedOut });
-    }
-  });
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
@@ -127,14 +98,20 @@ export const checkpointCommand: Command = {
       const request = randomUUID();
       const appended = await store.append(jobStream(job), [{ type: 'CheckpointRequested', data: { request, stop: flag(args, 'stop'), timeoutMs }, metadata: { correlationId: request } }]);
       const [requested] = await store.readStream(jobStream(job), { from: appended.revision, limit: 1 });
-      const tty = process.stderr.isTTY;
-      const progress = (c: CheckpointSummary) => {
-        if (tty) process.stderr.write(`\r\x1b[K${progressLine(c)}`);
-        else if (!json) process.stderr.write(`${progressLine(c)}\n`);
-      };
+      const progress = progressWriter(json);
       const final = (c: CheckpointSummary) => c.outcome === 'rejected' || c.outcome === 'aborted' || c.phase === 'completed';
-      const { summary, timedOut } = await follow(store, job, requested!, wait ? final : (c) => c.version !== null || final(c), wait ? timeoutMs + CLEANUP_GRACE_MS : PLAN_WAIT_MS, progress);
-      if (tty) process.stderr.write('\r\x1b[K');
+      const { summary, timedOut } = await followRequest({
+        store,
+        job,
+        request: requested!,
+        relevant: (e) => CHECKPOINT_EVENT.test(e.type),
+        summarize: (events) => foldCheckpoints(events).find((c) => c.request === request)!,
+        done: wait ? final : (c) => c.version !== null || final(c),
+        limitMs: wait ? timeoutMs + CLEANUP_GRACE_MS : PLAN_WAIT_MS,
+        progress: (c) => progress.show(progressLine(c)),
+        line: progressLine,
+      });
+      progress.clear();
       const report = checkpointReport(job, summary, home);
       if (json) await writeOut(JSON.stringify(report, null, 2) + '\n');
       else if (timedOut) {

@@ -25,7 +25,14 @@ export const memberJson = (job: JobMembership, m: Member) => {
     escapes,
     cgroup: m.cgroup ?? null,
     ...(m.dependsOn ? { dependsOn: m.dependsOn } : {}),
+    restoredFrom: m.restoredFrom === undefined ? null : identityOf(m.restoredFrom),
   };
+};
+
+/** `node/pid@startTime` → its parts. */
+const identityOf = (key: string) => {
+  const m = /^(.*)\/(\d+)@(\d+)$/.exec(key);
+  return m ? { node: m[1]!, pid: Number(m[2]), startTime: Number(m[3]) } : { key };
 };
 
 const stateText = (m: Member) =>
@@ -50,7 +57,8 @@ const tree = (job: JobMembership, members: Member[]): string[] => {
   lines.push(`${'PID'.padEnd(8)}${'PPID'.padEnd(8)}${'PGID'.padEnd(8)}${'SID'.padEnd(8)}${'STATE'.padEnd(20)}${'REASON'.padEnd(whyWidth)}COMMAND`);
   const walk = (m: Member, prefix: string, last: boolean, top: boolean) => {
     const cols = `${String(m.pid).padEnd(8)}${String(m.ppid).padEnd(8)}${String(m.pgid).padEnd(8)}${String(m.sid).padEnd(8)}${stateText(m).padEnd(20)}${whyOf(m).padEnd(whyWidth)}`;
-    lines.push(`${cols}${top ? '' : prefix + (last ? '└─ ' : '├─ ')}${m.comm}`);
+    const restored = m.restoredFrom === undefined ? '' : `  (restored; was pid ${identityOf(m.restoredFrom).pid})`;
+    lines.push(`${cols}${top ? '' : prefix + (last ? '└─ ' : '├─ ')}${m.comm}${restored}`);
     const kids = children.get(m.key) ?? [];
     kids.forEach((k, i) => walk(k, top ? '' : prefix + (last ? '   ' : '│  '), i === kids.length - 1, false));
   };
@@ -88,8 +96,9 @@ export const psCommand: Command = {
     'With --at, membership as it was at that log position (see ckpt history / ckpt log).',
     'With --scope, what a checkpointer of that scope would capture of each unit, and every process it',
     'would miss with the reason (e.g. `tree` misses a re-parented daemon).',
-    'JSON fields: node, unit, pid, ppid, pgid, sid, startTime, comm, state, exitStatus, signal, reason,',
-    'escapes, cgroup, dependsOn.',
+    'After a restart, restored processes are listed with their new identity and the one they had at',
+    'checkpoint time (restoredFrom). JSON fields: node, unit, pid, ppid, pgid, sid, startTime, comm,',
+    'state, exitStatus, signal, reason, escapes, cgroup, dependsOn, restoredFrom.',
   ].join('\n'),
   options: [
     { name: 'json', description: 'a JSON array of processes for machines' },

@@ -1,4 +1,4 @@
-import { checkpointDecider } from '../../../domain/checkpoint-coordinator.js';
+import { jobCoordinator } from '../../../domain/job-coordinator.js';
 import { rederive } from '../../../domain/decider.js';
 import type { EventStore, RecordedEvent } from '../../../domain/event-store.js';
 import { nodeStream } from '../../../domain/identity.js';
@@ -44,7 +44,7 @@ export const verifyCommand: Command = {
         process.stderr.write(`ckpt verify: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
-      const { checked, differences } = rederive(checkpointDecider(job), history);
+      const { checked, differences } = rederive(jobCoordinator(job), history);
       if (flag(args, 'json')) await writeOut(JSON.stringify({ job, events: history.length, checked, differences }, null, 2) + '\n');
       else if (differences.length === 0) console.log(`${job}: all ${checked} recorded decisions re-derived identically from ${history.length} events`);
       else {

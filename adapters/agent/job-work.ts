@@ -1,23 +1,29 @@
-// A node agent's part in checkpoints, driven only by the log:
-// - the CheckpointCoordinator runs here as a projection: after each event of a job it decides,
+// A node agent's part in checkpoints and restarts, driven only by the log:
+// - the job's coordinator (checkpoint and restart deciders) runs here as a projection: after each event of a job it decides,
 //   and appends the decisions with the stream revision it decided on, after checking that no
 //   decision for that cause is in the log yet. Every agent runs it; for each cause exactly one
 //   append wins, and a restarted agent decides what was left undecided.
 // - the commands addressed to this node are executed exactly once: a command whose outcome is
 //   in the log is never repeated. After a crash the idempotent steps (freeze, verify, thaw,
-//   stop, abort, commit) simply run again; a dump that may have started is not — it is
-//   answered as failed, so the checkpoint aborts cleanly instead of dumping twice.
-import { existsSync } from 'node:fs';
+//   stop, abort, commit; images check, prepare, rollback) simply run again; a dump or a restore
+//   that may have started is not — it is answered as failed, so the checkpoint or restart ends
+//   cleanly instead of running twice.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Checkpointer, UnitTarget } from '../../domain/checkpointer.js';
-import { evolveCommands, noCommands, pendingOn, type CheckpointCommands, type PendingCommand } from '../../domain/checkpoint-commands.js';
-import { decideCheckpoint, type CheckpointState } from '../../domain/checkpoint-coordinator.js';
+import { evolveCommands, noCommands, pendingOn, RESTART_STEPS, type CheckpointCommands, type PendingCommand } from '../../domain/checkpoint-commands.js';
+import { decideJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
+import type { Limits, UnitCgroup } from '../../domain/events/job.js';
+import type { RestoredProcess } from '../../domain/events/restart.js';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
 import { getIn } from '../../domain/persistent-map.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
-import { freezerOf, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
-import { commitVersion, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir } from '../images/image-store.js';
-import { readStat } from '../tracking/procfs.js';
+import { pidsInUse } from '../checkpointers/criu.js';
+import { readPstree } from '../checkpointers/criu-images.js';
+import { freezerOf, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
+import { commitVersion, describeProblems, hashFile, ImageStoreError, MANIFEST, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
+import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 
 export interface CheckpointWorkOptions {
   readonly store: EventStore;
@@ -30,11 +36,17 @@ export interface CheckpointWorkOptions {
   readonly reconcileUnit: (job: string, unit: UnitId) => void;
   /** The processes the agent tracks in a unit: pid → start time. */
   readonly tracked: (job: string, unit: UnitId) => ReadonlyMap<number, number>;
+  /** Creates the cgroups a unit is restored into (with its limits). */
+  readonly restartCgroups: (job: string, unit: UnitId, restart: number, limits: Limits) => UnitCgroup[];
+  /** Starts tracking restored processes at once (before their first fork can be missed). */
+  readonly adoptRestored: (job: string, unit: UnitId, processes: ReadonlyArray<{ pid: number; startTime: number }>) => void;
+  /** Where restore logs go: never into a committed version. */
+  readonly workRoot: string;
   readonly log: (line: string) => void;
 }
 
-interface JobWork {
-  state: CheckpointState;
+interface JobProgress {
+  state: JobCoordinatorState;
   commands: CheckpointCommands;
   /** Revision of the last event of the job stream folded. */
   revision: number;
@@ -46,13 +58,14 @@ interface JobWork {
 const FAILED: Record<PendingCommand['step'], string> = {
   freeze: 'UnitFreezeFailed', dump: 'UnitDumpFailed', verify: 'UnitVerifyFailed', thaw: 'UnitThawFailed',
   stop: 'UnitStopFailed', abort: 'UnitAbortFailed', commit: 'CheckpointCommitFailed',
+  'images-verify': 'UnitImagesVerifyFailed', 'restore-prepare': 'UnitRestorePrepareFailed', restore: 'UnitRestoreFailed', rollback: 'UnitRollbackFailed',
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class CheckpointWork {
+export class JobWork {
   readonly #o: CheckpointWorkOptions;
-  readonly #jobs = new Map<string, JobWork>();
+  readonly #jobs = new Map<string, JobProgress>();
   /** Commands this process started (answered or not yet): never started twice. */
   readonly #started = new Set<string>();
   /** One step at a time per unit: an abort waits for a dump in progress. */
@@ -66,7 +79,7 @@ export class CheckpointWork {
   }
 
   /** Called for every event of a job's stream, with the coordinator state folded up to it. */
-  fold(job: string, state: CheckpointState, e: RecordedEvent): void {
+  fold(job: string, state: JobCoordinatorState, e: RecordedEvent): void {
     let w = this.#jobs.get(job);
     if (!w) this.#jobs.set(job, (w = { state, commands: noCommands, revision: -1, undecided: [], appending: false }));
     w.state = state;
@@ -74,13 +87,13 @@ export class CheckpointWork {
     w.revision = e.revision;
     const cause = e.metadata.decidedAt !== undefined ? e.metadata.causationId : undefined;
     if (cause !== undefined) w.undecided = w.undecided.filter((u) => u.cause.id !== cause);
-    const decisions = decideCheckpoint(state, e);
+    const decisions = decideJobCoordinator(state, e);
     if (decisions.length > 0) w.undecided.push({ cause: e, decisions });
     if (this.#live) this.#drive(job, w);
   }
 
   /** Node streams change what the coordinator may plan with; job states are updated by the caller. */
-  updateState(job: string, state: CheckpointState): void {
+  updateState(job: string, state: JobCoordinatorState): void {
     const w = this.#jobs.get(job);
     if (w) w.state = state;
   }
@@ -94,7 +107,7 @@ export class CheckpointWork {
     }
   }
 
-  #drive(job: string, w: JobWork) {
+  #drive(job: string, w: JobProgress) {
     void this.#decide(job, w);
     for (const command of pendingOn(w.commands, this.#o.node)) {
       if (this.#started.has(`${job} ${command.key}`)) continue;
@@ -108,7 +121,7 @@ export class CheckpointWork {
   // ── the coordinator ───────────────────────────────────────────────────────────────────────
 
   /** Check-and-append: decisions for the oldest undecided cause, with the revision last folded. */
-  async #decide(job: string, w: JobWork): Promise<void> {
+  async #decide(job: string, w: JobProgress): Promise<void> {
     const next = w.undecided[0];
     if (w.appending || !next) return;
     w.appending = true;
@@ -140,31 +153,36 @@ export class CheckpointWork {
 
   async #execute(job: string, c: PendingCommand): Promise<void> {
     const w = this.#jobs.get(job)!;
-    const step = c.unit ? { version: c.version, unit: c.unit, node: c.node } : { version: c.version };
+    const step = RESTART_STEPS.has(c.step) ? { restart: c.version, unit: c.unit, node: c.node } : c.unit ? { version: c.version, unit: c.unit, node: c.node } : { version: c.version };
     const answer = (type: string, data: object) =>
       this.#o.emit(job, { type, data: { ...step, ...data }, metadata: { causationId: c.request.id } } as ProposedEvent);
     try {
       if (c.step === 'commit') return answer('CheckpointCommitted', await this.#commit(job, w, c));
+      if (RESTART_STEPS.has(c.step)) return await this.#restartStep(job, w, c, answer);
       const u = this.#target(job, w, c);
-      const running = () => w.state.active?.version === c.version && w.state.active.phase === 'running';
+      const running = () => w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.phase === 'running';
       const key = `${job}/${c.unit}`;
       switch (c.step) {
         case 'freeze': {
-          if (!running()) throw new Error(`checkpoint v${c.version} is no longer running (${w.state.active?.reason ?? 'ended'})`);
+          if (!running()) throw new Error(`checkpoint v${c.version} is no longer running (${w.state.checkpoint.active?.reason ?? 'ended'})`);
           const frozen = await this.#o.checkpointer.freeze(u);
           this.#frozenAt.set(key, performance.now() - frozen.durationMs);
           return answer('UnitFrozen', frozen);
         }
         case 'dump': {
-          if (!running()) throw new Error(`checkpoint v${c.version} is no longer running (${w.state.active?.reason ?? 'ended'})`);
+          if (!running()) throw new Error(`checkpoint v${c.version} is no longer running (${w.state.checkpoint.active?.reason ?? 'ended'})`);
           if (existsSync(u.imagesDir)) {
             await this.#waitForCriu(u.imagesDir);
             throw new Error('the node agent restarted while this unit was being dumped; the images cannot be trusted and are not dumped again');
           }
           return answer('UnitDumped', await this.#o.checkpointer.dump(u));
         }
-        case 'verify':
-          return answer('UnitVerified', { captured: await this.#verify(job, w, c, u) });
+        case 'verify': {
+          const captured = await this.#verify(job, w, c, u);
+          const tracked = this.#o.tracked(job, u.unit);
+          // The identities in the images: what a restart links the restored processes to.
+          return answer('UnitVerified', { captured, processes: captured.map((pid) => ({ pid, startTime: tracked.get(pid)! })) });
+        }
         case 'thaw': {
           await this.#o.checkpointer.thaw(u);
           const since = this.#frozenAt.get(key);
@@ -186,10 +204,10 @@ export class CheckpointWork {
     }
   }
 
-  #target(job: string, w: JobWork, c: PendingCommand): UnitTarget {
-    const unit = w.state.job.units[c.unit!];
+  #target(job: string, w: JobProgress, c: PendingCommand): UnitTarget {
+    const unit = w.state.checkpoint.job.units[c.unit!];
     const planned = w.commands.versions[c.version]?.units.find((p) => p.unit === c.unit);
-    const root = unit?.root ? getIn(w.state.job.members, unit.root) : undefined;
+    const root = unit?.root ? getIn(w.state.checkpoint.job.members, unit.root) : undefined;
     if (!unit || !planned) throw new Error(`unit ${c.unit} of ${job} is not known to this node's log (no plan for it)`);
     return {
       job,
@@ -202,12 +220,101 @@ export class CheckpointWork {
     };
   }
 
+  // ── restart steps ─────────────────────────────────────────────────────────────────────────
+
+  async #restartStep(job: string, w: JobProgress, c: PendingCommand, answer: (type: string, data: object) => void): Promise<void> {
+    const r = w.commands.restarts[c.version];
+    const planned = r?.units.find((u) => u.unit === c.unit);
+    if (!r || !planned) throw new Error(`restart r${c.version} of ${job} has no unit ${c.unit} in this node's log`);
+    const unit = planned.unit;
+    const imagesDir = unitImagesDir(this.#o.imagesRoot, job, r.version, unit);
+    const running = () => w.state.restart.active?.restart === c.version && w.state.restart.active.phase === 'running';
+    const stillRunning = () => {
+      if (!running()) throw new Error(`restart r${c.version} is no longer running (${w.state.restart.active?.reason ?? 'ended'})`);
+    };
+    switch (c.step) {
+      case 'images-verify': {
+        stillRunning();
+        const checked = verifyVersion(this.#o.imagesRoot, job, r.version);
+        const problems = checked.ok ? [] : checked.problems.filter((p) => p.path === MANIFEST || p.path.startsWith(`${unit}/`));
+        if (problems.length > 0) throw new Error(describeProblems(this.#o.imagesRoot, job, r.version, problems));
+        const entry = readManifest(this.#o.imagesRoot, job, r.version)?.units.find((u) => u.unit === unit);
+        if (!entry) throw new Error(`version ${r.version} of ${job} has no images of unit ${unit}`);
+        return answer('UnitImagesVerified', { files: entry.files.length, bytes: entry.bytes });
+      }
+      case 'restore-prepare': {
+        stillRunning();
+        const started = performance.now();
+        const cgroups = this.#o.restartCgroups(job, unit, c.version, planned.limits);
+        const pidNamespace = await this.#pidsCollide(readPstree(imagesDir).map((e) => e.pid));
+        if (pidNamespace && !w.state.checkpoint.nodes[this.#o.node]?.capabilities.pidNamespace) {
+          throw new Error(`the original PIDs are in use and this node cannot restore into a new PID namespace (see its CheckpointerProbed event)`);
+        }
+        return answer('UnitRestorePrepared', { cgroups, pidNamespace, waitedMs: performance.now() - started });
+      }
+      case 'restore': {
+        stillRunning();
+        const prepared = r.prepared[unit];
+        if (!prepared) throw new Error(`unit ${unit} was not prepared for restart r${c.version}`);
+        const workDir = join(this.#o.workRoot, job, `r${c.version}`, unit);
+        if (existsSync(join(workDir, 'restore.log'))) throw new Error('the node agent restarted while this unit was being restored; not restoring it twice');
+        mkdirSync(workDir, { recursive: true, mode: 0o700 });
+        const pids = readPstree(imagesDir).map((e) => e.pid);
+        const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir });
+        const hostPid = prepared.pidNamespace ? nsPidMap(prepared.cgroups) : new Map(pids.map((p) => [p, p]));
+        const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.pid, p]));
+        // A restored process may finish at once (a `sleep 0.1` of the job): only the root must be there.
+        const processes: RestoredProcess[] = pids.flatMap((old) => {
+          const pid = hostPid.get(old);
+          const stat = pid === undefined ? undefined : readStat(pid);
+          if (!stat && old === pids[0]) throw new Error(`the unit’s root (pid ${old} in the images) is not running after the restore (log: ${join(workDir, 'restore.log')})`);
+          if (!stat) return [];
+          const groups = readCgroups(stat.pid);
+          const cgroup = groups ? primaryCgroup(groups) : undefined;
+          const { ppid, pgid, sid, comm } = stat;
+          return [{ was: was.get(old) ?? { pid: old, startTime: 0 }, now: { pid: stat.pid, startTime: stat.startTime }, nsPid: prepared.pidNamespace ? old : null, ppid, pgid, sid, comm, ...(cgroup && { cgroup }) }];
+        });
+        this.#o.adoptRestored(job, unit, processes.map((p) => p.now));
+        return answer('UnitRestored', { processes, durationMs: result.durationMs });
+      }
+      case 'rollback': {
+        const cgroups = r.prepared[unit]?.cgroups ?? [];
+        if (cgroups.length > 0 && cgroups.some((cg) => existsSync(cg.path))) {
+          await killUnit(cgroups.filter((cg) => existsSync(cg.path)));
+          try {
+            removeUnitCgroups(cgroups);
+          } catch {
+            // the agent removes them when it sees the unit end
+          }
+        }
+        return answer('UnitRolledBack', {});
+      }
+    }
+  }
+
+  /**
+   * Whether restoring `pids` needs a new PID namespace: not when they are free, nor when only
+   * zombies and exiting processes hold them (PID 1 reaps orphans late: wait for that); yes when
+   * a live process holds one (the original still runs — a clone — or another process took it).
+   */
+  async #pidsCollide(pids: readonly number[]): Promise<boolean> {
+    const started = Date.now();
+    for (;;) {
+      const taken = pidsInUse(pids);
+      if (taken.length === 0) return false;
+      const alive = taken.filter((p) => readStat(p)?.state !== 'Z');
+      if (alive.length > 0 && Date.now() - started > 1000) return true;
+      if (Date.now() - started > 10_000) return true;
+      await sleep(20);
+    }
+  }
+
   /**
    * What the images hold must be exactly the unit: every process in its (frozen) cgroup, each a
    * member the log knows, and every planned process that still lives. Returns the captured PIDs.
    */
-  async #verify(job: string, w: JobWork, c: PendingCommand, u: UnitTarget): Promise<number[]> {
-    if (w.state.active?.version !== c.version || w.state.active.phase !== 'running') throw new Error(`checkpoint v${c.version} is no longer running`);
+  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<number[]> {
+    if (w.state.checkpoint.active?.version !== c.version || w.state.checkpoint.active.phase !== 'running') throw new Error(`checkpoint v${c.version} is no longer running`);
     const captured = [...new Set(await this.#o.checkpointer.captured(u))].sort((a, b) => a - b);
     const inImages = new Set(captured);
     this.#o.reconcileUnit(job, u.unit);
@@ -231,8 +338,8 @@ export class CheckpointWork {
   }
 
   /** Writes the manifest (fsynced) once every unit is dumped; after a crash, finds a manifest already written. */
-  async #commit(job: string, w: JobWork, c: PendingCommand) {
-    const a = w.state.active;
+  async #commit(job: string, w: JobProgress, c: PendingCommand) {
+    const a = w.state.checkpoint.active;
     if (a?.version !== c.version || a.phase !== 'committing') throw new Error(`checkpoint v${c.version} is no longer committing (${a?.reason ?? 'ended'})`);
     const v = w.commands.versions[c.version]!;
     const units = v.units.map((u) => {
@@ -258,9 +365,9 @@ export class CheckpointWork {
   }
 
   /** A unit frozen while no checkpoint of its job is under way (a crash at the wrong moment): thaw it. */
-  #thawForgotten(job: string, w: JobWork) {
-    if (w.state.active) return; // the abort or thaw commands of the checkpoint will
-    for (const unit of Object.values(w.state.job.units)) {
+  #thawForgotten(job: string, w: JobProgress) {
+    if (w.state.checkpoint.active) return; // the abort or thaw commands of the checkpoint will
+    for (const unit of Object.values(w.state.checkpoint.job.units)) {
       if (unit.node !== this.#o.node || unit.phase !== 'running' || !freezerOf(unit.cgroups)) continue;
       try {
         if (unitFreezeState(unit.cgroups) === 'thawed') continue;
@@ -273,3 +380,17 @@ export class CheckpointWork {
   }
 }
 
+
+/** Host PID of each process in the unit's cgroups, by its PID in its own namespace (NSpid). */
+const nsPidMap = (cgroups: readonly UnitCgroup[]): Map<number, number> => {
+  const map = new Map<number, number>();
+  for (const pid of unitProcesses(cgroups)) {
+    try {
+      const nspid = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.trim().split(/\s+/).map(Number);
+      if (nspid && nspid.length > 1) map.set(nspid[nspid.length - 1]!, pid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return map;
+};

@@ -1,0 +1,135 @@
+import { randomUUID } from 'node:crypto';
+import { userInfo } from 'node:os';
+import { NAME_PATTERN } from '../../../domain/codecs.js';
+import { jobStream } from '../../../domain/identity.js';
+import { jobMembership } from '../../../projections/jobs.js';
+import { foldRestarts, type RestartSummary } from '../../../projections/restarts.js';
+import { runningAgent, startAgent } from '../../agent/daemon.js';
+import { defaultAppendContext } from '../../store/batch.js';
+import { ckptHome } from '../../store/open.js';
+import { durationOption, flag, integerOption, listOption, UsageError } from '../args.js';
+import { EXIT, type Command } from '../command.js';
+import { followRequest, progressWriter } from '../follow.js';
+import { writeOut } from '../output.js';
+import { openStore, storeUrlOf } from '../store.js';
+import { nodeOf } from './agent.js';
+
+const DEFAULT_TIMEOUT_MS = 120_000;
+const CLEANUP_GRACE_MS = 30_000;
+const PLAN_WAIT_MS = 15_000;
+const RESTART_EVENT = /^(Restart|Unit(ImagesVerif|RestorePrepare|Restor|Rollback|RolledBack)|RequestRejected)/;
+
+const progressLine = (r: RestartSummary): string =>
+  `restart${r.restart === null ? '' : ` r${r.restart}`}${r.version === null ? '' : ` from v${r.version}`}: ${r.phase}${r.phase === 'rolling back' ? ` (${r.reason})` : ''}`;
+
+export const restartReport = (job: string, r: RestartSummary) => ({
+  job,
+  request: r.request,
+  restart: r.restart,
+  version: r.version,
+  outcome: r.outcome === 'in progress' ? (r.restart === null ? 'requested' : 'planned') : r.outcome,
+  phase: r.phase,
+  reason: r.reason,
+  units: r.units,
+  processes: r.processes,
+  durationMs: r.durationMs ?? null,
+});
+
+/** `--place UNIT=NODE`, repeatable. */
+const placementOf = (values: readonly string[]) =>
+  values.map((v) => {
+    const [unit, node, ...rest] = v.split('=');
+    if (!unit || !node || rest.length > 0 || !NAME_PATTERN.test(unit) || !NAME_PATTERN.test(node)) throw new UsageError(`--place needs UNIT=NODE (names matching ${NAME_PATTERN.source}), got "${v}"`);
+    return { unit, node };
+  });
+
+export const restartCommand: Command = {
+  name: 'restart',
+  summary: 'Restart a job from a committed checkpoint: every unit restored, with its limits, tracked again.',
+  usage: 'JOB [--version N] [--place UNIT=NODE]… [--wait] [--timeout DURATION] [--json]',
+  description: [
+    'Records a RestartRequested event; the coordinator (inside every node agent) plans the restart',
+    'from a committed version (default: the latest) and places each unit on the node it was dumped on',
+    '(or --place). Per unit, its node agent checks every image file against the manifest (size and',
+    'SHA-256; a changed byte refuses the restart, naming the file), creates the unit’s cgroups with the',
+    'limits recorded for it, makes sure the restored PIDs cannot collide — it waits until the original',
+    'processes are gone and reaped, or, when their PIDs are taken (the original still runs: a clone),',
+    'restores into a new PID namespace — restores with CRIU into those cgroups and records each',
+    'process’s new identity, linked to the one it had at checkpoint time; `ckpt ps` then shows them and',
+    'everything they fork. A failed unit or the timeout rolls back every restored part. Only the',
+    'job’s owner or root may restart it; a refusal is recorded. Exit 0 only when restored (without',
+    '--wait: planned).',
+  ].join('\n'),
+  options: [
+    { name: 'version', value: 'N', description: 'the committed version to restart from (default: the latest; ckpt checkpoints JOB lists them)' },
+    { name: 'place', value: 'UNIT=NODE', description: 'restore UNIT on NODE (repeatable; default: the node it was dumped on)', repeatable: true },
+    { name: 'wait', short: 'w', description: 'wait for the outcome, showing progress' },
+    { name: 'timeout', value: 'DURATION', description: 'deadline of the whole restart, e.g. 30s or 2m (default 2m); reached → rolled back' },
+    { name: 'node', value: 'NAME', description: 'this node’s name, to start its agent if needed (default: $CKPT_NODE, else the host name)' },
+    { name: 'json', description: 'print {job, request, restart, version, outcome (restored | failed | rejected), reason, units, processes: [{unit, was, now, nsPid}], durationMs}' },
+  ],
+  examples: ['sudo ckpt restart nightly --wait', 'sudo ckpt restart nightly --version 3 --wait --json', 'sudo ckpt restart sim --place rank1=n2 --wait'],
+  async run(args) {
+    const [job, ...extra] = args.positionals;
+    if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt restart JOB');
+    const version = integerOption(args, 'version', 1) ?? null;
+    const placement = placementOf(listOption(args, 'place'));
+    const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
+    const wait = flag(args, 'wait');
+    const json = flag(args, 'json');
+    const user = userInfo();
+    const store = openStore(args, defaultAppendContext({ kind: 'user', uid: user.uid, user: user.username }));
+    try {
+      const membership = await jobMembership(store, job);
+      if (!membership) {
+        process.stderr.write(`ckpt restart: unknown job "${job}" (ckpt jobs lists them)\n`);
+        return EXIT.failed;
+      }
+      // Agents execute the restart (as root); a user who may not restart is refused by the coordinator, on record.
+      const node = nodeOf(args);
+      const home = ckptHome();
+      if (process.getuid?.() === 0 && !runningAgent(home, node, storeUrlOf(args))) await startAgent(home, node, storeUrlOf(args));
+
+      const request = randomUUID();
+      const appended = await store.append(jobStream(job), [{ type: 'RestartRequested', data: { request, version, placement, timeoutMs }, metadata: { correlationId: request } }]);
+      const [requested] = await store.readStream(jobStream(job), { from: appended.revision, limit: 1 });
+      const progress = progressWriter(json);
+      const final = (r: RestartSummary) => r.outcome !== 'in progress';
+      const { summary, timedOut } = await followRequest({
+        store,
+        job,
+        request: requested!,
+        relevant: (e) => RESTART_EVENT.test(e.type),
+        summarize: (events) => foldRestarts(events).find((r) => r.request === request)!,
+        done: wait ? final : (r) => r.restart !== null || final(r),
+        limitMs: wait ? timeoutMs + CLEANUP_GRACE_MS : PLAN_WAIT_MS,
+        progress: (r) => progress.show(progressLine(r)),
+        line: progressLine,
+      });
+      progress.clear();
+      const report = restartReport(job, summary);
+      if (json) await writeOut(JSON.stringify(report, null, 2) + '\n');
+      else if (timedOut) {
+        process.stderr.write(
+          summary.restart === null
+            ? `ckpt restart: no coordinator answered request ${request} within ${PLAN_WAIT_MS / 1000} s: is a node agent running? (ckpt agent status)\n`
+            : `ckpt restart: restart r${summary.restart} of ${job} is still ${summary.phase}: a node agent may be down (ckpt agent status)\n`,
+        );
+      } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt restart: refused: ${summary.reason}\n`);
+      else if (summary.outcome === 'failed') process.stderr.write(`ckpt restart: restart r${summary.restart} of ${job} failed and was rolled back: ${summary.reason}\n`);
+      else if (!wait) console.log(`restart r${summary.restart} of ${job} from v${summary.version} planned; follow it with: ckpt audit ${job}`);
+      else {
+        const ns = summary.units.filter((u) => u.pidNamespace).map((u) => u.unit);
+        console.log(
+          `${job} restored from v${summary.version} (restart r${summary.restart}): ${summary.processes.length} processes in ${summary.units.length} unit(s), ` +
+            `${summary.durationMs ?? '-'} ms${ns.length > 0 ? `; ${ns.join(', ')} in a new PID namespace (the original PIDs were taken)` : ''}`,
+        );
+        for (const p of summary.processes) console.log(`  ${p.unit}  ${p.was.pid} → ${p.now.pid}${p.nsPid !== null ? ` (pid ${p.nsPid} in its namespace)` : ''}`);
+      }
+      if (timedOut) return EXIT.failed;
+      return (wait ? summary.outcome === 'restored' : summary.restart !== null) ? EXIT.ok : EXIT.failed;
+    } finally {
+      await store.close();
+    }
+  },
+};

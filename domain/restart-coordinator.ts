@@ -1,0 +1,170 @@
+// The RestartCoordinator: a decider like the checkpoint one, over the same job stream.
+//
+//   RestartRequested → RestartPlanned (version, unit placement, limits) + deadline
+//   → UnitImagesVerifyRequested (every unit: every file against the manifest's SHA-256)
+//   → all verified → UnitRestorePrepareRequested (cgroups with the unit's limits; PIDs free, or a
+//     new PID namespace) → all prepared → UnitRestoreRequested → all restored → RestartCommitted.
+//   Any failure, or the deadline → RestartAbortRequested → UnitRollbackRequested (stop what was
+//   restored, remove its cgroups) → all rolled back → RestartFailed.
+import type { ProposedEvent, RecordedEvent } from './event-store.js';
+import type { NodeId, UnitId } from './identity.js';
+import type { CheckpointState } from './checkpoint-coordinator.js';
+import { authorize, reject } from './requests.js';
+
+type UnitPhase = 'verifying' | 'verified' | 'preparing' | 'prepared' | 'restoring' | 'restored' | 'rolling-back' | 'rolled-back';
+
+export interface ActiveRestart {
+  readonly restart: number;
+  readonly version: number;
+  readonly deadline: string;
+  readonly phase: 'running' | 'aborting';
+  readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase }>>;
+  readonly reason?: string;
+}
+
+export interface RestartState {
+  /** Committed versions still on disk, with the node each unit was dumped on. */
+  readonly versions: Readonly<Record<number, readonly { readonly unit: UnitId; readonly node: NodeId }[]>>;
+  /** Planned versions, until committed (or forgotten when aborted). */
+  readonly planned: Readonly<Record<number, readonly { readonly unit: UnitId; readonly node: NodeId }[]>>;
+  readonly lastRestart: number;
+  /** Requests not planned or refused yet. */
+  readonly requests: readonly string[];
+  readonly active?: ActiveRestart;
+}
+
+export const initialRestartState: RestartState = { versions: {}, planned: {}, lastRestart: 0, requests: [] };
+
+export const restartDeadlineId = (restart: number): string => `restart-r${restart}`;
+
+const setUnit = (a: ActiveRestart, unit: UnitId, phase: UnitPhase): ActiveRestart =>
+  a.units[unit] ? { ...a, units: { ...a.units, [unit]: { ...a.units[unit]!, phase } } } : a;
+
+/** A step moves a unit forward only while the restart is in that step's phase (see checkpoint-coordinator). */
+const step = (s: RestartState, e: { data: { restart: number; unit: UnitId } }, during: ActiveRestart['phase'], phase: UnitPhase): RestartState =>
+  s.active && s.active.restart === e.data.restart && s.active.phase === during ? { ...s, active: setUnit(s.active, e.data.unit, phase) } : s;
+
+export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState => {
+  switch (e.type) {
+    case 'CheckpointPlanned':
+      return { ...s, planned: { ...s.planned, [e.data.version]: e.data.units.map(({ unit, node }) => ({ unit, node })) } };
+    case 'CheckpointCommitted':
+      return s.planned[e.data.version] ? { ...s, versions: { ...s.versions, [e.data.version]: s.planned[e.data.version]! } } : s;
+    case 'CheckpointPruned': {
+      const { [e.data.version]: _, ...versions } = s.versions;
+      return { ...s, versions };
+    }
+    case 'RestartRequested':
+      return { ...s, requests: [...s.requests, e.data.request] };
+    case 'RequestRejected':
+      return e.data.command === 'restart' ? { ...s, requests: s.requests.filter((r) => r !== e.data.request) } : s;
+    case 'RestartPlanned':
+      return {
+        ...s,
+        requests: s.requests.filter((r) => r !== e.data.request),
+        lastRestart: e.data.restart,
+        active: {
+          restart: e.data.restart,
+          version: e.data.version,
+          deadline: '',
+          phase: 'running',
+          units: Object.fromEntries(e.data.units.map((u) => [u.unit, { node: u.node, phase: 'verifying' as UnitPhase }])),
+        },
+      };
+    case 'DeadlineScheduled':
+      return s.active && e.data.deadline === restartDeadlineId(s.active.restart) ? { ...s, active: { ...s.active, deadline: e.data.at } } : s;
+    case 'UnitImagesVerified':
+      return step(s, e, 'running', 'verified');
+    case 'UnitRestorePrepareRequested':
+      return step(s, e, 'running', 'preparing');
+    case 'UnitRestorePrepared':
+      return step(s, e, 'running', 'prepared');
+    case 'UnitRestoreRequested':
+      return step(s, e, 'running', 'restoring');
+    case 'UnitRestored':
+      return step(s, e, 'running', 'restored');
+    case 'RestartAbortRequested':
+      return s.active?.restart === e.data.restart ? { ...s, active: { ...s.active, phase: 'aborting', reason: e.data.reason } } : s;
+    case 'UnitRollbackRequested':
+      return step(s, e, 'aborting', 'rolling-back');
+    case 'UnitRolledBack':
+    case 'UnitRollbackFailed':
+      return step(s, e, 'aborting', 'rolled-back');
+    case 'RestartCommitted':
+    case 'RestartFailed':
+      return s.active?.restart === e.data.restart ? { ...s, active: undefined } : s;
+    default:
+      return s;
+  }
+};
+
+const plus = (iso: string, ms: number): string => new Date(Date.parse(iso) + ms).toISOString();
+const every = (a: ActiveRestart, phase: UnitPhase) => Object.values(a.units).every((u) => u.phase === phase);
+const each = (a: ActiveRestart, type: string) => Object.entries(a.units).map(([unit, u]) => ({ type, data: { restart: a.restart, unit, node: u.node } }) as ProposedEvent);
+
+const abort = (a: ActiveRestart, reason: string): ProposedEvent[] => [
+  { type: 'RestartAbortRequested', data: { restart: a.restart, reason } },
+  ...each(a, 'UnitRollbackRequested'),
+];
+
+/** What must happen after `event`: `checkpoint` is the checkpoint coordinator's state at the same point. */
+export const decideRestart = (s: RestartState, checkpoint: CheckpointState, event: RecordedEvent): ProposedEvent[] => {
+  const a = s.active;
+  switch (event.type) {
+    case 'RestartRequested': {
+      const { request, version: asked, placement, timeoutMs } = event.data;
+      const job = checkpoint.job;
+      const refused = authorize(job, event, 'restart');
+      if (refused) return reject(request, 'restart', 'unauthorized', refused);
+      if (a) return reject(request, 'restart', 'busy', `restart r${a.restart} of ${job.job} is still in progress`);
+      if (s.requests[0] !== request) return reject(request, 'restart', 'busy', `restart request ${s.requests[0]} of ${job.job} is being planned`);
+      if (checkpoint.active) return reject(request, 'restart', 'busy', `checkpoint v${checkpoint.active.version} of ${job.job} is in progress`);
+      const committed = Object.keys(s.versions).map(Number);
+      const version = asked ?? (committed.length > 0 ? Math.max(...committed) : undefined);
+      if (version === undefined) return reject(request, 'restart', 'not-found', `job ${job.job} has no committed checkpoint to restart from (ckpt checkpoint ${job.job} --wait)`);
+      const units = s.versions[version];
+      if (!units) return reject(request, 'restart', 'not-found', `version ${version} of ${job.job} is not a committed checkpoint on disk (ckpt checkpoints ${job.job} lists them)`);
+      const unknown = placement.filter((p) => !units.some((u) => u.unit === p.unit));
+      if (unknown.length > 0) return reject(request, 'restart', 'invalid', `version ${version} has no unit ${unknown.map((p) => p.unit).join(', ')}`);
+      const placed = units.map((u) => ({ unit: u.unit, node: placement.find((p) => p.unit === u.unit)?.node ?? u.node }));
+      for (const u of placed) {
+        const node = checkpoint.nodes[u.node];
+        if (!node?.usable) return reject(request, 'restart', 'unsupported', `node ${u.node} has no usable checkpointer${node ? `: ${node.problems.join('; ')}` : ' (is its agent running?)'}`);
+      }
+      const restart = s.lastRestart + 1;
+      const planned = placed.map((u) => ({ ...u, images: `${job.job}/v${version}/${u.unit}`, limits: job.units[u.unit]?.limits ?? {} }));
+      return [
+        { type: 'RestartPlanned', data: { restart, request, version, units: planned } },
+        { type: 'DeadlineScheduled', data: { deadline: restartDeadlineId(restart), at: plus(event.metadata.recordedAt, timeoutMs), purpose: `restart r${restart} of ${job.job}` } },
+        ...planned.map((u): ProposedEvent => ({ type: 'UnitImagesVerifyRequested', data: { restart, unit: u.unit, node: u.node } })),
+      ];
+    }
+    case 'UnitImagesVerified':
+      return a?.phase === 'running' && every(a, 'verified') ? each(a, 'UnitRestorePrepareRequested') : [];
+    case 'UnitRestorePrepared':
+      return a?.phase === 'running' && every(a, 'prepared') ? each(a, 'UnitRestoreRequested') : [];
+    case 'UnitRestored':
+      return a?.phase === 'running' && every(a, 'restored')
+        ? [
+            { type: 'RestartCommitted', data: { restart: a.restart, version: a.version } },
+            { type: 'DeadlineCancelled', data: { deadline: restartDeadlineId(a.restart), reason: 'completed' } },
+          ]
+        : [];
+    case 'UnitImagesVerifyFailed':
+    case 'UnitRestorePrepareFailed':
+    case 'UnitRestoreFailed':
+      return a?.phase === 'running' && a.restart === event.data.restart ? abort(a, `${event.type} on unit ${event.data.unit}: ${event.data.reason}`) : [];
+    case 'DeadlineReached':
+      return a?.phase === 'running' && event.data.deadline === restartDeadlineId(a.restart) ? abort(a, `the deadline ${a.deadline} passed before every unit was restored`) : [];
+    case 'UnitRolledBack':
+    case 'UnitRollbackFailed':
+      return a?.phase === 'aborting' && every(a, 'rolled-back')
+        ? [
+            { type: 'RestartFailed', data: { restart: a.restart, reason: a.reason ?? 'aborted' } },
+            { type: 'DeadlineCancelled', data: { deadline: restartDeadlineId(a.restart), reason: 'aborted' } },
+          ]
+        : [];
+    default:
+      return [];
+  }
+};
