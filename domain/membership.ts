@@ -57,6 +57,9 @@ export interface Unit {
   readonly reason?: string;
   /** Cgroups prepared by a restart in progress; they become the unit's when it is restored. */
   readonly restoreCgroups?: readonly UnitCgroup[];
+  /** Session, group and cgroup of the unit's earlier incarnations (before restarts): its members
+   *  of then are judged against them, not against the restored unit's. */
+  readonly former?: ReadonlyArray<{ readonly sid?: number; readonly pgid?: number; readonly cgroup?: string }>;
 }
 
 export type JobPhase = 'new' | 'submitted' | 'running' | 'ended';
@@ -235,6 +238,7 @@ const restored = (s: JobMembership, unit: UnitId, node: NodeId, processes: Reado
   }
   return withUnit(next, unit, {
     phase: 'running', node, root: root?.key ?? u.root, pgid: root?.pgid ?? u.pgid, sid: root?.sid ?? u.sid, cgroup: root?.cgroup ?? u.cgroup,
+    former: [...(u.former ?? []), { sid: u.sid, pgid: u.pgid, cgroup: u.cgroup }],
     cgroups: u.restoreCgroups ?? u.cgroups, restoreCgroups: undefined, exitStatus: null, signal: null,
   });
 };
@@ -245,9 +249,11 @@ export const classify = (job: JobMembership, m: Member): { reason: MemberReason;
   if (unit?.root === m.key) return { reason: 'root', escapes: [] };
   if (m.dependsOn) return { reason: 'dependent', escapes: [] };
   const escapes: Escape[] = [];
-  if (unit?.sid !== undefined && m.sid !== unit.sid) escapes.push('session');
-  if (unit?.pgid !== undefined && m.pgid !== unit.pgid) escapes.push('process-group');
-  if (unit?.cgroup !== undefined && m.cgroup !== undefined && m.cgroup !== unit.cgroup) escapes.push('cgroup');
+  // Against the unit as it was when the member lived: now, or an incarnation before a restart.
+  const was = m.restoredFrom === undefined && unit?.former && m.state !== 'running' ? [unit, ...unit.former] : [unit];
+  if (unit?.sid !== undefined && was.every((u) => m.sid !== u?.sid)) escapes.push('session');
+  if (unit?.pgid !== undefined && was.every((u) => m.pgid !== u?.pgid)) escapes.push('process-group');
+  if (unit?.cgroup !== undefined && m.cgroup !== undefined && was.every((u) => m.cgroup !== u?.cgroup)) escapes.push('cgroup');
   if (m.forkedBy !== undefined && m.ppid !== m.forkedBy) escapes.push('reparented');
   return { reason: escapes.length > 0 ? 'escaped' : 'descendant', escapes };
 };

@@ -9,6 +9,9 @@ import { agentCommand } from './commands/agent.js';
 import { checkpointCommand } from './commands/checkpoint.js';
 import { checkpointsCommand } from './commands/checkpoints.js';
 import { restartCommand } from './commands/restart.js';
+import { auditCommand } from './commands/audit.js';
+import { pruneCommand } from './commands/prune.js';
+import { demoCommand } from './commands/demo.js';
 import { verifyCommand } from './commands/verify.js';
 import { historyCommand } from './commands/history.js';
 import { jobsCommand } from './commands/jobs.js';
@@ -17,7 +20,7 @@ import { psCommand } from './commands/ps.js';
 import { runCommand } from './commands/run.js';
 import { version } from './version.js';
 
-const commands: readonly Command[] = [runCommand, checkpointCommand, checkpointsCommand, restartCommand, verifyCommand, jobsCommand, psCommand, historyCommand, logCommand, agentCommand];
+const commands: readonly Command[] = [demoCommand, runCommand, checkpointCommand, checkpointsCommand, restartCommand, auditCommand, pruneCommand, verifyCommand, jobsCommand, psCommand, historyCommand, logCommand, agentCommand];
 
 
 const topHelp = (): string =>

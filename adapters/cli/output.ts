@@ -12,7 +12,7 @@ export const writeOut = (text: string): Promise<void> =>
 
 /** A compact `key=value …` rendering of event data; a process reference reads `pid@startTime`. */
 export const summarize = (value: unknown, prefix = ''): string[] => {
-  if (value === null || typeof value !== 'object') return [`${prefix}=${typeof value === 'string' ? value : JSON.stringify(value)}`];
+  if (value === null || typeof value !== 'object') return [`${prefix}=${typeof value === 'string' ? value.replace(/\n/g, '\\n') : JSON.stringify(value)}`];
   const o = value as Record<string, unknown>;
   if (Object.keys(o).length === 2 && typeof o.pid === 'number' && typeof o.startTime === 'number') return [`${prefix}=${o.pid}@${o.startTime}`];
   if (Array.isArray(value)) {

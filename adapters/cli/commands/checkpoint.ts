@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { userInfo } from 'node:os';
+import { defaultAppendContext } from '../../store/batch.js';
 import { jobStream } from '../../../domain/identity.js';
 import { foldCheckpoints, readJobStream, type CheckpointSummary } from '../../../projections/checkpoints.js';
 import { jobMembership } from '../../../projections/jobs.js';
@@ -9,7 +11,7 @@ import { durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { followRequest, progressWriter } from '../follow.js';
 import { writeOut } from '../output.js';
-import { needRoot, openStore, storeUrlOf } from '../store.js';
+import { openStore, storeUrlOf } from '../store.js';
 import { nodeOf } from './agent.js';
 
 const DEFAULT_TIMEOUT_MS = 120_000;
@@ -82,18 +84,20 @@ export const checkpointCommand: Command = {
     const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
     const wait = flag(args, 'wait');
     const json = flag(args, 'json');
-    const store = openStore(args);
+    const user = userInfo();
+    const store = openStore(args, defaultAppendContext({ kind: 'user', uid: user.uid, user: user.username }));
     try {
       const membership = await jobMembership(store, job);
       if (!membership) {
         process.stderr.write(`ckpt checkpoint: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
-      needRoot('ckpt checkpoint');
-      // This node's agent executes the steps of its units: start it if it is not running.
+      // Agents execute the checkpoint (as root): start this node's if it has a unit here. A user who
+      // may not checkpoint the job is refused by the coordinator, and the refusal is recorded.
       const node = nodeOf(args);
       const home = ckptHome();
-      if (Object.values(membership.units).some((u) => u.node === node) && !runningAgent(home, node, storeUrlOf(args))) await startAgent(home, node, storeUrlOf(args));
+      const here = Object.values(membership.units).some((u) => u.node === node);
+      if (here && process.getuid?.() === 0 && !runningAgent(home, node, storeUrlOf(args))) await startAgent(home, node, storeUrlOf(args));
 
       const request = randomUUID();
       const appended = await store.append(jobStream(job), [{ type: 'CheckpointRequested', data: { request, stop: flag(args, 'stop'), timeoutMs }, metadata: { correlationId: request } }]);

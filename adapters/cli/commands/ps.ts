@@ -87,7 +87,7 @@ const showCoverage = async (state: JobMembership, scope: CheckpointScope, json: 
 export const psCommand: Command = {
   name: 'ps',
   summary: 'Show every process of a job — including escaped and dependent ones — and why it belongs.',
-  usage: 'JOB [--json] [--at POSITION] [--scope tree|pgid|session|cgroup]',
+  usage: 'JOB [--json] [--running] [--at POSITION] [--scope tree|pgid|session|cgroup]',
   description: [
     'Membership is derived from the job’s whole history, so a process that left its session or process',
     'group, moved cgroup, or was re-parented (a double-forked daemon) is still listed. REASON says why',
@@ -103,6 +103,7 @@ export const psCommand: Command = {
   options: [
     { name: 'json', description: 'a JSON array of processes for machines' },
     { name: 'at', value: 'POSITION', description: 'membership as it was at this global log position' },
+    { name: 'running', description: 'only the processes running now (or at --at)' },
     { name: 'scope', value: 'SCOPE', description: 'what a tree, pgid, session or cgroup checkpointer would capture and miss, and why' },
   ],
   examples: ['ckpt ps nightly', 'ckpt ps nightly --json | jq ".[] | select(.reason == \\"escaped\\")"', 'ckpt ps nightly --at 1200', 'ckpt ps nightly --scope tree'],
@@ -120,7 +121,7 @@ export const psCommand: Command = {
         return EXIT.failed;
       }
       if (scope) return await showCoverage(state, scope as CheckpointScope, flag(args, 'json'));
-      const members = membersOf(state);
+      const members = membersOf(state).filter((m) => !flag(args, 'running') || m.state === 'running');
       if (flag(args, 'json')) {
         await writeOut(JSON.stringify(members.map((m) => memberJson(state, m)), null, 2) + '\n');
         return EXIT.ok;

@@ -1,0 +1,93 @@
+import { allJobs } from '../../../projections/jobs.js';
+import { foldAudit, type AuditEntry } from '../../../projections/audit.js';
+import { readJobStream } from '../../../projections/checkpoints.js';
+import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../../images/image-store.js';
+import { ckptHome } from '../../store/open.js';
+import { flag, UsageError } from '../args.js';
+import { EXIT, type Command } from '../command.js';
+import { table, writeOut } from '../output.js';
+import { openStore } from '../store.js';
+import { formatBytes } from './checkpoint.js';
+
+type ImagesCheck = { version: number; state: 'ok' | 'pruned' | 'damaged'; problems?: string };
+
+/** Re-checks a committed version's images against its manifest (every file's size and SHA-256). */
+const checkImages = (home: string, job: string, version: number): ImagesCheck => {
+  const root = imagesRoot(home);
+  try {
+    if (!readManifest(root, job, version)) return { version, state: 'pruned' };
+    const result = verifyVersion(root, job, version);
+    return result.ok ? { version, state: 'ok' } : { version, state: 'damaged', problems: describeProblems(root, job, version, result.problems) };
+  } catch (error) {
+    return { version, state: 'damaged', problems: (error as Error).message };
+  }
+};
+
+const who = (e: AuditEntry) => (e.requestedBy?.kind === 'user' ? (e.requestedBy.user ?? `uid ${e.requestedBy.uid}`) : (e.requestedBy?.kind ?? '-'));
+const ms = (n: number | undefined) => (n === undefined ? '-' : `${Math.round(n)} ms`);
+
+const row = (e: AuditEntry): string[] => {
+  if (e.kind === 'checkpoint') {
+    return [e.requestedAt, who(e), 'checkpoint', e.version === null ? '-' : `v${e.version}`, e.outcome, ms(e.durationMs), e.bytes ? formatBytes(e.bytes) : '-', String(e.units.length), String(e.membership.length), e.reason ?? ''];
+  }
+  if (e.kind === 'restart') {
+    const ns = e.units.some((u) => u.pidNamespace) ? ' (new PID ns)' : '';
+    return [e.requestedAt, who(e), `restart${e.restart === null ? '' : ` r${e.restart}`}`, e.version === null ? '-' : `v${e.version}`, e.outcome + ns, ms(e.durationMs), '-', String(e.units.length), String(e.membership.length), e.reason ?? ''];
+  }
+  return [e.requestedAt, who(e), `prune --keep ${e.keep}`, e.pruned.map((p) => `v${p.version}`).join(',') || '-', e.outcome, '-', e.pruned.length ? formatBytes(e.pruned.reduce((n, p) => n + p.bytes, 0)) : '-', '-', '-', e.reason ?? ''];
+};
+
+export const auditCommand: Command = {
+  name: 'audit',
+  summary: 'Every checkpoint, restart and prune of a job (or of all jobs): who, when, what came of it.',
+  usage: '[JOB] [--json] [--verify]',
+  description: [
+    'Folded from the log: each request with who asked (user and uid), when, the version (and restart',
+    'number), outcome, reason, duration, bytes, units, and the job’s running processes at that moment',
+    '(--json lists them). Refused requests (not the owner, busy, nothing to restore) are listed too.',
+    'With --verify, every committed version still on disk is checked again against its manifest (size',
+    'and SHA-256 of every file); exit status 1 if any is damaged.',
+  ].join('\n'),
+  options: [
+    { name: 'json', description: 'a JSON array per job: {job, entries: [{kind, request, requestedBy, requestedAt, version, restart, outcome, reason, durationMs, bytes, units, processes, membership}], images}' },
+    { name: 'verify', description: 're-check the images of every committed version against its manifest' },
+  ],
+  examples: ['ckpt audit', 'ckpt audit nightly --verify', 'ckpt audit nightly --json | jq ".[0].entries[] | select(.kind == \\"restart\\")"'],
+  async run(args) {
+    const [only, ...extra] = args.positionals;
+    if (extra.length > 0) throw new UsageError('name at most one job: ckpt audit [JOB]');
+    const verify = flag(args, 'verify');
+    const store = openStore(args);
+    try {
+      const jobs = only ? [only] : (await allJobs(store)).map((j) => j.job);
+      const home = ckptHome();
+      const reports = [];
+      for (const job of jobs) {
+        const events = await readJobStream(store, job);
+        if (!events) {
+          process.stderr.write(`ckpt audit: unknown job "${job}" (ckpt jobs lists them)\n`);
+          return EXIT.failed;
+        }
+        const entries = foldAudit(job, events);
+        const committed = entries.flatMap((e) => (e.kind === 'checkpoint' && e.outcome === 'committed' && e.version !== null ? [e.version] : []));
+        const images = verify ? committed.map((v) => checkImages(home, job, v)) : undefined;
+        reports.push({ job, entries, ...(images && { images }) });
+      }
+      const damaged = reports.flatMap((r) => (r.images ?? []).filter((i) => i.state === 'damaged').map((i) => ({ job: r.job, ...i })));
+      if (flag(args, 'json')) await writeOut(JSON.stringify(reports, null, 2) + '\n');
+      else {
+        const out: string[] = [];
+        for (const r of reports) {
+          out.push(`job ${r.job}: ${r.entries.length} request(s)`);
+          if (r.entries.length > 0) out.push(table(['REQUESTED', 'BY', 'WHAT', 'VERSION', 'OUTCOME', 'DURATION', 'SIZE', 'UNITS', 'PROCS', 'REASON'], r.entries.map(row)).trimEnd());
+          for (const i of r.images ?? []) out.push(`  images of v${i.version}: ${i.state}${i.problems ? ` — ${i.problems}` : ''}`);
+          out.push('');
+        }
+        await writeOut(out.join('\n'));
+      }
+      return damaged.length > 0 ? EXIT.failed : EXIT.ok;
+    } finally {
+      await store.close();
+    }
+  },
+};
