@@ -250,7 +250,7 @@ export const classify = (job: JobMembership, m: Member): { reason: MemberReason;
   if (m.dependsOn) return { reason: 'dependent', escapes: [] };
   const escapes: Escape[] = [];
   // Against the unit as it was when the member lived: now, or an incarnation before a restart.
-  const was = m.restoredFrom === undefined && unit?.former && m.state !== 'running' ? [unit, ...unit.former] : [unit];
+  const was = [unit, ...(unit?.former ?? [])];
   if (unit?.sid !== undefined && was.every((u) => m.sid !== u?.sid)) escapes.push('session');
   if (unit?.pgid !== undefined && was.every((u) => m.pgid !== u?.pgid)) escapes.push('process-group');
   if (unit?.cgroup !== undefined && m.cgroup !== undefined && was.every((u) => m.cgroup !== u?.cgroup)) escapes.push('cgroup');
