@@ -34,6 +34,8 @@ export interface VersionRecord {
   readonly frozenAt: Readonly<Record<UnitId, string>>;
   /** The identities each unit's images hold (UnitVerified): what restored processes were. */
   readonly captured: Readonly<Record<UnitId, readonly ProcessRef[]>>;
+  /** SHA-256 of the committed manifest (CheckpointCommitted): a restart checks it. */
+  readonly manifest?: string;
 }
 
 export interface RestartRecord {
@@ -107,6 +109,9 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
     if (!node) return s;
     const key = commandKey('commit', e.data.version);
     return { ...s, pending: { ...s.pending, [key]: { key, step: 'commit', version: e.data.version, node, request: { id: e.id, recordedAt: e.metadata.recordedAt } } } };
+  }
+  if (e.type === 'CheckpointCommitted' && s.versions[e.data.version]) {
+    s = { ...s, versions: { ...s.versions, [e.data.version]: { ...s.versions[e.data.version]!, manifest: e.data.manifest } } };
   }
   if (e.type === 'CheckpointCommitted' || e.type === 'CheckpointCommitFailed') return { ...s, pending: without(s.pending, commandKey('commit', e.data.version)) };
   if (e.type === 'RestartPlanned') {

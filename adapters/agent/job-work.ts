@@ -22,7 +22,8 @@ import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
 import { pidsInUse } from '../checkpointers/criu.js';
 import { readPstree } from '../checkpointers/criu-images.js';
 import { freezerOf, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
-import { commitVersion, describeProblems, hashFile, ImageStoreError, MANIFEST, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
+import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir } from '../images/image-store.js';
+import { verifyVersionOffThread } from '../images/verify-worker.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 
 export interface CheckpointWorkOptions {
@@ -235,8 +236,9 @@ export class JobWork {
     switch (c.step) {
       case 'images-verify': {
         stillRunning();
-        const checked = verifyVersion(this.#o.imagesRoot, job, r.version);
-        const problems = checked.ok ? [] : checked.problems.filter((p) => p.path === MANIFEST || p.path.startsWith(`${unit}/`));
+        const manifestSha256 = w.commands.versions[r.version]?.manifest;
+        const checked = await verifyVersionOffThread(this.#o.imagesRoot, job, r.version, { unit, ...(manifestSha256 && { manifestSha256 }) });
+        const problems = checked.ok ? [] : checked.problems;
         if (problems.length > 0) throw new Error(describeProblems(this.#o.imagesRoot, job, r.version, problems));
         const entry = readManifest(this.#o.imagesRoot, job, r.version)?.units.find((u) => u.unit === unit);
         if (!entry) throw new Error(`version ${r.version} of ${job} has no images of unit ${unit}`);

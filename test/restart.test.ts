@@ -1,0 +1,208 @@
+// Restarts end to end, as root, with real CRIU: a counter checkpointed, killed and restarted goes
+// on from its checkpointed value; a clone of a running job gets a new PID namespace; limits come
+// back; a changed byte or a stranger is refused — and all of it is in the audit trail.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import * as assert from 'uvu/assert';
+import { locateCriu } from '../adapters/checkpointers/criu.js';
+import { imagesRoot, listVersions, unitImagesDir } from '../adapters/images/image-store.js';
+import { CLI as CLI_PATH, jobHarness, type PsRow } from './support/jobs.js';
+import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
+import { until as wait } from './support/wait.js';
+
+const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000) => wait(what, probe, ms, 50);
+const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('python3', 'apt-get install -y python3'), () => needCommand('setpriv', 'apt-get install -y util-linux'));
+const test = suiteRequiring('restart (real CRIU)', missing);
+
+const { work, h, ckpt, json, ps, history, cleanup } = jobHarness('ckpt-restart', 'rsnode');
+test.after(() => cleanup());
+
+interface Restored { unit: string; was: { pid: number; startTime: number }; now: { pid: number; startTime: number }; nsPid: number | null }
+interface RestartReport { outcome: string; restart: number | null; version: number | null; reason: string | null; units: Array<{ unit: string; pidNamespace?: boolean; waitedMs?: number }>; processes: Restored[]; durationMs: number | null }
+
+const start = (job: string, command: string, extra: string[] = []) => {
+  const r = ckpt(['run', '--detach', '--job', job, ...extra, '--', 'sh', '-c', command]);
+  assert.is(r.code, 0, r.err);
+};
+const running = (job: string) => ps(job).filter((m) => m.state === 'running');
+const killAll = (job: string) => {
+  for (const m of running(job)) spawnSync('kill', ['-9', String(m.pid)]);
+};
+const checkpoint = (job: string) => {
+  const r = ckpt(['checkpoint', job, '--wait', '--json']);
+  assert.is(r.code, 0, r.err);
+  return JSON.parse(r.out) as { version: number };
+};
+const restart = (job: string, extra: string[] = []) => {
+  const r = ckpt(['restart', job, '--wait', '--json', ...extra]);
+  return { code: r.code, err: r.err, report: JSON.parse(r.out) as RestartReport };
+};
+const counter = (file: string) => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim() || 0) : 0);
+const verifies = (job: string) => {
+  const r = ckpt(['verify', job]);
+  assert.is(r.code, 0, `ckpt verify ${job}: ${r.err}`);
+};
+
+test('a counter checkpointed, killed and restarted goes on from its checkpointed value; its new children are tracked', async () => {
+  const file = join(work, 'count');
+  start('count', `i=0; while :; do i=$((i+1)); echo $i > ${file}; sleep 0.1; done`);
+  await until('the counter', () => counter(file) > 5);
+  const { version } = checkpoint('count');
+  const atCheckpoint = counter(file);
+  await until('the counter to go on', () => counter(file) > atCheckpoint + 10);
+  const before = new Map(running('count').map((m) => [m.pid, m]));
+  killAll('count'); // and restart at once: the killed PIDs are not reaped yet
+  const { code, err, report } = restart('count');
+  assert.is(code, 0, `${err} ${JSON.stringify(report)}`);
+  assert.equal([report.outcome, report.version], ['restored', version]);
+  assert.is(report.units[0]!.pidNamespace, false, 'the original PIDs were free once reaped');
+  const resumed = await until('the restored counter', () => counter(file) !== 0 && counter(file) < atCheckpoint + 10 && counter(file));
+  assert.ok(resumed >= atCheckpoint - 1, `resumed at ${resumed}, checkpointed at ${atCheckpoint}`);
+  // Membership continuity: each restored process is a member linked to its checkpointed identity.
+  const rows = await until('the restored members and a child forked since', () => {
+    const now = ps('count');
+    return now.some((m) => m.state === 'running' && m.comm === 'sleep' && m.restoredFrom === null && m.reason === 'descendant') && now;
+  });
+  for (const p of report.processes) {
+    const row = rows.find((m) => m.pid === p.now.pid && m.startTime === p.now.startTime)!;
+    assert.ok(row, `restored ${p.now.pid} is a member`);
+    assert.equal(row.restoredFrom!.pid, p.was.pid);
+  }
+  const root = rows.find((m) => m.reason === 'root' && m.state === 'running')!;
+  assert.is(root.comm, 'ckpt-unit-init');
+  assert.ok(before.has(root.pid), 'same PID as before, since it was free');
+  const types = history('count').map((e) => e.type);
+  assert.ok(types.lastIndexOf('ProcessForked') > types.indexOf('RestartCommitted'), 'forks after the restart are recorded');
+  verifies('count');
+  killAll('count');
+});
+
+test('a clone of a job still running restores into a new PID namespace', async () => {
+  const file = join(work, 'clone');
+  start('clone', `sh -c 'setsid sleep 1001 </dev/null >/dev/null 2>&1 &'; i=0; while :; do i=$((i+1)); echo $i > ${file}; sleep 0.2; done`);
+  await until('the job', () => counter(file) > 2 && running('clone').some((m) => m.escapes.includes('session')));
+  checkpoint('clone');
+  const originals = running('clone').filter((m) => m.comm !== 'sleep' || m.escapes.includes('session')).map((m) => m.pid); // not the 0.2 s sleeps
+  const { code, err, report } = restart('clone');
+  assert.is(code, 0, err);
+  assert.is(report.units[0]!.pidNamespace, true);
+  for (const p of report.processes) {
+    assert.is(p.nsPid, p.was.pid, 'inside its namespace each process has its original PID');
+    assert.ok(!originals.includes(p.now.pid) || p.now.pid !== p.was.pid, 'a new host PID');
+  }
+  assert.ok(originals.every((pid) => existsSync(`/proc/${pid}`)), 'the original keeps running');
+  const rows = running('clone');
+  const daemon = rows.find((m) => m.comm === 'sleep' && m.escapes.includes('session') && m.restoredFrom !== null);
+  assert.ok(daemon, 'the escaped daemon is back, still marked escaped');
+  verifies('clone');
+  killAll('clone');
+});
+
+test('a unit restarted with a memory limit has it again: a workload above it is stopped', async () => {
+  const go = join(work, 'go-memory');
+  const py = join(work, 'hog.py');
+  writeFileSync(py, `import os, time\nwhile not os.path.exists('${go}'): time.sleep(0.05)\nb = bytearray(300 << 20)\nb[::4096] = b'x' * len(b[::4096])\ntime.sleep(100)\n`);
+  start('limited', `exec python3 ${py}`, ['--memory', '96M', '--pids', '50']);
+  await until('the job', () => running('limited').some((m) => m.comm.startsWith('python')));
+  checkpoint('limited');
+  killAll('limited');
+  const { code, err } = restart('limited');
+  assert.is(code, 0, err);
+  const cgroup = running('limited')[0]!.cgroup!;
+  assert.match(cgroup, /\/limited\/main-r1$/);
+  assert.is(readFileSync(`/sys/fs/cgroup/memory${cgroup}/memory.limit_in_bytes`, 'utf8').trim(), String(96 << 20));
+  assert.is(readFileSync(`/sys/fs/cgroup/pids${cgroup}/pids.max`, 'utf8').trim(), '50');
+  writeFileSync(go, 'go'); // now the restored process allocates 300 MB
+  const killed = await until('the OOM kill', () => ps('limited').find((m) => m.comm.startsWith('python') && m.state !== 'running' && m.restoredFrom !== null));
+  assert.is(killed.signal, 9, 'stopped by the memory limit');
+  verifies('limited');
+});
+
+test('a changed byte in an image refuses the restart, naming the file; a stranger is refused and audited', async () => {
+  start('guarded', 'exec sleep 1000');
+  await until('the job', () => running('guarded').length === 2 && true);
+  const { version } = checkpoint('guarded');
+  killAll('guarded');
+  const dir = unitImagesDir(imagesRoot(h.home), 'guarded', version, 'main');
+  const pages = readdirSync(dir).find((f) => f.startsWith('pages-'))!;
+  const fd = openSync(join(dir, pages), 'r+');
+  const byte = Buffer.alloc(1);
+  readSync(fd, byte, 0, 1, 100);
+  writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, 100);
+  closeSync(fd);
+  const tampered = restart('guarded');
+  assert.is(tampered.code, 1);
+  assert.is(tampered.report.outcome, 'failed');
+  assert.match(tampered.report.reason!, new RegExp(`UnitImagesVerifyFailed on unit main: [\\s\\S]*main/${pages}: SHA-256 [0-9a-f]{64}, the manifest says`), tampered.report.reason!);
+  assert.equal(running('guarded'), [], 'nothing was restored');
+
+  // Another user, with write access to the store, asks for a restart: refused, on record.
+  for (const f of ['', 'events.db', 'events.db-wal', 'events.db-shm']) if (existsSync(join(h.home, f))) chmodSync(join(h.home, f), f ? 0o666 : 0o777);
+  chmodSync(work, 0o755);
+  const stranger = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, CLI_PATH, 'restart', 'guarded', '--wait'], {
+    encoding: 'utf8',
+    env: { ...process.env, CKPT_HOME: h.home, CKPT_NODE: 'rsnode', CKPT_STORE: '' },
+  });
+  assert.is(stranger.status, 1, stranger.stderr);
+  assert.match(stranger.stderr, /refused: .*uid 65534.* may not restart job guarded: only its owner \(uid 0\) or root may/);
+  const [audit] = json<Array<{ entries: Array<{ kind: string; outcome: string; requestedBy?: { uid: number }; reason: string | null }> }>>(['audit', 'guarded']);
+  const refused = audit!.entries.find((e) => e.kind === 'restart' && e.outcome === 'rejected')!;
+  assert.is(refused.requestedBy!.uid, 65534);
+  assert.match(refused.reason!, /may not restart/);
+  verifies('guarded');
+});
+
+test('ckpt audit shows every checkpoint and restart with requester, outcome and durations; --verify re-checks the images', () => {
+  const [count] = json<Array<{ job: string; entries: Array<{ kind: string; outcome: string; requestedBy?: { uid: number }; durationMs?: number; version: number | null }>; images?: Array<{ state: string }> }>>(['audit', 'count', '--verify']);
+  assert.equal(count!.entries.map((e) => [e.kind, e.outcome]), [['checkpoint', 'committed'], ['restart', 'restored']]);
+  for (const e of count!.entries) {
+    assert.is(e.requestedBy!.uid, 0);
+    assert.ok((e.durationMs ?? -1) >= 0);
+  }
+  assert.equal(count!.images!.map((i) => i.state), ['ok']);
+  const guarded = ckpt(['audit', 'guarded', '--verify']);
+  assert.is(guarded.code, 1, 'a damaged version fails --verify');
+  assert.match(guarded.out, /images of v1: damaged — [\s\S]*pages-\d+\.img: SHA-256/);
+});
+
+test('ckpt prune keeps the newest versions and records what it removed', async () => {
+  start('pruned', 'exec sleep 1000');
+  await until('the job', () => running('pruned').length === 2 && true);
+  for (let i = 0; i < 3; i++) checkpoint('pruned');
+  const r = ckpt(['prune', 'pruned', '--keep', '1', '--json']);
+  assert.is(r.code, 0, r.err);
+  assert.equal((JSON.parse(r.out) as { pruned: Array<{ version: number }> }).pruned.map((p) => p.version), [1, 2]);
+  assert.equal(listVersions(imagesRoot(h.home), 'pruned').map((v) => v.version), [3]);
+  assert.equal(history('pruned').filter((e) => e.type === 'CheckpointPruned').map((e) => e.data.version), [1, 2]);
+  const refused = restart('pruned', ['--version', '1']);
+  assert.equal([refused.code, refused.report.outcome, /not a committed checkpoint on disk/.test(refused.report.reason!)], [1, 'rejected', true]);
+  assert.match(ckpt(['checkpoints', 'pruned']).out, /^v1\s+committed.*pruned/m);
+  verifies('pruned');
+  killAll('pruned');
+});
+
+test('wrong use of restart, audit and prune: clear errors and exit codes', () => {
+  let r = ckpt(['restart']);
+  assert.equal([r.code, /name exactly one job/.test(r.err)], [2, true]);
+  r = ckpt(['restart', 'nobody']);
+  assert.equal([r.code, r.err.trim()], [1, 'ckpt restart: unknown job "nobody" (ckpt jobs lists them)']);
+  r = ckpt(['restart', 'count', '--place', 'main']);
+  assert.equal([r.code, /--place needs UNIT=NODE/.test(r.err)], [2, true]);
+  r = ckpt(['prune', 'count']);
+  assert.equal([r.code, /--keep N/.test(r.err)], [2, true]);
+  r = ckpt(['prune', 'count', '--keep', '0']);
+  assert.is(r.code, 2);
+  assert.is(ckpt(['audit', 'nobody']).code, 1);
+});
+
+test('the quick start: ckpt demo on a fresh CKPT_HOME runs the whole story and succeeds', () => {
+  const r = spawnSync(process.execPath, [CLI_PATH, 'demo'], { encoding: 'utf8', env: { ...process.env, CKPT_HOME: join(work, 'demo-home'), CKPT_NODE: 'demonode', CKPT_STORE: '' }, timeout: 180_000 });
+  assert.is(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /the counter went on from the checkpoint/);
+  assert.match(r.stdout, /restored from v1/);
+  assert.match(r.stdout, /all \d+ recorded decisions re-derived identically/);
+  spawnSync(process.execPath, [CLI_PATH, 'agent', 'stop'], { env: { ...process.env, CKPT_HOME: join(work, 'demo-home'), CKPT_NODE: 'demonode' } });
+});
+
+test.run();
