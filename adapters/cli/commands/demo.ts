@@ -34,12 +34,24 @@ const must = (what: string, command: string, args: string[]) => {
   if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}); run it yourself to see why: ${command} ${args.join(' ')}`);
 };
 
-/** What the demo needs and a fresh machine may lack: the native helpers (a C compiler) and CRIU ≥ 4.1. */
+const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+
+const aptInstall = (what: string, packages: string[]) => {
+  if (!has('apt-get')) throw new Error(`${what} is missing and this is not a Debian-like system: install ${packages.join(' ')} and run ckpt demo again`);
+  must('apt-get update', 'apt-get', ['update', '-qq']);
+  must(`installing ${what}`, 'apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...packages]);
+};
+
+/** What the demo needs and a fresh machine may lack: the native helpers (a C compiler), ss, CRIU ≥ 4.1. */
 const prerequisites = () => {
   if (!existsSync(unitInitPath) || !existsSync(procConnectorPath)) {
     say('Building the native helpers (proc connector, unit init)…');
-    if (spawnSync('sh', ['-c', 'command -v cc'], { stdio: 'ignore' }).status !== 0) must('installing a C compiler', 'apt-get', ['install', '-y', '-q', 'gcc']);
+    if (!has('cc')) aptInstall('a C compiler', ['gcc', 'libc6-dev']);
     must('building the native helpers', 'bash', [join(REPO, 'scripts/build-native.sh')]);
+  }
+  if (!has('ss')) {
+    say('Installing iproute2 (ss: how the agent finds processes sharing a socket with a job)…');
+    aptInstall('iproute2', ['iproute2']);
   }
   if (!locateCriu()) {
     say('Installing CRIU 4.1 into .criu/ (the system has none that works on this kernel)…');
@@ -54,7 +66,7 @@ export const demoCommand: Command = {
   summary: 'Show the whole story: run a job, checkpoint it, kill it, restart it, audit it.',
   usage: '[--keep]',
   description: [
-    'Installs what is missing (a C compiler for the native helpers, CRIU 4.1 into .criu/), then starts a',
+    'Installs what is missing (a C compiler for the native helpers, iproute2, CRIU 4.1 into .criu/), then starts a',
     'small job — a counter, a child, and a double-forked daemon that escapes its session — and runs the',
     'real commands, showing each: ps, checkpoint, kill -9, restart, ps again, audit, verify, history.',
     'It checks that the restarted counter went on from the value it had at the checkpoint (not from',
