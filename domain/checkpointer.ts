@@ -44,6 +44,12 @@ export interface Checkpointer {
   /** Undoes a failed checkpoint: thaw, delete the partial images. Idempotent. */
   abort(u: UnitTarget): Promise<{ thawed: boolean; imagesRemoved: boolean }>;
   /** Brings a unit back from its images, into the given cgroups (logs go to workDir, never into
-   *  the committed images); in a new PID namespace when the original PIDs are taken. */
+   *  the committed images); in a new PID namespace when the original PIDs are taken. The restored
+   *  processes resume only once workDir/RELEASE exists (the images passed their check); CANCEL
+   *  there makes the restore fail without them ever running. */
   restore(u: { readonly imagesDir: string; readonly pidNamespace: boolean; readonly cgroups: readonly UnitCgroup[]; readonly workDir: string }): Promise<{ rootPid: number; durationMs: number }>;
 }
+
+/** Files in a restore's work directory that let the restored processes run, or not. */
+export const RELEASE = 'images.ok';
+export const CANCEL = 'images.bad';

@@ -1,9 +1,11 @@
 // The RestartCoordinator: a decider like the checkpoint one, over the same job stream.
 //
 //   RestartRequested → RestartPlanned (version, unit placement, limits) + deadline
-//   → UnitImagesVerifyRequested (every unit: every file against the manifest's SHA-256)
-//   → all verified → UnitRestorePrepareRequested (cgroups with the unit's limits; PIDs free, or a
-//     new PID namespace) → all prepared → UnitRestoreRequested → all restored → RestartCommitted.
+//   → UnitRestorePrepareRequested (cgroups with the unit's limits; PIDs free, or a new PID
+//     namespace) → all prepared → UnitImagesVerifyRequested + UnitRestoreRequested: every file is
+//     checked against the manifest's SHA-256 while CRIU restores, and the restored processes are
+//     held (CRIU's pre-resume hook) until the check has passed — a changed byte means they never
+//     run — → all verified and restored → RestartCommitted.
 //   Any failure, or the deadline → RestartAbortRequested → UnitRollbackRequested (stop what was
 //   restored, remove its cgroups) → all rolled back → RestartFailed.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
@@ -11,14 +13,14 @@ import type { NodeId, UnitId } from './identity.js';
 import type { CheckpointState } from './checkpoint-coordinator.js';
 import { authorize, reject } from './requests.js';
 
-type UnitPhase = 'verifying' | 'verified' | 'preparing' | 'prepared' | 'restoring' | 'restored' | 'rolling-back' | 'rolled-back';
+type UnitPhase = 'preparing' | 'prepared' | 'restoring' | 'restored' | 'rolling-back' | 'rolled-back';
 
 export interface ActiveRestart {
   readonly restart: number;
   readonly version: number;
   readonly deadline: string;
   readonly phase: 'running' | 'aborting';
-  readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase }>>;
+  readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase; readonly verified: boolean }>>;
   readonly reason?: string;
 }
 
@@ -37,12 +39,12 @@ export const initialRestartState: RestartState = { versions: {}, planned: {}, la
 
 export const restartDeadlineId = (restart: number): string => `restart-r${restart}`;
 
-const setUnit = (a: ActiveRestart, unit: UnitId, phase: UnitPhase): ActiveRestart =>
-  a.units[unit] ? { ...a, units: { ...a.units, [unit]: { ...a.units[unit]!, phase } } } : a;
+const setUnit = (a: ActiveRestart, unit: UnitId, change: Partial<ActiveRestart['units'][UnitId]>): ActiveRestart =>
+  a.units[unit] ? { ...a, units: { ...a.units, [unit]: { ...a.units[unit]!, ...change } } } : a;
 
 /** A step moves a unit forward only while the restart is in that step's phase (see checkpoint-coordinator). */
-const step = (s: RestartState, e: { data: { restart: number; unit: UnitId } }, during: ActiveRestart['phase'], phase: UnitPhase): RestartState =>
-  s.active && s.active.restart === e.data.restart && s.active.phase === during ? { ...s, active: setUnit(s.active, e.data.unit, phase) } : s;
+const step = (s: RestartState, e: { data: { restart: number; unit: UnitId } }, during: ActiveRestart['phase'], change: Partial<ActiveRestart['units'][UnitId]>): RestartState =>
+  s.active && s.active.restart === e.data.restart && s.active.phase === during ? { ...s, active: setUnit(s.active, e.data.unit, change) } : s;
 
 export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState => {
   switch (e.type) {
@@ -68,28 +70,26 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
           version: e.data.version,
           deadline: '',
           phase: 'running',
-          units: Object.fromEntries(e.data.units.map((u) => [u.unit, { node: u.node, phase: 'verifying' as UnitPhase }])),
+          units: Object.fromEntries(e.data.units.map((u) => [u.unit, { node: u.node, phase: 'preparing' as UnitPhase, verified: false }])),
         },
       };
     case 'DeadlineScheduled':
       return s.active && e.data.deadline === restartDeadlineId(s.active.restart) ? { ...s, active: { ...s.active, deadline: e.data.at } } : s;
     case 'UnitImagesVerified':
-      return step(s, e, 'running', 'verified');
-    case 'UnitRestorePrepareRequested':
-      return step(s, e, 'running', 'preparing');
+      return step(s, e, 'running', { verified: true });
     case 'UnitRestorePrepared':
-      return step(s, e, 'running', 'prepared');
+      return step(s, e, 'running', { phase: 'prepared' });
     case 'UnitRestoreRequested':
-      return step(s, e, 'running', 'restoring');
+      return step(s, e, 'running', { phase: 'restoring' });
     case 'UnitRestored':
-      return step(s, e, 'running', 'restored');
+      return step(s, e, 'running', { phase: 'restored' });
     case 'RestartAbortRequested':
       return s.active?.restart === e.data.restart ? { ...s, active: { ...s.active, phase: 'aborting', reason: e.data.reason } } : s;
     case 'UnitRollbackRequested':
-      return step(s, e, 'aborting', 'rolling-back');
+      return step(s, e, 'aborting', { phase: 'rolling-back' });
     case 'UnitRolledBack':
     case 'UnitRollbackFailed':
-      return step(s, e, 'aborting', 'rolled-back');
+      return step(s, e, 'aborting', { phase: 'rolled-back' });
     case 'RestartCommitted':
     case 'RestartFailed':
       return s.active?.restart === e.data.restart ? { ...s, active: undefined } : s;
@@ -100,6 +100,7 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
 
 const plus = (iso: string, ms: number): string => new Date(Date.parse(iso) + ms).toISOString();
 const every = (a: ActiveRestart, phase: UnitPhase) => Object.values(a.units).every((u) => u.phase === phase);
+const verified = (a: ActiveRestart) => Object.values(a.units).every((u) => u.verified);
 const each = (a: ActiveRestart, type: string) => Object.entries(a.units).map(([unit, u]) => ({ type, data: { restart: a.restart, unit, node: u.node } }) as ProposedEvent);
 
 const abort = (a: ActiveRestart, reason: string): ProposedEvent[] => [
@@ -136,15 +137,18 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
       return [
         { type: 'RestartPlanned', data: { restart, request, version, units: planned } },
         { type: 'DeadlineScheduled', data: { deadline: restartDeadlineId(restart), at: plus(event.metadata.recordedAt, timeoutMs), purpose: `restart r${restart} of ${job.job}` } },
-        ...planned.map((u): ProposedEvent => ({ type: 'UnitImagesVerifyRequested', data: { restart, unit: u.unit, node: u.node } })),
+        ...planned.map((u): ProposedEvent => ({ type: 'UnitRestorePrepareRequested', data: { restart, unit: u.unit, node: u.node } })),
       ];
     }
-    case 'UnitImagesVerified':
-      return a?.phase === 'running' && every(a, 'verified') ? each(a, 'UnitRestorePrepareRequested') : [];
     case 'UnitRestorePrepared':
-      return a?.phase === 'running' && every(a, 'prepared') ? each(a, 'UnitRestoreRequested') : [];
+      // The check and the restore run together; the restored processes wait for the check.
+      if (a?.phase !== 'running' || !every(a, 'prepared')) return [];
+      return Object.entries(a.units).flatMap(([unit, u]) =>
+        ['UnitImagesVerifyRequested', 'UnitRestoreRequested'].map((type) => ({ type, data: { restart: a.restart, unit, node: u.node } }) as ProposedEvent),
+      );
+    case 'UnitImagesVerified':
     case 'UnitRestored':
-      return a?.phase === 'running' && every(a, 'restored')
+      return a?.phase === 'running' && every(a, 'restored') && verified(a)
         ? [
             { type: 'RestartCommitted', data: { restart: a.restart, version: a.version } },
             { type: 'DeadlineCancelled', data: { deadline: restartDeadlineId(a.restart), reason: 'completed' } },

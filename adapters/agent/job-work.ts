@@ -8,9 +8,9 @@
 //   stop, abort, commit; images check, prepare, rollback) simply run again; a dump or a restore
 //   that may have started is not — it is answered as failed, so the checkpoint or restart ends
 //   cleanly instead of running twice.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Checkpointer, UnitTarget } from '../../domain/checkpointer.js';
+import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import { evolveCommands, noCommands, pendingOn, RESTART_STEPS, type CheckpointCommands, type PendingCommand } from '../../domain/checkpoint-commands.js';
 import { decideJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
@@ -113,7 +113,8 @@ export class JobWork {
     for (const command of pendingOn(w.commands, this.#o.node)) {
       if (this.#started.has(`${job} ${command.key}`)) continue;
       this.#started.add(`${job} ${command.key}`);
-      const queueKey = `${job}/${command.unit ?? ''}`;
+      // One step at a time per unit — but the images check runs beside the restore it releases.
+      const queueKey = `${job}/${command.unit ?? ''}${command.step === 'images-verify' ? '/check' : ''}`;
       const run = (this.#unitQueue.get(queueKey) ?? Promise.resolve()).then(() => this.#execute(job, command));
       this.#unitQueue.set(queueKey, run.catch(() => {}));
     }
@@ -229,20 +230,28 @@ export class JobWork {
     if (!r || !planned) throw new Error(`restart r${c.version} of ${job} has no unit ${c.unit} in this node's log`);
     const unit = planned.unit;
     const imagesDir = unitImagesDir(this.#o.imagesRoot, job, r.version, unit);
+    const workDir = join(this.#o.workRoot, job, `r${c.version}`, unit);
     const running = () => w.state.restart.active?.restart === c.version && w.state.restart.active.phase === 'running';
     const stillRunning = () => {
       if (!running()) throw new Error(`restart r${c.version} is no longer running (${w.state.restart.active?.reason ?? 'ended'})`);
     };
     switch (c.step) {
       case 'images-verify': {
-        stillRunning();
-        const manifestSha256 = w.commands.versions[r.version]?.manifest;
-        const checked = await verifyVersionOffThread(this.#o.imagesRoot, job, r.version, { unit, ...(manifestSha256 && { manifestSha256 }) });
-        const problems = checked.ok ? [] : checked.problems;
-        if (problems.length > 0) throw new Error(describeProblems(this.#o.imagesRoot, job, r.version, problems));
-        const entry = readManifest(this.#o.imagesRoot, job, r.version)?.units.find((u) => u.unit === unit);
-        if (!entry) throw new Error(`version ${r.version} of ${job} has no images of unit ${unit}`);
-        return answer('UnitImagesVerified', { files: entry.files.length, bytes: entry.bytes });
+        // Runs beside the restore step: its verdict lets the restored processes run, or not.
+        mkdirSync(workDir, { recursive: true, mode: 0o700 });
+        try {
+          stillRunning();
+          const manifestSha256 = w.commands.versions[r.version]?.manifest;
+          const checked = await verifyVersionOffThread(this.#o.imagesRoot, job, r.version, { unit, ...(manifestSha256 && { manifestSha256 }) });
+          if (!checked.ok) throw new Error(describeProblems(this.#o.imagesRoot, job, r.version, checked.problems));
+          const entry = readManifest(this.#o.imagesRoot, job, r.version)?.units.find((u) => u.unit === unit);
+          if (!entry) throw new Error(`version ${r.version} of ${job} has no images of unit ${unit}`);
+          writeFileSync(join(workDir, RELEASE), '');
+          return answer('UnitImagesVerified', { files: entry.files.length, bytes: entry.bytes });
+        } catch (error) {
+          writeFileSync(join(workDir, CANCEL), (error as Error).message);
+          throw error;
+        }
       }
       case 'restore-prepare': {
         stillRunning();
@@ -258,8 +267,8 @@ export class JobWork {
         stillRunning();
         const prepared = r.prepared[unit];
         if (!prepared) throw new Error(`unit ${unit} was not prepared for restart r${c.version}`);
-        const workDir = join(this.#o.workRoot, job, `r${c.version}`, unit);
         if (existsSync(join(workDir, 'restore.log'))) throw new Error('the node agent restarted while this unit was being restored; not restoring it twice');
+        if (existsSync(join(workDir, CANCEL))) throw new Error(`the images failed their check: ${readFileSync(join(workDir, CANCEL), 'utf8')}`);
         mkdirSync(workDir, { recursive: true, mode: 0o700 });
         const pids = readPstree(imagesDir).map((e) => e.pid);
         const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir });

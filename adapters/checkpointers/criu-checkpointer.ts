@@ -2,9 +2,9 @@
 // unit (nothing forks or exits meanwhile); `criu dump -t INIT --freeze-cgroup UNIT
 // --leave-running` then captures the unit's one tree (ckpt-unit-init keeps it one tree) and
 // leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Checkpointer, UnitTarget } from '../../domain/checkpointer.js';
+import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import type { UnitCgroup } from '../../domain/events/job.js';
 import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
@@ -72,7 +72,10 @@ export class CriuCheckpointer implements Checkpointer {
 
   async restore(u: { imagesDir: string; pidNamespace: boolean; cgroups: readonly UnitCgroup[]; workDir: string }) {
     const cgroups = [...new Set(u.cgroups.map((c) => c.path))];
-    const r = await restoreTree({ criu: this.#binary(), imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups });
+    // CRIU runs its action script at pre-resume, with every process restored but none running yet.
+    const gate = join(u.workDir, 'pre-resume.sh');
+    writeFileSync(gate, preResume(join(u.workDir, RELEASE), join(u.workDir, CANCEL)), { mode: 0o700 });
+    const r = await restoreTree({ criu: this.#binary(), imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, extraArgs: ['--action-script', gate] });
     return { rootPid: r.rootPid, durationMs: r.durationMs };
   }
 
@@ -98,3 +101,12 @@ export const criuWritingTo = (imagesDir: string): number[] =>
       }
     })
     .map(Number);
+
+/** The pre-resume hook: waits for the release (or the cancel) file; exit 1 makes criu undo the restore. */
+const preResume = (release: string, cancel: string) => `#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = pre-resume ] || exit 0
+while [ ! -e '${release}' ]; do
+  [ -e '${cancel}' ] && exit 1
+  sleep 0.005
+done
+`;
