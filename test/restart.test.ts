@@ -16,7 +16,7 @@ const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRI
 const test = suiteRequiring('restart (real CRIU)', missing);
 
 const { work, h, ckpt, json, ps, history, cleanup } = jobHarness('ckpt-restart', 'rsnode');
-test.after(() => cleanup());
+test.after(() => cleanup(['rsnode', 'ra', 'rb']));
 
 interface Restored { unit: string; was: { pid: number; startTime: number }; now: { pid: number; startTime: number }; nsPid: number | null }
 interface RestartReport { outcome: string; restart: number | null; version: number | null; reason: string | null; units: Array<{ unit: string; pidNamespace?: boolean; waitedMs?: number }>; processes: Restored[]; durationMs: number | null }
@@ -151,6 +151,33 @@ test('a changed byte in an image refuses the restart, naming the file; a strange
   assert.is(refused.requestedBy!.uid, 65534);
   assert.match(refused.reason!, /may not restart/);
   verifies('guarded');
+});
+
+test('a job of 2 units on 2 nodes restarts as one (one unit placed elsewhere); a bad unit fails the whole restart and stops the other', async () => {
+  start('pair', 'exec sleep 1001', ['--unit', 'a', '--node', 'ra']);
+  start('pair', 'exec sleep 1002', ['--unit', 'b', '--node', 'rb']);
+  await until('both units', () => running('pair').length === 4 && true);
+  const { version } = checkpoint('pair');
+  killAll('pair');
+  const moved = restart('pair', ['--place', 'b=ra', '--node', 'ra']);
+  assert.is(moved.code, 0, moved.err);
+  assert.equal(moved.report.units.map((u) => u.unit).sort(), ['a', 'b']);
+  const rows = running('pair');
+  assert.equal(rows.map((m) => `${m.unit}@${m.node}`).sort(), ['a@ra', 'a@ra', 'b@ra', 'b@ra'], 'unit b now runs on node ra');
+  assert.is(history('pair').filter((e) => e.type === 'RestartCommitted').length, 1);
+
+  // Unit b's images damaged: a is restored (its check passes) but the restart fails as a whole.
+  killAll('pair');
+  const dir = unitImagesDir(imagesRoot(h.home), 'pair', version, 'b');
+  const pages = join(dir, readdirSync(dir).find((f) => f.startsWith('pages-'))!);
+  writeFileSync(pages, Buffer.concat([readFileSync(pages), Buffer.from([0])]));
+  const failed = restart('pair', ['--node', 'ra']);
+  assert.equal([failed.code, failed.report.outcome], [1, 'failed']);
+  assert.match(failed.report.reason!, /UnitImagesVerifyFailed on unit b: [\s\S]*b\/pages-\d+\.img: \d+ bytes, the manifest says \d+/, failed.report.reason!);
+  await until('every restored part stopped', () => running('pair').length === 0 && true);
+  const types = history('pair').map((e) => e.type);
+  assert.equal(types.filter((t) => t === 'UnitRolledBack').length, 2);
+  verifies('pair');
 });
 
 test('ckpt audit shows every checkpoint and restart with requester, outcome and durations; --verify re-checks the images', () => {

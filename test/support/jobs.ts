@@ -11,7 +11,7 @@ export const CLI = fileURLToPath(new URL('../../adapters/cli/main.js', import.me
 
 export interface PsRow {
   pid: number; ppid: number; pgid: number; sid: number; startTime: number; comm: string; state: string;
-  exitStatus: number | null; signal: number | null; reason: string; escapes: string[]; cgroup: string | null; unit: string; dependsOn?: { via: string };
+  exitStatus: number | null; signal: number | null; reason: string; escapes: string[]; cgroup: string | null; unit: string; node: string; dependsOn?: { via: string };
   restoredFrom: { node: string; pid: number; startTime: number } | null;
 }
 export interface Result { code: number | null; out: string; err: string }
