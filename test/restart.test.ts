@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { imagesRoot, listVersions, unitImagesDir } from '../adapters/images/image-store.js';
-import { CLI as CLI_PATH, jobHarness, type PsRow } from './support/jobs.js';
+import { CLI as CLI_PATH, jobHarness } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 

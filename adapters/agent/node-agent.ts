@@ -16,7 +16,6 @@ import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/even
 import { InvalidEventError } from '../../domain/events/decode.js';
 import { jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { evolveCheckpoint, initialCheckpointState, type NodeCheckpointer } from '../../domain/checkpoint-coordinator.js';
-import type { UnitCgroup } from '../../domain/events/job.js';
 import { evolveJobCoordinator, initialJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
 import { runningMembers, type Unit } from '../../domain/membership.js';
 import { CriuCheckpointer } from '../checkpointers/criu-checkpointer.js';

@@ -13,12 +13,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { filter, firstValueFrom, map, throwError, timeout } from 'rxjs';
-import type { EventStore, RecordedEvent } from '../../domain/event-store.js';
+import type { EventStore } from '../../domain/event-store.js';
 import { locateCriu } from '../../adapters/checkpointers/criu.js';
 import { imageBytes } from '../../adapters/checkpointers/criu-images.js';
 import { openEventStore } from '../../adapters/store/open.js';
-import { exec, must } from './run.js';
+import { exec, HOG_C, median, must, progress, sleep, watch } from './run.js';
 
 const { values } = parseArgs({
   options: {
@@ -33,36 +32,8 @@ const CLI = fileURLToPath(new URL('../../adapters/cli/main.js', import.meta.url)
 const CRIU = locateCriu();
 if (!CRIU) throw new Error('no criu found: run scripts/install-criu.sh or set CKPT_CRIU');
 
-/** Touches MB megabytes with a non-zero pattern (CRIU skips zero pages), then sleeps forever. */
-const HOG_C = `#include <stdlib.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-  size_t n = (size_t)atol(argv[1]) << 20;
-  unsigned char *p = malloc(n);
-  if (!p) return 1;
-  for (size_t i = 0; i < n; i++) p[i] = (unsigned char)((i * 2654435761u) >> 13) | 1;
-  for (;;) pause();
-}
-`;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const progress = (what: string) => process.stderr.isTTY && process.stderr.write(`\r\x1b[K${what}…`);
-const median = (xs: readonly number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 
-/** The first non-undefined answer of `look` over a stream's events from revision `from`; rejects when `look` throws. */
-const watch = <T>(store: EventStore, stream: string, from: number, timeoutMs: number, look: (e: RecordedEvent) => T | undefined) =>
-  firstValueFrom(
-    store.subscribeStream(stream, { from }).pipe(
-      map(look),
-      filter((x): x is T => x !== undefined),
-      timeout({ first: timeoutMs, with: () => throwError(() => new Error(`${stream}: no answer within ${timeoutMs} ms`)) }),
-    ),
-  );
 
 interface Row { pid: number; pgid: number; comm: string; reason: string; state: string; cgroup: string }
 interface Workload { job: string; command: string[]; processes: number; ready: (rows: Row[]) => boolean }

@@ -14,15 +14,14 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { filter, firstValueFrom, map, throwError, timeout } from 'rxjs';
-import type { EventStore, RecordedEvent } from '../../domain/event-store.js';
+import type { EventStore } from '../../domain/event-store.js';
 import { storeId } from '../../adapters/agent/daemon.js';
 import { locateCriu, waitPidsGone } from '../../adapters/checkpointers/criu.js';
 import { readPstree } from '../../adapters/checkpointers/criu-images.js';
 import { imagesRoot, unitImagesDir, verifyVersion } from '../../adapters/images/image-store.js';
 import { openEventStore } from '../../adapters/store/open.js';
 import { readStat } from '../../adapters/tracking/procfs.js';
-import { exec, must } from './run.js';
+import { exec, HOG_C, median, must, progress, sleep, watch } from './run.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,25 +38,6 @@ if (!CRIU) throw new Error('no criu found: run scripts/install-criu.sh or set CK
 const JOB = 'big';
 const STREAM = `job-${JOB}`;
 
-/** Touches MB megabytes with a non-zero pattern (CRIU skips zero pages), then sleeps forever. */
-const HOG_C = `#include <stdlib.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-  size_t n = (size_t)atol(argv[1]) << 20;
-  unsigned char *p = malloc(n);
-  if (!p) return 1;
-  for (size_t i = 0; i < n; i++) p[i] = (unsigned char)((i * 2654435761u) >> 13) | 1;
-  for (;;) pause();
-}
-`;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const progress = (what: string) => process.stderr.isTTY && process.stderr.write(`\r\x1b[K${what}…`);
-const median = (xs: readonly number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const kill = (pid: number) => {
   try {
     process.kill(pid, 'SIGKILL');
@@ -66,15 +46,6 @@ const kill = (pid: number) => {
   }
 };
 
-/** The first non-undefined answer of `look` over a stream's events from revision `from`; rejects when `look` throws. */
-const watch = <T>(store: EventStore, stream: string, from: number, timeoutMs: number, look: (e: RecordedEvent) => T | undefined) =>
-  firstValueFrom(
-    store.subscribeStream(stream, { from }).pipe(
-      map(look),
-      filter((x): x is T => x !== undefined),
-      timeout({ first: timeoutMs, with: () => throwError(() => new Error(`${stream}: no answer within ${timeoutMs} ms`)) }),
-    ),
-  );
 
 interface Row { pid: number; startTime: number; comm: string; state: string; cgroup: string }
 interface Restart { total: number; check: number; prepare: number; restore: number; files: number; bytes: number; pidNamespace: boolean }

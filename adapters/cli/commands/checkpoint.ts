@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { userInfo } from 'node:os';
 import { defaultAppendContext } from '../../store/batch.js';
 import { jobStream } from '../../../domain/identity.js';
-import { foldCheckpoints, readJobStream, type CheckpointSummary } from '../../../projections/checkpoints.js';
+import { foldCheckpoints, type CheckpointSummary } from '../../../projections/checkpoints.js';
 import { jobMembership } from '../../../projections/jobs.js';
 import { runningAgent, startAgent } from '../../agent/daemon.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
