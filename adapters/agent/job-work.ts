@@ -22,7 +22,7 @@ import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
 import { pidsInUse } from '../checkpointers/criu.js';
 import { readPstree } from '../checkpointers/criu-images.js';
 import { freezerOf, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
-import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir } from '../images/image-store.js';
+import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
 import { verifyVersionOffThread } from '../images/verify-worker.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 
@@ -63,6 +63,9 @@ const FAILED: Record<PendingCommand['step'], string> = {
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Images smaller than this are checked on the agent's own thread (~25 ms at most). */
+const OFF_THREAD_BYTES = 32 << 20;
 
 export class JobWork {
   readonly #o: CheckpointWorkOptions;
@@ -242,7 +245,10 @@ export class JobWork {
         try {
           stillRunning();
           const manifestSha256 = w.commands.versions[r.version]?.manifest;
-          const checked = await verifyVersionOffThread(this.#o.imagesRoot, job, r.version, { unit, ...(manifestSha256 && { manifestSha256 }) });
+          const options = { unit, ...(manifestSha256 && { manifestSha256 }) };
+          // A worker thread costs ~40 ms to start: worth it only when hashing would hold the agent longer.
+          const bytes = w.commands.versions[r.version]?.dumps[unit]?.bytes ?? Infinity;
+          const checked = bytes < OFF_THREAD_BYTES ? verifyVersion(this.#o.imagesRoot, job, r.version, options) : await verifyVersionOffThread(this.#o.imagesRoot, job, r.version, options);
           if (!checked.ok) throw new Error(describeProblems(this.#o.imagesRoot, job, r.version, checked.problems));
           const entry = readManifest(this.#o.imagesRoot, job, r.version)?.units.find((u) => u.unit === unit);
           if (!entry) throw new Error(`version ${r.version} of ${job} has no images of unit ${unit}`);
