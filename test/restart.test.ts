@@ -166,18 +166,45 @@ test('a job of 2 units on 2 nodes restarts as one (one unit placed elsewhere); a
   assert.equal(rows.map((m) => `${m.unit}@${m.node}`).sort(), ['a@ra', 'a@ra', 'b@ra', 'b@ra'], 'unit b now runs on node ra');
   assert.is(history('pair').filter((e) => e.type === 'RestartCommitted').length, 1);
 
-  // Unit b's images damaged: a is restored (its check passes) but the restart fails as a whole.
+  // Unit b's images damaged: a is restored (its check passes) but the restart fails as a whole. The
+  // reason names the file whether b's check or b's restore (which reads the check's verdict) failed first.
   killAll('pair');
   const dir = unitImagesDir(imagesRoot(h.home), 'pair', version, 'b');
   const pages = join(dir, readdirSync(dir).find((f) => f.startsWith('pages-'))!);
   writeFileSync(pages, Buffer.concat([readFileSync(pages), Buffer.from([0])]));
   const failed = restart('pair', ['--node', 'ra']);
   assert.equal([failed.code, failed.report.outcome], [1, 'failed']);
-  assert.match(failed.report.reason!, /UnitImagesVerifyFailed on unit b: [\s\S]*b\/pages-\d+\.img: \d+ bytes, the manifest says \d+/, failed.report.reason!);
+  assert.match(failed.report.reason!, /Unit(ImagesVerify|Restore)Failed on unit b: [\s\S]*b\/pages-\d+\.img: \d+ bytes, the manifest says \d+/, failed.report.reason!);
   await until('every restored part stopped', () => running('pair').length === 0 && true);
   const types = history('pair').map((e) => e.type);
   assert.equal(types.filter((t) => t === 'UnitRolledBack').length, 2);
   verifies('pair');
+});
+
+test('a restart whose agent died misses its deadline: the other unit is rolled back at once, the restart fails once the agent returns', async () => {
+  start('late', 'exec sleep 1005', ['--unit', 'a', '--node', 'ra']);
+  start('late', 'exec sleep 1006', ['--unit', 'b', '--node', 'rb']);
+  await until('both units', () => running('late').length === 4 && true);
+  checkpoint('late');
+  killAll('late');
+  const agent = json<{ pid: number }>(['agent', 'status', '--node', 'rb']);
+  process.kill(agent.pid, 'SIGKILL');
+  await until('agent rb to be gone', () => ckpt(['agent', 'status', '--node', 'rb']).code === 1);
+  const planned = ckpt(['restart', 'late', '--timeout', '2s', '--node', 'ra']);
+  assert.is(planned.code, 0, planned.err);
+  await until('unit a rolled back after the deadline', () => history('late').some((e) => e.type === 'UnitRolledBack' && e.data.unit === 'a'));
+  let types = history('late').map((e) => e.type);
+  assert.ok(types.includes('DeadlineReached') && types.includes('RestartAbortRequested'));
+  assert.not.ok(types.includes('RestartFailed'), 'not failed before every unit is rolled back');
+  assert.is(ckpt(['agent', 'start', '--node', 'rb']).code, 0);
+  await until('the restart to fail', () => history('late').some((e) => e.type === 'RestartFailed'));
+  types = history('late').map((e) => e.type);
+  assert.not.ok(types.includes('UnitRestored') || types.includes('RestartCommitted'));
+  assert.equal(running('late'), []);
+  const [audit] = json<Array<{ entries: Array<{ kind: string; outcome: string; reason: string | null }> }>>(['audit', 'late']);
+  const entry = audit!.entries.find((e) => e.kind === 'restart')!;
+  assert.equal([entry.outcome, /deadline/.test(entry.reason!)], ['failed', true]);
+  verifies('late');
 });
 
 test('ckpt audit shows every checkpoint and restart with requester, outcome and durations; --verify re-checks the images', () => {
