@@ -34,6 +34,8 @@ export interface ActiveCheckpoint {
   readonly phase: 'running' | 'committing' | 'finishing' | 'aborting';
   readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase }>>;
   readonly reason?: string;
+  /** The event (a failure, the deadline) that ended the checkpoint: the one the abort answers. */
+  readonly abortCause?: string;
 }
 
 export interface CheckpointState {
@@ -121,6 +123,16 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
     case 'UnitThawFailed': // the version is committed either way; the failure is on record
     case 'UnitStopFailed':
       return { ...s, job, active: step(a, e, 'finishing', 'finished') };
+    case 'UnitFreezeFailed':
+    case 'UnitDumpFailed':
+    case 'UnitVerifyFailed':
+    case 'CheckpointCommitFailed':
+    case 'DeadlineReached': {
+      // The first failure (or the deadline) ends the checkpoint at once, in the fold itself: a second
+      // failure landing before the abort decision must not decide a second abort.
+      const ends = a && (a.phase === 'running' || a.phase === 'committing') && (e.type === 'DeadlineReached' ? e.data.deadline === deadlineId(a.version) : e.data.version === a.version);
+      return ends ? { ...s, job, active: { ...a, phase: 'aborting', reason: endReason(a, e), abortCause: e.id } } : { ...s, job };
+    }
     case 'CheckpointAbortRequested':
       return { ...s, job, active: a?.version === e.data.version ? { ...a, phase: 'aborting', reason: e.data.reason } : a };
     case 'UnitAbortRequested':
@@ -140,6 +152,11 @@ const without = <V>(r: Readonly<Record<string, V>>, key: string): Record<string,
   const { [key]: _, ...rest } = r;
   return rest;
 };
+
+const endReason = (a: ActiveCheckpoint, e: RecordedEvent): string =>
+  e.type === 'DeadlineReached'
+    ? `the deadline ${a.deadline} passed before every unit answered`
+    : `${e.type}${'unit' in e.data ? ` on unit ${e.data.unit}` : ''}: ${(e.data as { reason: string }).reason}`;
 
 export const deadlineId = (version: number): string => `checkpoint-v${version}`;
 
@@ -235,9 +252,8 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
     case 'UnitDumpFailed':
     case 'UnitVerifyFailed':
     case 'CheckpointCommitFailed':
-      return a && a.phase !== 'aborting' && a.phase !== 'finishing' ? abort(a, `${event.type}${'unit' in event.data ? ` on unit ${event.data.unit}` : ''}: ${event.data.reason}`) : [];
     case 'DeadlineReached':
-      return a && event.data.deadline === deadlineId(a.version) && (a.phase === 'running' || a.phase === 'committing') ? abort(a, `the deadline ${a.deadline} passed before every unit answered`) : [];
+      return a?.abortCause === event.id ? abort(a, a.reason ?? 'aborted') : [];
     case 'UnitAborted':
     case 'UnitAbortFailed':
       if (!a || a.phase !== 'aborting' || !everyUnit(a, 'aborted')) return [];

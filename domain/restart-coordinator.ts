@@ -22,6 +22,8 @@ export interface ActiveRestart {
   readonly phase: 'running' | 'aborting';
   readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase; readonly verified: boolean }>>;
   readonly reason?: string;
+  /** The event (a failure, the deadline) that ended the restart: the one the abort answers. */
+  readonly abortCause?: string;
 }
 
 export interface RestartState {
@@ -83,6 +85,17 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
       return step(s, e, 'running', { phase: 'restoring' });
     case 'UnitRestored':
       return step(s, e, 'running', { phase: 'restored' });
+    case 'UnitImagesVerifyFailed':
+    case 'UnitRestorePrepareFailed':
+    case 'UnitRestoreFailed':
+    case 'DeadlineReached': {
+      // The first failure (or the deadline) ends the restart in the fold itself (see checkpoint-coordinator).
+      const a = s.active;
+      const ends = a?.phase === 'running' && (e.type === 'DeadlineReached' ? e.data.deadline === restartDeadlineId(a.restart) : e.data.restart === a.restart);
+      if (!ends) return s;
+      const reason = e.type === 'DeadlineReached' ? `the deadline ${a.deadline} passed before every unit was restored` : `${e.type} on unit ${e.data.unit}: ${e.data.reason}`;
+      return { ...s, active: { ...a, phase: 'aborting', reason, abortCause: e.id } };
+    }
     case 'RestartAbortRequested':
       return s.active?.restart === e.data.restart ? { ...s, active: { ...s.active, phase: 'aborting', reason: e.data.reason } } : s;
     case 'UnitRollbackRequested':
@@ -157,9 +170,8 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
     case 'UnitImagesVerifyFailed':
     case 'UnitRestorePrepareFailed':
     case 'UnitRestoreFailed':
-      return a?.phase === 'running' && a.restart === event.data.restart ? abort(a, `${event.type} on unit ${event.data.unit}: ${event.data.reason}`) : [];
     case 'DeadlineReached':
-      return a?.phase === 'running' && event.data.deadline === restartDeadlineId(a.restart) ? abort(a, `the deadline ${a.deadline} passed before every unit was restored`) : [];
+      return a?.abortCause === event.id ? abort(a, a.reason ?? 'aborted') : [];
     case 'UnitRolledBack':
     case 'UnitRollbackFailed':
       return a?.phase === 'aborting' && every(a, 'rolled-back')

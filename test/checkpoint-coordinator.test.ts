@@ -4,70 +4,13 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkpointDecider, decideCheckpoint, type CheckpointState } from '../domain/checkpoint-coordinator.js';
 import { rederive, type Decider } from '../domain/decider.js';
-import type { EventStore, ProposedEvent, RecordedEvent } from '../domain/event-store.js';
-import { MemoryEventStore } from '../adapters/store/memory.js';
+import type { ProposedEvent } from '../domain/event-store.js';
+import { probe, worldOf } from './support/coordinator.js';
 
 const test = suite('checkpoint coordinator');
-const p = (pid: number) => ({ pid, startTime: pid * 10 });
+import { p } from './support/coordinator.js';
 const coordinator = checkpointDecider('j');
-
-const probe = (node: string, usable = true, freezeCgroup = true): ProposedEvent => ({
-  type: 'CheckpointerProbed',
-  data: {
-    node, checkpointer: 'criu', version: '4.1.1', usable, problems: usable ? [] : ['criu check failed: vdso'],
-    capabilities: { scopes: freezeCgroup ? ['tree', 'cgroup'] : ['tree'], leaveRunning: true, incremental: false, lazyPages: true, pidNamespace: true, freezeCgroup },
-    kernel: '6.18.0', cgroups: { v1: ['freezer'], v2: [] }, softDirty: false,
-  },
-});
-
-/** A job with one unit per node: root, a child, and a setsid daemon still in the unit's cgroup. */
-const jobOn = (nodes: string[]): ProposedEvent[] => [
-  { type: 'JobSubmitted', data: { job: 'j', owner: { uid: 1000 } } },
-  ...nodes.flatMap((node, i): ProposedEvent[] => {
-    const unit = `u${i}`;
-    const base = 100 * (i + 1);
-    const on = (pid: number) => ({ node, unit, process: p(pid) });
-    return [
-      { type: 'UnitAssigned', data: { unit, node, command: ['sim'], cwd: '/', limits: {} } },
-      { type: 'UnitLaunched', data: { unit, node, root: p(base), pgid: base, sid: base, comm: 'sim', cgroup: `/ckpt/j/${unit}` } },
-      { type: 'UnitTracked', data: { unit, node, root: p(base), stdio: [] } },
-      { type: 'ProcessForked', data: { node, unit, parent: p(base), child: p(base + 1) } },
-      { type: 'ProcessForked', data: { node, unit, parent: p(base + 1), child: p(base + 2) } },
-      { type: 'ProcessSessionChanged', data: { ...on(base + 2), sid: base + 2, pgid: base + 2 } },
-    ];
-  }),
-];
-
-/** Plays the coordinator: decides after every new event and records the decisions. */
-const settle = async (store: EventStore, state: { s: CheckpointState; next: number }) => {
-  for (;;) {
-    const events = await store.readAll({ from: state.next, limit: 1000 });
-    if (events.length === 0) return;
-    for (const e of events) {
-      state.next = e.position + 1;
-      if (!coordinator.concerns(e)) continue;
-      state.s = coordinator.evolve(state.s, e);
-      const decisions = coordinator.decide(state.s, e);
-      if (decisions.length > 0) {
-        await store.append('job-j', decisions.map((d) => ({ ...d, metadata: { decidedAt: e.position, causationId: e.id, actor: { kind: 'coordinator' } } }) as ProposedEvent));
-      }
-    }
-  }
-};
-
-const world = async (nodes: string[], probes: ProposedEvent[] = nodes.map((n) => probe(n))) => {
-  const store = new MemoryEventStore();
-  for (const [i, pr] of probes.entries()) await store.append(`node-${nodes[i] ?? 'x'}`, [pr]);
-  await store.append('job-j', jobOn(nodes));
-  const state = { s: coordinator.initial, next: 1 };
-  const said = async (...events: ProposedEvent[]) => {
-    await store.append('job-j', events);
-    await settle(store, state);
-  };
-  const types = async () => (await store.readStream('job-j', { limit: 1000 })).map((e) => e.type);
-  const last = async (type: string) => (await store.readStream('job-j', { limit: 1000 })).filter((e) => e.type === type).pop() as (RecordedEvent & { data: any }) | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
-  return { store, state, said, types, last };
-};
+const world = worldOf(coordinator);
 
 const request = (stop = false): ProposedEvent => ({ type: 'CheckpointRequested', data: { request: 'r1', stop, timeoutMs: 30_000 } });
 const step = (type: string, unit: string, node: string, extra: object = {}): ProposedEvent => ({ type, data: { version: 1, unit, node, ...extra } }) as ProposedEvent;
@@ -152,6 +95,27 @@ test('a failed dump aborts: every unit is told to thaw and clean up; then the ch
   assert.equal((await w.last('CheckpointAborted'))!.data, { version: 1, reason: 'UnitDumpFailed on unit u1: criu dump: established TCP connection' });
   assert.is(w.state.s.lastCommitted, null);
   assert.equal(rederive(coordinator, await w.store.readAll({ limit: 10_000 })).differences, []);
+});
+
+test('two failures before the abort is decided: one abort, not two (the first failure ends the checkpoint in the fold)', async () => {
+  const w = await world(['n1', 'n2']);
+  await w.said(request());
+  await w.said(step('UnitFrozen', 'u0', 'n1', { processes: 3, durationMs: 1 }), step('UnitFrozen', 'u1', 'n2', { processes: 3, durationMs: 1 }));
+  await w.said(step('UnitDumpFailed', 'u0', 'n1', { reason: 'disk full' }), step('UnitDumpFailed', 'u1', 'n2', { reason: 'disk full' }));
+  const count = async (type: string) => (await w.types()).filter((t) => t === type).length;
+  assert.equal([await count('CheckpointAbortRequested'), await count('UnitAbortRequested')], [1, 2]);
+  await w.said(step('UnitAborted', 'u0', 'n1', { thawed: true, imagesRemoved: true }), step('UnitAborted', 'u1', 'n2', { thawed: true, imagesRemoved: true }));
+  assert.equal((await w.last('CheckpointAborted'))!.data.reason, 'UnitDumpFailed on unit u0: disk full');
+  assert.equal(rederive(coordinator, await w.store.readAll({ limit: 10_000 })).differences, []);
+});
+
+test('only the owner or root may checkpoint: another user is refused, on record', async () => {
+  const w = await world(['n1']);
+  await w.said({ ...request(), metadata: { actor: { kind: 'user', uid: 2000, user: 'mallory' } } } as ProposedEvent);
+  const refused = await w.last('RequestRejected');
+  assert.equal([refused!.data.code, refused!.data.reason], ['unauthorized', 'mallory (uid 2000) may not checkpoint job j: only its owner (uid 1000) or root may']);
+  await w.said({ type: 'CheckpointRequested', data: { request: 'r2', stop: false, timeoutMs: 1000 }, metadata: { actor: { kind: 'user', uid: 1000 } } });
+  assert.ok(await w.last('CheckpointPlanned'), 'the owner may');
 });
 
 test('a deadline reached (an agent died) aborts; a deadline of another checkpoint does not', async () => {

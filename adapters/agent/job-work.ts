@@ -140,6 +140,10 @@ export class JobWork {
     try {
       await this.#o.store.append(jobStream(job), next.decisions.map((d) => ({ ...d, metadata })), { expectedRevision: revision });
       w.appending = false;
+      // The next cause may have been folded while this append was under way: its decision is due
+      // now, not at the next event (which may be minutes away). Until the fold has seen this
+      // append, the attempt fails on the revision and waits for the fold.
+      if (w.undecided.length > 0) return this.#decide(job, w);
     } catch (error) {
       w.appending = false;
       if (error instanceof WrongExpectedRevisionError) {
