@@ -119,7 +119,7 @@ test('a unit restarted with a memory limit has it again: a workload above it is 
   verifies('limited');
 });
 
-test('a changed byte in an image refuses the restart, naming the file; a stranger is refused and audited', async () => {
+test('a changed byte in an image refuses the restart, naming the file; a stranger’s restart and prune are refused and audited', async () => {
   start('guarded', 'exec sleep 1000');
   await until('the job', () => running('guarded').length === 2 && true);
   const { version } = checkpoint('guarded');
@@ -146,10 +146,17 @@ test('a changed byte in an image refuses the restart, naming the file; a strange
   });
   assert.is(stranger.status, 1, stranger.stderr);
   assert.match(stranger.stderr, /refused: .*uid 65534.* may not restart job guarded: only its owner \(uid 0\) or root may/);
+  const pruner = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, CLI_PATH, 'prune', 'guarded', '--keep', '1'], {
+    encoding: 'utf8',
+    env: { ...process.env, CKPT_HOME: h.home, CKPT_NODE: 'rsnode', CKPT_STORE: '' },
+  });
+  assert.equal([pruner.status, /refused: .* may not prune job guarded/.test(pruner.stderr)], [1, true], pruner.stderr);
   const [audit] = json<Array<{ entries: Array<{ kind: string; outcome: string; requestedBy?: { uid: number }; reason: string | null }> }>>(['audit', 'guarded']);
   const refused = audit!.entries.find((e) => e.kind === 'restart' && e.outcome === 'rejected')!;
   assert.is(refused.requestedBy!.uid, 65534);
   assert.match(refused.reason!, /may not restart/);
+  const prune = audit!.entries.find((e) => e.kind === 'prune')!;
+  assert.equal([prune.outcome, prune.requestedBy!.uid], ['rejected', 65534]);
   verifies('guarded');
 });
 
