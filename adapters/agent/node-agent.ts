@@ -146,6 +146,9 @@ export class NodeAgent {
       workRoot: this.#o.workRoot,
       log: (line) => this.#o.log?.(line),
     });
+    // Deadlines are events: every agent runs a timer, fed from its own reading of the log; a
+    // deadline is recorded reached once (check-and-append).
+    this.#deadlines = new DeadlineTimer({ store, log: (line) => this.#o.log?.(line) });
     await new Promise<void>((resolve, reject) => this.#follow(1, resolve, reject));
     this.#caughtUp = true;
     this.#adoptRunningMembers();
@@ -153,9 +156,7 @@ export class NodeAgent {
     for (const e of buffered) this.#onKernel(e);
     for (const job of this.#jobs.keys()) this.#actOn(job);
     this.#work.goLive();
-    // Deadlines are events: every agent runs a timer; a deadline is recorded reached once.
-    this.#deadlines = new DeadlineTimer({ store, log: (line) => this.#o.log?.(line) });
-    await this.#deadlines.start();
+    this.#deadlines.goLive();
 
     // What this node's checkpointer can really do, probed, not assumed: the coordinator plans from it.
     const probe = await checkpointer.probe();
@@ -219,6 +220,7 @@ export class NodeAgent {
 
   #onLogEvent(e: RecordedEvent) {
     this.#position = e.position;
+    this.#deadlines!.observe(e);
     if (e.type === 'CheckpointerProbed') {
       for (const [job, state] of this.#jobs) {
         this.#jobs.set(job, evolveJobCoordinator(state, e));

@@ -3,7 +3,7 @@
 // per node agent): each checks the stream and appends with the revision it checked, so a
 // deadline is reached exactly once.
 import type { Subscription } from 'rxjs';
-import { WrongExpectedRevisionError, type EventStore } from '../../domain/event-store.js';
+import { WrongExpectedRevisionError, type EventStore, type RecordedEvent } from '../../domain/event-store.js';
 import { evolveDeadlines, noDeadlines, pendingDeadlines, type Deadlines, type PendingDeadline } from '../../domain/deadlines.js';
 
 export interface DeadlineTimerOptions {
@@ -25,33 +25,42 @@ export class DeadlineTimer {
     this.#o = options;
   }
 
+  #live = false;
+
   /** Resolves once the log is caught up and every pending deadline is armed (past ones fire now). */
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
-      let caughtUp = false;
       this.#subscription = this.#o.store
         .subscribeAll({
           onCaughtUp: () => {
-            caughtUp = true;
-            for (const d of pendingDeadlines(this.#deadlines)) this.#arm(d);
+            this.goLive();
             resolve();
           },
         })
         .subscribe({
-          next: (e) => {
-            if (e.type !== 'DeadlineScheduled' && e.type !== 'DeadlineReached' && e.type !== 'DeadlineCancelled') return;
-            this.#deadlines = evolveDeadlines(this.#deadlines, e);
-            const key = `${e.stream} ${e.data.deadline}`;
-            if (e.type === 'DeadlineScheduled') {
-              if (caughtUp) this.#arm(pendingDeadlines(this.#deadlines).find((d) => `${d.stream} ${d.deadline}` === key)!);
-            } else {
-              clearTimeout(this.#armed.get(key));
-              this.#armed.delete(key);
-            }
-          },
-          error: (error: Error) => (caughtUp ? this.#o.log?.(`deadline timer lost the event store: ${error.message}`) : reject(error)),
+          next: (e) => this.observe(e),
+          error: (error: Error) => (this.#live ? this.#o.log?.(`deadline timer lost the event store: ${error.message}`) : reject(error)),
         });
     });
+  }
+
+  /** For a caller that already follows the log (the node agent): every event, in order. */
+  observe(e: RecordedEvent): void {
+    if (e.type !== 'DeadlineScheduled' && e.type !== 'DeadlineReached' && e.type !== 'DeadlineCancelled') return;
+    this.#deadlines = evolveDeadlines(this.#deadlines, e);
+    const key = `${e.stream} ${e.data.deadline}`;
+    if (e.type === 'DeadlineScheduled') {
+      if (this.#live) this.#arm(pendingDeadlines(this.#deadlines).find((d) => `${d.stream} ${d.deadline}` === key)!);
+    } else {
+      clearTimeout(this.#armed.get(key));
+      this.#armed.delete(key);
+    }
+  }
+
+  /** Once caught up: arms every pending deadline (past ones fire now), and each new one as it comes. */
+  goLive(): void {
+    this.#live = true;
+    for (const d of pendingDeadlines(this.#deadlines)) this.#arm(d);
   }
 
   stop(): void {
