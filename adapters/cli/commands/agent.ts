@@ -11,6 +11,16 @@ import { EXIT, type Command } from '../command.js';
 import { needRoot, openStore, storeUrlOf } from '../store.js';
 import { version } from '../version.js';
 
+/**
+ * Agents execute checkpoints and restarts (as root): starts this node's agent if it is not
+ * running. A user who may not act on the job is refused by the coordinator, on record.
+ */
+export const ensureAgent = async (args: ParsedArgs): Promise<void> => {
+  const node = nodeOf(args);
+  const home = ckptHome();
+  if (process.getuid?.() === 0 && !runningAgent(home, node, storeUrlOf(args))) await startAgent(home, node, storeUrlOf(args));
+};
+
 export const nodeOf = (args: ParsedArgs): string => {
   const node = stringOption(args, 'node') ?? defaultNode();
   if (!NAME_PATTERN.test(node)) throw new UsageError(`node name "${node}" must match ${NAME_PATTERN.source} (set --node or CKPT_NODE)`);

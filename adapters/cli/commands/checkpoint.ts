@@ -1,18 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { userInfo } from 'node:os';
-import { defaultAppendContext } from '../../store/batch.js';
 import { jobStream } from '../../../domain/identity.js';
 import { foldCheckpoints, type CheckpointSummary } from '../../../projections/checkpoints.js';
 import { jobMembership } from '../../../projections/jobs.js';
-import { runningAgent, startAgent } from '../../agent/daemon.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
 import { durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { followRequest, progressWriter } from '../follow.js';
 import { writeOut } from '../output.js';
-import { openStore, storeUrlOf } from '../store.js';
-import { nodeOf } from './agent.js';
+import { openStoreAsUser } from '../store.js';
+import { ensureAgent, nodeOf } from './agent.js';
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 /** After the deadline, how long an abort may take to clean up before ckpt stops waiting. */
@@ -84,20 +81,14 @@ export const checkpointCommand: Command = {
     const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
     const wait = flag(args, 'wait');
     const json = flag(args, 'json');
-    const user = userInfo();
-    const store = openStore(args, defaultAppendContext({ kind: 'user', uid: user.uid, user: user.username }));
+    const store = openStoreAsUser(args);
     try {
       const membership = await jobMembership(store, job);
       if (!membership) {
         process.stderr.write(`ckpt checkpoint: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
-      // Agents execute the checkpoint (as root): start this node's if it has a unit here. A user who
-      // may not checkpoint the job is refused by the coordinator, and the refusal is recorded.
-      const node = nodeOf(args);
-      const home = ckptHome();
-      const here = Object.values(membership.units).some((u) => u.node === node);
-      if (here && process.getuid?.() === 0 && !runningAgent(home, node, storeUrlOf(args))) await startAgent(home, node, storeUrlOf(args));
+      if (Object.values(membership.units).some((u) => u.node === nodeOf(args))) await ensureAgent(args);
 
       const request = randomUUID();
       const appended = await store.append(jobStream(job), [{ type: 'CheckpointRequested', data: { request, stop: flag(args, 'stop'), timeoutMs }, metadata: { correlationId: request } }]);
@@ -116,7 +107,7 @@ export const checkpointCommand: Command = {
         line: progressLine,
       });
       progress.clear();
-      const report = checkpointReport(job, summary, home);
+      const report = checkpointReport(job, summary, ckptHome());
       if (json) await writeOut(JSON.stringify(report, null, 2) + '\n');
       else if (timedOut) {
         process.stderr.write(

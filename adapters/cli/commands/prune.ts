@@ -1,16 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { userInfo } from 'node:os';
 import { jobCoordinator } from '../../../domain/job-coordinator.js';
 import { jobStream } from '../../../domain/identity.js';
 import { authorize } from '../../../domain/requests.js';
 import { readJobStream } from '../../../projections/checkpoints.js';
 import { imagesRoot, listVersions, pruneVersions } from '../../images/image-store.js';
-import { defaultAppendContext } from '../../store/batch.js';
 import { ckptHome } from '../../store/open.js';
 import { flag, integerOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { writeOut } from '../output.js';
-import { openStore } from '../store.js';
+import { openStoreAsUser } from '../store.js';
 import { formatBytes } from './checkpoint.js';
 
 export const pruneCommand: Command = {
@@ -33,8 +31,7 @@ export const pruneCommand: Command = {
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt prune JOB --keep N');
     const keep = integerOption(args, 'keep', 1);
     if (keep === undefined) throw new UsageError('say how many versions to keep: --keep N');
-    const user = userInfo();
-    const store = openStore(args, defaultAppendContext({ kind: 'user', uid: user.uid, user: user.username }));
+    const store = openStoreAsUser(args);
     try {
       if (!(await readJobStream(store, job))) {
         process.stderr.write(`ckpt prune: unknown job "${job}" (ckpt jobs lists them)\n`);

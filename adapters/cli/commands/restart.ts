@@ -1,18 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { userInfo } from 'node:os';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { jobStream } from '../../../domain/identity.js';
 import { jobMembership } from '../../../projections/jobs.js';
 import { foldRestarts, type RestartSummary } from '../../../projections/restarts.js';
-import { runningAgent, startAgent } from '../../agent/daemon.js';
-import { defaultAppendContext } from '../../store/batch.js';
-import { ckptHome } from '../../store/open.js';
 import { durationOption, flag, integerOption, listOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { followRequest, progressWriter } from '../follow.js';
 import { writeOut } from '../output.js';
-import { openStore, storeUrlOf } from '../store.js';
-import { nodeOf } from './agent.js';
+import { openStoreAsUser } from '../store.js';
+import { ensureAgent } from './agent.js';
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 const CLEANUP_GRACE_MS = 30_000;
@@ -77,18 +73,14 @@ export const restartCommand: Command = {
     const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
     const wait = flag(args, 'wait');
     const json = flag(args, 'json');
-    const user = userInfo();
-    const store = openStore(args, defaultAppendContext({ kind: 'user', uid: user.uid, user: user.username }));
+    const store = openStoreAsUser(args);
     try {
       const membership = await jobMembership(store, job);
       if (!membership) {
         process.stderr.write(`ckpt restart: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
-      // Agents execute the restart (as root); a user who may not restart is refused by the coordinator, on record.
-      const node = nodeOf(args);
-      const home = ckptHome();
-      if (process.getuid?.() === 0 && !runningAgent(home, node, storeUrlOf(args))) await startAgent(home, node, storeUrlOf(args));
+      await ensureAgent(args);
 
       const request = randomUUID();
       const appended = await store.append(jobStream(job), [{ type: 'RestartRequested', data: { request, version, placement, timeoutMs }, metadata: { correlationId: request } }]);
