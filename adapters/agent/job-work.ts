@@ -87,13 +87,15 @@ export class JobWork {
     let w = this.#jobs.get(job);
     if (!w) this.#jobs.set(job, (w = { state, commands: noCommands, revision: -1, undecided: [], appending: false }));
     w.state = state;
-    w.commands = evolveCommands(w.commands, e);
+    const commands = w.commands;
+    w.commands = evolveCommands(commands, e);
     w.revision = e.revision;
     const cause = e.metadata.decidedAt !== undefined ? e.metadata.causationId : undefined;
     if (cause !== undefined) w.undecided = w.undecided.filter((u) => u.cause.id !== cause);
     const decisions = decideJobCoordinator(state, e);
     if (decisions.length > 0) w.undecided.push({ cause: e, decisions });
-    if (this.#live) this.#drive(job, w);
+    // Most events are process observations of a running job: nothing to decide, no new command.
+    if (this.#live && (w.undecided.length > 0 || w.commands !== commands)) this.#drive(job, w);
   }
 
   /** Node streams change what the coordinator may plan with; job states are updated by the caller. */

@@ -1,14 +1,21 @@
 // Following a request through the job's stream until its outcome: `ckpt checkpoint --wait`,
 // `ckpt restart --wait`. The summary is refolded from the request's own events on each one.
-import type { EventStore, RecordedEvent } from '../../domain/event-store.js';
+import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { jobStream } from '../../domain/identity.js';
+
+/** Default deadline of a checkpoint or restart (--timeout). */
+export const DEFAULT_TIMEOUT_MS = 120_000;
+/** After the deadline, how long an abort may take to clean up before ckpt stops waiting. */
+const CLEANUP_GRACE_MS = 30_000;
+/** Without --wait: how long the coordinator may take to plan or refuse. */
+export const PLAN_WAIT_MS = 15_000;
 
 export interface Followed<S> {
   readonly summary: S;
   readonly timedOut: boolean;
 }
 
-export const followRequest = <S>(o: {
+const followRequest = <S>(o: {
   store: EventStore;
   job: string;
   /** The request event, as recorded. */
@@ -59,4 +66,39 @@ export const progressWriter = (json: boolean) => {
     },
     clear: () => tty && process.stderr.write('\r\x1b[K'),
   };
+};
+
+/**
+ * Records a request (its correlationId is its request id) and follows it: until it is planned
+ * (or refused) — or, with `wait`, until its outcome — showing progress on stderr.
+ */
+export const submitRequest = async <S>(o: {
+  store: EventStore;
+  job: string;
+  event: ProposedEvent & { data: { request: string; timeoutMs: number } };
+  relevant: (e: RecordedEvent) => boolean;
+  summarize: (events: readonly RecordedEvent[]) => S;
+  planned: (s: S) => boolean;
+  final: (s: S) => boolean;
+  wait: boolean;
+  json: boolean;
+  line: (s: S) => string;
+}): Promise<Followed<S>> => {
+  const { request, timeoutMs } = o.event.data;
+  const appended = await o.store.append(jobStream(o.job), [{ ...o.event, metadata: { correlationId: request } }]);
+  const [recorded] = await o.store.readStream(jobStream(o.job), { from: appended.revision, limit: 1 });
+  const progress = progressWriter(o.json);
+  const followed = await followRequest({
+    store: o.store,
+    job: o.job,
+    request: recorded!,
+    relevant: o.relevant,
+    summarize: o.summarize,
+    done: o.wait ? o.final : (s) => o.planned(s) || o.final(s),
+    limitMs: o.wait ? timeoutMs + CLEANUP_GRACE_MS : PLAN_WAIT_MS,
+    progress: (s) => progress.show(o.line(s)),
+    line: o.line,
+  });
+  progress.clear();
+  return followed;
 };

@@ -5,9 +5,8 @@ import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../..
 import { ckptHome } from '../../store/open.js';
 import { flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { table, writeOut } from '../output.js';
+import { formatBytes, table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
-import { formatBytes } from './checkpoint.js';
 
 type ImagesCheck = { version: number; state: 'ok' | 'pruned' | 'damaged'; problems?: string };
 

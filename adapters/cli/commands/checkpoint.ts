@@ -1,26 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import { jobStream } from '../../../domain/identity.js';
 import { foldCheckpoints, type CheckpointSummary } from '../../../projections/checkpoints.js';
 import { jobMembership } from '../../../projections/jobs.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
 import { durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { followRequest, progressWriter } from '../follow.js';
-import { writeOut } from '../output.js';
+import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
+import { formatBytes, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
 import { ensureAgent, nodeOf } from './agent.js';
 
-const DEFAULT_TIMEOUT_MS = 120_000;
-/** After the deadline, how long an abort may take to clean up before ckpt stops waiting. */
-const CLEANUP_GRACE_MS = 30_000;
-/** Without --wait: how long the coordinator may take to plan or refuse. */
-const PLAN_WAIT_MS = 15_000;
-
 const CHECKPOINT_EVENT = /^(Checkpoint|Unit(Freeze|Frozen|Dump|Verif|Thaw|Stop|Abort)|RequestRejected)/;
-
-export const formatBytes = (n: number): string =>
-  n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(2)} GiB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
 
 const ms = (n: number | undefined) => (n === undefined ? '-' : `${Math.round(n)} ms`);
 
@@ -91,22 +81,18 @@ export const checkpointCommand: Command = {
       if (Object.values(membership.units).some((u) => u.node === nodeOf(args))) await ensureAgent(args);
 
       const request = randomUUID();
-      const appended = await store.append(jobStream(job), [{ type: 'CheckpointRequested', data: { request, stop: flag(args, 'stop'), timeoutMs }, metadata: { correlationId: request } }]);
-      const [requested] = await store.readStream(jobStream(job), { from: appended.revision, limit: 1 });
-      const progress = progressWriter(json);
-      const final = (c: CheckpointSummary) => c.outcome === 'rejected' || c.outcome === 'aborted' || c.phase === 'completed';
-      const { summary, timedOut } = await followRequest({
+      const { summary, timedOut } = await submitRequest({
         store,
         job,
-        request: requested!,
+        event: { type: 'CheckpointRequested', data: { request, stop: flag(args, 'stop'), timeoutMs } },
         relevant: (e) => CHECKPOINT_EVENT.test(e.type),
         summarize: (events) => foldCheckpoints(events).find((c) => c.request === request)!,
-        done: wait ? final : (c) => c.version !== null || final(c),
-        limitMs: wait ? timeoutMs + CLEANUP_GRACE_MS : PLAN_WAIT_MS,
-        progress: (c) => progress.show(progressLine(c)),
+        planned: (c) => c.version !== null,
+        final: (c) => c.outcome === 'rejected' || c.outcome === 'aborted' || c.phase === 'completed',
+        wait,
+        json,
         line: progressLine,
       });
-      progress.clear();
       const report = checkpointReport(job, summary, ckptHome());
       if (json) await writeOut(JSON.stringify(report, null, 2) + '\n');
       else if (timedOut) {

@@ -3,9 +3,9 @@ import { listVersions, imagesRoot } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
 import { flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { table, writeOut } from '../output.js';
+import { formatBytes, table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
-import { checkpointReport, formatBytes } from './checkpoint.js';
+import { checkpointReport } from './checkpoint.js';
 
 export const checkpointsCommand: Command = {
   name: 'checkpoints',

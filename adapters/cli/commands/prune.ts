@@ -7,9 +7,8 @@ import { imagesRoot, listVersions, pruneVersions } from '../../images/image-stor
 import { ckptHome } from '../../store/open.js';
 import { flag, integerOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { writeOut } from '../output.js';
+import { formatBytes, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
-import { formatBytes } from './checkpoint.js';
 
 export const pruneCommand: Command = {
   name: 'prune',
@@ -33,7 +32,7 @@ export const pruneCommand: Command = {
     if (keep === undefined) throw new UsageError('say how many versions to keep: --keep N');
     const store = openStoreAsUser(args);
     try {
-      if (!(await readJobStream(store, job))) {
+      if ((await store.streamRevision(jobStream(job))) === undefined) {
         process.stderr.write(`ckpt prune: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }

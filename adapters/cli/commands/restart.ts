@@ -1,18 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
-import { jobStream } from '../../../domain/identity.js';
 import { jobMembership } from '../../../projections/jobs.js';
 import { foldRestarts, type RestartSummary } from '../../../projections/restarts.js';
 import { durationOption, flag, integerOption, listOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { followRequest, progressWriter } from '../follow.js';
+import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
 import { writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
 import { ensureAgent } from './agent.js';
 
-const DEFAULT_TIMEOUT_MS = 120_000;
-const CLEANUP_GRACE_MS = 30_000;
-const PLAN_WAIT_MS = 15_000;
 const RESTART_EVENT = /^(Restart|Unit(ImagesVerif|RestorePrepare|Restor|Rollback|RolledBack)|RequestRejected)/;
 
 const progressLine = (r: RestartSummary): string =>
@@ -83,22 +79,18 @@ export const restartCommand: Command = {
       await ensureAgent(args);
 
       const request = randomUUID();
-      const appended = await store.append(jobStream(job), [{ type: 'RestartRequested', data: { request, version, placement, timeoutMs }, metadata: { correlationId: request } }]);
-      const [requested] = await store.readStream(jobStream(job), { from: appended.revision, limit: 1 });
-      const progress = progressWriter(json);
-      const final = (r: RestartSummary) => r.outcome !== 'in progress';
-      const { summary, timedOut } = await followRequest({
+      const { summary, timedOut } = await submitRequest({
         store,
         job,
-        request: requested!,
+        event: { type: 'RestartRequested', data: { request, version, placement, timeoutMs } },
         relevant: (e) => RESTART_EVENT.test(e.type),
         summarize: (events) => foldRestarts(events).find((r) => r.request === request)!,
-        done: wait ? final : (r) => r.restart !== null || final(r),
-        limitMs: wait ? timeoutMs + CLEANUP_GRACE_MS : PLAN_WAIT_MS,
-        progress: (r) => progress.show(progressLine(r)),
+        planned: (r) => r.restart !== null,
+        final: (r) => r.outcome !== 'in progress',
+        wait,
+        json,
         line: progressLine,
       });
-      progress.clear();
       const report = restartReport(job, summary);
       if (json) await writeOut(JSON.stringify(report, null, 2) + '\n');
       else if (timedOut) {
