@@ -1,18 +1,28 @@
 // Node registration and checkpointer capabilities (stream node-<id>).
 import * as t from 'io-ts';
-import { nullable, NonEmptyString, record } from '../codecs.js';
+import { literals, nullable, NonEmptyString, record } from '../codecs.js';
 import { CheckpointScope, NodeId, ProcessRef } from '../identity.js';
 import { defineEvent } from './define.js';
 
 /** What a checkpointer declares it can do, as probed on this node (not as advertised). */
-export const Capabilities = record({
-  scopes: t.array(CheckpointScope),
-  leaveRunning: t.boolean,
-  incremental: t.boolean,
-  lazyPages: t.boolean,
-  pidNamespace: t.boolean,
-  freezeCgroup: t.boolean,
-});
+export const Capabilities = record(
+  {
+    scopes: t.array(CheckpointScope),
+    leaveRunning: t.boolean,
+    incremental: t.boolean,
+    lazyPages: t.boolean,
+    pidNamespace: t.boolean,
+    freezeCgroup: t.boolean,
+  },
+  {
+    // Functional probes (a real dump and restore of a process holding each); absent in probes
+    // recorded before they existed: unknown, not refused.
+    inetSockets: t.boolean,
+    tcpEstablished: t.boolean,
+    networkLock: nullable(literals('nftables', 'iptables')),
+    fileLocks: t.boolean,
+  },
+);
 export type Capabilities = t.TypeOf<typeof Capabilities>;
 
 export const NodeRegistered = defineEvent(
