@@ -1,7 +1,9 @@
 // The common checkpointer interface: what a node agent asks of a system-specific checkpointer
 // (CRIU first) for one unit. Capabilities are probed, never assumed, and recorded as an event
 // (CheckpointerProbed); the coordinator plans only with what the probe says works.
+import type { DumpStats } from './events/checkpoint.js';
 import type { UnitCgroup } from './events/job.js';
+import type { RestoreStats } from './events/restart.js';
 import type { CheckpointerProbed } from './events/node.js';
 import type { CheckpointScope, ProcessRef, UnitId } from './identity.js';
 
@@ -34,7 +36,7 @@ export interface Checkpointer {
   freeze(u: UnitTarget): Promise<{ processes: number; durationMs: number }>;
   /** Writes the unit's images, leaving the processes frozen, each file hashed and fsynced. Not
    *  repeatable: one dump per version. */
-  dump(u: UnitTarget): Promise<{ files: number; bytes: number; durationMs: number; images: ImageFileEntry[] }>;
+  dump(u: UnitTarget): Promise<{ files: number; bytes: number; durationMs: number; images: ImageFileEntry[]; stats?: DumpStats }>;
   /** The processes the images hold (PIDs as dumped): compared with what was planned. */
   captured(u: UnitTarget): Promise<number[]>;
   /** Lets the unit run again. Idempotent. */
@@ -47,7 +49,7 @@ export interface Checkpointer {
    *  the committed images); in a new PID namespace when the original PIDs are taken. The restored
    *  processes resume only once workDir/RELEASE exists (the images passed their check); CANCEL
    *  there makes the restore fail without them ever running. */
-  restore(u: { readonly imagesDir: string; readonly pidNamespace: boolean; readonly cgroups: readonly UnitCgroup[]; readonly workDir: string }): Promise<{ rootPid: number; durationMs: number }>;
+  restore(u: { readonly imagesDir: string; readonly pidNamespace: boolean; readonly cgroups: readonly UnitCgroup[]; readonly workDir: string }): Promise<{ rootPid: number; durationMs: number; stats?: RestoreStats }>;
 }
 
 /** Files in a restore's work directory that let the restored processes run, or not. */

@@ -14,16 +14,16 @@ import {
   compareVersions,
   criuVersion,
   criuVersionProblem,
-  dumpTree,
   locateCriu,
   pidNamespaceOf,
   pidsInUse,
   probeCriu,
-  restoreTree,
   runCriu,
   waitPidsGone,
 } from '../adapters/checkpointers/criu.js';
+import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
 import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/criu-images.js';
+import { restoreTree } from '../adapters/checkpointers/criu-restore.js';
 import { readStat, scanProcesses } from '../adapters/tracking/procfs.js';
 import { CheckpointerProbed } from '../domain/events/node.js';
 import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';

@@ -298,7 +298,7 @@ export class JobWork {
           return [{ was: was.get(old) ?? { pid: old, startTime: 0 }, now: { pid: stat.pid, startTime: stat.startTime }, nsPid: prepared.pidNamespace ? old : null, ppid, pgid, sid, comm, ...(cgroup && { cgroup }) }];
         });
         this.#o.adoptRestored(job, unit, processes.map((p) => p.now));
-        return answer('UnitRestored', { processes, durationMs: result.durationMs });
+        return answer('UnitRestored', { processes, durationMs: result.durationMs, ...(result.stats && { stats: result.stats }) });
       }
       case 'rollback': {
         const cgroups = r.prepared[unit]?.cgroups ?? [];

@@ -2,14 +2,16 @@
 // unit (nothing forks or exits meanwhile); `criu dump -t INIT --freeze-cgroup UNIT
 // --leave-running` then captures the unit's one tree (ckpt-unit-init keeps it one tree) and
 // leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import type { UnitCgroup } from '../../domain/events/job.js';
 import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
-import { dumpTree, probeCriu, restoreTree } from './criu.js';
+import { probeCriu } from './criu.js';
+import { dumpTree } from './criu-dump.js';
+import { restoreTree } from './criu-restore.js';
 import { readPstree } from './criu-images.js';
 
 export class CriuCheckpointer implements Checkpointer {
@@ -41,14 +43,15 @@ export class CriuCheckpointer implements Checkpointer {
     const started = performance.now();
     // Hashed and flushed while criu writes: committing then has nothing left to read.
     const follower = followImages(this.imagesRoot, u.job, u.version, u.unit);
+    let stats;
     try {
-      await dumpTree({ criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: true, ...(freezer && { freezeCgroup: freezer.dir }) });
+      ({ stats } = await dumpTree({ criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: true, ...(freezer && { freezeCgroup: freezer.dir }) }));
     } catch (error) {
       await follower.cancel();
       throw error;
     }
     const images = await follower.finish();
-    return { files: images.length, bytes: images.reduce((n, f) => n + f.bytes, 0), durationMs: performance.now() - started, images };
+    return { files: images.length, bytes: images.reduce((n, f) => n + f.bytes, 0), durationMs: performance.now() - started, images, ...(stats && { stats }) };
   }
 
   async captured(u: UnitTarget) {
@@ -72,11 +75,14 @@ export class CriuCheckpointer implements Checkpointer {
 
   async restore(u: { imagesDir: string; pidNamespace: boolean; cgroups: readonly UnitCgroup[]; workDir: string }) {
     const cgroups = [...new Set(u.cgroups.map((c) => c.path))];
-    // CRIU runs its action script at pre-resume, with every process restored but none running yet.
-    const gate = join(u.workDir, 'pre-resume.sh');
-    writeFileSync(gate, preResume(join(u.workDir, RELEASE), join(u.workDir, CANCEL)), { mode: 0o700 });
-    const r = await restoreTree({ criu: this.#binary(), imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, extraArgs: ['--action-script', gate] });
-    return { rootPid: r.rootPid, durationMs: r.durationMs };
+    const gate = () => imagesChecked(u.workDir);
+    const criu = this.#binary();
+    // The exec-based new-PID-namespace restore has no notifications: it starts once the images passed.
+    if (u.pidNamespace && !(await gate())) throw new Error(`the images failed their check: ${readFileSync(join(u.workDir, CANCEL), 'utf8')}`);
+    // At pre-resume every process is restored but none runs yet: they run only once the images passed.
+    const onNotify = (script: string) => (script === 'pre-resume' ? gate() : true);
+    const r = await restoreTree({ criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, onNotify });
+    return { rootPid: r.rootPid, durationMs: r.durationMs, ...(r.stats && { stats: r.stats }) };
   }
 
   #binary(): string {
@@ -85,28 +91,32 @@ export class CriuCheckpointer implements Checkpointer {
   }
 }
 
+/** Resolves true once workDir/RELEASE exists (the images passed their check), false once CANCEL does. */
+const imagesChecked = async (workDir: string): Promise<boolean> => {
+  for (;;) {
+    if (existsSync(join(workDir, RELEASE))) return true;
+    if (existsSync(join(workDir, CANCEL))) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
 /**
  * criu processes still writing into `imagesDir`: after a node agent is killed its criu child
- * runs on. The restarted agent waits for them before it touches the unit or its images.
+ * runs on. The restarted agent waits for them before it touches the unit or its images. Over RPC
+ * criu's command line says `swrk` (or "dump --rpc" once it retitles itself), not the directory:
+ * such a criu, or its bridge, holds the directory open.
  */
 export const criuWritingTo = (imagesDir: string): number[] =>
   readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)
     .filter((pid) => {
       try {
         const argv = readFileSync(join('/proc', pid, 'cmdline'), 'utf8').split('\0');
-        return argv.includes('dump') && argv.includes('-D') && argv[argv.indexOf('-D') + 1] === imagesDir;
+        if (argv.includes('dump') && argv.includes('-D') && argv[argv.indexOf('-D') + 1] === imagesDir) return true;
+        if (!argv.some((a) => a.includes('swrk') || a.includes('--rpc'))) return false;
+        return readdirSync(join('/proc', pid, 'fd')).some((fd) => readlinkSync(join('/proc', pid, 'fd', fd)) === imagesDir);
       } catch {
         return false;
       }
     })
     .map(Number);
-
-/** The pre-resume hook: waits for the release (or the cancel) file; exit 1 makes criu undo the restore. */
-const preResume = (release: string, cancel: string) => `#!/bin/sh
-[ "$CRTOOLS_SCRIPT_ACTION" = pre-resume ] || exit 0
-while [ ! -e '${release}' ]; do
-  [ -e '${cancel}' ] && exit 1
-  sleep 0.005
-done
-`;

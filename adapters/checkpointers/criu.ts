@@ -1,20 +1,13 @@
-// CRIU building blocks: find a working criu, probe what it can do on this node, run it, dump a
-// process tree, restore one, and wait until a dump's PIDs are free again.
+// CRIU building blocks: find a working criu, probe what it can do on this node, run it as a
+// command (probes), its errors, and wait until a dump's PIDs are free again. Dumps and restores
+// go over CRIU's RPC interface: criu-dump.ts, criu-restore.ts (criu-rpc.ts is the client);
+// criu-restore-pidns.ts restores into a new PID namespace with criu as its init.
 //
 // Facts measured on kernel 6.18 with criu 4.1.1 (see docs/criu.md):
 //  - CRIU < 4.1 fails on kernels ≥ 6.13 (vDSO/vvar layout); every run logs a harmless
 //    "rlimit: Can't setup RLIMIT_NOFILE" error line: judge by the exit code, never by that line.
-//  - `dump --freeze-cgroup` only WARNS "Unexpected process N in the freezer cgroup" for processes of
-//    the cgroup outside the dumped tree and still exits 0: dumpTree turns that into a failure.
 //  - restore fails with "Can't fork for PID: File exists" while any dumped PID is still used as a
 //    pid, pgid or sid (including an unreaped zombie): waitPidsGone, or restore in a new PID namespace.
-//  - Restoring a tree that was NOT started in its own PID namespace into a new one works only if
-//    criu itself stays alive as that namespace's init (PID 1): `unshare --pid --fork --mount-proc
-//    criu restore -d` reports success, but criu (PID 1 of the new namespace) exits right after
-//    detaching and the kernel kills the just-restored tree with it. So restoreTree with
-//    pidNamespace runs criu WITHOUT -d as the namespace init: criu reaps every process of the
-//    namespace (its reap_zombies loop) and exits when the last one is gone. The restored processes
-//    keep their original PIDs inside the namespace; on the host they get new PIDs (rootPid).
 //
 // criu is always run from an argument array (never a shell string), with stdin closed and its own
 // output piped. Node cannot close fds it inherited without FD_CLOEXEC in a child: start the agent
@@ -88,7 +81,7 @@ const realOr = (path: string): string => {
 const SYSTEM_DIRS = ['/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/bin', '/usr/local/bin'];
 
 /** Finds `name` on PATH (then the usual sbin dirs): every executable candidate, deduplicated. */
-const candidatesOnPath = (name: string, env: NodeJS.ProcessEnv): string[] => {
+export const candidatesOnPath = (name: string, env: NodeJS.ProcessEnv): string[] => {
   const dirs = (env.PATH ?? '').split(':').filter((d) => d.startsWith('/')).concat(SYSTEM_DIRS);
   const seen = new Set<string>();
   const out: string[] = [];
@@ -187,7 +180,7 @@ export const runCriu = (path: string, args: readonly string[], options: RunCriuO
     child.on('close', (code, signal) => finish(code ?? 128 + signalNumber(signal)));
   });
 
-const signalNumber = (signal: NodeJS.Signals | null): number => (signal === null ? 0 : (osConstants.signals[signal] ?? 0));
+export const signalNumber = (signal: NodeJS.Signals | null): number => (signal === null ? 0 : (osConstants.signals[signal] ?? 0));
 
 const HARMLESS = [/RLIMIT_NOFILE/, /Can't keep kdat cache/];
 
@@ -200,7 +193,7 @@ export const criuErrorLines = (text: string, max = 8): string[] =>
     .filter((l, i, all) => l !== '' && all.indexOf(l) === i)
     .slice(-max);
 
-const readLog = (file: string): string => {
+export const readLog = (file: string): string => {
   try {
     return readFileSync(file, 'utf8');
   } catch {
@@ -208,14 +201,34 @@ const readLog = (file: string): string => {
   }
 };
 
-/** A failed criu run: the command, exit code, log file and the error lines that explain it. */
+export interface CriuErrorDetails {
+  readonly command: string;
+  /** criu's exit status (0 when it exited well but its work is unusable). */
+  readonly code: number;
+  readonly log?: string;
+  /** The log's error lines (cr_errmsg is often generic: these say what went wrong). */
+  readonly errorLines: readonly string[];
+  /** From CRIU's RPC response: its errno (cr_errno) and message (cr_errmsg), when it gave them. */
+  readonly criuErrno?: number;
+  readonly criuErrmsg?: string;
+}
+
+/** A failed criu run: the command, exit code, log file, CRIU's own error and the lines that explain it. */
 export class CriuError extends Error {
   override readonly name = 'CriuError';
   constructor(
     message: string,
-    readonly details: { readonly command: string; readonly code: number; readonly log?: string; readonly errorLines: readonly string[] },
+    readonly details: CriuErrorDetails,
   ) {
     super(message);
+  }
+
+  get criuErrno(): number | undefined {
+    return this.details.criuErrno;
+  }
+
+  get criuErrmsg(): string | undefined {
+    return this.details.criuErrmsg;
   }
 }
 
@@ -317,266 +330,6 @@ export const probeCriu = async (path: string | undefined): Promise<CheckpointerP
     ? { scopes, leaveRunning: true, incremental: softDirty, lazyPages: uffd, pidNamespace, freezeCgroup: freeze }
     : noCapabilities;
   return { ...base, version, usable, problems, capabilities, softDirty };
-};
-
-// ---------------------------------------------------------------------------------------------
-// Dump
-
-export interface DumpOptions {
-  readonly criu: string;
-  /** Root of the tree to dump (a pid in our PID namespace). */
-  readonly pid: number;
-  /** Created with mode 0700; must not hold a dump already. */
-  readonly imagesDir: string;
-  /** Keep the tree running after the dump (otherwise CRIU kills it once dumped). */
-  readonly leaveRunning: boolean;
-  /** Needed when the root is not a session leader (it then shares a session/tty with an outsider). */
-  readonly shellJob?: boolean;
-  /** Freeze the tree with this cgroup (v1 freezer dir or v2 cgroup) instead of ptrace-stopping it. */
-  readonly freezeCgroup?: string;
-  readonly extraArgs?: readonly string[];
-  readonly timeoutMs?: number;
-}
-
-export interface DumpResult {
-  readonly files: ImageFile[];
-  readonly bytes: number;
-  readonly durationMs: number;
-  /** PIDs of the dumped processes (pstree.img, as seen in the tree's PID namespace), root first. */
-  readonly pids: number[];
-  /** Path of dump.log. */
-  readonly log: string;
-}
-
-/** Creates DIR (mode 0700), refusing one that already holds a dump. */
-const prepareImagesDir = (dir: string): void => {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
-  if (existsSync(join(dir, 'pstree.img'))) throw new Error(`${dir} already holds a CRIU dump (pstree.img): use a new directory per dump`);
-};
-
-/**
- * `criu dump -t PID -D DIR -o dump.log -v4 [--leave-running] [--shell-job] [--freeze-cgroup PATH]`.
- * Throws a CriuError with the log's last error lines when criu fails, and also when it exits 0
- * but warned "Unexpected process … in the freezer cgroup": processes of that cgroup are then
- * missing from the images, and ckpt never accepts a silently partial dump.
- */
-export const dumpTree = async (options: DumpOptions): Promise<DumpResult> => {
-  const dir = resolve(options.imagesDir);
-  prepareImagesDir(dir);
-  const args = ['dump', '-t', String(options.pid), '-D', dir];
-  if (options.leaveRunning) args.push('--leave-running');
-  if (options.shellJob) args.push('--shell-job');
-  if (options.freezeCgroup !== undefined) args.push('--freeze-cgroup', options.freezeCgroup);
-  args.push(...(options.extraArgs ?? []));
-  const log = join(dir, 'dump.log');
-  const run = await runCriu(options.criu, args, { logFile: 'dump.log', timeoutMs: options.timeoutMs });
-  const text = readLog(log);
-  const command = `criu ${args.join(' ')}`;
-  if (run.code !== 0) {
-    const lines = criuErrorLines(text === '' ? run.stderr : text);
-    throw new CriuError(
-      `criu dump of pid ${options.pid} failed (exit ${run.code}): ${lines.join(' | ') || run.stderr.trim() || 'no error in the log'} (log: ${log})`,
-      { command, code: run.code, log, errorLines: lines },
-    );
-  }
-  const unexpected = text.split('\n').filter((l) => l.includes('Unexpected process'));
-  if (unexpected.length > 0) {
-    const lines = criuErrorLines(unexpected.join('\n'));
-    throw new CriuError(
-      `criu dump of pid ${options.pid} is incomplete: the freezer cgroup ${options.freezeCgroup ?? ''} holds processes outside the dumped tree, ` +
-        `which CRIU left out (it only warns): ${lines.join(' | ')}. The images in ${dir} must not be used` +
-        (options.leaveRunning ? '.' : '; the dumped tree itself was killed, the processes left out keep running.'),
-      { command, code: run.code, log, errorLines: lines },
-    );
-  }
-  const files = imageFiles(dir);
-  return {
-    files,
-    bytes: files.reduce((s, f) => s + f.bytes, 0),
-    durationMs: run.durationMs,
-    pids: readPstree(dir).map((e) => e.pid),
-    log,
-  };
-};
-
-// ---------------------------------------------------------------------------------------------
-// Restore
-
-export interface RestoreOptions {
-  readonly criu: string;
-  readonly imagesDir: string;
-  readonly shellJob?: boolean;
-  /**
-   * Restore into a new PID namespace, so the original PIDs cannot collide with live processes.
-   * criu then runs as that namespace's init (PID 1, not detached) for as long as the restored
-   * processes live; see the file comment. Not needed for a dump whose root was already a PID
-   * namespace init (pid 1 in pstree.img): CRIU recreates that namespace by itself.
-   */
-  readonly pidNamespace?: boolean;
-  /** The call returns once the tree runs; criu does not stay the tree's parent (except as ns init). */
-  readonly detach: true;
-  /** Where restore.log and the pid file go (default: the images directory, which must then be
-   *  writable — a committed version's directory should not change: pass another one). */
-  readonly workDir?: string;
-  /** Restore into these cgroup directories (criu enters them first; --manage-cgroups=ignore). */
-  readonly cgroups?: readonly string[];
-  readonly extraArgs?: readonly string[];
-  readonly timeoutMs?: number;
-}
-
-export interface RestoreResult {
-  /** Host PID of the restored root (the PID in our namespace). */
-  readonly rootPid: number;
-  /** The root's PID inside the new PID namespace (its original PID), when one was created. */
-  readonly nsRootPid?: number;
-  /** Host PID of the criu process acting as the new namespace's init, when one was created. */
-  readonly nsInitPid?: number;
-  readonly durationMs: number;
-  /** Path of restore.log. */
-  readonly log: string;
-}
-
-const PID_CLASH = /Can't fork for \d+: File exists/;
-const PID_CLASH_HINT =
-  'a process with an original PID still exists or is an unreaped zombie: wait until they are gone, or restore into a new PID namespace';
-
-const restoreError = (what: string, code: number, log: string, text: string, command: string): CriuError => {
-  const lines = criuErrorLines(text);
-  const hint = lines.some((l) => PID_CLASH.test(l)) ? `; ${PID_CLASH_HINT}` : '';
-  return new CriuError(`${what} failed (exit ${code}): ${lines.join(' | ') || 'no error in the log'}${hint} (log: ${log})`, {
-    command,
-    code,
-    log,
-    errorLines: lines,
-  });
-};
-
-const readPidFile = (file: string): number | undefined => {
-  try {
-    const m = /^\s*(\d+)\s*$/.exec(readFileSync(file, 'utf8'));
-    return m?.[1] === undefined ? undefined : Number(m[1]);
-  } catch {
-    return undefined;
-  }
-};
-
-const removeIfThere = (file: string): void => {
-  try {
-    unlinkSync(file);
-  } catch {
-    /* not there */
-  }
-};
-
-/**
- * `criu restore -D DIR -o restore.log -v4 -d --pidfile DIR/restore.pid [--shell-job]`, or with
- * pidNamespace `unshare --pid --fork --mount-proc --propagation slave criu restore …` (not
- * detached: criu stays the namespace's init). Throws a CriuError with the log's error lines.
- */
-export const restoreTree = async (options: RestoreOptions): Promise<RestoreResult> => {
-  const dir = resolve(options.imagesDir);
-  const work = resolve(options.workDir ?? dir);
-  const log = join(work, 'restore.log');
-  const pidfile = join(work, 'restore.pid');
-  removeIfThere(pidfile);
-  const tail = [
-    ...(options.workDir ? ['-W', work] : []),
-    ...(options.cgroups ? ['--manage-cgroups=ignore'] : []),
-    ...(options.shellJob ? ['--shell-job'] : []),
-    ...(options.extraArgs ?? []),
-  ];
-  if (!existsSync(join(dir, 'pstree.img'))) throw new Error(`${dir} holds no CRIU dump (no pstree.img)`);
-  // A root with pid 1 was a PID namespace init when dumped: CRIU recreates that namespace itself
-  // (then -d works and the pidfile holds the host pid).
-  const ownNamespace = readPstree(dir)[0]?.pid === 1;
-  if (options.pidNamespace !== true || ownNamespace) {
-    const args = ['restore', '-D', dir, '-d', '--pidfile', pidfile, ...tail];
-    const run = await runCriu(options.criu, args, { logFile: 'restore.log', timeoutMs: options.timeoutMs, ...(options.cgroups && { cgroups: options.cgroups }) });
-    const command = `criu ${args.join(' ')}`;
-    if (run.code !== 0) throw restoreError(`criu restore from ${dir}`, run.code, log, readLog(log) || run.stderr, command);
-    const rootPid = readPidFile(pidfile);
-    if (rootPid === undefined) throw new CriuError(`criu restore from ${dir} exited 0 but wrote no pid to ${pidfile}`, { command, code: 0, log, errorLines: [] });
-    return ownNamespace ? { rootPid, nsRootPid: 1, durationMs: run.durationMs, log } : { rootPid, durationMs: run.durationMs, log };
-  }
-  return restoreInNewPidNamespace(options.criu, dir, work, log, pidfile, tail, options.timeoutMs ?? 120_000, options.cgroups);
-};
-
-const statusField = (pid: number, field: string): string[] | undefined => {
-  try {
-    const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-      .split('\n')
-      .find((l) => l.startsWith(`${field}:`));
-    return line?.slice(field.length + 1).trim().split(/\s+/);
-  } catch {
-    return undefined;
-  }
-};
-
-const restoreInNewPidNamespace = async (
-  criu: string,
-  dir: string,
-  work: string,
-  log: string,
-  pidfile: string,
-  tail: readonly string[],
-  timeoutMs: number,
-  cgroups: readonly string[] | undefined,
-): Promise<RestoreResult> => {
-  const unshare = candidatesOnPath('unshare', process.env)[0];
-  if (unshare === undefined) throw new Error('restoring into a new PID namespace needs unshare (util-linux), which is not installed');
-  removeIfThere(log);
-  const args = ['--pid', '--fork', '--mount-proc', '--propagation', 'slave', '--', criu, 'restore', '-D', dir, '-o', 'restore.log', '-v4', '--pidfile', pidfile, ...tail];
-  const command = `unshare ${args.join(' ')}`;
-  const started = performance.now();
-  // criu outlives this call (and maybe this process): its output goes to a file, never to a pipe
-  // whose reader could vanish (SIGPIPE would kill the namespace init and the restored tree).
-  const outFile = join(work, 'restore-init.log');
-  const out = openSync(outFile, 'w', 0o600);
-  let exit: number | undefined;
-  const [command0, argv] = inCgroups(cgroups, unshare, args);
-  const child = spawn(command0, argv, { stdio: ['ignore', out, out], detached: true });
-  closeSync(out);
-  child.on('exit', (code, signal) => {
-    exit = code ?? 128 + signalNumber(signal);
-  });
-  child.on('error', () => {
-    exit = 127;
-  });
-  child.unref();
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const text = readLog(log);
-    const nsRootPid = readPidFile(pidfile);
-    if (nsRootPid !== undefined && text.includes('Restore finished successfully')) {
-      const durationMs = performance.now() - started;
-      const unsharePid = child.pid ?? -1;
-      const procs = scanProcesses();
-      const nsInitPid = procs.find((p) => p.ppid === unsharePid)?.pid;
-      const root = procs.find((p) => p.ppid === nsInitPid && statusField(p.pid, 'NSpid')?.at(-1) === String(nsRootPid));
-      if (nsInitPid === undefined || root === undefined) {
-        throw new CriuError(`criu restored ${dir} into a new PID namespace but the root (pid ${nsRootPid} there) is already gone (log: ${log})`, {
-          command,
-          code: 0,
-          log,
-          errorLines: criuErrorLines(text),
-        });
-      }
-      return { rootPid: root.pid, nsRootPid, nsInitPid, durationMs, log };
-    }
-    if (exit !== undefined) throw restoreError(`criu restore from ${dir} in a new PID namespace`, exit, log, text || readLog(outFile), command);
-    if (Date.now() > deadline) {
-      if (child.pid !== undefined) {
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-      throw restoreError(`criu restore from ${dir} in a new PID namespace (timed out after ${timeoutMs} ms)`, 137, log, text, command);
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
 };
 
 // ---------------------------------------------------------------------------------------------

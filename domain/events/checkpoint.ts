@@ -48,9 +48,21 @@ export const [UnitFreezeRequested, UnitFrozen, UnitFreezeFailed] = unitPhase(
 /** One image file: its path under the version directory (UNIT/…), size and SHA-256. */
 export const ImageFile = record({ path: NonEmptyString, bytes: NonNegativeInt, sha256: Sha256 });
 
+/** CRIU's own account of a dump (its stats-dump image): times in ms, memory in pages. */
+export const DumpStats = record({
+  freezingMs: NonNegativeNumber,
+  frozenMs: NonNegativeNumber,
+  memdumpMs: NonNegativeNumber,
+  memwriteMs: NonNegativeNumber,
+  pagesScanned: NonNegativeInt,
+  pagesSkippedParent: NonNegativeInt,
+  pagesWritten: NonNegativeInt,
+  pagesLazy: NonNegativeInt,
+});
+export type DumpStats = t.TypeOf<typeof DumpStats>;
 export const [UnitDumpRequested, UnitDumped, UnitDumpFailed] = unitPhase(
   'Dump', 'UnitDumped', unitStep, { files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber }, 'dump the unit’s images (hashed and fsynced as they were written)',
-  { images: t.array(ImageFile) });
+  { images: t.array(ImageFile), stats: DumpStats });
 export const [UnitVerifyRequested, UnitVerified, UnitVerifyFailed] = unitPhase(
   'Verify', 'UnitVerified', unitStep, { captured: t.array(PositiveInt) }, 'check that the images hold exactly the planned processes',
   { processes: t.array(ProcessRef) });

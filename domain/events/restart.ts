@@ -47,9 +47,18 @@ export const [UnitRestorePrepareRequested, UnitRestorePrepared, UnitRestorePrepa
   'RestorePrepare', 'UnitRestorePrepared', unitStep,
   { cgroups: t.array(UnitCgroup), pidNamespace: t.boolean, waitedMs: NonNegativeNumber },
   'create the unit’s cgroups with its limits and make sure restored PIDs cannot collide');
+/** CRIU's own account of a restore (its stats-restore image): times in ms, memory in pages. */
+export const RestoreStats = record({
+  forkingMs: NonNegativeNumber,
+  restoreMs: NonNegativeNumber,
+  pagesRestored: NonNegativeInt,
+  pagesCompared: NonNegativeInt,
+  pagesSkippedCow: NonNegativeInt,
+});
+export type RestoreStats = t.TypeOf<typeof RestoreStats>;
 export const [UnitRestoreRequested, UnitRestored, UnitRestoreFailed] = unitPhase(
   'Restore', 'UnitRestored', unitStep, { processes: t.array(RestoredProcess), durationMs: NonNegativeNumber },
-  'restore the unit’s processes and report each one’s new identity');
+  'restore the unit’s processes and report each one’s new identity', { stats: RestoreStats });
 export const [UnitRollbackRequested, UnitRolledBack, UnitRollbackFailed] = unitPhase(
   'Rollback', 'UnitRolledBack', unitStep, {}, 'stop what was restored of a failed restart');
 
