@@ -4,7 +4,7 @@
 //   → UnitRestorePrepareRequested (cgroups with the unit's limits; PIDs free, or a new PID
 //     namespace) → all prepared → UnitImagesVerifyRequested + UnitRestoreRequested: every file is
 //     checked against the manifest's SHA-256 while CRIU restores, and the restored processes are
-//     held (CRIU's pre-resume hook) until the check has passed — a changed byte means they never
+//     held (CRIU's post-restore notification) until the check has passed — a changed byte means they never
 //     run — → all verified and restored → RestartCommitted.
 //   Any failure, or the deadline → RestartAbortRequested → UnitRollbackRequested (stop what was
 //   restored, remove its cgroups) → all rolled back → RestartFailed.

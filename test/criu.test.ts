@@ -2,7 +2,6 @@
 // CRIU ≥ 4.1). Workloads run in their own session (spawn detached → setsid) with every fd above 2
 // closed, since CRIU dumps inherited pipes and refuses sockets connected to the outside.
 // Every process started here is killed in `finally`; image dirs live in one temp dir removed at the end.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
@@ -24,9 +23,10 @@ import {
 import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
 import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/criu-images.js';
 import { restoreTree } from '../adapters/checkpointers/criu-restore.js';
-import { readStat, scanProcesses } from '../adapters/tracking/procfs.js';
+import { readStat } from '../adapters/tracking/procfs.js';
 import { CheckpointerProbed } from '../domain/events/node.js';
 import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';
+import { children, counterScript, killAll, readCounter, startJob } from './support/criu-jobs.js';
 import { until as waitFor } from './support/wait.js';
 
 const needCriu = (): Missing => (locateCriu() === undefined ? 'needs CRIU ≥ 4.1 (install: bash scripts/install-criu.sh)' : undefined);
@@ -37,46 +37,6 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 let work = '';
 const imagesDir = (name: string) => join(work, `${name}-${randomBytes(3).toString('hex')}`);
-
-// bash closes every fd above 2 it inherited (dash cannot name fds > 9), then becomes the job.
-const CLOSE_FDS_THEN_EXEC = 'for f in /proc/$$/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done 2>/dev/null; exec sh -c "$1"';
-
-/** Starts `sh -c script` as a session leader with fds 0–2 on /dev/null and nothing else open. */
-const startJob = (script: string): number => {
-  const child = spawn('bash', ['-c', CLOSE_FDS_THEN_EXEC, 'ckpt-test-job', script], { stdio: 'ignore', detached: true });
-  child.unref();
-  if (child.pid === undefined) throw new Error('spawn failed');
-  return child.pid;
-};
-
-/** SIGKILLs every process whose pid, pgid or sid is one of `roots` (and the roots themselves). */
-const killAll = (...roots: Array<number | undefined>): void => {
-  const set = new Set(roots.filter((p): p is number => p !== undefined && p > 1));
-  if (set.size === 0) return;
-  for (const p of scanProcesses()) {
-    if (set.has(p.pid) || set.has(p.pgid) || set.has(p.sid)) {
-      try {
-        process.kill(p.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  }
-};
-
-const children = (pid: number) => scanProcesses().filter((p) => p.ppid === pid);
-
-const readCounter = (file: string): number | undefined => {
-  try {
-    const n = Number.parseInt(readFileSync(file, 'utf8'), 10);
-    return Number.isFinite(n) ? n : undefined;
-  } catch {
-    return undefined;
-  }
-};
-
-/** Writes 1, 2, 3, … into `file` every 50 ms (via a rename, so a reader never sees a half-written value). */
-const counterScript = (file: string) => `i=0; while :; do i=$((i+1)); echo $i > ${file}.tmp; mv ${file}.tmp ${file}; sleep 0.05; done`;
 
 const criu = (): string => {
   const path = locateCriu();

@@ -79,8 +79,9 @@ export class CriuCheckpointer implements Checkpointer {
     const criu = this.#binary();
     // The exec-based new-PID-namespace restore has no notifications: it starts once the images passed.
     if (u.pidNamespace && !(await gate())) throw new Error(`the images failed their check: ${readFileSync(join(u.workDir, CANCEL), 'utf8')}`);
-    // At pre-resume every process is restored but none runs yet: they run only once the images passed.
-    const onNotify = (script: string) => (script === 'pre-resume' ? gate() : true);
+    // At post-restore every process is restored but none runs yet: they run only once the images
+    // passed. (Not pre-resume: CRIU only logs a failed answer there and resumes the tree anyway.)
+    const onNotify = (script: string) => (script === 'post-restore' ? gate() : true);
     const r = await restoreTree({ criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, onNotify });
     return { rootPid: r.rootPid, durationMs: r.durationMs, ...(r.stats && { stats: r.stats }) };
   }

@@ -38,8 +38,9 @@ export interface RestoreOptions {
   readonly cgroups?: readonly string[];
   /**
    * CRIU's notifications (pre-restore, setup-namespaces, post-setup-namespaces, post-restore,
-   * network-unlock, pre-resume, post-resume), answered in-process. false at pre-resume makes
-   * CRIU undo the restore: nothing restored ever runs.
+   * network-unlock, pre-resume, post-resume), answered in-process. false at post-restore (every
+   * process restored, none resumed) makes CRIU kill what it restored: nothing ever runs. CRIU
+   * (4.1, 4.2) only logs a failed pre-resume answer and resumes the tree all the same.
    */
   readonly onNotify?: NotifyHandler;
   readonly timeoutMs?: number;

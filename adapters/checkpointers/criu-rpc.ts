@@ -56,7 +56,7 @@ export interface CriuResponse {
  * Called for each NOTIFY CRIU sends (notify_scripts): the action's name ("pre-dump", "post-dump",
  * "pre-restore", "pre-resume", "post-resume", "network-lock", "network-unlock", …) and, for some
  * actions, the restored root's pid. false (or a throw) answers failure: CRIU then fails the call
- * (at pre-resume it kills what it restored).
+ * (at post-restore it kills what it restored; a failed pre-resume answer it only logs).
  */
 export type NotifyHandler = (script: string, pid: number | undefined) => boolean | Promise<boolean>;
 
@@ -104,12 +104,12 @@ const openDir = (dir: string): number => openSync(dir, constants.O_RDONLY | cons
 
 /**
  * Sends one request to a fresh `criu swrk` and answers its notifications until the final
- * response. Never rejects for what CRIU does (the reply says it); throws only when the bridge
- * is not built or a directory cannot be opened.
+ * response. Never rejects for what CRIU does (the reply says it); throws only when criu or the
+ * bridge is missing or a directory cannot be opened.
  */
 export const callCriu = async (call: CriuCall): Promise<CriuReply> => {
   if (!existsSync(swrkBridgePath)) throw new Error(`${swrkBridgePath} is missing: run npm run build (it builds the native helpers; needs a C compiler)`);
-  if (!existsSync(call.criu)) return { code: 127, stderr: `criu not found at ${call.criu}\n`, durationMs: 0, notified: [] };
+  if (!existsSync(call.criu)) throw new Error(`criu not found at ${call.criu}: install CRIU ≥ 4.1 (bash scripts/install-criu.sh) or set CKPT_CRIU to its path`);
   const { req, resp } = rpc();
   const fds = [openDir(call.imagesDir)];
   try {

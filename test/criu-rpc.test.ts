@@ -1,0 +1,160 @@
+// CRIU over its RPC interface (criu swrk through the ckpt-criu-swrk bridge), against real CRIU and
+// real processes (needs root, CRIU ≥ 4.1 and the built bridge): notifications answered in-process,
+// structured errors, CRIU's own statistics. Every process started here is killed in `finally`.
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as assert from 'uvu/assert';
+import { CriuError, locateCriu, waitPidsGone } from '../adapters/checkpointers/criu.js';
+import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
+import { restoreTree } from '../adapters/checkpointers/criu-restore.js';
+import { swrkBridgePath } from '../adapters/checkpointers/criu-rpc.js';
+import { readStat } from '../adapters/tracking/procfs.js';
+import { counterScript, killAll, readCounter, startJob } from './support/criu-jobs.js';
+import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';
+import { until as waitFor } from './support/wait.js';
+
+const needCriu = (): Missing => (locateCriu() === undefined ? 'needs CRIU ≥ 4.1 (install: bash scripts/install-criu.sh)' : undefined);
+const needBridge = (): Missing => (existsSync(swrkBridgePath) ? undefined : `needs ${swrkBridgePath} (build it: npm run build, with gcc installed)`);
+
+const test = suiteRequiring('criu over RPC', firstMissing(needRoot, needCriu, needBridge));
+
+let work = '';
+const fresh = (name: string) => join(work, `${name}-${randomBytes(3).toString('hex')}`);
+const criu = (): string => locateCriu() ?? '';
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+test.before(() => {
+  work = mkdtempSync(join(tmpdir(), 'ckpt-criu-rpc-test-'));
+});
+
+test.after(() => {
+  if (work !== '') rmSync(work, { recursive: true, force: true });
+});
+
+/** A counter job dumped (and killed) over RPC, its PIDs free again. */
+const dumpedCounter = async (name: string) => {
+  const file = fresh(`${name}-counter`);
+  const pid = startJob(counterScript(file));
+  await waitFor('the counter to reach 5', () => (readCounter(file) ?? 0) >= 5);
+  const notified: string[] = [];
+  const imagesDir = fresh(name);
+  const dump = await dumpTree({ criu: criu(), pid, imagesDir, leaveRunning: false, onNotify: (script) => (notified.push(script), true) });
+  await waitPidsGone(dump.pids, 10_000);
+  const workDir = fresh(`${name}-work`);
+  mkdirSync(workDir);
+  return { file, pid, dump, imagesDir, workDir, notified, dumped: readCounter(file) ?? 0 };
+};
+
+test('dump and restore over RPC: notifications in order, stats decoded, the counter continues', async () => {
+  const { file, pid, dump, imagesDir, workDir, notified, dumped } = await dumpedCounter('round-trip');
+  let restored: number | undefined;
+  try {
+    assert.equal(notified, dump.notified);
+    assert.is(notified[0], 'pre-dump');
+    assert.is(notified.at(-1), 'post-dump');
+    assert.ok(dump.stats !== undefined, 'stats-dump decoded');
+    assert.ok(dump.stats.pagesWritten > 0, `pages written ${dump.stats.pagesWritten}`);
+    assert.ok(dump.stats.pagesScanned >= dump.stats.pagesWritten);
+    assert.ok(dump.stats.frozenMs > 0 && dump.stats.memdumpMs > 0);
+
+    const seen: Array<[string, number | undefined]> = [];
+    const result = await restoreTree({ criu: criu(), imagesDir, workDir, detach: true, onNotify: (script, p) => (seen.push([script, p]), true) });
+    restored = result.rootPid;
+    assert.is(result.rootPid, pid, 'the root pid from the response');
+    assert.is(result.log, join(workDir, 'restore.log'));
+    assert.ok(existsSync(result.log), 'restore.log in the work dir');
+    const names = seen.map(([s]) => s);
+    assert.equal(names, result.notified);
+    for (const [a, b] of [['pre-restore', 'pre-resume'], ['pre-resume', 'post-resume']] as const) {
+      assert.ok(names.includes(a) && names.indexOf(a) < names.indexOf(b), `${a} before ${b} in ${names.join(', ')}`);
+    }
+    assert.is(seen.find(([s]) => s === 'post-restore')?.[1], pid, 'post-restore names the restored root');
+    assert.ok(result.stats !== undefined, 'stats-restore decoded');
+    assert.ok(result.stats.pagesRestored > 0, `pages restored ${result.stats.pagesRestored}`);
+    assert.ok(existsSync(join(workDir, 'stats-restore')) && !existsSync(join(imagesDir, 'stats-restore')), 'stats-restore in the work dir only');
+
+    const next = await waitFor('the restored counter to move', () => {
+      const n = readCounter(file);
+      return n !== undefined && n > dumped ? n : undefined;
+    });
+    assert.ok(next < dumped + 20, `continued from ${dumped} (read ${next})`);
+  } finally {
+    killAll(pid, restored);
+  }
+});
+
+test('a post-restore answer of failure makes the restore fail with nothing left running', async () => {
+  const { file, pid, dump, imagesDir, workDir, dumped } = await dumpedCounter('refused');
+  try {
+    const seen: string[] = [];
+    const refusing = restoreTree({
+      criu: criu(),
+      imagesDir,
+      workDir,
+      detach: true,
+      onNotify: (script) => (seen.push(script), script !== 'post-restore'),
+    });
+    const error = await refusing.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof CriuError, `a CriuError, got ${String(error)}`);
+    assert.match(error.message, /criu restore from .* failed/);
+    assert.ok(seen.includes('post-restore') && !seen.includes('pre-resume'), seen.join(', '));
+    const root = readStat(pid);
+    assert.ok(root === undefined || root.state === 'Z', `the restored root was killed (${root?.state ?? 'gone'})`);
+    await waitPidsGone(dump.pids, 10_000);
+    await sleep(200);
+    assert.is(readCounter(file), dumped, 'nothing restored ever counted');
+  } finally {
+    killAll(pid);
+  }
+});
+
+test('a bad pid: a CriuError with CRIU’s errno and message and the log’s error lines', async () => {
+  const gone = startJob('exit 0');
+  await waitPidsGone([gone], 10_000);
+  const dir = fresh('bad-pid');
+  const error = await dumpTree({ criu: criu(), pid: gone, imagesDir: dir, leaveRunning: true }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof CriuError, `a CriuError, got ${String(error)}`);
+  assert.ok(typeof error.criuErrno === 'number' && error.criuErrno > 0, `cr_errno ${String(error.criuErrno)}`);
+  assert.ok(typeof error.criuErrmsg === 'string' && error.criuErrmsg !== '', 'cr_errmsg');
+  assert.ok(error.details.errorLines.some((l) => l.includes(String(gone))), error.details.errorLines.join(' | '));
+  assert.is(error.details.log, join(dir, 'dump.log'));
+  assert.match(error.message, new RegExp(`criu dump of pid ${gone} failed`));
+});
+
+test('a missing criu: a clear error naming the path and how to install one', async () => {
+  const missing = join(work, 'no-such-criu');
+  const error = await dumpTree({ criu: missing, pid: process.pid, imagesDir: fresh('missing'), leaveRunning: true }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof Error);
+  assert.match(error.message, new RegExp(`criu not found at ${missing}.*install-criu\\.sh.*CKPT_CRIU`));
+});
+
+test('a notify callback that never answers: the call ends at its timeout, the dumped job untouched', async () => {
+  const file = fresh('hang-counter');
+  const pid = startJob(counterScript(file));
+  try {
+    await waitFor('the counter to reach 3', () => (readCounter(file) ?? 0) >= 3);
+    const error = await dumpTree({ criu: criu(), pid, imagesDir: fresh('hang'), leaveRunning: true, timeoutMs: 1_000, onNotify: () => new Promise<boolean>(() => {}) }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof CriuError);
+    assert.match(error.message, /timeout/);
+    const now = readCounter(file) ?? 0;
+    await waitFor('the job to keep counting', () => ((readCounter(file) ?? 0) > now ? true : undefined));
+  } finally {
+    killAll(pid);
+  }
+});
+
+test.run();
