@@ -2,6 +2,7 @@
 // every version with its phases, per-unit figures, outcome and reason. `ckpt checkpoint --wait`
 // reports from it, `ckpt checkpoints` lists it (and `ckpt audit` will).
 import type { EventStore, RecordedEvent } from '../domain/event-store.js';
+import type { DumpStats } from '../domain/events/checkpoint.js';
 import type { Actor } from '../domain/identity.js';
 import { jobStream } from '../domain/identity.js';
 import { readWholeStream } from './project.js';
@@ -20,6 +21,8 @@ export interface UnitFigures {
   readonly bytes?: number;
   readonly dumpMs?: number;
   readonly frozenMs?: number;
+  /** CRIU's own account of the unit's dump (its stats-dump), when the checkpointer gave one. */
+  readonly stats?: DumpStats;
   /** The unit's failure, if it failed a step. */
   readonly failed?: string;
 }
@@ -88,7 +91,7 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
       }
       case 'UnitDumped': {
         const u = unitOf(byVersion.get(e.data.version), e.data.unit);
-        if (u) Object.assign(u, { files: e.data.files, bytes: e.data.bytes, dumpMs: e.data.durationMs });
+        if (u) Object.assign(u, { files: e.data.files, bytes: e.data.bytes, dumpMs: e.data.durationMs, ...(e.data.stats && { stats: e.data.stats }) });
         break;
       }
       case 'UnitVerified': {

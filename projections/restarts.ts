@@ -1,6 +1,7 @@
 // The restarts of a job, as a read model of its stream: who asked, which version, where each unit
 // went, whether its PIDs needed a new namespace, every process's old and new identity, outcome.
 import type { RecordedEvent } from '../domain/event-store.js';
+import type { RestoreStats } from '../domain/events/restart.js';
 import type { Actor, ProcessRef } from '../domain/identity.js';
 
 export interface RestartUnitFigures {
@@ -11,6 +12,8 @@ export interface RestartUnitFigures {
   readonly pidNamespace?: boolean;
   readonly waitedMs?: number;
   readonly restoreMs?: number;
+  /** CRIU's own account of the unit's restore (its stats-restore), when the checkpointer gave one. */
+  readonly stats?: RestoreStats;
   readonly failed?: string;
 }
 
@@ -76,7 +79,7 @@ export const foldRestarts = (events: Iterable<RecordedEvent>): RestartSummary[] 
       }
       case 'UnitRestored': {
         const u = unitOf(e.data.restart, e.data.unit);
-        if (u) u.restoreMs = e.data.durationMs;
+        if (u) Object.assign(u, { restoreMs: e.data.durationMs, ...(e.data.stats && { stats: e.data.stats }) });
         byRestart.get(e.data.restart)?.processes.push(...e.data.processes.map((p) => ({ unit: e.data.unit, ...p })));
         break;
       }

@@ -43,12 +43,13 @@ export const auditCommand: Command = {
   description: [
     'Folded from the log: each request with who asked (user and uid), when, the version (and restart',
     'number), outcome, reason, duration, bytes, units, and the job’s running processes at that moment',
-    '(--json lists them). Refused requests (not the owner, busy, nothing to restore) are listed too.',
+    '(--json lists them, and each unit’s CRIU statistics of its dump or restore). Refused requests',
+    '(not the owner, busy, nothing to restore) are listed too.',
     'With --verify, every committed version still on disk is checked again against its manifest (size',
     'and SHA-256 of every file); exit status 1 if any is damaged.',
   ].join('\n'),
   options: [
-    { name: 'json', description: 'a JSON array per job: {job, entries: [{kind, request, requestedBy, requestedAt, version, restart, outcome, reason, durationMs, bytes, units, processes, membership}], images}' },
+    { name: 'json', description: 'a JSON array per job: {job, entries: [{kind, request, requestedBy, requestedAt, version, restart, outcome, reason, durationMs, bytes, units (each with CRIU’s stats), processes, membership}], images}' },
     { name: 'verify', description: 're-check the images of every committed version against its manifest' },
   ],
   examples: ['ckpt audit', 'ckpt audit nightly --verify', 'ckpt audit nightly --json | jq ".[0].entries[] | select(.kind == \\"restart\\")"'],

@@ -15,9 +15,11 @@ export const checkpointsCommand: Command = {
     'Every checkpoint request of the job, oldest first, folded from its history: the version it',
     'became (or why it was refused), outcome (committed, aborted, in progress), processes captured,',
     'bytes, duration from request to completion, how long the job stayed frozen, the reason of an',
-    'abort, and whether the committed images are still on disk ($CKPT_HOME/images/JOB/vN).',
+    'abort, whether the committed images are still on disk ($CKPT_HOME/images/JOB/vN), and CRIU’s',
+    'own figures of the dump (CRIU column: the longest time CRIU kept a unit frozen, pages written;',
+    '--json has every unit’s stats: freezing, frozen, memdump, memwrite ms; pages scanned, written…).',
   ].join('\n'),
-  options: [{ name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units, processes, files, bytes, durationMs, frozenMs, manifest, images, onDisk, requestedAt, requestedBy}' }],
+  options: [{ name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats), processes, files, bytes, durationMs, frozenMs, manifest, images, onDisk, requestedAt, requestedBy}' }],
   examples: ['ckpt checkpoints nightly', 'ckpt checkpoints nightly --json | jq ".[] | select(.outcome == \\"committed\\") | .version"'],
   async run(args) {
     const [job, ...extra] = args.positionals;
@@ -47,9 +49,14 @@ export const checkpointsCommand: Command = {
       }
       const by = (r: (typeof rows)[number]) => (r.requestedBy?.kind === 'user' ? `uid ${r.requestedBy.uid}` : (r.requestedBy?.kind ?? '-'));
       const ms = (n: number | null) => (n === null ? '-' : `${Math.round(n)} ms`);
+      const criu = (r: (typeof rows)[number]) => {
+        const stats = r.units.flatMap((u) => (u.stats ? [u.stats] : []));
+        if (stats.length === 0) return '-';
+        return `${ms(Math.max(...stats.map((s) => s.frozenMs)))}, ${stats.reduce((n, s) => n + s.pagesWritten, 0)} pages`;
+      };
       await writeOut(
         table(
-          ['VERSION', 'OUTCOME', 'REQUESTED', 'BY', 'UNITS', 'PROCS', 'SIZE', 'DURATION', 'FROZEN', 'ON DISK', 'REASON'],
+          ['VERSION', 'OUTCOME', 'REQUESTED', 'BY', 'UNITS', 'PROCS', 'SIZE', 'DURATION', 'FROZEN', 'CRIU', 'ON DISK', 'REASON'],
           rows.map((r) => [
             r.version === null ? '-' : `v${r.version}`,
             r.outcome === 'committed' && r.stopped ? 'committed (stopped)' : r.outcome,
@@ -60,6 +67,7 @@ export const checkpointsCommand: Command = {
             r.bytes > 0 ? formatBytes(r.bytes) : '-',
             ms(r.durationMs),
             ms(r.frozenMs),
+            criu(r),
             r.onDisk ? 'yes' : r.outcome === 'committed' ? 'pruned' : '-',
             r.reason ?? '',
           ]),
