@@ -1,7 +1,7 @@
 // The Checkpointer port over CRIU and the unit's cgroups. The unit's cgroup freezer stops the
-// unit (nothing forks or exits meanwhile); `criu dump -t INIT --freeze-cgroup UNIT
-// --leave-running` then captures the unit's one tree (ckpt-unit-init keeps it one tree) and
-// leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
+// unit (nothing forks or exits meanwhile); a CRIU dump (over RPC) of the unit's init with
+// freeze_cgroup UNIT and leave_running then captures the unit's one tree (ckpt-unit-init keeps it
+// one tree) and leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
@@ -92,13 +92,21 @@ export class CriuCheckpointer implements Checkpointer {
   }
 }
 
-/** Resolves true once workDir/RELEASE exists (the images passed their check), false once CANCEL does. */
+/** As long as a restore waits for the images check: criu's own timeout (callCriu's default). */
+const CHECK_WAIT_MS = 300_000;
+
+/**
+ * Resolves true once workDir/RELEASE exists (the images passed their check), false once CANCEL
+ * does, or after CHECK_WAIT_MS (by then criu was killed for its timeout anyway).
+ */
 const imagesChecked = async (workDir: string): Promise<boolean> => {
-  for (;;) {
+  const deadline = Date.now() + CHECK_WAIT_MS;
+  while (Date.now() < deadline) {
     if (existsSync(join(workDir, RELEASE))) return true;
     if (existsSync(join(workDir, CANCEL))) return false;
     await new Promise((r) => setTimeout(r, 5));
   }
+  return false;
 };
 
 /**
