@@ -2,15 +2,17 @@
 // real processes (needs root, CRIU ≥ 4.1 and the built bridge): notifications answered in-process,
 // structured errors, CRIU's own statistics. Every process started here is killed in `finally`.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { CriuError, locateCriu, waitPidsGone } from '../adapters/checkpointers/criu.js';
+import { criuWritingTo, CriuCheckpointer } from '../adapters/checkpointers/criu-checkpointer.js';
 import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
 import { restoreTree } from '../adapters/checkpointers/criu-restore.js';
 import { swrkBridgePath } from '../adapters/checkpointers/criu-rpc.js';
 import { readStat } from '../adapters/tracking/procfs.js';
+import { CANCEL, RELEASE } from '../domain/checkpointer.js';
 import { counterScript, killAll, readCounter, startJob } from './support/criu-jobs.js';
 import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';
 import { until as waitFor } from './support/wait.js';
@@ -152,6 +154,63 @@ test('a notify callback that never answers: the call ends at its timeout, the du
     assert.match(error.message, /timeout/);
     const now = readCounter(file) ?? 0;
     await waitFor('the job to keep counting', () => ((readCounter(file) ?? 0) > now ? true : undefined));
+  } finally {
+    killAll(pid);
+  }
+});
+
+test('the checkpointer holds restored processes until the images check: RELEASE lets them run, CANCEL never', async () => {
+  const checkpointer = new CriuCheckpointer(criu(), work);
+  const released = await dumpedCounter('gate-release');
+  let restored: number | undefined;
+  try {
+    const restoring = checkpointer.restore({ imagesDir: released.imagesDir, pidNamespace: false, cgroups: [], workDir: released.workDir });
+    await waitFor('criu to be restoring', () => (existsSync(join(released.workDir, 'restore.log')) ? true : undefined));
+    await sleep(300);
+    assert.is(readCounter(released.file), released.dumped, 'held: nothing counts before the check passed');
+    writeFileSync(join(released.workDir, RELEASE), '');
+    const result = await restoring;
+    restored = result.rootPid;
+    assert.ok(result.stats !== undefined && result.stats.pagesRestored > 0, 'the restore’s stats');
+    await waitFor('the released counter to move', () => ((readCounter(released.file) ?? 0) > released.dumped ? true : undefined));
+  } finally {
+    killAll(released.pid, restored);
+  }
+
+  const cancelled = await dumpedCounter('gate-cancel');
+  try {
+    const restoring = checkpointer.restore({ imagesDir: cancelled.imagesDir, pidNamespace: false, cgroups: [], workDir: cancelled.workDir });
+    await waitFor('criu to be restoring', () => (existsSync(join(cancelled.workDir, 'restore.log')) ? true : undefined));
+    writeFileSync(join(cancelled.workDir, CANCEL), 'a changed byte');
+    await restoring.then(
+      () => assert.unreachable('a cancelled restore must fail'),
+      (e: unknown) => assert.ok(e instanceof CriuError, String(e)),
+    );
+    await waitPidsGone(cancelled.dump.pids, 10_000);
+    assert.is(readCounter(cancelled.file), cancelled.dumped, 'nothing restored ever counted');
+  } finally {
+    killAll(cancelled.pid);
+  }
+});
+
+test('criuWritingTo finds a dump in progress over RPC by its images directory', async () => {
+  const pid = startJob('while :; do sleep 0.05; done');
+  const imagesDir = fresh('writing');
+  let release: (ok: boolean) => void = () => {};
+  const held = new Promise<boolean>((r) => (release = r));
+  let calls = 0;
+  try {
+    // criu waits at its first notification (pre-dump) until the directory was found.
+    const dumping = dumpTree({ criu: criu(), pid, imagesDir, leaveRunning: true, onNotify: () => (calls++ === 0 ? held : true) });
+    const writers = await waitFor('criu to hold the images directory', () => {
+      const found = criuWritingTo(imagesDir);
+      return found.length > 0 ? found : undefined;
+    });
+    assert.ok(!writers.includes(process.pid));
+    assert.equal(criuWritingTo(fresh('elsewhere')), []);
+    release(true);
+    await dumping;
+    await waitFor('criu to have ended', () => (criuWritingTo(imagesDir).length === 0 ? true : undefined));
   } finally {
     killAll(pid);
   }
