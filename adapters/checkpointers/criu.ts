@@ -14,7 +14,7 @@
 // without stray fds (the processes to dump must not have any either: CRIU dumps pipes whose other
 // end is outside the tree and cannot dump unix sockets connected to the outside).
 import { execFileSync, spawn } from 'node:child_process';
-import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, realpathSync, unlinkSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -24,7 +24,6 @@ import type { Capabilities, CheckpointerProbed } from '../../domain/events/node.
 import type { CheckpointScope } from '../../domain/identity.js';
 import { canFreeze, describeCgroups, detectCgroups, type CgroupLayout } from '../cgroups/unit-cgroups.js';
 import { scanProcesses } from '../tracking/procfs.js';
-import { imageFiles, readPstree, type ImageFile } from './criu-images.js';
 
 /** The data of a CheckpointerProbed event, without the node (the agent adds it). */
 export type CheckpointerProbeData = Omit<t.TypeOf<(typeof CheckpointerProbed)['codec']>, 'node'>;
