@@ -2,7 +2,7 @@
 // unit (nothing forks or exits meanwhile); a CRIU dump (over RPC) of the unit's init with
 // freeze_cgroup UNIT and leave_running then captures the unit's one tree (ckpt-unit-init keeps it
 // one tree) and leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import type { UnitCgroup } from '../../domain/events/job.js';
@@ -115,17 +115,19 @@ const imagesChecked = async (workDir: string): Promise<boolean> => {
  * criu's command line says `swrk` (or "dump --rpc" once it retitles itself), not the directory:
  * such a criu, or its bridge, holds the directory open.
  */
-export const criuWritingTo = (imagesDir: string): number[] =>
-  readdirSync('/proc')
+export const criuWritingTo = (imagesDir: string): number[] => {
+  const held = existsSync(imagesDir) ? realpathSync(imagesDir) : imagesDir; // what /proc/PID/fd/N links to
+  return readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)
     .filter((pid) => {
       try {
         const argv = readFileSync(join('/proc', pid, 'cmdline'), 'utf8').split('\0');
         if (argv.includes('dump') && argv.includes('-D') && argv[argv.indexOf('-D') + 1] === imagesDir) return true;
         if (!argv.some((a) => a.includes('swrk') || a.includes('--rpc'))) return false;
-        return readdirSync(join('/proc', pid, 'fd')).some((fd) => readlinkSync(join('/proc', pid, 'fd', fd)) === imagesDir);
+        return readdirSync(join('/proc', pid, 'fd')).some((fd) => readlinkSync(join('/proc', pid, 'fd', fd)) === held);
       } catch {
         return false;
       }
     })
     .map(Number);
+};
