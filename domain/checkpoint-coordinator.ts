@@ -13,6 +13,7 @@ import type { Capabilities } from './events/node.js';
 import type { PlannedUnit } from './events/checkpoint.js';
 import type { CheckpointScope, NodeId, UnitId } from './identity.js';
 import type { Decider } from './decider.js';
+import type { Failure } from './failure.js';
 import { scopeCoverage } from './grouping.js';
 import { authorize, reject } from './requests.js';
 import { evolveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
@@ -34,6 +35,8 @@ export interface ActiveCheckpoint {
   readonly phase: 'running' | 'committing' | 'finishing' | 'aborting';
   readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase }>>;
   readonly reason?: string;
+  /** The failing step's class, message and hint, when its outcome carried one. */
+  readonly failure?: Failure;
   /** The event (a failure, the deadline) that ended the checkpoint: the one the abort answers. */
   readonly abortCause?: string;
 }
@@ -131,10 +134,10 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
       // The first failure (or the deadline) ends the checkpoint at once, in the fold itself: a second
       // failure landing before the abort decision must not decide a second abort.
       const ends = a && (a.phase === 'running' || a.phase === 'committing') && (e.type === 'DeadlineReached' ? e.data.deadline === deadlineId(a.version) : e.data.version === a.version);
-      return ends ? { ...s, job, active: { ...a, phase: 'aborting', reason: endReason(a, e), abortCause: e.id } } : { ...s, job };
+      return ends ? { ...s, job, active: { ...a, phase: 'aborting', reason: endReason(a, e), ...withFailure(e), abortCause: e.id } } : { ...s, job };
     }
     case 'CheckpointAbortRequested':
-      return { ...s, job, active: a?.version === e.data.version ? { ...a, phase: 'aborting', reason: e.data.reason } : a };
+      return { ...s, job, active: a?.version === e.data.version ? { ...a, phase: 'aborting', reason: e.data.reason, ...withFailure(e) } : a };
     case 'UnitAbortRequested':
       return { ...s, job, active: step(a, e, 'aborting', 'aborting') };
     case 'UnitAborted':
@@ -157,6 +160,12 @@ const endReason = (a: ActiveCheckpoint, e: RecordedEvent): string =>
   e.type === 'DeadlineReached'
     ? `the deadline ${a.deadline} passed before every unit answered`
     : `${e.type}${'unit' in e.data ? ` on unit ${e.data.unit}` : ''}: ${(e.data as { reason: string }).reason}`;
+
+/** The failure an outcome carried (recorded before failures existed: none, so old decisions re-derive the same). */
+export const withFailure = (e: RecordedEvent): { failure?: Failure } => {
+  const failure = (e.data as { failure?: Failure }).failure;
+  return failure ? { failure } : {};
+};
 
 export const deadlineId = (version: number): string => `checkpoint-v${version}`;
 
@@ -201,7 +210,7 @@ const everyUnit = (a: ActiveCheckpoint, phase: UnitPhase) => Object.values(a.uni
 const eachUnit = (a: ActiveCheckpoint, make: (unit: UnitId, node: NodeId) => ProposedEvent) => Object.entries(a.units).map(([unit, u]) => make(unit, u.node));
 
 const abort = (a: ActiveCheckpoint, reason: string): ProposedEvent[] => [
-  { type: 'CheckpointAbortRequested', data: { version: a.version, reason } },
+  { type: 'CheckpointAbortRequested', data: { version: a.version, reason, ...(a.failure && { failure: a.failure }) } },
   ...eachUnit(a, (unit, node) => ({ type: 'UnitAbortRequested', data: { version: a.version, unit, node } })),
 ];
 
@@ -258,7 +267,7 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
     case 'UnitAbortFailed':
       if (!a || a.phase !== 'aborting' || !everyUnit(a, 'aborted')) return [];
       return [
-        { type: 'CheckpointAborted', data: { version: a.version, reason: a.reason ?? 'aborted' } },
+        { type: 'CheckpointAborted', data: { version: a.version, reason: a.reason ?? 'aborted', ...(a.failure && { failure: a.failure }) } },
         { type: 'DeadlineCancelled', data: { deadline: deadlineId(a.version), reason: 'aborted' } },
       ];
     default:

@@ -3,6 +3,7 @@
 // (CheckpointerProbed); the coordinator plans only with what the probe says works.
 import type { UnitCgroup } from './events/job.js';
 import type { CheckpointerProbed } from './events/node.js';
+import type { Failure } from './failure.js';
 import type { CheckpointScope, ProcessRef, UnitId } from './identity.js';
 
 /** An image file as the manifest lists it: path under vN (UNIT/…), size, SHA-256. */
@@ -29,6 +30,8 @@ export interface UnitTarget {
 
 export interface Checkpointer {
   readonly name: string;
+  /** What a failed step's error means: class, the checkpointer's own message, a hint. */
+  explain(error: unknown): Failure;
   probe(): Promise<CheckpointerProbe>;
   /** Stops every process of the unit (nothing forks or exits until thaw). Idempotent. */
   freeze(u: UnitTarget): Promise<{ processes: number; durationMs: number }>;

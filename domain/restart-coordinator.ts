@@ -10,7 +10,8 @@
 //   restored, remove its cgroups) → all rolled back → RestartFailed.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
 import type { NodeId, UnitId } from './identity.js';
-import type { CheckpointState } from './checkpoint-coordinator.js';
+import { withFailure, type CheckpointState } from './checkpoint-coordinator.js';
+import type { Failure } from './failure.js';
 import { authorize, reject } from './requests.js';
 
 type UnitPhase = 'preparing' | 'prepared' | 'restoring' | 'restored' | 'rolling-back' | 'rolled-back';
@@ -22,6 +23,8 @@ export interface ActiveRestart {
   readonly phase: 'running' | 'aborting';
   readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase; readonly verified: boolean }>>;
   readonly reason?: string;
+  /** The failing step's class, message and hint, when its outcome carried one. */
+  readonly failure?: Failure;
   /** The event (a failure, the deadline) that ended the restart: the one the abort answers. */
   readonly abortCause?: string;
 }
@@ -94,10 +97,10 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
       const ends = a?.phase === 'running' && (e.type === 'DeadlineReached' ? e.data.deadline === restartDeadlineId(a.restart) : e.data.restart === a.restart);
       if (!ends) return s;
       const reason = e.type === 'DeadlineReached' ? `the deadline ${a.deadline} passed before every unit was restored` : `${e.type} on unit ${e.data.unit}: ${e.data.reason}`;
-      return { ...s, active: { ...a, phase: 'aborting', reason, abortCause: e.id } };
+      return { ...s, active: { ...a, phase: 'aborting', reason, ...withFailure(e), abortCause: e.id } };
     }
     case 'RestartAbortRequested':
-      return s.active?.restart === e.data.restart ? { ...s, active: { ...s.active, phase: 'aborting', reason: e.data.reason } } : s;
+      return s.active?.restart === e.data.restart ? { ...s, active: { ...s.active, phase: 'aborting', reason: e.data.reason, ...withFailure(e) } } : s;
     case 'UnitRollbackRequested':
       return step(s, e, 'aborting', { phase: 'rolling-back' });
     case 'UnitRolledBack':
@@ -117,7 +120,7 @@ const verified = (a: ActiveRestart) => Object.values(a.units).every((u) => u.ver
 const each = (a: ActiveRestart, type: string) => Object.entries(a.units).map(([unit, u]) => ({ type, data: { restart: a.restart, unit, node: u.node } }) as ProposedEvent);
 
 const abort = (a: ActiveRestart, reason: string): ProposedEvent[] => [
-  { type: 'RestartAbortRequested', data: { restart: a.restart, reason } },
+  { type: 'RestartAbortRequested', data: { restart: a.restart, reason, ...(a.failure && { failure: a.failure }) } },
   ...each(a, 'UnitRollbackRequested'),
 ];
 
@@ -176,7 +179,7 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
     case 'UnitRollbackFailed':
       return a?.phase === 'aborting' && every(a, 'rolled-back')
         ? [
-            { type: 'RestartFailed', data: { restart: a.restart, reason: a.reason ?? 'aborted' } },
+            { type: 'RestartFailed', data: { restart: a.restart, reason: a.reason ?? 'aborted', ...(a.failure && { failure: a.failure }) } },
             { type: 'DeadlineCancelled', data: { deadline: restartDeadlineId(a.restart), reason: 'aborted' } },
           ]
         : [];

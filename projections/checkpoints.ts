@@ -2,6 +2,7 @@
 // every version with its phases, per-unit figures, outcome and reason. `ckpt checkpoint --wait`
 // reports from it, `ckpt checkpoints` lists it (and `ckpt audit` will).
 import type { EventStore, RecordedEvent } from '../domain/event-store.js';
+import type { Failure } from '../domain/failure.js';
 import type { Actor } from '../domain/identity.js';
 import { jobStream } from '../domain/identity.js';
 import { readWholeStream } from './project.js';
@@ -20,8 +21,9 @@ export interface UnitFigures {
   readonly bytes?: number;
   readonly dumpMs?: number;
   readonly frozenMs?: number;
-  /** The unit's failure, if it failed a step. */
+  /** The unit's failure, if it failed a step: the event and reason, and its class and hint. */
   readonly failed?: string;
+  readonly failure?: Failure;
 }
 
 export type CheckpointOutcome = 'rejected' | 'in progress' | 'committed' | 'aborted';
@@ -38,6 +40,8 @@ export interface CheckpointSummary {
   /** The last phase reached: requested, planned, frozen, dumped, verified, committed, completed, aborting, aborted. */
   readonly phase: string;
   readonly reason: string | null;
+  /** Why it was aborted: the failing step's class, message and hint (when recorded). */
+  readonly failure?: Failure;
   readonly units: readonly UnitFigures[];
   readonly files: number;
   readonly bytes: number;
@@ -108,7 +112,7 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
       case 'UnitStopFailed':
       case 'UnitAbortFailed': {
         const u = unitOf(byVersion.get(e.data.version), e.data.unit);
-        if (u) u.failed = `${e.type}: ${e.data.reason}`;
+        if (u) Object.assign(u, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
         break;
       }
       case 'CheckpointCommitted': {
@@ -118,12 +122,12 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
       }
       case 'CheckpointAbortRequested': {
         const d = byVersion.get(e.data.version);
-        if (d) Object.assign(d, { phase: 'aborting', reason: e.data.reason });
+        if (d) Object.assign(d, { phase: 'aborting', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) });
         break;
       }
       case 'CheckpointAborted': {
         const d = byVersion.get(e.data.version);
-        if (d) Object.assign(d, { outcome: 'aborted', phase: 'aborted', reason: e.data.reason, endedAt: e.metadata.recordedAt });
+        if (d) Object.assign(d, { outcome: 'aborted', phase: 'aborted', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }), endedAt: e.metadata.recordedAt });
         break;
       }
       case 'CheckpointCompleted': {

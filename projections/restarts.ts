@@ -1,6 +1,7 @@
 // The restarts of a job, as a read model of its stream: who asked, which version, where each unit
 // went, whether its PIDs needed a new namespace, every process's old and new identity, outcome.
 import type { RecordedEvent } from '../domain/event-store.js';
+import type { Failure } from '../domain/failure.js';
 import type { Actor, ProcessRef } from '../domain/identity.js';
 
 export interface RestartUnitFigures {
@@ -12,6 +13,7 @@ export interface RestartUnitFigures {
   readonly waitedMs?: number;
   readonly restoreMs?: number;
   readonly failed?: string;
+  readonly failure?: Failure;
 }
 
 export interface RestoredFigure {
@@ -30,6 +32,8 @@ export interface RestartSummary {
   readonly outcome: 'rejected' | 'in progress' | 'restored' | 'failed';
   readonly phase: string;
   readonly reason: string | null;
+  /** Why it failed: the failing step's class, message and hint (when recorded). */
+  readonly failure?: Failure;
   readonly units: readonly RestartUnitFigures[];
   readonly processes: readonly RestoredFigure[];
   readonly durationMs?: number;
@@ -85,19 +89,19 @@ export const foldRestarts = (events: Iterable<RecordedEvent>): RestartSummary[] 
       case 'UnitRestoreFailed':
       case 'UnitRollbackFailed': {
         const u = unitOf(e.data.restart, e.data.unit);
-        if (u) u.failed = `${e.type}: ${e.data.reason}`;
+        if (u) Object.assign(u, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
         break;
       }
       case 'RestartAbortRequested': {
         const d = byRestart.get(e.data.restart);
-        if (d) Object.assign(d, { phase: 'rolling back', reason: e.data.reason });
+        if (d) Object.assign(d, { phase: 'rolling back', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) });
         break;
       }
       case 'RestartCommitted':
         end(byRestart.get(e.data.restart), { outcome: 'restored', phase: 'restored' }, e.metadata.recordedAt);
         break;
       case 'RestartFailed':
-        end(byRestart.get(e.data.restart), { outcome: 'failed', phase: 'failed', reason: e.data.reason }, e.metadata.recordedAt);
+        end(byRestart.get(e.data.restart), { outcome: 'failed', phase: 'failed', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }, e.metadata.recordedAt);
         break;
       default:
     }

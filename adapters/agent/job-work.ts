@@ -210,8 +210,9 @@ export class JobWork {
       }
     } catch (error) {
       const reason = (error as Error).message;
-      this.#o.log(`${c.key} of ${job} failed: ${reason}`);
-      answer(FAILED[c.step], { reason });
+      const failure = this.#o.checkpointer.explain(error);
+      this.#o.log(`${c.key} of ${job} failed: ${reason} [${failure.class}]`);
+      answer(FAILED[c.step], { reason, failure });
     }
   }
 

@@ -6,10 +6,12 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import type { UnitCgroup } from '../../domain/events/job.js';
+import type { Failure } from '../../domain/failure.js';
 import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
-import { dumpTree, probeCriu, restoreTree } from './criu.js';
+import { CriuError, dumpTree, probeCriu, restoreTree } from './criu.js';
+import { classifyCriuFailure } from './criu-failure.js';
 import { readPstree } from './criu-images.js';
 
 export class CriuCheckpointer implements Checkpointer {
@@ -24,6 +26,15 @@ export class CriuCheckpointer implements Checkpointer {
 
   probe() {
     return probeCriu(this.criu);
+  }
+
+  explain(error: unknown) {
+    const given = (error as { failure?: Failure } | undefined)?.failure;
+    if (given) return given;
+    const message = error instanceof Error ? error.message : String(error);
+    if (!(error instanceof CriuError)) return classifyCriuFailure({ message });
+    const d = error.details as CriuError['details'] & { criuErrno?: number; criuErrmsg?: string };
+    return classifyCriuFailure({ message, errorLines: d.errorLines, ...(d.criuErrno !== undefined && { errno: d.criuErrno }), ...(d.criuErrmsg && { errmsg: d.criuErrmsg }), ...(d.log && { log: d.log }) });
   }
 
   async freeze(u: UnitTarget) {

@@ -3,6 +3,7 @@
 import * as t from 'io-ts';
 import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, Sha256, record } from '../codecs.js';
 import { CheckpointScope, NodeId, ProcessRef, UnitId } from '../identity.js';
+import { Failure } from '../failure.js';
 import { defineEvent } from './define.js';
 
 const version = { version: PositiveInt };
@@ -40,7 +41,7 @@ export const unitPhase = <P extends string, D extends string, DP extends t.Props
   [
     defineEvent(`Unit${phase}Requested` as `Unit${P}Requested`, 'decision', record(step), `The coordinator asked a node agent to ${what}.`),
     defineEvent(done, 'outcome', record({ ...step, ...doneData }, doneOptional ?? ({} as DO)), `The node agent did: ${what}.`),
-    defineEvent(`Unit${phase}Failed` as `Unit${P}Failed`, 'outcome', record({ ...step, reason: t.string }), `The node agent could not ${what}; the reason says why.`),
+    defineEvent(`Unit${phase}Failed` as `Unit${P}Failed`, 'outcome', record({ ...step, reason: t.string }, { failure: Failure }), `The node agent could not ${what}; the reason (and its failure class and hint) says why.`),
   ] as const;
 
 export const [UnitFreezeRequested, UnitFrozen, UnitFreezeFailed] = unitPhase(
@@ -76,19 +77,19 @@ export const CheckpointCommitted = defineEvent(
 export const CheckpointCommitFailed = defineEvent(
   'CheckpointCommitFailed',
   'outcome',
-  record({ ...version, reason: t.string }),
+  record({ ...version, reason: t.string }, { failure: Failure }),
   'The version could not be made durable.',
 );
 export const CheckpointAbortRequested = defineEvent(
   'CheckpointAbortRequested',
   'decision',
-  record({ ...version, reason: t.string }),
+  record({ ...version, reason: t.string }, { failure: Failure }),
   'A failure or a deadline ends the checkpoint: every unit is to be thawed and partial images removed.',
 );
 export const CheckpointAborted = defineEvent(
   'CheckpointAborted',
   'decision',
-  record({ ...version, reason: t.string }),
+  record({ ...version, reason: t.string }, { failure: Failure }),
   'Every unit was cleaned up after an abort; no partial checkpoint remains.',
 );
 export const CheckpointCompleted = defineEvent(

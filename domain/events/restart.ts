@@ -2,6 +2,7 @@
 import * as t from 'io-ts';
 import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, record } from '../codecs.js';
 import { NodeId, ProcessRef, UnitId } from '../identity.js';
+import { Failure } from '../failure.js';
 import { defineEvent } from './define.js';
 import { unitPhase } from './checkpoint.js';
 import { Limits, UnitCgroup } from './job.js';
@@ -62,13 +63,13 @@ export const RestartCommitted = defineEvent(
 export const RestartAbortRequested = defineEvent(
   'RestartAbortRequested',
   'decision',
-  record({ ...restart, reason: t.string }),
+  record({ ...restart, reason: t.string }, { failure: Failure }),
   'A unit failed or a deadline passed: every restored part is to be rolled back.',
 );
 export const RestartFailed = defineEvent(
   'RestartFailed',
   'decision',
-  record({ ...restart, reason: t.string }),
+  record({ ...restart, reason: t.string }, { failure: Failure }),
   'The restart failed as a whole and was rolled back; the reason says why.',
 );
 

@@ -6,7 +6,7 @@ import { ckptHome } from '../../store/open.js';
 import { durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
-import { formatBytes, writeOut } from '../output.js';
+import { formatBytes, whyLine, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
 import { ensureAgent, nodeOf } from './agent.js';
 
@@ -22,6 +22,7 @@ export const checkpointReport = (job: string, c: CheckpointSummary, home: string
   outcome: c.outcome === 'in progress' ? (c.version === null ? 'requested' : 'planned') : c.outcome,
   phase: c.phase,
   reason: c.reason,
+  failure: c.failure ?? null,
   units: c.units,
   processes: c.units.reduce((n, u) => n + (u.captured?.length ?? u.planned), 0),
   files: c.files,
@@ -35,8 +36,8 @@ export const checkpointReport = (job: string, c: CheckpointSummary, home: string
 
 const progressLine = (c: CheckpointSummary): string => {
   const v = c.version === null ? '' : ` v${c.version}`;
-  const failed = c.units.filter((u) => u.failed).map((u) => `${u.unit}: ${u.failed}`);
-  if (c.phase === 'aborting') return `checkpoint${v} aborting (${c.reason}); thawing every unit and removing partial images`;
+  const failed = c.units.filter((u) => u.failed).map((u) => `${u.unit}: ${whyLine(u.failed, u.failure)}`);
+  if (c.phase === 'aborting') return `checkpoint${v} aborting (${whyLine(c.reason, c.failure)}); thawing every unit and removing partial images`;
   return `checkpoint${v}: ${c.phase}${failed.length > 0 ? ` — ${failed.join('; ')}` : ''}`;
 };
 
@@ -102,7 +103,7 @@ export const checkpointCommand: Command = {
             : `ckpt checkpoint: checkpoint v${summary.version} of ${job} is still ${summary.phase}: a node agent may be down (ckpt agent status); follow it with ckpt checkpoints ${job}\n`,
         );
       } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt checkpoint: refused: ${summary.reason}\n`);
-      else if (summary.outcome === 'aborted') process.stderr.write(`ckpt checkpoint: checkpoint v${summary.version} of ${job} aborted: ${summary.reason}\n`);
+      else if (summary.outcome === 'aborted') process.stderr.write(`ckpt checkpoint: checkpoint v${summary.version} of ${job} aborted: ${whyLine(summary.reason, summary.failure)}\n`);
       else if (!wait) console.log(`checkpoint v${summary.version} of ${job} planned (${summary.units.length} unit(s)); follow it with: ckpt checkpoints ${job}`);
       else {
         console.log(
