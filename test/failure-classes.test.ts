@@ -4,7 +4,7 @@
 // workloads.test.ts, tty in job-resources.test.ts, timeout in forkloop.test.ts, images in
 // restart.test.ts.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
@@ -53,6 +53,51 @@ test('space: images that do not fit abort the checkpoint with class space, CRIUâ
   const before = Number(readFileSync(file, 'utf8'));
   await until('the job to run on, thawed', () => Number(readFileSync(file, 'utf8')) > before + 2);
   for (const m of ps('big')) if (m.state === 'running') spawnSync('kill', ['-9', String(m.pid)]);
+  assert.is(spawnSync('umount', [images]).status, 0);
+  mounts.pop();
 });
+
+/** A job whose checkpoint CRIU refuses: the class, CRIU's line and a hint; the job runs on, thawed. */
+const refused = async (job: string, script: string, cls: string, line: RegExp, meanwhile = () => {}) => {
+  const file = join(work, `${job}.alive`);
+  const r = ckpt(['run', '--detach', '--job', job, '--', 'sh', '-c', `${script} & while :; do date +%s%N > ${file}; sleep 0.05; done`]);
+  assert.is(r.code, 0, r.err);
+  await until(`${job} to run`, () => existsSync(file) && ps(job).filter((m) => m.state === 'running').length >= 4);
+  meanwhile();
+  const c = ckpt(['checkpoint', job, '--wait', '--json']);
+  const report = JSON.parse(c.out) as Report;
+  assert.is(c.code, 1, c.out);
+  assert.is(report.failure?.class, cls, JSON.stringify(report.failure ?? report.reason));
+  assert.match(report.failure!.message, line);
+  assert.ok((report.failure!.hint ?? '').length > 10, 'a hint the user can act on');
+  const before = readFileSync(file, 'utf8');
+  await until(`${job} to run on, thawed`, () => readFileSync(file, 'utf8') !== before);
+  for (const m of ps(job)) if (m.state === 'running') spawnSync('kill', ['-9', String(m.pid)]);
+};
+
+test('socket: a socket family CRIU cannot dump (AF_VSOCK)', () =>
+  refused('vsock', `python3 -c 'import socket, time; s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM); time.sleep(1000)'`, 'socket', /Unknown socket/));
+
+test('mount: a file held on a mount that was lazily unmounted since', async () => {
+  const dir = join(work, 'gone');
+  mkdirSync(dir);
+  assert.is(spawnSync('mount', ['-t', 'tmpfs', 'ckpt-test-gone', dir]).status, 0);
+  mounts.push(dir);
+  writeFileSync(join(dir, 'data'), 'x');
+  await refused('mount', `exec 3< ${join(dir, 'data')}; sleep 1000`, 'mount', /Can't lookup mount/, () => {
+    assert.is(spawnSync('umount', ['-l', dir]).status, 0);
+    mounts.pop();
+  });
+});
+
+test('namespace: a nested PID namespace inside the job', () =>
+  refused('pidns', 'unshare --pid --fork sleep 1000', 'namespace', /pid namespace/));
+
+// Root lacks CAP_SYS_RESOURCE on this machine kind (CapEff bit 24): CRIU cannot read the rlimits of
+// another user's process. Where root has it, that dump works and this class cannot be provoked so.
+const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '0'}`);
+const sysResource = (capEff >> 24n) & 1n;
+(sysResource ? test.skip : test)('permission: a member running as another user, without CAP_SYS_RESOURCE', () =>
+  refused('uid', 'runuser -u nobody -- sleep 1000', 'permission', /Operation not permitted/));
 
 test.run();
