@@ -178,7 +178,8 @@ functional_ok() {
   probe_target || return 1
   dir=$(mktemp -d "$SCRATCH/run.XXXXXX")
   mkdir "$dir/img"
-  unshare --pid --fork "$PROBE_TARGET" --tcp --udp --socketpair --pipe --flock "$dir/lock" \
+  # In its own dir: CRIU's parasite may mount a proc in the dumped process's cwd.
+  (cd "$dir" && exec unshare --pid --fork "$PROBE_TARGET" --tcp --udp --socketpair --pipe --flock "$dir/lock") \
     </dev/null >"$dir/ready" 2>"$dir/target.err" &
   unshare_pid=$!
   for i in $(seq 50); do grep -q '^ready' "$dir/ready" 2>/dev/null && break; sleep 0.1; done

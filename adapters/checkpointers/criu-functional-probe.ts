@@ -39,7 +39,8 @@ interface Target {
   readonly port: number;
 }
 
-const onPath = (name: string): string | undefined =>
+/** The first executable `name` on PATH (then the usual bin dirs). */
+export const onPath = (name: string): string | undefined =>
   (process.env.PATH ?? '')
     .split(delimiter)
     .concat(['/usr/bin', '/bin', '/usr/sbin', '/sbin'])
@@ -53,12 +54,17 @@ const onPath = (name: string): string | undefined =>
       }
     });
 
-/** Starts the target in a new PID namespace and resolves once it printed "ready PORT HOSTPID". */
-const startTarget = (target: string, flags: readonly string[]): Promise<Target> =>
+/**
+ * Starts the target in a new PID namespace, in `cwd`, and resolves once it printed "ready PORT
+ * HOSTPID". Each target needs its own cwd: dumping a process whose PID namespace is not the one
+ * of /proc, CRIU's parasite mounts a proc at a fixed name in the process's cwd, and two dumps at
+ * once in one cwd then fail ("Can't create a directory (-17)", measured).
+ */
+const startTarget = (target: string, flags: readonly string[], cwd: string): Promise<Target> =>
   new Promise((resolve, reject) => {
     const unshare = onPath('unshare');
     if (unshare === undefined) return reject(new Error('unshare (util-linux) is not installed: apt-get install util-linux'));
-    const child = spawn(unshare, ['--pid', '--fork', target, ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(unshare, ['--pid', '--fork', target, ...flags], { stdio: ['ignore', 'pipe', 'pipe'], cwd });
     let out = '';
     let err = '';
     const timer = setTimeout(() => fail('it did not say ready within 10 s'), 10_000);
@@ -123,17 +129,17 @@ type Attempt = { readonly ok: true; readonly restoredPid: number } | { readonly 
 /**
  * `criu dump -t PID -D DIR/img …dumpArgs` (which kills the target), then
  * `criu restore -D DIR/img -d --pidfile … …restoreArgs`: the restored target's pid, or the step
- * that failed with criu's error lines.
+ * that failed with criu's error lines. Never throws. `DIR/img` must exist.
  */
 const dumpAndRestore = async (criu: string, pid: number, dir: string, dumpArgs: readonly string[], restoreArgs: readonly string[]): Promise<Attempt> => {
   const images = join(dir, 'img');
-  mkdirSync(images, { mode: 0o700 });
   const dump = await runCriu(criu, ['dump', '-t', String(pid), '-D', images, ...dumpArgs], { logFile: 'dump.log', timeoutMs: 60_000, cwd: dir });
   if (dump.code !== 0) return { ok: false, step: 'dump', errors: errorsOf(readOr(join(images, 'dump.log'), dump.stderr)) };
   const pidfile = join(dir, 'restored.pid');
   const restore = await runCriu(criu, ['restore', '-D', images, '-d', '--pidfile', pidfile, ...restoreArgs], { logFile: 'restore.log', timeoutMs: 60_000, cwd: dir });
   if (restore.code !== 0) return { ok: false, step: 'restore', errors: errorsOf(readOr(join(images, 'restore.log'), restore.stderr)) };
-  return { ok: true, restoredPid: Number.parseInt(readFileSync(pidfile, 'utf8'), 10) };
+  const restoredPid = Number.parseInt(readOr(pidfile, ''), 10);
+  return Number.isInteger(restoredPid) && restoredPid > 1 ? { ok: true, restoredPid } : { ok: false, step: 'restore', errors: [`exit 0 but no pid in ${pidfile}`] };
 };
 
 /** criu's first two error lines, without "Error (file.c:123):" and the final "…FAILED." summary. */
@@ -170,7 +176,8 @@ const tryOnce = async (
   verify: (restored: Target, dir: string) => Promise<string | undefined>,
 ): Promise<Check> => {
   const dir = mkdtempSync(join(tmpdir(), 'ckpt-criu-probe-'));
-  const started = await startTarget(target, flags.map((f) => f.replace('{dir}', dir))).catch((e: Error) => e);
+  mkdirSync(join(dir, 'img'), { mode: 0o700 });
+  const started = await startTarget(target, flags.map((f) => f.replace('{dir}', dir)), dir).catch((e: Error) => e);
   if (started instanceof Error) {
     rmSync(dir, { recursive: true, force: true });
     return { works: false, why: started.message, startFailed: true };
@@ -181,6 +188,7 @@ const tryOnce = async (
       kill(started.pid); // a failed dump leaves it running
       return { works: false, why: `criu ${attempt.step} failed: ${attempt.errors.join('; ') || 'no error in its log'}` };
     }
+    // The dump killed the original (never signal its pid again: it may be reused).
     try {
       const wrong = await verify({ pid: attempt.restoredPid, port: started.port }, dir);
       return wrong === undefined ? { works: true } : { works: false, why: `restored, but ${wrong}` };
@@ -188,7 +196,6 @@ const tryOnce = async (
       kill(attempt.restoredPid);
     }
   } finally {
-    kill(started.pid);
     rmSync(dir, { recursive: true, force: true });
   }
 };

@@ -9,7 +9,7 @@ import type { Capabilities, CheckpointerProbed } from '../../domain/events/node.
 import type { CheckpointScope } from '../../domain/identity.js';
 import { canFreeze, describeCgroups, detectCgroups, type CgroupLayout } from '../cgroups/unit-cgroups.js';
 import { compareVersions, criuErrorLines, criuVersion, MIN_CRIU_VERSION, runCriu } from './criu.js';
-import { probeFunctionsCached } from './criu-functional-probe.js';
+import { onPath, probeFunctionsCached } from './criu-functional-probe.js';
 
 /** The data of a CheckpointerProbed event, without the node (the agent adds it). */
 export type CheckpointerProbeData = Omit<t.TypeOf<(typeof CheckpointerProbed)['codec']>, 'node'>;
@@ -31,13 +31,10 @@ export interface ProbeOptions {
 const checkFeature = async (criu: string, feature: string): Promise<boolean> =>
   (await runCriu(criu, ['check', '--feature', feature], { timeoutMs: 60_000 })).code === 0;
 
-const unshareOnPath = (): string | undefined =>
-  ['/usr/bin/unshare', '/bin/unshare', '/usr/sbin/unshare', '/sbin/unshare'].find((p) => isExecutable(p));
-
 /** Can this node run a process in a new PID namespace? Tried for real (unshare, ~5 ms). */
 const probePidNamespace = async (): Promise<boolean> => {
   if (!existsSync('/proc/self/ns/pid')) return false;
-  const unshare = unshareOnPath();
+  const unshare = onPath('unshare');
   if (unshare === undefined) return false;
   const run = await runCriu(unshare, ['--pid', '--fork', '--mount-proc', 'true'], { timeoutMs: 10_000 });
   return run.code === 0;
