@@ -13,17 +13,16 @@ import { canFreeze, detectCgroups } from '../adapters/cgroups/unit-cgroups.js';
 import {
   compareVersions,
   criuVersion,
-  criuVersionProblem,
   dumpTree,
   locateCriu,
   pidNamespaceOf,
   pidsInUse,
-  probeCriu,
   restoreTree,
   runCriu,
   waitPidsGone,
 } from '../adapters/checkpointers/criu.js';
 import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/criu-images.js';
+import { criuVersionProblem, probeCriu } from '../adapters/checkpointers/criu-probe.js';
 import { readStat, scanProcesses } from '../adapters/tracking/procfs.js';
 import { CheckpointerProbed } from '../domain/events/node.js';
 import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';

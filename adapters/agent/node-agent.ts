@@ -48,6 +48,8 @@ export interface NodeAgentOptions {
   readonly imagesRoot: string;
   /** Where restore logs go ($CKPT_HOME/restarts). */
   readonly workRoot: string;
+  /** Where CRIU's functional probe results are cached ($CKPT_HOME/criu-probe.json); none: probed on every start. */
+  readonly criuProbeCache?: string;
   /** Proc connector receive buffer (bytes); tests force a tiny one to provoke overruns. */
   readonly rcvbuf?: number;
   /** How often tracked processes are re-read from /proc (pgid, sid, parent, cgroup). */
@@ -132,7 +134,7 @@ export class NodeAgent {
       });
     });
 
-    const checkpointer = new CriuCheckpointer(locateCriu(), this.#o.imagesRoot);
+    const checkpointer = new CriuCheckpointer(locateCriu(), this.#o.imagesRoot, this.#o.criuProbeCache);
     this.#work = new JobWork({
       store,
       node,

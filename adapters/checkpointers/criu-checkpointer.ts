@@ -10,8 +10,9 @@ import type { Failure } from '../../domain/failure.js';
 import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
-import { CriuError, dumpTree, probeCriu, restoreTree } from './criu.js';
+import { CriuError, dumpTree, restoreTree } from './criu.js';
 import { classifyCriuFailure } from './criu-failure.js';
+import { probeCriu } from './criu-probe.js';
 import { readPstree } from './criu-images.js';
 
 export class CriuCheckpointer implements Checkpointer {
@@ -22,10 +23,12 @@ export class CriuCheckpointer implements Checkpointer {
     private readonly criu: string | undefined,
     /** $CKPT_HOME/images: partial images of an aborted version are removed from here. */
     private readonly imagesRoot: string,
+    /** Where the functional probe's results are cached ($CKPT_HOME/criu-probe.json). */
+    private readonly probeCache?: string,
   ) {}
 
   probe() {
-    return probeCriu(this.criu);
+    return probeCriu(this.criu, this.probeCache === undefined ? {} : { cacheFile: this.probeCache });
   }
 
   explain(error: unknown) {
