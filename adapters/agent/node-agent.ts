@@ -544,7 +544,7 @@ export class NodeAgent {
       t.dependent = true;
       this.#emit(member.job, {
         type: 'DependencyObserved',
-        data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode },
+        data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode, ...(d.name && { name: d.name }) },
       });
     }
   }
