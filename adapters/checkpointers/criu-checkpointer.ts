@@ -11,6 +11,7 @@ import { followImages, prepareUnitDir, removePartial } from '../images/image-sto
 import { readStat } from '../tracking/procfs.js';
 import { dumpTree, probeCriu, restoreTree } from './criu.js';
 import { readPstree } from './criu-images.js';
+import { outsideTerminals, terminalRefusal } from './unit-terminals.js';
 
 export class CriuCheckpointer implements Checkpointer {
   readonly name = 'criu';
@@ -36,6 +37,9 @@ export class CriuCheckpointer implements Checkpointer {
     const criu = this.#binary();
     const root = u.root && readStat(u.root.pid);
     if (!u.root || !root || root.startTime !== u.root.startTime) throw new Error(`the unit’s first process (${u.root?.pid ?? 'unknown'}) is gone: the unit has ended`);
+    // No --shell-job: a terminal outside the unit is refused (see unit-terminals.ts).
+    const terminals = outsideTerminals(unitProcesses(u.cgroups).concat(u.root.pid));
+    if (terminals.length > 0) throw terminalRefusal(terminals);
     prepareUnitDir(this.imagesRoot, u.job, u.version, u.unit);
     const freezer = u.scope === 'cgroup' ? freezerOf(u.cgroups) : undefined;
     const started = performance.now();

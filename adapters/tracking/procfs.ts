@@ -717,3 +717,56 @@ export const findDependents = (
   }
   return out;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Terminals
+
+export interface Terminals {
+  /** Pseudo-terminal slaves in use, by pts index: how ("fd 0", "controlling terminal"). */
+  readonly slaves: Map<number, string[]>;
+  /** pts indexes of the pseudo-terminal masters held open (/dev/ptmx fds, "tty-index" in fdinfo). */
+  readonly masters: number[];
+  /** Other terminals in use (a console, a serial line, /dev/tty): "PATH (fd N)" or "controlling terminal MAJOR:MINOR". */
+  readonly others: string[];
+}
+
+const PTS = /^\/dev\/pts\/(\d+)$/;
+const OTHER_TTY = /^\/dev\/(tty\S*|console)$/;
+
+/** tty_nr (field 7 of /proc/PID/stat) as [major, minor]; undefined when gone. */
+const controllingTerminal = (pid: number): readonly [number, number] | undefined => {
+  const path = `/proc/${pid}/stat`;
+  const text = orGone(path, () => readFileSync(path, 'latin1'));
+  if (text === undefined) return undefined;
+  const nr = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[4]);
+  return [(nr >>> 8) & 0xfff, (nr & 0xff) | ((nr >>> 12) & 0xfff00)];
+};
+
+/**
+ * The terminals `pid` uses: pty slaves and masters among its fds, its controlling terminal, and
+ * other tty devices; undefined when gone. (pts indexes are per devpts instance: a process with
+ * its own devpts mount is not told apart.)
+ */
+export const readTerminals = (pid: number): Terminals | undefined => {
+  const links = readFdLinks(pid);
+  const ctty = controllingTerminal(pid);
+  if (!links || !ctty) return undefined;
+  const slaves = new Map<number, string[]>();
+  const masters: number[] = [];
+  const others: string[] = [];
+  const slave = (index: number, how: string) => slaves.set(index, [...(slaves.get(index) ?? []), how]);
+  for (const [fd, link] of links.paths) {
+    const pts = PTS.exec(link);
+    if (pts) slave(Number(pts[1]), `fd ${fd}`);
+    else if (link === '/dev/ptmx' || link === '/dev/pts/ptmx') {
+      const info = orGone(`/proc/${pid}/fdinfo/${fd}`, () => readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'latin1'));
+      const index = info && /^tty-index:\s*(\d+)$/m.exec(info)?.[1];
+      if (index) masters.push(Number(index));
+    } else if (OTHER_TTY.test(link)) others.push(`${link} (fd ${fd})`);
+  }
+  const [major, minor] = ctty;
+  // Unix98 pty slaves: majors 136-143, 256 minors each.
+  if (major >= 136 && major <= 143) slave((major - 136) * 256 + minor, 'controlling terminal');
+  else if (major !== 0) others.push(`controlling terminal ${major}:${minor}`);
+  return { slaves, masters, others };
+};
