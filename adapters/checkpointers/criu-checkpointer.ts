@@ -38,7 +38,7 @@ export class CriuCheckpointer implements Checkpointer {
     const root = u.root && readStat(u.root.pid);
     if (!u.root || !root || root.startTime !== u.root.startTime) throw new Error(`the unit’s first process (${u.root?.pid ?? 'unknown'}) is gone: the unit has ended`);
     // No --shell-job: a terminal outside the unit is refused (see unit-terminals.ts).
-    const terminals = outsideTerminals(unitProcesses(u.cgroups).concat(u.root.pid));
+    const terminals = outsideTerminals([...new Set([u.root.pid, ...unitProcesses(u.cgroups)])]);
     if (terminals.length > 0) throw terminalRefusal(terminals);
     prepareUnitDir(this.imagesRoot, u.job, u.version, u.unit);
     const freezer = u.scope === 'cgroup' ? freezerOf(u.cgroups) : undefined;

@@ -24,7 +24,9 @@ export const outsideTerminals = (pids: readonly number[]): string[] => {
   }
   for (const [index, users] of seen) {
     if (masters.has(index)) continue;
-    lines.push(`/dev/pts/${index} (${users.map((u) => `${who(u.pid)}: ${u.how.join(', ')}`).join('; ')})`);
+    const named = users.slice(0, 3).map((u) => `${who(u.pid)}: ${u.how.join(', ')}`);
+    if (users.length > 3) named.push(`${users.length - 3} more`);
+    lines.push(`/dev/pts/${index} (${named.join('; ')})`);
   }
   return lines;
 };
