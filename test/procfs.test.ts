@@ -18,6 +18,7 @@ import {
   readCmdline,
   readExe,
   readStat,
+  readTerminals,
   scanProcesses,
   startTimeMs,
   type ProcStat,
@@ -416,6 +417,32 @@ test('findDependents: a named FIFO opened by a member and a non-member', async (
   const a = (await start('bash', ['-c', 'exec sleep 100 <"$0"', file])).pid!;
   await start('bash', ['-c', 'exec sleep 100 <"$0"', file]);
   assert.equal(findDependents([a]), []);
+});
+
+test('readTerminals: the master of a pty pair in one process, its slave (fds and controlling terminal) in a child', async () => {
+  const [parent, child, index] = await python(
+    [
+      'import ctypes, os, pty, time',
+      'libc = ctypes.CDLL(None); libc.ptsname.restype = ctypes.c_char_p',
+      'pid, master = pty.fork()', // the child: a session leader with the slave as controlling terminal and fds 0-2
+      'if pid == 0:',
+      '    time.sleep(100); os._exit(0)',
+      'print(os.getpid(), pid, libc.ptsname(master).decode().split("/")[-1], flush=True)',
+      'time.sleep(100)',
+    ].join('\n'),
+  );
+  const mine = readTerminals(parent!)!;
+  assert.equal(mine.masters, [index]);
+  assert.equal([...mine.slaves], []);
+  const theirs = await until('the child on its terminal', () => {
+    const t = readTerminals(child!);
+    return t?.slaves.get(index!)?.length === 4 && t;
+  });
+  assert.equal(theirs.masters, []);
+  assert.equal(theirs.slaves.get(index!), ['fd 0', 'fd 1', 'fd 2', 'controlling terminal']);
+  assert.equal(theirs.others, []);
+  // No terminal at all: stdio to /dev/null, no controlling terminal.
+  assert.equal(readTerminals((await start('sleep', ['100'])).pid!), { slaves: new Map(), masters: [], others: [] });
 });
 
 test('findDependents: unrelated processes and TCP connections are not dependents', async () => {
