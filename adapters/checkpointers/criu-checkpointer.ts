@@ -14,6 +14,7 @@ import { CriuError, dumpTree, restoreTree } from './criu.js';
 import { classifyCriuFailure } from './criu-failure.js';
 import { probeCriu } from './criu-probe.js';
 import { readPstree } from './criu-images.js';
+import { outsideTerminals, terminalRefusal } from './unit-terminals.js';
 
 export class CriuCheckpointer implements Checkpointer {
   readonly name = 'criu';
@@ -50,6 +51,9 @@ export class CriuCheckpointer implements Checkpointer {
     const criu = this.#binary();
     const root = u.root && readStat(u.root.pid);
     if (!u.root || !root || root.startTime !== u.root.startTime) throw new Error(`the unit’s first process (${u.root?.pid ?? 'unknown'}) is gone: the unit has ended`);
+    // No --shell-job: a terminal outside the unit is refused (see unit-terminals.ts).
+    const terminals = outsideTerminals([...new Set([u.root.pid, ...unitProcesses(u.cgroups)])]);
+    if (terminals.length > 0) throw terminalRefusal(terminals);
     prepareUnitDir(this.imagesRoot, u.job, u.version, u.unit);
     const freezer = u.scope === 'cgroup' ? freezerOf(u.cgroups) : undefined;
     const started = performance.now();
