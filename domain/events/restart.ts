@@ -3,7 +3,7 @@ import * as t from 'io-ts';
 import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, record } from '../codecs.js';
 import { NodeId, ProcessRef, UnitId } from '../identity.js';
 import { defineEvent } from './define.js';
-import { unitPhase } from './checkpoint.js';
+import { CheckpointOptions, unitPhase } from './checkpoint.js';
 import { Limits, UnitCgroup } from './job.js';
 
 const restart = { restart: PositiveInt };
@@ -36,8 +36,8 @@ export const RestartPlanned = defineEvent(
     request: NonEmptyString,
     version: PositiveInt,
     units: t.array(record({ unit: UnitId, node: NodeId, images: NonEmptyString, limits: Limits })),
-  }),
-  'The coordinator fixed which version each unit restores from, where, and under which limits.',
+  }, { options: CheckpointOptions }),
+  'The coordinator fixed which version each unit restores from, where, and under which limits (and the version’s options, when any is on).',
 );
 
 export const [UnitImagesVerifyRequested, UnitImagesVerified, UnitImagesVerifyFailed] = unitPhase(
