@@ -109,7 +109,7 @@ export class CriuCheckpointer implements Checkpointer {
 
   #lockMethod(criu: string): Promise<'nftables' | 'iptables'> {
     if (this.#probedLock) return Promise.resolve(this.#probedLock);
-    this.#networkLock ??= runCriu(criu, ['check', '--feature', 'network-lock-nftables'], { timeoutMs: 60_000 }).then((r) => (r.code === 0 ? 'nftables' : 'iptables'));
+    this.#networkLock ??= runCriu(criu, ['check', '--feature', 'network_lock_nftables'], { timeoutMs: 60_000 }).then((r) => (r.code === 0 ? 'nftables' : 'iptables'));
     return this.#networkLock;
   }
 
