@@ -190,14 +190,12 @@ const plus = (iso: string, ms: number): string => new Date(Date.parse(iso) + ms)
  * nothing. Processes outside the unit's cgroup (dependents, moved processes) cannot be frozen
  * with it: the plan refuses rather than take a silently partial checkpoint.
  */
-export const planUnits = (s: CheckpointState, version: number, options: CheckpointOptions = noOptions): { units: PlannedUnit[] } | { refused: string } => {
+export const planUnits = (s: CheckpointState, version: number): { units: PlannedUnit[] } | { refused: string } => {
   const units: PlannedUnit[] = [];
   for (const unit of Object.values(s.job.units)) {
     const node = s.nodes[unit.node];
     if (!node) return { refused: `node ${unit.node} has not reported a checkpointer yet (is its agent running?)` };
     if (!node.usable) return { refused: `the checkpointer on ${unit.node} cannot be used: ${node.problems.join('; ')}` };
-    const lacking = lackingCapability(node.capabilities, options);
-    if (lacking) return { refused: `the checkpointer on ${unit.node} ${lacking}` };
     const scopes: CheckpointScope[] = node.capabilities.freezeCgroup && node.capabilities.scopes.includes('cgroup') ? ['cgroup'] : ['tree'];
     const scope = scopes[0]!;
     const coverage = scopeCoverage(s.job, unit.unit, scope);
@@ -217,14 +215,6 @@ export const planUnits = (s: CheckpointState, version: number, options: Checkpoi
     });
   }
   return units.length > 0 ? { units } : { refused: 'the job has no units' };
-};
-
-/** Why a node cannot honour the options (only what its probe says it lacks: unknown is not refused). */
-export const lackingCapability = (c: Capabilities, o: CheckpointOptions): string | undefined => {
-  if (o.tcpEstablished && c.tcpEstablished === false) return 'cannot checkpoint established TCP connections (its probe says so): install CRIU ≥ 4.2 (bash scripts/install-criu.sh), or checkpoint without --tcp-established';
-  if (o.tcpEstablished && c.networkLock === null) return 'has no way to lock the network during the dump (neither nftables nor iptables works): needed for --tcp-established';
-  if (o.fileLocks && c.fileLocks === false) return 'cannot checkpoint file locks (its probe says so): install CRIU ≥ 4.2 (bash scripts/install-criu.sh), or checkpoint without --file-locks';
-  return undefined;
 };
 
 const everyUnit = (a: ActiveCheckpoint, phase: UnitPhase) => Object.values(a.units).every((u) => u.phase === phase);
@@ -252,7 +242,9 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
       if (s.job.phase !== 'running' || runningMembers(s.job).length === 0) return reject(request, 'checkpoint', 'invalid', `job ${s.job.job} has no running processes to checkpoint`);
       const version = s.lastVersion + 1;
       const options = effectiveOptions(s.jobOptions, s.requests[request]?.options ?? noOptions);
-      const plan = planUnits(s, version, options);
+      // Whether the node can honour them is judged by the agent before the freeze, against what
+      // the unit holds then (domain/preflight.ts): an option with nothing to take refuses nothing.
+      const plan = planUnits(s, version);
       if ('refused' in plan) return reject(request, 'checkpoint', 'unsupported', plan.refused);
       return [
         { type: 'CheckpointPlanned', data: { version, request, parent: s.lastCommitted, units: plan.units, ...(anyOption(options) && { options }) } },

@@ -10,7 +10,7 @@
 //   restored, remove its cgroups) → all rolled back → RestartFailed.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
 import type { NodeId, UnitId } from './identity.js';
-import { lackingCapability, type CheckpointState } from './checkpoint-coordinator.js';
+import type { CheckpointState } from './checkpoint-coordinator.js';
 import type { CheckpointOptions } from './events/checkpoint.js';
 import { authorize, reject } from './requests.js';
 
@@ -153,8 +153,6 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
       for (const u of placed) {
         const node = checkpoint.nodes[u.node];
         if (!node?.usable) return reject(request, 'restart', 'unsupported', `node ${u.node} has no usable checkpointer${node ? `: ${node.problems.join('; ')}` : ' (is its agent running?)'}`);
-        const lacking = options && lackingCapability(node.capabilities, options);
-        if (lacking) return reject(request, 'restart', 'unsupported', `version ${version} holds what it was checkpointed with, but the checkpointer on ${u.node} ${lacking}`);
       }
       const restart = s.lastRestart + 1;
       const planned = placed.map((u) => ({ ...u, images: `${job.job}/v${version}/${u.unit}`, limits: job.units[u.unit]?.limits ?? {} }));
