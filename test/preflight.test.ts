@@ -1,10 +1,17 @@
 // The preflight judge (pure) and the /proc parsers it is fed by: what refuses a checkpoint before
 // anything is frozen, and how each refusal names what the job holds and what to do.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseProcLocks, parseProcNet, parseProcNetAddress } from '../adapters/tracking/resources.js';
+import { parseProcLocks, parseProcNet, parseProcNetAddress, unitResources } from '../adapters/tracking/resources.js';
 import type { Capabilities } from '../domain/events/node.js';
 import { describeFailure } from '../domain/failure.js';
+import { needCommand } from './support/prerequisites.js';
+import { until } from './support/wait.js';
 import { FILE_LOCKS_HINT, NEWER_CRIU_HINT, preflight, TCP_ESTABLISHED_HINT, type InetSocket, type UnitResources } from '../domain/preflight.js';
 
 const test = suite('preflight');
@@ -105,6 +112,50 @@ test('/proc/locks parsing: holders only (not waiters), device in hex, inode in d
     { kind: 'POSIX', mode: 'WRITE', pid: 6477, major: 0xfe, minor: 0, inode: 2146775 },
     { kind: 'FLOCK', mode: 'READ', pid: 8899, major: 0, minor: 0x2d, inode: 128 },
   ]);
+});
+
+// A real process (python3), read from /proc: what unitResources finds is what it holds.
+const HOLDER = `import fcntl, os, socket, sys, time
+d = sys.argv[1]
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+c = socket.create_connection(s.getsockname()); a, _ = s.accept()
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(('::1', 0))
+x = socket.socket(socket.AF_UNIX); x.connect(os.path.join(d, 'outside.sock'))
+p, q = socket.socketpair()
+f = open(os.path.join(d, 'held.lock'), 'w'); fcntl.lockf(f, fcntl.LOCK_EX)
+open(os.path.join(d, 'ready'), 'w').write('%d %d %d' % (s.getsockname()[1], c.getsockname()[1], u.getsockname()[1]))
+time.sleep(60)
+`;
+
+const python = needCommand('python3', 'apt-get install -y python3') ? test.skip : test;
+python('unitResources reads a process’s TCP/UDP sockets (v4 and v6), its lock, and the unix peer outside it (named)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ckpt-resources-'));
+  const server = createServer(() => {}).listen(join(dir, 'outside.sock'));
+  const child = spawn('python3', ['-c', HOLDER, dir], { stdio: 'ignore' });
+  try {
+    const ready = join(dir, 'ready');
+    const [port, client, udpPort] = (await until('the holder', () => existsSync(ready) && readFileSync(ready, 'utf8'))).split(' ').map(Number);
+    const held = unitResources([child.pid!]);
+    const me = { pid: child.pid!, comm: 'python3' };
+    assert.equal(
+      [...held.inet].sort((a, b) => a.local.localeCompare(b.local) || a.state.localeCompare(b.state)),
+      [
+        { ...me, protocol: 'tcp', state: 'established', local: `127.0.0.1:${client}`, remote: `127.0.0.1:${port}` },
+        { ...me, protocol: 'tcp', state: 'established', local: `127.0.0.1:${port}`, remote: `127.0.0.1:${client}` },
+        { ...me, protocol: 'tcp', state: 'listen', local: `127.0.0.1:${port}`, remote: '0.0.0.0:0' },
+        { ...me, protocol: 'udp', state: 'unconnected', local: `[::1]:${udpPort}`, remote: '[::]:0' },
+      ].sort((a, b) => a.local.localeCompare(b.local) || a.state.localeCompare(b.state)),
+    );
+    assert.equal(held.locks, [{ ...me, kind: 'POSIX', mode: 'WRITE', file: join(dir, 'held.lock') }]);
+    assert.is(held.outsidePeers.length, 1, 'the socketpair is within the process: not outside');
+    assert.equal(held.outsidePeers[0]!.peer, { pid: process.pid, comm: 'node' });
+    assert.is(held.outsidePeers[0]!.path, join(dir, 'outside.sock'));
+    assert.equal(preflight(held, none, undefined).map((f) => f.class), ['connection', 'file-lock', 'connection']);
+  } finally {
+    child.kill('SIGKILL');
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

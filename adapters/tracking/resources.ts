@@ -5,7 +5,7 @@
 // unit (peers from `ss`, as the dependency finder reads them). domain/preflight.ts judges it.
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import type { FileLock, Holder, InetSocket, OutsidePeer, UnitResources } from '../../domain/preflight.js';
-import { listPids, openResources, readStat, unixSocketPeers, unixSockets } from './procfs.js';
+import { listPids, readStat, unixSocketPeers, unixSockets } from './procfs.js';
 
 const TCP_STATES: Readonly<Record<string, string>> = {
   '01': 'established', '02': 'syn-sent', '03': 'syn-recv', '04': 'fin-wait-1', '05': 'fin-wait-2', '06': 'time-wait',
@@ -134,29 +134,45 @@ const holder = (pid: number): Holder | undefined => {
   return s && { pid, comm: s.comm };
 };
 
+/** Runs `read`, or undefined when it fails (a process that exited meanwhile, a file gone). */
+const tryRead = <T>(read: () => T): T | undefined => {
+  try {
+    return read();
+  } catch {
+    return undefined;
+  }
+};
+
 /**
  * What `members` (the unit's processes, e.g. its cgroup's) hold: their TCP/UDP sockets, the file
- * locks they hold, and their unix sockets connected to a process outside them. Processes that
- * exit meanwhile are skipped.
+ * locks they hold, and their unix sockets connected to a process outside them. Only fd links are
+ * read per process (a fork-heavy unit has many); the socket tables once per network namespace,
+ * and only when a member holds a socket. Processes that exit meanwhile are skipped.
  */
 export const unitResources = (members: readonly number[]): UnitResources => {
   const memberSet = new Set(members);
   const inet: InetSocket[] = [];
   const unixOf = new Map<string, { member: Holder; netnsOf: number }>(); // member unix socket inode →
-  const tables = new Map<string, Map<string, Row>>();
-  const unixByNetns = new Map<string, Map<string, string>>();
+  // Reading /proc/net/tcp walks the kernel's whole TCP hash (~10 ms each here): only when needed.
+  const tables = new Map<string, { inet?: Map<string, Row>; unix: Map<string, string> }>();
   for (const pid of members) {
+    const sockets = socketInodes(pid);
+    if (sockets.length === 0) continue;
     const h = holder(pid);
     const ns = netnsOf(pid);
     if (!h || ns === undefined) continue;
-    if (!unixByNetns.has(ns)) unixByNetns.set(ns, unixSockets(pid));
-    const held = openResources(pid, unixByNetns.get(ns));
-    if (!held) continue;
-    for (const inode of held.unixSockets) if (!unixOf.has(inode)) unixOf.set(inode, { member: h, netnsOf: pid });
-    if (held.other.sockets.length === 0) continue;
-    if (!tables.has(ns)) tables.set(ns, inetTable(pid));
-    for (const inode of held.other.sockets) {
-      const row = tables.get(ns)!.get(inode);
+    let table = tables.get(ns);
+    if (!table) {
+      const unix = tryRead(() => unixSockets(pid));
+      if (!unix) continue; // exited
+      tables.set(ns, (table = { unix }));
+    }
+    for (const inode of sockets) {
+      if (table.unix.has(inode)) {
+        if (!unixOf.has(inode)) unixOf.set(inode, { member: h, netnsOf: pid });
+        continue;
+      }
+      const row = (table.inet ??= inetTable(pid)).get(inode);
       if (row) inet.push({ ...h, ...row });
     }
   }
@@ -168,14 +184,14 @@ export const unitResources = (members: readonly number[]): UnitResources => {
       return h ? [{ ...h, kind: l.kind, mode: l.mode, file: lockedFile(l) }] : [];
     });
 
-  return { inet, locks, outsidePeers: outsidePeers(memberSet, unixOf, unixByNetns) };
+  return { inet, locks, outsidePeers: outsidePeers(memberSet, unixOf, [...tables.values()].map((t) => t.unix)) };
 };
 
 /** The members' unix sockets whose peer socket no member holds, with the process that holds it. */
 const outsidePeers = (
   members: ReadonlySet<number>,
   unixOf: ReadonlyMap<string, { member: Holder; netnsOf: number }>,
-  unixByNetns: ReadonlyMap<string, Map<string, string>>,
+  unixTables: ReadonlyArray<ReadonlyMap<string, string>>,
 ): OutsidePeer[] => {
   if (unixOf.size === 0) return [];
   const selfNs = netnsOf(process.pid);
@@ -185,7 +201,8 @@ const outsidePeers = (
     const ns = netnsOf(pid);
     if (ns === undefined || seenNs.has(ns)) continue;
     seenNs.add(ns);
-    for (const [inode, peer] of unixSocketPeers(ns === selfNs ? {} : { netnsOf: pid })) {
+    const peers = ns === selfNs ? unixSocketPeers() : tryRead(() => unixSocketPeers({ netnsOf: pid })); // undefined: it exited
+    for (const [inode, peer] of peers ?? []) {
       const mine = unixOf.get(inode);
       if (mine && !unixOf.has(peer)) wanted.set(peer, { member: mine.member, inode });
     }
@@ -193,7 +210,7 @@ const outsidePeers = (
   if (wanted.size === 0) return [];
   const found = new Map<string, Holder>();
   for (const pid of listPids()) {
-    if (members.has(pid) || pid === process.pid) continue;
+    if (members.has(pid)) continue;
     for (const inode of socketInodes(pid)) {
       if (wanted.has(inode) && !found.has(inode)) {
         const h = holder(pid);
@@ -203,7 +220,7 @@ const outsidePeers = (
     if (found.size === wanted.size) break;
   }
   const names = new Map<string, string>();
-  for (const m of unixByNetns.values()) for (const [inode, path] of m) if (path) names.set(inode, path);
+  for (const m of unixTables) for (const [inode, path] of m) if (path) names.set(inode, path);
   return [...wanted].map(([peerInode, { member, inode }]) => {
     const peer = found.get(peerInode);
     const path = names.get(peerInode);
