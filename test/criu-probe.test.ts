@@ -12,12 +12,12 @@ import { compareVersions, criuVersion, DEFAULT_REPO_ROOT, locateCriu } from '../
 import { probeCacheKey, probeFunctionsCached, probeTargetPath, readCache } from '../adapters/checkpointers/criu-functional-probe.js';
 import { probeCriu } from '../adapters/checkpointers/criu-probe.js';
 import { CheckpointerProbed } from '../domain/events/node.js';
-import { firstMissing, needCommand, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';
+import { firstMissing, needCommand, needRoot, OLD_CRIU, suiteRequiring, type Missing } from './support/prerequisites.js';
 
 const INSTALL = 'bash scripts/install-criu.sh';
 const newCriu = locateCriu();
 const newVersion = newCriu === undefined ? undefined : criuVersion(newCriu);
-const oldCriu = process.env.CKPT_CRIU_OLD || join(DEFAULT_REPO_ROOT, '.criu-4.1', 'bin', 'criu');
+const oldCriu = OLD_CRIU;
 const oldVersion = existsSync(oldCriu) ? criuVersion(oldCriu) : undefined;
 
 const needTarget = (): Missing => (existsSync(probeTargetPath) ? undefined : `needs ${probeTargetPath} (npm run build, with gcc installed)`);

@@ -4,13 +4,15 @@
 // leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
-import type { UnitCgroup } from '../../domain/events/job.js';
-import type { Failure } from '../../domain/failure.js';
+import { CANCEL, RELEASE, type Checkpointer, type RestoreTarget, type UnitTarget } from '../../domain/checkpointer.js';
+import type { Capabilities } from '../../domain/events/node.js';
+import { describeFailure, type Failure } from '../../domain/failure.js';
+import { preflight, type NodeCheckpointerFacts } from '../../domain/preflight.js';
 import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
-import { CriuError, dumpTree, restoreTree } from './criu.js';
+import { unitResources } from '../tracking/resources.js';
+import { CriuError, dumpTree, restoreTree, runCriu } from './criu.js';
 import { classifyCriuFailure } from './criu-failure.js';
 import { probeCriu } from './criu-probe.js';
 import { readPstree } from './criu-images.js';
@@ -28,8 +30,14 @@ export class CriuCheckpointer implements Checkpointer {
     private readonly probeCache?: string,
   ) {}
 
-  probe() {
-    return probeCriu(this.criu, this.probeCache === undefined ? {} : { cacheFile: this.probeCache });
+  /** The network lock method, once known: the probe's, else the first CRIU says it supports. */
+  #networkLock: Promise<'nftables' | 'iptables'> | undefined;
+  #probedLock: Capabilities['networkLock'];
+
+  async probe() {
+    const probed = await probeCriu(this.criu, this.probeCache === undefined ? {} : { cacheFile: this.probeCache });
+    this.#probedLock = probed.capabilities.networkLock;
+    return probed;
   }
 
   explain(error: unknown) {
@@ -39,6 +47,11 @@ export class CriuCheckpointer implements Checkpointer {
     if (!(error instanceof CriuError)) return classifyCriuFailure({ message });
     const d = error.details as CriuError['details'] & { criuErrno?: number; criuErrmsg?: string };
     return classifyCriuFailure({ message, errorLines: d.errorLines, ...(d.criuErrno !== undefined && { errno: d.criuErrno }), ...(d.criuErrmsg && { errmsg: d.criuErrmsg }), ...(d.log && { log: d.log }) });
+  }
+
+  async preflight(u: UnitTarget, node: NodeCheckpointerFacts | undefined) {
+    const [failure, ...more] = preflight(unitResources(unitProcesses(u.cgroups)), u.options, node);
+    if (failure) throw Object.assign(new Error([failure, ...more].map(describeFailure).join('; ')), { failure });
   }
 
   async freeze(u: UnitTarget) {
@@ -60,7 +73,14 @@ export class CriuCheckpointer implements Checkpointer {
     // Hashed and flushed while criu writes: committing then has nothing left to read.
     const follower = followImages(this.imagesRoot, u.job, u.version, u.unit);
     try {
-      await dumpTree({ criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: true, ...(freezer && { freezeCgroup: freezer.dir }) });
+      // With --stop, established connections stay locked (in repair) from the dump on: the stop then
+      // kills the job without a FIN or RST reaching its peers, and a restart repairs them.
+      const holdConnections = u.options.tcpEstablished && u.stop;
+      await dumpTree({
+        criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: !holdConnections, ...(holdConnections && { extraArgs: ['--leave-stopped'] }), ...(freezer && { freezeCgroup: freezer.dir }),
+        ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
+        ...(u.options.fileLocks && { fileLocks: true }),
+      });
     } catch (error) {
       await follower.cancel();
       throw error;
@@ -84,17 +104,30 @@ export class CriuCheckpointer implements Checkpointer {
   async abort(u: UnitTarget) {
     const frozen = !!freezerOf(u.cgroups) && existsSync(u.cgroups[0]!.path) && unitFreezeState(u.cgroups) !== 'thawed';
     if (frozen) await thawUnit(u.cgroups);
+    // A dump for --stop with --tcp-established leaves the processes stopped (see dump).
+    if (u.options.tcpEstablished && u.stop && existsSync(u.cgroups[0]?.path ?? '')) for (const pid of unitProcesses(u.cgroups)) continueProcess(pid);
     const { unitRemoved } = removePartial(this.imagesRoot, u.job, u.version, u.unit);
     return { thawed: frozen, imagesRemoved: unitRemoved };
   }
 
-  async restore(u: { imagesDir: string; pidNamespace: boolean; cgroups: readonly UnitCgroup[]; workDir: string }) {
+  async restore(u: RestoreTarget) {
     const cgroups = [...new Set(u.cgroups.map((c) => c.path))];
     // CRIU runs its action script at pre-resume, with every process restored but none running yet.
     const gate = join(u.workDir, 'pre-resume.sh');
     writeFileSync(gate, preResume(join(u.workDir, RELEASE), join(u.workDir, CANCEL)), { mode: 0o700 });
-    const r = await restoreTree({ criu: this.#binary(), imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, extraArgs: ['--action-script', gate] });
+    const criu = this.#binary();
+    const r = await restoreTree({
+      criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, extraArgs: ['--action-script', gate],
+      ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
+      ...(u.options.fileLocks && { fileLocks: true }),
+    });
     return { rootPid: r.rootPid, durationMs: r.durationMs };
+  }
+
+  #lockMethod(criu: string): Promise<'nftables' | 'iptables'> {
+    if (this.#probedLock) return Promise.resolve(this.#probedLock);
+    this.#networkLock ??= runCriu(criu, ['check', '--feature', 'network_lock_nftables'], { timeoutMs: 60_000 }).then((r) => (r.code === 0 ? 'nftables' : 'iptables'));
+    return this.#networkLock;
   }
 
   #binary(): string {
@@ -128,3 +161,11 @@ while [ ! -e '${release}' ]; do
   sleep 0.005
 done
 `;
+
+const continueProcess = (pid: number) => {
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    // gone
+  }
+};

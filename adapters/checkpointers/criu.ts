@@ -226,6 +226,12 @@ export interface DumpOptions {
   readonly freezeCgroup?: string;
   readonly extraArgs?: readonly string[];
   readonly timeoutMs?: number;
+  /** Dump established TCP connections (TCP repair), the network locked meanwhile. */
+  readonly tcpEstablished?: boolean;
+  /** How the network is locked during the dump (CRIU's default, iptables, is often not installed). */
+  readonly networkLock?: 'nftables' | 'iptables';
+  /** Dump the file locks the tree holds. */
+  readonly fileLocks?: boolean;
 }
 
 export interface DumpResult {
@@ -259,6 +265,7 @@ export const dumpTree = async (options: DumpOptions): Promise<DumpResult> => {
   if (options.shellJob) args.push('--shell-job');
   if (options.freezeCgroup !== undefined) args.push('--freeze-cgroup', options.freezeCgroup);
   args.push(...(options.extraArgs ?? []));
+  args.push(...connectionArgs(options));
   const log = join(dir, 'dump.log');
   const run = await runCriu(options.criu, args, { logFile: 'dump.log', timeoutMs: options.timeoutMs });
   const text = readLog(log);
@@ -313,7 +320,19 @@ export interface RestoreOptions {
   readonly cgroups?: readonly string[];
   readonly extraArgs?: readonly string[];
   readonly timeoutMs?: number;
+  /** The images hold established TCP connections (dumped with tcpEstablished): repair them. */
+  readonly tcpEstablished?: boolean;
+  readonly networkLock?: 'nftables' | 'iptables';
+  /** The images hold file locks: take them again. */
+  readonly fileLocks?: boolean;
 }
+
+/** The options shared by dump and restore for connections and locks. */
+const connectionArgs = (o: { tcpEstablished?: boolean; networkLock?: 'nftables' | 'iptables'; fileLocks?: boolean }): string[] => [
+  ...(o.tcpEstablished ? ['--tcp-established'] : []),
+  ...(o.tcpEstablished && o.networkLock ? ['--network-lock', o.networkLock] : []),
+  ...(o.fileLocks ? ['--file-locks'] : []),
+];
 
 export interface RestoreResult {
   /** Host PID of the restored root (the PID in our namespace). */
@@ -375,6 +394,7 @@ export const restoreTree = async (options: RestoreOptions): Promise<RestoreResul
     ...(options.cgroups ? ['--manage-cgroups=ignore'] : []),
     ...(options.shellJob ? ['--shell-job'] : []),
     ...(options.extraArgs ?? []),
+    ...connectionArgs(options),
   ];
   if (!existsSync(join(dir, 'pstree.img'))) throw new Error(`${dir} holds no CRIU dump (no pstree.img)`);
   // A root with pid 1 was a PID namespace init when dumped: CRIU recreates that namespace itself

@@ -21,17 +21,22 @@ export const PlannedUnit = record({
 });
 export type PlannedUnit = t.TypeOf<typeof PlannedUnit>;
 
+/** What a version captures beyond the default: established TCP connections (TCP repair, the
+ *  network locked meanwhile) and file locks. A restart of the version restores them the same way. */
+export const CheckpointOptions = record({ tcpEstablished: t.boolean, fileLocks: t.boolean });
+export type CheckpointOptions = t.TypeOf<typeof CheckpointOptions>;
+
 export const CheckpointRequested = defineEvent(
   'CheckpointRequested',
   'request',
-  record({ request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt }),
-  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration).',
+  record({ request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt }, { tcpEstablished: t.boolean, fileLocks: t.boolean }),
+  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration), maybe with established TCP connections or file locks.',
 );
 export const CheckpointPlanned = defineEvent(
   'CheckpointPlanned',
   'decision',
-  record({ ...version, request: NonEmptyString, parent: nullable(PositiveInt), units: t.array(PlannedUnit) }),
-  'The coordinator fixed the target set of every unit from membership at the position it decided on.',
+  record({ ...version, request: NonEmptyString, parent: nullable(PositiveInt), units: t.array(PlannedUnit) }, { options: CheckpointOptions }),
+  'The coordinator fixed the target set of every unit from membership at the position it decided on (and the options, the job’s or the request’s, when any is on).',
 );
 
 /** A unit step: the coordinator's request, the agent's done outcome, and its failure. */

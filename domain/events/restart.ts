@@ -4,7 +4,7 @@ import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveIn
 import { NodeId, ProcessRef, UnitId } from '../identity.js';
 import { Failure } from '../failure.js';
 import { defineEvent } from './define.js';
-import { unitPhase } from './checkpoint.js';
+import { CheckpointOptions, unitPhase } from './checkpoint.js';
 import { Limits, UnitCgroup } from './job.js';
 
 const restart = { restart: PositiveInt };
@@ -37,8 +37,8 @@ export const RestartPlanned = defineEvent(
     request: NonEmptyString,
     version: PositiveInt,
     units: t.array(record({ unit: UnitId, node: NodeId, images: NonEmptyString, limits: Limits })),
-  }),
-  'The coordinator fixed which version each unit restores from, where, and under which limits.',
+  }, { options: CheckpointOptions }),
+  'The coordinator fixed which version each unit restores from, where, and under which limits (and the version’s options, when any is on).',
 );
 
 export const [UnitImagesVerifyRequested, UnitImagesVerified, UnitImagesVerifyFailed] = unitPhase(

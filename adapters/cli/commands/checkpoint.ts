@@ -44,7 +44,7 @@ const progressLine = (c: CheckpointSummary): string => {
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'Checkpoint a running job: every unit frozen, dumped, verified and committed together.',
-  usage: 'JOB [--wait] [--timeout DURATION] [--stop] [--json]',
+  usage: 'JOB [--wait] [--timeout DURATION] [--stop] [--tcp-established] [--file-locks] [--json]',
   description: [
     'Records a CheckpointRequested event; the coordinator (it runs inside every node agent) plans',
     'the checkpoint from the job’s membership at that point of the log — each unit is captured whole:',
@@ -54,6 +54,11 @@ export const checkpointCommand: Command = {
     'and SHA-256 of every file, fsynced) and thaws the job, or stops it with --stop (for migration).',
     'A failure anywhere, or the timeout, aborts: every unit is thawed and partial images are removed.',
     'A plan that would miss a process (one outside the unit’s cgroup, a dependent) is refused.',
+    'Before a unit is frozen, what it holds is checked: an established TCP connection without',
+    '--tcp-established, a file lock without --file-locks, a unix socket connected to a process outside',
+    'the job, or a socket the node’s CRIU cannot dump refuses the checkpoint, naming each one; the job',
+    'keeps running. With --tcp-established --stop the connections stay locked until the restart on',
+    'this node repairs them: a peer that stays connected keeps its connection.',
     'Images: $CKPT_HOME/images/JOB/vN/UNIT/. Without --wait, ckpt returns once the checkpoint is',
     'planned (or refused); follow it with `ckpt checkpoints JOB`.',
     'Exit status 0 only when the checkpoint was committed (without --wait: planned).',
@@ -62,6 +67,8 @@ export const checkpointCommand: Command = {
     { name: 'wait', short: 'w', description: 'wait for the outcome, showing progress' },
     { name: 'timeout', value: 'DURATION', description: 'deadline of the whole checkpoint, e.g. 30s or 2m (default 2m); reached → aborted' },
     { name: 'stop', description: 'stop the job once the checkpoint is committed (to restart it elsewhere)' },
+    { name: 'tcp-established', description: 'take established TCP connections too (TCP repair, the network locked during the dump); also: ckpt run --tcp-established' },
+    { name: 'file-locks', description: 'take the file locks the job holds; also: ckpt run --file-locks' },
     { name: 'node', value: 'NAME', description: 'this node’s name, to start its agent if needed (default: $CKPT_NODE, else the host name)' },
     { name: 'json', description: 'print {job, request, version, outcome, reason, units, processes, files, bytes, durationMs, frozenMs, manifest, images}' },
   ],
@@ -85,7 +92,10 @@ export const checkpointCommand: Command = {
       const { summary, timedOut } = await submitRequest({
         store,
         job,
-        event: { type: 'CheckpointRequested', data: { request, stop: flag(args, 'stop'), timeoutMs } },
+        event: {
+          type: 'CheckpointRequested',
+          data: { request, stop: flag(args, 'stop'), timeoutMs, ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }) },
+        },
         relevant: (e) => CHECKPOINT_EVENT.test(e.type),
         summarize: (events) => foldCheckpoints(events).find((c) => c.request === request)!,
         planned: (c) => c.version !== null,
