@@ -10,9 +10,10 @@
 //   UnitAbortRequested (thaw, delete partial images) → all aborted → CheckpointAborted.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
 import type { Capabilities } from './events/node.js';
-import type { PlannedUnit } from './events/checkpoint.js';
+import type { CheckpointOptions, PlannedUnit } from './events/checkpoint.js';
 import type { CheckpointScope, NodeId, UnitId } from './identity.js';
 import type { Decider } from './decider.js';
+import type { Failure } from './failure.js';
 import { scopeCoverage } from './grouping.js';
 import { authorize, reject } from './requests.js';
 import { evolveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
@@ -30,10 +31,14 @@ export interface ActiveCheckpoint {
   readonly version: number;
   readonly request: string;
   readonly stop: boolean;
+  /** What the plan fixed (the job's options or the request's): the dump and the restart use them. */
+  readonly options: CheckpointOptions;
   readonly deadline: string;
   readonly phase: 'running' | 'committing' | 'finishing' | 'aborting';
   readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase }>>;
   readonly reason?: string;
+  /** The failing step's class, message and hint, when its outcome carried one. */
+  readonly failure?: Failure;
   /** The event (a failure, the deadline) that ended the checkpoint: the one the abort answers. */
   readonly abortCause?: string;
 }
@@ -43,14 +48,27 @@ export interface CheckpointState {
   readonly nodes: Readonly<Record<NodeId, NodeCheckpointer>>;
   readonly lastVersion: number;
   readonly lastCommitted: number | null;
-  /** Requests not planned yet: whether each asked to stop the job afterwards. */
-  readonly requests: Readonly<Record<string, { readonly stop: boolean }>>;
+  /** Options of every checkpoint of the job (ckpt run --tcp-established, --file-locks). */
+  readonly jobOptions: CheckpointOptions;
+  /** Requests not planned yet: whether each asked to stop the job afterwards, and its own options. */
+  readonly requests: Readonly<Record<string, { readonly stop: boolean; readonly options: CheckpointOptions }>>;
   readonly active?: ActiveCheckpoint;
   /** A restart in progress (its number): no checkpoint meanwhile. */
   readonly restarting?: number;
 }
 
-export const initialCheckpointState = (job: string): CheckpointState => ({ job: initialMembership(job), nodes: {}, lastVersion: 0, lastCommitted: null, requests: {} });
+export const noOptions: CheckpointOptions = { tcpEstablished: false, fileLocks: false };
+
+export const initialCheckpointState = (job: string): CheckpointState => ({ job: initialMembership(job), nodes: {}, lastVersion: 0, lastCommitted: null, jobOptions: noOptions, requests: {} });
+
+/** The options a plan fixes: each one on when the job or the request asks for it. */
+export const effectiveOptions = (job: CheckpointOptions, request: CheckpointOptions): CheckpointOptions => ({
+  tcpEstablished: job.tcpEstablished || request.tcpEstablished,
+  fileLocks: job.fileLocks || request.fileLocks,
+});
+
+/** Recorded in a plan only when one is on: plans from before options existed re-derive unchanged. */
+export const anyOption = (o: CheckpointOptions): boolean => o.tcpEstablished || o.fileLocks;
 
 const setUnit = (a: ActiveCheckpoint, unit: UnitId, phase: UnitPhase): ActiveCheckpoint =>
   a.units[unit] ? { ...a, units: { ...a.units, [unit]: { ...a.units[unit]!, phase } } } : a;
@@ -85,6 +103,7 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
           version: e.data.version,
           request: e.data.request,
           stop: s.requests[e.data.request]?.stop ?? false,
+          options: e.data.options ?? noOptions,
           deadline: '',
           phase: 'running',
           units: Object.fromEntries(e.data.units.map((u) => [u.unit, { node: u.node, phase: 'freezing' as UnitPhase }])),
@@ -92,8 +111,12 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
       };
     case 'DeadlineScheduled':
       return a && e.data.deadline === deadlineId(a.version) ? { ...s, job, active: { ...a, deadline: e.data.at } } : { ...s, job };
-    case 'CheckpointRequested':
-      return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop } } };
+    case 'JobSubmitted':
+      return { ...s, job, jobOptions: { tcpEstablished: e.data.options?.tcpEstablished ?? false, fileLocks: e.data.options?.fileLocks ?? false } };
+    case 'CheckpointRequested': {
+      const options = { tcpEstablished: e.data.tcpEstablished ?? false, fileLocks: e.data.fileLocks ?? false };
+      return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop, options } } };
+    }
     case 'RestartPlanned':
       return { ...s, job, restarting: e.data.restart };
     case 'RestartCommitted':
@@ -131,10 +154,10 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
       // The first failure (or the deadline) ends the checkpoint at once, in the fold itself: a second
       // failure landing before the abort decision must not decide a second abort.
       const ends = a && (a.phase === 'running' || a.phase === 'committing') && (e.type === 'DeadlineReached' ? e.data.deadline === deadlineId(a.version) : e.data.version === a.version);
-      return ends ? { ...s, job, active: { ...a, phase: 'aborting', reason: endReason(a, e), abortCause: e.id } } : { ...s, job };
+      return ends ? { ...s, job, active: { ...a, phase: 'aborting', reason: endReason(a, e), ...withFailure(e), abortCause: e.id } } : { ...s, job };
     }
     case 'CheckpointAbortRequested':
-      return { ...s, job, active: a?.version === e.data.version ? { ...a, phase: 'aborting', reason: e.data.reason } : a };
+      return { ...s, job, active: a?.version === e.data.version ? { ...a, phase: 'aborting', reason: e.data.reason, ...withFailure(e) } : a };
     case 'UnitAbortRequested':
       return { ...s, job, active: step(a, e, 'aborting', 'aborting') };
     case 'UnitAborted':
@@ -157,6 +180,12 @@ const endReason = (a: ActiveCheckpoint, e: RecordedEvent): string =>
   e.type === 'DeadlineReached'
     ? `the deadline ${a.deadline} passed before every unit answered`
     : `${e.type}${'unit' in e.data ? ` on unit ${e.data.unit}` : ''}: ${(e.data as { reason: string }).reason}`;
+
+/** The failure an outcome carried (recorded before failures existed: none, so old decisions re-derive the same). */
+export const withFailure = (e: RecordedEvent): { failure?: Failure } => {
+  const failure = (e.data as { failure?: Failure }).failure;
+  return failure ? { failure } : {};
+};
 
 export const deadlineId = (version: number): string => `checkpoint-v${version}`;
 
@@ -201,7 +230,7 @@ const everyUnit = (a: ActiveCheckpoint, phase: UnitPhase) => Object.values(a.uni
 const eachUnit = (a: ActiveCheckpoint, make: (unit: UnitId, node: NodeId) => ProposedEvent) => Object.entries(a.units).map(([unit, u]) => make(unit, u.node));
 
 const abort = (a: ActiveCheckpoint, reason: string): ProposedEvent[] => [
-  { type: 'CheckpointAbortRequested', data: { version: a.version, reason } },
+  { type: 'CheckpointAbortRequested', data: { version: a.version, reason, ...(a.failure && { failure: a.failure }) } },
   ...eachUnit(a, (unit, node) => ({ type: 'UnitAbortRequested', data: { version: a.version, unit, node } })),
 ];
 
@@ -221,10 +250,13 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
       if (earlier) return reject(request, 'checkpoint', 'busy', `checkpoint request ${earlier} of ${s.job.job} is being planned`);
       if (s.job.phase !== 'running' || runningMembers(s.job).length === 0) return reject(request, 'checkpoint', 'invalid', `job ${s.job.job} has no running processes to checkpoint`);
       const version = s.lastVersion + 1;
+      const options = effectiveOptions(s.jobOptions, s.requests[request]?.options ?? noOptions);
+      // Whether the node can honour them is judged by the agent before the freeze, against what
+      // the unit holds then (domain/preflight.ts): an option with nothing to take refuses nothing.
       const plan = planUnits(s, version);
       if ('refused' in plan) return reject(request, 'checkpoint', 'unsupported', plan.refused);
       return [
-        { type: 'CheckpointPlanned', data: { version, request, parent: s.lastCommitted, units: plan.units } },
+        { type: 'CheckpointPlanned', data: { version, request, parent: s.lastCommitted, units: plan.units, ...(anyOption(options) && { options }) } },
         { type: 'DeadlineScheduled', data: { deadline: deadlineId(version), at: plus(event.metadata.recordedAt, timeoutMs), purpose: `checkpoint v${version} of ${s.job.job}` } },
         ...plan.units.map((u): ProposedEvent => ({ type: 'UnitFreezeRequested', data: { version, unit: u.unit, node: u.node } })),
       ];
@@ -258,7 +290,7 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
     case 'UnitAbortFailed':
       if (!a || a.phase !== 'aborting' || !everyUnit(a, 'aborted')) return [];
       return [
-        { type: 'CheckpointAborted', data: { version: a.version, reason: a.reason ?? 'aborted' } },
+        { type: 'CheckpointAborted', data: { version: a.version, reason: a.reason ?? 'aborted', ...(a.failure && { failure: a.failure }) } },
         { type: 'DeadlineCancelled', data: { deadline: deadlineId(a.version), reason: 'aborted' } },
       ];
     default:

@@ -1,11 +1,13 @@
 // The common checkpointer interface: what a node agent asks of a system-specific checkpointer
 // (CRIU first) for one unit. Capabilities are probed, never assumed, and recorded as an event
 // (CheckpointerProbed); the coordinator plans only with what the probe says works.
-import type { DumpStats } from './events/checkpoint.js';
+import type { CheckpointOptions, DumpStats } from './events/checkpoint.js';
 import type { UnitCgroup } from './events/job.js';
 import type { RestoreStats } from './events/restart.js';
 import type { CheckpointerProbed } from './events/node.js';
+import type { Failure } from './failure.js';
 import type { CheckpointScope, ProcessRef, UnitId } from './identity.js';
+import type { NodeCheckpointerFacts } from './preflight.js';
 
 /** An image file as the manifest lists it: path under vN (UNIT/…), size, SHA-256. */
 export interface ImageFileEntry {
@@ -27,11 +29,31 @@ export interface UnitTarget {
   readonly cgroups: readonly UnitCgroup[];
   /** Where this unit's images go (created by the checkpointer, 0700). */
   readonly imagesDir: string;
+  /** What the plan fixed for this version: established TCP connections, file locks. */
+  readonly options: CheckpointOptions;
+  /** The checkpoint stops the job once committed (--stop): established connections then stay
+   *  locked from the dump on, so that the peer sees nothing until the restart repairs them. */
+  readonly stop: boolean;
+}
+
+/** A restore: its images, cgroups and work directory, and the options the version was dumped with. */
+export interface RestoreTarget {
+  readonly imagesDir: string;
+  readonly pidNamespace: boolean;
+  readonly cgroups: readonly UnitCgroup[];
+  readonly workDir: string;
+  readonly options: CheckpointOptions;
 }
 
 export interface Checkpointer {
   readonly name: string;
+  /** What a failed step's error means: class, the checkpointer's own message, a hint. */
+  explain(error: unknown): Failure;
   probe(): Promise<CheckpointerProbe>;
+  /** Before anything is frozen: throws an Error with a `failure` (domain/failure.ts) when the unit
+   *  holds what this checkpointer cannot take with the unit's options on this node (established
+   *  TCP without --tcp-established, file locks, a unix socket to an outside process, …). */
+  preflight(u: UnitTarget, node: NodeCheckpointerFacts | undefined): Promise<void>;
   /** Stops every process of the unit (nothing forks or exits until thaw). Idempotent. */
   freeze(u: UnitTarget): Promise<{ processes: number; durationMs: number }>;
   /** Writes the unit's images, leaving the processes frozen, each file hashed and fsynced. Not
@@ -49,7 +71,7 @@ export interface Checkpointer {
    *  the committed images); in a new PID namespace when the original PIDs are taken. The restored
    *  processes resume only once workDir/RELEASE exists (the images passed their check); CANCEL
    *  there makes the restore fail without them ever running. */
-  restore(u: { readonly imagesDir: string; readonly pidNamespace: boolean; readonly cgroups: readonly UnitCgroup[]; readonly workDir: string }): Promise<{ rootPid: number; durationMs: number; stats?: RestoreStats }>;
+  restore(u: RestoreTarget): Promise<{ rootPid: number; durationMs: number; stats?: RestoreStats }>;
 }
 
 /** Files in a restore's work directory that let the restored processes run, or not. */

@@ -16,7 +16,8 @@ export interface ScopeCoverage {
   readonly missed: readonly Miss[];
 }
 
-const dependency = (m: Member) => m.dependsOn && `not a descendant: shares a ${m.dependsOn.via} (inode ${m.dependsOn.inode}) with member ${m.dependsOn.member}`;
+const dependency = (m: Member) =>
+  m.dependsOn && `not a descendant: shares a ${m.dependsOn.via} (${m.dependsOn.name ? `${m.dependsOn.name}, ` : ''}inode ${m.dependsOn.inode}) with member ${m.dependsOn.member}`;
 
 /** Members reachable from the unit's root through current parent links (what `criu dump -t ROOT` takes). */
 const treeOf = (root: Member | undefined, members: readonly Member[]): Set<string> => {

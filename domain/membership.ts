@@ -29,7 +29,7 @@ export interface Member {
   readonly exitStatus: number | null;
   readonly signal: number | null;
   /** Set for processes that are not descendants but share something with a member. */
-  readonly dependsOn?: { readonly member: string; readonly via: string; readonly inode: string };
+  readonly dependsOn?: { readonly member: string; readonly via: string; readonly inode: string; readonly name?: string };
   /** A restored process: the member (key) it was when the checkpoint was taken. */
   readonly restoredFrom?: string;
   readonly since: Position;
@@ -198,9 +198,9 @@ const apply = (s: JobMembership, event: RecordedEvent): JobMembership => {
       return withMember(s, newMember(node, unit, process, event.position, { ppid, forkedBy: parent?.pid, pgid, sid, comm, cgroup }));
     }
     case 'DependencyObserved': {
-      const { node, unit, process, member, via, inode, ppid, pgid, sid, comm } = event.data;
+      const { node, unit, process, member, via, inode, name, ppid, pgid, sid, comm } = event.data;
       if (getIn(s.members, keyOf(node, process))) return s;
-      return withMember(s, newMember(node, unit, process, event.position, { ppid, pgid, sid, comm, dependsOn: { member: keyOf(node, member), via, inode } }));
+      return withMember(s, newMember(node, unit, process, event.position, { ppid, pgid, sid, comm, dependsOn: { member: keyOf(node, member), via, inode, ...(name && { name }) } }));
     }
     case 'ObservationGap':
       return { ...s, lostEvents: s.lostEvents + event.data.lost };

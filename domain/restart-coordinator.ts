@@ -10,7 +10,9 @@
 //   restored, remove its cgroups) → all rolled back → RestartFailed.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
 import type { NodeId, UnitId } from './identity.js';
-import type { CheckpointState } from './checkpoint-coordinator.js';
+import { withFailure, type CheckpointState } from './checkpoint-coordinator.js';
+import type { CheckpointOptions } from './events/checkpoint.js';
+import type { Failure } from './failure.js';
 import { authorize, reject } from './requests.js';
 
 type UnitPhase = 'preparing' | 'prepared' | 'restoring' | 'restored' | 'rolling-back' | 'rolled-back';
@@ -20,8 +22,12 @@ export interface ActiveRestart {
   readonly version: number;
   readonly deadline: string;
   readonly phase: 'running' | 'aborting';
+  /** The version's options (from its plan): restored the way they were dumped. */
+  readonly options?: CheckpointOptions;
   readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase; readonly verified: boolean }>>;
   readonly reason?: string;
+  /** The failing step's class, message and hint, when its outcome carried one. */
+  readonly failure?: Failure;
   /** The event (a failure, the deadline) that ended the restart: the one the abort answers. */
   readonly abortCause?: string;
 }
@@ -31,13 +37,15 @@ export interface RestartState {
   readonly versions: Readonly<Record<number, readonly { readonly unit: UnitId; readonly node: NodeId }[]>>;
   /** Planned versions, until committed (or forgotten when aborted). */
   readonly planned: Readonly<Record<number, readonly { readonly unit: UnitId; readonly node: NodeId }[]>>;
+  /** Options of the versions planned with any (established TCP, file locks). */
+  readonly options: Readonly<Record<number, CheckpointOptions>>;
   readonly lastRestart: number;
   /** Requests not planned or refused yet. */
   readonly requests: readonly string[];
   readonly active?: ActiveRestart;
 }
 
-export const initialRestartState: RestartState = { versions: {}, planned: {}, lastRestart: 0, requests: [] };
+export const initialRestartState: RestartState = { versions: {}, planned: {}, options: {}, lastRestart: 0, requests: [] };
 
 export const restartDeadlineId = (restart: number): string => `restart-r${restart}`;
 
@@ -50,8 +58,10 @@ const step = (s: RestartState, e: { data: { restart: number; unit: UnitId } }, d
 
 export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState => {
   switch (e.type) {
-    case 'CheckpointPlanned':
-      return { ...s, planned: { ...s.planned, [e.data.version]: e.data.units.map(({ unit, node }) => ({ unit, node })) } };
+    case 'CheckpointPlanned': {
+      const planned = { ...s.planned, [e.data.version]: e.data.units.map(({ unit, node }) => ({ unit, node })) };
+      return e.data.options ? { ...s, planned, options: { ...s.options, [e.data.version]: e.data.options } } : { ...s, planned };
+    }
     case 'CheckpointCommitted':
       return s.planned[e.data.version] ? { ...s, versions: { ...s.versions, [e.data.version]: s.planned[e.data.version]! } } : s;
     case 'CheckpointPruned': {
@@ -72,6 +82,7 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
           version: e.data.version,
           deadline: '',
           phase: 'running',
+          ...(e.data.options && { options: e.data.options }),
           units: Object.fromEntries(e.data.units.map((u) => [u.unit, { node: u.node, phase: 'preparing' as UnitPhase, verified: false }])),
         },
       };
@@ -94,10 +105,10 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
       const ends = a?.phase === 'running' && (e.type === 'DeadlineReached' ? e.data.deadline === restartDeadlineId(a.restart) : e.data.restart === a.restart);
       if (!ends) return s;
       const reason = e.type === 'DeadlineReached' ? `the deadline ${a.deadline} passed before every unit was restored` : `${e.type} on unit ${e.data.unit}: ${e.data.reason}`;
-      return { ...s, active: { ...a, phase: 'aborting', reason, abortCause: e.id } };
+      return { ...s, active: { ...a, phase: 'aborting', reason, ...withFailure(e), abortCause: e.id } };
     }
     case 'RestartAbortRequested':
-      return s.active?.restart === e.data.restart ? { ...s, active: { ...s.active, phase: 'aborting', reason: e.data.reason } } : s;
+      return s.active?.restart === e.data.restart ? { ...s, active: { ...s.active, phase: 'aborting', reason: e.data.reason, ...withFailure(e) } } : s;
     case 'UnitRollbackRequested':
       return step(s, e, 'aborting', { phase: 'rolling-back' });
     case 'UnitRolledBack':
@@ -117,7 +128,7 @@ const verified = (a: ActiveRestart) => Object.values(a.units).every((u) => u.ver
 const each = (a: ActiveRestart, type: string) => Object.entries(a.units).map(([unit, u]) => ({ type, data: { restart: a.restart, unit, node: u.node } }) as ProposedEvent);
 
 const abort = (a: ActiveRestart, reason: string): ProposedEvent[] => [
-  { type: 'RestartAbortRequested', data: { restart: a.restart, reason } },
+  { type: 'RestartAbortRequested', data: { restart: a.restart, reason, ...(a.failure && { failure: a.failure }) } },
   ...each(a, 'UnitRollbackRequested'),
 ];
 
@@ -141,6 +152,7 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
       const unknown = placement.filter((p) => !units.some((u) => u.unit === p.unit));
       if (unknown.length > 0) return reject(request, 'restart', 'invalid', `version ${version} has no unit ${unknown.map((p) => p.unit).join(', ')}`);
       const placed = units.map((u) => ({ unit: u.unit, node: placement.find((p) => p.unit === u.unit)?.node ?? u.node }));
+      const options = s.options[version];
       for (const u of placed) {
         const node = checkpoint.nodes[u.node];
         if (!node?.usable) return reject(request, 'restart', 'unsupported', `node ${u.node} has no usable checkpointer${node ? `: ${node.problems.join('; ')}` : ' (is its agent running?)'}`);
@@ -148,7 +160,7 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
       const restart = s.lastRestart + 1;
       const planned = placed.map((u) => ({ ...u, images: `${job.job}/v${version}/${u.unit}`, limits: job.units[u.unit]?.limits ?? {} }));
       return [
-        { type: 'RestartPlanned', data: { restart, request, version, units: planned } },
+        { type: 'RestartPlanned', data: { restart, request, version, units: planned, ...(options && { options }) } },
         { type: 'DeadlineScheduled', data: { deadline: restartDeadlineId(restart), at: plus(event.metadata.recordedAt, timeoutMs), purpose: `restart r${restart} of ${job.job}` } },
         ...planned.map((u): ProposedEvent => ({ type: 'UnitRestorePrepareRequested', data: { restart, unit: u.unit, node: u.node } })),
       ];
@@ -176,7 +188,7 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
     case 'UnitRollbackFailed':
       return a?.phase === 'aborting' && every(a, 'rolled-back')
         ? [
-            { type: 'RestartFailed', data: { restart: a.restart, reason: a.reason ?? 'aborted' } },
+            { type: 'RestartFailed', data: { restart: a.restart, reason: a.reason ?? 'aborted', ...(a.failure && { failure: a.failure }) } },
             { type: 'DeadlineCancelled', data: { deadline: restartDeadlineId(a.restart), reason: 'aborted' } },
           ]
         : [];

@@ -3,6 +3,7 @@
 // reports from it, `ckpt checkpoints` lists it (and `ckpt audit` will).
 import type { EventStore, RecordedEvent } from '../domain/event-store.js';
 import type { DumpStats } from '../domain/events/checkpoint.js';
+import type { Failure } from '../domain/failure.js';
 import type { Actor } from '../domain/identity.js';
 import { jobStream } from '../domain/identity.js';
 import { readWholeStream } from './project.js';
@@ -23,8 +24,9 @@ export interface UnitFigures {
   readonly frozenMs?: number;
   /** CRIU's own account of the unit's dump (its stats-dump), when the checkpointer gave one. */
   readonly stats?: DumpStats;
-  /** The unit's failure, if it failed a step. */
+  /** The unit's failure, if it failed a step: the event and reason, and its class and hint. */
   readonly failed?: string;
+  readonly failure?: Failure;
 }
 
 export type CheckpointOutcome = 'rejected' | 'in progress' | 'committed' | 'aborted';
@@ -41,6 +43,8 @@ export interface CheckpointSummary {
   /** The last phase reached: requested, planned, frozen, dumped, verified, committed, completed, aborting, aborted. */
   readonly phase: string;
   readonly reason: string | null;
+  /** Why it was aborted: the failing step's class, message and hint (when recorded). */
+  readonly failure?: Failure;
   readonly units: readonly UnitFigures[];
   readonly files: number;
   readonly bytes: number;
@@ -111,7 +115,7 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
       case 'UnitStopFailed':
       case 'UnitAbortFailed': {
         const u = unitOf(byVersion.get(e.data.version), e.data.unit);
-        if (u) u.failed = `${e.type}: ${e.data.reason}`;
+        if (u) Object.assign(u, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
         break;
       }
       case 'CheckpointCommitted': {
@@ -121,12 +125,12 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
       }
       case 'CheckpointAbortRequested': {
         const d = byVersion.get(e.data.version);
-        if (d) Object.assign(d, { phase: 'aborting', reason: e.data.reason });
+        if (d) Object.assign(d, { phase: 'aborting', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) });
         break;
       }
       case 'CheckpointAborted': {
         const d = byVersion.get(e.data.version);
-        if (d) Object.assign(d, { outcome: 'aborted', phase: 'aborted', reason: e.data.reason, endedAt: e.metadata.recordedAt });
+        if (d) Object.assign(d, { outcome: 'aborted', phase: 'aborted', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }), endedAt: e.metadata.recordedAt });
         break;
       }
       case 'CheckpointCompleted': {

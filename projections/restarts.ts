@@ -2,6 +2,7 @@
 // went, whether its PIDs needed a new namespace, every process's old and new identity, outcome.
 import type { RecordedEvent } from '../domain/event-store.js';
 import type { RestoreStats } from '../domain/events/restart.js';
+import type { Failure } from '../domain/failure.js';
 import type { Actor, ProcessRef } from '../domain/identity.js';
 
 export interface RestartUnitFigures {
@@ -15,6 +16,7 @@ export interface RestartUnitFigures {
   /** CRIU's own account of the unit's restore (its stats-restore), when the checkpointer gave one. */
   readonly stats?: RestoreStats;
   readonly failed?: string;
+  readonly failure?: Failure;
 }
 
 export interface RestoredFigure {
@@ -33,6 +35,8 @@ export interface RestartSummary {
   readonly outcome: 'rejected' | 'in progress' | 'restored' | 'failed';
   readonly phase: string;
   readonly reason: string | null;
+  /** Why it failed: the failing step's class, message and hint (when recorded). */
+  readonly failure?: Failure;
   readonly units: readonly RestartUnitFigures[];
   readonly processes: readonly RestoredFigure[];
   readonly durationMs?: number;
@@ -88,19 +92,19 @@ export const foldRestarts = (events: Iterable<RecordedEvent>): RestartSummary[] 
       case 'UnitRestoreFailed':
       case 'UnitRollbackFailed': {
         const u = unitOf(e.data.restart, e.data.unit);
-        if (u) u.failed = `${e.type}: ${e.data.reason}`;
+        if (u) Object.assign(u, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
         break;
       }
       case 'RestartAbortRequested': {
         const d = byRestart.get(e.data.restart);
-        if (d) Object.assign(d, { phase: 'rolling back', reason: e.data.reason });
+        if (d) Object.assign(d, { phase: 'rolling back', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) });
         break;
       }
       case 'RestartCommitted':
         end(byRestart.get(e.data.restart), { outcome: 'restored', phase: 'restored' }, e.metadata.recordedAt);
         break;
       case 'RestartFailed':
-        end(byRestart.get(e.data.restart), { outcome: 'failed', phase: 'failed', reason: e.data.reason }, e.metadata.recordedAt);
+        end(byRestart.get(e.data.restart), { outcome: 'failed', phase: 'failed', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }, e.metadata.recordedAt);
         break;
       default:
     }

@@ -12,6 +12,7 @@ cflags="${CFLAGS:--O2 -Wall -Wextra}"
 helpers=(
   "adapters/tracking/proc-connector.c proc-connector"
   "adapters/agent/unit-init.c ckpt-unit-init"
+  "adapters/checkpointers/criu-probe-target.c ckpt-criu-probe-target"
   "adapters/checkpointers/criu-swrk.c ckpt-criu-swrk"
 )
 

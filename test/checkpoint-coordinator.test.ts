@@ -97,6 +97,17 @@ test('a failed dump aborts: every unit is told to thaw and clean up; then the ch
   assert.equal(rederive(coordinator, await w.store.readAll({ limit: 10_000 })).differences, []);
 });
 
+test('the failing step’s class, message and hint travel into the abort and the aborted checkpoint', async () => {
+  const w = await world(['n1']);
+  await w.said(request());
+  const failure = { class: 'connection' as const, message: 'pid 101 (sh) 127.0.0.1:5000 → 127.0.0.1:41234', hint: 'checkpoint with --tcp-established' };
+  await w.said(step('UnitFreezeFailed', 'u0', 'n1', { reason: 'established TCP connection', failure }));
+  assert.equal((await w.last('CheckpointAbortRequested'))!.data, { version: 1, reason: 'UnitFreezeFailed on unit u0: established TCP connection', failure });
+  await w.said(step('UnitAborted', 'u0', 'n1', { thawed: true, imagesRemoved: true }));
+  assert.equal((await w.last('CheckpointAborted'))!.data, { version: 1, reason: 'UnitFreezeFailed on unit u0: established TCP connection', failure });
+  assert.equal(rederive(coordinator, await w.store.readAll({ limit: 10_000 })).differences, []);
+});
+
 test('two failures before the abort is decided: one abort, not two (the first failure ends the checkpoint in the fold)', async () => {
   const w = await world(['n1', 'n2']);
   await w.said(request());

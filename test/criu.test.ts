@@ -12,16 +12,15 @@ import { canFreeze, detectCgroups } from '../adapters/cgroups/unit-cgroups.js';
 import {
   compareVersions,
   criuVersion,
-  criuVersionProblem,
   locateCriu,
   pidNamespaceOf,
   pidsInUse,
-  probeCriu,
   runCriu,
   waitPidsGone,
 } from '../adapters/checkpointers/criu.js';
 import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
 import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/criu-images.js';
+import { criuVersionProblem, probeCriu } from '../adapters/checkpointers/criu-probe.js';
 import { restoreTree } from '../adapters/checkpointers/criu-restore.js';
 import { readStat } from '../adapters/tracking/procfs.js';
 import { CheckpointerProbed } from '../domain/events/node.js';

@@ -18,6 +18,7 @@ import {
   readCmdline,
   readExe,
   readStat,
+  readTerminals,
   scanProcesses,
   startTimeMs,
   type ProcStat,
@@ -350,6 +351,98 @@ test('findDependents: SysV shared memory attached in two processes', async () =>
   assert.equal(findDependents([child!]), [
     { pid: parent!, startTime: readStat(parent!)!.startTime, member: child!, via: 'sysv-shm', inode: String(shmid) },
   ]);
+});
+
+test('findDependents: a POSIX shm file mapped by one process, held open by another, and unlinked', async () => {
+  const name = `/dev/shm/ckpt-procfs-${process.pid}`;
+  // Member: the child, which only holds the fd (no mapping); dependent: the parent, which maps it.
+  const [parent, child, ino] = await python(
+    [
+      'import mmap, os, time',
+      `fd = os.open(${JSON.stringify(name)}, os.O_CREAT | os.O_RDWR, 0o600); os.ftruncate(fd, 4096)`,
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    time.sleep(100); os._exit(0)',
+      'm = mmap.mmap(fd, 4096, mmap.MAP_SHARED); os.close(fd)',
+      'print(os.getpid(), pid, os.stat(' + JSON.stringify(name) + ').st_ino, flush=True)',
+      'time.sleep(100)',
+    ].join('\n'),
+  );
+  const expected = { pid: parent!, startTime: readStat(parent!)!.startTime, member: child!, via: 'posix-shm', inode: String(ino), name };
+  assert.equal(findDependents([child!]), [expected]);
+  // The other way round: the mapping makes the member, the fd makes the dependent.
+  assert.equal(findDependents([parent!]).map((d) => [d.pid, d.via, d.name]), [[child, 'posix-shm', name]]);
+  // Unlinked (shm_unlink): still the same file, "(deleted)" in maps and fd links.
+  rmSync(name);
+  assert.equal(findDependents([child!]), [expected]);
+  // Another /dev/shm file is not shared.
+  const other = (await start('bash', ['-c', `exec 7<>/dev/shm/ckpt-procfs-other-${process.pid}; rm /dev/shm/ckpt-procfs-other-${process.pid}; exec sleep 100`])).pid!;
+  assert.equal(findDependents([other]), []);
+});
+
+test('findDependents: a memfd held by a member and mapped by a non-member', async () => {
+  const [parent, child, ino] = await python(
+    [
+      'import mmap, os, time',
+      'fd = os.memfd_create("ckpt-test"); os.ftruncate(fd, 4096)',
+      'ino = os.fstat(fd).st_ino',
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    time.sleep(100); os._exit(0)',
+      'm = mmap.mmap(fd, 4096, mmap.MAP_SHARED); os.close(fd)',
+      'print(os.getpid(), pid, ino, flush=True)',
+      'time.sleep(100)',
+    ].join('\n'),
+  );
+  assert.equal(findDependents([child!]), [
+    { pid: parent!, startTime: readStat(parent!)!.startTime, member: child!, via: 'memfd', inode: String(ino), name: 'memfd:ckpt-test' },
+  ]);
+  // Two memfds of the same name are different files.
+  const [lone] = await python('import os, time\nfd = os.memfd_create("ckpt-test")\nprint(os.getpid(), flush=True)\ntime.sleep(100)');
+  assert.equal(findDependents([lone!]), []);
+});
+
+test('findDependents: a named FIFO opened by a member and a non-member', async () => {
+  const fifo = join(dir, 'a fifo');
+  execFileSync('mkfifo', [fifo]);
+  // The reader opens it read-write: opening a FIFO for reading alone waits for a writer.
+  const reader = (await start('bash', ['-c', 'exec sleep 100 <>"$0"', fifo])).pid!;
+  const writer = (await start('bash', ['-c', 'exec sleep 100 >"$0"', fifo])).pid!;
+  const ino = String(execFileSync('stat', ['-c', '%i', fifo], { encoding: 'utf8' }).trim());
+  assert.equal(findDependents([reader]), [{ pid: writer, startTime: readStat(writer)!.startTime, member: reader, via: 'fifo', inode: ino, name: fifo }]);
+  assert.equal(findDependents([reader, writer]), []);
+  // A regular file open in both is not a dependency.
+  const file = join(dir, 'plain');
+  execFileSync('touch', [file]);
+  const a = (await start('bash', ['-c', 'exec sleep 100 <"$0"', file])).pid!;
+  await start('bash', ['-c', 'exec sleep 100 <"$0"', file]);
+  assert.equal(findDependents([a]), []);
+});
+
+test('readTerminals: the master of a pty pair in one process, its slave (fds and controlling terminal) in a child', async () => {
+  const [parent, child, index] = await python(
+    [
+      'import ctypes, os, pty, time',
+      'libc = ctypes.CDLL(None); libc.ptsname.restype = ctypes.c_char_p',
+      'pid, master = pty.fork()', // the child: a session leader with the slave as controlling terminal and fds 0-2
+      'if pid == 0:',
+      '    time.sleep(100); os._exit(0)',
+      'print(os.getpid(), pid, libc.ptsname(master).decode().split("/")[-1], flush=True)',
+      'time.sleep(100)',
+    ].join('\n'),
+  );
+  const mine = readTerminals(parent!)!;
+  assert.equal(mine.masters, [index]);
+  assert.equal([...mine.slaves], []);
+  const theirs = await until('the child on its terminal', () => {
+    const t = readTerminals(child!);
+    return t?.slaves.get(index!)?.length === 4 && t;
+  });
+  assert.equal(theirs.masters, []);
+  assert.equal(theirs.slaves.get(index!), ['fd 0', 'fd 1', 'fd 2', 'controlling terminal']);
+  assert.equal(theirs.others, []);
+  // No terminal at all: stdio to /dev/null, no controlling terminal.
+  assert.equal(readTerminals((await start('sleep', ['100'])).pid!), { slaves: new Map(), masters: [], others: [] });
 });
 
 test('findDependents: unrelated processes and TCP connections are not dependents', async () => {

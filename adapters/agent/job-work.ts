@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import { evolveCommands, noCommands, pendingOn, RESTART_STEPS, type CheckpointCommands, type PendingCommand } from '../../domain/checkpoint-commands.js';
 import { decideJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
+import { noOptions } from '../../domain/checkpoint-coordinator.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
 import type { RestoredProcess } from '../../domain/events/restart.js';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
@@ -176,6 +177,8 @@ export class JobWork {
       switch (c.step) {
         case 'freeze': {
           if (!running()) throw new Error(`checkpoint v${c.version} is no longer running (${w.state.checkpoint.active?.reason ?? 'ended'})`);
+          // What the unit holds is judged before it is frozen: a refusal leaves the job running.
+          await this.#o.checkpointer.preflight(u, w.state.checkpoint.nodes[this.#o.node]);
           const frozen = await this.#o.checkpointer.freeze(u);
           this.#frozenAt.set(key, performance.now() - frozen.durationMs);
           return answer('UnitFrozen', frozen);
@@ -210,8 +213,9 @@ export class JobWork {
       }
     } catch (error) {
       const reason = (error as Error).message;
-      this.#o.log(`${c.key} of ${job} failed: ${reason}`);
-      answer(FAILED[c.step], { reason });
+      const failure = this.#o.checkpointer.explain(error);
+      this.#o.log(`${c.key} of ${job} failed: ${reason} [${failure.class}]`);
+      answer(FAILED[c.step], { reason, failure });
     }
   }
 
@@ -228,6 +232,9 @@ export class JobWork {
       ...(root && { root: { pid: root.pid, startTime: root.startTime } }),
       cgroups: unit.cgroups,
       imagesDir: unitImagesDir(this.#o.imagesRoot, job, c.version, unit.unit),
+      // Fixed by the plan: the active checkpoint's (its outcomes may land after it ended: then none).
+      options: (w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.options) || noOptions,
+      stop: w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.stop,
     };
   }
 
@@ -283,7 +290,8 @@ export class JobWork {
         if (existsSync(join(workDir, CANCEL))) throw new Error(`the images failed their check: ${readFileSync(join(workDir, CANCEL), 'utf8')}`);
         mkdirSync(workDir, { recursive: true, mode: 0o700 });
         const pids = readPstree(imagesDir).map((e) => e.pid);
-        const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir });
+        const options = (w.state.restart.active?.restart === c.version && w.state.restart.active.options) || noOptions;
+        const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
         const hostPid = prepared.pidNamespace ? nsPidMap(prepared.cgroups) : new Map(pids.map((p) => [p, p]));
         const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.pid, p]));
         // A restored process may finish at once (a `sleep 0.1` of the job): only the root must be there.

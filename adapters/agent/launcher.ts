@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, timeout } from 'rxjs';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import { jobMembership } from '../../projections/jobs.js';
-import type { Limits, UnitCgroup } from '../../domain/events/job.js';
+import type { JobOptions, Limits, UnitCgroup } from '../../domain/events/job.js';
 import { jobStream, type NodeId } from '../../domain/identity.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
@@ -56,6 +56,8 @@ export interface LaunchRequest {
   readonly command: readonly string[];
   readonly cwd: string;
   readonly limits: Limits;
+  /** Options of every checkpoint of the job (recorded in JobSubmitted; ignored when joining a job). */
+  readonly options?: JobOptions;
   /** stdio of the root: inherited (foreground) or file descriptors (detached). */
   readonly stdio: ['inherit' | 'ignore' | number, 'inherit' | number, 'inherit' | number];
   /** Report the command's end (foreground): see Launched.ended. */
@@ -89,7 +91,7 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   const unit = r.unit ?? MAIN_UNIT;
   const assigned: ProposedEvent = { type: 'UnitAssigned', data: { unit, node: r.node, command: [...r.command], cwd: r.cwd, limits: r.limits } };
   const { revision } = await r.store
-    .append(jobStream(r.job), [{ type: 'JobSubmitted', data: { job: r.job, owner: r.owner } }, assigned], { expectedRevision: 'no_stream' })
+    .append(jobStream(r.job), [{ type: 'JobSubmitted', data: { job: r.job, owner: r.owner, ...(r.options && Object.values(r.options).some(Boolean) && { options: r.options }) } }, assigned], { expectedRevision: 'no_stream' })
     .catch(async (error) => {
       if (!(error instanceof WrongExpectedRevisionError) || !r.join) throw error;
       const job = await jobMembership(r.store, r.job);

@@ -48,6 +48,8 @@ export interface NodeAgentOptions {
   readonly imagesRoot: string;
   /** Where restore logs go ($CKPT_HOME/restarts). */
   readonly workRoot: string;
+  /** Where CRIU's functional probe results are cached ($CKPT_HOME/criu-probe.json); none: probed on every start. */
+  readonly criuProbeCache?: string;
   /** Proc connector receive buffer (bytes); tests force a tiny one to provoke overruns. */
   readonly rcvbuf?: number;
   /** How often tracked processes are re-read from /proc (pgid, sid, parent, cgroup). */
@@ -132,7 +134,7 @@ export class NodeAgent {
       });
     });
 
-    const checkpointer = new CriuCheckpointer(locateCriu(), this.#o.imagesRoot);
+    const checkpointer = new CriuCheckpointer(locateCriu(), this.#o.imagesRoot, this.#o.criuProbeCache);
     this.#work = new JobWork({
       store,
       node,
@@ -533,7 +535,9 @@ export class NodeAgent {
     }
     for (const d of dependents) {
       // The terminal or pipe the job was started with is how the user talks to it, not a dependency.
-      if (stdio.has(d.inode) || (d.memberInode && stdio.has(d.memberInode))) continue;
+      // (Only pipe and socket inodes are compared: a shm file's inode number may equal a pipe's.)
+      const viaStdio = d.via === 'pipe' || d.via === 'unix-socket';
+      if (viaStdio && (stdio.has(d.inode) || (d.memberInode && stdio.has(d.memberInode)))) continue;
       const member = this.#tracked.get(d.member);
       const key = `${d.pid}@${d.startTime} ${d.via} ${d.inode}`;
       if (!member || this.#tracked.has(d.pid) || this.#dependencies.has(key)) continue;
@@ -544,7 +548,7 @@ export class NodeAgent {
       t.dependent = true;
       this.#emit(member.job, {
         type: 'DependencyObserved',
-        data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode },
+        data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode, ...(d.name && { name: d.name }) },
       });
     }
   }

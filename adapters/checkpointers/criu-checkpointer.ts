@@ -4,15 +4,21 @@
 // one tree) and leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
 import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
-import type { UnitCgroup } from '../../domain/events/job.js';
+import { CANCEL, RELEASE, type Checkpointer, type RestoreTarget, type UnitTarget } from '../../domain/checkpointer.js';
+import type { Capabilities } from '../../domain/events/node.js';
+import { describeFailure, type Failure } from '../../domain/failure.js';
+import { preflight, type NodeCheckpointerFacts } from '../../domain/preflight.js';
 import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
-import { probeCriu } from './criu.js';
+import { unitResources } from '../tracking/resources.js';
+import { CriuError, runCriu } from './criu.js';
 import { dumpTree } from './criu-dump.js';
-import { restoreTree } from './criu-restore.js';
+import { classifyCriuFailure } from './criu-failure.js';
+import { probeCriu } from './criu-probe.js';
 import { readPstree } from './criu-images.js';
+import { restoreTree } from './criu-restore.js';
+import { outsideTerminals, terminalRefusal } from './unit-terminals.js';
 
 export class CriuCheckpointer implements Checkpointer {
   readonly name = 'criu';
@@ -22,10 +28,32 @@ export class CriuCheckpointer implements Checkpointer {
     private readonly criu: string | undefined,
     /** $CKPT_HOME/images: partial images of an aborted version are removed from here. */
     private readonly imagesRoot: string,
+    /** Where the functional probe's results are cached ($CKPT_HOME/criu-probe.json). */
+    private readonly probeCache?: string,
   ) {}
 
-  probe() {
-    return probeCriu(this.criu);
+  /** The network lock method, once known: the probe's, else the first CRIU says it supports. */
+  #networkLock: Promise<'nftables' | 'iptables'> | undefined;
+  #probedLock: Capabilities['networkLock'];
+
+  async probe() {
+    const probed = await probeCriu(this.criu, this.probeCache === undefined ? {} : { cacheFile: this.probeCache });
+    this.#probedLock = probed.capabilities.networkLock;
+    return probed;
+  }
+
+  explain(error: unknown) {
+    const given = (error as { failure?: Failure } | undefined)?.failure;
+    if (given) return given;
+    const message = error instanceof Error ? error.message : String(error);
+    if (!(error instanceof CriuError)) return classifyCriuFailure({ message });
+    const d = error.details;
+    return classifyCriuFailure({ message, errorLines: d.errorLines, ...(d.criuErrno !== undefined && { errno: d.criuErrno }), ...(d.criuErrmsg && { errmsg: d.criuErrmsg }), ...(d.log && { log: d.log }) });
+  }
+
+  async preflight(u: UnitTarget, node: NodeCheckpointerFacts | undefined) {
+    const [failure, ...more] = preflight(unitResources(unitProcesses(u.cgroups)), u.options, node);
+    if (failure) throw Object.assign(new Error([failure, ...more].map(describeFailure).join('; ')), { failure });
   }
 
   async freeze(u: UnitTarget) {
@@ -38,6 +66,9 @@ export class CriuCheckpointer implements Checkpointer {
     const criu = this.#binary();
     const root = u.root && readStat(u.root.pid);
     if (!u.root || !root || root.startTime !== u.root.startTime) throw new Error(`the unit’s first process (${u.root?.pid ?? 'unknown'}) is gone: the unit has ended`);
+    // No --shell-job: a terminal outside the unit is refused (see unit-terminals.ts).
+    const terminals = outsideTerminals([...new Set([u.root.pid, ...unitProcesses(u.cgroups)])]);
+    if (terminals.length > 0) throw terminalRefusal(terminals);
     prepareUnitDir(this.imagesRoot, u.job, u.version, u.unit);
     const freezer = u.scope === 'cgroup' ? freezerOf(u.cgroups) : undefined;
     const started = performance.now();
@@ -45,7 +76,14 @@ export class CriuCheckpointer implements Checkpointer {
     const follower = followImages(this.imagesRoot, u.job, u.version, u.unit);
     let stats;
     try {
-      ({ stats } = await dumpTree({ criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: true, ...(freezer && { freezeCgroup: freezer.dir }) }));
+      // With --stop, established connections stay locked (in repair) from the dump on: the stop then
+      // kills the job without a FIN or RST reaching its peers, and a restart repairs them.
+      const holdConnections = u.options.tcpEstablished && u.stop;
+      ({ stats } = await dumpTree({
+        criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: !holdConnections, ...(holdConnections && { leaveStopped: true }), ...(freezer && { freezeCgroup: freezer.dir }),
+        ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
+        ...(u.options.fileLocks && { fileLocks: true }),
+      }));
     } catch (error) {
       await follower.cancel();
       throw error;
@@ -69,11 +107,13 @@ export class CriuCheckpointer implements Checkpointer {
   async abort(u: UnitTarget) {
     const frozen = !!freezerOf(u.cgroups) && existsSync(u.cgroups[0]!.path) && unitFreezeState(u.cgroups) !== 'thawed';
     if (frozen) await thawUnit(u.cgroups);
+    // A dump for --stop with --tcp-established leaves the processes stopped (see dump).
+    if (u.options.tcpEstablished && u.stop && existsSync(u.cgroups[0]?.path ?? '')) for (const pid of unitProcesses(u.cgroups)) continueProcess(pid);
     const { unitRemoved } = removePartial(this.imagesRoot, u.job, u.version, u.unit);
     return { thawed: frozen, imagesRemoved: unitRemoved };
   }
 
-  async restore(u: { imagesDir: string; pidNamespace: boolean; cgroups: readonly UnitCgroup[]; workDir: string }) {
+  async restore(u: RestoreTarget) {
     const cgroups = [...new Set(u.cgroups.map((c) => c.path))];
     const gate = () => imagesChecked(u.workDir);
     const criu = this.#binary();
@@ -82,8 +122,18 @@ export class CriuCheckpointer implements Checkpointer {
     // At post-restore every process is restored but none runs yet: they run only once the images
     // passed. (Not pre-resume: CRIU only logs a failed answer there and resumes the tree anyway.)
     const onNotify = (script: string) => (script === 'post-restore' ? gate() : true);
-    const r = await restoreTree({ criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, onNotify });
+    const r = await restoreTree({
+      criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, onNotify,
+      ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
+      ...(u.options.fileLocks && { fileLocks: true }),
+    });
     return { rootPid: r.rootPid, durationMs: r.durationMs, ...(r.stats && { stats: r.stats }) };
+  }
+
+  #lockMethod(criu: string): Promise<'nftables' | 'iptables'> {
+    if (this.#probedLock) return Promise.resolve(this.#probedLock);
+    this.#networkLock ??= runCriu(criu, ['check', '--feature', 'network_lock_nftables'], { timeoutMs: 60_000 }).then((r) => (r.code === 0 ? 'nftables' : 'iptables'));
+    return this.#networkLock;
   }
 
   #binary(): string {
@@ -130,4 +180,12 @@ export const criuWritingTo = (imagesDir: string): number[] => {
       }
     })
     .map(Number);
+};
+
+const continueProcess = (pid: number) => {
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    // gone
+  }
 };

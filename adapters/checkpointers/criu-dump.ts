@@ -21,6 +21,8 @@ export interface DumpOptions {
   readonly imagesDir: string;
   /** Keep the tree running after the dump (otherwise CRIU kills it once dumped). */
   readonly leaveRunning: boolean;
+  /** Leave the tree stopped after the dump (established connections stay locked in repair). */
+  readonly leaveStopped?: boolean;
   /** Needed when the root is not a session leader (it then shares a session/tty with an outsider). */
   readonly shellJob?: boolean;
   /** Freeze the tree with this cgroup (v1 freezer dir or v2 cgroup) instead of ptrace-stopping it. */
@@ -73,6 +75,7 @@ export const dumpTree = async (options: DumpOptions): Promise<DumpResult> => {
     opts: {
       pid: options.pid,
       leaveRunning: options.leaveRunning,
+      ...(options.leaveStopped && { leaveStopped: true }),
       logFile: 'dump.log',
       logLevel: 4,
       ...(options.shellJob && { shellJob: true }),

@@ -31,6 +31,7 @@ const rpc = (): { req: protobuf.Type; resp: protobuf.Type } => {
 export interface CriuOpts {
   readonly pid?: number;
   readonly leaveRunning?: boolean;
+  readonly leaveStopped?: boolean;
   readonly tcpEstablished?: boolean;
   readonly shellJob?: boolean;
   readonly fileLocks?: boolean;
@@ -222,6 +223,7 @@ export const replyError = (what: string, call: CriuCall, reply: CriuReply, log: 
     log,
     errorLines: lines,
     ...(crErrno !== undefined && { criuErrno: crErrno }),
-    ...(crErrmsg !== undefined && { criuErrmsg: crErrmsg.trim() }),
+    // Left out when it is only that harmless line: it would read as a permission problem.
+    ...(errmsg.length > 0 && { criuErrmsg: crErrmsg!.trim() }),
   });
 };

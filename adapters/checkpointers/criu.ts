@@ -1,7 +1,7 @@
-// CRIU building blocks: find a working criu, probe what it can do on this node, run it as a
-// command (probes), its errors, and wait until a dump's PIDs are free again. Dumps and restores
-// go over CRIU's RPC interface: criu-dump.ts, criu-restore.ts (criu-rpc.ts is the client);
-// criu-restore-pidns.ts restores into a new PID namespace with criu as its init.
+// CRIU building blocks: find a working criu, run it as a command (probes), its errors, and wait
+// until a dump's PIDs are free again. What a criu can do on this node: criu-probe.ts. Dumps and
+// restores go over CRIU's RPC interface: criu-dump.ts, criu-restore.ts (criu-rpc.ts is the
+// client); criu-restore-pidns.ts restores into a new PID namespace with criu as its init.
 //
 // Facts measured on kernel 6.18 with criu 4.1.1 (see docs/criu.md):
 //  - CRIU < 4.1 fails on kernels ≥ 6.13 (vDSO/vvar layout); every run logs a harmless
@@ -15,23 +15,13 @@
 // end is outside the tree and cannot dump unix sockets connected to the outside).
 import { execFileSync, spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
-import { constants as osConstants, release } from 'node:os';
+import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import type * as t from 'io-ts';
-import type { Capabilities, CheckpointerProbed } from '../../domain/events/node.js';
-import type { CheckpointScope } from '../../domain/identity.js';
-import { canFreeze, describeCgroups, detectCgroups, type CgroupLayout } from '../cgroups/unit-cgroups.js';
 import { scanProcesses } from '../tracking/procfs.js';
 
-/** The data of a CheckpointerProbed event, without the node (the agent adds it). */
-export type CheckpointerProbeData = Omit<t.TypeOf<(typeof CheckpointerProbed)['codec']>, 'node'>;
-
 export const MIN_CRIU_VERSION = '4.1';
-/** Kernels from this release on split the vvar area; CRIU handles that since 4.1. */
-const VDSO_SPLIT_KERNEL = '6.13';
-const INSTALL_HINT = 'run scripts/install-criu.sh (as root) or set CKPT_CRIU to the path of a criu ≥ 4.1';
 
 /** The repository root, from this module's place: dist/adapters/checkpointers/criu.js → ../../.. */
 export const DEFAULT_REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -207,7 +197,8 @@ export interface CriuErrorDetails {
   readonly log?: string;
   /** The log's error lines (cr_errmsg is often generic: these say what went wrong). */
   readonly errorLines: readonly string[];
-  /** From CRIU's RPC response: its errno (cr_errno) and message (cr_errmsg), when it gave them. */
+  /** From CRIU's RPC response: its errno (cr_errno) and message (cr_errmsg), when it gave them
+   *  (cr_errmsg is CRIU's first error line: left out when that is a known-harmless one). */
   readonly criuErrno?: number;
   readonly criuErrmsg?: string;
 }
@@ -230,106 +221,6 @@ export class CriuError extends Error {
     return this.details.criuErrmsg;
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Probing
-
-const checkFeature = async (criu: string, feature: string): Promise<boolean> =>
-  (await runCriu(criu, ['check', '--feature', feature], { timeoutMs: 60_000 })).code === 0;
-
-/** Can this node run a process in a new PID namespace? Tried for real (unshare, ~5 ms). */
-const probePidNamespace = async (): Promise<boolean> => {
-  if (!existsSync('/proc/self/ns/pid')) return false;
-  const unshare = candidatesOnPath('unshare', process.env)[0];
-  if (unshare === undefined) return false;
-  const run = await runCriu(unshare, ['--pid', '--fork', '--mount-proc', 'true'], { timeoutMs: 10_000 });
-  return run.code === 0;
-};
-
-/** Why this criu version cannot be used on this kernel, or undefined when it can. */
-export const criuVersionProblem = (version: string, kernel: string, path = 'criu'): string | undefined => {
-  if (compareVersions(version, MIN_CRIU_VERSION) >= 0) return undefined;
-  return compareVersions(kernel, VDSO_SPLIT_KERNEL) >= 0
-    ? `criu ${version} at ${path} is too old: the vDSO layout of kernels ≥ ${VDSO_SPLIT_KERNEL} (this one is ${kernel}) needs CRIU ≥ ${MIN_CRIU_VERSION}; run scripts/install-criu.sh`
-    : `criu ${version} at ${path} is older than the ${MIN_CRIU_VERSION} ckpt needs; run scripts/install-criu.sh`;
-};
-
-const noCapabilities: Capabilities = {
-  scopes: [],
-  leaveRunning: false,
-  incremental: false,
-  lazyPages: false,
-  pidNamespace: false,
-  freezeCgroup: false,
-};
-
-/**
- * Probes a criu (from locateCriu) on this node: version, `criu check`, the kernel features CRIU
- * uses and the cgroups. Never throws for a missing or broken criu: `usable` is false and
- * `problems` says why in plain words. Capabilities are what works here (none when not usable).
- * softDirty comes from `criu check --feature mem_dirty_track` (false when criu cannot run).
- */
-export const probeCriu = async (path: string | undefined): Promise<CheckpointerProbeData> => {
-  const kernel = release();
-  let layout: CgroupLayout = { v1: [] };
-  const problems: string[] = [];
-  try {
-    layout = detectCgroups();
-  } catch (err) {
-    problems.push(`cannot detect cgroups: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  const cgroups = describeCgroups(layout);
-  const base = { checkpointer: 'criu', kernel, cgroups };
-
-  if (path === undefined) {
-    problems.push(`no criu found (CKPT_CRIU unset, no system criu ≥ ${MIN_CRIU_VERSION}, no <repo>/.criu/bin/criu): ${INSTALL_HINT}`);
-    return { ...base, version: null, usable: false, problems, capabilities: noCapabilities, softDirty: false };
-  }
-  if (!existsSync(path)) {
-    problems.push(`criu not found at ${path}: ${INSTALL_HINT}`);
-    return { ...base, version: null, usable: false, problems, capabilities: noCapabilities, softDirty: false };
-  }
-  if (!isExecutable(path)) {
-    problems.push(`${path} is not executable (chmod +x it, or ${INSTALL_HINT})`);
-    return { ...base, version: null, usable: false, problems, capabilities: noCapabilities, softDirty: false };
-  }
-
-  const version = criuVersion(path) ?? null;
-  let usable = true;
-  if (version === null) {
-    usable = false;
-    problems.push(`'${path} --version' failed or did not print a version: it does not look like a working criu; ${INSTALL_HINT}`);
-  } else {
-    const tooOld = criuVersionProblem(version, kernel, path);
-    if (tooOld !== undefined) {
-      usable = false;
-      problems.push(tooOld);
-    }
-  }
-
-  // Not something that failed --version: `X check` of an arbitrary program could do anything.
-  const check = version === null ? undefined : await runCriu(path, ['check'], { timeoutMs: 60_000 });
-  if (check !== undefined && check.code !== 0) {
-    usable = false;
-    const lines = criuErrorLines(`${check.stdout}\n${check.stderr}`);
-    const detail = lines.length > 0 ? lines : `${check.stdout}\n${check.stderr}`.trim().split('\n').slice(-5);
-    problems.push(
-      `'criu check' failed (exit ${check.code})${process.getuid?.() === 0 ? '' : ' — criu needs root'}: ${detail.join(' | ')}`,
-    );
-  }
-
-  const [softDirty, uffd, pidNamespace] = await Promise.all([
-    usable ? checkFeature(path, 'mem_dirty_track') : Promise.resolve(false),
-    usable ? checkFeature(path, 'uffd-noncoop') : Promise.resolve(false),
-    probePidNamespace(),
-  ]);
-  const freeze = canFreeze(layout);
-  const scopes: CheckpointScope[] = freeze ? ['tree', 'cgroup'] : ['tree'];
-  const capabilities: Capabilities = usable
-    ? { scopes, leaveRunning: true, incremental: softDirty, lazyPages: uffd, pidNamespace, freezeCgroup: freeze }
-    : noCapabilities;
-  return { ...base, version, usable, problems, capabilities, softDirty };
-};
 
 // ---------------------------------------------------------------------------------------------
 // Waiting for PIDs to be free

@@ -1,6 +1,7 @@
 // Writing to stdout with back-pressure, and quietly stopping when the reader goes away
 // (`ckpt log | head`).
 import type { RecordedEvent } from '../../domain/event-store.js';
+import { describeFailure, type Failure } from '../../domain/failure.js';
 
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(0);
@@ -36,3 +37,6 @@ export const table = (header: readonly string[], rows: ReadonlyArray<readonly st
 
 export const formatBytes = (n: number): string =>
   n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(2)} GiB` : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`;
+
+/** Why something failed, on one line: the failure's class, message and hint when recorded, else the reason. */
+export const whyLine = (reason: string | null | undefined, failure?: Failure | null): string => (failure ? describeFailure(failure) : (reason ?? ''));

@@ -10,11 +10,13 @@
 //
 // Dependents (findDependents) are processes that are not members of the job but share with a
 // member: a pipe (same pipe inode), a unix socket (same socket inode, or the two ends of one
-// connection — peers come from `ss`, i.e. NETLINK_SOCK_DIAG with UDIAG_SHOW_PEER), or a System V
-// shared memory segment (same shmid, from /proc/PID/maps). Named FIFOs, POSIX shm (/dev/shm),
-// memfds, eventfds and TCP/UDP connections are not dependencies here.
+// connection — peers come from `ss`, i.e. NETLINK_SOCK_DIAG with UDIAG_SHOW_PEER), a System V
+// shared memory segment (same shmid, from /proc/PID/maps), a POSIX shm file (/dev/shm/…) or a
+// memfd, mapped or held open (same device and inode, from maps or a stat of the fd), or a named
+// FIFO (same device and inode; looked for only under the path a member opened it by).
+// Eventfds, inotify, terminals and TCP/UDP connections are not dependencies here.
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 
 export interface ProcStat {
   readonly pid: number;
@@ -51,7 +53,7 @@ export interface OpenResources {
   };
 }
 
-export type DependencyKind = 'pipe' | 'unix-socket' | 'sysv-shm';
+export type DependencyKind = 'pipe' | 'unix-socket' | 'sysv-shm' | 'posix-shm' | 'memfd' | 'fifo';
 
 export interface Dependent {
   readonly pid: number;
@@ -59,10 +61,12 @@ export interface Dependent {
   /** The member it shares the resource with (the first one found). */
   readonly member: number;
   readonly via: DependencyKind;
-  /** The resource in the dependent: pipe inode, its unix socket inode, or the shmid. */
+  /** The resource in the dependent: pipe inode, its unix socket inode, the shmid, or the inode of the shm file, memfd or FIFO. */
   readonly inode: string;
   /** For 'unix-socket' only: the member's socket inode (the peer of `inode`, or `inode` itself). */
   readonly memberInode?: string;
+  /** For 'posix-shm' and 'fifo': the path as the member sees it; for 'memfd': "memfd:NAME". */
+  readonly name?: string;
 }
 
 export interface FindDependentsOptions {
@@ -110,6 +114,7 @@ const statBuffer = Buffer.allocUnsafe(4096);
 const SPACE = 0x20;
 const CLOSE_PAREN = 0x29;
 const OPEN_PAREN = 0x28;
+const SLASH = 0x2f;
 
 /** Parses /proc/PID/stat bytes [0, length) of `buf`; undefined if malformed. */
 export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined => {
@@ -366,15 +371,18 @@ export const unixSockets = (pid?: number): Map<string, string> => {
 interface FdLinks {
   readonly pipes: Set<string>;
   readonly sockets: Set<string>;
+  /** fd number → link, for links that are paths (files, FIFOs, devices, "/memfd:…"). */
+  readonly paths: Map<string, string>;
 }
 
-/** Pipe and socket inodes among /proc/PID/fd links; undefined when gone. */
+/** Pipe and socket inodes, and path links, among /proc/PID/fd links; undefined when gone. */
 const readFdLinks = (pid: number): FdLinks | undefined => {
   const dir = `/proc/${pid}/fd`;
   const names = orGone(dir, () => readdirSync(dir));
   if (names === undefined) return undefined;
   const pipes = new Set<string>();
   const sockets = new Set<string>();
+  const paths = new Map<string, string>();
   for (const name of names) {
     let link: string;
     try {
@@ -383,33 +391,105 @@ const readFdLinks = (pid: number): FdLinks | undefined => {
       if (isGone(err)) continue; // fd closed meanwhile (or the process exited: caught by the caller's check)
       return fail(`${dir}/${name}`, err);
     }
+    if (link.charCodeAt(0) === SLASH) {
+      paths.set(name, link);
+      continue;
+    }
     // "pipe:[123]" / "socket:[123]"
     if (link.charCodeAt(link.length - 1) !== 0x5d) continue;
     if (link.startsWith('pipe:[')) pipes.add(link.slice(6, -1));
     else if (link.startsWith('socket:[')) sockets.add(link.slice(8, -1));
   }
-  return { pipes, sockets };
+  return { pipes, sockets, paths };
 };
 
-/** shmids of System V shm segments attached by `pid` (/proc/PID/maps paths "/SYSV<key>"); undefined when gone. */
-export const readSysvShm = (pid: number): string[] | undefined => {
+const SHM_DIR = '/dev/shm/';
+const MEMFD = '/memfd:';
+const DELETED = ' (deleted)';
+
+/** A file shared by mapping or fd: its identity (major:minor:inode, decimal) and what to call it. */
+interface SharedFile {
+  readonly key: string;
+  readonly inode: string;
+  readonly via: 'posix-shm' | 'memfd' | 'fifo';
+  /** The path (posix-shm, fifo) or "memfd:NAME". */
+  readonly name: string;
+}
+
+const fileKey = (major: number, minor: number, inode: string) => `${major}:${minor}:${inode}`;
+
+/** A /dev/shm file or memfd by the path a link or a maps line shows; undefined for anything else. */
+const sharedMemoryOf = (path: string, key: string, inode: string): SharedFile | undefined => {
+  const bare = path.endsWith(DELETED) ? path.slice(0, -DELETED.length) : path;
+  if (bare.startsWith(SHM_DIR)) return { key, inode, via: 'posix-shm', name: bare };
+  if (bare.startsWith(MEMFD)) return { key, inode, via: 'memfd', name: bare.slice(1) };
+  return undefined;
+};
+
+/**
+ * stat of /proc/PID/fd/FD (the open file itself, even when unlinked) as a SharedFile: any
+ * /dev/shm file or memfd, and a FIFO when `fifos` (default: every FIFO). Undefined otherwise or
+ * when the fd is gone.
+ */
+const statSharedFd = (pid: number, fd: string, link: string, fifos = true): SharedFile | undefined => {
+  const path = `/proc/${pid}/fd/${fd}`;
+  const st = orGone(path, () => statSync(path));
+  if (!st) return undefined;
+  // Linux dev_t: minor in bits 0-7 and 20-31, major in bits 8-19 (glibc's gnu_dev_major/minor).
+  const major = (st.dev >>> 8) & 0xfff;
+  const minor = (st.dev & 0xff) | ((st.dev >>> 12) & 0xfff00);
+  const inode = String(st.ino);
+  const key = fileKey(major, minor, inode);
+  if (fifos && st.isFIFO()) return { key, inode, via: 'fifo', name: link.endsWith(DELETED) ? link.slice(0, -DELETED.length) : link };
+  return sharedMemoryOf(link, key, inode);
+};
+
+interface Mappings {
+  /** shmids of attached System V segments. */
+  readonly sysv: string[];
+  /** Mapped /dev/shm files and memfds, deduplicated. */
+  readonly files: SharedFile[];
+}
+
+/**
+ * System V segments ("/SYSV<key>", the inode column is the shmid), /dev/shm files and memfds
+ * mapped by `pid`, from /proc/PID/maps; undefined when gone. Only lines with those paths are
+ * split: maps of a large process are long.
+ */
+const readMappings = (pid: number): Mappings | undefined => {
   const path = `/proc/${pid}/maps`;
   const text = orGone(path, () => readFileSync(path, 'latin1'));
   if (text === undefined) return undefined;
-  const ids = new Set<string>();
-  let from = 0;
-  for (;;) {
-    const at = text.indexOf(' /SYSV', from);
-    if (at < 0) break;
-    from = at + 6;
-    // The line is "start-end perms offset dev inode   /SYSVkkkkkkkk (deleted)": inode = shmid.
-    const lineStart = text.lastIndexOf('\n', at) + 1;
-    const fields = text.slice(lineStart, at).trim().split(/ +/);
-    const inode = fields[4];
-    if (fields.length >= 5 && inode !== undefined && isDigits(inode)) ids.add(inode);
+  const sysv = new Set<string>();
+  const files = new Map<string, SharedFile>();
+  for (const marker of [' /SYSV', ` ${SHM_DIR}`, ` ${MEMFD}`]) {
+    let from = 0;
+    for (;;) {
+      const at = text.indexOf(marker, from);
+      if (at < 0) break;
+      let end = text.indexOf('\n', at);
+      if (end < 0) end = text.length;
+      from = end;
+      // "start-end perms offset major:minor inode   path": the path starts after the spaces.
+      const lineStart = text.lastIndexOf('\n', at) + 1;
+      const fields = text.slice(lineStart, at).trim().split(/ +/);
+      const dev = fields[3];
+      const inode = fields[4];
+      if (fields.length < 5 || dev === undefined || inode === undefined || !isDigits(inode)) continue;
+      if (marker === ' /SYSV') {
+        sysv.add(inode);
+        continue;
+      }
+      const [major, minor] = dev.split(':').map((h) => parseInt(h, 16));
+      const file = sharedMemoryOf(text.slice(at + 1, end), fileKey(major!, minor!, inode), inode);
+      if (file && !files.has(file.key)) files.set(file.key, file);
+    }
   }
-  return [...ids];
+  return { sysv: [...sysv], files: [...files.values()] };
 };
+
+/** shmids of System V shm segments attached by `pid` (/proc/PID/maps paths "/SYSV<key>"); undefined when gone. */
+export const readSysvShm = (pid: number): string[] | undefined => readMappings(pid)?.sysv;
 
 /**
  * Pipes, unix sockets and SysV shm segments `pid` holds; undefined when gone. `unixInodes`: the
@@ -511,11 +591,12 @@ export const unixSocketPeers = (options: { netnsOf?: number } = {}): Map<string,
 const netnsOf = (pid: number): string | undefined => orGone(`/proc/${pid}/ns/net`, () => readlinkSync(`/proc/${pid}/ns/net`));
 
 /**
- * Non-member processes sharing a pipe, a unix socket connection or a SysV shm segment with a
- * member. Reads members' fds first; then, only if members hold any such resource, every other
- * process's fds once (and maps only if members have SysV shm attached). `candidates`: the
- * processes to consider (default: a fresh scanProcesses()). Kernel threads, members and
- * `options.ignore` are never reported. One entry per (pid, via, inode).
+ * Non-member processes sharing a pipe, a unix socket connection, a SysV shm segment, a POSIX shm
+ * file, a memfd or a named FIFO with a member. Reads members' fds and maps first; then, only if
+ * members hold any such resource, every other process's fds once (stat-ing only fds whose link
+ * names a /dev/shm file, a memfd or a member's FIFO path), and its maps only if members hold
+ * shared memory. `candidates`: the processes to consider (default: a fresh scanProcesses()).
+ * Kernel threads, members and `options.ignore` are never reported. One entry per (pid, via, inode).
  */
 export const findDependents = (
   members: readonly number[],
@@ -525,18 +606,29 @@ export const findDependents = (
   const memberSet = new Set(members);
   const pipeOwner = new Map<string, number>();
   const shmOwner = new Map<string, number>();
+  const fileOwner = new Map<string, readonly [number, SharedFile]>(); // SharedFile.key → member
+  const fifoPaths = new Set<string>();
+  let sharedMemory = false; // members hold a /dev/shm file or a memfd
   const memberUnix = new Map<string, number>(); // member socket inode → member
   const unixByNetns = new Map<string, Map<string, string>>();
   const memberNetns = new Map<string, number>(); // netns → one member pid in it
   const selfNetns = netnsOf(process.pid);
+  const own = (pid: number, f: SharedFile | undefined) => {
+    if (f && !fileOwner.has(f.key)) fileOwner.set(f.key, [pid, f]);
+    if (f?.via === 'fifo') fifoPaths.add(f.name);
+    else if (f) sharedMemory = true;
+  };
 
   for (const pid of members) {
     const links = readFdLinks(pid);
-    const shm = readSysvShm(pid);
+    const maps = readMappings(pid);
     const ns = netnsOf(pid);
-    if (!links || !shm || ns === undefined) continue; // gone
+    if (!links || !maps || ns === undefined) continue; // gone
     for (const p of links.pipes) if (!pipeOwner.has(p)) pipeOwner.set(p, pid);
-    for (const s of shm) if (!shmOwner.has(s)) shmOwner.set(s, pid);
+    for (const s of maps.sysv) if (!shmOwner.has(s)) shmOwner.set(s, pid);
+    for (const f of maps.files) own(pid, f);
+    // Members are few: stat every path fd to find FIFOs (their links look like any file's).
+    for (const [fd, link] of links.paths) if (!link.startsWith('/dev/') || link.startsWith(SHM_DIR)) own(pid, statSharedFd(pid, fd, link));
     if (links.sockets.size > 0) {
       let unix = unixByNetns.get(ns);
       if (!unix) {
@@ -555,7 +647,8 @@ export const findDependents = (
       if (any && !memberNetns.has(ns)) memberNetns.set(ns, pid);
     }
   }
-  if (pipeOwner.size === 0 && shmOwner.size === 0 && memberUnix.size === 0) return [];
+  if (pipeOwner.size === 0 && shmOwner.size === 0 && fileOwner.size === 0 && memberUnix.size === 0) return [];
+  const readMaps = shmOwner.size > 0 || sharedMemory;
 
   // Unix socket inodes a dependent may hold → [member, member's inode]: the members' own inodes,
   // and the peers of the members' sockets (ss lists both ends of each connection).
@@ -576,8 +669,16 @@ export const findDependents = (
   for (const proc of candidates ?? scanProcesses()) {
     if (memberSet.has(proc.pid) || ignore?.has(proc.pid) || isKernelThread(proc)) continue;
     const found: Dependent[] = [];
+    const seenFiles = new Set<string>();
+    const shares = (f: SharedFile | undefined) => {
+      const hit = f && fileOwner.get(f.key);
+      if (!f || !hit || seenFiles.has(f.key)) return;
+      seenFiles.add(f.key);
+      // The member's name: the dependent may see the file under another path (or "(deleted)").
+      found.push({ pid: proc.pid, startTime: proc.startTime, member: hit[0], via: hit[1].via, inode: f.inode, name: hit[1].name });
+    };
     try {
-      if (pipeOwner.size > 0 || wantedUnix.size > 0) {
+      if (pipeOwner.size > 0 || wantedUnix.size > 0 || fileOwner.size > 0) {
         const links = readFdLinks(proc.pid);
         if (!links) continue;
         for (const p of links.pipes) {
@@ -588,14 +689,19 @@ export const findDependents = (
           const hit = wantedUnix.get(s);
           if (hit) found.push({ pid: proc.pid, startTime: proc.startTime, member: hit[0], via: 'unix-socket', inode: s, memberInode: hit[1] });
         }
+        for (const [fd, link] of links.paths) {
+          const isFifo = fifoPaths.has(link);
+          if (isFifo || (sharedMemory && (link.startsWith(SHM_DIR) || link.startsWith(MEMFD)))) shares(statSharedFd(proc.pid, fd, link, isFifo));
+        }
       }
-      if (shmOwner.size > 0) {
-        const shm = readSysvShm(proc.pid);
-        if (!shm) continue;
-        for (const s of shm) {
+      if (readMaps) {
+        const maps = readMappings(proc.pid);
+        if (!maps) continue;
+        for (const s of maps.sysv) {
           const member = shmOwner.get(s);
           if (member !== undefined) found.push({ pid: proc.pid, startTime: proc.startTime, member, via: 'sysv-shm', inode: s });
         }
+        for (const f of maps.files) shares(f);
       }
     } catch (err) {
       const code = ((err as Error).cause as NodeJS.ErrnoException | undefined)?.code;
@@ -610,4 +716,57 @@ export const findDependents = (
     if (now && now.startTime === proc.startTime) out.push(...found);
   }
   return out;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Terminals
+
+export interface Terminals {
+  /** Pseudo-terminal slaves in use, by pts index: how ("fd 0", "controlling terminal"). */
+  readonly slaves: Map<number, string[]>;
+  /** pts indexes of the pseudo-terminal masters held open (/dev/ptmx fds, "tty-index" in fdinfo). */
+  readonly masters: number[];
+  /** Other terminals in use (a console, a serial line, /dev/tty): "PATH (fd N)" or "controlling terminal MAJOR:MINOR". */
+  readonly others: string[];
+}
+
+const PTS = /^\/dev\/pts\/(\d+)$/;
+const OTHER_TTY = /^\/dev\/(tty\S*|console)$/;
+
+/** tty_nr (field 7 of /proc/PID/stat) as [major, minor]; undefined when gone. */
+const controllingTerminal = (pid: number): readonly [number, number] | undefined => {
+  const path = `/proc/${pid}/stat`;
+  const text = orGone(path, () => readFileSync(path, 'latin1'));
+  if (text === undefined) return undefined;
+  const nr = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[4]);
+  return [(nr >>> 8) & 0xfff, (nr & 0xff) | ((nr >>> 12) & 0xfff00)];
+};
+
+/**
+ * The terminals `pid` uses: pty slaves and masters among its fds, its controlling terminal, and
+ * other tty devices; undefined when gone. (pts indexes are per devpts instance: a process with
+ * its own devpts mount is not told apart.)
+ */
+export const readTerminals = (pid: number): Terminals | undefined => {
+  const links = readFdLinks(pid);
+  const ctty = controllingTerminal(pid);
+  if (!links || !ctty) return undefined;
+  const slaves = new Map<number, string[]>();
+  const masters: number[] = [];
+  const others: string[] = [];
+  const slave = (index: number, how: string) => slaves.set(index, [...(slaves.get(index) ?? []), how]);
+  for (const [fd, link] of links.paths) {
+    const pts = PTS.exec(link);
+    if (pts) slave(Number(pts[1]), `fd ${fd}`);
+    else if (link === '/dev/ptmx' || link === '/dev/pts/ptmx') {
+      const info = orGone(`/proc/${pid}/fdinfo/${fd}`, () => readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'latin1'));
+      const index = info && /^tty-index:\s*(\d+)$/m.exec(info)?.[1];
+      if (index) masters.push(Number(index));
+    } else if (OTHER_TTY.test(link)) others.push(`${link} (fd ${fd})`);
+  }
+  const [major, minor] = ctty;
+  // Unix98 pty slaves: majors 136-143, 256 minors each.
+  if (major >= 136 && major <= 143) slave((major - 136) * 256 + minor, 'controlling terminal');
+  else if (major !== 0) others.push(`controlling terminal ${major}:${minor}`);
+  return { slaves, masters, others };
 };

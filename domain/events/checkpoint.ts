@@ -3,6 +3,7 @@
 import * as t from 'io-ts';
 import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, Sha256, record } from '../codecs.js';
 import { CheckpointScope, NodeId, ProcessRef, UnitId } from '../identity.js';
+import { Failure } from '../failure.js';
 import { defineEvent } from './define.js';
 
 const version = { version: PositiveInt };
@@ -20,17 +21,22 @@ export const PlannedUnit = record({
 });
 export type PlannedUnit = t.TypeOf<typeof PlannedUnit>;
 
+/** What a version captures beyond the default: established TCP connections (TCP repair, the
+ *  network locked meanwhile) and file locks. A restart of the version restores them the same way. */
+export const CheckpointOptions = record({ tcpEstablished: t.boolean, fileLocks: t.boolean });
+export type CheckpointOptions = t.TypeOf<typeof CheckpointOptions>;
+
 export const CheckpointRequested = defineEvent(
   'CheckpointRequested',
   'request',
-  record({ request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt }),
-  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration).',
+  record({ request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt }, { tcpEstablished: t.boolean, fileLocks: t.boolean }),
+  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration), maybe with established TCP connections or file locks.',
 );
 export const CheckpointPlanned = defineEvent(
   'CheckpointPlanned',
   'decision',
-  record({ ...version, request: NonEmptyString, parent: nullable(PositiveInt), units: t.array(PlannedUnit) }),
-  'The coordinator fixed the target set of every unit from membership at the position it decided on.',
+  record({ ...version, request: NonEmptyString, parent: nullable(PositiveInt), units: t.array(PlannedUnit) }, { options: CheckpointOptions }),
+  'The coordinator fixed the target set of every unit from membership at the position it decided on (and the options, the job’s or the request’s, when any is on).',
 );
 
 /** A unit step: the coordinator's request, the agent's done outcome, and its failure. */
@@ -40,7 +46,7 @@ export const unitPhase = <P extends string, D extends string, DP extends t.Props
   [
     defineEvent(`Unit${phase}Requested` as `Unit${P}Requested`, 'decision', record(step), `The coordinator asked a node agent to ${what}.`),
     defineEvent(done, 'outcome', record({ ...step, ...doneData }, doneOptional ?? ({} as DO)), `The node agent did: ${what}.`),
-    defineEvent(`Unit${phase}Failed` as `Unit${P}Failed`, 'outcome', record({ ...step, reason: t.string }), `The node agent could not ${what}; the reason says why.`),
+    defineEvent(`Unit${phase}Failed` as `Unit${P}Failed`, 'outcome', record({ ...step, reason: t.string }, { failure: Failure }), `The node agent could not ${what}; the reason (and its failure class and hint) says why.`),
   ] as const;
 
 export const [UnitFreezeRequested, UnitFrozen, UnitFreezeFailed] = unitPhase(
@@ -88,19 +94,19 @@ export const CheckpointCommitted = defineEvent(
 export const CheckpointCommitFailed = defineEvent(
   'CheckpointCommitFailed',
   'outcome',
-  record({ ...version, reason: t.string }),
+  record({ ...version, reason: t.string }, { failure: Failure }),
   'The version could not be made durable.',
 );
 export const CheckpointAbortRequested = defineEvent(
   'CheckpointAbortRequested',
   'decision',
-  record({ ...version, reason: t.string }),
+  record({ ...version, reason: t.string }, { failure: Failure }),
   'A failure or a deadline ends the checkpoint: every unit is to be thawed and partial images removed.',
 );
 export const CheckpointAborted = defineEvent(
   'CheckpointAborted',
   'decision',
-  record({ ...version, reason: t.string }),
+  record({ ...version, reason: t.string }, { failure: Failure }),
   'Every unit was cleaned up after an abort; no partial checkpoint remains.',
 );
 export const CheckpointCompleted = defineEvent(

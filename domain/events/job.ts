@@ -12,11 +12,15 @@ export const CgroupController = literals('freezer', 'memory', 'pids', 'cpu', 'cp
 export const UnitCgroup = record({ controller: CgroupController, path: NonEmptyString });
 export type UnitCgroup = t.TypeOf<typeof UnitCgroup>;
 
+/** What every checkpoint of the job may capture beyond the default (opt-in: `ckpt run --tcp-established`). */
+export const JobOptions = record({}, { tcpEstablished: t.boolean, fileLocks: t.boolean });
+export type JobOptions = t.TypeOf<typeof JobOptions>;
+
 export const JobSubmitted = defineEvent(
   'JobSubmitted',
   'request',
-  record({ job: JobId, owner: record({ uid: NonNegativeInt }, { user: t.string }) }),
-  'A user submitted a job; its owner (uid) may checkpoint, restart and prune it.',
+  record({ job: JobId, owner: record({ uid: NonNegativeInt }, { user: t.string }) }, { options: JobOptions }),
+  'A user submitted a job; its owner (uid) may checkpoint, restart and prune it; options opt every checkpoint of it in to established TCP connections or file locks.',
 );
 
 export const UnitAssigned = defineEvent(

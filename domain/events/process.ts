@@ -97,10 +97,13 @@ export const DependencyObserved = defineEvent(
     sid: NonNegativeInt,
     comm: t.string,
     member: ProcessRef,
-    via: literals('pipe', 'unix-socket', 'sysv-shm', 'shared-memory'),
+    via: literals('pipe', 'unix-socket', 'sysv-shm', 'shared-memory', 'posix-shm', 'memfd', 'fifo'),
     inode: NonEmptyString,
+  }, {
+    /** posix-shm and fifo: the path the member opened; memfd: "memfd:NAME". */
+    name: NonEmptyString,
   }),
-  'A process outside the job (process) shares a pipe, unix socket or shared memory with a member.',
+  'A process outside the job (process) shares a pipe, unix socket, shared memory (SysV, /dev/shm, memfd) or named FIFO with a member.',
 );
 
 export const processEvents = [

@@ -2,8 +2,9 @@
 import * as t from 'io-ts';
 import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, record } from '../codecs.js';
 import { NodeId, ProcessRef, UnitId } from '../identity.js';
+import { Failure } from '../failure.js';
 import { defineEvent } from './define.js';
-import { unitPhase } from './checkpoint.js';
+import { CheckpointOptions, unitPhase } from './checkpoint.js';
 import { Limits, UnitCgroup } from './job.js';
 
 const restart = { restart: PositiveInt };
@@ -36,8 +37,8 @@ export const RestartPlanned = defineEvent(
     request: NonEmptyString,
     version: PositiveInt,
     units: t.array(record({ unit: UnitId, node: NodeId, images: NonEmptyString, limits: Limits })),
-  }),
-  'The coordinator fixed which version each unit restores from, where, and under which limits.',
+  }, { options: CheckpointOptions }),
+  'The coordinator fixed which version each unit restores from, where, and under which limits (and the version’s options, when any is on).',
 );
 
 export const [UnitImagesVerifyRequested, UnitImagesVerified, UnitImagesVerifyFailed] = unitPhase(
@@ -71,13 +72,13 @@ export const RestartCommitted = defineEvent(
 export const RestartAbortRequested = defineEvent(
   'RestartAbortRequested',
   'decision',
-  record({ ...restart, reason: t.string }),
+  record({ ...restart, reason: t.string }, { failure: Failure }),
   'A unit failed or a deadline passed: every restored part is to be rolled back.',
 );
 export const RestartFailed = defineEvent(
   'RestartFailed',
   'decision',
-  record({ ...restart, reason: t.string }),
+  record({ ...restart, reason: t.string }, { failure: Failure }),
   'The restart failed as a whole and was rolled back; the reason says why.',
 );
 

@@ -51,10 +51,10 @@ const settle = async <S>(coordinator: Decider<S>, store: EventStore, state: { s:
   }
 };
 
-export const worldOf = <S>(coordinator: Decider<S>) => async (nodes: string[], probes: ProposedEvent[] = nodes.map((n) => probe(n))) => {
+export const worldOf = <S>(coordinator: Decider<S>) => async (nodes: string[], probes: ProposedEvent[] = nodes.map((n) => probe(n)), job: ProposedEvent[] = jobOn(nodes)) => {
   const store = new MemoryEventStore();
   for (const [i, pr] of probes.entries()) await store.append(`node-${nodes[i] ?? 'x'}`, [pr]);
-  await store.append('job-j', jobOn(nodes));
+  await store.append('job-j', job);
   const state = { s: coordinator.initial, next: 1 };
   const said = async (...events: ProposedEvent[]) => {
     await store.append('job-j', events);

@@ -1,6 +1,7 @@
 // Tests that need root, CRIU, PostgreSQL or a browser run for real; on a machine without them
 // the whole suite is skipped with one line saying what is missing and how to install it.
 import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { suite, type Test } from 'uvu';
 
 /** A reason the suite cannot run here, or undefined when it can. */
@@ -37,3 +38,7 @@ export const suiteRequiring = (name: string, missing: Missing): Test => {
   const skipping = ((title: string) => real.skip(title, noop)) as unknown as Test;
   return Object.assign(skipping, { skip: real.skip, only: real.skip, run: real.run, before: hook, after: hook });
 };
+
+/** CRIU 4.1 for the tests that force the old version: $CKPT_CRIU_OLD, else <repo>/.criu-4.1 (.ci/run installs it there). */
+export const OLD_CRIU: string = process.env.CKPT_CRIU_OLD || fileURLToPath(new URL('../../../.criu-4.1/bin/criu', import.meta.url));
+export const OLD_CRIU_INSTALL = 'bash scripts/install-criu.sh --suite trixie --prefix .criu-4.1';

@@ -39,7 +39,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const home = ckptHome();
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const store = openStore(args, defaultAppendContext({ kind: 'node', node }));
-  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), rcvbuf: integerOption(args, 'rcvbuf', 1024), log });
+  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf: integerOption(args, 'rcvbuf', 1024), log });
   await agent.start();
   const self = readStat(process.pid)!;
   const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: url, startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };

@@ -5,7 +5,7 @@ import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../..
 import { ckptHome } from '../../store/open.js';
 import { flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { formatBytes, table, writeOut } from '../output.js';
+import { formatBytes, table, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
 type ImagesCheck = { version: number; state: 'ok' | 'pruned' | 'damaged'; problems?: string };
@@ -27,11 +27,11 @@ const ms = (n: number | undefined) => (n === undefined ? '-' : `${Math.round(n)}
 
 const row = (e: AuditEntry): string[] => {
   if (e.kind === 'checkpoint') {
-    return [e.requestedAt, who(e), 'checkpoint', e.version === null ? '-' : `v${e.version}`, e.outcome, ms(e.durationMs), e.bytes ? formatBytes(e.bytes) : '-', String(e.units.length), String(e.membership.length), e.reason ?? ''];
+    return [e.requestedAt, who(e), 'checkpoint', e.version === null ? '-' : `v${e.version}`, e.outcome, ms(e.durationMs), e.bytes ? formatBytes(e.bytes) : '-', String(e.units.length), String(e.membership.length), whyLine(e.reason, e.failure)];
   }
   if (e.kind === 'restart') {
     const ns = e.units.some((u) => u.pidNamespace) ? ' (new PID ns)' : '';
-    return [e.requestedAt, who(e), `restart${e.restart === null ? '' : ` r${e.restart}`}`, e.version === null ? '-' : `v${e.version}`, e.outcome + ns, ms(e.durationMs), '-', String(e.units.length), String(e.membership.length), e.reason ?? ''];
+    return [e.requestedAt, who(e), `restart${e.restart === null ? '' : ` r${e.restart}`}`, e.version === null ? '-' : `v${e.version}`, e.outcome + ns, ms(e.durationMs), '-', String(e.units.length), String(e.membership.length), whyLine(e.reason, e.failure)];
   }
   return [e.requestedAt, who(e), `prune --keep ${e.keep}`, e.pruned.map((p) => `v${p.version}`).join(',') || '-', e.outcome, '-', e.pruned.length ? formatBytes(e.pruned.reduce((n, p) => n + p.bytes, 0)) : '-', '-', '-', e.reason ?? ''];
 };

@@ -6,7 +6,7 @@ import { ckptHome } from '../../store/open.js';
 import { durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
-import { formatBytes, writeOut } from '../output.js';
+import { formatBytes, whyLine, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
 import { ensureAgent, nodeOf } from './agent.js';
 
@@ -22,6 +22,7 @@ export const checkpointReport = (job: string, c: CheckpointSummary, home: string
   outcome: c.outcome === 'in progress' ? (c.version === null ? 'requested' : 'planned') : c.outcome,
   phase: c.phase,
   reason: c.reason,
+  failure: c.failure ?? null,
   units: c.units,
   processes: c.units.reduce((n, u) => n + (u.captured?.length ?? u.planned), 0),
   files: c.files,
@@ -35,15 +36,15 @@ export const checkpointReport = (job: string, c: CheckpointSummary, home: string
 
 const progressLine = (c: CheckpointSummary): string => {
   const v = c.version === null ? '' : ` v${c.version}`;
-  const failed = c.units.filter((u) => u.failed).map((u) => `${u.unit}: ${u.failed}`);
-  if (c.phase === 'aborting') return `checkpoint${v} aborting (${c.reason}); thawing every unit and removing partial images`;
+  const failed = c.units.filter((u) => u.failed).map((u) => `${u.unit}: ${whyLine(u.failed, u.failure)}`);
+  if (c.phase === 'aborting') return `checkpoint${v} aborting (${whyLine(c.reason, c.failure)}); thawing every unit and removing partial images`;
   return `checkpoint${v}: ${c.phase}${failed.length > 0 ? ` — ${failed.join('; ')}` : ''}`;
 };
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'Checkpoint a running job: every unit frozen, dumped, verified and committed together.',
-  usage: 'JOB [--wait] [--timeout DURATION] [--stop] [--json]',
+  usage: 'JOB [--wait] [--timeout DURATION] [--stop] [--tcp-established] [--file-locks] [--json]',
   description: [
     'Records a CheckpointRequested event; the coordinator (it runs inside every node agent) plans',
     'the checkpoint from the job’s membership at that point of the log — each unit is captured whole:',
@@ -53,6 +54,11 @@ export const checkpointCommand: Command = {
     'and SHA-256 of every file, fsynced) and thaws the job, or stops it with --stop (for migration).',
     'A failure anywhere, or the timeout, aborts: every unit is thawed and partial images are removed.',
     'A plan that would miss a process (one outside the unit’s cgroup, a dependent) is refused.',
+    'Before a unit is frozen, what it holds is checked: an established TCP connection without',
+    '--tcp-established, a file lock without --file-locks, a unix socket connected to a process outside',
+    'the job, or a socket the node’s CRIU cannot dump refuses the checkpoint, naming each one; the job',
+    'keeps running. With --tcp-established --stop the connections stay locked until the restart on',
+    'this node repairs them: a peer that stays connected keeps its connection.',
     'Images: $CKPT_HOME/images/JOB/vN/UNIT/. Without --wait, ckpt returns once the checkpoint is',
     'planned (or refused); follow it with `ckpt checkpoints JOB`.',
     'Exit status 0 only when the checkpoint was committed (without --wait: planned).',
@@ -61,6 +67,8 @@ export const checkpointCommand: Command = {
     { name: 'wait', short: 'w', description: 'wait for the outcome, showing progress' },
     { name: 'timeout', value: 'DURATION', description: 'deadline of the whole checkpoint, e.g. 30s or 2m (default 2m); reached → aborted' },
     { name: 'stop', description: 'stop the job once the checkpoint is committed (to restart it elsewhere)' },
+    { name: 'tcp-established', description: 'take established TCP connections too (TCP repair, the network locked during the dump); also: ckpt run --tcp-established' },
+    { name: 'file-locks', description: 'take the file locks the job holds; also: ckpt run --file-locks' },
     { name: 'node', value: 'NAME', description: 'this node’s name, to start its agent if needed (default: $CKPT_NODE, else the host name)' },
     { name: 'json', description: 'print {job, request, version, outcome, reason, units, processes, files, bytes, durationMs, frozenMs, manifest, images}' },
   ],
@@ -84,7 +92,10 @@ export const checkpointCommand: Command = {
       const { summary, timedOut } = await submitRequest({
         store,
         job,
-        event: { type: 'CheckpointRequested', data: { request, stop: flag(args, 'stop'), timeoutMs } },
+        event: {
+          type: 'CheckpointRequested',
+          data: { request, stop: flag(args, 'stop'), timeoutMs, ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }) },
+        },
         relevant: (e) => CHECKPOINT_EVENT.test(e.type),
         summarize: (events) => foldCheckpoints(events).find((c) => c.request === request)!,
         planned: (c) => c.version !== null,
@@ -102,7 +113,7 @@ export const checkpointCommand: Command = {
             : `ckpt checkpoint: checkpoint v${summary.version} of ${job} is still ${summary.phase}: a node agent may be down (ckpt agent status); follow it with ckpt checkpoints ${job}\n`,
         );
       } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt checkpoint: refused: ${summary.reason}\n`);
-      else if (summary.outcome === 'aborted') process.stderr.write(`ckpt checkpoint: checkpoint v${summary.version} of ${job} aborted: ${summary.reason}\n`);
+      else if (summary.outcome === 'aborted') process.stderr.write(`ckpt checkpoint: checkpoint v${summary.version} of ${job} aborted: ${whyLine(summary.reason, summary.failure)}\n`);
       else if (!wait) console.log(`checkpoint v${summary.version} of ${job} planned (${summary.units.length} unit(s)); follow it with: ckpt checkpoints ${job}`);
       else {
         console.log(

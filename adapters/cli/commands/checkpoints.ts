@@ -3,7 +3,7 @@ import { listVersions, imagesRoot } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
 import { flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { formatBytes, table, writeOut } from '../output.js';
+import { formatBytes, table, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 import { checkpointReport } from './checkpoint.js';
 
@@ -69,7 +69,7 @@ export const checkpointsCommand: Command = {
             ms(r.frozenMs),
             criu(r),
             r.onDisk ? 'yes' : r.outcome === 'committed' ? 'pruned' : '-',
-            r.reason ?? '',
+            whyLine(r.reason, r.failure),
           ]),
         ),
       );

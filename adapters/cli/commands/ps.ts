@@ -51,7 +51,7 @@ const tree = (job: JobMembership, members: Member[]): string[] => {
   const lines: string[] = [];
   const whyOf = (m: Member) => {
     const { reason, escapes } = classify(job, m);
-    return reason === 'escaped' ? `escaped: ${escapes.join(', ')}` : reason === 'dependent' ? `dependent: ${m.dependsOn!.via} with ${m.dependsOn!.member}` : reason;
+    return reason === 'escaped' ? `escaped: ${escapes.join(', ')}` : reason === 'dependent' ? `dependent: ${m.dependsOn!.via}${m.dependsOn!.name ? ` ${m.dependsOn!.name}` : ''} with ${m.dependsOn!.member}` : reason;
   };
   const whyWidth = Math.max(8, ...members.map((m) => whyOf(m).length)) + 2;
   lines.push(`${'PID'.padEnd(8)}${'PPID'.padEnd(8)}${'PGID'.padEnd(8)}${'SID'.padEnd(8)}${'STATE'.padEnd(20)}${'REASON'.padEnd(whyWidth)}COMMAND`);

@@ -5,14 +5,14 @@ import { foldRestarts, type RestartSummary } from '../../../projections/restarts
 import { durationOption, flag, integerOption, listOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
-import { writeOut } from '../output.js';
+import { whyLine, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
 import { ensureAgent } from './agent.js';
 
 const RESTART_EVENT = /^(Restart|Unit(ImagesVerif|RestorePrepare|Restor|Rollback|RolledBack)|RequestRejected)/;
 
 const progressLine = (r: RestartSummary): string =>
-  `restart${r.restart === null ? '' : ` r${r.restart}`}${r.version === null ? '' : ` from v${r.version}`}: ${r.phase}${r.phase === 'rolling back' ? ` (${r.reason})` : ''}`;
+  `restart${r.restart === null ? '' : ` r${r.restart}`}${r.version === null ? '' : ` from v${r.version}`}: ${r.phase}${r.phase === 'rolling back' ? ` (${whyLine(r.reason, r.failure)})` : ''}`;
 
 export const restartReport = (job: string, r: RestartSummary) => ({
   job,
@@ -22,6 +22,7 @@ export const restartReport = (job: string, r: RestartSummary) => ({
   outcome: r.outcome === 'in progress' ? (r.restart === null ? 'requested' : 'planned') : r.outcome,
   phase: r.phase,
   reason: r.reason,
+  failure: r.failure ?? null,
   units: r.units,
   processes: r.processes,
   durationMs: r.durationMs ?? null,
@@ -101,7 +102,7 @@ export const restartCommand: Command = {
             : `ckpt restart: restart r${summary.restart} of ${job} is still ${summary.phase}: a node agent may be down (ckpt agent status)\n`,
         );
       } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt restart: refused: ${summary.reason}\n`);
-      else if (summary.outcome === 'failed') process.stderr.write(`ckpt restart: restart r${summary.restart} of ${job} failed and was rolled back: ${summary.reason}\n`);
+      else if (summary.outcome === 'failed') process.stderr.write(`ckpt restart: restart r${summary.restart} of ${job} failed and was rolled back: ${whyLine(summary.reason, summary.failure)}\n`);
       else if (!wait) console.log(`restart r${summary.restart} of ${job} from v${summary.version} planned; follow it with: ckpt audit ${job}`);
       else {
         const ns = summary.units.filter((u) => u.pidNamespace).map((u) => u.unit);

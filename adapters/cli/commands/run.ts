@@ -22,7 +22,7 @@ const generateJobId = (command: string): string => {
 export const runCommand: Command = {
   name: 'run',
   summary: 'Run a command as a tracked job unit on this node.',
-  usage: '[--job NAME] [--unit NAME] [--node NAME] [--memory SIZE] [--pids N] [--detach] [--json] -- COMMAND [ARGS…]',
+  usage: '[--job NAME] [--unit NAME] [--node NAME] [--memory SIZE] [--pids N] [--tcp-established] [--file-locks] [--detach] [--json] -- COMMAND [ARGS…]',
   description: [
     'Starts COMMAND in a new session, inside the unit’s own cgroups (with the limits given), with no',
     'file descriptor above 2, and records every fork, exec, exit, session, process-group and cgroup',
@@ -32,6 +32,9 @@ export const runCommand: Command = {
     'With --detach, ckpt prints the job id once the job runs and is tracked, and returns; output goes',
     'to $CKPT_HOME/jobs/JOB/main.out. The node agent that tracks jobs is started on demand and keeps',
     'running in the background (ckpt agent status|stop). Needs root (proc connector, cgroups).',
+    'Listening and UDP sockets are checkpointed by default; established TCP connections (kept across a',
+    'checkpoint --stop and a restart on this node) and file locks only with --tcp-established and',
+    '--file-locks, recorded in the job: without them a checkpoint is refused, naming each one.',
   ].join('\n'),
   options: [
     { name: 'job', value: 'NAME', description: `job id, matching ${NAME_PATTERN.source} (default: generated from the command)` },
@@ -39,6 +42,8 @@ export const runCommand: Command = {
     { name: 'node', value: 'NAME', description: 'this node’s name (default: $CKPT_NODE, else the host name)' },
     { name: 'memory', value: 'SIZE', description: 'memory limit of the unit, e.g. 256M or 2G (cgroup memory controller)' },
     { name: 'pids', value: 'N', description: 'maximum number of processes and threads in the unit (cgroup pids controller)' },
+    { name: 'tcp-established', description: 'every checkpoint of the job takes its established TCP connections (TCP repair, the network locked during the dump); recorded when the job is created' },
+    { name: 'file-locks', description: 'every checkpoint of the job takes the file locks it holds; recorded when the job is created' },
     { name: 'detach', short: 'd', description: 'return once the job runs and is tracked; print its id' },
     { name: 'json', description: 'with --detach: print {job, node, unit, pid, startTime} as JSON' },
   ],
@@ -54,6 +59,7 @@ export const runCommand: Command = {
     const memoryBytes = sizeOption(args, 'memory');
     const pids = integerOption(args, 'pids', 1);
     const limits: Limits = { ...(memoryBytes !== undefined && { memoryBytes }), ...(pids !== undefined && { pids }) };
+    const options = { ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }) };
     const detach = flag(args, 'detach');
     if (flag(args, 'json') && !detach) throw new UsageError('--json goes with --detach (in the foreground the job’s own output is printed)');
     const cwd = process.cwd();
@@ -81,7 +87,7 @@ export const runCommand: Command = {
     }
     try {
       const user = userInfo();
-      const launched = await launchUnit({ store, job, unit, join: stringOption(args, 'unit') !== undefined, node, owner: { uid: user.uid, user: user.username }, command, cwd, limits, stdio, reportEnd: !detach, onProgress: progress }).catch((error) => {
+      const launched = await launchUnit({ store, job, unit, join: stringOption(args, 'unit') !== undefined, node, owner: { uid: user.uid, user: user.username }, command, cwd, limits, options, stdio, reportEnd: !detach, onProgress: progress }).catch((error) => {
         if (error instanceof WrongExpectedRevisionError) throw new Error(`job "${job}" already exists: choose another --job (ckpt jobs lists them)`);
         throw error;
       });
