@@ -16,13 +16,11 @@ import {
   criuVersionProblem,
   dumpTree,
   locateCriu,
-  pidNamespaceOf,
-  pidsInUse,
   probeCriu,
   restoreTree,
   runCriu,
-  waitPidsGone,
 } from '../adapters/checkpointers/criu.js';
+import { pidNamespaceOf, pidsInUse, waitPidsGone } from '../adapters/tracking/pids.js';
 import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/criu-images.js';
 import { readStat, scanProcesses } from '../adapters/tracking/procfs.js';
 import { CheckpointerProbed } from '../domain/events/node.js';
