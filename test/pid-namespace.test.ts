@@ -31,14 +31,15 @@ const HELPERS = /^(unshare|criu|proc-connector|node)$|bridge/;
 /** Takes `pid` for a `sleep` of our own (PID forced with ns_last_pid), once nothing uses it. */
 const holdPid = async (pid: number): Promise<number> => {
   await until(`PID ${pid} to be free`, () => pidsInUse([pid]).length === 0);
-  for (let attempt = 1; attempt <= 5; attempt++) {
+  // Other processes of the machine may fork in between: try until ours gets it.
+  for (let attempt = 1; attempt <= 50; attempt++) {
     writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
     const holder = spawn('sleep', ['600'], { stdio: 'ignore', detached: true });
     holder.unref();
-    held.push(holder.pid!);
-    if (holder.pid === pid) return pid;
+    if (holder.pid === pid) return (held.push(pid), pid);
+    holder.kill('SIGKILL');
   }
-  return assert.unreachable(`could not take PID ${pid} in 5 attempts`) as never;
+  return assert.unreachable(`could not take PID ${pid} in 50 attempts`) as never;
 };
 
 /** Only the job's own processes, each in the unit's PID namespace (PID 1 there is the root). */
