@@ -70,9 +70,12 @@ test('a counter keeps counting after a checkpoint whose images hold every proces
   const rows = ps('counter');
   const init = rows.find((m) => m.reason === 'root')!;
   assert.is(pids[0], 1, 'the unit’s init is PID 1 of its own namespace');
-  const host = onHost(pids, rows);
+  // The host identity of each imaged process, as verified (a `sleep 0.05` in the images may be gone by now).
+  const verified = history('counter').find((e) => e.type === 'UnitVerified')!.data as { captured: number[]; processes: Array<{ pid: number; startTime: number }> };
+  assert.equal(verified.captured, pids);
+  const host = verified.processes.map((p) => p.pid);
   assert.ok(host.includes(init.pid) && host.includes(rows.find((m) => m.comm === 'sh')!.pid), 'the init and the counter shell are in the images');
-  assert.ok(host.every((pid) => rows.some((m) => m.pid === pid)), 'every imaged process is a member');
+  assert.ok(verified.processes.every((p) => rows.some((m) => m.pid === p.pid && m.startTime === p.startTime)), 'every imaged process is a member');
   assert.equal(verifyVersion(imagesRoot(h.home), 'counter', 1), { ok: true, files: report.files, bytes: report.bytes });
   assert.is(freezerState(init), 'THAWED');
   const before = Number(readFileSync(file, 'utf8'));
@@ -218,7 +221,7 @@ test('a job of 4 units on 4 nodes (4 agents, 4 coordinators) commits as one chec
   for (const n of [1, 2, 3, 4]) start('quad', `sleep 100${n} & sleep 110${n}`, ['--unit', `u${n}`, '--node', `n${n}`]);
   await until('every unit', () => ps('quad').filter((m) => m.state === 'running' && m.comm === 'sleep').length === 8);
   const { code, err, report } = checkpoint('quad', ['--node', 'n1']);
-  assert.is(code, 0, err);
+  assert.is(code, 0, `${err} ${report.reason}`);
   assert.equal(report.units.map((u) => u.unit).sort(), ['u1', 'u2', 'u3', 'u4']);
   for (const n of [1, 2, 3, 4]) {
     const unitRows = ps('quad').filter((m) => m.unit === `u${n}`);
