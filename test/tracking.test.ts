@@ -138,13 +138,14 @@ test('a reused PID is a different member (PID forced with ns_last_pid)', async (
     const dir = mkdtempSync(join(work, 'reuse-'));
     execFileSync('mkfifo', [join(dir, 'go')]);
     const job = `reuse${attempt}`;
-    const script = `sleep 0.1 & echo $! > ${dir}/first; wait; read x < ${dir}/go; sleep 30 & echo $! > ${dir}/second; wait`;
+    // Host PIDs, from ps: inside its own PID namespace the job's $! is a namespace PID. The host's
+    // ns_last_pid still decides the host PID of the job's next fork.
+    const script = `sleep 0.1; read x < ${dir}/go; sleep 30 & wait`;
     assert.is(ckpt(['run', '--detach', '--job', job, '--', 'sh', '-c', script]).code, 0);
-    const first = await until('the first child', () => existsSync(join(dir, 'first')) && Number(readFileSync(join(dir, 'first'), 'utf8')));
-    await until('the first child to exit', () => ps(job).some((m) => m.pid === first && m.state === 'exited'));
+    const first = (await until('the first child to exit', () => ps(job).find((m) => m.comm === 'sleep' && m.state === 'exited'))).pid;
     writeFileSync('/proc/sys/kernel/ns_last_pid', String(first - 1));
     writeFileSync(join(dir, 'go'), 'go\n');
-    const second = await until('the second child', () => existsSync(join(dir, 'second')) && Number(readFileSync(join(dir, 'second'), 'utf8')));
+    const second = (await until('the second child', () => ps(job).find((m) => m.comm === 'sleep' && m.state === 'running'))).pid;
     if (second !== first) {
       if (attempt < 5) continue; // another process took the PID first; try again
       assert.unreachable(`could not make PID ${first} be reused in 5 attempts`);

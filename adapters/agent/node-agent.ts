@@ -297,7 +297,10 @@ export class NodeAgent {
       this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node: this.#o.node, reason: 'the root process was gone before it could be tracked' } });
       return;
     }
-    this.#track(job, unit.unit, stat, root.cgroup);
+    const t = this.#track(job, unit.unit, stat, root.cgroup);
+    // UnitLaunched does not say who the root's parent is: the process that made its PID namespace
+    // has exited by now and left it to PID 1 (or a subreaper).
+    if (stat.ppid !== root.ppid) this.#emit(job, { type: 'ProcessReparented', data: { ...this.#on(t), ppid: stat.ppid } });
     const resources = openResources(root.pid);
     const stdio = resources ? [...resources.pipes, ...resources.unixSockets] : [];
     this.#emit(job, { type: 'UnitTracked', data: { unit: unit.unit, node: this.#o.node, root: { pid: root.pid, startTime: root.startTime }, stdio } });
