@@ -15,12 +15,10 @@ import {
   criuVersion,
   dumpTree,
   locateCriu,
-  pidNamespaceOf,
-  pidsInUse,
   restoreTree,
   runCriu,
-  waitPidsGone,
 } from '../adapters/checkpointers/criu.js';
+import { pidNamespaceOf, pidsInUse, waitPidsGone } from '../adapters/tracking/pids.js';
 import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/criu-images.js';
 import { criuVersionProblem, probeCriu } from '../adapters/checkpointers/criu-probe.js';
 import { readStat, scanProcesses } from '../adapters/tracking/procfs.js';

@@ -20,11 +20,11 @@ import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type R
 import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
 import { getIn } from '../../domain/persistent-map.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
-import { pidsInUse } from '../checkpointers/criu.js';
 import { readPstree } from '../checkpointers/criu-images.js';
 import { freezerOf, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
 import { verifyVersionOffThread } from '../images/verify-worker.js';
+import { hostPidsByNamespacePid, pidsInUse } from '../tracking/pids.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 
 export interface CheckpointWorkOptions {
@@ -192,10 +192,11 @@ export class JobWork {
           return answer('UnitDumped', await this.#o.checkpointer.dump(u));
         }
         case 'verify': {
-          const captured = await this.#verify(job, w, c, u);
+          const { images, captured } = await this.#verify(job, w, c, u);
           const tracked = this.#o.tracked(job, u.unit);
-          // The identities in the images: what a restart links the restored processes to.
-          return answer('UnitVerified', { captured, processes: captured.map((pid) => ({ pid, startTime: tracked.get(pid)! })) });
+          // The identities in the images (host PIDs, in the order of the images' PIDs): what a
+          // restart links the restored processes to.
+          return answer('UnitVerified', { captured: images, processes: captured.map((pid) => ({ pid, startTime: tracked.get(pid)! })) });
         }
         case 'thaw': {
           await this.#o.checkpointer.thaw(u);
@@ -276,10 +277,21 @@ export class JobWork {
         stillRunning();
         const started = performance.now();
         const cgroups = this.#o.restartCgroups(job, unit, c.version, planned.limits);
-        const pidNamespace = await this.#pidsCollide(readPstree(imagesDir).map((e) => e.pid));
+        const pids = readPstree(imagesDir).map((e) => e.pid);
+        // A unit launched in its own PID namespace (root = PID 1 there): CRIU makes a new one, so
+        // nothing can collide and nothing is waited for. Older images hold host PIDs: they need
+        // those free, or a namespace criu itself keeps alive as init (that unit cannot be
+        // checkpointed again; run it anew to get a unit that can).
+        const ownNamespace = pids[0] === 1;
+        const pidNamespace = ownNamespace || (await this.#pidsCollide(pids));
         if (pidNamespace && !w.state.checkpoint.nodes[this.#o.node]?.capabilities.pidNamespace) {
-          throw new Error(`the original PIDs are in use and this node cannot restore into a new PID namespace (see its CheckpointerProbed event)`);
+          throw new Error(
+            ownNamespace
+              ? 'the images were taken in the unit’s own PID namespace and this node cannot create PID namespaces (see its CheckpointerProbed event)'
+              : 'the original PIDs are in use and this node cannot restore into a new PID namespace (see its CheckpointerProbed event)',
+          );
         }
+        if (pidNamespace && !ownNamespace) this.#o.log(`restoring unit ${unit} of ${job} (images without a PID namespace of their own) with criu as a new namespace's init: its original PIDs are in use; once restored this way it cannot be checkpointed again`);
         return answer('UnitRestorePrepared', { cgroups, pidNamespace, waitedMs: performance.now() - started });
       }
       case 'restore': {
@@ -292,8 +304,9 @@ export class JobWork {
         const pids = readPstree(imagesDir).map((e) => e.pid);
         const options = (w.state.restart.active?.restart === c.version && w.state.restart.active.options) || noOptions;
         const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
-        const hostPid = prepared.pidNamespace ? nsPidMap(prepared.cgroups) : new Map(pids.map((p) => [p, p]));
-        const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.pid, p]));
+        // The images' PIDs are those of the unit's PID namespace: find each one's host PID.
+        const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
+        const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));
         // A restored process may finish at once (a `sleep 0.1` of the job): only the root must be there.
         const processes: RestoredProcess[] = pids.flatMap((old) => {
           const pid = hostPid.get(old);
@@ -324,7 +337,8 @@ export class JobWork {
   }
 
   /**
-   * Whether restoring `pids` needs a new PID namespace: not when they are free, nor when only
+   * For images without a PID namespace of their own (units launched before ckpt gave each unit
+   * one): whether restoring `pids` needs a new PID namespace: not when they are free, nor when only
    * zombies and exiting processes hold them (PID 1 reaps orphans late: wait for that); yes when
    * a live process holds one (the original still runs — a clone — or another process took it).
    */
@@ -342,14 +356,16 @@ export class JobWork {
 
   /**
    * What the images hold must be exactly the unit: every process in its (frozen) cgroup, each a
-   * member the log knows, and every planned process that still lives. Returns the captured PIDs.
+   * member the log knows, and every planned process that still lives. Returns the PIDs the images
+   * hold (`images`, in the unit's PID namespace) and the host PIDs of the same processes (`captured`).
    */
-  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<number[]> {
+  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<{ images: number[]; captured: number[] }> {
     if (w.state.checkpoint.active?.version !== c.version || w.state.checkpoint.active.phase !== 'running') throw new Error(`checkpoint v${c.version} is no longer running`);
-    const captured = [...new Set(await this.#o.checkpointer.captured(u))].sort((a, b) => a - b);
-    const inImages = new Set(captured);
+    const images = [...new Set(await this.#o.checkpointer.captured(u))].sort((a, b) => a - b);
     this.#o.reconcileUnit(job, u.unit);
     const problems: string[] = [];
+    const captured = this.#inHostPids(job, u, images, problems);
+    const inImages = new Set(captured);
     const comm = (pid: number) => readStat(pid)?.comm ?? '?';
     if (u.scope === 'cgroup' || freezerOf(u.cgroups)) {
       const inUnit = unitProcesses(u.cgroups);
@@ -365,7 +381,20 @@ export class JobWork {
     const lost = planned.filter((t) => readStat(t.pid)?.startTime === t.startTime && !inImages.has(t.pid));
     if (lost.length > 0) problems.push(`planned processes ${lost.map((t) => `${t.pid} ${comm(t.pid)}`).join(', ')} are alive but not in the images`);
     if (problems.length > 0) throw new Error(`the images of unit ${u.unit} do not match the plan: ${problems.join('; ')}`);
-    return captured;
+    return { images, captured };
+  }
+
+  /**
+   * The host PIDs of the processes the images hold by their PIDs in the unit's PID namespace
+   * (PID 1 there is the unit's init): found among the unit's cgroup and its tracked members.
+   * A PID no process of the unit has there is a problem.
+   */
+  #inHostPids(job: string, u: UnitTarget, images: readonly number[], problems: string[]): number[] {
+    if (!u.root) return [...images];
+    const hostPid = hostPidsByNamespacePid(u.root.pid, new Set([...unitProcesses(u.cgroups), ...this.#o.tracked(job, u.unit).keys()]));
+    const strangers = images.filter((pid) => !hostPid.has(pid));
+    if (strangers.length > 0) problems.push(`the images hold ${strangers.join(', ')} (PIDs in the unit’s namespace), which no process of the unit has`);
+    return images.flatMap((pid) => hostPid.get(pid) ?? []);
   }
 
   /** Writes the manifest (fsynced) once every unit is dumped; after a crash, finds a manifest already written. */
@@ -410,18 +439,3 @@ export class JobWork {
     }
   }
 }
-
-
-/** Host PID of each process in the unit's cgroups, by its PID in its own namespace (NSpid). */
-const nsPidMap = (cgroups: readonly UnitCgroup[]): Map<number, number> => {
-  const map = new Map<number, number>();
-  for (const pid of unitProcesses(cgroups)) {
-    try {
-      const nspid = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.trim().split(/\s+/).map(Number);
-      if (nspid && nspid.length > 1) map.set(nspid[nspid.length - 1]!, pid);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return map;
-};

@@ -7,7 +7,9 @@
 //  - `dump --freeze-cgroup` only WARNS "Unexpected process N in the freezer cgroup" for processes of
 //    the cgroup outside the dumped tree and still exits 0: dumpTree turns that into a failure.
 //  - restore fails with "Can't fork for PID: File exists" while any dumped PID is still used as a
-//    pid, pgid or sid (including an unreaped zombie): waitPidsGone, or restore in a new PID namespace.
+//    pid, pgid or sid (including an unreaped zombie): waitPidsGone (tracking/pids.ts), or restore in
+//    a new PID namespace. A unit's tree is rooted in its own PID namespace's init (ckpt-unit-init)
+//    since launch: CRIU then recreates that namespace at every restore and nothing collides.
 //  - Restoring a tree that was NOT started in its own PID namespace into a new one works only if
 //    criu itself stays alive as that namespace's init (PID 1): `unshare --pid --fork --mount-proc
 //    criu restore -d` reports success, but criu (PID 1 of the new namespace) exits right after
@@ -21,7 +23,7 @@
 // without stray fds (the processes to dump must not have any either: CRIU dumps pipes whose other
 // end is outside the tree and cannot dump unix sockets connected to the outside).
 import { execFileSync, spawn } from 'node:child_process';
-import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readlinkSync, realpathSync, unlinkSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, realpathSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -486,57 +488,5 @@ const restoreInNewPidNamespace = async (
       throw restoreError(`criu restore from ${dir} in a new PID namespace (timed out after ${timeoutMs} ms)`, 137, log, text, command);
     }
     await new Promise((r) => setTimeout(r, 10));
-  }
-};
-
-// ---------------------------------------------------------------------------------------------
-// Waiting for PIDs to be free
-
-/** PIDs (of `pids`) still in use as a pid (zombies and thread ids included), pgid or sid. */
-export const pidsInUse = (pids: readonly number[]): number[] => {
-  const wanted = new Set(pids);
-  const used = new Set<number>();
-  for (const pid of wanted) if (existsSync(`/proc/${pid}`)) used.add(pid);
-  if (used.size < wanted.size) {
-    for (const p of scanProcesses()) {
-      if (wanted.has(p.pgid)) used.add(p.pgid);
-      if (wanted.has(p.sid)) used.add(p.sid);
-    }
-  }
-  return [...used].sort((a, b) => a - b);
-};
-
-/**
- * Resolves when none of `pids` exists as a process (zombies count: PID 1 reaps orphans 1–2 s late
- * here), thread, process group or session; rejects after timeoutMs naming the ones still in use.
- */
-export const waitPidsGone = async (pids: readonly number[], timeoutMs = 10_000): Promise<void> => {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const used = pidsInUse(pids);
-    if (used.length === 0) return;
-    if (Date.now() > deadline) {
-      const detail = used.map((p) => `${p}${describeUse(p)}`).join(', ');
-      throw new Error(`PIDs still in use after ${timeoutMs} ms: ${detail}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
-
-const describeUse = (pid: number): string => {
-  try {
-    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)\s+/, '').split(' ')[0];
-    return state === 'Z' ? ' (zombie: its parent has not reaped it)' : ' (running)';
-  } catch {
-    return ' (as a pgid/sid of another process)';
-  }
-};
-
-/** The PID namespace of a process, e.g. "pid:[4026531836]" (undefined when it is gone). */
-export const pidNamespaceOf = (pid: number | 'self'): string | undefined => {
-  try {
-    return readlinkSync(`/proc/${pid}/ns/pid`);
-  } catch {
-    return undefined;
   }
 };
