@@ -30,6 +30,8 @@ export interface ActiveCheckpoint {
   readonly version: number;
   readonly request: string;
   readonly stop: boolean;
+  /** From the request: how long each unit may take to freeze (absent: the node's default). */
+  readonly freezeBudgetMs?: number;
   readonly deadline: string;
   readonly phase: 'running' | 'committing' | 'finishing' | 'aborting';
   readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase }>>;
@@ -43,8 +45,8 @@ export interface CheckpointState {
   readonly nodes: Readonly<Record<NodeId, NodeCheckpointer>>;
   readonly lastVersion: number;
   readonly lastCommitted: number | null;
-  /** Requests not planned yet: whether each asked to stop the job afterwards. */
-  readonly requests: Readonly<Record<string, { readonly stop: boolean }>>;
+  /** Requests not planned yet: whether each asked to stop the job afterwards, and its freeze budget. */
+  readonly requests: Readonly<Record<string, { readonly stop: boolean; readonly freezeBudgetMs?: number }>>;
   readonly active?: ActiveCheckpoint;
   /** A restart in progress (its number): no checkpoint meanwhile. */
   readonly restarting?: number;
@@ -85,6 +87,7 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
           version: e.data.version,
           request: e.data.request,
           stop: s.requests[e.data.request]?.stop ?? false,
+          ...(s.requests[e.data.request]?.freezeBudgetMs !== undefined && { freezeBudgetMs: s.requests[e.data.request]!.freezeBudgetMs }),
           deadline: '',
           phase: 'running',
           units: Object.fromEntries(e.data.units.map((u) => [u.unit, { node: u.node, phase: 'freezing' as UnitPhase }])),
@@ -93,7 +96,7 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
     case 'DeadlineScheduled':
       return a && e.data.deadline === deadlineId(a.version) ? { ...s, job, active: { ...a, deadline: e.data.at } } : { ...s, job };
     case 'CheckpointRequested':
-      return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop } } };
+      return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop, ...(e.data.freezeBudgetMs !== undefined && { freezeBudgetMs: e.data.freezeBudgetMs }) } } };
     case 'RestartPlanned':
       return { ...s, job, restarting: e.data.restart };
     case 'RestartCommitted':

@@ -16,7 +16,7 @@ import { decideJobCoordinator, type JobCoordinatorState } from '../../domain/job
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
 import type { RestoredProcess } from '../../domain/events/restart.js';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
-import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
+import { jobStream, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { getIn } from '../../domain/persistent-map.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
 import { pidsInUse } from '../checkpointers/criu.js';
@@ -189,10 +189,9 @@ export class JobWork {
           return answer('UnitDumped', await this.#o.checkpointer.dump(u));
         }
         case 'verify': {
-          const captured = await this.#verify(job, w, c, u);
-          const tracked = this.#o.tracked(job, u.unit);
-          // The identities in the images: what a restart links the restored processes to.
-          return answer('UnitVerified', { captured, processes: captured.map((pid) => ({ pid, startTime: tracked.get(pid)! })) });
+          // processes: the identities in the images, what a restart links the restored processes to.
+          const { captured, processes } = await this.#verify(job, w, c, u);
+          return answer('UnitVerified', { captured, processes });
         }
         case 'thaw': {
           await this.#o.checkpointer.thaw(u);
@@ -220,6 +219,8 @@ export class JobWork {
     const planned = w.commands.versions[c.version]?.units.find((p) => p.unit === c.unit);
     const root = unit?.root ? getIn(w.state.checkpoint.job.members, unit.root) : undefined;
     if (!unit || !planned) throw new Error(`unit ${c.unit} of ${job} is not known to this node's log (no plan for it)`);
+    const active = w.state.checkpoint.active;
+    const freezeBudgetMs = active?.version === c.version ? active.freezeBudgetMs : undefined;
     return {
       job,
       unit: unit.unit,
@@ -228,6 +229,7 @@ export class JobWork {
       ...(root && { root: { pid: root.pid, startTime: root.startTime } }),
       cgroups: unit.cgroups,
       imagesDir: unitImagesDir(this.#o.imagesRoot, job, c.version, unit.unit),
+      ...(freezeBudgetMs !== undefined && { freezeBudgetMs }),
     };
   }
 
@@ -333,31 +335,38 @@ export class JobWork {
   }
 
   /**
-   * What the images hold must be exactly the unit: every process in its (frozen) cgroup, each a
-   * member the log knows, and every planned process that still lives. Returns the captured PIDs.
+   * The cut is what the frozen cgroup holds: the images must hold exactly the unit — every process
+   * in its (frozen) cgroup, each a member the log knows — plus the zombies among them (exited,
+   * not yet reaped by a parent frozen with them: out of the cgroup, yet in the tree CRIU dumps).
+   * A process born after the plan and before the freeze is a member by now (reconciled here); a
+   * planned one gone before the freeze is simply not in the cut. Returns the captured PIDs and
+   * their identities.
    */
-  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<number[]> {
+  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<{ captured: number[]; processes: ProcessRef[] }> {
     if (w.state.checkpoint.active?.version !== c.version || w.state.checkpoint.active.phase !== 'running') throw new Error(`checkpoint v${c.version} is no longer running`);
     const captured = [...new Set(await this.#o.checkpointer.captured(u))].sort((a, b) => a - b);
     const inImages = new Set(captured);
     this.#o.reconcileUnit(job, u.unit);
+    const stat = new Map(captured.map((pid) => [pid, readStat(pid)]));
+    const zombie = (pid: number) => stat.get(pid)?.state === 'Z' && inImages.has(stat.get(pid)!.ppid);
     const problems: string[] = [];
     const comm = (pid: number) => readStat(pid)?.comm ?? '?';
     if (u.scope === 'cgroup' || freezerOf(u.cgroups)) {
       const inUnit = unitProcesses(u.cgroups);
       const missed = inUnit.filter((pid) => !inImages.has(pid));
       if (missed.length > 0) problems.push(`the images miss ${missed.map((p) => `${p} ${comm(p)}`).join(', ')}, which are in the unit’s cgroup`);
-      const outside = captured.filter((pid) => !inUnit.includes(pid));
-      if (outside.length > 0) problems.push(`the images hold ${outside.join(', ')}, which are not in the unit’s cgroup`);
+      const outside = captured.filter((pid) => !inUnit.includes(pid) && !zombie(pid));
+      if (outside.length > 0) problems.push(`the images hold ${outside.map((p) => `${p} ${comm(p)}`).join(', ')}, which are not in the unit’s cgroup (nor zombies of it)`);
     }
     const tracked = this.#o.tracked(job, u.unit);
-    const unknown = captured.filter((pid) => !tracked.has(pid));
+    const unknown = captured.filter((pid) => !tracked.has(pid) && !zombie(pid));
     if (unknown.length > 0) problems.push(`the images hold ${unknown.map((p) => `${p} ${comm(p)}`).join(', ')}, which the log does not know as members`);
     const planned = w.commands.versions[c.version]?.units.find((p) => p.unit === u.unit)?.targets ?? [];
     const lost = planned.filter((t) => readStat(t.pid)?.startTime === t.startTime && !inImages.has(t.pid));
     if (lost.length > 0) problems.push(`planned processes ${lost.map((t) => `${t.pid} ${comm(t.pid)}`).join(', ')} are alive but not in the images`);
     if (problems.length > 0) throw new Error(`the images of unit ${u.unit} do not match the plan: ${problems.join('; ')}`);
-    return captured;
+    const processes = captured.map((pid) => ({ pid, startTime: tracked.get(pid) ?? stat.get(pid)?.startTime ?? 0 }));
+    return { captured, processes };
   }
 
   /** Writes the manifest (fsynced) once every unit is dumped; after a crash, finds a manifest already written. */

@@ -23,7 +23,11 @@ export type PlannedUnit = t.TypeOf<typeof PlannedUnit>;
 export const CheckpointRequested = defineEvent(
   'CheckpointRequested',
   'request',
-  record({ request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt }),
+  record(
+    { request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt },
+    /** How long each unit may take to freeze cleanly; absent: the node's default (DEFAULT_FREEZE_BUDGET_MS). */
+    { freezeBudgetMs: PositiveInt },
+  ),
   'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration).',
 );
 export const CheckpointPlanned = defineEvent(
