@@ -537,11 +537,13 @@ const waitsForVfork = (t: UnitTask) => VFORK_WAIT.has(t.wchan);
 const FROZEN_AT = new Set(['__refrigerator', 'do_freezer_trap', 'get_signal']);
 
 /**
- * Tasks of a freezer that hold a freeze or a dump up: not (yet) in the freezer, or waiting for a
- * vfork child. A v1 freezer also freezes sleepers in place (they show D and their own wchan):
- * on v1 those are listed too, cgroup2 shows them in its trap.
+ * Is the task where a dump can take it: in the freezer (cgroup2's trap; on v1 any state but
+ * running, as v1 also freezes sleepers in place, showing D and their own wchan) and not waiting
+ * for a vfork child. cgroup.events can say "frozen 1" while tasks just woken by a thaw still run
+ * towards the trap: they are not settled yet.
  */
-const holdouts = (f: Freezer): UnitTask[] => tasksOf(f).filter((t) => t.state !== 'Z' && (waitsForVfork(t) || !FROZEN_AT.has(t.wchan)));
+const settled = (f: Freezer, t: UnitTask): boolean =>
+  t.state === 'Z' || (!waitsForVfork(t) && (f.kind === 'v2' ? FROZEN_AT.has(t.wchan) : t.state !== 'R'));
 
 export const describeTask = (t: UnitTask): string =>
   `${t.pid} ${t.comm} (state ${t.state}, ${waitsForVfork(t) ? 'waiting for its vfork child to exec' : `in ${t.wchan}`})`;
@@ -595,7 +597,7 @@ export const freezeUnit = async (cgroups: readonly UnitCgroup[], timeoutMs = 500
   const f = requireFreezer(cgroups, 'freezing the unit');
   const start = performance.now();
   if (await freezeOnce(f, start + timeoutMs)) return { durationMs: performance.now() - start };
-  const tasks = holdouts(f);
+  const tasks = tasksOf(f).filter((t) => !settled(f, t));
   writeFreeze(f, false, `thawing unit cgroup ${f.dir} after a freeze timeout`);
   throw new FreezeTimeoutError(f.dir, timeoutMs, tasks, 1);
 };
@@ -615,9 +617,13 @@ export const freezeForDump = async (cgroups: readonly UnitCgroup[], budgetMs: nu
   const deadline = start + budgetMs;
   let backoff = 1;
   for (let attempts = 1; ; attempts++) {
-    const frozen = await freezeOnce(f, deadline);
-    const blocking = frozen ? tasksOf(f).filter(waitsForVfork) : holdouts(f);
-    if (frozen && blocking.length === 0) return { durationMs: performance.now() - start, attempts };
+    // Frozen, then settled: every task in the freezer — or one waiting for a vfork child: undo, retry.
+    let unsettled: UnitTask[] = [];
+    const look = () => (unsettled = tasksOf(f).filter((t) => !settled(f, t))).length === 0 || unsettled.some(waitsForVfork);
+    const frozen = (await freezeOnce(f, deadline)) && (await pollUntil(look, Math.max(0, deadline - performance.now())));
+    if (frozen && unsettled.length === 0) return { durationMs: performance.now() - start, attempts };
+    const vfork = unsettled.filter(waitsForVfork);
+    const blocking = vfork.length > 0 ? vfork : frozen ? unsettled : tasksOf(f).filter((t) => !settled(f, t));
     writeFreeze(f, false, `thawing unit cgroup ${f.dir}${frozen ? ' to let a vfork child exec' : ' after a freeze timeout'}`);
     const left = deadline - performance.now();
     if (left <= 0) throw new FreezeTimeoutError(f.dir, budgetMs, blocking, attempts);
