@@ -9,7 +9,7 @@
 // ckpt kept the job frozen, its parts (freeze, criu dump, commit, the rest), criu alone, and the
 // ratios. Aims (from the issue): ≤ 1.10× criu alone for `big`, < 50 ms added for `tree10`.
 //
-//   npm run bench:checkpoint -- [--rounds 5] [--mb 200]
+//   npm run bench:checkpoint -- [--rounds 5] [--mb 200] [--jobs big,tree10,redis]
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -23,8 +23,10 @@ const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
     mb: { type: 'string', default: '200' },
+    jobs: { type: 'string', default: 'big,tree10,redis' },
   },
 });
+const JOBS = new Set(values.jobs.split(','));
 const ROUNDS = Number(values.rounds);
 const MB = Number(values.mb);
 if (![ROUNDS, MB].every((n) => Number.isSafeInteger(n) && n >= 1)) throw new Error('--rounds and --mb take integers ≥ 1');
@@ -139,7 +141,9 @@ try {
     { job: 'big', command: [hog, String(MB)], processes: 2, ready: (rows) => rows.some((r) => r.comm === 'hog' && vmRssKb(r.pid) >= MB * 1024) },
     { job: 'tree10', command: ['sh', '-c', 'for i in 1 2 3 4 5 6 7 8; do sleep 100000 & done; wait'], processes: 10, ready: () => true },
   ];
-  if (existsSync(REDIS)) {
+  if (!JOBS.has('redis')) {
+    // not asked for
+  } else if (existsSync(REDIS)) {
     const port = await freePort();
     workloads.push({
       job: 'redis',
@@ -153,7 +157,7 @@ try {
       },
     });
   } else console.log(`\nredis: skipped — ${REDIS} is missing (install it: apt-get install -y redis-server; keep its service from starting, the benchmark runs its own on a loopback port)`);
-  for (const w of workloads) {
+  for (const w of workloads.filter((w) => JOBS.has(w.job))) {
     progress(`${w.job}: starting`);
     const rows = await bench.start(w);
     await w.fill?.(rows);
