@@ -536,14 +536,20 @@ const waitsForVfork = (t: UnitTask) => VFORK_WAIT.has(t.wchan);
 /** Where a frozen task sits: v1's refrigerator, cgroup2's signal trap. */
 const FROZEN_AT = new Set(['__refrigerator', 'do_freezer_trap', 'get_signal']);
 
+/** A kernel without symbols for wchan shows 0 for every sleeper. */
+const symbolic = (wchan: string) => wchan !== '0' && wchan !== '?';
+
 /**
- * Is the task where a dump can take it: in the freezer (cgroup2's trap; on v1 any state but
- * running, as v1 also freezes sleepers in place, showing D and their own wchan) and not waiting
- * for a vfork child. cgroup.events can say "frozen 1" while tasks just woken by a thaw still run
- * towards the trap: they are not settled yet.
+ * Is the task where a dump can take it: in the freezer and not waiting for a vfork child. On
+ * cgroup2: in its trap, or stopped (job control, ptrace: cgroup2 counts those frozen); on v1 any
+ * state but running, as v1 also freezes sleepers in place (showing D and their own wchan).
+ * cgroup.events can say "frozen 1" while tasks just woken by a thaw still run towards the trap:
+ * they are not settled yet.
  */
 const settled = (f: Freezer, t: UnitTask): boolean =>
-  t.state === 'Z' || (!waitsForVfork(t) && (f.kind === 'v2' ? FROZEN_AT.has(t.wchan) : t.state !== 'R'));
+  t.state === 'Z' ||
+  (!waitsForVfork(t) &&
+    (f.kind === 'v1' ? t.state !== 'R' : FROZEN_AT.has(t.wchan) || t.state === 'T' || t.state === 't' || (t.state === 'S' && !symbolic(t.wchan))));
 
 export const describeTask = (t: UnitTask): string =>
   `${t.pid} ${t.comm} (state ${t.state}, ${waitsForVfork(t) ? 'waiting for its vfork child to exec' : `in ${t.wchan}`})`;
