@@ -64,13 +64,13 @@ test('a vfork parent whose child never execs fails the freeze within the budget,
   // Through the log, with a short budget of the request's own (the default is 3 s).
   const store = openEventStore(`sqlite:${join(h.home, 'events.db')}`);
   try {
-    await store.append('job-vf', [{ type: 'CheckpointRequested', data: { request: 'r-vfork', stop: false, timeoutMs: 60_000, freezeBudgetMs: 300 } }]);
+    await store.append('job-vf', [{ type: 'CheckpointRequested', data: { request: 'r-vfork', stop: false, timeoutMs: 60_000, freezeBudgetMs: 1000 } }]);
   } finally {
     await store.close();
   }
   const failed = await until('the freeze to fail', () => history('vf').find((e) => e.type === 'UnitFreezeFailed'), 30_000, 100);
   const reason = String(failed.data.reason);
-  assert.match(reason, 'freeze budget of 300 ms');
+  assert.match(reason, 'freeze budget of 1000 ms');
   assert.match(reason, `${parent.pid} vforker (state D, waiting for its vfork child to exec)`);
   await until('the checkpoint to be aborted', () => history('vf').some((e) => e.type === 'CheckpointAborted'), 30_000, 100);
 
@@ -78,14 +78,15 @@ test('a vfork parent whose child never execs fails the freeze within the budget,
   const cgroups = (history('vf').find((e) => e.type === 'UnitCgroupsCreated')!.data.cgroups as UnitCgroup[]);
   assert.is(unitFreezeState(cgroups), 'thawed');
   try {
-    await freezeForDump(cgroups, 200);
+    await freezeForDump(cgroups, 1000);
     await thawUnit(cgroups);
     assert.unreachable('the freeze should have failed');
   } catch (error) {
     assert.instance(error, FreezeTimeoutError);
     const e = error as FreezeTimeoutError;
     assert.is(e.failure.class, 'timeout');
-    assert.equal(e.tasks.map((t) => t.pid), [parent.pid]);
+    // Named always; alone once the rest of the unit froze (on a loaded machine, maybe not within the budget).
+    assert.ok(e.tasks.some((t) => t.pid === parent.pid && t.state === 'D'), JSON.stringify(e.tasks));
     assert.ok(e.failure.hint?.includes('vfork'), e.failure.hint);
   }
   assert.is(unitFreezeState(cgroups), 'thawed');

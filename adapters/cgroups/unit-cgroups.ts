@@ -628,8 +628,9 @@ export const freezeForDump = async (cgroups: readonly UnitCgroup[], budgetMs: nu
     const look = () => (unsettled = tasksOf(f).filter((t) => !settled(f, t))).length === 0 || unsettled.some(waitsForVfork);
     const frozen = (await freezeOnce(f, deadline)) && (await pollUntil(look, Math.max(0, deadline - performance.now())));
     if (frozen && unsettled.length === 0) return { durationMs: performance.now() - start, attempts };
-    const vfork = unsettled.filter(waitsForVfork);
-    const blocking = vfork.length > 0 ? vfork : frozen ? unsettled : tasksOf(f).filter((t) => !settled(f, t));
+    // What holds it up: a vfork parent if there is one (the rest may only be on their way to the trap).
+    const holding = frozen ? unsettled : tasksOf(f).filter((t) => !settled(f, t));
+    const blocking = holding.some(waitsForVfork) ? holding.filter(waitsForVfork) : holding;
     writeFreeze(f, false, `thawing unit cgroup ${f.dir}${frozen ? ' to let a vfork child exec' : ' after a freeze timeout'}`);
     const left = deadline - performance.now();
     if (left <= 0) throw new FreezeTimeoutError(f.dir, budgetMs, blocking, attempts);
