@@ -45,7 +45,12 @@ const onHost = (pids: readonly number[], rows: PsRow[]) => {
   const host = hostPidsByNamespacePid(root.pid, runningPids(rows));
   return pids.map((p) => host.get(p) ?? -p).sort(numeric);
 };
-const freezerState = (row: PsRow) => readFileSync(`/sys/fs/cgroup/freezer${row.cgroup}/freezer.state`, 'utf8').trim();
+/** 'THAWED' when neither freezer holds the unit (ckpt freezes with cgroup2's when there is one). */
+const freezerState = (row: PsRow) => {
+  const v1 = readFileSync(`/sys/fs/cgroup/freezer${row.cgroup}/freezer.state`, 'utf8').trim();
+  const v2 = `/sys/fs/cgroup/unified${row.cgroup}/cgroup.freeze`;
+  return existsSync(v2) && readFileSync(v2, 'utf8').trim() === '1' ? `${v1}, cgroup2 frozen` : v1;
+};
 const verifies = (job: string, home = h.home) => {
   const r = ckpt(['verify', job], home);
   assert.is(r.code, 0, `ckpt verify ${job}: ${r.err}`);

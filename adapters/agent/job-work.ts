@@ -17,7 +17,7 @@ import { noOptions } from '../../domain/checkpoint-coordinator.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
 import type { RestoredProcess } from '../../domain/events/restart.js';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
-import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
+import { jobStream, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { getIn } from '../../domain/persistent-map.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
 import { readPstree } from '../checkpointers/criu-images.js';
@@ -25,7 +25,7 @@ import { freezerOf, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unit
 import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
 import { verifyVersionOffThread } from '../images/verify-worker.js';
 import { hostPidsByNamespacePid, pidsInUse } from '../tracking/pids.js';
-import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
+import { primaryCgroup, readCgroups, readStat, scanProcesses } from '../tracking/procfs.js';
 
 export interface CheckpointWorkOptions {
   readonly store: EventStore;
@@ -192,11 +192,10 @@ export class JobWork {
           return answer('UnitDumped', await this.#o.checkpointer.dump(u));
         }
         case 'verify': {
-          const { images, captured } = await this.#verify(job, w, c, u);
-          const tracked = this.#o.tracked(job, u.unit);
-          // The identities in the images (host PIDs, in the order of the images' PIDs): what a
-          // restart links the restored processes to.
-          return answer('UnitVerified', { captured: images, processes: captured.map((pid) => ({ pid, startTime: tracked.get(pid)! })) });
+          // captured: the PIDs the images hold (in the unit's PID namespace); processes: the host
+          // identities of the same processes, in that order — what a restart links them to.
+          const { images, processes } = await this.#verify(job, w, c, u);
+          return answer('UnitVerified', { captured: images, processes });
         }
         case 'thaw': {
           await this.#o.checkpointer.thaw(u);
@@ -225,6 +224,8 @@ export class JobWork {
     const planned = w.commands.versions[c.version]?.units.find((p) => p.unit === c.unit);
     const root = unit?.root ? getIn(w.state.checkpoint.job.members, unit.root) : undefined;
     if (!unit || !planned) throw new Error(`unit ${c.unit} of ${job} is not known to this node's log (no plan for it)`);
+    const active = w.state.checkpoint.active;
+    const freezeBudgetMs = active?.version === c.version ? active.freezeBudgetMs : undefined;
     return {
       job,
       unit: unit.unit,
@@ -236,6 +237,7 @@ export class JobWork {
       // Fixed by the plan: the active checkpoint's (its outcomes may land after it ended: then none).
       options: (w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.options) || noOptions,
       stop: w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.stop,
+      ...(freezeBudgetMs !== undefined && { freezeBudgetMs }),
     };
   }
 
@@ -355,33 +357,40 @@ export class JobWork {
   }
 
   /**
-   * What the images hold must be exactly the unit: every process in its (frozen) cgroup, each a
-   * member the log knows, and every planned process that still lives. Returns the PIDs the images
-   * hold (`images`, in the unit's PID namespace) and the host PIDs of the same processes (`captured`).
+   * The cut is what the frozen cgroup holds: the images must hold exactly the unit — every process
+   * in its (frozen) cgroup, each a member the log knows — plus the zombies among them (exited,
+   * not yet reaped by a parent frozen with them: out of the cgroup, yet in the tree CRIU dumps).
+   * A process born after the plan and before the freeze is a member by now (reconciled here); a
+   * planned one gone before the freeze is simply not in the cut. Returns the PIDs the images hold
+   * (`images`, in the unit's PID namespace), the host PIDs of the same processes (`captured`) and
+   * their identities (`processes`).
    */
-  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<{ images: number[]; captured: number[] }> {
+  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<{ images: number[]; captured: number[]; processes: ProcessRef[] }> {
     if (w.state.checkpoint.active?.version !== c.version || w.state.checkpoint.active.phase !== 'running') throw new Error(`checkpoint v${c.version} is no longer running`);
     const images = [...new Set(await this.#o.checkpointer.captured(u))].sort((a, b) => a - b);
     this.#o.reconcileUnit(job, u.unit);
     const problems: string[] = [];
     const captured = this.#inHostPids(job, u, images, problems);
     const inImages = new Set(captured);
+    const stat = new Map(captured.map((pid) => [pid, readStat(pid)]));
+    const zombie = (pid: number) => stat.get(pid)?.state === 'Z' && inImages.has(stat.get(pid)!.ppid);
     const comm = (pid: number) => readStat(pid)?.comm ?? '?';
     if (u.scope === 'cgroup' || freezerOf(u.cgroups)) {
       const inUnit = unitProcesses(u.cgroups);
       const missed = inUnit.filter((pid) => !inImages.has(pid));
       if (missed.length > 0) problems.push(`the images miss ${missed.map((p) => `${p} ${comm(p)}`).join(', ')}, which are in the unit’s cgroup`);
-      const outside = captured.filter((pid) => !inUnit.includes(pid));
-      if (outside.length > 0) problems.push(`the images hold ${outside.join(', ')}, which are not in the unit’s cgroup`);
+      const outside = captured.filter((pid) => !inUnit.includes(pid) && !zombie(pid));
+      if (outside.length > 0) problems.push(`the images hold ${outside.map((p) => `${p} ${comm(p)}`).join(', ')}, which are not in the unit’s cgroup (nor zombies of it)`);
     }
     const tracked = this.#o.tracked(job, u.unit);
-    const unknown = captured.filter((pid) => !tracked.has(pid));
+    const unknown = captured.filter((pid) => !tracked.has(pid) && !zombie(pid));
     if (unknown.length > 0) problems.push(`the images hold ${unknown.map((p) => `${p} ${comm(p)}`).join(', ')}, which the log does not know as members`);
     const planned = w.commands.versions[c.version]?.units.find((p) => p.unit === u.unit)?.targets ?? [];
     const lost = planned.filter((t) => readStat(t.pid)?.startTime === t.startTime && !inImages.has(t.pid));
     if (lost.length > 0) problems.push(`planned processes ${lost.map((t) => `${t.pid} ${comm(t.pid)}`).join(', ')} are alive but not in the images`);
     if (problems.length > 0) throw new Error(`the images of unit ${u.unit} do not match the plan: ${problems.join('; ')}`);
-    return { images, captured };
+    const processes = captured.map((pid) => ({ pid, startTime: tracked.get(pid) ?? stat.get(pid)?.startTime ?? 0 }));
+    return { images, captured, processes };
   }
 
   /**
@@ -391,7 +400,10 @@ export class JobWork {
    */
   #inHostPids(job: string, u: UnitTarget, images: readonly number[], problems: string[]): number[] {
     if (!u.root) return [...images];
-    const hostPid = hostPidsByNamespacePid(u.root.pid, new Set([...unitProcesses(u.cgroups), ...this.#o.tracked(job, u.unit).keys()]));
+    const unit = new Set([...unitProcesses(u.cgroups), ...this.#o.tracked(job, u.unit).keys()]);
+    // Zombies left the cgroup but are in the images with their frozen parent: their children too.
+    for (const p of scanProcesses()) if (p.state === 'Z' && unit.has(p.ppid)) unit.add(p.pid);
+    const hostPid = hostPidsByNamespacePid(u.root.pid, unit);
     const strangers = images.filter((pid) => !hostPid.has(pid));
     if (strangers.length > 0) problems.push(`the images hold ${strangers.join(', ')} (PIDs in the unit’s namespace), which no process of the unit has`);
     return images.flatMap((pid) => hostPid.get(pid) ?? []);

@@ -513,7 +513,9 @@ export class NodeAgent {
         for (let pid = queue.pop(); pid !== undefined; pid = queue.pop()) {
           for (const c of children.get(pid) ?? []) if (!found.has(c.pid)) (found.add(c.pid), queue.push(c.pid));
         }
-        const fresh = [...found].map((pid) => byPid.get(pid)).filter((p): p is ProcStat => !!p && !this.#tracked.has(p.pid) && !helpers.has(p.pid));
+        // A zombie has exited already (its exit seen, or lost): never a new member. A checkpoint's
+        // cut may hold one (a parent frozen before reaping it); verify accepts it as such.
+        const fresh = [...found].map((pid) => byPid.get(pid)).filter((p): p is ProcStat => !!p && p.state !== 'Z' && !this.#tracked.has(p.pid) && !helpers.has(p.pid));
         for (const p of fresh.sort((a, b) => a.startTime - b.startTime || a.pid - b.pid)) {
           const parent = this.#tracked.get(p.ppid);
           const groups = readCgroups(p.pid);
