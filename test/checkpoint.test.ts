@@ -14,7 +14,7 @@ import { hostPidsByNamespacePid } from '../adapters/tracking/pids.js';
 import { checkpointDecider, decideCheckpoint } from '../domain/checkpoint-coordinator.js';
 import { rederive } from '../domain/decider.js';
 import { decisionHistory } from '../adapters/cli/commands/verify.js';
-import { jobHarness, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -60,7 +60,7 @@ const start = (job: string, command: string, extra: string[] = [], home = h.home
   assert.is(r.code, 0, r.err);
 };
 const stop = (job: string, home = h.home) => {
-  for (const m of ps(job, home)) if (m.state === 'running') spawnSync('kill', ['-9', String(m.pid)]);
+  killMembers(ps(job, home));
 };
 
 test('a counter keeps counting after a checkpoint whose images hold every process, checked in pstree.img', async () => {

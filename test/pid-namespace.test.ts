@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { namespacePids, pidsInUse } from '../adapters/tracking/pids.js';
-import { jobHarness, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -68,7 +68,7 @@ test('a job restored into a new PID namespace is checkpointed and restored three
     const atCheckpoint = counter(file);
     await until(`the counter to go on after checkpoint ${round}`, () => counter(file) > atCheckpoint + 5);
     const before = running('again');
-    for (const m of before) spawnSync('kill', ['-9', String(m.pid)]);
+    killMembers(before);
     // Restarted at once: nothing waits for the killed PIDs to be reaped, nothing collides.
     const started = performance.now();
     const restarted = ckpt(['restart', 'again', '--wait', '--json']);
@@ -95,7 +95,7 @@ test('a job restored into a new PID namespace is checkpointed and restored three
   }
   const [audit] = json<Array<{ entries: Array<{ kind: string; outcome: string }> }>>(['audit', 'again']);
   assert.equal(audit!.entries.map((e) => `${e.kind} ${e.outcome}`), Array.from({ length: 4 }, () => ['checkpoint committed', 'restart restored']).flat());
-  for (const m of running('again')) spawnSync('kill', ['-9', String(m.pid)]);
+  killMembers(running('again'));
 });
 
 test.run();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { pidsInUse } from '../adapters/tracking/pids.js';
 import { readStat } from '../adapters/tracking/procfs.js';
-import { jobHarness, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
 import { needPostgres, startPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
@@ -52,7 +52,7 @@ test.before(compile);
 test.after(() => cleanup());
 
 const stopJob = (rows: PsRow[]) => {
-  for (const r of rows) if (r.state === 'running') spawnSync('kill', ['-9', String(r.pid)]);
+  killMembers(rows);
 };
 
 test('a tree with pipes, a double-forked setsid daemon, setpgid and exit statuses: ps matches /proc', async () => {
