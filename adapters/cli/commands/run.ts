@@ -36,6 +36,8 @@ export const runCommand: Command = {
     'holds nothing of ckpt’s and can be checkpointed; a terminal stays the job’s own (a checkpoint is',
     'then refused: tty). Killed by a checkpoint --stop or kill -9, the job ends this ckpt run with',
     '137; `ckpt restart JOB` brings it back detached, writing on into UNIT.out and UNIT.err.',
+    'stdin stays the job’s: a pipe or file is taken by a checkpoint (a pipe reads end-of-file after',
+    'a restart), a terminal or a socket makes a checkpoint refused (run with < /dev/null then).',
     'With --detach, ckpt prints the job id once the job runs and is tracked, and returns; output goes',
     'to $CKPT_HOME/jobs/JOB/main.out. The node agent that tracks jobs is started on demand and keeps',
     'running in the background (ckpt agent status|stop). Needs root (proc connector, cgroups).',
