@@ -93,6 +93,17 @@ test('checkpointed, then killed with kill -9: ckpt run returns 137 and `ckpt res
   process.kill(restored.find((m) => m.reason === 'root')!.pid, 'SIGKILL');
 });
 
+test('checkpoint --stop ends the foreground ckpt run with 137; the job comes back detached', async () => {
+  const run = foreground('fgstop', counter('forever'));
+  await until('the counter', () => run.last() >= 3);
+  checkpoint('fgstop', ['--stop']);
+  assert.is(await run.exited, 137);
+  assert.is(ckpt(['restart', 'fgstop', '--wait']).code, 0);
+  const root = await until('the restored root', () => ps('fgstop').find((m) => m.reason === 'root' && m.state === 'running'));
+  assert.ok(root.restoredFrom, 'restored');
+  process.kill(root.pid, 'SIGKILL');
+});
+
 test('SIGTERM to the foreground ckpt run reaches the command: 143', async () => {
   const run = foreground('fgterm', 'echo ready; exec sleep 60');
   await until('the command', () => run.seen.out.includes('ready'));

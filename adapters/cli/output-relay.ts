@@ -12,10 +12,10 @@ export interface Relay {
   finish(): Promise<void>;
 }
 
-/** Follows PATH from its current end and writes what is appended to it to `to`. */
-export const relayAppended = async (path: string, to: NodeJS.WritableStream): Promise<Relay> => {
+/** Follows PATH from byte `from` (its end before the job started) and writes what is appended to `to`. */
+export const relayAppended = async (path: string, from: number, to: NodeJS.WritableStream): Promise<Relay> => {
   const file = await open(path, 'r');
-  let position = (await file.stat()).size;
+  let position = from;
   let stopping = false;
   let broken = false; // the reader went away (`| head`): the job keeps writing to its file
   to.on('error', () => (broken = true));

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { isatty } from 'node:tty';
 import { basename, join } from 'node:path';
@@ -87,6 +87,7 @@ export const runCommand: Command = {
     const store = openStore(args);
     let stdio: Parameters<typeof launchUnit>[0]['stdio'] = ['inherit', 'inherit', 'inherit'];
     let output: string | undefined;
+    const relayed: Array<{ path: string; from: number; to: NodeJS.WritableStream }> = [];
     const relays: Relay[] = [];
     const dir = join(home, 'jobs', job);
     const outputFile = (name: string) => {
@@ -101,8 +102,9 @@ export const runCommand: Command = {
       // A terminal stays the job's; pipes and files are relayed (see output-relay.ts).
       for (const [index, to, suffix] of [[1, process.stdout, 'out'], [2, process.stderr, 'err']] as const) {
         if (isatty(index)) continue;
-        stdio[index] = outputFile(`${unit}.${suffix}`);
-        relays.push(await relayAppended(join(dir, `${unit}.${suffix}`), to));
+        const fd = outputFile(`${unit}.${suffix}`);
+        stdio[index] = fd;
+        relayed.push({ path: join(dir, `${unit}.${suffix}`), from: fstatSync(fd).size, to });
       }
     }
     try {
@@ -127,6 +129,7 @@ export const runCommand: Command = {
       };
       const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
       for (const [s, h] of handlers) process.on(s, h);
+      for (const r of relayed) relays.push(await relayAppended(r.path, r.from, r.to));
       const end = await launched.ended!;
       for (const [s, h] of handlers) process.off(s, h);
       launched.child.unref();
