@@ -186,7 +186,7 @@ const commandEnd = (store: EventStore, job: string, unit: string, root: ProcessR
         const data = e.data as { unit?: string; parent?: ProcessRef; child?: ProcessRef; process?: ProcessRef };
         if (data.unit !== unit) return false;
         if (!command && e.type === 'ProcessForked' && sameProcess(data.parent, root)) command = data.child;
-        return isEnd(e) && (sameProcess(data.process, command ?? root) || sameProcess(data.process, root));
+        return isEnd(e) && (sameProcess(data.process, root) || (command !== undefined && sameProcess(data.process, command)));
       }),
     ),
   )
