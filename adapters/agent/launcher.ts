@@ -4,11 +4,12 @@
 //   3. the root starts in a new session and (where the node can) as PID 1 of a new PID namespace,
 //      held at a gate (it reports its host PID on fd 3, then waits there before it forks the command);
 //   4. it is moved into the cgroups → UnitLaunched; the agent tracks it → UnitTracked;
-//   5. the gate opens: fds above 2 are closed (none reaches the job: CRIU needs that) and the
-//      command is exec'd. Everything it forks from then on is seen by the agent.
+//   5. the gate opens: fds above 2 are closed, the gate too (none reaches the job: CRIU needs that)
+//      and the command is exec'd. Everything it forks from then on is seen by the agent.
+// A foreground launch learns the command's end from the log, as the agent recorded it: the job
+// holds nothing that leads back to the launcher, so it can be checkpointed while it waits.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { delimiter, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -28,9 +29,8 @@ export const MAIN_UNIT = 'main';
  * for the launcher's go there, closes every descriptor above 2 (fd 3, and any the launcher
  * inherited without close-on-exec: libuv does not close those), forks the command and stays the
  * unit's first process, so processes that daemonize are re-parented to it and the unit remains
- * one tree whose root is a namespace init. It reports the command's end on fd 4 when given one
- * (the foreground ckpt run waits for it). The process spawned here is not that init: it only
- * makes the namespace, reports the init and exits.
+ * one tree whose root is a namespace init. The command is the init's first and only fork. The
+ * process spawned here is not that init: it only makes the namespace, reports the init and exits.
  */
 export const unitInitPath: string = fileURLToPath(new URL('../../native/ckpt-unit-init', import.meta.url));
 
@@ -64,7 +64,7 @@ export interface LaunchRequest {
   readonly options?: JobOptions;
   /** stdio of the root: inherited (foreground) or file descriptors (detached). */
   readonly stdio: ['inherit' | 'ignore' | number, 'inherit' | number, 'inherit' | number];
-  /** Report the command's end (foreground): see Launched.ended. */
+  /** Follow the command's end in the log (foreground): see Launched.ended. */
   readonly reportEnd?: boolean;
   readonly agentTimeoutMs?: number;
   readonly onProgress?: (what: string) => void;
@@ -75,7 +75,9 @@ export type CommandEnd = { readonly exit: number } | { readonly signal: number }
 
 export interface Launched {
   readonly child: ChildProcess;
-  /** Foreground launches: resolves when the command ends (its daemons may live on in the unit). */
+  /** Foreground launches: resolves when the command's exit is recorded (its daemons may live on
+   *  in the unit). A checkpoint --stop or kill -9 of the job ends it too ({signal: 9}); a restart
+   *  of the job is another process: it is not followed. */
   readonly ended?: Promise<CommandEnd>;
   /** The unit's root (its init) as the host sees it: PID 1 of the unit's PID namespace inside. */
   readonly pid: number;
@@ -110,7 +112,7 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   const cgroups = (created.data as { cgroups: UnitCgroup[] }).cgroups;
 
   if (!existsSync(unitInitPath)) throw new LaunchError(`${unitInitPath} is missing: build ckpt with a C compiler (npm run build)`);
-  const child = spawn(unitInitPath, [...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe', ...(r.reportEnd ? ['pipe' as const] : [])] });
+  const child = spawn(unitInitPath, [...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe'] });
   // Node's 'pipe' for fd 3 is a unix socket pair: the init reports its PID on it, then reads the go.
   const gate = child.stdio[3] as Duplex | null;
   let rootPid: number | undefined;
@@ -137,13 +139,13 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   const groups = readCgroups(rootPid);
   if (!stat || !groups) return fail('the root process exited before it was launched');
   const root = { pid: stat.pid, startTime: stat.startTime };
-  const ended = r.reportEnd ? commandEnd(child, r.store, r.job, root) : undefined;
   const launched = await r.store.append(jobStream(r.job), [
     { type: 'UnitLaunched', data: { unit, node: r.node, root, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, cgroup: primaryCgroup(groups) } },
   ]);
   r.onProgress?.('waiting for the node agent to track the unit');
   const tracked = await waitFor(r.store, r.job, launched.revision + 1, (e) => (e.type === 'UnitTracked' || e.type === 'UnitLaunchFailed') && e.data.unit === unit, 'track the unit', ms).catch((error: Error) => fail(error.message));
   if (tracked.type === 'UnitLaunchFailed') return fail(tracked.data.reason);
+  const ended = r.reportEnd ? commandEnd(r.store, r.job, unit, root, tracked.revision + 1) : undefined;
   gate.end('go\n');
   return { child, pid: stat.pid, startTime: stat.startTime, ...(ended && { ended }) };
 };
@@ -170,26 +172,28 @@ const reportedRoot = (gate: Duplex): Promise<number> =>
   });
 
 /**
- * Reads the init's "exit N" / "signal N" line. Without one (the init was killed, e.g. by a
- * checkpoint --stop or kill -9), the root's exit as the node agent recorded it counts.
+ * The command's end as the node agent recorded it: the command is the root's first fork after
+ * the unit is tracked (the init forks nothing else), and its ProcessExited says how it ended
+ * (ProcessVanished: unknown, 125). Should the root end before that fork is seen (the command
+ * could not be forked, or the agent missed it), the root's own end counts.
  */
-const commandEnd = (child: ChildProcess, store: EventStore, job: string, root: ProcessRef): Promise<CommandEnd> => {
-  const rootEnd = () =>
-    firstValueFrom(store.subscribeStream(jobStream(job)).pipe(filter((e) => (e.type === 'ProcessExited' || e.type === 'ProcessVanished') && sameProcess(e.data.process, root))))
-      .then((e): CommandEnd => {
-        const { status, signal } = e.data as { status?: number | null; signal?: number | null };
-        return signal ? { signal } : { exit: status ?? 125 };
-      })
-      .catch((): CommandEnd => ({ exit: 125 }));
-  return new Promise((resolve) => {
-    let reported: CommandEnd | undefined;
-    const lines = createInterface({ input: child.stdio[4] as NodeJS.ReadableStream });
-    lines.on('line', (line) => {
-      const m = /^(exit|signal) (\d+)$/.exec(line);
-      if (m) reported ??= m[1] === 'exit' ? { exit: Number(m[2]) } : { signal: Number(m[2]) };
-    });
-    lines.on('close', () => (reported ? resolve(reported) : void rootEnd().then(resolve)));
-  });
+const commandEnd = (store: EventStore, job: string, unit: string, root: ProcessRef, from: number): Promise<CommandEnd> => {
+  let command: ProcessRef | undefined;
+  const isEnd = (e: RecordedEvent) => e.type === 'ProcessExited' || e.type === 'ProcessVanished';
+  return firstValueFrom(
+    store.subscribeStream(jobStream(job), { from }).pipe(
+      filter((e) => {
+        const data = e.data as { unit?: string; parent?: ProcessRef; child?: ProcessRef; process?: ProcessRef };
+        if (data.unit !== unit) return false;
+        if (!command && e.type === 'ProcessForked' && sameProcess(data.parent, root)) command = data.child;
+        return isEnd(e) && (sameProcess(data.process, root) || (command !== undefined && sameProcess(data.process, command)));
+      }),
+    ),
+  )
+    .then((e): CommandEnd => {
+      const { status, signal } = e.data as { status?: number | null; signal?: number | null };
+      return signal ? { signal } : { exit: status ?? 125 };
+    })
+    .catch((): CommandEnd => ({ exit: 125 }));
 };
-
 const sameProcess = (a: unknown, b: ProcessRef) => (a as ProcessRef | undefined)?.pid === b.pid && (a as ProcessRef).startTime === b.startTime;

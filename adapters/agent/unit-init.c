@@ -1,7 +1,7 @@
 /*
  * ckpt-unit-init: the first process of every job unit, so that a unit is always ONE process tree.
  *
- *   ckpt-unit-init COMMAND [ARGS...]      (fd 3: the launcher's gate; fd 4, optional: status pipe)
+ *   ckpt-unit-init COMMAND [ARGS...]      (fd 3: the launcher's gate)
  *
  * CRIU dumps one tree per call. A double-forked daemon would be re-parented to PID 1 and leave
  * the command's tree; as a child subreaper this init adopts it instead, so `criu dump -t INIT`
@@ -20,11 +20,13 @@
  * 0. unshare(CLONE_NEWPID) and fork the namespace's PID 1, which becomes a session leader (CRIU
  *    refuses a namespace init whose session leader is outside the namespace); report its PID;
  * 1. PR_SET_CHILD_SUBREAPER; wait for "go" on fd 3 (EOF without it: exit 125, nothing runs);
- * 2. close every descriptor above 2 except the status pipe (CRIU cannot dump what leads outside);
- * 3. fork the command (signal dispositions reset, exec'd in place of the child);
- * 4. reap every descendant. When the command ends, write "exit N" or "signal N" to fd 4 (the
- *    foreground `ckpt run` returns then), and let go of the caller's stdio so a lingering daemon
- *    does not hold the caller's pipes open;
+ * 2. close every descriptor above 2, the gate too: nothing of the unit leads back to the launcher
+ *    (CRIU refuses a unix socket to a process outside the dumped tree);
+ * 3. fork the command (signal dispositions reset, exec'd in place of the child): the init's first
+ *    and only fork, so the log's first ProcessForked of the root is the command;
+ * 4. reap every descendant. The foreground `ckpt run` learns the command's end from the log (its
+ *    ProcessExited), not from the init. When the command ends, let go of the caller's stdio so a
+ *    lingering daemon does not hold the caller's pipes open through the init;
  * 5. when no descendant is left, end the way the command ended (same exit status or signal; a
  *    namespace init cannot kill itself with a signal: it exits with 128 + the signal then).
  */
@@ -43,16 +45,15 @@
 #include <unistd.h>
 
 #define GATE_FD 3
-#define STATUS_FD 4
 
-static void close_fds_above(int keep) {
+static void close_fds_above_2(void) {
   DIR *d = opendir("/proc/self/fd");
   if (!d) return;
   int self = dirfd(d);
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     int fd = atoi(e->d_name);
-    if (fd > 2 && fd != self && fd != keep) close(fd);
+    if (fd > 2 && fd != self) close(fd);
   }
   closedir(d);
 }
@@ -114,12 +115,10 @@ int main(int argc, char **argv) {
     return 125;
   }
   if (!wait_for_go()) return 125;
-  int status_fd = fcntl(STATUS_FD, F_GETFD) == -1 ? -1 : STATUS_FD;
-  close_fds_above(status_fd);
-  if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
+  close_fds_above_2();
 
   /* The foreground launcher forwards SIGINT/SIGTERM/SIGHUP to the whole process group: they are
-   * meant for the command. SIGPIPE: the status reader may be gone (a detached job). */
+   * meant for the command. SIGPIPE: the caller's stdout may be gone. */
   int ignored[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGTTOU, SIGTTIN};
   sigset_t none;
   sigemptyset(&none);
@@ -146,13 +145,6 @@ int main(int argc, char **argv) {
     }
     if (pid != command) continue;
     command_status = st;
-    if (status_fd >= 0) {
-      char line[32];
-      int n = WIFSIGNALED(st) ? snprintf(line, sizeof line, "signal %d\n", WTERMSIG(st)) : snprintf(line, sizeof line, "exit %d\n", WEXITSTATUS(st));
-      if (write(status_fd, line, (size_t)n) < 0) { /* nobody listens: a detached job */ }
-      close(status_fd);
-      status_fd = -1;
-    }
     detach_stdio();
   }
   if (WIFSIGNALED(command_status)) {
