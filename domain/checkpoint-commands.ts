@@ -25,6 +25,12 @@ export interface PendingCommand {
   readonly request: { readonly id: string; readonly recordedAt: string };
 }
 
+/** A process in a unit's images: its PID there, and who it was on the host. */
+export interface CapturedProcess {
+  readonly imagePid: number;
+  readonly process: ProcessRef;
+}
+
 export interface VersionRecord {
   readonly parent: number | null;
   readonly units: readonly PlannedUnit[];
@@ -32,8 +38,9 @@ export interface VersionRecord {
   readonly dumps: Readonly<Record<UnitId, { readonly durationMs: number; readonly bytes: number; readonly files: number; readonly images?: readonly ImageFileEntry[] }>>;
   /** When each unit was reported frozen. */
   readonly frozenAt: Readonly<Record<UnitId, string>>;
-  /** The identities each unit's images hold (UnitVerified): what restored processes were. */
-  readonly captured: Readonly<Record<UnitId, readonly ProcessRef[]>>;
+  /** The identities each unit's images hold (UnitVerified), by the PID the images give each
+   *  (its PID in the unit's PID namespace): what restored processes were. */
+  readonly captured: Readonly<Record<UnitId, readonly CapturedProcess[]>>;
   /** SHA-256 of the committed manifest (CheckpointCommitted): a restart checks it. */
   readonly manifest?: string;
 }
@@ -102,7 +109,9 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
   }
   if (e.type === 'UnitVerified' && e.data.processes) {
     const v = s.versions[e.data.version];
-    if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, captured: { ...v.captured, [e.data.unit]: e.data.processes } } } };
+    // processes[i] is the host identity of the process the images hold as captured[i].
+    const captured = e.data.processes.map((process, i) => ({ imagePid: e.data.captured[i] ?? process.pid, process }));
+    if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, captured: { ...v.captured, [e.data.unit]: captured } } } };
   }
   if (e.type === 'CheckpointCommitRequested') {
     const node = s.versions[e.data.version]?.units[0]?.node;

@@ -33,6 +33,8 @@ export interface ActiveCheckpoint {
   readonly stop: boolean;
   /** What the plan fixed (the job's options or the request's): the dump and the restart use them. */
   readonly options: CheckpointOptions;
+  /** From the request: how long each unit may take to freeze (absent: the node's default). */
+  readonly freezeBudgetMs?: number;
   readonly deadline: string;
   readonly phase: 'running' | 'committing' | 'finishing' | 'aborting';
   readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase }>>;
@@ -50,8 +52,8 @@ export interface CheckpointState {
   readonly lastCommitted: number | null;
   /** Options of every checkpoint of the job (ckpt run --tcp-established, --file-locks). */
   readonly jobOptions: CheckpointOptions;
-  /** Requests not planned yet: whether each asked to stop the job afterwards, and its own options. */
-  readonly requests: Readonly<Record<string, { readonly stop: boolean; readonly options: CheckpointOptions }>>;
+  /** Requests not planned yet: whether each asked to stop the job afterwards, its own options and freeze budget. */
+  readonly requests: Readonly<Record<string, { readonly stop: boolean; readonly options: CheckpointOptions; readonly freezeBudgetMs?: number }>>;
   readonly active?: ActiveCheckpoint;
   /** A restart in progress (its number): no checkpoint meanwhile. */
   readonly restarting?: number;
@@ -104,6 +106,7 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
           request: e.data.request,
           stop: s.requests[e.data.request]?.stop ?? false,
           options: e.data.options ?? noOptions,
+          ...(s.requests[e.data.request]?.freezeBudgetMs !== undefined && { freezeBudgetMs: s.requests[e.data.request]!.freezeBudgetMs }),
           deadline: '',
           phase: 'running',
           units: Object.fromEntries(e.data.units.map((u) => [u.unit, { node: u.node, phase: 'freezing' as UnitPhase }])),
@@ -115,7 +118,8 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
       return { ...s, job, jobOptions: { tcpEstablished: e.data.options?.tcpEstablished ?? false, fileLocks: e.data.options?.fileLocks ?? false } };
     case 'CheckpointRequested': {
       const options = { tcpEstablished: e.data.tcpEstablished ?? false, fileLocks: e.data.fileLocks ?? false };
-      return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop, options } } };
+      const budget = e.data.freezeBudgetMs !== undefined ? { freezeBudgetMs: e.data.freezeBudgetMs } : {};
+      return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop, options, ...budget } } };
     }
     case 'RestartPlanned':
       return { ...s, job, restarting: e.data.restart };

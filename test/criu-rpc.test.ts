@@ -6,11 +6,12 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { CriuError, locateCriu, waitPidsGone } from '../adapters/checkpointers/criu.js';
+import { CriuError, locateCriu } from '../adapters/checkpointers/criu.js';
 import { criuWritingTo, CriuCheckpointer } from '../adapters/checkpointers/criu-checkpointer.js';
 import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
 import { restoreTree } from '../adapters/checkpointers/criu-restore.js';
 import { swrkBridgePath } from '../adapters/checkpointers/criu-rpc.js';
+import { waitPidsGone } from '../adapters/tracking/pids.js';
 import { CANCEL, RELEASE } from '../domain/checkpointer.js';
 import { children, counterScript, killAll, readCounter, startJob } from './support/criu-jobs.js';
 import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';

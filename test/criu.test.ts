@@ -13,12 +13,10 @@ import {
   compareVersions,
   criuVersion,
   locateCriu,
-  pidNamespaceOf,
-  pidsInUse,
   runCriu,
-  waitPidsGone,
 } from '../adapters/checkpointers/criu.js';
 import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
+import { pidNamespaceOf, pidsInUse, waitPidsGone } from '../adapters/tracking/pids.js';
 import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/criu-images.js';
 import { criuVersionProblem, probeCriu } from '../adapters/checkpointers/criu-probe.js';
 import { restoreTree } from '../adapters/checkpointers/criu-restore.js';

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
-import { jobHarness } from './support/jobs.js';
+import { jobHarness, killMembers } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -52,7 +52,7 @@ test('space: images that do not fit abort the checkpoint with class space, CRIUâ
   assert.match(audit.out, /space: .*No space left on device/);
   const before = Number(readFileSync(file, 'utf8'));
   await until('the job to run on, thawed', () => Number(readFileSync(file, 'utf8')) > before + 2);
-  for (const m of ps('big')) if (m.state === 'running') spawnSync('kill', ['-9', String(m.pid)]);
+  killMembers(ps('big'));
   assert.is(spawnSync('umount', [images]).status, 0);
   mounts.pop();
 });
@@ -72,7 +72,7 @@ const refused = async (job: string, script: string, cls: string, line: RegExp, m
   assert.ok((report.failure!.hint ?? '').length > 10, 'a hint the user can act on');
   const before = readFileSync(file, 'utf8');
   await until(`${job} to run on, thawed`, () => readFileSync(file, 'utf8') !== before);
-  for (const m of ps(job)) if (m.state === 'running') spawnSync('kill', ['-9', String(m.pid)]);
+  killMembers(ps(job));
 };
 
 test('socket: a socket family CRIU cannot dump (AF_VSOCK)', () =>

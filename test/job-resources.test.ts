@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
-import { CLI, jobHarness } from './support/jobs.js';
+import { CLI, jobHarness, killMembers } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -112,7 +112,7 @@ const start = (job: string, argv: string[]) => {
 };
 const running = (job: string) => ps(job).filter((m) => m.state === 'running');
 const killAll = (job: string) => {
-  for (const m of running(job)) spawnSync('kill', ['-9', String(m.pid)]);
+  killMembers(running(job));
 };
 const checkpoint = (job: string) => {
   const r = ckpt(['checkpoint', job, '--wait', '--json']);

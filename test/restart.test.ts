@@ -1,13 +1,14 @@
 // Restarts end to end, as root, with real CRIU: a counter checkpointed, killed and restarted goes
-// on from its checkpointed value; a clone of a running job gets a new PID namespace; limits come
-// back; a changed byte or a stranger is refused — and all of it is in the audit trail.
+// on from its checkpointed value (in a new PID namespace of its own, as every unit runs in one);
+// a clone of a running job restores beside it; limits come back; a changed byte or a stranger is
+// refused — and all of it is in the audit trail.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { imagesRoot, listVersions, unitImagesDir } from '../adapters/images/image-store.js';
-import { CLI as CLI_PATH, jobHarness } from './support/jobs.js';
+import { CLI as CLI_PATH, jobHarness, killMembers } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -27,7 +28,7 @@ const start = (job: string, command: string, extra: string[] = []) => {
 };
 const running = (job: string) => ps(job).filter((m) => m.state === 'running');
 const killAll = (job: string) => {
-  for (const m of running(job)) spawnSync('kill', ['-9', String(m.pid)]);
+  killMembers(running(job));
 };
 const checkpoint = (job: string) => {
   const r = ckpt(['checkpoint', job, '--wait', '--json']);
@@ -52,11 +53,11 @@ test('a counter checkpointed, killed and restarted goes on from its checkpointed
   const atCheckpoint = counter(file);
   await until('the counter to go on', () => counter(file) > atCheckpoint + 10);
   const before = new Map(running('count').map((m) => [m.pid, m]));
-  killAll('count'); // and restart at once: the killed PIDs are not reaped yet
+  killAll('count'); // and restart at once: the killed PIDs are not reaped yet, which does not matter
   const { code, err, report } = restart('count');
   assert.is(code, 0, `${err} ${JSON.stringify(report)}`);
   assert.equal([report.outcome, report.version], ['restored', version]);
-  assert.is(report.units[0]!.pidNamespace, false, 'the original PIDs were free once reaped');
+  assert.is(report.units[0]!.pidNamespace, true, 'the unit’s own PID namespace, made anew');
   const resumed = await until('the restored counter', () => counter(file) !== 0 && counter(file) < atCheckpoint + 10 && counter(file));
   assert.ok(resumed >= atCheckpoint - 1, `resumed at ${resumed}, checkpointed at ${atCheckpoint}`);
   // Membership continuity: each restored process is a member linked to its checkpointed identity.
@@ -68,17 +69,18 @@ test('a counter checkpointed, killed and restarted goes on from its checkpointed
     const row = rows.find((m) => m.pid === p.now.pid && m.startTime === p.now.startTime)!;
     assert.ok(row, `restored ${p.now.pid} is a member`);
     assert.equal(row.restoredFrom!.pid, p.was.pid);
+    assert.ok(before.has(p.was.pid), `restored ${p.now.pid} was the member ${p.was.pid}`);
   }
   const root = rows.find((m) => m.reason === 'root' && m.state === 'running')!;
   assert.is(root.comm, 'ckpt-unit-init');
-  assert.ok(before.has(root.pid), 'same PID as before, since it was free');
+  assert.is(report.processes.find((p) => p.now.pid === root.pid)?.nsPid, 1, 'the root is PID 1 in its namespace');
   const types = history('count').map((e) => e.type);
   assert.ok(types.lastIndexOf('ProcessForked') > types.indexOf('RestartCommitted'), 'forks after the restart are recorded');
   verifies('count');
   killAll('count');
 });
 
-test('a clone of a job still running restores into a new PID namespace', async () => {
+test('a clone of a job still running restores beside it, in a PID namespace of its own', async () => {
   const file = join(work, 'clone');
   start('clone', `sh -c 'setsid sleep 1001 </dev/null >/dev/null 2>&1 &'; i=0; while :; do i=$((i+1)); echo $i > ${file}; sleep 0.2; done`);
   await until('the job', () => counter(file) > 2 && running('clone').some((m) => m.escapes.includes('session')));
@@ -87,10 +89,13 @@ test('a clone of a job still running restores into a new PID namespace', async (
   const { code, err, report } = restart('clone');
   assert.is(code, 0, err);
   assert.is(report.units[0]!.pidNamespace, true);
+  const inNamespace = (pid: number) => Number(/^NSpid:.*\s(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
   for (const p of report.processes) {
-    assert.is(p.nsPid, p.was.pid, 'inside its namespace each process has its original PID');
-    assert.ok(!originals.includes(p.now.pid) || p.now.pid !== p.was.pid, 'a new host PID');
+    assert.ok(!originals.includes(p.now.pid), 'a new host PID');
+    // The PID it has in the original's namespace, which CRIU made anew for the clone.
+    if (originals.includes(p.was.pid)) assert.is(p.nsPid, inNamespace(p.was.pid), 'inside its namespace each process has its original’s PID');
   }
+  assert.ok(report.processes.filter((p) => originals.includes(p.was.pid)).length >= 3, 'the init, the command and the daemon are cloned');
   assert.ok(originals.every((pid) => existsSync(`/proc/${pid}`)), 'the original keeps running');
   const rows = running('clone');
   const daemon = rows.find((m) => m.comm === 'sleep' && m.escapes.includes('session') && m.restoredFrom !== null);

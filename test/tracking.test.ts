@@ -4,8 +4,9 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
+import { pidsInUse } from '../adapters/tracking/pids.js';
 import { readStat } from '../adapters/tracking/procfs.js';
-import { jobHarness, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
 import { needPostgres, startPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
@@ -51,7 +52,7 @@ test.before(compile);
 test.after(() => cleanup());
 
 const stopJob = (rows: PsRow[]) => {
-  for (const r of rows) if (r.state === 'running') spawnSync('kill', ['-9', String(r.pid)]);
+  killMembers(rows);
 };
 
 test('a tree with pipes, a double-forked setsid daemon, setpgid and exit statuses: ps matches /proc', async () => {
@@ -137,13 +138,14 @@ test('a reused PID is a different member (PID forced with ns_last_pid)', async (
     const dir = mkdtempSync(join(work, 'reuse-'));
     execFileSync('mkfifo', [join(dir, 'go')]);
     const job = `reuse${attempt}`;
-    const script = `sleep 0.1 & echo $! > ${dir}/first; wait; read x < ${dir}/go; sleep 30 & echo $! > ${dir}/second; wait`;
+    // Host PIDs, from ps: inside its own PID namespace the job's $! is a namespace PID. The host's
+    // ns_last_pid still decides the host PID of the job's next fork.
+    const script = `sleep 0.1; read x < ${dir}/go; sleep 30 & wait`;
     assert.is(ckpt(['run', '--detach', '--job', job, '--', 'sh', '-c', script]).code, 0);
-    const first = await until('the first child', () => existsSync(join(dir, 'first')) && Number(readFileSync(join(dir, 'first'), 'utf8')));
-    await until('the first child to exit', () => ps(job).some((m) => m.pid === first && m.state === 'exited'));
+    const first = (await until('the first child to exit', () => ps(job).find((m) => m.comm === 'sleep' && m.state === 'exited'))).pid;
     writeFileSync('/proc/sys/kernel/ns_last_pid', String(first - 1));
     writeFileSync(join(dir, 'go'), 'go\n');
-    const second = await until('the second child', () => existsSync(join(dir, 'second')) && Number(readFileSync(join(dir, 'second'), 'utf8')));
+    const second = (await until('the second child', () => ps(job).find((m) => m.comm === 'sleep' && m.state === 'running'))).pid;
     if (second !== first) {
       if (attempt < 5) continue; // another process took the PID first; try again
       assert.unreachable(`could not make PID ${first} be reused in 5 attempts`);
@@ -169,7 +171,7 @@ test('a fork storm of 20,000 processes: every one is recorded', async () => {
   const events = historyTypes('storm');
   const forks = events.filter((e) => e.type === 'ProcessForked').length;
   const exits = events.filter((e) => e.type === 'ProcessExited').length;
-  assert.is(forks, made + 1, 'every fork recorded (and the init’s fork of the command)');
+  assert.is(forks, made + 1, 'every fork recorded (and the init’s fork of the command; the init itself was forked before the unit was tracked)');
   assert.is(exits, made + 2, 'every exit recorded (and the command’s and the init’s)');
   assert.not.ok(events.some((e) => e.type === 'ObservationGap'));
 });
@@ -234,6 +236,39 @@ test('an agent killed with -9 and started again finds what happened meanwhile in
   });
   stopJob(rows);
   assert.ok(historyTypes('survivor').some((e) => e.type === 'ProcessObserved'));
+});
+
+test('a member PID reused while no agent ran is not the member: neither its new owner nor what shares a pipe with it joins the job', async () => {
+  const home = newHome();
+  assert.is(ckpt(['run', '--detach', '--job', 'left', '--', 'sh', '-c', 'sleep 68 & sleep 69'], home).code, 0);
+  const gone = await until('the job', () => ps('left', home).find((m) => m.comm === 'sleep' && m.state === 'running'));
+  assert.is(ckpt(['agent', 'stop'], home).code, 0);
+  spawnSync('kill', ['-9', String(gone.pid)]); // its exit is never observed: the log still has it running
+  await until(`PID ${gone.pid} to be free`, () => pidsInUse([gone.pid]).length === 0);
+  // Its PID is someone else's now, and that process's stdout pipe is read by another outsider.
+  let owner: ReturnType<typeof spawn> | undefined;
+  for (let attempt = 1; attempt <= 50 && owner?.pid !== gone.pid; attempt++) {
+    owner?.kill('SIGKILL');
+    writeFileSync('/proc/sys/kernel/ns_last_pid', String(gone.pid - 1));
+    owner = spawn('sleep', ['120'], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+  }
+  assert.is(owner!.pid, gone.pid, `PID ${gone.pid} taken by an outsider`);
+  const reader = spawn('sh', ['-c', `exec sleep 121 < /proc/${gone.pid}/fd/1`], { stdio: 'ignore', detached: true });
+  try {
+    assert.is(ckpt(['agent', 'start'], home).code, 0);
+    await until('the left member to be recorded vanished', () => historyTypes('left', home).some((e) => e.type === 'ProcessVanished'));
+    // One more dependency scan (every second) after the member is known gone.
+    await new Promise((r) => setTimeout(r, 1500));
+    const rows = ps('left', home);
+    for (const pid of [owner!.pid!, reader.pid!, process.pid]) {
+      assert.not.ok(rows.some((m) => m.pid === pid && m.startTime !== gone.startTime), `outsider ${pid} is not in the job`);
+    }
+    assert.not.ok(historyTypes('left', home).some((e) => e.type === 'DependencyObserved'), 'no dependent found through the stale PID');
+    stopJob(rows);
+  } finally {
+    owner!.kill('SIGKILL');
+    reader.kill('SIGKILL');
+  }
 });
 
 test('the node agent rides out a PostgreSQL restart without losing observations', async () => {

@@ -10,7 +10,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
-import { jobHarness, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, OLD_CRIU, OLD_CRIU_INSTALL, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -44,7 +44,7 @@ const restart = (job: string) => {
 };
 const running = (job: string, home = h.home) => ps(job, home).filter((m) => m.state === 'running');
 const killAll = (job: string, home = h.home) => {
-  for (const m of running(job, home)) spawnSync('kill', ['-9', String(m.pid)]);
+  killMembers(running(job, home));
 };
 const freezerState = (row: PsRow) => readFileSync(`/sys/fs/cgroup/freezer${row.cgroup}/freezer.state`, 'utf8').trim();
 const verifies = (job: string) => {

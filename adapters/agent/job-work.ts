@@ -17,15 +17,15 @@ import { noOptions } from '../../domain/checkpoint-coordinator.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
 import type { RestoredProcess } from '../../domain/events/restart.js';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
-import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
+import { jobStream, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { getIn } from '../../domain/persistent-map.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
-import { pidsInUse } from '../checkpointers/criu.js';
 import { readPstree } from '../checkpointers/criu-images.js';
 import { freezerOf, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
 import { verifyVersionOffThread } from '../images/verify-worker.js';
-import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
+import { hostPidsByNamespacePid, pidsInUse } from '../tracking/pids.js';
+import { primaryCgroup, readCgroups, readStat, scanProcesses } from '../tracking/procfs.js';
 
 export interface CheckpointWorkOptions {
   readonly store: EventStore;
@@ -192,10 +192,10 @@ export class JobWork {
           return answer('UnitDumped', await this.#o.checkpointer.dump(u));
         }
         case 'verify': {
-          const captured = await this.#verify(job, w, c, u);
-          const tracked = this.#o.tracked(job, u.unit);
-          // The identities in the images: what a restart links the restored processes to.
-          return answer('UnitVerified', { captured, processes: captured.map((pid) => ({ pid, startTime: tracked.get(pid)! })) });
+          // captured: the PIDs the images hold (in the unit's PID namespace); processes: the host
+          // identities of the same processes, in that order — what a restart links them to.
+          const { images, processes } = await this.#verify(job, w, c, u);
+          return answer('UnitVerified', { captured: images, processes });
         }
         case 'thaw': {
           await this.#o.checkpointer.thaw(u);
@@ -224,6 +224,8 @@ export class JobWork {
     const planned = w.commands.versions[c.version]?.units.find((p) => p.unit === c.unit);
     const root = unit?.root ? getIn(w.state.checkpoint.job.members, unit.root) : undefined;
     if (!unit || !planned) throw new Error(`unit ${c.unit} of ${job} is not known to this node's log (no plan for it)`);
+    const active = w.state.checkpoint.active;
+    const freezeBudgetMs = active?.version === c.version ? active.freezeBudgetMs : undefined;
     return {
       job,
       unit: unit.unit,
@@ -235,6 +237,7 @@ export class JobWork {
       // Fixed by the plan: the active checkpoint's (its outcomes may land after it ended: then none).
       options: (w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.options) || noOptions,
       stop: w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.stop,
+      ...(freezeBudgetMs !== undefined && { freezeBudgetMs }),
     };
   }
 
@@ -276,10 +279,21 @@ export class JobWork {
         stillRunning();
         const started = performance.now();
         const cgroups = this.#o.restartCgroups(job, unit, c.version, planned.limits);
-        const pidNamespace = await this.#pidsCollide(readPstree(imagesDir).map((e) => e.pid));
+        const pids = readPstree(imagesDir).map((e) => e.pid);
+        // A unit launched in its own PID namespace (root = PID 1 there): CRIU makes a new one, so
+        // nothing can collide and nothing is waited for. Older images hold host PIDs: they need
+        // those free, or a namespace criu itself keeps alive as init (that unit cannot be
+        // checkpointed again; run it anew to get a unit that can).
+        const ownNamespace = pids[0] === 1;
+        const pidNamespace = ownNamespace || (await this.#pidsCollide(pids));
         if (pidNamespace && !w.state.checkpoint.nodes[this.#o.node]?.capabilities.pidNamespace) {
-          throw new Error(`the original PIDs are in use and this node cannot restore into a new PID namespace (see its CheckpointerProbed event)`);
+          throw new Error(
+            ownNamespace
+              ? 'the images were taken in the unit’s own PID namespace and this node cannot create PID namespaces (see its CheckpointerProbed event)'
+              : 'the original PIDs are in use and this node cannot restore into a new PID namespace (see its CheckpointerProbed event)',
+          );
         }
+        if (pidNamespace && !ownNamespace) this.#o.log(`restoring unit ${unit} of ${job} (images without a PID namespace of their own) with criu as a new namespace's init: its original PIDs are in use; once restored this way it cannot be checkpointed again`);
         return answer('UnitRestorePrepared', { cgroups, pidNamespace, waitedMs: performance.now() - started });
       }
       case 'restore': {
@@ -292,8 +306,9 @@ export class JobWork {
         const pids = readPstree(imagesDir).map((e) => e.pid);
         const options = (w.state.restart.active?.restart === c.version && w.state.restart.active.options) || noOptions;
         const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
-        const hostPid = prepared.pidNamespace ? nsPidMap(prepared.cgroups) : new Map(pids.map((p) => [p, p]));
-        const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.pid, p]));
+        // The images' PIDs are those of the unit's PID namespace: find each one's host PID.
+        const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
+        const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));
         // A restored process may finish at once (a `sleep 0.1` of the job): only the root must be there.
         const processes: RestoredProcess[] = pids.flatMap((old) => {
           const pid = hostPid.get(old);
@@ -324,7 +339,8 @@ export class JobWork {
   }
 
   /**
-   * Whether restoring `pids` needs a new PID namespace: not when they are free, nor when only
+   * For images without a PID namespace of their own (units launched before ckpt gave each unit
+   * one): whether restoring `pids` needs a new PID namespace: not when they are free, nor when only
    * zombies and exiting processes hold them (PID 1 reaps orphans late: wait for that); yes when
    * a live process holds one (the original still runs — a clone — or another process took it).
    */
@@ -341,31 +357,56 @@ export class JobWork {
   }
 
   /**
-   * What the images hold must be exactly the unit: every process in its (frozen) cgroup, each a
-   * member the log knows, and every planned process that still lives. Returns the captured PIDs.
+   * The cut is what the frozen cgroup holds: the images must hold exactly the unit — every process
+   * in its (frozen) cgroup, each a member the log knows — plus the zombies among them (exited,
+   * not yet reaped by a parent frozen with them: out of the cgroup, yet in the tree CRIU dumps).
+   * A process born after the plan and before the freeze is a member by now (reconciled here); a
+   * planned one gone before the freeze is simply not in the cut. Returns the PIDs the images hold
+   * (`images`, in the unit's PID namespace), the host PIDs of the same processes (`captured`) and
+   * their identities (`processes`).
    */
-  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<number[]> {
+  async #verify(job: string, w: JobProgress, c: PendingCommand, u: UnitTarget): Promise<{ images: number[]; captured: number[]; processes: ProcessRef[] }> {
     if (w.state.checkpoint.active?.version !== c.version || w.state.checkpoint.active.phase !== 'running') throw new Error(`checkpoint v${c.version} is no longer running`);
-    const captured = [...new Set(await this.#o.checkpointer.captured(u))].sort((a, b) => a - b);
-    const inImages = new Set(captured);
+    const images = [...new Set(await this.#o.checkpointer.captured(u))].sort((a, b) => a - b);
     this.#o.reconcileUnit(job, u.unit);
     const problems: string[] = [];
+    const captured = this.#inHostPids(job, u, images, problems);
+    const inImages = new Set(captured);
+    const stat = new Map(captured.map((pid) => [pid, readStat(pid)]));
+    const zombie = (pid: number) => stat.get(pid)?.state === 'Z' && inImages.has(stat.get(pid)!.ppid);
     const comm = (pid: number) => readStat(pid)?.comm ?? '?';
     if (u.scope === 'cgroup' || freezerOf(u.cgroups)) {
       const inUnit = unitProcesses(u.cgroups);
       const missed = inUnit.filter((pid) => !inImages.has(pid));
       if (missed.length > 0) problems.push(`the images miss ${missed.map((p) => `${p} ${comm(p)}`).join(', ')}, which are in the unit’s cgroup`);
-      const outside = captured.filter((pid) => !inUnit.includes(pid));
-      if (outside.length > 0) problems.push(`the images hold ${outside.join(', ')}, which are not in the unit’s cgroup`);
+      const outside = captured.filter((pid) => !inUnit.includes(pid) && !zombie(pid));
+      if (outside.length > 0) problems.push(`the images hold ${outside.map((p) => `${p} ${comm(p)}`).join(', ')}, which are not in the unit’s cgroup (nor zombies of it)`);
     }
     const tracked = this.#o.tracked(job, u.unit);
-    const unknown = captured.filter((pid) => !tracked.has(pid));
+    const unknown = captured.filter((pid) => !tracked.has(pid) && !zombie(pid));
     if (unknown.length > 0) problems.push(`the images hold ${unknown.map((p) => `${p} ${comm(p)}`).join(', ')}, which the log does not know as members`);
     const planned = w.commands.versions[c.version]?.units.find((p) => p.unit === u.unit)?.targets ?? [];
     const lost = planned.filter((t) => readStat(t.pid)?.startTime === t.startTime && !inImages.has(t.pid));
     if (lost.length > 0) problems.push(`planned processes ${lost.map((t) => `${t.pid} ${comm(t.pid)}`).join(', ')} are alive but not in the images`);
     if (problems.length > 0) throw new Error(`the images of unit ${u.unit} do not match the plan: ${problems.join('; ')}`);
-    return captured;
+    const processes = captured.map((pid) => ({ pid, startTime: tracked.get(pid) ?? stat.get(pid)?.startTime ?? 0 }));
+    return { images, captured, processes };
+  }
+
+  /**
+   * The host PIDs of the processes the images hold by their PIDs in the unit's PID namespace
+   * (PID 1 there is the unit's init): found among the unit's cgroup and its tracked members.
+   * A PID no process of the unit has there is a problem.
+   */
+  #inHostPids(job: string, u: UnitTarget, images: readonly number[], problems: string[]): number[] {
+    if (!u.root) return [...images];
+    const unit = new Set([...unitProcesses(u.cgroups), ...this.#o.tracked(job, u.unit).keys()]);
+    // Zombies left the cgroup but are in the images with their frozen parent: their children too.
+    for (const p of scanProcesses()) if (p.state === 'Z' && unit.has(p.ppid)) unit.add(p.pid);
+    const hostPid = hostPidsByNamespacePid(u.root.pid, unit);
+    const strangers = images.filter((pid) => !hostPid.has(pid));
+    if (strangers.length > 0) problems.push(`the images hold ${strangers.join(', ')} (PIDs in the unit’s namespace), which no process of the unit has`);
+    return images.flatMap((pid) => hostPid.get(pid) ?? []);
   }
 
   /** Writes the manifest (fsynced) once every unit is dumped; after a crash, finds a manifest already written. */
@@ -410,18 +451,3 @@ export class JobWork {
     }
   }
 }
-
-
-/** Host PID of each process in the unit's cgroups, by its PID in its own namespace (NSpid). */
-const nsPidMap = (cgroups: readonly UnitCgroup[]): Map<number, number> => {
-  const map = new Map<number, number>();
-  for (const pid of unitProcesses(cgroups)) {
-    try {
-      const nspid = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.trim().split(/\s+/).map(Number);
-      if (nspid && nspid.length > 1) map.set(nspid[nspid.length - 1]!, pid);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return map;
-};

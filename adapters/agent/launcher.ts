@@ -1,32 +1,36 @@
 // Launching a job unit on this node so that no process escapes tracking:
 //   1. JobSubmitted + UnitAssigned (expected revision: no stream, so a job id is taken once);
 //   2. the node agent creates the unit's cgroups → UnitCgroupsCreated;
-//   3. the root starts in a new session, held at a gate (it waits on fd 3 before exec);
+//   3. the root starts in a new session and (where the node can) as PID 1 of a new PID namespace,
+//      held at a gate (it reports its host PID on fd 3, then waits there before it forks the command);
 //   4. it is moved into the cgroups → UnitLaunched; the agent tracks it → UnitTracked;
-//   5. the gate opens: fds above 2 are closed (none reaches the job: CRIU needs that) and the
-//      command is exec'd. Everything it forks from then on is seen by the agent.
+//   5. the gate opens: fds above 2 are closed, the gate too (none reaches the job: CRIU needs that)
+//      and the command is exec'd. Everything it forks from then on is seen by the agent.
+// A foreground launch learns the command's end from the log, as the agent recorded it: the job
+// holds nothing that leads back to the launcher, so it can be checkpointed while it waits.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { delimiter, join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, timeout } from 'rxjs';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import { jobMembership } from '../../projections/jobs.js';
 import type { JobOptions, Limits, UnitCgroup } from '../../domain/events/job.js';
-import { jobStream, type NodeId } from '../../domain/identity.js';
+import { jobStream, type NodeId, type ProcessRef } from '../../domain/identity.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 
 export const MAIN_UNIT = 'main';
 
 /**
- * The unit's init (adapters/agent/unit-init.c): a child subreaper that waits for the launcher's
- * go on fd 3, closes every descriptor above 2 (fd 3, and any the launcher inherited without
- * close-on-exec: libuv does not close those), forks the command and stays the unit's first
- * process, so processes that daemonize are re-parented to it and the unit remains one tree.
- * It reports the command's end on fd 4 when given one (the foreground ckpt run waits for it).
+ * The unit's init (adapters/agent/unit-init.c): PID 1 of the unit's own PID namespace (where the
+ * node can make one) and a child subreaper. It reports its host PID on fd 3 ("root PID"), waits
+ * for the launcher's go there, closes every descriptor above 2 (fd 3, and any the launcher
+ * inherited without close-on-exec: libuv does not close those), forks the command and stays the
+ * unit's first process, so processes that daemonize are re-parented to it and the unit remains
+ * one tree whose root is a namespace init. The command is the init's first and only fork. The
+ * process spawned here is not that init: it only makes the namespace, reports the init and exits.
  */
 export const unitInitPath: string = fileURLToPath(new URL('../../native/ckpt-unit-init', import.meta.url));
 
@@ -60,7 +64,7 @@ export interface LaunchRequest {
   readonly options?: JobOptions;
   /** stdio of the root: inherited (foreground) or file descriptors (detached). */
   readonly stdio: ['inherit' | 'ignore' | number, 'inherit' | number, 'inherit' | number];
-  /** Report the command's end (foreground): see Launched.ended. */
+  /** Follow the command's end in the log (foreground): see Launched.ended. */
   readonly reportEnd?: boolean;
   readonly agentTimeoutMs?: number;
   readonly onProgress?: (what: string) => void;
@@ -71,8 +75,11 @@ export type CommandEnd = { readonly exit: number } | { readonly signal: number }
 
 export interface Launched {
   readonly child: ChildProcess;
-  /** Foreground launches: resolves when the command ends (its daemons may live on in the unit). */
+  /** Foreground launches: resolves when the command's exit is recorded (its daemons may live on
+   *  in the unit). A checkpoint --stop or kill -9 of the job ends it too ({signal: 9}); a restart
+   *  of the job is another process: it is not followed. */
   readonly ended?: Promise<CommandEnd>;
+  /** The unit's root (its init) as the host sees it: PID 1 of the unit's PID namespace inside. */
   readonly pid: number;
   readonly startTime: number;
 }
@@ -105,45 +112,88 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   const cgroups = (created.data as { cgroups: UnitCgroup[] }).cgroups;
 
   if (!existsSync(unitInitPath)) throw new LaunchError(`${unitInitPath} is missing: build ckpt with a C compiler (npm run build)`);
-  const child = spawn(unitInitPath, [...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe', ...(r.reportEnd ? ['pipe' as const] : [])] });
-  const gate = child.stdio[3] as NodeJS.WritableStream | null;
-  const ended = r.reportEnd ? commandEnd(child) : undefined;
+  const child = spawn(unitInitPath, [...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe'] });
+  // Node's 'pipe' for fd 3 is a unix socket pair: the init reports its PID on it, then reads the go.
+  const gate = child.stdio[3] as Duplex | null;
+  let rootPid: number | undefined;
   const fail = async (reason: string): Promise<never> => {
-    child.kill('SIGKILL');
+    for (const pid of [rootPid, child.pid]) {
+      try {
+        if (pid !== undefined) process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
     await r.store.append(jobStream(r.job), [{ type: 'UnitLaunchFailed', data: { unit, node: r.node, reason } }]);
     throw new LaunchError(reason);
   };
   if (!child.pid || !gate) return fail(`could not start ${unitInitPath} for the unit`);
+  rootPid = await reportedRoot(gate).catch((error: Error) => fail(error.message));
+  // Before the go, the root has forked nothing: moving it alone moves the whole unit.
   try {
-    addProcess(cgroups, child.pid);
+    addProcess(cgroups, rootPid);
   } catch (error) {
     return fail(`could not move the root into the unit’s cgroups: ${(error as Error).message}`);
   }
-  const stat = readStat(child.pid);
-  const groups = readCgroups(child.pid);
+  const stat = readStat(rootPid);
+  const groups = readCgroups(rootPid);
   if (!stat || !groups) return fail('the root process exited before it was launched');
+  const root = { pid: stat.pid, startTime: stat.startTime };
   const launched = await r.store.append(jobStream(r.job), [
-    { type: 'UnitLaunched', data: { unit, node: r.node, root: { pid: stat.pid, startTime: stat.startTime }, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, cgroup: primaryCgroup(groups) } },
+    { type: 'UnitLaunched', data: { unit, node: r.node, root, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, cgroup: primaryCgroup(groups) } },
   ]);
   r.onProgress?.('waiting for the node agent to track the unit');
   const tracked = await waitFor(r.store, r.job, launched.revision + 1, (e) => (e.type === 'UnitTracked' || e.type === 'UnitLaunchFailed') && e.data.unit === unit, 'track the unit', ms).catch((error: Error) => fail(error.message));
   if (tracked.type === 'UnitLaunchFailed') return fail(tracked.data.reason);
+  const ended = r.reportEnd ? commandEnd(r.store, r.job, unit, root, tracked.revision + 1) : undefined;
   gate.end('go\n');
   return { child, pid: stat.pid, startTime: stat.startTime, ...(ended && { ended }) };
 };
 
-/** Reads the init's "exit N" / "signal N" line; if the init itself died without one, its own end counts. */
-const commandEnd = (child: ChildProcess): Promise<CommandEnd> => {
-  const initEnd = new Promise<CommandEnd>((resolve) =>
-    child.once('exit', (code, signal) => resolve(signal ? { signal: osConstants.signals[signal] } : { exit: code ?? 125 })),
-  );
-  return new Promise((resolve) => {
-    let reported: CommandEnd | undefined;
-    const lines = createInterface({ input: child.stdio[4] as NodeJS.ReadableStream });
-    lines.on('line', (line) => {
-      const m = /^(exit|signal) (\d+)$/.exec(line);
-      if (m) reported ??= m[1] === 'exit' ? { exit: Number(m[2]) } : { signal: Number(m[2]) };
-    });
-    lines.on('close', () => (reported ? resolve(reported) : void initEnd.then(resolve)));
+/** The init's first line on fd 3: "root PID" (its host PID: a new PID namespace's PID 1, or itself). */
+const reportedRoot = (gate: Duplex): Promise<number> =>
+  new Promise((resolve, reject) => {
+    let text = '';
+    const done = (error?: Error, pid?: number) => {
+      gate.off('data', onData).off('end', onEnd).off('error', done);
+      gate.pause();
+      if (error) reject(error);
+      else resolve(pid!);
+    };
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      const newline = text.indexOf('\n');
+      if (newline === -1) return;
+      const m = /^root (\d+)$/.exec(text.slice(0, newline));
+      done(m ? undefined : new Error(`${unitInitPath} said "${text.slice(0, newline)}" instead of its root's PID`), Number(m?.[1]));
+    };
+    const onEnd = () => done(new Error(`${unitInitPath} ended before it reported the unit’s root`));
+    gate.on('data', onData).once('end', onEnd).once('error', done);
   });
+
+/**
+ * The command's end as the node agent recorded it: the command is the root's first fork after
+ * the unit is tracked (the init forks nothing else), and its ProcessExited says how it ended
+ * (ProcessVanished: unknown, 125). Should the root end before that fork is seen (the command
+ * could not be forked, or the agent missed it), the root's own end counts.
+ */
+const commandEnd = (store: EventStore, job: string, unit: string, root: ProcessRef, from: number): Promise<CommandEnd> => {
+  let command: ProcessRef | undefined;
+  const isEnd = (e: RecordedEvent) => e.type === 'ProcessExited' || e.type === 'ProcessVanished';
+  return firstValueFrom(
+    store.subscribeStream(jobStream(job), { from }).pipe(
+      filter((e) => {
+        const data = e.data as { unit?: string; parent?: ProcessRef; child?: ProcessRef; process?: ProcessRef };
+        if (data.unit !== unit) return false;
+        if (!command && e.type === 'ProcessForked' && sameProcess(data.parent, root)) command = data.child;
+        return isEnd(e) && (sameProcess(data.process, root) || (command !== undefined && sameProcess(data.process, command)));
+      }),
+    ),
+  )
+    .then((e): CommandEnd => {
+      const { status, signal } = e.data as { status?: number | null; signal?: number | null };
+      return signal ? { signal } : { exit: status ?? 125 };
+    })
+    .catch((): CommandEnd => ({ exit: 125 }));
 };
+const sameProcess = (a: unknown, b: ProcessRef) => (a as ProcessRef | undefined)?.pid === b.pid && (a as ProcessRef).startTime === b.startTime;

@@ -6,7 +6,8 @@
 // - lost kernel events (ENOBUFS) are recorded as ObservationGap and followed by a /proc
 //   reconciliation over the unit's cgroups and the descendants of known members;
 // - processes outside the job that share a pipe, unix socket or SysV shm with a member are
-//   recorded as dependents.
+//   recorded as dependents;
+// - ckpt's own processes (this agent and its helpers: proc connector, criu, unshare) are never either.
 // It also serves the launch protocol of `ckpt run`: UnitAssigned → cgroups created,
 // UnitLaunched (root held at a gate) → tracked → UnitTracked, after which the root may exec.
 import { readFileSync } from 'node:fs';
@@ -26,6 +27,7 @@ import { createUnitCgroups, detectCgroups, removeUnitCgroups, unitProcesses, typ
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
 import {
   clockTicksPerSecond,
+  descendantsOf,
   findDependents,
   openResources,
   primaryCgroup,
@@ -297,7 +299,10 @@ export class NodeAgent {
       this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node: this.#o.node, reason: 'the root process was gone before it could be tracked' } });
       return;
     }
-    this.#track(job, unit.unit, stat, root.cgroup);
+    const t = this.#track(job, unit.unit, stat, root.cgroup);
+    // UnitLaunched does not say who the root's parent is: the process that made its PID namespace
+    // has exited by now and left it to PID 1 (or a subreaper).
+    if (stat.ppid !== root.ppid) this.#emit(job, { type: 'ProcessReparented', data: { ...this.#on(t), ppid: stat.ppid } });
     const resources = openResources(root.pid);
     const stdio = resources ? [...resources.pipes, ...resources.unixSockets] : [];
     this.#emit(job, { type: 'UnitTracked', data: { unit: unit.unit, node: this.#o.node, root: { pid: root.pid, startTime: root.startTime }, stdio } });
@@ -496,16 +501,21 @@ export class NodeAgent {
     }
     const children = new Map<number, ProcStat[]>();
     for (const p of all) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p]);
+    // criu restoring into a unit's cgroups (and the shell that moves it there) is not the unit's.
+    const helpers = this.#helpers(all);
     for (const job of this.#jobs.keys()) {
       for (const unit of this.#myUnits(job)) {
         if (unit.phase !== 'running' && unit.phase !== 'launched') continue;
         const inCgroups = new Set(unit.cgroups.length > 0 ? safe(() => unitProcesses(unit.cgroups), []) : []);
-        const queue = [...this.#tracked.values()].filter((t) => t.job === job && t.unit === unit.unit).map((t) => t.pid);
+        // From the members alive as themselves: a PID some member left behind is someone else's now.
+        const queue = [...this.#tracked.values()].filter((t) => t.job === job && t.unit === unit.unit && byPid.get(t.pid)?.startTime === t.startTime).map((t) => t.pid);
         const found = new Set<number>(inCgroups);
         for (let pid = queue.pop(); pid !== undefined; pid = queue.pop()) {
           for (const c of children.get(pid) ?? []) if (!found.has(c.pid)) (found.add(c.pid), queue.push(c.pid));
         }
-        const fresh = [...found].map((pid) => byPid.get(pid)).filter((p): p is ProcStat => !!p && !this.#tracked.has(p.pid));
+        // A zombie has exited already (its exit seen, or lost): never a new member. A checkpoint's
+        // cut may hold one (a parent frozen before reaping it); verify accepts it as such.
+        const fresh = [...found].map((pid) => byPid.get(pid)).filter((p): p is ProcStat => !!p && p.state !== 'Z' && !this.#tracked.has(p.pid) && !helpers.has(p.pid));
         for (const p of fresh.sort((a, b) => a.startTime - b.startTime || a.pid - b.pid)) {
           const parent = this.#tracked.get(p.ppid);
           const groups = readCgroups(p.pid);
@@ -520,15 +530,19 @@ export class NodeAgent {
   }
 
   #scanDependencies() {
+    const all = scanProcesses();
+    const now = new Map(all.map((p) => [p.pid, p.startTime]));
     // Only the job's own processes make others dependents: dependency is not transitive, or a
     // shell reading a dependent's output would be pulled in, and whatever that shell touches.
-    const members = [...this.#tracked.values()].filter((t) => !t.dependent).map((t) => t.pid);
+    // A member whose exit is not seen yet may have left its PID to another process (after a PID
+    // wrap, even to this agent): only the members still alive as themselves are read.
+    const members = [...this.#tracked.values()].filter((t) => !t.dependent && now.get(t.pid) === t.startTime).map((t) => t.pid);
     if (members.length === 0) return;
     const stdio = new Set<string>();
     for (const [job] of this.#jobs) for (const u of this.#myUnits(job)) for (const i of u.stdio) stdio.add(i);
     let dependents;
     try {
-      dependents = findDependents(members, undefined, { ignore: new Set([process.pid]) });
+      dependents = findDependents(members, all, { ignore: this.#helpers(all) });
     } catch (error) {
       this.#o.log?.(`dependency scan failed: ${(error as Error).message}`);
       return;
@@ -551,6 +565,18 @@ export class NodeAgent {
         data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode, ...(d.name && { name: d.name }) },
       });
     }
+  }
+
+  /**
+   * ckpt's own processes: this agent and what it runs (the proc-connector helper, criu, the
+   * shell that moves criu into a unit's cgroups, unshare), never members or dependents of a job.
+   * Found by descent from the agent, not through a tracked member: what criu restores is the
+   * job's as soon as it is adopted, though criu is still its parent.
+   */
+  #helpers(all: readonly ProcStat[]): Set<number> {
+    const members = new Set([...this.#tracked.values()].map((t) => `${t.pid}@${t.startTime}`));
+    const table = all.filter((p) => p.pid === process.pid || !members.has(`${p.pid}@${p.startTime}`));
+    return new Set([process.pid, ...descendantsOf([process.pid], table).map((p) => p.pid)]);
   }
 
   // ── appending: one batch per job stream per tick, in order ──────────────────────────────────

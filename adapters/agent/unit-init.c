@@ -1,19 +1,34 @@
 /*
  * ckpt-unit-init: the first process of every job unit, so that a unit is always ONE process tree.
  *
- *   ckpt-unit-init COMMAND [ARGS...]      (fd 3: the launcher's gate; fd 4, optional: status pipe)
+ *   ckpt-unit-init COMMAND [ARGS...]      (fd 3: the launcher's gate)
  *
  * CRIU dumps one tree per call. A double-forked daemon would be re-parented to PID 1 and leave
  * the command's tree; as a child subreaper this init adopts it instead, so `criu dump -t INIT`
  * captures every process of the unit, and a restore brings every escapee back with it.
  *
+ * The unit gets its own PID namespace (CLONE_NEWPID, no other namespace) whose PID 1 is this
+ * init: every dump's root is then a namespace init, and CRIU recreates the namespace at each
+ * restore, so the original PIDs never collide with live processes and the unit can be
+ * checkpointed and restored again and again in the same shape. The process started by the
+ * launcher unshares, forks that PID 1, reports it on fd 3 as "root HOSTPID" and exits: nothing
+ * outside the dumped tree stays behind. The mount namespace is shared, so /proc inside the job
+ * shows host PIDs (getpid() says 1 in the init, /proc/self is the host's view). Where no PID
+ * namespace can be made (no CAP_SYS_ADMIN, a kernel without it) the init runs as before and
+ * reports its own PID.
+ *
+ * 0. unshare(CLONE_NEWPID) and fork the namespace's PID 1, which becomes a session leader (CRIU
+ *    refuses a namespace init whose session leader is outside the namespace); report its PID;
  * 1. PR_SET_CHILD_SUBREAPER; wait for "go" on fd 3 (EOF without it: exit 125, nothing runs);
- * 2. close every descriptor above 2 except the status pipe (CRIU cannot dump what leads outside);
- * 3. fork the command (signal dispositions reset, exec'd in place of the child);
- * 4. reap every descendant. When the command ends, write "exit N" or "signal N" to fd 4 (the
- *    foreground `ckpt run` returns then), and let go of the caller's stdio so a lingering daemon
- *    does not hold the caller's pipes open;
- * 5. when no descendant is left, end the way the command ended (same exit status or signal).
+ * 2. close every descriptor above 2, the gate too: nothing of the unit leads back to the launcher
+ *    (CRIU refuses a unix socket to a process outside the dumped tree);
+ * 3. fork the command (signal dispositions reset, exec'd in place of the child): the init's first
+ *    and only fork, so the log's first ProcessForked of the root is the command;
+ * 4. reap every descendant. The foreground `ckpt run` learns the command's end from the log (its
+ *    ProcessExited), not from the init. When the command ends, let go of the caller's stdio so a
+ *    lingering daemon does not hold the caller's pipes open through the init;
+ * 5. when no descendant is left, end the way the command ended (same exit status or signal; a
+ *    namespace init cannot kill itself with a signal: it exits with 128 + the signal then).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -24,21 +39,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define GATE_FD 3
-#define STATUS_FD 4
 
-static void close_fds_above(int keep) {
+static void close_fds_above_2(void) {
   DIR *d = opendir("/proc/self/fd");
   if (!d) return;
   int self = dirfd(d);
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     int fd = atoi(e->d_name);
-    if (fd > 2 && fd != self && fd != keep) close(fd);
+    if (fd > 2 && fd != self) close(fd);
   }
   closedir(d);
 }
@@ -63,22 +78,47 @@ static void detach_stdio(void) {
   if (null > 2) close(null);
 }
 
+/* "root PID\n" on fd 3: the launcher moves that process into the unit's cgroups, then says go. */
+static int report_root(pid_t root) {
+  char line[32];
+  int n = snprintf(line, sizeof line, "root %d\n", (int)root);
+  return write(GATE_FD, line, (size_t)n) == n;
+}
+
+/* Returns in the process that is the unit's root: a new PID namespace's PID 1 when one could be
+ * made (the caller exits then), else the caller itself. */
+static void become_root(void) {
+  if (unshare(CLONE_NEWPID) != 0) {
+    if (!report_root(getpid())) exit(125);
+    return;
+  }
+  pid_t init = fork();
+  if (init < 0) {
+    perror("ckpt-unit-init: fork of the PID namespace's init");
+    exit(125);
+  }
+  if (init > 0) _exit(report_root(init) ? 0 : 125);
+  if (setsid() < 0) {
+    perror("ckpt-unit-init: setsid");
+    _exit(125);
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: ckpt-unit-init COMMAND [ARGS...] (started by ckpt run)\n");
     return 125;
   }
+  become_root();
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
     perror("ckpt-unit-init: PR_SET_CHILD_SUBREAPER");
     return 125;
   }
   if (!wait_for_go()) return 125;
-  int status_fd = fcntl(STATUS_FD, F_GETFD) == -1 ? -1 : STATUS_FD;
-  close_fds_above(status_fd);
-  if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
+  close_fds_above_2();
 
   /* The foreground launcher forwards SIGINT/SIGTERM/SIGHUP to the whole process group: they are
-   * meant for the command. SIGPIPE: the status reader may be gone (a detached job). */
+   * meant for the command. SIGPIPE: the caller's stdout may be gone. */
   int ignored[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGTTOU, SIGTTIN};
   sigset_t none;
   sigemptyset(&none);
@@ -105,13 +145,6 @@ int main(int argc, char **argv) {
     }
     if (pid != command) continue;
     command_status = st;
-    if (status_fd >= 0) {
-      char line[32];
-      int n = WIFSIGNALED(st) ? snprintf(line, sizeof line, "signal %d\n", WTERMSIG(st)) : snprintf(line, sizeof line, "exit %d\n", WEXITSTATUS(st));
-      if (write(status_fd, line, (size_t)n) < 0) { /* nobody listens: a detached job */ }
-      close(status_fd);
-      status_fd = -1;
-    }
     detach_stdio();
   }
   if (WIFSIGNALED(command_status)) {
@@ -121,6 +154,7 @@ int main(int argc, char **argv) {
     signal(sig, SIG_DFL);
     sigprocmask(SIG_SETMASK, &none, NULL);
     kill(getpid(), sig);
+    if (getpid() == 1) return 128 + sig; /* ignored by the kernel: a namespace init's own signal */
   }
   return WIFEXITED(command_status) ? WEXITSTATUS(command_status) : 125;
 }

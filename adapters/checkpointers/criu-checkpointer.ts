@@ -4,11 +4,11 @@
 // one tree) and leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
 import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { CANCEL, RELEASE, type Checkpointer, type RestoreTarget, type UnitTarget } from '../../domain/checkpointer.js';
+import { CANCEL, DEFAULT_FREEZE_BUDGET_MS, RELEASE, type Checkpointer, type RestoreTarget, type UnitTarget } from '../../domain/checkpointer.js';
 import type { Capabilities } from '../../domain/events/node.js';
 import { describeFailure, type Failure } from '../../domain/failure.js';
 import { preflight, type NodeCheckpointerFacts } from '../../domain/preflight.js';
-import { freezeUnit, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
+import { freezeForDump, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
 import { unitResources } from '../tracking/resources.js';
@@ -56,9 +56,10 @@ export class CriuCheckpointer implements Checkpointer {
     if (failure) throw Object.assign(new Error([failure, ...more].map(describeFailure).join('; ')), { failure });
   }
 
+  /** Frozen with no task CRIU could not seize (freezeForDump), within the unit's freeze budget. */
   async freeze(u: UnitTarget) {
     if (!freezerOf(u.cgroups)) return { processes: unitProcesses(u.cgroups).length, durationMs: 0 }; // tree scope: criu freezes with ptrace
-    const { durationMs } = await freezeUnit(u.cgroups);
+    const { durationMs } = await freezeForDump(u.cgroups, u.freezeBudgetMs ?? DEFAULT_FREEZE_BUDGET_MS);
     return { processes: unitProcesses(u.cgroups).length, durationMs };
   }
 

@@ -1,5 +1,5 @@
-// CRIU building blocks: find a working criu, run it as a command (probes), its errors, and wait
-// until a dump's PIDs are free again. What a criu can do on this node: criu-probe.ts. Dumps and
+// CRIU building blocks: find a working criu, run it as a command (probes), and its errors. What
+// a criu can do on this node: criu-probe.ts. Waiting for PIDs: tracking/pids.ts. Dumps and
 // restores go over CRIU's RPC interface: criu-dump.ts, criu-restore.ts (criu-rpc.ts is the
 // client); criu-restore-pidns.ts restores into a new PID namespace with criu as its init.
 //
@@ -7,19 +7,20 @@
 //  - CRIU < 4.1 fails on kernels ≥ 6.13 (vDSO/vvar layout); every run logs a harmless
 //    "rlimit: Can't setup RLIMIT_NOFILE" error line: judge by the exit code, never by that line.
 //  - restore fails with "Can't fork for PID: File exists" while any dumped PID is still used as a
-//    pid, pgid or sid (including an unreaped zombie): waitPidsGone, or restore in a new PID namespace.
+//    pid, pgid or sid (including an unreaped zombie): waitPidsGone (tracking/pids.ts), or restore in
+//    a new PID namespace. A unit's tree is rooted in its own PID namespace's init (ckpt-unit-init)
+//    since launch: CRIU then recreates that namespace at every restore and nothing collides.
 //
 // criu is always run from an argument array (never a shell string), with stdin closed and its own
 // output piped. Node cannot close fds it inherited without FD_CLOEXEC in a child: start the agent
 // without stray fds (the processes to dump must not have any either: CRIU dumps pipes whose other
 // end is outside the tree and cannot dump unix sockets connected to the outside).
 import { execFileSync, spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { accessSync, constants, readFileSync, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { scanProcesses } from '../tracking/procfs.js';
 
 export const MIN_CRIU_VERSION = '4.1';
 
@@ -221,55 +222,3 @@ export class CriuError extends Error {
     return this.details.criuErrmsg;
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Waiting for PIDs to be free
-
-/** PIDs (of `pids`) still in use as a pid (zombies and thread ids included), pgid or sid. */
-export const pidsInUse = (pids: readonly number[]): number[] => {
-  const wanted = new Set(pids);
-  const used = new Set<number>();
-  for (const pid of wanted) if (existsSync(`/proc/${pid}`)) used.add(pid);
-  if (used.size < wanted.size) {
-    for (const p of scanProcesses()) {
-      if (wanted.has(p.pgid)) used.add(p.pgid);
-      if (wanted.has(p.sid)) used.add(p.sid);
-    }
-  }
-  return [...used].sort((a, b) => a - b);
-};
-
-/**
- * Resolves when none of `pids` exists as a process (zombies count: PID 1 reaps orphans 1–2 s late
- * here), thread, process group or session; rejects after timeoutMs naming the ones still in use.
- */
-export const waitPidsGone = async (pids: readonly number[], timeoutMs = 10_000): Promise<void> => {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const used = pidsInUse(pids);
-    if (used.length === 0) return;
-    if (Date.now() > deadline) {
-      const detail = used.map((p) => `${p}${describeUse(p)}`).join(', ');
-      throw new Error(`PIDs still in use after ${timeoutMs} ms: ${detail}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
-
-const describeUse = (pid: number): string => {
-  try {
-    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)\s+/, '').split(' ')[0];
-    return state === 'Z' ? ' (zombie: its parent has not reaped it)' : ' (running)';
-  } catch {
-    return ' (as a pgid/sid of another process)';
-  }
-};
-
-/** The PID namespace of a process, e.g. "pid:[4026531836]" (undefined when it is gone). */
-export const pidNamespaceOf = (pid: number | 'self'): string | undefined => {
-  try {
-    return readlinkSync(`/proc/${pid}/ns/pid`);
-  } catch {
-    return undefined;
-  }
-};

@@ -29,8 +29,12 @@ export type CheckpointOptions = t.TypeOf<typeof CheckpointOptions>;
 export const CheckpointRequested = defineEvent(
   'CheckpointRequested',
   'request',
-  record({ request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt }, { tcpEstablished: t.boolean, fileLocks: t.boolean }),
-  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration), maybe with established TCP connections or file locks.',
+  record(
+    { request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt },
+    /** freezeBudgetMs: how long each unit may take to freeze cleanly; absent: the default (DEFAULT_FREEZE_BUDGET_MS). */
+    { tcpEstablished: t.boolean, fileLocks: t.boolean, freezeBudgetMs: PositiveInt },
+  ),
+  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration), maybe with established TCP connections or file locks, or a freeze budget.',
 );
 export const CheckpointPlanned = defineEvent(
   'CheckpointPlanned',

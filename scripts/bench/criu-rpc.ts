@@ -10,9 +10,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { locateCriu, runCriu, waitPidsGone } from '../../adapters/checkpointers/criu.js';
+import { locateCriu, runCriu } from '../../adapters/checkpointers/criu.js';
 import { dumpTree } from '../../adapters/checkpointers/criu-dump.js';
 import { restoreTree } from '../../adapters/checkpointers/criu-restore.js';
+import { waitPidsGone } from '../../adapters/tracking/pids.js';
 import { median, sleep } from './run.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '7' } } });

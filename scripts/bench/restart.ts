@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { EventStore } from '../../domain/event-store.js';
 import { storeId } from '../../adapters/agent/daemon.js';
-import { locateCriu, waitPidsGone } from '../../adapters/checkpointers/criu.js';
+import { locateCriu } from '../../adapters/checkpointers/criu.js';
+import { waitPidsGone } from '../../adapters/tracking/pids.js';
 import { readPstree } from '../../adapters/checkpointers/criu-images.js';
 import { imagesRoot, unitImagesDir, verifyVersion } from '../../adapters/images/image-store.js';
 import { openEventStore } from '../../adapters/store/open.js';
@@ -233,7 +234,8 @@ try {
   }
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   report(rounds, first, version);
-  if (pidNamespaces > 0) console.log(`  ckpt restored into a new PID namespace in ${pidNamespaces} rounds although the PIDs had been freed`);
+  // Units run in a PID namespace of their own: CRIU makes a new one at every restore.
+  console.log(`  ckpt restored into a new PID namespace in ${pidNamespaces} of ${ROUNDS} rounds`);
   const v = verifyVersion(imagesRoot(home), JOB, version);
   console.log(`  committed v${version} after all restores: ${v.ok ? `verifies (${v.files} files, ${(v.bytes / 1e6).toFixed(1)} MB)` : `DOES NOT verify: ${v.problems.map((p) => `${p.path} ${p.problem}`).join(', ')}`}`);
 } finally {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { storeId } from '../../adapters/agent/daemon.js';
+import { readStat } from '../../adapters/tracking/procfs.js';
 
 export const CLI = fileURLToPath(new URL('../../adapters/cli/main.js', import.meta.url));
 
@@ -27,6 +28,16 @@ const removeCgroups = (dir: string) => {
   }
   for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) spawnSync('kill', ['-9', pid]);
   for (let i = 0; i < 50 && spawnSync('rmdir', [dir]).status !== 0; i++) spawnSync('sleep', ['0.1']);
+};
+
+/**
+ * SIGKILLs the running members of a `ckpt ps --json` listing — each only if the process with that
+ * PID is still the one the log knows (same start time). PIDs wrap fast here (pid_max 32768, tests
+ * fork thousands): a member whose exit was not seen yet may have its PID taken by any process,
+ * and a bare `kill -9 PID` would hit it.
+ */
+export const killMembers = (rows: readonly PsRow[]): void => {
+  for (const m of rows) if (m.state === 'running' && readStat(m.pid)?.startTime === m.startTime) spawnSync('kill', ['-9', String(m.pid)]);
 };
 
 export const jobHarness = (prefix: string, defaultNode: string) => {

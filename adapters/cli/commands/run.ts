@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync } from 'node:fs';
 import { userInfo } from 'node:os';
+import { isatty } from 'node:tty';
 import { basename, join } from 'node:path';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { WrongExpectedRevisionError } from '../../../domain/event-store.js';
@@ -9,6 +10,7 @@ import { startAgent } from '../../agent/daemon.js';
 import { launchUnit, MAIN_UNIT, resolveCommand } from '../../agent/launcher.js';
 import { ckptHome } from '../../store/open.js';
 import { flag, integerOption, sizeOption, stringOption, UsageError } from '../args.js';
+import { relayAppended, type Relay } from '../output-relay.js';
 import { EXIT, type Command } from '../command.js';
 import { needRoot, openStore, storeUrlOf } from '../store.js';
 import { nodeOf } from './agent.js';
@@ -28,7 +30,14 @@ export const runCommand: Command = {
     'file descriptor above 2, and records every fork, exec, exit, session, process-group and cgroup',
     'change of it and of everything it starts — even processes that leave the session or daemonize.',
     'In the foreground the job’s output passes through, SIGINT/SIGTERM/SIGHUP are forwarded to its',
-    'process group, and ckpt exits with the job’s exit status (128+N when killed by signal N).',
+    'process group, and ckpt exits with the command’s exit status (128+N when killed by signal N) as',
+    'the node agent recorded it. Output that is not a terminal (a pipe, a file: CI, | tee) is written',
+    'to $CKPT_HOME/jobs/JOB/UNIT.out (stdout) and UNIT.err (stderr) and copied from there, so the job',
+    'holds nothing of ckpt’s and can be checkpointed; a terminal stays the job’s own (a checkpoint is',
+    'then refused: tty). Killed by a checkpoint --stop or kill -9, the job ends this ckpt run with',
+    '137; `ckpt restart JOB` brings it back detached, writing on into UNIT.out and UNIT.err.',
+    'stdin stays the job’s: a pipe or file is taken by a checkpoint (a pipe reads end-of-file after',
+    'a restart), a terminal or a socket makes a checkpoint refused (run with < /dev/null then).',
     'With --detach, ckpt prints the job id once the job runs and is tracked, and returns; output goes',
     'to $CKPT_HOME/jobs/JOB/main.out. The node agent that tracks jobs is started on demand and keeps',
     'running in the background (ckpt agent status|stop). Needs root (proc connector, cgroups).',
@@ -78,12 +87,25 @@ export const runCommand: Command = {
     const store = openStore(args);
     let stdio: Parameters<typeof launchUnit>[0]['stdio'] = ['inherit', 'inherit', 'inherit'];
     let output: string | undefined;
-    if (detach) {
-      const dir = join(home, 'jobs', job);
+    const relayed: Array<{ path: string; from: number; to: NodeJS.WritableStream }> = [];
+    const relays: Relay[] = [];
+    const dir = join(home, 'jobs', job);
+    const outputFile = (name: string) => {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
+      return openSync(join(dir, name), 'a', 0o600);
+    };
+    if (detach) {
       output = join(dir, `${unit}.out`);
-      const fd = openSync(output, 'a', 0o600);
+      const fd = outputFile(`${unit}.out`);
       stdio = ['ignore', fd, fd];
+    } else {
+      // A terminal stays the job's; pipes and files are relayed (see output-relay.ts).
+      for (const [index, to, suffix] of [[1, process.stdout, 'out'], [2, process.stderr, 'err']] as const) {
+        if (isatty(index)) continue;
+        const fd = outputFile(`${unit}.${suffix}`);
+        stdio[index] = fd;
+        relayed.push({ path: join(dir, `${unit}.${suffix}`), from: fstatSync(fd).size, to });
+      }
     }
     try {
       const user = userInfo();
@@ -92,8 +114,8 @@ export const runCommand: Command = {
         throw error;
       });
       if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+      for (const fd of new Set(stdio)) if (typeof fd === 'number') closeSync(fd);
       if (detach) {
-        for (const fd of new Set(stdio)) if (typeof fd === 'number') closeSync(fd);
         launched.child.unref();
         console.log(flag(args, 'json') ? JSON.stringify({ job, node, unit, pid: launched.pid, startTime: launched.startTime, output }) : job);
         return EXIT.ok;
@@ -107,11 +129,13 @@ export const runCommand: Command = {
       };
       const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
       for (const [s, h] of handlers) process.on(s, h);
+      for (const r of relayed) relays.push(await relayAppended(r.path, r.from, r.to));
       const end = await launched.ended!;
       for (const [s, h] of handlers) process.off(s, h);
       launched.child.unref();
       return 'exit' in end ? end.exit : 128 + end.signal;
     } finally {
+      await Promise.all(relays.map((r) => r.finish()));
       await store.close();
     }
   },
