@@ -129,7 +129,7 @@ export const callCriu = async (call: CriuCall): Promise<CriuReply> => {
   const args = [...(call.cgroups ?? []).flatMap((dir) => ['--cgroup', dir]), '--', call.criu];
   const started = performance.now();
   // Its own process group: a timeout kills the bridge and criu together.
-  const child = spawn(swrkBridgePath, args, { stdio: ['pipe', 'pipe', 'pipe', ...fds], detached: true });
+  const child = spawn(swrkBridgePath, args, { stdio: ['pipe', 'pipe', 'pipe', ...fds], detached: true, cwd: call.workDir ?? call.imagesDir });
   for (const fd of fds) closeSync(fd);
   const { stdin, stdout, stderr: errors } = child as unknown as { stdin: Writable; stdout: Readable; stderr: Readable };
 

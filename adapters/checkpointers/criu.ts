@@ -87,21 +87,22 @@ export const candidatesOnPath = (name: string, env: NodeJS.ProcessEnv): string[]
 };
 
 /**
- * The criu to use: $CKPT_CRIU as is (even if it does not exist: probeCriu then says so), else a
- * system criu reporting ≥ 4.1, else `<repoRoot>/.criu/bin/criu` (what scripts/install-criu.sh
- * installs) if executable; undefined when there is none.
+ * The criu to use: $CKPT_CRIU as is (even if it does not exist: probeCriu then says so), else
+ * `<repoRoot>/.criu/bin/criu` (what scripts/install-criu.sh installs) if executable, else a system
+ * criu reporting ≥ 4.1; undefined when there is none.
  */
 export const locateCriu = (env: NodeJS.ProcessEnv = process.env, repoRoot: string = DEFAULT_REPO_ROOT): string | undefined => {
   const explicit = env.CKPT_CRIU;
   if (explicit !== undefined && explicit !== '') return explicit;
+  // scripts/install-criu.sh installs into .criu only when no system criu passed its functional
+  // probe: when it is there, it wins over whatever the system has.
   const own = join(repoRoot, '.criu', 'bin', 'criu');
-  const ownReal = realOr(own);
+  if (isExecutable(own)) return own;
   for (const c of candidatesOnPath('criu', env)) {
-    if (realOr(c) === ownReal || realOr(c).startsWith(`${realOr(join(repoRoot, '.criu'))}/`)) continue;
     const v = criuVersion(c);
     if (v !== undefined && compareVersions(v, MIN_CRIU_VERSION) >= 0) return c;
   }
-  return isExecutable(own) ? own : undefined;
+  return undefined;
 };
 
 // ---------------------------------------------------------------------------------------------
