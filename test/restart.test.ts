@@ -20,7 +20,7 @@ const { work, h, ckpt, json, ps, history, cleanup } = jobHarness('ckpt-restart',
 test.after(() => cleanup(['rsnode', 'ra', 'rb']));
 
 interface Restored { unit: string; was: { pid: number; startTime: number }; now: { pid: number; startTime: number }; nsPid: number | null }
-interface RestartReport { outcome: string; restart: number | null; version: number | null; reason: string | null; units: Array<{ unit: string; pidNamespace?: boolean; waitedMs?: number }>; processes: Restored[]; durationMs: number | null }
+interface RestartReport { outcome: string; restart: number | null; version: number | null; reason: string | null; failure?: { class: string; message: string; hint?: string } | null; units: Array<{ unit: string; pidNamespace?: boolean; waitedMs?: number }>; processes: Restored[]; durationMs: number | null }
 
 const start = (job: string, command: string, extra: string[] = []) => {
   const r = ckpt(['run', '--detach', '--job', job, ...extra, '--', 'sh', '-c', command]);
@@ -52,7 +52,8 @@ test('a counter checkpointed, killed and restarted goes on from its checkpointed
   const { version } = checkpoint('count');
   const atCheckpoint = counter(file);
   await until('the counter to go on', () => counter(file) > atCheckpoint + 10);
-  const before = new Map(running('count').map((m) => [m.pid, m]));
+  // Every member the job ever had (the checkpointed `sleep 0.1` children have exited by now).
+  const members = new Set(ps('count').map((m) => `${m.pid}/${m.startTime}`));
   killAll('count'); // and restart at once: the killed PIDs are not reaped yet, which does not matter
   const { code, err, report } = restart('count');
   assert.is(code, 0, `${err} ${JSON.stringify(report)}`);
@@ -69,7 +70,7 @@ test('a counter checkpointed, killed and restarted goes on from its checkpointed
     const row = rows.find((m) => m.pid === p.now.pid && m.startTime === p.now.startTime)!;
     assert.ok(row, `restored ${p.now.pid} is a member`);
     assert.equal(row.restoredFrom!.pid, p.was.pid);
-    assert.ok(before.has(p.was.pid), `restored ${p.now.pid} was the member ${p.was.pid}`);
+    assert.ok(members.has(`${p.was.pid}/${p.was.startTime}`), `restored ${p.now.pid} was the member ${p.was.pid}`);
   }
   const root = rows.find((m) => m.reason === 'root' && m.state === 'running')!;
   assert.is(root.comm, 'ckpt-unit-init');
@@ -140,6 +141,8 @@ test('a changed byte in an image refuses the restart, naming the file; a strange
   assert.is(tampered.code, 1);
   assert.is(tampered.report.outcome, 'failed');
   assert.match(tampered.report.reason!, new RegExp(`UnitImagesVerifyFailed on unit main: [\\s\\S]*main/${pages}: SHA-256 [0-9a-f]{64}, the manifest says`), tampered.report.reason!);
+  assert.is(tampered.report.failure?.class, 'images', 'the failure class says the images are damaged');
+  assert.match(tampered.report.failure?.hint ?? '', /ckpt audit .*--verify/);
   assert.equal(running('guarded'), [], 'nothing was restored');
 
   // Another user, with write access to the store, asks for a restart: refused, on record.

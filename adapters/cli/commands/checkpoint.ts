@@ -44,7 +44,7 @@ const progressLine = (c: CheckpointSummary): string => {
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'Checkpoint a running job: every unit frozen, dumped, verified and committed together.',
-  usage: 'JOB [--wait] [--timeout DURATION] [--stop] [--tcp-established] [--file-locks] [--json]',
+  usage: 'JOB [--wait] [--timeout DURATION] [--freeze-budget DURATION] [--stop] [--tcp-established] [--file-locks] [--json]',
   description: [
     'Records a CheckpointRequested event; the coordinator (it runs inside every node agent) plans',
     'the checkpoint from the job’s membership at that point of the log — each unit is captured whole:',
@@ -59,6 +59,10 @@ export const checkpointCommand: Command = {
     'the job, or a socket the node’s CRIU cannot dump refuses the checkpoint, naming each one; the job',
     'keeps running. With --tcp-established --stop the connections stay locked until the restart on',
     'this node repairs them: a peer that stays connected keeps its connection.',
+    'A unit that does not freeze cleanly within the freeze budget (a task in uninterruptible I/O)',
+    'fails the checkpoint with class timeout, naming each task; the unit is thawed at once.',
+    'A failure is shown on one line: its class (socket, connection, mount, namespace, tty, file-lock,',
+    'space, permission, version, vanished, timeout, images), CRIU’s own message and what to do.',
     'Images: $CKPT_HOME/images/JOB/vN/UNIT/. Without --wait, ckpt returns once the checkpoint is',
     'planned (or refused); follow it with `ckpt checkpoints JOB`.',
     'Exit status 0 only when the checkpoint was committed (without --wait: planned).',
@@ -66,17 +70,19 @@ export const checkpointCommand: Command = {
   options: [
     { name: 'wait', short: 'w', description: 'wait for the outcome, showing progress' },
     { name: 'timeout', value: 'DURATION', description: 'deadline of the whole checkpoint, e.g. 30s or 2m (default 2m); reached → aborted' },
+    { name: 'freeze-budget', value: 'DURATION', description: 'how long each unit may take to freeze cleanly, e.g. 500ms or 5s (default 3s); over it → class timeout' },
     { name: 'stop', description: 'stop the job once the checkpoint is committed (to restart it elsewhere)' },
     { name: 'tcp-established', description: 'take established TCP connections too (TCP repair, the network locked during the dump); also: ckpt run --tcp-established' },
     { name: 'file-locks', description: 'take the file locks the job holds; also: ckpt run --file-locks' },
     { name: 'node', value: 'NAME', description: 'this node’s name, to start its agent if needed (default: $CKPT_NODE, else the host name)' },
-    { name: 'json', description: 'print {job, request, version, outcome, reason, units, processes, files, bytes, durationMs, frozenMs, manifest, images}' },
+    { name: 'json', description: 'print {job, request, version, outcome, reason, failure: {class, message, hint, log}, units, processes, files, bytes, durationMs, frozenMs, manifest, images}' },
   ],
   examples: ['sudo ckpt checkpoint nightly --wait', 'sudo ckpt checkpoint nightly --wait --timeout 30s --json', 'sudo ckpt checkpoint nightly --wait --stop'],
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt checkpoint JOB');
     const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
+    const freezeBudgetMs = durationOption(args, 'freeze-budget');
     const wait = flag(args, 'wait');
     const json = flag(args, 'json');
     const store = openStoreAsUser(args);
@@ -94,7 +100,7 @@ export const checkpointCommand: Command = {
         job,
         event: {
           type: 'CheckpointRequested',
-          data: { request, stop: flag(args, 'stop'), timeoutMs, ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }) },
+          data: { request, stop: flag(args, 'stop'), timeoutMs, ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }), ...(freezeBudgetMs !== undefined && { freezeBudgetMs }) },
         },
         relevant: (e) => CHECKPOINT_EVENT.test(e.type),
         summarize: (events) => foldCheckpoints(events).find((c) => c.request === request)!,
