@@ -32,7 +32,7 @@ const killAll = (job: string) => {
 };
 const checkpoint = (job: string) => {
   const r = ckpt(['checkpoint', job, '--wait', '--json']);
-  assert.is(r.code, 0, r.err);
+  assert.is(r.code, 0, `checkpoint of ${job}: ${r.err}${r.out}`);
   return JSON.parse(r.out) as { version: number };
 };
 const restart = (job: string, extra: string[] = []) => {

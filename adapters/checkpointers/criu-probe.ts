@@ -2,13 +2,13 @@
 // CRIU uses (`criu check --feature`), the cgroups, and — by really dumping and restoring a small
 // process (criu-functional-probe.ts) — inet sockets, established TCP, the network lock and file
 // locks. The agent records the result as CheckpointerProbed; the coordinator plans from it.
-import { accessSync, constants, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { release } from 'node:os';
 import type * as t from 'io-ts';
 import type { Capabilities, CheckpointerProbed } from '../../domain/events/node.js';
 import type { CheckpointScope } from '../../domain/identity.js';
 import { canFreeze, describeCgroups, detectCgroups, type CgroupLayout } from '../cgroups/unit-cgroups.js';
-import { compareVersions, criuErrorLines, criuVersion, MIN_CRIU_VERSION, runCriu } from './criu.js';
+import { compareVersions, criuErrorLines, criuVersion, isExecutable, MIN_CRIU_VERSION, runCriu } from './criu.js';
 import { onPath, probeFunctionsCached } from './criu-functional-probe.js';
 
 /** The data of a CheckpointerProbed event, without the node (the agent adds it). */
@@ -40,14 +40,6 @@ const probePidNamespace = async (): Promise<boolean> => {
   return run.code === 0;
 };
 
-const isExecutable = (path: string): boolean => {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Why this criu version cannot be used on this kernel, or undefined when it can. */
 export const criuVersionProblem = (version: string, kernel: string, path = 'criu'): string | undefined => {

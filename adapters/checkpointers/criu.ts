@@ -51,7 +51,7 @@ export const criuVersion = (path: string): string | undefined => {
   }
 };
 
-const isExecutable = (path: string): boolean => {
+export const isExecutable = (path: string): boolean => {
   try {
     accessSync(path, constants.X_OK);
     return true;
