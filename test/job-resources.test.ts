@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
-import { CLI, jobHarness, killMembers } from './support/jobs.js';
+import { CLI, jobHarness, killMembers, sigkill } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -21,7 +21,7 @@ const { work, h, ckpt, ps, cleanup } = jobHarness('ckpt-resources', NODE);
 const outsiders: ChildProcess[] = [];
 const shmName = `/dev/shm/ckpt-resources-${process.pid}`;
 test.after(() => {
-  for (const c of outsiders) if (c.pid) spawnSync('kill', ['-9', `-${c.pid}`]);
+  for (const c of outsiders) if (c.pid) sigkill(c.pid, true);
   cleanup([NODE]);
   rmSync(shmName, { force: true });
 });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { namespacePids, pidsInUse } from '../adapters/tracking/pids.js';
-import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, sigkill, type PsRow } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -18,7 +18,7 @@ const test = suiteRequiring('checkpoint again after any restart (PID namespaces)
 const { work, ckpt, json, ps, cleanup } = jobHarness('ckpt-pidns', 'pnnode');
 const held: number[] = [];
 test.after(() => {
-  for (const pid of held) spawnSync('kill', ['-9', String(pid)]);
+  for (const pid of held) sigkill(pid);
   cleanup();
 });
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { pidsInUse } from '../adapters/tracking/pids.js';
 import { readStat } from '../adapters/tracking/procfs.js';
-import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, sigkill, type PsRow } from './support/jobs.js';
 import { needPostgres, startPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
@@ -214,7 +214,7 @@ test('a process outside the job that shares a pipe with a member is a dependent'
     assert.is(dependent.dependsOn!.via, 'pipe');
     assert.is(dependent.comm, 'sleep');
   } finally {
-    spawnSync('kill', ['-9', String(pid)]);
+    sigkill(pid);
     stopJob(ps('piped'));
   }
 });
@@ -243,7 +243,7 @@ test('a member PID reused while no agent ran is not the member: neither its new 
   assert.is(ckpt(['run', '--detach', '--job', 'left', '--', 'sh', '-c', 'sleep 68 & sleep 69'], home).code, 0);
   const gone = await until('the job', () => ps('left', home).find((m) => m.comm === 'sleep' && m.state === 'running'));
   assert.is(ckpt(['agent', 'stop'], home).code, 0);
-  spawnSync('kill', ['-9', String(gone.pid)]); // its exit is never observed: the log still has it running
+  sigkill(gone.pid); // its exit is never observed: the log still has it running
   await until(`PID ${gone.pid} to be free`, () => pidsInUse([gone.pid]).length === 0);
   // Its PID is someone else's now, and that process's stdout pipe is read by another outsider.
   let owner: ReturnType<typeof spawn> | undefined;

@@ -26,8 +26,22 @@ const removeCgroups = (dir: string) => {
   } catch {
     // not a freezer cgroup
   }
-  for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) spawnSync('kill', ['-9', pid]);
+  for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) sigkill(Number(pid));
   for (let i = 0; i < 50 && spawnSync('rmdir', [dir]).status !== 0; i++) spawnSync('sleep', ['0.1']);
+};
+
+/**
+ * SIGKILL through the kill(2) system call, never the kill(1) program: procps-ng 4.0.2's `kill -9
+ * -PGID` was seen (kernel signal tracing) to call kill(-1, SIGKILL) — every process on the machine.
+ * Refuses what is not a real PID or process group (0, 1, negatives).
+ */
+export const sigkill = (pid: number, group = false): void => {
+  if (!Number.isSafeInteger(pid) || pid <= 1) throw new Error(`refusing to SIGKILL ${group ? 'process group ' : ''}${pid}`);
+  try {
+    process.kill(group ? -pid : pid, 'SIGKILL');
+  } catch {
+    // gone already
+  }
 };
 
 /**
@@ -37,7 +51,7 @@ const removeCgroups = (dir: string) => {
  * and a bare `kill -9 PID` would hit it.
  */
 export const killMembers = (rows: readonly PsRow[]): void => {
-  for (const m of rows) if (m.state === 'running' && readStat(m.pid)?.startTime === m.startTime) spawnSync('kill', ['-9', String(m.pid)]);
+  for (const m of rows) if (m.state === 'running' && readStat(m.pid)?.startTime === m.startTime) sigkill(m.pid);
 };
 
 export const jobHarness = (prefix: string, defaultNode: string) => {

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { unitInitPath } from '../../agent/launcher.js';
 import { procConnectorPath } from '../../tracking/proc-connector.js';
+import { readStat } from '../../tracking/procfs.js';
 import { ckptHome } from '../../store/open.js';
 import { flag } from '../args.js';
 import { EXIT, type Command } from '../command.js';
@@ -114,9 +115,9 @@ export const demoCommand: Command = {
     await sleep(2000);
     const killedAt = counterOf(counter);
     say(`3. Kill every process of the job (the counter is at ${killedAt}).`);
-    const pids = (JSON.parse(ckpt(['ps', job, '--json'], false).out) as Array<{ pid: number; state: string }>).filter((m) => m.state === 'running').map((m) => m.pid);
-    process.stdout.write(`$ kill -9 ${pids.join(' ')}\n`);
-    for (const pid of pids) spawnSync('kill', ['-9', String(pid)]);
+    const members = (JSON.parse(ckpt(['ps', job, '--json'], false).out) as Member[]).filter((m) => m.state === 'running');
+    process.stdout.write(`$ kill -9 ${members.map((m) => m.pid).join(' ')}\n`);
+    killMembers(members);
 
     say('4. Restart it from the checkpoint: images checked against their SHA-256, cgroups and limits back, restored by CRIU.');
     if (ckpt(['restart', job, '--wait']).code !== 0) return EXIT.failed;
@@ -139,10 +140,23 @@ export const demoCommand: Command = {
     process.stdout.write(`$ ckpt history ${job}   # ${history.length} events; ${history.length - shown.length} process events not shown here\n${shown.join('\n')}\n`);
 
     if (!flag(args, 'keep')) {
-      const running = (JSON.parse(ckpt(['ps', job, '--json'], false).out) as Array<{ pid: number; state: string }>).filter((m) => m.state === 'running');
-      for (const m of running) spawnSync('kill', ['-9', String(m.pid)]);
+      killMembers((JSON.parse(ckpt(['ps', job, '--json'], false).out) as Member[]).filter((m) => m.state === 'running'));
       say(`Done: the job ${job} was stopped. Its history stays in the log: ckpt history ${job}; ckpt audit ${job}.`);
     } else say(`Done: the job ${job} keeps running (ckpt ps ${job}).`);
     return continued ? EXIT.ok : EXIT.failed;
   },
+};
+
+type Member = { pid: number; startTime: number; state: string };
+
+/** SIGKILL (the system call) to each member still the process the log knows: PIDs are reused. */
+const killMembers = (members: readonly Member[]): void => {
+  for (const m of members) {
+    if (m.pid <= 1 || readStat(m.pid)?.startTime !== m.startTime) continue;
+    try {
+      process.kill(m.pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
 };
