@@ -2,7 +2,7 @@
 // unit (nothing forks or exits meanwhile); a CRIU dump (over RPC) of the unit's init with
 // freeze_cgroup UNIT and leave_running then captures the unit's one tree (ckpt-unit-init keeps it
 // one tree) and leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
-import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, DEFAULT_FREEZE_BUDGET_MS, RELEASE, type Checkpointer, type RestoreTarget, type UnitTarget } from '../../domain/checkpointer.js';
 import type { Capabilities } from '../../domain/events/node.js';
@@ -19,6 +19,16 @@ import { probeCriu } from './criu-probe.js';
 import { readPstree } from './criu-images.js';
 import { restoreTree } from './criu-restore.js';
 import { outsideTerminals, terminalRefusal } from './unit-terminals.js';
+
+/**
+ * CRIU's parasite mounts a proc on a directory of a fixed name that it makes in the dumped
+ * process's working directory: two dumps at once of processes sharing a working directory (units
+ * of one job started from one directory, on one host) collide on it — "Can't create a directory
+ * (-17)", EEXIST, before anything is dumped. Such a dump is simply tried again.
+ */
+const procMountClash = (error: unknown): boolean =>
+  error instanceof CriuError && error.details.errorLines.some((l) => /parasite.*Can't create a directory \(-17\)/.test(l));
+const DUMP_ATTEMPTS = 4;
 
 export class CriuCheckpointer implements Checkpointer {
   readonly name = 'criu';
@@ -70,27 +80,32 @@ export class CriuCheckpointer implements Checkpointer {
     // No --shell-job: a terminal outside the unit is refused (see unit-terminals.ts).
     const terminals = outsideTerminals([...new Set([u.root.pid, ...unitProcesses(u.cgroups)])]);
     if (terminals.length > 0) throw terminalRefusal(terminals);
-    prepareUnitDir(this.imagesRoot, u.job, u.version, u.unit);
     const freezer = u.scope === 'cgroup' ? freezerOf(u.cgroups) : undefined;
     const started = performance.now();
-    // Hashed and flushed while criu writes: committing then has nothing left to read.
-    const follower = followImages(this.imagesRoot, u.job, u.version, u.unit);
-    let stats;
-    try {
-      // With --stop, established connections stay locked (in repair) from the dump on: the stop then
-      // kills the job without a FIN or RST reaching its peers, and a restart repairs them.
-      const holdConnections = u.options.tcpEstablished && u.stop;
-      ({ stats } = await dumpTree({
-        criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: !holdConnections, ...(holdConnections && { leaveStopped: true }), ...(freezer && { freezeCgroup: freezer.dir }),
-        ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
-        ...(u.options.fileLocks && { fileLocks: true }),
-      }));
-    } catch (error) {
-      await follower.cancel();
-      throw error;
+    // With --stop, established connections stay locked (in repair) from the dump on: the stop then
+    // kills the job without a FIN or RST reaching its peers, and a restart repairs them.
+    const holdConnections = u.options.tcpEstablished && u.stop;
+    const options = {
+      criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: !holdConnections, ...(holdConnections && { leaveStopped: true }), ...(freezer && { freezeCgroup: freezer.dir }),
+      ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
+      ...(u.options.fileLocks && { fileLocks: true }),
+    };
+    for (let attempt = 1; ; attempt++) {
+      prepareUnitDir(this.imagesRoot, u.job, u.version, u.unit);
+      // Hashed and flushed while criu writes: committing then has nothing left to read.
+      const follower = followImages(this.imagesRoot, u.job, u.version, u.unit);
+      try {
+        const { stats } = await dumpTree(options);
+        const images = await follower.finish();
+        return { files: images.length, bytes: images.reduce((n, f) => n + f.bytes, 0), durationMs: performance.now() - started, images, ...(stats && { stats }) };
+      } catch (error) {
+        await follower.cancel();
+        if (attempt >= DUMP_ATTEMPTS || !procMountClash(error)) throw error;
+        // Nothing of this attempt counts: its partial images go, the unit is still frozen as it was.
+        rmSync(u.imagesDir, { recursive: true, force: true });
+        await new Promise((r) => setTimeout(r, 20 + Math.random() * 80 * attempt));
+      }
     }
-    const images = await follower.finish();
-    return { files: images.length, bytes: images.reduce((n, f) => n + f.bytes, 0), durationMs: performance.now() - started, images, ...(stats && { stats }) };
   }
 
   async captured(u: UnitTarget) {
