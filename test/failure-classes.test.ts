@@ -1,6 +1,6 @@
 // Failures that say why, provoked for real (root, real CRIU): each checkpoint or restart that
 // fails carries a class, CRIU's own line and a hint, shown on one line by the CLI and in --json.
-// Other classes are provoked where their feature is tested: connection, version and file-lock in
+// vanished: a criu wrapper kills the unit between freeze and dump. Other classes are provoked where their feature is tested: connection, version and file-lock in
 // workloads.test.ts, tty in job-resources.test.ts, timeout in forkloop.test.ts, images in
 // restart.test.ts.
 import { spawnSync } from 'node:child_process';
@@ -18,7 +18,7 @@ const missing = firstMissing(needRoot, () => (criu ? undefined : 'no CRIU ≥ 4.
 const test = suiteRequiring('failure classes (real CRIU)', missing);
 
 const NODE = 'fcnode';
-const { work, h, ckpt, ps, cleanup } = jobHarness('ckpt-failures', NODE);
+const { work, h, ckpt, ps, cleanup, newHome } = jobHarness('ckpt-failures', NODE);
 const mounts: string[] = [];
 test.after(() => {
   for (const m of mounts) spawnSync('umount', ['-l', m]);
@@ -99,5 +99,29 @@ const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/se
 const sysResource = (capEff >> 24n) & 1n;
 (sysResource ? test.skip : test)('permission: a member running as another user, without CAP_SYS_RESOURCE', () =>
   refused('uid', 'runuser -u nobody -- sleep 1000', 'permission', /Operation not permitted/));
+
+test('vanished: the unit ends between its freeze and its dump', async () => {
+  // A criu that first kills the unit's root (its PID namespace's init: the whole unit dies with it),
+  // once, when the agent starts it for the dump (over RPC: `criu swrk`); otherwise criu itself.
+  const target = join(work, 'vanish.pid');
+  const wrapper = join(work, 'criu-vanishing');
+  writeFileSync(
+    wrapper,
+    `#!/bin/sh\nif [ "$1" = swrk ] && [ -f ${target} ]; then\n  pid=$(cat ${target}); rm -f ${target}\n  case "$pid" in ''|*[!0-9]*) ;; *) [ "$pid" -gt 1 ] && kill -KILL "$pid" ;; esac\n  sleep 0.2\nfi\nexec ${criu} "$@"\n`,
+    { mode: 0o755 },
+  );
+  const home = newHome();
+  const env = { CKPT_CRIU: wrapper };
+  const r = ckpt(['run', '--detach', '--job', 'vanish', '--', 'sh', '-c', 'while :; do sleep 0.05; done'], home, env);
+  assert.is(r.code, 0, r.err);
+  const root = await until('the job', () => ps('vanish', home).find((m) => m.reason === 'root' && m.state === 'running'));
+  writeFileSync(target, String(root.pid));
+  const c = ckpt(['checkpoint', 'vanish', '--wait', '--json'], home, env);
+  const report = JSON.parse(c.out) as Report;
+  assert.is(c.code, 1, c.out);
+  assert.is(report.failure?.class, 'vanished', JSON.stringify(report.failure ?? report.reason));
+  assert.match(report.failure!.hint ?? '', /try again/);
+  ckpt(['agent', 'stop', '--node', NODE], home);
+});
 
 test.run();
