@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
-import { CLI, jobHarness, killMembers, sigkill } from './support/jobs.js';
+import { CLI, jobHarness, sigkill } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -17,7 +17,7 @@ const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRI
 const test = suiteRequiring('job resources (real CRIU)', missing);
 
 const NODE = 'resnode';
-const { work, h, ckpt, ps, cleanup } = jobHarness('ckpt-resources', NODE);
+const { work, h, ckpt, ps, running, killAll, cleanup } = jobHarness('ckpt-resources', NODE);
 const outsiders: ChildProcess[] = [];
 const shmName = `/dev/shm/ckpt-resources-${process.pid}`;
 test.after(() => {
@@ -109,10 +109,6 @@ const pair = script('pair.py', PAIR);
 const start = (job: string, argv: string[]) => {
   const r = ckpt(['run', '--detach', '--job', job, '--', ...argv]);
   assert.is(r.code, 0, r.err);
-};
-const running = (job: string) => ps(job).filter((m) => m.state === 'running');
-const killAll = (job: string) => {
-  killMembers(running(job));
 };
 const checkpoint = (job: string) => {
   const r = ckpt(['checkpoint', job, '--wait', '--json']);

@@ -15,7 +15,7 @@ const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000)
 const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => (existsSync('/proc/self/ns/pid') ? undefined : 'needs PID namespaces (a kernel with CONFIG_PID_NS)'));
 const test = suiteRequiring('checkpoint again after any restart (PID namespaces)', missing);
 
-const { work, ckpt, json, ps, cleanup } = jobHarness('ckpt-pidns', 'pnnode');
+const { work, ckpt, json, ps, running, cleanup } = jobHarness('ckpt-pidns', 'pnnode');
 const held: number[] = [];
 test.after(() => {
   for (const pid of held) sigkill(pid);
@@ -24,7 +24,6 @@ test.after(() => {
 
 interface RestartReport { outcome: string; reason: string | null; units: Array<{ pidNamespace?: boolean; waitedMs?: number }>; processes: Array<{ was: { pid: number }; now: { pid: number }; nsPid: number | null; comm?: string }>; durationMs: number | null }
 
-const running = (job: string) => ps(job).filter((m) => m.state === 'running');
 const counter = (file: string) => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim() || 0) : 0);
 const HELPERS = /^(unshare|criu|proc-connector|node)$|bridge/;
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { imagesRoot, listVersions, unitImagesDir } from '../adapters/images/image-store.js';
-import { CLI as CLI_PATH, jobHarness, killMembers } from './support/jobs.js';
+import { CLI as CLI_PATH, jobHarness } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -16,7 +16,7 @@ const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000)
 const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('python3', 'apt-get install -y python3'), () => needCommand('setpriv', 'apt-get install -y util-linux'));
 const test = suiteRequiring('restart (real CRIU)', missing);
 
-const { work, h, ckpt, json, ps, history, cleanup } = jobHarness('ckpt-restart', 'rsnode');
+const { work, h, ckpt, json, ps, running, killAll, history, cleanup } = jobHarness('ckpt-restart', 'rsnode');
 test.after(() => cleanup(['rsnode', 'ra', 'rb']));
 
 interface Restored { unit: string; was: { pid: number; startTime: number }; now: { pid: number; startTime: number }; nsPid: number | null }
@@ -25,10 +25,6 @@ interface RestartReport { outcome: string; restart: number | null; version: numb
 const start = (job: string, command: string, extra: string[] = []) => {
   const r = ckpt(['run', '--detach', '--job', job, ...extra, '--', 'sh', '-c', command]);
   assert.is(r.code, 0, r.err);
-};
-const running = (job: string) => ps(job).filter((m) => m.state === 'running');
-const killAll = (job: string) => {
-  killMembers(running(job));
 };
 const checkpoint = (job: string) => {
   const r = ckpt(['checkpoint', job, '--wait', '--json']);

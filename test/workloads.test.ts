@@ -10,7 +10,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
-import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
+import { jobHarness, type PsRow } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, OLD_CRIU, OLD_CRIU_INSTALL, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -19,7 +19,7 @@ const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRI
 const test = suiteRequiring('workloads: servers, connections, locks (real CRIU)', missing);
 
 const NODE = 'wlnode';
-const { work, h, ckpt, ps, history, cleanup, newHome } = jobHarness('ckpt-workloads', NODE);
+const { work, h, ckpt, ps, running, killAll, history, cleanup, newHome } = jobHarness('ckpt-workloads', NODE);
 const outsiders: ChildProcess[] = [];
 test.after(() => {
   for (const p of outsiders) p.kill('SIGKILL');
@@ -41,10 +41,6 @@ const checkpoint = (job: string, extra: string[] = [], home = h.home, env: Recor
 const restart = (job: string) => {
   const r = ckpt(['restart', job, '--wait', '--json']);
   return { code: r.code, err: r.err, report: JSON.parse(r.out) as RestartReport };
-};
-const running = (job: string, home = h.home) => ps(job, home).filter((m) => m.state === 'running');
-const killAll = (job: string, home = h.home) => {
-  killMembers(running(job, home));
 };
 const freezerState = (row: PsRow) => readFileSync(`/sys/fs/cgroup/freezer${row.cgroup}/freezer.state`, 'utf8').trim();
 const verifies = (job: string) => {

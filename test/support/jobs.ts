@@ -78,6 +78,9 @@ export const jobHarness = (prefix: string, defaultNode: string) => {
     return JSON.parse(r.out) as T;
   };
   const ps = (job: string, home = h.home): PsRow[] => json<PsRow[]>(['ps', job], home);
+  const running = (job: string, home = h.home): PsRow[] => ps(job, home).filter((m) => m.state === 'running');
+  /** Kills every running member of the job (see killMembers). */
+  const killAll = (job: string, home = h.home): void => killMembers(running(job, home));
   const history = (job: string, home = h.home) =>
     ckpt(['history', job, '--json'], home).out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown>; metadata: Record<string, unknown>; position: number });
   /** Stops every agent of every home (all nodes), kills what is left in their cgroups, removes the work dir. */
@@ -90,5 +93,5 @@ export const jobHarness = (prefix: string, defaultNode: string) => {
     spawnSync('pkill', ['-f', work]);
     rmSync(work, { recursive: true, force: true });
   };
-  return { work, h, newHome, ckpt, json, ps, history, cleanup };
+  return { work, h, newHome, ckpt, json, ps, running, killAll, history, cleanup };
 };
