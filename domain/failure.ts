@@ -12,6 +12,7 @@ export const FAILURE_CLASSES = [
   'namespace', // PID/mount/… namespaces
   'tty', // terminals: a job on a pty, a controlling terminal outside the unit
   'file-lock', // file locks held without --file-locks
+  'file', // a file the job holds open changed, moved or vanished since the checkpoint
   'space', // memory or disk space
   'permission', // credentials, capabilities, ownership
   'version', // checkpointer version or kernel support

@@ -21,6 +21,8 @@ const cases: Array<[string, string, RegExp | undefined]> = [
   ["Error (criu/cr-dump.c:1350): Can't get rlimit 0: Operation not permitted", 'permission', /CAP_SYS_RESOURCE/],
   ['Error (criu/vdso.c:627): vdso: Unexpected rt vDSO area bounds', 'version', /install CRIU/],
   ['Error (compel/src/lib/infect.c:360): Unseizable non-zombie 4242 found, state D, err 0/-1', 'timeout', undefined],
+  ['Error (criu/files-reg.c:2175): File tmp/ckpt-pidns-ZDH7p6/count has bad size 3 (expect 0)', 'file', /changed or went away/],
+  ["Error (criu/files-reg.c:2060): Can't open file tmp/mnt-data/x on restore", 'file', /changed or went away/],
   ["Error (criu/proc_parse.c:1000): Can't open /proc/4242/stat: No such process", 'vanished', /try again/],
 ];
 
@@ -34,6 +36,13 @@ for (const [line, cls, hint] of cases) {
     assert.ok(describeFailure(f).startsWith(`${cls}: `));
   });
 }
+
+test('the job’s paths never decide the class: a directory named pidns or mount-points is not a namespace or a mount', () => {
+  const f = classifyCriuFailure({ message: 'criu restore failed (exit 1)', errorLines: ['Error (criu/files.c:1221): Unable to open fd=3 id=0x9 in /srv/mount-points/pidns'] });
+  assert.is(f.class, 'internal');
+  const tty = classifyCriuFailure({ message: 'criu dump failed', errorLines: ["Error (criu/tty.c:1): Can't dump /dev/pts/3"] });
+  assert.is(tty.class, 'tty', 'device paths still count');
+});
 
 test('no CRIU line: ckpt’s own message is classified; nothing known: internal', () => {
   assert.is(classifyCriuFailure({ message: 'the unit’s first process (4242) is gone: the unit has ended' }).class, 'vanished');

@@ -1,6 +1,6 @@
 // Failures that say why, provoked for real (root, real CRIU): each checkpoint or restart that
 // fails carries a class, CRIU's own line and a hint, shown on one line by the CLI and in --json.
-// vanished: a criu wrapper kills the unit between freeze and dump. Other classes are provoked where their feature is tested: connection, version and file-lock in
+// vanished: a criu wrapper kills the unit between freeze and dump; file: a held file changed before a restart. Other classes are provoked where their feature is tested: connection, version and file-lock in
 // workloads.test.ts, tty in job-resources.test.ts, timeout in forkloop.test.ts, images in
 // restart.test.ts.
 import { spawnSync } from 'node:child_process';
@@ -99,6 +99,27 @@ const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/se
 const sysResource = (capEff >> 24n) & 1n;
 (sysResource ? test.skip : test)('permission: a member running as another user, without CAP_SYS_RESOURCE', () =>
   refused('uid', 'runuser -u nobody -- sleep 1000', 'permission', /Operation not permitted/));
+
+test('file: a file the job holds open changed since the checkpoint; put back, the same version restores', async () => {
+  const data = join(work, 'held.txt');
+  writeFileSync(data, 'as at the checkpoint\n');
+  const r = ckpt(['run', '--detach', '--job', 'held', '--', 'sh', '-c', `exec 3< ${data}; while :; do sleep 0.05; done`]);
+  assert.is(r.code, 0, r.err);
+  await until('the job', () => ps('held').some((m) => m.reason === 'root' && m.state === 'running'));
+  assert.is(ckpt(['checkpoint', 'held', '--wait']).code, 0);
+  killMembers(ps('held'));
+  writeFileSync(data, 'changed afterwards, longer\n');
+  const failed = ckpt(['restart', 'held', '--wait', '--json']);
+  const report = JSON.parse(failed.out) as Report;
+  assert.is(failed.code, 1, failed.out);
+  assert.is(report.failure?.class, 'file', JSON.stringify(report.failure ?? report.reason));
+  assert.match(report.failure!.message, /held\.txt has bad size/);
+  assert.match(report.failure!.hint ?? '', /put it back/);
+  writeFileSync(data, 'as at the checkpoint\n');
+  const again = ckpt(['restart', 'held', '--wait', '--json']);
+  assert.is(again.code, 0, again.out);
+  killMembers(ps('held'));
+});
 
 test('vanished: the unit ends between its freeze and its dump', async () => {
   // A criu that first kills the unit's root (its PID namespace's init: the whole unit dies with it),

@@ -54,8 +54,10 @@ const onlyTheJob = (rows: PsRow[]) => {
 
 test('a job restored into a new PID namespace is checkpointed and restored three more times while its original PID is held', async () => {
   const file = join(work, 'count');
-  // A counter, a child and a double-forked daemon (re-parented to the unit's init).
-  const r = ckpt(['run', '--detach', '--job', 'again', '--', 'sh', '-c', `sleep 1000 & sh -c 'setsid sh -c "while :; do sleep 1; done" </dev/null >/dev/null 2>&1 &'; i=0; while :; do i=$((i+1)); echo $i > ${file}; sleep 0.2; done`]);
+  // A counter, a child and a double-forked daemon (re-parented to the unit's init). The counter
+  // overwrites fixed-width digits in place (no truncation), so the file's size is the same whenever
+  // the dump freezes it: CRIU refuses to restore a file whose size changed (class "file").
+  const r = ckpt(['run', '--detach', '--job', 'again', '--', 'sh', '-c', `sleep 1000 & sh -c 'setsid sh -c "while :; do sleep 1; done" </dev/null >/dev/null 2>&1 &'; i=0; while :; do i=$((i+1)); printf '%08d\\n' $i 1<> ${file}; sleep 0.2; done`]);
   assert.is(r.code, 0, r.err);
   await until('the job', () => counter(file) > 3 && running('again').some((m) => m.escapes.includes('session')));
   const firstRoot = running('again').find((m) => m.reason === 'root')!;

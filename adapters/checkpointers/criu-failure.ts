@@ -14,6 +14,8 @@ interface Rule {
 const INSTALL_42 = 'install CRIU ≥ 4.2 (bash scripts/install-criu.sh), then restart the node agent (ckpt agent stop)';
 
 const RULES: readonly Rule[] = [
+  // Restore: CRIU checks each open regular file against what it recorded (it never saves their content).
+  { match: /File .* has bad (size|mode|build-id)|Can't open file .* on restore/, class: 'file', hint: 'a file the job holds open changed or went away since the checkpoint (CRIU keeps no file content): put it back as it was, or restart from a version taken after the change' },
   // CRIU 4.1 on kernels ≥ 6.16: getsockopt(SO_PASSCRED/SO_PASSSEC) on inet sockets is EOPNOTSUPP.
   { match: /sockets?: Can't get \d+:\d+ opt: Operation not supported/, class: 'version', hint: `this CRIU cannot dump TCP/UDP sockets on this kernel: ${INSTALL_42}` },
   { match: /Connected TCP socket|consider using --tcp-established|tcp-established/, class: 'connection', hint: 'checkpoint with --tcp-established (or start the job with ckpt run --tcp-established)' },
@@ -48,6 +50,13 @@ export interface CriuFailureInput {
 const errnoName = (n: number): string | undefined => Object.entries(constants.errno).find(([, v]) => v === n)?.[0];
 
 /**
+ * A line with the job's file paths masked: a rule must match CRIU's words, not a directory that
+ * happens to be called "pidns" or "mount". Device paths (/dev/pts/3) and CRIU's own source
+ * references ("(criu/tty.c:2026)") stay.
+ */
+const withoutPaths = (line: string): string => line.replace(/(?<![\w(/])\/?(?:[\w.@+-]+\/)+[\w.@+-]*/g, (p) => (/^\/?dev\//.test(p) ? p : '<path>'));
+
+/**
  * The class, message and hint of a failed step. The message is CRIU's first line that a rule
  * explains, in log order (the lines are a chain: the cause first, then what failed because of
  * it); otherwise ckpt's own message.
@@ -59,7 +68,7 @@ export const classifyCriuFailure = (input: CriuFailureInput): Failure => {
   const name = input.errno !== undefined && input.errno > 0 ? errnoName(input.errno) : undefined;
   const extras = { ...(input.errno !== undefined && input.errno > 0 && { errno: input.errno }), ...(input.log && { log: input.log }) };
   for (const line of lines) {
-    const rule = RULES.find((r) => r.match.test(line));
+    const rule = RULES.find((r) => r.match.test(withoutPaths(line)));
     if (rule) return { class: rule.class, message: line, ...(rule.hint && { hint: rule.hint }), ...extras };
   }
   for (const rule of RULES) {
