@@ -16,9 +16,12 @@ export type ProcessRef = t.TypeOf<typeof ProcessRef>;
 
 export const processKey = (node: NodeId, p: ProcessRef): string => `${node}/${p.pid}@${p.startTime}`;
 
-/** Who asked for something: a user (by uid), a node agent, or the coordinator acting on its own. */
+/**
+ * Who asked for something: a user, a node agent, or the coordinator acting on its own. A user's
+ * uid, gid and pid are the kernel's (SO_PEERCRED on the agent's socket), never what a client says.
+ */
 export const Actor = t.union([
-  record({ kind: t.literal('user'), uid: NonNegativeInt }, { user: t.string }),
+  record({ kind: t.literal('user'), uid: NonNegativeInt }, { gid: NonNegativeInt, pid: PositiveInt, user: t.string }),
   record({ kind: t.literal('node'), node: NodeId }),
   record({ kind: t.literal('coordinator') }, { node: NodeId }),
 ]);

@@ -1,6 +1,7 @@
 // What every request of a user goes through: authorization, and refusals recorded as events.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
 import type { RequestRejected } from './events/request.js';
+import type { Actor } from './identity.js';
 import type { JobMembership } from './membership.js';
 
 type Rejection = (typeof RequestRejected)['codec']['_A'];
@@ -9,13 +10,20 @@ export const reject = (request: string, command: Rejection['command'], code: Rej
   { type: 'RequestRejected', data: { request, command, code, reason } },
 ];
 
+/** How an actor is named in a refusal: `nobody (uid 65534)`. */
+export const actorName = (actor: Actor): string =>
+  actor.kind !== 'user' ? actor.kind : actor.user ? `${actor.user} (uid ${actor.uid})` : `uid ${actor.uid}`;
+
 /**
- * The job's owner (the uid that submitted it) or root may checkpoint, restart or prune it; the
- * reason another user is refused, or undefined. The uid is the one the request was recorded with.
+ * The job's owner (the uid that submitted it) or root may act on it (checkpoint, restart, prune,
+ * launch or add units); the reason another user is refused, or undefined. Agents and the
+ * coordinator act for the job already.
  */
-export const authorize = (job: JobMembership, request: RecordedEvent, command: string): string | undefined => {
-  const actor = request.metadata.actor;
+export const authorizeActor = (job: JobMembership, actor: Actor, command: string): string | undefined => {
   if (actor.kind !== 'user' || actor.uid === 0 || actor.uid === job.owner?.uid) return undefined;
-  const who = actor.user ? `${actor.user} (uid ${actor.uid})` : `uid ${actor.uid}`;
-  return `${who} may not ${command} job ${job.job}: only its owner (uid ${job.owner?.uid ?? '?'}) or root may`;
+  return `${actorName(actor)} may not ${command} job ${job.job}: only its owner (uid ${job.owner?.uid ?? '?'}) or root may`;
 };
+
+/** authorizeActor for a recorded request: the uid is the one the request was recorded with. */
+export const authorize = (job: JobMembership, request: RecordedEvent, command: string): string | undefined =>
+  authorizeActor(job, request.metadata.actor, command);

@@ -3,7 +3,7 @@
 // writes once it is ready and removes when it stops.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,22 @@ export const agentFiles = (home: string, node: string, store: string) => {
   const dir = join(home, 'agent');
   const id = `${node}-${storeId(store)}`;
   return { dir, pidFile: join(dir, `${id}.json`), log: join(dir, `${id}.log`) };
+};
+
+/** Where agents listen for requests: root's, readable by all (identity comes from the kernel). */
+export const SOCKET_DIR = '/run/ckpt';
+
+/** The request socket of the agent for this node and store. */
+export const agentSocket = (node: string, store: string): string => join(SOCKET_DIR, `${node}-${storeId(store)}.sock`);
+
+/** The request sockets of every agent of this store on this machine (one per node name). */
+export const storeSockets = (store: string): string[] => {
+  const suffix = `-${storeId(store)}.sock`;
+  try {
+    return readdirSync(SOCKET_DIR).filter((name) => name.endsWith(suffix)).sort().map((name) => join(SOCKET_DIR, name));
+  } catch {
+    return [];
+  }
 };
 
 /** The agent for this node and store, if one is running (its pid file names a live process). */
@@ -89,7 +105,8 @@ export const startAgent = async (home: string, node: string, store: string, extr
   const end = Date.now() + timeoutMs;
   for (;;) {
     const info = runningAgent(home, node, store);
-    if (info) return info;
+    // Ready means answering requests: the socket is opened right after the pid file is claimed.
+    if (info && existsSync(agentSocket(node, store))) return info;
     if (exited !== undefined || Date.now() > end) {
       const tail = (() => {
         try {

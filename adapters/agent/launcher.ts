@@ -3,7 +3,8 @@
 //   2. the node agent creates the unit's cgroups → UnitCgroupsCreated;
 //   3. the root starts in a new session and (where the node can) as PID 1 of a new PID namespace,
 //      held at a gate (it reports its host PID on fd 3, then waits there before it forks the command);
-//   4. it is moved into the cgroups → UnitLaunched; the agent tracks it → UnitTracked;
+//   4. the launcher claims it (UnitLaunched, a request to the node agent's gateway); the agent checks
+//      it is the caller's, moves it into the cgroups and records UnitLaunched; it tracks it → UnitTracked;
 //   5. the gate opens: fds above 2 are closed, the gate too (none reaches the job: CRIU needs that)
 //      and the command is exec'd. Everything it forks from then on is seen by the agent.
 // A foreground launch learns the command's end from the log, as the agent recorded it: the job
@@ -16,10 +17,9 @@ import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, timeout } from 'rxjs';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import { jobMembership } from '../../projections/jobs.js';
-import type { JobOptions, Limits, UnitCgroup } from '../../domain/events/job.js';
+import type { JobOptions, Limits } from '../../domain/events/job.js';
 import { jobStream, type NodeId, type ProcessRef } from '../../domain/identity.js';
-import { addProcess } from '../cgroups/unit-cgroups.js';
-import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
+import { readStat } from '../tracking/procfs.js';
 
 export const MAIN_UNIT = 'main';
 
@@ -109,7 +109,6 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   r.onProgress?.('waiting for the node agent to create the unit’s cgroups');
   const created = await waitFor(r.store, r.job, revision + 1, (e) => (e.type === 'UnitCgroupsCreated' || e.type === 'UnitLaunchFailed') && e.data.unit === unit, 'create the unit’s cgroups', ms);
   if (created.type === 'UnitLaunchFailed') throw new LaunchError(created.data.reason);
-  const cgroups = (created.data as { cgroups: UnitCgroup[] }).cgroups;
 
   if (!existsSync(unitInitPath)) throw new LaunchError(`${unitInitPath} is missing: build ckpt with a C compiler (npm run build)`);
   const child = spawn(unitInitPath, [...r.command], { cwd: r.cwd, detached: true, stdio: [...r.stdio, 'pipe'] });
@@ -129,19 +128,15 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   };
   if (!child.pid || !gate) return fail(`could not start ${unitInitPath} for the unit`);
   rootPid = await reportedRoot(gate).catch((error: Error) => fail(error.message));
-  // Before the go, the root has forked nothing: moving it alone moves the whole unit.
-  try {
-    addProcess(cgroups, rootPid);
-  } catch (error) {
-    return fail(`could not move the root into the unit’s cgroups: ${(error as Error).message}`);
-  }
+  // Before the go, the root has forked nothing: moving it alone moves the whole unit. The agent
+  // moves it (a user cannot write to the unit's cgroups), once it checked the process is ours,
+  // and records UnitLaunched from what it reads itself: of this claim only unit and root count.
   const stat = readStat(rootPid);
-  const groups = readCgroups(rootPid);
-  if (!stat || !groups) return fail('the root process exited before it was launched');
+  if (!stat) return fail('the root process exited before it was launched');
   const root = { pid: stat.pid, startTime: stat.startTime };
-  const launched = await r.store.append(jobStream(r.job), [
-    { type: 'UnitLaunched', data: { unit, node: r.node, root, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, cgroup: primaryCgroup(groups) } },
-  ]);
+  const launched = await r.store
+    .append(jobStream(r.job), [{ type: 'UnitLaunched', data: { unit, node: r.node, root, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, cgroup: '' } }])
+    .catch((error: Error) => fail(error.message));
   r.onProgress?.('waiting for the node agent to track the unit');
   const tracked = await waitFor(r.store, r.job, launched.revision + 1, (e) => (e.type === 'UnitTracked' || e.type === 'UnitLaunchFailed') && e.data.unit === unit, 'track the unit', ms).catch((error: Error) => fail(error.message));
   if (tracked.type === 'UnitLaunchFailed') return fail(tracked.data.reason);

@@ -22,6 +22,7 @@ import { runningMembers, type Unit } from '../../domain/membership.js';
 import { CriuCheckpointer } from '../checkpointers/criu-checkpointer.js';
 import { DeadlineTimer } from '../timer/deadline-timer.js';
 import { JobWork } from './job-work.js';
+import { RequestGateway } from './request-gateway.js';
 import { locateCriu } from '../checkpointers/criu.js';
 import { createUnitCgroups, detectCgroups, removeUnitCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
@@ -107,6 +108,7 @@ export class NodeAgent {
   #lostReported = 0;
   #reconcileTimer: NodeJS.Timeout | undefined;
   #self: ProcessRef | undefined;
+  #gateway: RequestGateway | undefined;
 
   constructor(options: NodeAgentOptions) {
     this.#o = options;
@@ -175,10 +177,21 @@ export class NodeAgent {
     this.#every(this.#o.dependencyScanMs ?? 1000, () => this.#scanDependencies());
   }
 
+  /**
+   * Opens the request gateway (adapters/agent/request-gateway.ts) on a socket: once this process
+   * holds the node's agent lock for the store, so a stale socket it replaces is no one's.
+   */
+  async openGateway(socket: string): Promise<void> {
+    const gateway = new RequestGateway({ store: this.#o.store, node: this.#o.node, socket, imagesRoot: this.#o.imagesRoot, log: this.#o.log });
+    await gateway.open();
+    this.#gateway = gateway;
+  }
+
   #stopped = false;
 
   async stop(reason: string): Promise<void> {
     this.#stopped = true;
+    await this.#gateway?.close();
     for (const t of this.#timers) clearInterval(t);
     clearTimeout(this.#reconcileTimer);
     this.#kernel?.unsubscribe();

@@ -1,18 +1,30 @@
 import type { EventStore } from '../../domain/event-store.js';
-import { userInfo } from 'node:os';
-import { defaultAppendContext, type AppendContext } from '../store/batch.js';
+import { defaultNode } from '../agent/daemon.js';
+import type { AppendContext } from '../store/batch.js';
 import { openEventStore, storeUrl } from '../store/open.js';
+import { GatewayEventStore } from './agent-client.js';
 import { stringOption, type ParsedArgs } from './args.js';
 
 /** The store a command works on: --store, else CKPT_STORE, else $CKPT_HOME/events.db. */
 export const storeUrlOf = (args: ParsedArgs): string => storeUrl(stringOption(args, 'store'));
 
-export const openStore = (args: ParsedArgs, context?: AppendContext): EventStore => openEventStore(storeUrlOf(args), context);
+const isRoot = (): boolean => process.getuid?.() === 0;
 
-/** The store, with appends recorded as this user (uid and name): what authorization checks. */
-export const openStoreAsUser = (args: ParsedArgs): EventStore => {
-  const user = userInfo();
-  return openStore(args, defaultAppendContext({ kind: 'user', uid: user.uid, user: user.username }));
+/**
+ * The store to read (and, given a context, for an agent to append to). Root opens it; anyone
+ * else reads through the node agent, which shows them their own jobs and the node streams.
+ */
+export const openStore = (args: ParsedArgs, context?: AppendContext): EventStore =>
+  context || isRoot() ? openEventStore(storeUrlOf(args), context) : openStoreAsUser(args);
+
+/**
+ * The store for a user's requests: every append is a request to the node agent (of --node, else
+ * this machine's, else any agent of the store here), which records it as the caller the kernel
+ * names. Reads go to the store when the caller may open it (root), else through the agent.
+ */
+export const openStoreAsUser = (args: ParsedArgs): GatewayEventStore => {
+  const url = storeUrlOf(args);
+  return new GatewayEventStore({ node: stringOption(args, 'node') ?? defaultNode(), url, ...(isRoot() && { direct: openEventStore(url) }) });
 };
 
 export const needRoot = (what: string): void => {

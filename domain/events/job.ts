@@ -16,11 +16,15 @@ export type UnitCgroup = t.TypeOf<typeof UnitCgroup>;
 export const JobOptions = record({}, { tcpEstablished: t.boolean, fileLocks: t.boolean });
 export type JobOptions = t.TypeOf<typeof JobOptions>;
 
+/** Who a job runs as: the submitter as the kernel saw them (the agent's gateway sets it). */
+export const JobOwner = record({ uid: NonNegativeInt }, { gid: NonNegativeInt, groups: t.array(NonNegativeInt), user: t.string });
+export type JobOwner = t.TypeOf<typeof JobOwner>;
+
 export const JobSubmitted = defineEvent(
   'JobSubmitted',
   'request',
-  record({ job: JobId, owner: record({ uid: NonNegativeInt }, { user: t.string }) }, { options: JobOptions }),
-  'A user submitted a job; its owner (uid) may checkpoint, restart and prune it; options opt every checkpoint of it in to established TCP connections or file locks.',
+  record({ job: JobId, owner: JobOwner }, { options: JobOptions }),
+  'A user submitted a job; its owner (uid, and gid and supplementary groups as the kernel gave them) may checkpoint, restart and prune it; options opt every checkpoint of it in to established TCP connections or file locks.',
 );
 
 export const UnitAssigned = defineEvent(

@@ -3,7 +3,7 @@ import { imagesRoot } from '../../images/image-store.js';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { defaultAppendContext } from '../../store/batch.js';
 import { ckptHome } from '../../store/open.js';
-import { agentFiles, defaultNode, storeId, removePidFile, runningAgent, startAgent, stopAgent, writePidFile, type AgentInfo } from '../../agent/daemon.js';
+import { agentFiles, agentSocket, defaultNode, storeId, removePidFile, runningAgent, startAgent, stopAgent, writePidFile, type AgentInfo } from '../../agent/daemon.js';
 import { NodeAgent } from '../../agent/node-agent.js';
 import { readStat } from '../../tracking/procfs.js';
 import { flag, integerOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
@@ -44,7 +44,15 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const self = readStat(process.pid)!;
   const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: url, startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
   writePidFile(home, info);
-  log(`${describe(info)}; ready`);
+  try {
+    await agent.openGateway(agentSocket(node, url));
+  } catch (error) {
+    const message = `could not open the request socket ${agentSocket(node, url)}: ${(error as Error).message}`;
+    await agent.stop(message);
+    removePidFile(home, info);
+    throw new Error(message);
+  }
+  log(`${describe(info)}; requests on ${agentSocket(node, url)}; ready`);
   const signal = await new Promise<string>((resolve) => {
     for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
   });

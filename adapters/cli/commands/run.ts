@@ -12,7 +12,7 @@ import { ckptHome } from '../../store/open.js';
 import { flag, integerOption, sizeOption, stringOption, UsageError } from '../args.js';
 import { relayAppended, type Relay } from '../output-relay.js';
 import { EXIT, type Command } from '../command.js';
-import { needRoot, openStore, storeUrlOf } from '../store.js';
+import { openStoreAsUser, storeUrlOf } from '../store.js';
 import { nodeOf } from './agent.js';
 
 /** A readable, unique-enough job id from the command: `sleep-3fa9c1`. */
@@ -40,7 +40,9 @@ export const runCommand: Command = {
     'a restart), a terminal or a socket makes a checkpoint refused (run with < /dev/null then).',
     'With --detach, ckpt prints the job id once the job runs and is tracked, and returns; output goes',
     'to $CKPT_HOME/jobs/JOB/main.out. The node agent that tracks jobs is started on demand and keeps',
-    'running in the background (ckpt agent status|stop). Needs root (proc connector, cgroups).',
+    'running in the background (ckpt agent status|stop). The job runs as you (uid, gid, groups, env);',
+    'the node agent records the request as the caller the kernel names and moves the job into its',
+    'cgroups. Root starts the agent on demand; other users need one running (sudo ckpt agent start).',
     'Listening and UDP sockets are checkpointed by default; established TCP connections (kept across a',
     'checkpoint --stop and a restart on this node) and file locks only with --tcp-established and',
     '--file-locks, recorded in the job: without them a checkpoint is refused, naming each one.',
@@ -77,14 +79,14 @@ export const runCommand: Command = {
       process.stderr.write(`ckpt run: command not found: ${command[0]}\n`);
       return 127;
     }
-    needRoot('ckpt run');
-
     const home = ckptHome();
-    const url = storeUrlOf(args);
     const progress = (what: string) => process.stderr.isTTY && process.stderr.write(`\r\x1b[K${what}…`);
-    progress('starting the node agent');
-    await startAgent(home, node, url);
-    const store = openStore(args);
+    // Root starts this node's agent on demand; anyone else needs one running (the store says so).
+    if (process.getuid?.() === 0) {
+      progress('starting the node agent');
+      await startAgent(home, node, storeUrlOf(args));
+    }
+    const store = openStoreAsUser(args);
     let stdio: Parameters<typeof launchUnit>[0]['stdio'] = ['inherit', 'inherit', 'inherit'];
     let output: string | undefined;
     const relayed: Array<{ path: string; from: number; to: NodeJS.WritableStream }> = [];

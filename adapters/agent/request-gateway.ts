@@ -1,0 +1,464 @@
+// The node agent's request gateway: the one way clients (the CLI, as root or as any user) record
+// requests. A root-owned unix socket that anyone may connect to; who connected is the kernel's
+// answer (SO_PEERCRED), never the client's. Newline-delimited JSON, one request per line, answered
+// in order on the same connection:
+//   {id, op: 'append', stream, events, expectedRevision?}  → {revision, position}
+//   {id, op: 'read', stream, from?, limit?, direction?}    → events
+//   {id, op: 'revision', stream} · {id, op: 'head'}         → a number (or null)
+//   {id, op: 'readAll', from?, limit?}                     → the events the caller may read
+//   {id, op: 'subscribe', stream?, from?}                  → {id, event} lines, {id, caughtUp: true}, until the client closes
+//   {id, op: 'prune', job, keep}                           → {pruned, kept}
+// Answers: {id, ok: true, result} or {id, ok: false, error: {name, message, …}}.
+// The rules: the actor of every request is the caller; a job belongs to who submitted it and only
+// its owner or root may act on it or read it (node streams are readable by all); a unit's root is
+// moved into the unit's cgroups by the agent, after it checked that the process is the caller's;
+// refusals that concern a job are recorded there (RequestRejected).
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { concatMap, from as fromPromise, Observable, type Subscription } from 'rxjs';
+import { WrongExpectedRevisionError, type EventStore, type ExpectedRevision, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
+import * as E from 'fp-ts/lib/Either.js';
+import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
+import type { JobOwner } from '../../domain/events/job.js';
+import { jobStream, type Actor, type NodeId, type ProcessRef } from '../../domain/identity.js';
+import { jobCoordinator } from '../../domain/job-coordinator.js';
+import type { JobMembership } from '../../domain/membership.js';
+import { authorizeActor, reject } from '../../domain/requests.js';
+import { readJobStream } from '../../projections/checkpoints.js';
+import { jobMembership } from '../../projections/jobs.js';
+import { addProcess } from '../cgroups/unit-cgroups.js';
+import { listVersions, pruneVersions } from '../images/image-store.js';
+import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
+
+export const peerCredentialsPath: string = fileURLToPath(new URL('../../native/ckpt-peer-credentials', import.meta.url));
+
+/** Who is at the other end of a connection, as the kernel says. */
+export interface Caller {
+  readonly uid: number;
+  readonly gid: number;
+  readonly pid: number;
+  readonly groups: readonly number[];
+  readonly user?: string;
+}
+
+export interface RequestGatewayOptions {
+  readonly store: EventStore;
+  readonly node: NodeId;
+  /** The socket to listen on; the caller holds the node's agent lock for this store. */
+  readonly socket: string;
+  /** Where this node's images are (prune). */
+  readonly imagesRoot: string;
+  readonly log?: (line: string) => void;
+}
+
+/** A refusal: its message says what was refused and why; `code` as in RequestRejected. */
+export class RequestRefused extends Error {
+  override readonly name = 'RequestRefused';
+  constructor(readonly code: 'unauthorized' | 'invalid' | 'not-found', message: string) {
+    super(message);
+  }
+}
+
+/** What a client may append, one batch at a time; everything else is the agents' to record. */
+const CLIENT_REQUESTS = ['JobSubmitted', 'UnitAssigned', 'UnitLaunched', 'UnitLaunchFailed', 'CheckpointRequested', 'RestartRequested'];
+const MAX_LINE = 16 << 20;
+const CAUGHT_UP = Symbol('caught up');
+
+export class RequestGateway {
+  readonly #o: RequestGatewayOptions;
+  readonly #connections = new Set<Socket>();
+  /** Job owners' uids, once known (a job's owner never changes). */
+  readonly #owners = new Map<string, number>();
+  /** Launches are verified and moved one at a time: two claims on one unit cannot both pass. */
+  #launching: Promise<unknown> = Promise.resolve();
+  #server: Server | undefined;
+
+  constructor(options: RequestGatewayOptions) {
+    this.#o = options;
+  }
+
+  /** Listens on the socket (a stale one is replaced: the caller is the only agent for it). */
+  async open(): Promise<void> {
+    const { socket } = this.#o;
+    mkdirSync(dirname(socket), { recursive: true, mode: 0o755 });
+    chmodSync(dirname(socket), 0o755);
+    rmSync(socket, { force: true });
+    const server = createServer((connection) => this.#serve(connection));
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socket, () => resolve()));
+    // Anyone may connect: who they are comes from the kernel, what they may do from the log.
+    chmodSync(socket, 0o666);
+    this.#server = server;
+  }
+
+  async close(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    if (!server) return;
+    for (const c of this.#connections) c.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    rmSync(this.#o.socket, { force: true });
+  }
+
+  #serve(connection: Socket) {
+    this.#connections.add(connection);
+    const subscriptions: Subscription[] = [];
+    connection.once('close', () => {
+      this.#connections.delete(connection);
+      for (const s of subscriptions) s.unsubscribe();
+    });
+    connection.on('error', () => connection.destroy());
+    const send = (message: unknown) => connection.writable && connection.write(JSON.stringify(message) + '\n');
+    let queue: Promise<unknown> = peerCredentials(connection).catch((error: Error) => {
+      this.#o.log?.(`request gateway: ${error.message}; connection closed`);
+      connection.destroy();
+      throw error;
+    });
+    const caller = queue as Promise<Caller>;
+    let buffered = '';
+    connection.setEncoding('utf8');
+    connection.on('data', (chunk: string) => {
+      buffered += chunk;
+      if (buffered.length > MAX_LINE) {
+        send({ id: null, ok: false, error: { name: 'RequestRefused', message: `a request line is longer than ${MAX_LINE} bytes` } });
+        connection.destroy();
+        return;
+      }
+      for (let newline = buffered.indexOf('\n'); newline !== -1; newline = buffered.indexOf('\n')) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        if (line.trim() === '') continue;
+        queue = queue.then(async () => {
+          let request: Record<string, unknown>;
+          try {
+            request = JSON.parse(line);
+          } catch {
+            return send({ id: null, ok: false, error: { name: 'RequestRefused', message: 'a request line is not JSON' } });
+          }
+          const id = request.id ?? null;
+          try {
+            const who = await caller;
+            if (request.op === 'subscribe') return subscriptions.push(this.#subscribe(who, request, id, send));
+            send({ id, ok: true, result: await this.#handle(who, request) });
+          } catch (error) {
+            send({ id, ok: false, error: errorJson(error as Error) });
+          }
+        }, () => undefined);
+      }
+    });
+  }
+
+  #handle(caller: Caller, r: Record<string, unknown>): Promise<unknown> {
+    const { store } = this.#o;
+    switch (r.op) {
+      case 'append':
+        return this.#append(caller, streamOf(r), r.events, expectedRevisionOf(r.expectedRevision));
+      case 'read':
+        return this.#mayRead(caller, streamOf(r), true).then(() =>
+          store.readStream(streamOf(r), { ...numbers(r, 'from', 'limit'), ...(r.direction === 'backwards' && { direction: 'backwards' }) }),
+        );
+      case 'revision':
+        return this.#mayRead(caller, streamOf(r), true).then(() => store.streamRevision(streamOf(r)).then((rev) => rev ?? null));
+      case 'head':
+        return store.headPosition();
+      case 'readAll':
+        return this.#readAll(caller, numbers(r, 'from', 'limit'));
+      case 'prune':
+        return this.#prune(caller, r.job, r.keep);
+      default:
+        throw new RequestRefused('invalid', `unknown request "${String(r.op)}": use append, read, revision, head, readAll, subscribe or prune`);
+    }
+  }
+
+  #subscribe(caller: Caller, r: Record<string, unknown>, id: unknown, send: (m: unknown) => void): Subscription {
+    const { store } = this.#o;
+    const from = numbers(r, 'from').from;
+    const stream = r.stream === undefined || r.stream === null ? undefined : streamOf(r);
+    // The caught-up mark travels with the events, so it cannot overtake one still being checked.
+    const marked = new Observable<RecordedEvent | typeof CAUGHT_UP>((subscriber) => {
+      const onCaughtUp = () => subscriber.next(CAUGHT_UP);
+      return (stream === undefined ? store.subscribeAll({ from, onCaughtUp }) : store.subscribeStream(stream, { from, onCaughtUp })).subscribe(subscriber);
+    });
+    // In log order: each event waits for the owner lookup of the one before.
+    return marked
+      .pipe(concatMap((e) => fromPromise(e === CAUGHT_UP ? Promise.resolve(e) : this.#mayRead(caller, e.stream, false).then((ok) => (ok ? e : undefined)))))
+      .subscribe({
+        next: (e) => e !== undefined && send(e === CAUGHT_UP ? { id, caughtUp: true } : { id, event: e }),
+        error: (error: Error) => send({ id, ok: false, error: errorJson(error) }),
+      });
+  }
+
+  /** A page of the caller's events: full (limit) unless the log ends, so paging readers stop right. */
+  async #readAll(caller: Caller, options: { from?: number; limit?: number }): Promise<RecordedEvent[]> {
+    const limit = options.limit ?? Infinity;
+    const size = Math.min(limit, 1000);
+    const readable: RecordedEvent[] = [];
+    for (let from = options.from ?? 1; readable.length < limit; ) {
+      const page = await this.#o.store.readAll({ from, limit: size });
+      for (const e of page) if (readable.length < limit && (await this.#mayRead(caller, e.stream, false))) readable.push(e);
+      if (page.length < size) break;
+      from = page[page.length - 1]!.position + 1;
+    }
+    return readable;
+  }
+
+  /** Root reads everything, anyone node streams; a job stream only its owner (unknown: empty). */
+  async #mayRead(caller: Caller, stream: string, orThrow: boolean): Promise<boolean> {
+    if (caller.uid === 0 || stream.startsWith('node-')) return true;
+    const job = stream.startsWith('job-') ? stream.slice(4) : undefined;
+    const owner = job === undefined ? 0 : await this.#owner(job);
+    if (owner === undefined || owner === caller.uid) return true;
+    if (!orThrow) return false;
+    throw new RequestRefused('unauthorized', `${nameOf(caller)} may not read ${stream}: only ${job ? `the job's owner (uid ${owner}) or root` : 'root'} may`);
+  }
+
+  async #owner(job: string): Promise<number | undefined> {
+    const known = this.#owners.get(job);
+    if (known !== undefined) return known;
+    const [first] = await this.#o.store.readStream(jobStream(job), { limit: 1 });
+    const owner = first?.type === 'JobSubmitted' ? first.data.owner.uid : first ? 0 : undefined;
+    if (owner !== undefined) this.#owners.set(job, owner);
+    return owner;
+  }
+
+  async #append(caller: Caller, stream: string, events: unknown, expectedRevision: ExpectedRevision | undefined) {
+    const job = stream.startsWith('job-') ? stream.slice(4) : '';
+    if (!job) throw new RequestRefused('invalid', `requests go to job streams (job-NAME), not to ${stream}`);
+    if (!Array.isArray(events) || events.length === 0) throw new RequestRefused('invalid', 'an append needs a non-empty list of events');
+    const types = events.map((e: { type?: unknown }) => String(e?.type));
+    const other = types.find((t) => !CLIENT_REQUESTS.includes(t));
+    if (other) throw new RequestRefused('invalid', `${other} is not a request a client may make (only ${CLIENT_REQUESTS.join(', ')}); the node agents record everything else`);
+    const actor = actorOf(caller);
+    const proposed = (events as ProposedEvent[]).map((e, index) => {
+      const decoded = decodeEvent(e.type, e.data);
+      if (E.isLeft(decoded)) throw new InvalidEventError(`${decoded.left.eventType} (event ${index + 1} of ${events.length})`, decoded.left.problems);
+      return asRequest(e, actor);
+    });
+    if (types[0] === 'JobSubmitted') {
+      if (types.join() !== 'JobSubmitted,UnitAssigned') throw new RequestRefused('invalid', 'a job is submitted as JobSubmitted followed by its first UnitAssigned');
+      const submitted = proposed[0] as ProposedEvent & { data: { job: unknown; owner: JobOwner } };
+      if (submitted.data?.job !== job) throw new RequestRefused('invalid', `JobSubmitted names job ${JSON.stringify(submitted.data?.job)} but goes to ${stream}`);
+      // The owner is who asked, as the kernel says; what the client wrote there is ignored.
+      const owner: JobOwner = { uid: caller.uid, gid: caller.gid, groups: [...caller.groups], ...(caller.user && { user: caller.user }) };
+      proposed[0] = { ...submitted, data: { ...submitted.data, owner } } as ProposedEvent;
+      return this.#o.store.append(stream, proposed, { expectedRevision: 'no_stream' });
+    }
+    if (proposed.length !== 1) throw new RequestRefused('invalid', `one request per append (got ${types.join(', ')})`);
+    const [request] = proposed as [ProposedEvent];
+    const membership = await jobMembership(this.#o.store, job);
+    if (!membership) throw new RequestRefused('not-found', `unknown job "${job}" (ckpt jobs lists them)`);
+    switch (request.type) {
+      case 'CheckpointRequested':
+      case 'RestartRequested':
+        // Authorized by the coordinator from the recorded actor: its refusal is a recorded
+        // decision that `ckpt verify` re-derives.
+        return this.#o.store.append(stream, [request], expectedRevision === undefined ? {} : { expectedRevision });
+      case 'UnitAssigned':
+        await this.#authorize(membership, actor, `add a unit to`, request);
+        return this.#o.store.append(stream, [request], { expectedRevision: 'stream_exists' });
+      case 'UnitLaunchFailed':
+        await this.#authorize(membership, actor, 'launch a unit of', request);
+        return this.#o.store.append(stream, [request]);
+      case 'UnitLaunched': {
+        await this.#authorize(membership, actor, 'launch a unit of', request);
+        const launch = this.#launching.then(() => this.#launch(caller, membership, request as ProposedEvent & { type: 'UnitLaunched' }));
+        this.#launching = launch.catch(() => undefined);
+        return launch;
+      }
+      default:
+        throw new RequestRefused('invalid', `${request.type} cannot be appended to an existing job`);
+    }
+  }
+
+  /** Refuses (and records the refusal in the job) unless the actor owns the job or is root. */
+  async #authorize(job: JobMembership, actor: Actor, what: string, request: ProposedEvent) {
+    const refused = authorizeActor(job, actor, what);
+    if (refused) await this.#refuse(job.job, actor, request.metadata?.correlationId, 'run', 'unauthorized', refused);
+  }
+
+  async #refuse(job: string, actor: Actor, correlationId: string | undefined, command: 'run' | 'prune', code: RequestRefused['code'], reason: string): Promise<never> {
+    const id = correlationId ?? randomUUID();
+    const [rejected] = reject(id, command, code, reason);
+    await this.#o.store.append(jobStream(job), [{ ...rejected!, metadata: { actor, correlationId: id } }]);
+    throw new RequestRefused(code, reason);
+  }
+
+  /**
+   * A unit's root, as the caller claims it: the agent checks it is the caller's own fresh process,
+   * moves it into the unit's cgroups itself and records UnitLaunched from what it reads.
+   */
+  async #launch(caller: Caller, job: JobMembership, request: ProposedEvent & { type: 'UnitLaunched' }) {
+    const actor = actorOf(caller);
+    const { unit: name, root } = request.data;
+    const unit = job.units[name];
+    const refuse = (reason: string) => this.#refuse(job.job, actor, request.metadata?.correlationId, 'run', 'invalid', reason);
+    if (!unit) return refuse(`job ${job.job} has no unit ${name} to launch`);
+    if (unit.phase !== 'assigned' || unit.cgroups.length === 0) {
+      return refuse(`unit ${name} of job ${job.job} is ${unit.phase}${unit.cgroups.length === 0 ? ' without cgroups' : ''}: only an assigned unit whose cgroups exist can be launched`);
+    }
+    const problem = rootProblem(caller, root);
+    if (problem) return refuse(`the process claimed as the root of unit ${name} of job ${job.job} ${problem}`);
+    try {
+      addProcess(unit.cgroups, root.pid);
+    } catch (error) {
+      return refuse(`could not move the root into the unit’s cgroups: ${(error as Error).message}`);
+    }
+    const stat = readStat(root.pid);
+    const groups = readCgroups(root.pid);
+    if (!stat || stat.startTime !== root.startTime || !groups) return refuse(`the root process ${root.pid} exited before it was launched`);
+    return this.#o.store.append(jobStream(job.job), [
+      {
+        type: 'UnitLaunched',
+        data: { unit: name, node: unit.node, root, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, cgroup: primaryCgroup(groups) },
+        metadata: { actor, ...(request.metadata?.correlationId && { correlationId: request.metadata.correlationId }) },
+      },
+    ]);
+  }
+
+  /** The agent prunes (as root, in its own images root); the request and its refusal are recorded. */
+  async #prune(caller: Caller, job: unknown, keep: unknown) {
+    if (typeof job !== 'string' || !/^[\x21-\x7e]{1,196}$/.test(job)) throw new RequestRefused('invalid', `prune: job must be a job name, got ${JSON.stringify(job)}`);
+    if (!Number.isSafeInteger(keep) || (keep as number) < 1) throw new RequestRefused('invalid', `prune: keep must be an integer ≥ 1 (the newest version is never pruned), got ${JSON.stringify(keep)}`);
+    const { store, imagesRoot } = this.#o;
+    if ((await store.streamRevision(jobStream(job))) === undefined) throw new RequestRefused('not-found', `unknown job "${job}" (ckpt jobs lists them)`);
+    const actor = actorOf(caller);
+    const request = randomUUID();
+    const metadata = { actor, correlationId: request };
+    const { revision } = await store.append(jobStream(job), [{ type: 'PruneRequested', data: { request, keep: keep as number }, metadata }]);
+    const events = (await readJobStream(store, job))!;
+    const requested = events.find((e) => e.revision === revision)!;
+    const coordinator = jobCoordinator(job);
+    const state = events.reduce(coordinator.evolve, coordinator.initial);
+    const refused = authorizeActor(state.checkpoint.job, actor, 'prune');
+    if (refused) await this.#refuse(job, actor, request, 'prune', 'unauthorized', refused);
+    const inUse = new Set(state.restart.active ? [state.restart.active.version] : []);
+    const sizes = new Map(listVersions(imagesRoot, job).map((v) => [v.version, v.bytes ?? 0]));
+    const pruned = pruneVersions(imagesRoot, job, keep as number, inUse).map((version) => ({ version, bytes: sizes.get(version) ?? 0 }));
+    if (pruned.length > 0) {
+      await store.append(jobStream(job), pruned.map((p) => ({ type: 'CheckpointPruned' as const, data: p, metadata: { ...metadata, causationId: requested.id } })));
+    }
+    const kept = listVersions(imagesRoot, job).filter((v) => v.committed).map((v) => v.version);
+    return { pruned, kept };
+  }
+}
+
+/**
+ * Why a claimed unit root is not one the caller may launch, or undefined: it must exist with
+ * that start time, run as the caller (every uid: real, effective, saved, fs — root excepted),
+ * be in no unit's cgroup yet, and be PID 1 of its PID namespace when it has one of its own.
+ */
+export const rootProblem = (caller: Caller, root: ProcessRef): string | undefined => {
+  const stat = readStat(root.pid);
+  if (!stat || stat.startTime !== root.startTime || stat.state === 'Z') return `(pid ${root.pid}, start time ${root.startTime}) does not exist`;
+  const status = procStatus(root.pid);
+  const uids = status?.Uid?.split(/\s+/).map(Number);
+  if (!uids || uids.length !== 4) return `(pid ${root.pid}) could not be read`;
+  if (caller.uid !== 0 && uids.some((uid) => uid !== caller.uid)) return `(pid ${root.pid}) runs as uid ${uids.join('/')}, not as uid ${caller.uid} who claims it`;
+  const groups = readCgroups(root.pid);
+  const inUnit = groups && [...Object.values(groups.v1), groups.unified ?? ''].find((path) => /(^|\/)ckpt\//.test(path));
+  if (inUnit) return `(pid ${root.pid}) is in a unit's cgroup already (${inUnit})`;
+  const nsPids = status?.NSpid?.split(/\s+/).map(Number) ?? [];
+  const ownNamespace = safeReadlink(`/proc/${root.pid}/ns/pid`) !== safeReadlink('/proc/self/ns/pid');
+  if (ownNamespace && nsPids[nsPids.length - 1] !== 1) return `(pid ${root.pid}) is in another PID namespace but not its PID 1`;
+  return undefined;
+};
+
+const procStatus = (pid: number): Record<string, string> | undefined => {
+  try {
+    const fields: Record<string, string> = {};
+    for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+      const colon = line.indexOf(':');
+      if (colon > 0) fields[line.slice(0, colon)] = line.slice(colon + 1).trim();
+    }
+    return fields;
+  } catch {
+    return undefined;
+  }
+};
+
+const safeReadlink = (path: string): string | undefined => {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+};
+
+/** SO_PEERCRED and SO_PEERGROUPS of a connection, read by a tiny helper given it as fd 3. */
+export const peerCredentials = (connection: Socket): Promise<Caller> =>
+  new Promise((resolve, reject) => {
+    if (!existsSync(peerCredentialsPath)) return reject(new Error(`${peerCredentialsPath} is missing: build ckpt with a C compiler (npm run build)`));
+    // The descriptor itself, not the stream: given a stream, Node stops reading it here.
+    const fd = (connection as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) return reject(new Error('the connection has no file descriptor'));
+    const helper = spawn(peerCredentialsPath, [], { stdio: ['ignore', 'pipe', 'pipe', fd] });
+    let out = '';
+    let err = '';
+    helper.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    helper.stderr!.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    helper.once('error', reject);
+    // Not 'close': that waits for every stdio stream, the connection (fd 3) included.
+    const exited = new Promise<number | null>((done) => helper.once('exit', (code) => done(code)));
+    const read = new Promise<void>((done) => helper.stdout!.once('end', done));
+    void Promise.all([exited, read]).then(([code]) => {
+      const [uid, gid, pid, ...groups] = out.trim().split(' ').map(Number);
+      if (code !== 0 || [uid, gid, pid, ...groups].some((n) => !Number.isSafeInteger(n))) {
+        return reject(new Error(`could not read the peer's credentials (${err.trim() || `exit ${code}`})`));
+      }
+      resolve({ uid: uid!, gid: gid!, pid: pid!, groups, ...userEntry(uid!) });
+    });
+  });
+
+/** The user's name from /etc/passwd, for messages and the audit (the uid is what counts). */
+const userEntry = (uid: number): { user?: string } => {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === String(uid));
+    const name = line?.split(':')[0];
+    return name ? { user: name } : {};
+  } catch {
+    return {};
+  }
+};
+
+const actorOf = (c: Caller): Actor => ({ kind: 'user', uid: c.uid, gid: c.gid, ...(c.pid > 0 && { pid: c.pid }), ...(c.user && { user: c.user }) });
+const nameOf = (c: Caller) => (c.user ? `${c.user} (uid ${c.uid})` : `uid ${c.uid}`);
+
+/** A client's event as a request: its actor is the caller; only its correlation and causation ids are kept. */
+const asRequest = (e: ProposedEvent, actor: Actor): ProposedEvent => {
+  const { correlationId, causationId } = (e.metadata ?? {}) as { correlationId?: unknown; causationId?: unknown };
+  const ids = { ...(typeof correlationId === 'string' && { correlationId }), ...(typeof causationId === 'string' && { causationId }) };
+  return { type: e.type, data: e.data, metadata: { actor, ...ids } } as ProposedEvent;
+};
+
+const streamOf = (r: Record<string, unknown>): string => {
+  if (typeof r.stream !== 'string') throw new RequestRefused('invalid', `${String(r.op)}: stream must be a stream name`);
+  return r.stream;
+};
+
+const numbers = (r: Record<string, unknown>, ...names: string[]): Record<string, number> => {
+  const out: Record<string, number> = {};
+  for (const name of names) {
+    const value = r[name];
+    if (value === undefined || value === null) continue;
+    if (!Number.isSafeInteger(value) || (value as number) < 0) throw new RequestRefused('invalid', `${String(r.op)}: ${name} must be a non-negative integer`);
+    out[name] = value as number;
+  }
+  return out;
+};
+
+const expectedRevisionOf = (value: unknown): ExpectedRevision | undefined => {
+  if (value === undefined || value === null) return undefined;
+  if (value === 'any' || value === 'no_stream' || value === 'stream_exists' || (Number.isSafeInteger(value) && (value as number) >= 0)) return value as ExpectedRevision;
+  throw new RequestRefused('invalid', `expectedRevision must be any, no_stream, stream_exists or a revision, got ${JSON.stringify(value)}`);
+};
+
+/** Errors the client turns back into the same classes (WrongExpectedRevisionError, InvalidEventError). */
+const errorJson = (error: Error) => {
+  if (error instanceof WrongExpectedRevisionError) return { name: error.name, message: error.message, stream: error.stream, expected: error.expected, actual: error.actual };
+  if (error instanceof InvalidEventError) return { name: error.name, message: error.message, eventType: error.eventType, problems: error.problems };
+  if (error instanceof RequestRefused) return { name: error.name, message: error.message, code: error.code };
+  return { name: 'Error', message: error.message };
+};
