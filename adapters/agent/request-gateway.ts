@@ -73,6 +73,8 @@ export class RequestGateway {
   readonly #connections = new Set<Socket>();
   /** Job owners' uids, once known (a job's owner never changes). */
   readonly #owners = new Map<string, number>();
+  /** Who made each request of a job stream (see #requester). */
+  readonly #requests = new Map<string, { next: number; by: Map<string, number> }>();
   /** Launches are verified and moved one at a time: two claims on one unit cannot both pass. */
   #launching: Promise<unknown> = Promise.resolve();
   #server: Server | undefined;
@@ -157,11 +159,10 @@ export class RequestGateway {
       case 'append':
         return this.#append(caller, streamOf(r), r.events, expectedRevisionOf(r.expectedRevision));
       case 'read':
-        return this.#mayRead(caller, streamOf(r), true).then(() =>
-          store.readStream(streamOf(r), { ...numbers(r, 'from', 'limit'), ...(r.direction === 'backwards' && { direction: 'backwards' }) }),
-        );
+        return this.#readStream(caller, streamOf(r), { ...numbers(r, 'from', 'limit'), ...(r.direction === 'backwards' && { direction: 'backwards' as const }) });
       case 'revision':
-        return this.#mayRead(caller, streamOf(r), true).then(() => store.streamRevision(streamOf(r)).then((rev) => rev ?? null));
+        // How far a stream is (a job exists) is no secret; what is in it is.
+        return store.streamRevision(streamOf(r)).then((rev) => rev ?? null);
       case 'head':
         return store.headPosition();
       case 'readAll':
@@ -184,7 +185,7 @@ export class RequestGateway {
     });
     // In log order: each event waits for the owner lookup of the one before.
     return marked
-      .pipe(concatMap((e) => fromPromise(e === CAUGHT_UP ? Promise.resolve(e) : this.#mayRead(caller, e.stream, false).then((ok) => (ok ? e : undefined)))))
+      .pipe(concatMap((e) => fromPromise(e === CAUGHT_UP ? Promise.resolve(e) : this.#visible(caller, e).then((ok) => (ok ? e : undefined)))))
       .subscribe({
         next: (e) => e !== undefined && send(e === CAUGHT_UP ? { id, caughtUp: true } : { id, event: e }),
         error: (error: Error) => send({ id, ok: false, error: errorJson(error) }),
@@ -198,21 +199,62 @@ export class RequestGateway {
     const readable: RecordedEvent[] = [];
     for (let from = options.from ?? 1; readable.length < limit; ) {
       const page = await this.#o.store.readAll({ from, limit: size });
-      for (const e of page) if (readable.length < limit && (await this.#mayRead(caller, e.stream, false))) readable.push(e);
+      for (const e of page) if (readable.length < limit && (await this.#visible(caller, e))) readable.push(e);
       if (page.length < size) break;
       from = page[page.length - 1]!.position + 1;
     }
     return readable;
   }
 
-  /** Root reads everything, anyone node streams; a job stream only its owner (unknown: empty). */
-  async #mayRead(caller: Caller, stream: string, orThrow: boolean): Promise<boolean> {
+  /** A page of one stream as the caller may see it: full (limit) unless the stream ends. */
+  async #readStream(caller: Caller, stream: string, options: { from?: number; limit?: number; direction?: 'backwards' }): Promise<RecordedEvent[]> {
+    if (await this.#mayRead(caller, stream)) return this.#o.store.readStream(stream, options);
+    const limit = options.limit ?? Infinity;
+    const size = Math.min(limit, 1000);
+    const visible: RecordedEvent[] = [];
+    for (let from = options.from; visible.length < limit; ) {
+      const page = await this.#o.store.readStream(stream, { ...options, ...(from !== undefined && { from }), limit: size });
+      for (const e of page) if (visible.length < limit && (await this.#visible(caller, e))) visible.push(e);
+      if (page.length < size) break;
+      from = page[page.length - 1]!.revision + (options.direction === 'backwards' ? -1 : 1);
+      if (from < 0) break;
+    }
+    return visible;
+  }
+
+  /** Root reads everything, anyone node streams; a job stream only its owner. */
+  async #mayRead(caller: Caller, stream: string): Promise<boolean> {
     if (caller.uid === 0 || stream.startsWith('node-')) return true;
     const job = stream.startsWith('job-') ? stream.slice(4) : undefined;
     const owner = job === undefined ? 0 : await this.#owner(job);
-    if (owner === undefined || owner === caller.uid) return true;
-    if (!orThrow) return false;
-    throw new RequestRefused('unauthorized', `${nameOf(caller)} may not read ${stream}: only ${job ? `the job's owner (uid ${owner}) or root` : 'root'} may`);
+    return owner === undefined || owner === caller.uid;
+  }
+
+  /**
+   * Whether the caller may see an event: all of a stream they may read; in someone else's job,
+   * their own requests and the refusals of those (so they learn why, and nothing else).
+   */
+  async #visible(caller: Caller, e: RecordedEvent): Promise<boolean> {
+    if (await this.#mayRead(caller, e.stream)) return true;
+    const actor = e.metadata.actor;
+    if (actor.kind === 'user' && actor.uid === caller.uid) return true;
+    return e.type === 'RequestRejected' && (await this.#requester(e.stream, e.data.request)) === caller.uid;
+  }
+
+  /** Who made a request of a job stream (uid), from the stream; scanned on from where the last scan ended. */
+  async #requester(stream: string, request: string): Promise<number | undefined> {
+    const known = this.#requests.get(stream) ?? { next: 0, by: new Map<string, number>() };
+    this.#requests.set(stream, known);
+    while (!known.by.has(request)) {
+      const page = await this.#o.store.readStream(stream, { from: known.next, limit: 1000 });
+      for (const e of page) {
+        const id = (e.data as { request?: unknown }).request;
+        if (e.type.endsWith('Requested') && typeof id === 'string' && e.metadata.actor.kind === 'user') known.by.set(id, e.metadata.actor.uid);
+      }
+      if (page.length > 0) known.next = page[page.length - 1]!.revision + 1;
+      if (page.length < 1000) break;
+    }
+    return known.by.get(request);
   }
 
   async #owner(job: string): Promise<number | undefined> {
@@ -424,7 +466,6 @@ const userEntry = (uid: number): { user?: string } => {
 };
 
 const actorOf = (c: Caller): Actor => ({ kind: 'user', uid: c.uid, gid: c.gid, ...(c.pid > 0 && { pid: c.pid }), ...(c.user && { user: c.user }) });
-const nameOf = (c: Caller) => (c.user ? `${c.user} (uid ${c.uid})` : `uid ${c.uid}`);
 
 /** A client's event as a request: its actor is the caller; only its correlation and causation ids are kept. */
 const asRequest = (e: ProposedEvent, actor: Actor): ProposedEvent => {
