@@ -48,7 +48,7 @@ export const UnitLaunched = defineEvent(
   'UnitLaunched',
   'observation',
   record({ unit: UnitId, node: NodeId, root: ProcessRef, pgid: PositiveInt, sid: PositiveInt, comm: t.string, cgroup: t.string }),
-  'The unit’s root process started, in a new session, inside the unit’s cgroups (held until tracked).',
+  'The unit’s root process started, in a new session (held until tracked); the node agent checked that the claimed root is the requester’s own fresh process, moved it into the unit’s cgroups and recorded what it read (actor: the requester).',
 );
 
 export const UnitTracked = defineEvent(
