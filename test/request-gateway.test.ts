@@ -3,7 +3,7 @@
 // root is refused on record and left alone, a stranger can neither act on nor read someone else's
 // job, and a user runs and reads a job of their own through the agent.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { agentSocket } from '../adapters/agent/daemon.js';
@@ -210,6 +210,20 @@ test('nobody runs a job of their own through the agent: it runs as them, in its 
   const jobs = (JSON.parse(asNobody(['jobs', '--json']).out) as Array<{ job: string }>).map((j) => j.job).sort();
   assert.equal(jobs, ['forge', 'forged-owner', 'mine']);
   assert.ok(json<Array<{ job: string }>>(['jobs']).some((j) => j.job === 'rootjob'), 'root sees every job');
+});
+
+test('a killed agent leaves a stale socket: root’s next request starts a new agent, which replaces it', async () => {
+  const before = json<{ pid: number; startTime: number }>(['agent', 'status']);
+  sigkill(before.pid);
+  await until('the agent gone', () => readStat(before.pid)?.startTime !== before.startTime || readStat(before.pid)?.state === 'Z', 10_000, 50);
+  assert.ok(existsSync(agentSocket(NODE, store)), 'the dead agent left its socket');
+  const r = ckpt(['prune', 'mine', '--keep', '1']);
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, 'nothing to prune');
+  const after = json<{ pid: number }>(['agent', 'status']);
+  assert.is.not(after.pid, before.pid);
+  const pruned = history('mine').find((e) => e.type === 'PruneRequested')!;
+  assert.is(actorOf(pruned).uid, 0);
 });
 
 test('no agent for the store: a non-root caller is told to ask root to start one', () => {

@@ -135,7 +135,15 @@ export const connectAgent = async (node: string, store: string): Promise<AgentCo
   }
   if (process.getuid?.() !== 0) throw new NoAgentError(`no node agent runs for ${store} on this machine: ask root to start one (sudo ckpt agent start)`);
   await startAgent(ckptHome(), node, store);
-  return AgentConnection.open(preferred);
+  // An agent that has just claimed its pid file opens its socket a moment later (a stale socket
+  // of a dead agent may still be there until then).
+  for (const end = Date.now() + 10_000; ; await new Promise((r) => setTimeout(r, 25))) {
+    try {
+      return await AgentConnection.open(preferred);
+    } catch (error) {
+      if (Date.now() > end) throw new NoAgentError(`the node agent for ${node} runs but does not answer on ${preferred} (${(error as Error).message}); see ckpt agent status`);
+    }
+  }
 };
 
 export interface GatewayEventStoreOptions {
