@@ -212,6 +212,17 @@ test('nobody runs a job of their own through the agent: it runs as them, in its 
   assert.ok(json<Array<{ job: string }>>(['jobs']).some((j) => j.job === 'rootjob'), 'root sees every job');
 });
 
+test('nobody in the foreground: output passes through and the command’s status comes back (followed through the agent)', () => {
+  const r = asNobody(['run', '--job', 'fgmine', '--', 'sh', '-c', 'id -u; exit 3']);
+  assert.is(r.code, 3, r.err);
+  assert.is(r.out.trim(), String(NOBODY));
+});
+
+test('the decisions about these requests re-derive: ckpt verify of root’s job with the refusals in it', () => {
+  const r = ckpt(['verify', 'rootjob']);
+  assert.is(r.code, 0, r.out + r.err);
+});
+
 test('a killed agent leaves a stale socket: root’s next request starts a new agent, which replaces it', async () => {
   const before = json<{ pid: number; startTime: number }>(['agent', 'status']);
   sigkill(before.pid);
