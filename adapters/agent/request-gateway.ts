@@ -15,7 +15,7 @@
 // refusals that concern a job are recorded there (RequestRejected).
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,7 +87,12 @@ export class RequestGateway {
   async open(): Promise<void> {
     const { socket } = this.#o;
     mkdirSync(dirname(socket), { recursive: true, mode: 0o755 });
-    chmodSync(dirname(socket), 0o755);
+    // Others must not be able to swap the socket: the directory is root's own, not a link.
+    const dir = lstatSync(dirname(socket));
+    if (!dir.isDirectory() || dir.uid !== 0 || (dir.mode & 0o022) !== 0) {
+      throw new Error(`${dirname(socket)} must be a directory owned by root and writable only by it (chown root: it; chmod 755 it)`);
+    }
+    chmodSync(dirname(socket), 0o755); // whatever the umask: everyone must reach the socket
     rmSync(socket, { force: true });
     const server = createServer((connection) => this.#serve(connection));
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socket, () => resolve()));
@@ -120,6 +125,7 @@ export class RequestGateway {
       throw error;
     });
     const caller = queue as Promise<Caller>;
+    caller.catch(() => undefined); // logged above; requests queued behind it are dropped
     let buffered = '';
     connection.setEncoding('utf8');
     connection.on('data', (chunk: string) => {
