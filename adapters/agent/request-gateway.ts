@@ -87,9 +87,9 @@ export class RequestGateway {
   async open(): Promise<void> {
     const { socket } = this.#o;
     mkdirSync(dirname(socket), { recursive: true, mode: 0o755 });
-    // Others must not be able to swap the socket: the directory is root's own, not a link.
+    // Others must not be able to swap the socket: the directory is the agent's (root's) own, not a link.
     const dir = lstatSync(dirname(socket));
-    if (!dir.isDirectory() || dir.uid !== 0 || (dir.mode & 0o022) !== 0) {
+    if (!dir.isDirectory() || dir.uid !== process.getuid?.() || (dir.mode & 0o022) !== 0) {
       throw new Error(`${dirname(socket)} must be a directory owned by root and writable only by it (chown root: it; chmod 755 it)`);
     }
     chmodSync(dirname(socket), 0o755); // whatever the umask: everyone must reach the socket
