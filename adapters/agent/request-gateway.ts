@@ -13,18 +13,16 @@
 // its owner or root may act on it or read it (node streams are readable by all); a unit's root is
 // moved into the unit's cgroups by the agent, after it checked that the process is the caller's;
 // refusals that concern a job are recorded there (RequestRejected).
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { concatMap, from as fromPromise, Observable, type Subscription } from 'rxjs';
 import { WrongExpectedRevisionError, type EventStore, type ExpectedRevision, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import * as E from 'fp-ts/lib/Either.js';
 import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
 import type { JobOwner } from '../../domain/events/job.js';
-import { jobStream, type Actor, type NodeId, type ProcessRef } from '../../domain/identity.js';
+import { jobStream, type Actor, type NodeId } from '../../domain/identity.js';
 import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
@@ -33,17 +31,8 @@ import { jobMembership } from '../../projections/jobs.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
 import { listVersions, pruneVersions } from '../images/image-store.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
-
-export const peerCredentialsPath: string = fileURLToPath(new URL('../../native/ckpt-peer-credentials', import.meta.url));
-
-/** Who is at the other end of a connection, as the kernel says. */
-export interface Caller {
-  readonly uid: number;
-  readonly gid: number;
-  readonly pid: number;
-  readonly groups: readonly number[];
-  readonly user?: string;
-}
+import { rootProblem } from './launch-claim.js';
+import { peerCredentials, type Caller } from './peer-credentials.js';
 
 export interface RequestGatewayOptions {
   readonly store: EventStore;
@@ -392,84 +381,6 @@ export class RequestGateway {
     return { pruned, kept };
   }
 }
-
-/**
- * Why a claimed unit root is not one the caller may launch, or undefined: it must exist with
- * that start time, run as the caller (every uid: real, effective, saved, fs — root excepted),
- * be in no unit's cgroup yet, and be PID 1 of its PID namespace when it has one of its own.
- */
-export const rootProblem = (caller: Caller, root: ProcessRef): string | undefined => {
-  const stat = readStat(root.pid);
-  if (!stat || stat.startTime !== root.startTime || stat.state === 'Z') return `(pid ${root.pid}, start time ${root.startTime}) does not exist`;
-  const status = procStatus(root.pid);
-  const uids = status?.Uid?.split(/\s+/).map(Number);
-  if (!uids || uids.length !== 4) return `(pid ${root.pid}) could not be read`;
-  if (caller.uid !== 0 && uids.some((uid) => uid !== caller.uid)) return `(pid ${root.pid}) runs as uid ${uids.join('/')}, not as uid ${caller.uid} who claims it`;
-  const groups = readCgroups(root.pid);
-  const inUnit = groups && [...Object.values(groups.v1), groups.unified ?? ''].find((path) => /(^|\/)ckpt\//.test(path));
-  if (inUnit) return `(pid ${root.pid}) is in a unit's cgroup already (${inUnit})`;
-  const nsPids = status?.NSpid?.split(/\s+/).map(Number) ?? [];
-  const ownNamespace = safeReadlink(`/proc/${root.pid}/ns/pid`) !== safeReadlink('/proc/self/ns/pid');
-  if (ownNamespace && nsPids[nsPids.length - 1] !== 1) return `(pid ${root.pid}) is in another PID namespace but not its PID 1`;
-  return undefined;
-};
-
-const procStatus = (pid: number): Record<string, string> | undefined => {
-  try {
-    const fields: Record<string, string> = {};
-    for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
-      const colon = line.indexOf(':');
-      if (colon > 0) fields[line.slice(0, colon)] = line.slice(colon + 1).trim();
-    }
-    return fields;
-  } catch {
-    return undefined;
-  }
-};
-
-const safeReadlink = (path: string): string | undefined => {
-  try {
-    return readlinkSync(path);
-  } catch {
-    return undefined;
-  }
-};
-
-/** SO_PEERCRED and SO_PEERGROUPS of a connection, read by a tiny helper given it as fd 3. */
-export const peerCredentials = (connection: Socket): Promise<Caller> =>
-  new Promise((resolve, reject) => {
-    if (!existsSync(peerCredentialsPath)) return reject(new Error(`${peerCredentialsPath} is missing: build ckpt with a C compiler (npm run build)`));
-    // The descriptor itself, not the stream: given a stream, Node stops reading it here.
-    const fd = (connection as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0) return reject(new Error('the connection has no file descriptor'));
-    const helper = spawn(peerCredentialsPath, [], { stdio: ['ignore', 'pipe', 'pipe', fd] });
-    let out = '';
-    let err = '';
-    helper.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    helper.stderr!.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    helper.once('error', reject);
-    // Not 'close': that waits for every stdio stream, the connection (fd 3) included.
-    const exited = new Promise<number | null>((done) => helper.once('exit', (code) => done(code)));
-    const read = new Promise<void>((done) => helper.stdout!.once('end', done));
-    void Promise.all([exited, read]).then(([code]) => {
-      const [uid, gid, pid, ...groups] = out.trim().split(' ').map(Number);
-      if (code !== 0 || [uid, gid, pid, ...groups].some((n) => !Number.isSafeInteger(n))) {
-        return reject(new Error(`could not read the peer's credentials (${err.trim() || `exit ${code}`})`));
-      }
-      resolve({ uid: uid!, gid: gid!, pid: pid!, groups, ...userEntry(uid!) });
-    });
-  });
-
-/** The user's name from /etc/passwd, for messages and the audit (the uid is what counts). */
-const userEntry = (uid: number): { user?: string } => {
-  try {
-    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === String(uid));
-    const name = line?.split(':')[0];
-    return name ? { user: name } : {};
-  } catch {
-    return {};
-  }
-};
 
 const actorOf = (c: Caller): Actor => ({ kind: 'user', uid: c.uid, gid: c.gid, ...(c.pid > 0 && { pid: c.pid }), ...(c.user && { user: c.user }) });
 
