@@ -161,7 +161,7 @@ test('a forged UnitLaunched pointing at a root process is refused and recorded; 
   assert.equal(ckptCgroupsOf(victim.pid!), [], 'in no ckpt cgroup');
 });
 
-test('a stranger’s checkpoint, restart and prune of root’s job are refused and recorded; root’s events are not theirs to read', async () => {
+test('a stranger’s checkpoint, restart, prune and added unit of root’s job are refused and recorded; root’s events are not theirs to read', async () => {
   const before = rejections('rootjob').length;
   let r = asNobody(['checkpoint', 'rootjob', '--wait', '--timeout', '20s']);
   assert.is(r.code, 1, r.err);
@@ -172,8 +172,12 @@ test('a stranger’s checkpoint, restart and prune of root’s job are refused a
   r = asNobody(['prune', 'rootjob', '--keep', '1']);
   assert.is(r.code, 1, r.err);
   assert.match(r.err, 'refused: nobody (uid 65534) may not prune job rootjob');
+  const [join] = rawAsNobody({ op: 'append', stream: 'job-rootjob', expectedRevision: 'stream_exists', events: [{ type: 'UnitAssigned', data: { unit: 'extra', node: NODE, command: ['sleep', '1'], cwd: '/tmp', limits: {} } }] });
+  assert.not.ok(join!.ok);
+  assert.match(join!.error!.message, 'nobody (uid 65534) may not add a unit to job rootjob');
   const recorded = rejections('rootjob').slice(before);
-  assert.equal(recorded.map((e) => e.data.command).sort(), ['checkpoint', 'prune', 'restart']);
+  assert.equal(recorded.map((e) => e.data.command).sort(), ['checkpoint', 'prune', 'restart', 'run']);
+  assert.not.ok(history('rootjob').some((e) => e.type === 'UnitAssigned' && e.data.unit === 'extra'));
   for (const e of recorded) assert.is(e.data.code, 'unauthorized');
   const prune = history('rootjob').find((e) => e.type === 'PruneRequested')!;
   assert.is(actorOf(prune).uid, NOBODY);
