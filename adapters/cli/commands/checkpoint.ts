@@ -3,7 +3,7 @@ import { foldCheckpoints, type CheckpointSummary } from '../../../projections/ch
 import { jobMembership } from '../../../projections/jobs.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
-import { durationOption, flag, UsageError } from '../args.js';
+import { checkName, durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
 import { formatBytes, whyLine, writeOut } from '../output.js';
@@ -81,6 +81,7 @@ export const checkpointCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt checkpoint JOB');
+    checkName('job', job);
     const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
     const freezeBudgetMs = durationOption(args, 'freeze-budget');
     const wait = flag(args, 'wait');

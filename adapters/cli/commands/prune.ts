@@ -5,7 +5,7 @@ import { authorize } from '../../../domain/requests.js';
 import { readJobStream } from '../../../projections/checkpoints.js';
 import { imagesRoot, listVersions, pruneVersions } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
-import { flag, integerOption, UsageError } from '../args.js';
+import { checkName, flag, integerOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { formatBytes, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
@@ -28,6 +28,7 @@ export const pruneCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt prune JOB --keep N');
+    checkName('job', job);
     const keep = integerOption(args, 'keep', 1);
     if (keep === undefined) throw new UsageError('say how many versions to keep: --keep N');
     const store = openStoreAsUser(args);
