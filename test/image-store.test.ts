@@ -12,7 +12,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
   commitVersion, describeProblems, followImages, hashFile, ImageStoreError, imagesRoot, listVersions, MANIFEST, prepareUnitDir, pruneVersions,
-  readManifest, removePartial, removeVersion, unitImagesDir, verifyVersion, versionDir, type ImageProblem, type Verification,
+  readManifest, realUnitImagesDir, removePartial, removeVersion, unitImagesDir, verifyVersion, versionDir, type ImageProblem, type Verification,
 } from '../adapters/images/image-store.js';
 
 const test = suite('image store');
@@ -381,6 +381,7 @@ test('a version directory planted as a link: abort and removal unlink the link, 
   assert.is(v.ok, false);
   assert.match(problemsOf(v)[0]!.detail ?? '', /is a symbolic link, not a version directory ckpt made/);
   throwsStoreError(() => commit('job', 1, ['u1'], null), /does not exist \(or is not a directory\)/, 'commit through a link');
+  throwsStoreError(() => realUnitImagesDir(root, 'job', 1, 'u1'), /v1 is a symbolic link, not a directory ckpt made/, 'a restore’s images');
   assert.equal(pruneVersions(root, 'job', 1, new Set()), [], 'prune lists real version directories only');
   untouched(outside);
   assert.ok(isLink(v1), 'prune leaves what is not a version alone');
@@ -397,6 +398,7 @@ test('a job directory planted as a link: nothing under it is removed, verified o
   throwsStoreError(() => removeVersion(root, 'job', 1), /job is a symbolic link, not a directory ckpt made/, 'removeVersion');
   throwsStoreError(() => verifyVersion(root, 'job', 1), /job is a symbolic link, not a directory ckpt made/, 'verifyVersion');
   throwsStoreError(() => prepareUnitDir(root, 'job', 1, 'u2'), /is a symbolic link, not a directory/, 'prepareUnitDir');
+  throwsStoreError(() => realUnitImagesDir(root, 'job', 1, 'u1'), /job is a symbolic link, not a directory ckpt made/, 'a restore’s images');
   assert.is(readFileSync(join(outside, 'v1', 'u1', 'precious'), 'utf8'), 'keep me too');
   assert.not.ok(existsSync(join(outside, 'v1', 'u2')), 'nothing was created through the link');
   untouched(outside);

@@ -23,7 +23,7 @@ import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
 import { readPstree } from '../checkpointers/criu-images.js';
 import { freezerOf, inUnit, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { createPrivateFile, makePrivateDir, makePrivateDirs, replacePrivateFile } from '../fs/safe-fs.js';
-import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
+import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, realUnitImagesDir, unitImagesDir, verifyVersion } from '../images/image-store.js';
 import { verifyVersionOffThread } from '../images/verify-worker.js';
 import { hostPidsByNamespacePid, pidsInUse } from '../tracking/pids.js';
 import { primaryCgroup, readCgroups, readStat, scanProcesses } from '../tracking/procfs.js';
@@ -259,7 +259,8 @@ export class JobWork {
     const planned = r?.units.find((u) => u.unit === c.unit);
     if (!r || !planned) throw new Error(`restart r${c.version} of ${job} has no unit ${c.unit} in this node's log`);
     const unit = planned.unit;
-    const imagesDir = unitImagesDir(this.#o.imagesRoot, job, r.version, unit);
+    // Restored from: images/JOB/vN/UNIT through real directories only (never a planted link).
+    const imagesDir = () => realUnitImagesDir(this.#o.imagesRoot, job, r.version, unit);
     const workDir = join(this.#o.workRoot, job, `r${c.version}`, unit);
     // restarts/JOB/rN/UNIT: each level a private directory of the agent's, never a planted link.
     const makeWorkDir = () => (makePrivateDir(this.#o.workRoot), makePrivateDirs(this.#o.workRoot, job, `r${c.version}`, unit));
@@ -296,7 +297,7 @@ export class JobWork {
         stillRunning();
         const started = performance.now();
         const cgroups = this.#o.restartCgroups(job, unit, c.version, planned.limits);
-        const pids = readPstree(imagesDir).map((e) => e.pid);
+        const pids = readPstree(imagesDir()).map((e) => e.pid);
         // A unit launched in its own PID namespace (root = PID 1 there): CRIU makes a new one, so
         // nothing can collide and nothing is waited for. Older images hold host PIDs: they need
         // those free, or a namespace criu itself keeps alive as init (that unit cannot be
@@ -321,9 +322,9 @@ export class JobWork {
         makeWorkDir();
         if (existsSync(join(workDir, 'restore.log'))) throw new Error('the node agent restarted while this unit was being restored; not restoring it twice');
         if (existsSync(join(workDir, CANCEL))) throw new Error(`the images failed their check: ${readFileSync(join(workDir, CANCEL), 'utf8')}`);
-        const pids = readPstree(imagesDir).map((e) => e.pid);
+        const pids = readPstree(imagesDir()).map((e) => e.pid);
         const options = (w.state.restart.active?.restart === c.version && w.state.restart.active.options) || noOptions;
-        const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
+        const result = await this.#o.checkpointer.restore({ imagesDir: imagesDir(), pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
         // The images' PIDs are those of the unit's PID namespace: find each one's host PID.
         const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
         const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));

@@ -167,6 +167,21 @@ export const unitImagesDir = (root: string, job: string, version: number, unit: 
 export const manifestPath = (root: string, job: string, version: number): string => join(versionDir(root, job, version), MANIFEST);
 
 /**
+ * images/JOB/vN/UNIT for reading (a restore): every level a real directory, none a link — throws
+ * an ImageStoreError naming the link otherwise. Absent directories are the reader's to report.
+ */
+export const realUnitImagesDir = (root: string, job: string, version: number, unit: string): string => {
+  const dir = unitImagesDir(root, job, version, unit);
+  try {
+    resolveUnder(root, job, `v${version}`, unit, 'pstree.img'); // checks JOB, vN and UNIT
+  } catch (e) {
+    if (e instanceof UnsafePathError) throw new ImageStoreError(e.path, e.message);
+    throw e;
+  }
+  return dir;
+};
+
+/**
  * vN, after checking that images/JOB on the way is a real directory (not a link someone planted:
  * the path would lead elsewhere). vN itself is for the caller to lstat.
  */
