@@ -13,7 +13,7 @@ import { openEventStore } from '../adapters/store/open.js';
 import { readStat } from '../adapters/tracking/procfs.js';
 import type { ProposedEvent } from '../domain/event-store.js';
 import type { UnitCgroup } from '../domain/events/job.js';
-import { CLI, jobHarness, killMembers } from './support/jobs.js';
+import { CLI, jobHarness, killMembers, sigkill } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -111,6 +111,26 @@ test('a running job whose cgroups the log redirects to a foreign cgroup: the che
   await until('the unit to end', () => types('real').includes('UnitEnded'));
   await new Promise((r) => setTimeout(r, 300));
   victimUntouched('after the unit ended');
+});
+
+test('after an agent restart, a member the log claims that lives outside the unit’s cgroups is not adopted', async () => {
+  assert.is(ckpt(['run', '--detach', '--job', 'adopt', '--', 'sleep', '1003']).code, 0);
+  await until('the job running', () => ps('adopt').some((m) => m.comm === 'sleep' && m.state === 'running'));
+  const outsider = spawn('sleep', ['1004'], { stdio: 'ignore', detached: true });
+  const startTime = readStat(outsider.pid!)!.startTime;
+  await forge('job-adopt', [{
+    type: 'ProcessObserved',
+    data: { node: NODE, unit: 'main', process: { pid: outsider.pid!, startTime }, ppid: 1, pgid: outsider.pid!, sid: outsider.pid!, comm: 'sleep', source: 'scan' },
+  }]);
+  assert.is(ckpt(['agent', 'stop']).code, 0);
+  assert.is(ckpt(['agent', 'start']).code, 0);
+  // Tracked, its exit would be recorded (ProcessExited, or ProcessVanished after the 2 s grace).
+  sigkill(outsider.pid!);
+  await new Promise((r) => setTimeout(r, 3000));
+  const about = history('adopt').filter((e) => e.type.startsWith('Process') && JSON.stringify(e.data).includes(`"pid":${outsider.pid},`));
+  assert.equal(about.map((e) => e.type), ['ProcessObserved'], 'only the forged observation: the agent never tracked it');
+  assert.ok(ps('adopt').some((m) => m.comm === 'sleep' && m.pid !== outsider.pid && m.state === 'running'), 'the real member is tracked as before');
+  killMembers(ps('adopt').filter((m) => m.pid !== outsider.pid));
 });
 
 test('a version directory planted as a link: the failed checkpoint’s abort removes the link, nothing it points to', async () => {

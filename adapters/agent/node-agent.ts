@@ -359,10 +359,14 @@ export class NodeAgent {
         const unit = state.units[m.unit];
         if (m.node !== this.#o.node || unit?.phase !== 'running') continue;
         if (!own.has(m.unit)) own.set(m.unit, this.#ownOrNone(job, unit));
-        // A member is adopted only if it is in the unit's own cgroups as itself; a dependent (outside
-        // by nature) only if it is still itself. Whatever else the log claims is not tracked.
+        // A live member is adopted only from the unit's own cgroups: a process the log claims that
+        // lives elsewhere is never tracked. One gone meanwhile is, to be recorded vanished; a
+        // dependent is outside by nature.
         const alive = readStat(m.pid)?.startTime === m.startTime;
-        if (!(m.dependsOn ? alive : inUnit(own.get(m.unit)!, m))) continue;
+        if (alive && !m.dependsOn && !inUnit(own.get(m.unit)!, m)) {
+          this.#o.log?.(`not adopting process ${m.pid} of ${job}/${m.unit}: the log has it as a member, but it is not in the unit's own cgroups`);
+          continue;
+        }
         this.#tracked.set(m.pid, { pid: m.pid, startTime: m.startTime, job, unit: m.unit, ppid: m.ppid, pgid: m.pgid, sid: m.sid, comm: m.comm, cgroup: m.cgroup, dependent: !!m.dependsOn });
       }
     }
