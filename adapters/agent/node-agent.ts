@@ -362,7 +362,8 @@ export class NodeAgent {
         // A live member is adopted only from the unit's own cgroups: a process the log claims that
         // lives elsewhere is never tracked. One gone meanwhile is, to be recorded vanished; a
         // dependent is outside by nature.
-        const alive = readStat(m.pid)?.startTime === m.startTime;
+        const now = readStat(m.pid);
+        const alive = now?.startTime === m.startTime && now.state !== 'Z'; // a zombie has left its cgroups
         if (alive && !m.dependsOn && !inUnit(own.get(m.unit)!, m)) {
           this.#o.log?.(`not adopting process ${m.pid} of ${job}/${m.unit}: the log has it as a member, but it is not in the unit's own cgroups`);
           continue;
