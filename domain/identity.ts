@@ -31,4 +31,10 @@ export const CheckpointScope = literals('tree', 'pgid', 'session', 'cgroup');
 export type CheckpointScope = t.TypeOf<typeof CheckpointScope>;
 
 export const jobStream = (job: JobId): string => `job-${job}`;
+/** The job a `job-<id>` stream is of; undefined for other streams and for a name that is not a valid
+ *  job name (a stream anyone could append to must not lead a path or a cgroup elsewhere). */
+export const jobOfStream = (stream: string): JobId | undefined => {
+  const job = stream.startsWith('job-') ? stream.slice(4) : undefined;
+  return job !== undefined && JobId.is(job) ? job : undefined;
+};
 export const nodeStream = (node: NodeId): string => `node-${node}`;

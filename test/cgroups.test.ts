@@ -13,10 +13,14 @@ import {
   createUnitCgroups,
   describeCgroups,
   detectCgroups,
+  ForeignCgroupError,
   freezeUnit,
+  ownUnitCgroups,
   killUnit,
   removeUnitCgroups,
   thawUnit,
+  unitCgroupPath,
+  unitCgroupsAt,
   unitFreezeState,
   unitProcesses,
   weightToShares,
@@ -132,6 +136,41 @@ test('relative paths are validated', () => {
   for (const bad of ['', '/abs/unit', '../escape', 'a/../../b', 'a//b', 'a/./b', 'a/.hidden', 'a/cgroup.procs', 'a b']) {
     assert.throws(() => createUnitCgroups(layout, bad, {}), /invalid unit cgroup path/, `rejects "${bad}"`);
   }
+});
+
+test('the agent’s own cgroups are derived from (layout, prefix, job, unit[, restart]); anything else the log names is refused', () => {
+  const layout: CgroupLayout = {
+    v1: [{ mountPoint: '/sys/fs/cgroup/freezer', controllers: ['freezer'] }, { mountPoint: '/sys/fs/cgroup/memory', controllers: ['memory'] }],
+    v2: { mountPoint: '/sys/fs/cgroup/unified', controllers: [], freeze: true, kill: true },
+  };
+  const own = unitCgroupsAt(layout, unitCgroupPath('ckpt/abcd1234', 'job', 'main'));
+  assert.equal(own.map((c) => c.path), ['/sys/fs/cgroup/freezer/ckpt/abcd1234/job/main', '/sys/fs/cgroup/memory/ckpt/abcd1234/job/main', '/sys/fs/cgroup/unified/ckpt/abcd1234/job/main']);
+  assert.equal(ownUnitCgroups(layout, 'ckpt/abcd1234', 'job', 'main', own), own);
+  assert.equal(ownUnitCgroups(layout, 'ckpt/abcd1234', 'job', 'main', []), []);
+  // A restart's cgroups: main-rN, N taken from the record, the paths derived again.
+  const r3 = unitCgroupsAt(layout, unitCgroupPath('ckpt/abcd1234', 'job', 'main', 3));
+  assert.equal(ownUnitCgroups(layout, 'ckpt/abcd1234', 'job', 'main', r3), r3);
+  assert.equal(ownUnitCgroups(layout, 'ckpt/abcd1234', 'job', 'main-r1', unitCgroupsAt(layout, 'ckpt/abcd1234/job/main-r1')).length, 3, 'a unit named like a restart');
+  const refused = (recorded: UnitCgroup[], why: RegExp) => {
+    try {
+      ownUnitCgroups(layout, 'ckpt/abcd1234', 'job', 'main', recorded);
+    } catch (e) {
+      assert.instance(e, ForeignCgroupError);
+      assert.is((e as ForeignCgroupError).failure.class, 'permission');
+      assert.match((e as Error).message, why);
+      return;
+    }
+    assert.unreachable(`accepted ${JSON.stringify(recorded)}`);
+  };
+  refused([{ controller: 'freezer', path: '/sys/fs/cgroup/freezer' }], /^refused: the log names cgroup freezer \/sys\/fs\/cgroup\/freezer for unit main of job, which this agent did not create/);
+  refused([{ controller: 'freezer', path: '/sys/fs/cgroup/freezer/system.slice/sshd' }], /system\.slice\/sshd/);
+  refused([{ controller: 'freezer', path: '/sys/fs/cgroup/freezer/ckpt/abcd1234/job/main/../../other/main' }], /\.\.\/\.\.\/other/);
+  refused([{ controller: 'freezer', path: '/sys/fs/cgroup/freezer/ckpt/abcd1234/other/main' }], /other\/main/);
+  refused([{ controller: 'freezer', path: '/sys/fs/cgroup/freezer/ckpt/ffff0000/job/main' }], /another store's prefix|ffff0000/);
+  refused([{ controller: 'memory', path: '/sys/fs/cgroup/freezer/ckpt/abcd1234/job/main' }], /memory/);
+  refused([...own, { controller: 'unified', path: '/sys/fs/cgroup/unified' }], /unified \/sys\/fs\/cgroup\/unified for/);
+  assert.throws(() => unitCgroupPath('ckpt/abcd1234', '..', 'main'), /'\.\.' segments are not allowed/);
+  assert.throws(() => unitCgroupPath('ckpt/abcd1234', 'job', 'main', 0), /restart number 0/);
 });
 
 test('a limit whose controller the node lacks throws, naming limit and controller, creating nothing', () => {

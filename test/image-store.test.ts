@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  appendFileSync, chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync,
+  appendFileSync, chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync,
   statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
   commitVersion, describeProblems, followImages, hashFile, ImageStoreError, imagesRoot, listVersions, MANIFEST, prepareUnitDir, pruneVersions,
-  readManifest, removePartial, removeVersion, unitImagesDir, verifyVersion, versionDir, type ImageProblem, type Verification,
+  readManifest, realUnitImagesDir, removePartial, removeVersion, unitImagesDir, verifyVersion, versionDir, type ImageProblem, type Verification,
 } from '../adapters/images/image-store.js';
 
 const test = suite('image store');
@@ -338,6 +338,70 @@ test('pruneVersions: keeps the N newest committed, never a protected one, drops 
   assert.equal(pruneVersions(root, 'j', 1, new Set([5])), [2], 'protected 5 stays beside the newest');
   assert.equal(listVersions(root, 'j').map((v) => v.version), [5, 6, 7]);
   assert.equal(pruneVersions(root, 'none', 1, new Set()), []);
+});
+
+/** A root-owned directory outside the store, with something a removal must never reach. */
+const elsewhere = () => {
+  const dir = join(home, 'elsewhere');
+  mkdirSync(join(dir, 'u1', 'sub'), { recursive: true });
+  writeFileSync(join(dir, 'u1', 'sub', 'precious'), 'keep me');
+  writeFileSync(join(dir, MANIFEST), '{}');
+  return dir;
+};
+const untouched = (dir: string) => {
+  assert.is(readFileSync(join(dir, 'u1', 'sub', 'precious'), 'utf8'), 'keep me', 'nothing behind the link was removed');
+  assert.ok(existsSync(join(dir, MANIFEST)));
+};
+const isLink = (path: string) => {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+};
+
+test('a version directory planted as a link: abort and removal unlink the link, verify and commit refuse it, prune ignores it', () => {
+  const outside = elsewhere();
+  checkpoint('job', 2);
+  const v1 = versionDir(root, 'job', 1);
+  symlinkSync(outside, v1);
+  // fs.rmSync itself follows no link below its argument and unlinks one given as its argument, but
+  // resolves a link on the way to its argument: removePartial once deleted elsewhere/u1 that way.
+  assert.equal(removePartial(root, 'job', 1, 'u1'), { unitRemoved: false, versionRemoved: true });
+  untouched(outside);
+  assert.not.ok(isLink(v1), 'the link itself is gone');
+
+  symlinkSync(outside, v1);
+  assert.ok(removeVersion(root, 'job', 1));
+  untouched(outside);
+  assert.not.ok(isLink(v1));
+
+  symlinkSync(outside, v1);
+  const v = verifyVersion(root, 'job', 1);
+  assert.is(v.ok, false);
+  assert.match(problemsOf(v)[0]!.detail ?? '', /is a symbolic link, not a version directory ckpt made/);
+  throwsStoreError(() => commit('job', 1, ['u1'], null), /does not exist \(or is not a directory\)/, 'commit through a link');
+  throwsStoreError(() => realUnitImagesDir(root, 'job', 1, 'u1'), /v1 is a symbolic link, not a directory ckpt made/, 'a restore’s images');
+  assert.equal(pruneVersions(root, 'job', 1, new Set()), [], 'prune lists real version directories only');
+  untouched(outside);
+  assert.ok(isLink(v1), 'prune leaves what is not a version alone');
+});
+
+test('a job directory planted as a link: nothing under it is removed, verified or written', () => {
+  const outside = elsewhere();
+  mkdirSync(root, { recursive: true, mode: 0o700 });
+  symlinkSync(outside, join(root, 'job'));
+  // elsewhere/v1/u1 is what a removal through the link would reach.
+  mkdirSync(join(outside, 'v1', 'u1'), { recursive: true });
+  writeFileSync(join(outside, 'v1', 'u1', 'precious'), 'keep me too');
+  throwsStoreError(() => removePartial(root, 'job', 1, 'u1'), /job is a symbolic link, not a directory ckpt made/, 'removePartial');
+  throwsStoreError(() => removeVersion(root, 'job', 1), /job is a symbolic link, not a directory ckpt made/, 'removeVersion');
+  throwsStoreError(() => verifyVersion(root, 'job', 1), /job is a symbolic link, not a directory ckpt made/, 'verifyVersion');
+  throwsStoreError(() => prepareUnitDir(root, 'job', 1, 'u2'), /is a symbolic link, not a directory/, 'prepareUnitDir');
+  throwsStoreError(() => realUnitImagesDir(root, 'job', 1, 'u1'), /job is a symbolic link, not a directory ckpt made/, 'a restore’s images');
+  assert.is(readFileSync(join(outside, 'v1', 'u1', 'precious'), 'utf8'), 'keep me too');
+  assert.not.ok(existsSync(join(outside, 'v1', 'u2')), 'nothing was created through the link');
+  untouched(outside);
 });
 
 test('throughput: hashing and committing a 200 MB image (reported, not asserted)', () => {

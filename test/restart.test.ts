@@ -155,6 +155,8 @@ test('a changed byte in an image refuses the restart, naming the file; a strange
     env: { ...process.env, CKPT_HOME: h.home, CKPT_NODE: 'rsnode', CKPT_STORE: '' },
   });
   assert.equal([pruner.status, /refused: .* may not prune job guarded/.test(pruner.stderr)], [1, true], pruner.stderr);
+  // A home others can write is one no agent starts on (the next tests start agents for more nodes).
+  for (const f of ['', 'events.db', 'events.db-wal', 'events.db-shm']) if (existsSync(join(h.home, f))) chmodSync(join(h.home, f), f ? 0o600 : 0o700);
   const [audit] = json<Array<{ entries: Array<{ kind: string; outcome: string; requestedBy?: { uid: number }; reason: string | null }> }>>(['audit', 'guarded']);
   const refused = audit!.entries.find((e) => e.kind === 'restart' && e.outcome === 'rejected')!;
   assert.is(refused.requestedBy!.uid, 65534);

@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NAME_PATTERN } from '../../domain/codecs.js';
+import { makePrivateDir, openPrivateAppend, replacePrivateFile } from '../fs/safe-fs.js';
 import { readStat } from '../tracking/procfs.js';
 
 export interface AgentInfo {
@@ -68,9 +69,8 @@ export const writePidFile = (home: string, info: AgentInfo): void => {
   const { dir, pidFile } = agentFiles(home, info.node, info.store);
   const other = runningAgent(home, info.node, info.store);
   if (other && other.pid !== info.pid) throw new Error(`a node agent for ${info.node} is already running (pid ${other.pid})`);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeFileSync(`${pidFile}.tmp`, JSON.stringify(info, null, 2));
-  renameSync(`${pidFile}.tmp`, pidFile);
+  makePrivateDir(dir);
+  replacePrivateFile(pidFile, JSON.stringify(info, null, 2));
 };
 
 export const removePidFile = (home: string, info: AgentInfo): void => {
@@ -91,8 +91,9 @@ export const startAgent = async (home: string, node: string, store: string, extr
   const running = runningAgent(home, node, store);
   if (running) return running;
   const { dir, log } = agentFiles(home, node, store);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const out = openSync(log, 'a');
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  makePrivateDir(dir);
+  const out = openPrivateAppend(log); // never through a link planted where the log goes
   const child = spawn(process.execPath, [CLI, 'agent', 'run', '--node', node, '--store', store, ...extraArgs], {
     detached: true,
     stdio: ['ignore', out, out],

@@ -8,7 +8,7 @@
 //   stop, abort, commit; images check, prepare, rollback) simply run again; a dump or a restore
 //   that may have started is not — it is answered as failed, so the checkpoint or restart ends
 //   cleanly instead of running twice.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import { evolveCommands, noCommands, pendingOn, RESTART_STEPS, type CheckpointCommands, type PendingCommand } from '../../domain/checkpoint-commands.js';
@@ -21,8 +21,9 @@ import { jobStream, type NodeId, type ProcessRef, type UnitId } from '../../doma
 import { getIn } from '../../domain/persistent-map.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
 import { readPstree } from '../checkpointers/criu-images.js';
-import { freezerOf, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
-import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
+import { freezerOf, inUnit, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
+import { createPrivateFile, makePrivateDir, makePrivateDirs, replacePrivateFile } from '../fs/safe-fs.js';
+import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, realUnitImagesDir, unitImagesDir, verifyVersion } from '../images/image-store.js';
 import { verifyVersionOffThread } from '../images/verify-worker.js';
 import { hostPidsByNamespacePid, pidsInUse } from '../tracking/pids.js';
 import { primaryCgroup, readCgroups, readStat, scanProcesses } from '../tracking/procfs.js';
@@ -40,6 +41,9 @@ export interface CheckpointWorkOptions {
   readonly tracked: (job: string, unit: UnitId) => ReadonlyMap<number, number>;
   /** Creates the cgroups a unit is restored into (with its limits). */
   readonly restartCgroups: (job: string, unit: UnitId, restart: number, limits: Limits) => UnitCgroup[];
+  /** The unit's cgroups as the agent derives them from the ones the log records; throws (a failure of
+   *  class permission) when the log names cgroups the agent did not create. */
+  readonly ownCgroups: (job: string, unit: UnitId, recorded: readonly UnitCgroup[]) => UnitCgroup[];
   /** Starts tracking restored processes at once (before their first fork can be missed). */
   readonly adoptRestored: (job: string, unit: UnitId, processes: ReadonlyArray<{ pid: number; startTime: number }>) => void;
   /** Where restore logs go: never into a committed version. */
@@ -226,13 +230,20 @@ export class JobWork {
     if (!unit || !planned) throw new Error(`unit ${c.unit} of ${job} is not known to this node's log (no plan for it)`);
     const active = w.state.checkpoint.active;
     const freezeBudgetMs = active?.version === c.version ? active.freezeBudgetMs : undefined;
+    const cgroups = this.#o.ownCgroups(job, unit.unit, unit.cgroups);
+    // The root a tree is dumped from must be the unit's own: in its cgroups, with its start time.
+    // (One that has exited is left to the checkpointer, which says the unit has ended.)
+    if (root && readStat(root.pid)?.startTime === root.startTime && !inUnit(cgroups, root)) {
+      const message = `refused: process ${root.pid}, recorded as the root of unit ${unit.unit}, is not in the unit’s cgroups; it is not frozen, dumped or killed`;
+      throw Object.assign(new Error(message), { failure: { class: 'permission' as const, message, hint: 'the event log holds an event this node agent did not write: check who appends to the store (ckpt log --json)' } });
+    }
     return {
       job,
       unit: unit.unit,
       version: c.version,
       scope: planned.scope,
       ...(root && { root: { pid: root.pid, startTime: root.startTime } }),
-      cgroups: unit.cgroups,
+      cgroups,
       imagesDir: unitImagesDir(this.#o.imagesRoot, job, c.version, unit.unit),
       // Fixed by the plan: the active checkpoint's (its outcomes may land after it ended: then none).
       options: (w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.options) || noOptions,
@@ -248,8 +259,11 @@ export class JobWork {
     const planned = r?.units.find((u) => u.unit === c.unit);
     if (!r || !planned) throw new Error(`restart r${c.version} of ${job} has no unit ${c.unit} in this node's log`);
     const unit = planned.unit;
-    const imagesDir = unitImagesDir(this.#o.imagesRoot, job, r.version, unit);
+    // Restored from: images/JOB/vN/UNIT through real directories only (never a planted link).
+    const imagesDir = () => realUnitImagesDir(this.#o.imagesRoot, job, r.version, unit);
     const workDir = join(this.#o.workRoot, job, `r${c.version}`, unit);
+    // restarts/JOB/rN/UNIT: each level a private directory of the agent's, never a planted link.
+    const makeWorkDir = () => (makePrivateDir(this.#o.workRoot), makePrivateDirs(this.#o.workRoot, job, `r${c.version}`, unit));
     const running = () => w.state.restart.active?.restart === c.version && w.state.restart.active.phase === 'running';
     const stillRunning = () => {
       if (!running()) throw new Error(`restart r${c.version} is no longer running (${w.state.restart.active?.reason ?? 'ended'})`);
@@ -257,7 +271,7 @@ export class JobWork {
     switch (c.step) {
       case 'images-verify': {
         // Runs beside the restore step: its verdict lets the restored processes run, or not.
-        mkdirSync(workDir, { recursive: true, mode: 0o700 });
+        makeWorkDir();
         try {
           stillRunning();
           const manifestSha256 = w.commands.versions[r.version]?.manifest;
@@ -268,10 +282,14 @@ export class JobWork {
           if (!checked.ok) throw new Error(describeProblems(this.#o.imagesRoot, job, r.version, checked.problems));
           const entry = readManifest(this.#o.imagesRoot, job, r.version)?.units.find((u) => u.unit === unit);
           if (!entry) throw new Error(`version ${r.version} of ${job} has no images of unit ${unit}`);
-          writeFileSync(join(workDir, RELEASE), '');
+          try {
+            createPrivateFile(join(workDir, RELEASE));
+          } catch (error) {
+            if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error; // released before a crash of the agent
+          }
           return answer('UnitImagesVerified', { files: entry.files.length, bytes: entry.bytes });
         } catch (error) {
-          writeFileSync(join(workDir, CANCEL), (error as Error).message);
+          replacePrivateFile(join(workDir, CANCEL), (error as Error).message);
           throw error;
         }
       }
@@ -279,7 +297,7 @@ export class JobWork {
         stillRunning();
         const started = performance.now();
         const cgroups = this.#o.restartCgroups(job, unit, c.version, planned.limits);
-        const pids = readPstree(imagesDir).map((e) => e.pid);
+        const pids = readPstree(imagesDir()).map((e) => e.pid);
         // A unit launched in its own PID namespace (root = PID 1 there): CRIU makes a new one, so
         // nothing can collide and nothing is waited for. Older images hold host PIDs: they need
         // those free, or a namespace criu itself keeps alive as init (that unit cannot be
@@ -298,14 +316,15 @@ export class JobWork {
       }
       case 'restore': {
         stillRunning();
-        const prepared = r.prepared[unit];
-        if (!prepared) throw new Error(`unit ${unit} was not prepared for restart r${c.version}`);
+        const recorded = r.prepared[unit];
+        if (!recorded) throw new Error(`unit ${unit} was not prepared for restart r${c.version}`);
+        const prepared = { ...recorded, cgroups: this.#o.ownCgroups(job, unit, recorded.cgroups) };
+        makeWorkDir();
         if (existsSync(join(workDir, 'restore.log'))) throw new Error('the node agent restarted while this unit was being restored; not restoring it twice');
         if (existsSync(join(workDir, CANCEL))) throw new Error(`the images failed their check: ${readFileSync(join(workDir, CANCEL), 'utf8')}`);
-        mkdirSync(workDir, { recursive: true, mode: 0o700 });
-        const pids = readPstree(imagesDir).map((e) => e.pid);
+        const pids = readPstree(imagesDir()).map((e) => e.pid);
         const options = (w.state.restart.active?.restart === c.version && w.state.restart.active.options) || noOptions;
-        const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
+        const result = await this.#o.checkpointer.restore({ imagesDir: imagesDir(), pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
         // The images' PIDs are those of the unit's PID namespace: find each one's host PID.
         const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
         const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));
@@ -324,7 +343,7 @@ export class JobWork {
         return answer('UnitRestored', { processes, durationMs: result.durationMs, ...(result.stats && { stats: result.stats }) });
       }
       case 'rollback': {
-        const cgroups = r.prepared[unit]?.cgroups ?? [];
+        const cgroups = this.#o.ownCgroups(job, unit, r.prepared[unit]?.cgroups ?? []);
         if (cgroups.length > 0 && cgroups.some((cg) => existsSync(cg.path))) {
           await killUnit(cgroups.filter((cg) => existsSync(cg.path)));
           try {
@@ -440,11 +459,12 @@ export class JobWork {
   #thawForgotten(job: string, w: JobProgress) {
     if (w.state.checkpoint.active) return; // the abort or thaw commands of the checkpoint will
     for (const unit of Object.values(w.state.checkpoint.job.units)) {
-      if (unit.node !== this.#o.node || unit.phase !== 'running' || !freezerOf(unit.cgroups)) continue;
+      if (unit.node !== this.#o.node || unit.phase !== 'running') continue;
       try {
-        if (unitFreezeState(unit.cgroups) === 'thawed') continue;
+        const cgroups = this.#o.ownCgroups(job, unit.unit, unit.cgroups);
+        if (!freezerOf(cgroups) || unitFreezeState(cgroups) === 'thawed') continue;
         this.#o.log(`unit ${unit.unit} of ${job} was frozen with no checkpoint under way: thawing it`);
-        thawUnit(unit.cgroups).catch((error: Error) => this.#o.log(`could not thaw unit ${unit.unit} of ${job}: ${error.message}`));
+        thawUnit(cgroups).catch((error: Error) => this.#o.log(`could not thaw unit ${unit.unit} of ${job}: ${error.message}`));
       } catch (error) {
         this.#o.log(`could not check whether unit ${unit.unit} of ${job} is frozen: ${(error as Error).message}`);
       }

@@ -15,7 +15,8 @@ import { arch, hostname, release } from 'node:os';
 import type { Subscription } from 'rxjs';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { InvalidEventError } from '../../domain/events/decode.js';
-import { jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
+import { NAME_PATTERN } from '../../domain/codecs.js';
+import { jobOfStream, jobStream, nodeStream, processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { evolveCheckpoint, initialCheckpointState, type NodeCheckpointer } from '../../domain/checkpoint-coordinator.js';
 import { evolveJobCoordinator, initialJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
 import { runningMembers, type Unit } from '../../domain/membership.js';
@@ -24,7 +25,8 @@ import { DeadlineTimer } from '../timer/deadline-timer.js';
 import { JobWork } from './job-work.js';
 import { RequestGateway } from './request-gateway.js';
 import { locateCriu } from '../checkpointers/criu.js';
-import { createUnitCgroups, detectCgroups, removeUnitCgroups, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
+import { createUnitCgroups, detectCgroups, inUnit, ownUnitCgroups, removeUnitCgroups, unitCgroupPath, unitProcesses, type CgroupLayout } from '../cgroups/unit-cgroups.js';
+import type { UnitCgroup } from '../../domain/events/job.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
 import {
   clockTicksPerSecond,
@@ -81,7 +83,6 @@ const unitKey = (job: string, unit: UnitId) => `${job}/${unit}`;
 /** How long a process may be missing from /proc before its exit counts as lost (see #suspectGone). */
 const VANISH_GRACE_MS = 2000;
 const RETRY_MS = 1000;
-const jobOfStream = (stream: string) => (stream.startsWith('job-') ? stream.slice(4) : undefined);
 
 export class NodeAgent {
   readonly #o: NodeAgentOptions;
@@ -147,7 +148,8 @@ export class NodeAgent {
       emit: (job, e) => this.#emit(job, e),
       reconcileUnit: () => this.#reconcile('reconcile'),
       tracked: (job, unit) => new Map([...this.#tracked.values()].filter((t) => t.job === job && t.unit === unit && !t.dependent).map((t) => [t.pid, t.startTime])),
-      restartCgroups: (job, unit, restart, limits) => createUnitCgroups(this.#layout!, `${this.#o.cgroupPrefix}/${job}/${unit}-r${restart}`, limits),
+      restartCgroups: (job, unit, restart, limits) => createUnitCgroups(this.#layout!, unitCgroupPath(this.#o.cgroupPrefix, job, unit, restart), limits),
+      ownCgroups: (job, unit, recorded) => this.#own(job, unit, recorded),
       adoptRestored: (job, unit, processes) => this.#adoptRestored(job, unit, processes),
       workRoot: this.#o.workRoot,
       log: (line) => this.#o.log?.(line),
@@ -182,7 +184,7 @@ export class NodeAgent {
    * holds the node's agent lock for the store, so a stale socket it replaces is no one's.
    */
   async openGateway(socket: string): Promise<void> {
-    const gateway = new RequestGateway({ store: this.#o.store, node: this.#o.node, socket, imagesRoot: this.#o.imagesRoot, log: this.#o.log });
+    const gateway = new RequestGateway({ store: this.#o.store, node: this.#o.node, socket, imagesRoot: this.#o.imagesRoot, ownCgroups: (job, unit, recorded) => this.#own(job, unit, recorded), log: this.#o.log });
     await gateway.open();
     this.#gateway = gateway;
   }
@@ -247,7 +249,13 @@ export class NodeAgent {
       return;
     }
     const job = jobOfStream(e.stream);
-    if (!job) return;
+    if (!job) {
+      if (e.stream.startsWith('job-') && !this.#badStreams.has(e.stream)) {
+        this.#badStreams.add(e.stream);
+        this.#o.log?.(`ignoring stream ${JSON.stringify(e.stream)}: its job name is not a valid name (${NAME_PATTERN.source}); nothing in it is acted on`);
+      }
+      return;
+    }
     const fresh = initialJobCoordinator(job);
     const state = evolveJobCoordinator(this.#jobs.get(job) ?? { ...fresh, checkpoint: { ...fresh.checkpoint, nodes: this.#nodes } }, e);
     this.#jobs.set(job, state);
@@ -256,6 +264,8 @@ export class NodeAgent {
     if (e.type === 'UnitRestored' && e.data.node === this.#o.node && this.#caughtUp) this.#reconcile('reconcile');
     if (this.#caughtUp) this.#actOn(job);
   }
+
+  readonly #badStreams = new Set<string>();
 
   #membership(job: string) {
     return this.#jobs.get(job)?.checkpoint.job;
@@ -282,6 +292,16 @@ export class NodeAgent {
   #actOn(job: string) {
     for (const unit of this.#myUnits(job)) {
       const key = unitKey(job, unit.unit);
+      if ((unit.phase === 'assigned' || unit.phase === 'launched') && !this.#handled.has(`refused ${key}`)) {
+        try {
+          this.#own(job, unit.unit, unit.cgroups);
+        } catch (error) {
+          // A launch into cgroups this agent did not make: refused, on record, before anything is tracked.
+          this.#handled.add(`refused ${key}`).add(`track ${key}`);
+          this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node: this.#o.node, reason: (error as Error).message } });
+          continue;
+        }
+      }
       if (unit.phase === 'assigned' && unit.cgroups.length === 0 && !this.#handled.has(`cgroups ${key}`)) {
         this.#handled.add(`cgroups ${key}`);
         this.#createCgroups(job, unit);
@@ -293,10 +313,25 @@ export class NodeAgent {
     }
   }
 
+  /** The unit's cgroups as this agent derives them; throws a ForeignCgroupError when the log names others. */
+  #own(job: string, unit: UnitId, recorded: readonly UnitCgroup[]): UnitCgroup[] {
+    return ownUnitCgroups(this.#layout!, this.#o.cgroupPrefix, job, unit, recorded);
+  }
+
+  /** The unit's own cgroups, or none (logged) when the log names foreign ones: their refusal is on record. */
+  #ownOrNone(job: string, unit: Unit): UnitCgroup[] {
+    try {
+      return this.#own(job, unit.unit, unit.cgroups);
+    } catch (error) {
+      this.#o.log?.((error as Error).message);
+      return [];
+    }
+  }
+
   #createCgroups(job: string, unit: Unit) {
     const { node } = this.#o;
     try {
-      const cgroups = createUnitCgroups(this.#layout!, `${this.#o.cgroupPrefix}/${job}/${unit.unit}`, unit.limits);
+      const cgroups = createUnitCgroups(this.#layout!, unitCgroupPath(this.#o.cgroupPrefix, job, unit.unit), unit.limits);
       this.#emit(job, { type: 'UnitCgroupsCreated', data: { unit: unit.unit, node, cgroups, limits: unit.limits } });
     } catch (error) {
       this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node, reason: (error as Error).message } });
@@ -312,7 +347,15 @@ export class NodeAgent {
       this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node: this.#o.node, reason: 'the root process was gone before it could be tracked' } });
       return;
     }
-    const t = this.#track(job, unit.unit, stat, root.cgroup);
+    // Only a process in the unit's own cgroups (checked in the kernel's lists) becomes its root.
+    if (!inUnit(this.#ownOrNone(job, unit), root)) {
+      const reason = `refused: process ${root.pid} (${stat.comm}) named as the root of unit ${unit.unit} is not in the cgroups this agent created for the unit; it is not tracked, frozen, dumped or killed`;
+      this.#o.log?.(reason);
+      this.#emit(job, { type: 'UnitLaunchFailed', data: { unit: unit.unit, node: this.#o.node, reason } });
+      return;
+    }
+    const groups = readCgroups(root.pid);
+    const t = this.#track(job, unit.unit, stat, groups ? primaryCgroup(groups) : root.cgroup);
     // UnitLaunched does not say who the root's parent is: the process that made its PID namespace
     // has exited by now and left it to PID 1 (or a subreaper).
     if (stat.ppid !== root.ppid) this.#emit(job, { type: 'ProcessReparented', data: { ...this.#on(t), ppid: stat.ppid } });
@@ -324,9 +367,20 @@ export class NodeAgent {
   /** After a restart of the agent: the running members of this node's units, as the log knows them. */
   #adoptRunningMembers() {
     for (const [job, { checkpoint: { job: state } }] of this.#jobs) {
+      const own = new Map<UnitId, UnitCgroup[]>();
       for (const m of runningMembers(state)) {
         const unit = state.units[m.unit];
         if (m.node !== this.#o.node || unit?.phase !== 'running') continue;
+        if (!own.has(m.unit)) own.set(m.unit, this.#ownOrNone(job, unit));
+        // A live member is adopted only from the unit's own cgroups: a process the log claims that
+        // lives elsewhere is never tracked. One gone meanwhile is, to be recorded vanished; a
+        // dependent is outside by nature.
+        const now = readStat(m.pid);
+        const alive = now?.startTime === m.startTime && now.state !== 'Z'; // a zombie has left its cgroups
+        if (alive && !m.dependsOn && !inUnit(own.get(m.unit)!, m)) {
+          this.#o.log?.(`not adopting process ${m.pid} of ${job}/${m.unit}: the log has it as a member, but it is not in the unit's own cgroups`);
+          continue;
+        }
         this.#tracked.set(m.pid, { pid: m.pid, startTime: m.startTime, job, unit: m.unit, ppid: m.ppid, pgid: m.pgid, sid: m.sid, comm: m.comm, cgroup: m.cgroup, dependent: !!m.dependsOn });
       }
     }
@@ -435,7 +489,8 @@ export class NodeAgent {
     this.#handled.add(`ended ${key}`);
     const root = this.#rootExits.get(key) ?? { status: null, signal: null };
     this.#emit(job, { type: 'UnitEnded', data: { unit, node: this.#o.node, ...root } });
-    const cgroups = this.#membership(job)?.units[unit]?.cgroups ?? [];
+    const recorded = this.#membership(job)?.units[unit];
+    const cgroups = recorded ? this.#ownOrNone(job, recorded) : [];
     try {
       if (cgroups.length > 0) removeUnitCgroups(cgroups, { emptyParents: 2 }); // the job's and the store's directories, once empty
     } catch (error) {
@@ -519,7 +574,8 @@ export class NodeAgent {
     for (const job of this.#jobs.keys()) {
       for (const unit of this.#myUnits(job)) {
         if (unit.phase !== 'running' && unit.phase !== 'launched') continue;
-        const inCgroups = new Set(unit.cgroups.length > 0 ? safe(() => unitProcesses(unit.cgroups), []) : []);
+        const own = this.#ownOrNone(job, unit);
+        const inCgroups = new Set(own.length > 0 ? safe(() => unitProcesses(own), []) : []);
         // From the members alive as themselves: a PID some member left behind is someone else's now.
         const queue = [...this.#tracked.values()].filter((t) => t.job === job && t.unit === unit.unit && byPid.get(t.pid)?.startTime === t.startTime).map((t) => t.pid);
         const found = new Set<number>(inCgroups);

@@ -21,7 +21,7 @@ import { concatMap, from as fromPromise, Observable, type Subscription } from 'r
 import { WrongExpectedRevisionError, type EventStore, type ExpectedRevision, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import * as E from 'fp-ts/lib/Either.js';
 import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
-import type { JobOwner } from '../../domain/events/job.js';
+import type { JobOwner, UnitCgroup } from '../../domain/events/job.js';
 import { jobStream, type Actor, type NodeId } from '../../domain/identity.js';
 import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
@@ -41,6 +41,8 @@ export interface RequestGatewayOptions {
   readonly socket: string;
   /** Where this node's images are (prune). */
   readonly imagesRoot: string;
+  /** The unit's cgroups as this agent derives them (never the paths the log names); throws on foreign ones. */
+  readonly ownCgroups: (job: string, unit: string, recorded: readonly UnitCgroup[]) => UnitCgroup[];
   readonly log?: (line: string) => void;
 }
 
@@ -339,7 +341,7 @@ export class RequestGateway {
     const problem = rootProblem(caller, root);
     if (problem) return refuse(`the process claimed as the root of unit ${name} of job ${job.job} ${problem}`);
     try {
-      addProcess(unit.cgroups, root.pid);
+      addProcess(this.#o.ownCgroups(job.job, name, unit.cgroups), root.pid);
     } catch (error) {
       return refuse(`could not move the root into the unit’s cgroups: ${(error as Error).message}`);
     }

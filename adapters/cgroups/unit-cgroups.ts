@@ -357,12 +357,7 @@ export const createUnitCgroups = (layout: CgroupLayout, relativePath: string, li
     if (value !== undefined) targets.set(name, targetFor(layout, name, value));
   }
 
-  const cgroups: UnitCgroup[] = [];
-  for (const h of layout.v1) {
-    const controller = V1_UNIT_CONTROLLERS.find((c) => h.controllers.includes(c));
-    if (controller) cgroups.push({ controller, path: join(h.mountPoint, relativePath) });
-  }
-  if (layout.v2) cgroups.push({ controller: 'unified', path: join(layout.v2.mountPoint, relativePath) });
+  const cgroups = unitCgroupsAt(layout, relativePath);
   if (cgroups.length === 0)
     throw new Error('no usable cgroup hierarchy on this node (neither v1 freezer/memory/pids/cpu/cpuacct nor cgroup2 is mounted; see /proc/self/mountinfo)');
 
@@ -412,6 +407,63 @@ export const createUnitCgroups = (layout: CgroupLayout, relativePath: string, li
   }
   return cgroups;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Ownership: the agent acts only on cgroups it derives itself
+
+/** Where a unit's cgroups go in each hierarchy: PREFIX/JOB/UNIT, or PREFIX/JOB/UNIT-rN for restart N. */
+export const unitCgroupPath = (prefix: string, job: string, unit: string, restart?: number): string => {
+  if (restart !== undefined && (!Number.isSafeInteger(restart) || restart < 1)) throw new Error(`invalid restart number ${restart}: expected an integer ≥ 1`);
+  const path = `${prefix}/${job}/${restart === undefined ? unit : `${unit}-r${restart}`}`;
+  validateRelativePath(path);
+  return path;
+};
+
+/** The unit's cgroups at `relativePath` on this node (one per useful hierarchy), computed, not created. */
+export const unitCgroupsAt = (layout: CgroupLayout, relativePath: string): UnitCgroup[] => {
+  validateRelativePath(relativePath);
+  const cgroups: UnitCgroup[] = [];
+  for (const h of layout.v1) {
+    const controller = V1_UNIT_CONTROLLERS.find((c) => h.controllers.includes(c));
+    if (controller) cgroups.push({ controller, path: join(h.mountPoint, relativePath) });
+  }
+  if (layout.v2) cgroups.push({ controller: 'unified', path: join(layout.v2.mountPoint, relativePath) });
+  return cgroups;
+};
+
+/** The log names cgroups this agent did not derive for the unit: nothing is done to them. */
+export class ForeignCgroupError extends Error {
+  override readonly name = 'ForeignCgroupError';
+  readonly failure: Failure;
+  constructor(readonly job: string, readonly unit: string, readonly foreign: readonly UnitCgroup[], expected: string) {
+    const message =
+      `refused: the log names cgroup${foreign.length === 1 ? '' : 's'} ${foreign.map((c) => `${c.controller} ${c.path}`).join(', ')} for unit ${unit} of ${job}, ` +
+      `which this agent did not create (its cgroups for the unit are ${expected}); nothing there was frozen, dumped, killed or removed`;
+    super(message);
+    this.failure = { class: 'permission', message, hint: 'the event log holds an event this node agent did not write: check who appends to the store (ckpt log --json)' };
+  }
+}
+
+/**
+ * The unit's cgroups as this agent derives them from (layout, prefix, job, unit[, restart]) — the
+ * only cgroups it freezes, kills, reads members from or removes. `recorded` (what the log says)
+ * picks the restart number, and every entry must be one of the derived cgroups; else a
+ * ForeignCgroupError. An empty record gives no cgroups.
+ */
+export const ownUnitCgroups = (layout: CgroupLayout, prefix: string, job: string, unit: string, recorded: readonly UnitCgroup[]): UnitCgroup[] => {
+  if (recorded.length === 0) return [];
+  const leaf = /-r([1-9][0-9]{0,8})$/.exec(recorded[0]!.path.slice(recorded[0]!.path.lastIndexOf('/') + 1));
+  const restart = leaf && recorded[0]!.path.endsWith(`/${unit}${leaf[0]}`) ? Number(leaf[1]) : undefined;
+  const derived = unitCgroupsAt(layout, unitCgroupPath(prefix, job, unit, restart));
+  const isDerived = (c: UnitCgroup) => derived.some((d) => d.controller === c.controller && d.path === c.path);
+  const foreign = recorded.filter((c) => !isDerived(c));
+  if (foreign.length > 0) throw new ForeignCgroupError(job, unit, foreign, derived.map((d) => d.path).join(', ') || 'none');
+  return derived.filter((d) => recorded.some((c) => c.controller === d.controller && c.path === d.path));
+};
+
+/** Is `pid`, with this start time, a process of the unit's cgroups (checked in the kernel's lists)? */
+export const inUnit = (cgroups: readonly UnitCgroup[], process: { pid: number; startTime: number }): boolean =>
+  cgroups.length > 0 && readStat(process.pid)?.startTime === process.startTime && cgroups.some((c) => exists(c.path) && readProcs(c.path).includes(process.pid));
 
 // ---------------------------------------------------------------------------------------------
 // Processes

@@ -1,4 +1,6 @@
 // A small, strict argument parser: every option is declared, anything else is a usage error.
+import { NAME_PATTERN } from '../../domain/codecs.js';
+
 export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
@@ -93,3 +95,11 @@ export const durationOption = (args: ParsedArgs, name: string): number | undefin
 };
 
 export const listOption = (args: ParsedArgs, name: string): readonly string[] => args.lists.get(name) ?? [];
+
+/** A job, unit or node name from the command line: it becomes a stream, a path and a cgroup, so
+ *  anything but a valid name is refused before anything is read or recorded. */
+export const checkName = (what: 'job' | 'unit' | 'node', name: string): string => {
+  if (!NAME_PATTERN.test(name))
+    throw new UsageError(`${what} name ${JSON.stringify(name)} is not valid: use 1–64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (${NAME_PATTERN.source})`);
+  return name;
+};

@@ -24,6 +24,7 @@ import {
 import { join } from 'node:path';
 import * as t from 'io-ts';
 import { NAME_PATTERN, NonNegativeInt, NonNegativeNumber, PositiveInt, Sha256, Timestamp, nullable, record } from '../../domain/codecs.js';
+import { removeTree, resolveUnder, UnsafePathError } from '../fs/safe-fs.js';
 
 export const MANIFEST = 'manifest.json';
 export const MANIFEST_FORMAT = 1;
@@ -164,6 +165,36 @@ export const unitImagesDir = (root: string, job: string, version: number, unit: 
   return join(dir, checkName('unit', unit, root));
 };
 export const manifestPath = (root: string, job: string, version: number): string => join(versionDir(root, job, version), MANIFEST);
+
+/**
+ * images/JOB/vN/UNIT for reading (a restore): every level a real directory, none a link — throws
+ * an ImageStoreError naming the link otherwise. Absent directories are the reader's to report.
+ */
+export const realUnitImagesDir = (root: string, job: string, version: number, unit: string): string => {
+  const dir = unitImagesDir(root, job, version, unit);
+  try {
+    resolveUnder(root, job, `v${version}`, unit, 'pstree.img'); // checks JOB, vN and UNIT
+  } catch (e) {
+    if (e instanceof UnsafePathError) throw new ImageStoreError(e.path, e.message);
+    throw e;
+  }
+  return dir;
+};
+
+/**
+ * vN, after checking that images/JOB on the way is a real directory (not a link someone planted:
+ * the path would lead elsewhere). vN itself is for the caller to lstat.
+ */
+const realVersionDir = (root: string, job: string, version: number): string => {
+  const vDir = versionDir(root, job, version); // validates the names first
+  try {
+    resolveUnder(root, job, `v${version}`);
+  } catch (e) {
+    if (e instanceof UnsafePathError) throw new ImageStoreError(e.path, e.message);
+    throw e;
+  }
+  return vDir;
+};
 
 const errnoOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
 const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -358,6 +389,9 @@ const ensurePrivateDir = (dir: string, recursive: boolean): boolean => {
   if (!stat.isDirectory()) {
     throw new ImageStoreError(dir, `${dir} is a ${kindOf(stat)}, not a directory; move it out of the way`);
   }
+  if (stat.uid !== (process.geteuid?.() ?? 0)) {
+    throw new ImageStoreError(dir, `${dir} is owned by uid ${stat.uid}, not by this agent's user: another user could steer what is written there; run chown root ${dir}`);
+  }
   if (created || (stat.mode & 0o777) !== DIR_MODE) {
     try {
       chmodSync(dir, DIR_MODE); // mkdir's mode is filtered by the umask; chmod is not
@@ -497,6 +531,7 @@ export const commitVersion = (root: string, request: CommitRequest): Committed =
   }
 
   const started = performance.now();
+  realVersionDir(root, job, version);
   const vStat = lstatOrUndefined(vDir);
   if (!vStat?.isDirectory()) throw new ImageStoreError(vDir, `${vDir} does not exist (or is not a directory); dump the units into it (prepareUnitDir) before committing`);
   if (lstatOrUndefined(join(vDir, MANIFEST))) {
@@ -524,6 +559,8 @@ export const commitVersion = (root: string, request: CommitRequest): Committed =
       throw new ImageStoreError(join(vDir, rel), `${join(vDir, rel)} is a ${kind}; images must be regular files or directories — remove it`);
     });
     const files = u.files ? checkFollowed(vDir, u.unit, walked.files, u.files) : walked.files.map((rel) => ({ path: rel, ...hashFile(join(vDir, rel), { fsync: true }) }));
+    // CRIU writes its images 0644 (private anyway inside 0700 directories): a version is 0600 throughout.
+    for (const rel of walked.files) chmodSync(join(vDir, rel), FILE_MODE);
     for (const dir of walked.dirs.reverse()) fsyncDir(dir); // deepest first, the unit directory last
     const bytes = files.reduce((sum, f) => sum + f.bytes, 0);
     totalBytes += bytes;
@@ -624,8 +661,10 @@ export const readManifest = (root: string, job: string, version: number): Manife
 export const verifyVersion = (
   root: string, job: string, version: number, options: { unit?: string; manifestSha256?: string } = {},
 ): Verification => {
-  const vDir = versionDir(root, job, version);
+  const vDir = realVersionDir(root, job, version);
   if (options.unit !== undefined) checkName('unit', options.unit, root);
+  const vStat = lstatOrUndefined(vDir);
+  if (vStat && !vStat.isDirectory()) return { ok: false, problems: [{ path: '.', problem: 'invalid', detail: `${vDir} is a ${kindOf(vStat)}, not a version directory ckpt made; it is never read or restored from` }] };
   const mPath = join(vDir, MANIFEST);
   const text = readManifestBytes(mPath);
   if (text === undefined) return { ok: false, problems: [{ path: MANIFEST, problem: 'missing', detail: 'the version is not committed' }] };
@@ -717,17 +756,16 @@ export const describeProblems = (root: string, job: string, version: number, pro
  * True when there was something to remove.
  */
 export const removeVersion = (root: string, job: string, version: number): boolean => {
-  const vDir = versionDir(root, job, version);
+  const vDir = realVersionDir(root, job, version);
   const stat = lstatOrUndefined(vDir);
   if (!stat) return false;
-  if (!stat.isDirectory()) throw new ImageStoreError(vDir, `${vDir} is a ${kindOf(stat)}, not a version directory; remove it by hand`);
   try {
     const manifest = join(vDir, MANIFEST);
-    if (lstatOrUndefined(manifest)) {
+    if (stat.isDirectory() && lstatOrUndefined(manifest)) {
       unlinkSync(manifest);
       fsyncDir(vDir);
     }
-    rmSync(vDir, { recursive: true, force: true });
+    removeTree(vDir); // a link in vN's place is unlinked, never followed
   } catch (e) {
     if (e instanceof ImageStoreError) throw e;
     throw new ImageStoreError(vDir, `cannot remove ${vDir}: ${messageOf(e)}; check its permissions and remove it by hand`);
@@ -742,15 +780,22 @@ export const removeVersion = (root: string, job: string, version: number): boole
  */
 export const removePartial = (root: string, job: string, version: number, unit: string): { unitRemoved: boolean; versionRemoved: boolean } => {
   const dir = unitImagesDir(root, job, version, unit);
-  const vDir = versionDir(root, job, version);
-  if (!lstatOrUndefined(vDir)) return { unitRemoved: false, versionRemoved: false };
+  const vDir = realVersionDir(root, job, version);
+  const vStat = lstatOrUndefined(vDir);
+  if (!vStat) return { unitRemoved: false, versionRemoved: false };
+  if (!vStat.isDirectory()) {
+    // Not a directory ckpt made (a planted link): removed itself, nothing it points to is touched.
+    removeTree(vDir);
+    fsyncDir(jobImagesDir(root, job));
+    return { unitRemoved: false, versionRemoved: true };
+  }
   if (lstatOrUndefined(join(vDir, MANIFEST))) {
     throw new ImageStoreError(vDir, `version ${version} of job ${job} is committed (${join(vDir, MANIFEST)} exists); an abort never removes part of a committed version — use removeVersion to delete it whole`);
   }
   let unitRemoved = false;
   if (lstatOrUndefined(dir)) {
     try {
-      rmSync(dir, { recursive: true, force: true });
+      removeTree(dir);
     } catch (e) {
       throw new ImageStoreError(dir, `cannot remove partial images ${dir}: ${messageOf(e)}; check its permissions and remove it by hand`);
     }

@@ -62,7 +62,7 @@ export const UnitLaunchFailed = defineEvent(
   'UnitLaunchFailed',
   'outcome',
   record({ unit: UnitId, node: NodeId, reason: t.string }),
-  'The unit could not be started (command not found, cgroup refused, …).',
+  'The unit could not be started (command not found, cgroup refused, …), or its node agent refused it (reason "refused: …"): a launch into cgroups, or with a root process, that are not the unit’s own.',
 );
 
 export const UnitEnded = defineEvent(

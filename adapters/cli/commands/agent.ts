@@ -1,4 +1,6 @@
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { checkPrivateTree, makePrivateDir, UnsafePathError } from '../../fs/safe-fs.js';
 import { imagesRoot } from '../../images/image-store.js';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { defaultAppendContext } from '../../store/batch.js';
@@ -27,6 +29,18 @@ export const nodeOf = (args: ParsedArgs): string => {
   return node;
 };
 
+/** The agent (root) writes, runs and removes under CKPT_HOME: a tree others can write is refused. */
+const refuseSteerableHome = (home: string) => {
+  try {
+    checkPrivateTree(home);
+    mkdirSync(home, { recursive: true, mode: 0o700 });
+    makePrivateDir(home);
+  } catch (error) {
+    if (!(error instanceof UnsafePathError)) throw error;
+    throw new Error(`the node agent refuses to start: other users could steer what it writes, runs or removes under CKPT_HOME (${home}): ${error.message}`);
+  }
+};
+
 const describe = (a: AgentInfo) => `node agent for ${a.node} running: pid ${a.pid}, since ${a.startedAt}, store ${a.store}, log ${a.log}`;
 
 const run = async (args: ParsedArgs): Promise<number> => {
@@ -38,6 +52,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const url = storeUrlOf(args);
   const home = ckptHome();
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  refuseSteerableHome(home);
   const store = openStore(args, defaultAppendContext({ kind: 'node', node }));
   const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf: integerOption(args, 'rcvbuf', 1024), log });
   await agent.start();
@@ -73,7 +88,10 @@ export const agentCommand: Command = {
     'demand; it keeps running in the background, in its own session, until stopped. One agent runs per',
     'node and event store. It takes every request (run, checkpoint, restart, prune) on its socket',
     '/run/ckpt/NODE-STOREID.sock, records it as the caller the kernel names (SO_PEERCRED) and lets a',
-    'user act on and read only their own jobs (root: all).',
+    'user act on and read only their own jobs (root: all). It refuses to start on a CKPT_HOME that users other than root could write',
+    '(a group- or other-writable directory, a file of another user, a link inside it), naming the path',
+    'and the fix (chmod go-w PATH, chown root PATH). It acts only on the cgroups and processes of its',
+    'own units, whatever the event log says: anything else is refused, on record (docs/security.md).',
     '  run     run the agent in the foreground (what `start` launches; for service managers)',
     '  start   start it in the background unless it is running; wait until it is ready',
     '  status  show whether it runs, its pid, store and log file (exit 1 when not running)',

@@ -3,7 +3,7 @@ import { foldAudit, type AuditEntry } from '../../../projections/audit.js';
 import { readJobStream } from '../../../projections/checkpoints.js';
 import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
-import { flag, UsageError } from '../args.js';
+import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { formatBytes, table, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
@@ -56,6 +56,7 @@ export const auditCommand: Command = {
   async run(args) {
     const [only, ...extra] = args.positionals;
     if (extra.length > 0) throw new UsageError('name at most one job: ckpt audit [JOB]');
+    if (only !== undefined) checkName('job', only);
     const verify = flag(args, 'verify');
     const store = openStore(args);
     try {

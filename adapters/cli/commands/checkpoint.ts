@@ -4,7 +4,7 @@ import { jobMembership } from '../../../projections/jobs.js';
 import { jobStream } from '../../../domain/identity.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
-import { durationOption, flag, UsageError } from '../args.js';
+import { checkName, durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
 import { formatBytes, whyLine, writeOut } from '../output.js';
@@ -82,6 +82,7 @@ export const checkpointCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt checkpoint JOB');
+    checkName('job', job);
     const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
     const freezeBudgetMs = durationOption(args, 'freeze-budget');
     const wait = flag(args, 'wait');

@@ -1,7 +1,7 @@
 import { foldCheckpoints, readJobStream } from '../../../projections/checkpoints.js';
 import { listVersions, imagesRoot } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
-import { flag, UsageError } from '../args.js';
+import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { formatBytes, table, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
@@ -24,6 +24,7 @@ export const checkpointsCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt checkpoints JOB');
+    checkName('job', job);
     const store = openStore(args);
     try {
       const events = await readJobStream(store, job);

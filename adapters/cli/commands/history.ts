@@ -1,5 +1,5 @@
 import { jobStream } from '../../../domain/identity.js';
-import { flag, UsageError } from '../args.js';
+import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { eventJson, eventLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
@@ -17,6 +17,7 @@ export const historyCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job');
+    checkName('job', job);
     const format = flag(args, 'json') ? eventJson : eventLine;
     const store = openStore(args);
     try {

@@ -1,5 +1,5 @@
 import { RequestRefusedError } from '../agent-client.js';
-import { flag, integerOption, UsageError } from '../args.js';
+import { checkName, flag, integerOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { formatBytes, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
@@ -22,6 +22,7 @@ export const pruneCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt prune JOB --keep N');
+    checkName('job', job);
     const keep = integerOption(args, 'keep', 1);
     if (keep === undefined) throw new UsageError('say how many versions to keep: --keep N');
     const store = openStoreAsUser(args);

@@ -2,7 +2,7 @@ import { scopeCoverage } from '../../../domain/grouping.js';
 import type { CheckpointScope } from '../../../domain/identity.js';
 import { classify, membersOf, type JobMembership, type Member } from '../../../domain/membership.js';
 import { jobMembership } from '../../../projections/jobs.js';
-import { flag, integerOption, stringOption, UsageError } from '../args.js';
+import { checkName, flag, integerOption, stringOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { writeOut } from '../output.js';
 import { openStore } from '../store.js';
@@ -110,6 +110,7 @@ export const psCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job');
+    checkName('job', job);
     const at = integerOption(args, 'at', 1);
     const scope = stringOption(args, 'scope');
     if (scope !== undefined && !SCOPES.includes(scope as CheckpointScope)) throw new UsageError(`--scope must be one of ${SCOPES.join(', ')}, got "${scope}"`);

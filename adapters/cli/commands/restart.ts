@@ -3,7 +3,7 @@ import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { jobMembership } from '../../../projections/jobs.js';
 import { jobStream } from '../../../domain/identity.js';
 import { foldRestarts, type RestartSummary } from '../../../projections/restarts.js';
-import { durationOption, flag, integerOption, listOption, UsageError } from '../args.js';
+import { checkName, durationOption, flag, integerOption, listOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
 import { whyLine, writeOut } from '../output.js';
@@ -67,6 +67,7 @@ export const restartCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt restart JOB');
+    checkName('job', job);
     const version = integerOption(args, 'version', 1) ?? null;
     const placement = placementOf(listOption(args, 'place'));
     const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync } from 'node:fs';
+import { makePrivateDirs, openPrivateAppend } from '../../fs/safe-fs.js';
 import { userInfo } from 'node:os';
 import { isatty } from 'node:tty';
 import { basename, join } from 'node:path';
@@ -93,8 +94,9 @@ export const runCommand: Command = {
     const relays: Relay[] = [];
     const dir = join(home, 'jobs', job);
     const outputFile = (name: string) => {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      return openSync(join(dir, name), 'a', 0o600);
+      mkdirSync(home, { recursive: true, mode: 0o700 });
+      makePrivateDirs(home, 'jobs', job); // never through a link planted on the way
+      return openPrivateAppend(join(dir, name));
     };
     if (detach) {
       output = join(dir, `${unit}.out`);

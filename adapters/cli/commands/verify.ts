@@ -4,7 +4,7 @@ import type { EventStore, RecordedEvent } from '../../../domain/event-store.js';
 import { nodeStream } from '../../../domain/identity.js';
 import { readJobStream } from '../../../projections/checkpoints.js';
 import { readWholeStream } from '../../../projections/project.js';
-import { flag, UsageError } from '../args.js';
+import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { writeOut } from '../output.js';
 import { openStore } from '../store.js';
@@ -37,6 +37,7 @@ export const verifyCommand: Command = {
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt verify JOB');
+    checkName('job', job);
     const store = openStore(args);
     try {
       const history = await decisionHistory(store, job);
