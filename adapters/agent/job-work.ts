@@ -238,6 +238,7 @@ export class JobWork {
       options: (w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.options) || noOptions,
       stop: w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.stop,
       ...(freezeBudgetMs !== undefined && { freezeBudgetMs }),
+      ...(w.state.checkpoint.job.owner && { owner: w.state.checkpoint.job.owner }),
     };
   }
 
@@ -305,7 +306,8 @@ export class JobWork {
         mkdirSync(workDir, { recursive: true, mode: 0o700 });
         const pids = readPstree(imagesDir).map((e) => e.pid);
         const options = (w.state.restart.active?.restart === c.version && w.state.restart.active.options) || noOptions;
-        const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
+        const owner = w.state.checkpoint.job.owner;
+        const result = await this.#o.checkpointer.restore({ imagesDir, pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options, ...(owner && { owner }) });
         // The images' PIDs are those of the unit's PID namespace: find each one's host PID.
         const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
         const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));
