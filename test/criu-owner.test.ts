@@ -95,7 +95,7 @@ const idOf = (name: string): Who => {
 };
 
 /** A unit in fresh cgroups: a counting shell (it forks a sleep every 50 ms) that runs as `who`. */
-const startUnit = (name: string, who: Who | undefined) => {
+const startUnit = (name: string, who: Who | undefined, wrapper = '') => {
   const cgroups = createUnitCgroups(detectCgroups(), `ckpt-test/owner-${tag}-${name}/unit`, {});
   const dir = join(work, name);
   mkdirSync(dir, { mode: 0o700 });
@@ -104,7 +104,7 @@ const startUnit = (name: string, who: Who | undefined) => {
   // Root enters the cgroups, then setpriv becomes the user (uids, gids, groups) and execs the job.
   const enter = [...new Set(cgroups.map((c) => c.path))].map((p) => `echo $$ > ${p}/cgroup.procs`).join('; ');
   const as = who ? `setpriv --reuid=${who.uid} --regid=${who.gid} --groups=${who.groups.join(',')} ` : '';
-  const pid = startJob(`${enter}; exec ${as}sh -c '${counterScript(file)}'`);
+  const pid = startJob(`${enter}; exec ${wrapper}${as}sh -c '${counterScript(file)}'`);
   return { cgroups, file, pid };
 };
 
@@ -246,5 +246,35 @@ test('images of one user are not restored for the job of another (class permissi
   }
 });
 
+
+test('a unit of a user that is PID 1 of its own PID namespace cannot be dumped, by any criu: class permission, saying why', async () => {
+  // How ckpt-unit-init starts units: a new PID namespace, the host's mount namespace (and /proc).
+  const who = idOf('nobody');
+  const { cgroups, file, pid } = startUnit('pidns-unit', who, 'unshare --pid --fork setsid ');
+  try {
+    await waitFor('the job to count', () => ((readCounter(file) ?? 0) > 0 ? true : undefined));
+    const init = (await waitFor('the namespace’s init', () => children(pid).find((c) => c.comm === 'sh')))!.pid;
+    const checkpointer = new CriuCheckpointer(criu(), imagesRoot);
+    const u = target('pidns-unit', cgroups, init, 1, { uid: who.uid });
+    await checkpointer.freeze(u);
+    const error = await checkpointer.dump(u).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await checkpointer.thaw(u);
+    assert.ok(error instanceof Error, 'the dump fails');
+    const failure = checkpointer.explain(error);
+    assert.is(failure.class, 'permission');
+    // The parasite, as the task, makes a directory in its working directory (EACCES: -13 where the
+    // user may not write) and mounts a proc there (EPERM: "can't dump unprivileged task whose /proc …").
+    assert.match(failure.message, /can't dump unprivileged task whose \/proc doesn't belong to it|Can't create a directory \(-13\)/);
+    assert.match(failure.hint ?? '', /host PID namespace/);
+    const now = readCounter(file) ?? 0;
+    await waitFor('the job to run on, thawed', () => ((readCounter(file) ?? 0) > now ? true : undefined));
+  } finally {
+    killAll(pid);
+    await removeUnit(cgroups);
+  }
+});
 
 test.run();
