@@ -95,16 +95,19 @@ const idOf = (name: string): Who => {
 };
 
 /** A unit in fresh cgroups: a counting shell (it forks a sleep every 50 ms) that runs as `who`. */
-const startUnit = (name: string, who: Who | undefined, wrapper = '') => {
+const startUnit = (name: string, who: Who | undefined, wrapper = '', becomeOwner?: string) => {
   const cgroups = createUnitCgroups(detectCgroups(), `ckpt-test/owner-${tag}-${name}/unit`, {});
   const dir = join(work, name);
   mkdirSync(dir, { mode: 0o700 });
   if (who) chownSync(dir, who.uid, who.gid);
   const file = join(dir, 'count');
   // Root enters the cgroups, then setpriv becomes the user (uids, gids, groups) and execs the job.
-  const enter = [...new Set(cgroups.map((c) => c.path))].map((p) => `echo $$ > ${p}/cgroup.procs`).join('; ');
-  const as = who ? `setpriv --reuid=${who.uid} --regid=${who.gid} --groups=${who.groups.join(',')} ` : '';
-  const pid = startJob(`${enter}; exec ${wrapper}${as}sh -c '${counterScript(file)}'`);
+  // "0": the writer itself. With a wrapper (unshare) only what it starts enters, not the wrapper.
+  const enter = [...new Set(cgroups.map((c) => c.path))].map((p) => `echo 0 > ${p}/cgroup.procs`).join('; ');
+  const as = becomeOwner ?? (who ? `setpriv --reuid=${who.uid} --regid=${who.gid} --groups=${who.groups.join(',')} ` : '');
+  const job = `${as}/bin/sh -c '${counterScript(file)}'`;
+  // In its own directory: CRIU's parasite makes a directory in the working directory (see below).
+  const pid = startJob(wrapper === '' ? `${enter}; cd ${dir}; exec ${job}` : `cd ${dir}; exec ${wrapper}/bin/sh -c '${enter}; exec "$@"' ckpt-enter ${job}`);
   return { cgroups, file, pid };
 };
 
@@ -246,6 +249,44 @@ test('images of one user are not restored for the job of another (class permissi
   }
 });
 
+
+test('a unit of a user whose PID namespace init keeps CAP_SYS_ADMIN: dumped as the owner, restored with the namespace recreated', async () => {
+  // As ckpt-unit-init could run a user's unit: PID 1 of its namespace as the user, holding
+  // CAP_SYS_ADMIN (here ambient, through the bridge's --exec, so its children hold it too).
+  const who = idOf(user);
+  const becomeOwner = `${swrkBridgePath} --exec --user ${who.uid} --group ${who.gid} --groups ${who.groups.join(',')} --caps 21 -- `;
+  const checkpointer = new CriuCheckpointer(criu(), imagesRoot);
+  const { cgroups, file, pid } = startUnit('pidns-admin', who, 'unshare --pid --fork setsid ', becomeOwner);
+  let restored: number | undefined;
+  try {
+    await waitFor('the job to count', () => ((readCounter(file) ?? 0) > 2 ? true : undefined));
+    const init = (await waitFor('the namespace’s init', () => children(pid).find((c) => c.comm === 'sh')))!.pid;
+    const before = credentials(init);
+    const u = target('pidns-admin', cgroups, init, 1, { uid: who.uid });
+    await checkpointer.freeze(u);
+    await checkpointer.dump(u);
+    const dumped = readCounter(file) ?? 0;
+    await checkpointer.stop(u);
+    killAll(pid); // unshare (root, outside the unit), which waited for the namespace's init
+    await waitPidsGone([pid, init], 10_000);
+    await checkpointer.thaw(u);
+    assert.equal(await checkpointer.captured(u).then((p) => p[0]), 1, 'the images’ root is its namespace’s init');
+    const workDir = join(work, 'pidns-admin-restore');
+    mkdirSync(workDir, { mode: 0o700 });
+    writeFileSync(join(workDir, RELEASE), '');
+    const result = await checkpointer.restore({ imagesDir: u.imagesDir, pidNamespace: false, cgroups, workDir, options: NO_OPTIONS, owner: { uid: who.uid } });
+    restored = result.rootPid;
+    await waitFor('the restored job to count on', () => ((readCounter(file) ?? 0) > dumped ? true : undefined));
+    const after = credentials(result.rootPid);
+    assert.equal(after.uids, before.uids);
+    assert.equal(after.gids, before.gids);
+    assert.equal(after.groups, before.groups);
+    assert.match(readFileSync(`/proc/${result.rootPid}/status`, 'utf8'), /^NSpid:\s+\d+\s+1$/m, 'PID 1 of a new namespace again');
+  } finally {
+    killAll(pid, restored);
+    await removeUnit(cgroups);
+  }
+});
 
 test('a unit of a user that is PID 1 of its own PID namespace cannot be dumped, by any criu: class permission, saying why', async () => {
   // How ckpt-unit-init starts units: a new PID namespace, the host's mount namespace (and /proc).

@@ -11,18 +11,24 @@
 //            the owner may run but not read);
 //   restore: those and CAP_SETPCAP (the restorer drops from the bounding set what the process
 //            lacked: "Unable to drop capability 24" without it);
-//   established TCP (either): CAP_NET_ADMIN (TCP repair, the nftables network lock).
+//   established TCP (either): CAP_NET_ADMIN (TCP repair, the nftables network lock);
+//   a restore whose root was a PID namespace's init: CAP_SYS_ADMIN (criu recreates the namespace:
+//            "Can't fork for 1: Operation not permitted" without it).
+// A dump of a user's process that is PID 1 of its own PID namespace (sharing the host's /proc)
+// works only if that process holds CAP_SYS_ADMIN itself: CRIU's parasite, running as the task,
+// mounts a proc for the namespace ("can't dump unprivileged task whose /proc doesn't belong to it").
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, openSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { UnitOwner } from '../../domain/checkpointer.js';
 import { readCredentials } from '../tracking/procfs.js';
-import { readDumpedCredentials } from './criu-images.js';
+import { readDumpedCredentials, readPstree } from './criu-images.js';
 import type { CriuIdentity } from './criu-rpc.js';
 
 const CAP_DAC_OVERRIDE = 1;
 const CAP_SETPCAP = 8;
 const CAP_NET_ADMIN = 12;
 const CAP_SYS_PTRACE = 19;
+const CAP_SYS_ADMIN = 21;
 const CAP_CHECKPOINT_RESTORE = 40;
 
 export const DUMP_CAPS: readonly number[] = [CAP_DAC_OVERRIDE, CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE];
@@ -32,7 +38,7 @@ export const RESTORE_CAPS: readonly number[] = [CAP_DAC_OVERRIDE, CAP_SETPCAP, C
 const refuse = (message: string): Error =>
   Object.assign(new Error(message), { failure: { class: 'permission' as const, message, hint: 'a unit is checkpointed and restored as its job’s owner: every process of it must run as that user' } });
 
-const withNetAdmin = (caps: readonly number[], tcp: boolean | undefined): number[] => (tcp ? [...caps, CAP_NET_ADMIN].sort((a, b) => a - b) : [...caps]);
+const withNetAdmin = (caps: readonly number[], tcp: boolean | undefined): number[] => (tcp ? [...caps, CAP_NET_ADMIN] : [...caps]).sort((a, b) => a - b);
 
 /**
  * criu's identity for a dump of the tree rooted at `rootPid`: undefined (root criu) when that
@@ -57,7 +63,8 @@ export const restoreIdentity = (imagesDir: string, owner: UnitOwner | undefined,
   const creds = readDumpedCredentials(imagesDir);
   if (foreign(owner, creds.uid)) refuseMismatch(`the images in ${imagesDir} hold a root process of uid ${creds.uid}`, owner.uid);
   if (creds.uid === 0) return undefined;
-  return { uid: creds.uid, gid: creds.gid, groups: creds.groups, caps: withNetAdmin(RESTORE_CAPS, tcpEstablished) };
+  const caps = withNetAdmin(readPstree(imagesDir)[0]?.pid === 1 ? [...RESTORE_CAPS, CAP_SYS_ADMIN] : RESTORE_CAPS, tcpEstablished);
+  return { uid: creds.uid, gid: creds.gid, groups: creds.groups, caps };
 };
 
 /** A user's job holds processes of another uid (root's jobs may run as anyone). */
