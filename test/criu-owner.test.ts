@@ -228,6 +228,12 @@ test('images of one user are not restored for the job of another (class permissi
     const failure = checkpointer.explain(refused);
     assert.is(failure.class, 'permission');
     assert.match(failure.message, new RegExp(`runs as uid ${who.uid}.*owner is uid ${other}`));
+    const otherGid = await checkpointer.dump(target('mismatch', cgroups, pid, 1, { uid: who.uid, gid: idOf(user).gid })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.is(checkpointer.explain(otherGid).class, 'permission');
+    assert.match(checkpointer.explain(otherGid).message, new RegExp(`runs with gid ${who.gid}, not its owner’s gid`));
     // Dumped for its real owner, the images then refuse another owner's restore.
     const u = target('mismatch', cgroups, pid, 2, { uid: who.uid });
     await checkpointer.freeze(u);

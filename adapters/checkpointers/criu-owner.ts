@@ -52,7 +52,10 @@ export const dumpIdentity = (rootPid: number, owner: UnitOwner | undefined, tcpE
   const [uid] = creds.uids;
   if (foreign(owner, uid)) refuseMismatch(`the unit’s first process (${rootPid}) runs as uid ${uid}`, owner.uid);
   if (uid === 0) return undefined;
-  return { uid, gid: owner?.gid ?? creds.gids[0], groups: owner?.groups ?? creds.groups, caps: withNetAdmin(DUMP_CAPS, tcpEstablished) };
+  // prlimit's same-credentials rule compares real gids too: a gid the owner switched to (sg, newgrp) would fail in criu with EPERM.
+  const gid = owner?.gid ?? creds.gids[0];
+  if (gid !== creds.gids[0]) throw refuse(`the unit’s first process (${rootPid}) runs with gid ${creds.gids[0]}, not its owner’s gid ${gid}: criu acting as the owner cannot dump it`);
+  return { uid, gid, groups: owner?.groups ?? creds.groups, caps: withNetAdmin(DUMP_CAPS, tcpEstablished) };
 };
 
 /**
