@@ -18,7 +18,8 @@
  * --user/--group/--groups/--caps: CRIU runs as that user (real, effective and saved uid and gid,
  * those supplementary groups) keeping only capabilities N,… (ambient, so they survive the exec),
  * with --unprivileged. A dump of another uid's process needs either CAP_SYS_RESOURCE (prlimit(2))
- * or the same real uid and gid as that process: acting as the job's owner needs no root at all.
+ * or the same real uid and gid as that process: acting as the job's owner needs neither root's uid
+ * nor that capability (adapters/checkpointers/criu-owner.ts lists what it does need, and why).
  * The cgroups are entered first, as root.
  *
  *   ckpt-criu-swrk --exec --user UID --group GID [--groups G,…] --caps N,… -- PROGRAM ARG…
@@ -27,7 +28,8 @@
  *
  * Stdin at EOF (the caller is gone): the socket is shut, so a CRIU waiting for a notify answer
  * fails instead of waiting forever. Exits with CRIU's exit status (128 + N for signal N); 126 when
- * a cgroup cannot be entered, 127 when CRIU cannot be run, 125 on a bridge error.
+ * a cgroup cannot be entered or the owner's credentials cannot be taken, 127 when CRIU cannot be run, 125 on a
+ * bridge error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
