@@ -18,6 +18,17 @@ export interface ImageFileEntry {
 
 export type CheckpointerProbe = Omit<(typeof CheckpointerProbed)['codec']['_A'], 'node'>;
 
+/**
+ * Whose processes a unit's are (JobSubmitted.owner): the checkpointer dumps and restores a
+ * non-root unit acting as this user, not as root. gid and groups, when the log lacks them, are
+ * read from the unit's root at dump time and from the images at restore time.
+ */
+export interface UnitOwner {
+  readonly uid: number;
+  readonly gid?: number;
+  readonly groups?: readonly number[];
+}
+
 /** One unit of one checkpoint version, as the plan and the log describe it. */
 export interface UnitTarget {
   readonly job: string;
@@ -36,6 +47,8 @@ export interface UnitTarget {
   readonly stop: boolean;
   /** How long the unit may take to freeze cleanly (CheckpointRequested.freezeBudgetMs, else the default). */
   readonly freezeBudgetMs?: number;
+  /** The job's owner; unknown (an old history): the root process's credentials decide. */
+  readonly owner?: UnitOwner;
 }
 
 /** A restore: its images, cgroups and work directory, and the options the version was dumped with. */
@@ -45,6 +58,8 @@ export interface RestoreTarget {
   readonly cgroups: readonly UnitCgroup[];
   readonly workDir: string;
   readonly options: CheckpointOptions;
+  /** The job's owner: the images' credentials must be theirs; unknown: the images' decide. */
+  readonly owner?: UnitOwner;
 }
 
 /**

@@ -249,6 +249,7 @@ export class JobWork {
       options: (w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.options) || noOptions,
       stop: w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.stop,
       ...(freezeBudgetMs !== undefined && { freezeBudgetMs }),
+      ...(w.state.checkpoint.job.owner && { owner: w.state.checkpoint.job.owner }),
     };
   }
 
@@ -324,7 +325,8 @@ export class JobWork {
         if (existsSync(join(workDir, CANCEL))) throw new Error(`the images failed their check: ${readFileSync(join(workDir, CANCEL), 'utf8')}`);
         const pids = readPstree(imagesDir()).map((e) => e.pid);
         const options = (w.state.restart.active?.restart === c.version && w.state.restart.active.options) || noOptions;
-        const result = await this.#o.checkpointer.restore({ imagesDir: imagesDir(), pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options });
+        const owner = w.state.checkpoint.job.owner;
+        const result = await this.#o.checkpointer.restore({ imagesDir: imagesDir(), pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options, ...(owner && { owner }) });
         // The images' PIDs are those of the unit's PID namespace: find each one's host PID.
         const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
         const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));

@@ -14,6 +14,7 @@ import { readStat } from '../tracking/procfs.js';
 import { unitResources } from '../tracking/resources.js';
 import { CriuError, runCriu } from './criu.js';
 import { dumpTree } from './criu-dump.js';
+import { dumpIdentity, restoreIdentity } from './criu-owner.js';
 import { classifyCriuFailure } from './criu-failure.js';
 import { probeCriu } from './criu-probe.js';
 import { readPstree } from './criu-images.js';
@@ -85,8 +86,10 @@ export class CriuCheckpointer implements Checkpointer {
     // With --stop, established connections stay locked (in repair) from the dump on: the stop then
     // kills the job without a FIN or RST reaching its peers, and a restart repairs them.
     const holdConnections = u.options.tcpEstablished && u.stop;
+    // A user's unit is dumped by criu acting as that user (criu-owner.ts), root's by root.
+    const runAs = dumpIdentity(u.root.pid, u.owner, u.options.tcpEstablished);
     const options = {
-      criu, pid: u.root.pid, imagesDir: u.imagesDir, leaveRunning: !holdConnections, ...(holdConnections && { leaveStopped: true }), ...(freezer && { freezeCgroup: freezer.dir }),
+      criu, pid: u.root.pid, imagesDir: u.imagesDir, ...(runAs && { runAs }), leaveRunning: !holdConnections, ...(holdConnections && { leaveStopped: true }), ...(freezer && { freezeCgroup: freezer.dir }),
       ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
       ...(u.options.fileLocks && { fileLocks: true }),
     };
@@ -133,13 +136,14 @@ export class CriuCheckpointer implements Checkpointer {
     const cgroups = [...new Set(u.cgroups.map((c) => c.path))];
     const gate = () => imagesChecked(u.workDir);
     const criu = this.#binary();
+    const runAs = restoreIdentity(u.imagesDir, u.owner, u.options.tcpEstablished);
     // The exec-based new-PID-namespace restore has no notifications: it starts once the images passed.
     if (u.pidNamespace && !(await gate())) throw new Error(`the images failed their check: ${readFileSync(join(u.workDir, CANCEL), 'utf8')}`);
     // At post-restore every process is restored but none runs yet: they run only once the images
     // passed. (Not pre-resume: CRIU only logs a failed answer there and resumes the tree anyway.)
     const onNotify = (script: string) => (script === 'post-restore' ? gate() : true);
     const r = await restoreTree({
-      criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, onNotify,
+      criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, onNotify, ...(runAs && { runAs }),
       ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
       ...(u.options.fileLocks && { fileLocks: true }),
     });

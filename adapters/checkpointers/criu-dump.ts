@@ -7,7 +7,8 @@ import { join, resolve } from 'node:path';
 import type { DumpStats } from '../../domain/events/checkpoint.js';
 import { CriuError, criuErrorLines, readLog } from './criu.js';
 import { imageFiles, readPstree, type ImageFile } from './criu-images.js';
-import { callCriu, replyError, type CriuCall, type NotifyHandler } from './criu-rpc.js';
+import { sealForRoot } from './criu-owner.js';
+import { callCriu, replyError, type CriuCall, type CriuIdentity, type NotifyHandler } from './criu-rpc.js';
 import { readDumpStats } from './criu-stats.js';
 
 /** How CRIU locks the network while it dumps established TCP connections. */
@@ -35,6 +36,8 @@ export interface DumpOptions {
   /** CRIU's notifications (pre-dump, network-lock, network-unlock, post-dump), answered in-process. */
   readonly onNotify?: NotifyHandler;
   readonly timeoutMs?: number;
+  /** criu acts as this user (criu-owner.ts: dumpIdentity); the images are root's 0600 afterwards. */
+  readonly runAs?: CriuIdentity;
 }
 
 export interface DumpResult {
@@ -86,8 +89,10 @@ export const dumpTree = async (options: DumpOptions): Promise<DumpResult> => {
     },
     ...(options.onNotify && { onNotify: options.onNotify }),
     ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
+    ...(options.runAs && { runAs: options.runAs }),
   };
   const reply = await callCriu(call);
+  if (options.runAs) sealForRoot(dir);
   if (reply.response?.success !== true || reply.problem !== undefined) throw replyError(`criu dump of pid ${options.pid}`, call, reply, log);
   const unexpected = readLog(log).split('\n').filter((l) => l.includes('Unexpected process'));
   if (unexpected.length > 0) {

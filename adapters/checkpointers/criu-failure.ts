@@ -14,6 +14,8 @@ interface Rule {
 const INSTALL_42 = 'install CRIU ≥ 4.2 (bash scripts/install-criu.sh), then restart the node agent (ckpt agent stop)';
 
 const RULES: readonly Rule[] = [
+  // Before 'socket': the lines after it say "Can't retrieve FD from socket".
+  { match: /can't dump unprivileged task whose .* doesn't belong to it|parasite.*Can't create a directory \(-13\)/, class: 'permission', hint: 'a user’s unit that is PID 1 of its own PID namespace cannot be dumped (CRIU’s parasite cannot mount a /proc for it without CAP_SYS_ADMIN in the task): run the user’s job in the host PID namespace (docs/criu.md, Jobs of other users)' },
   // Restore: CRIU checks each open regular file against what it recorded (it never saves their content).
   { match: /File .* has bad (size|mode|build-id)|Can't open file .* on restore/, class: 'file', hint: 'a file the job holds open changed or went away since the checkpoint (CRIU keeps no file content): put it back as it was, or restart from a version taken after the change' },
   // CRIU 4.1 on kernels ≥ 6.16: getsockopt(SO_PASSCRED/SO_PASSSEC) on inet sockets is EOPNOTSUPP.
@@ -29,7 +31,7 @@ const RULES: readonly Rule[] = [
   { match: /socket|\bsk\b|inet|netlink|packet/i, class: 'socket', hint: 'a process holds a kind of socket CRIU cannot dump (the line names its family): close it before checkpointing, or keep that process out of the job' },
   { match: /No space left|ENOSPC|Disk quota/i, class: 'space', hint: 'free disk space where the images go ($CKPT_HOME/images), or prune old versions (ckpt prune JOB --keep N)' },
   { match: /Cannot allocate memory|ENOMEM|Out of memory|oom/i, class: 'space', hint: 'the node is short of memory: free some, or raise the unit’s memory limit' },
-  { match: /Operation not permitted|Permission denied|EPERM|EACCES|capabilit/i, class: 'permission', hint: 'CRIU needs root with CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE (and CAP_SYS_RESOURCE for processes of other users)' },
+  { match: /Operation not permitted|Permission denied|EPERM|EACCES|capabilit|cannot act as the job's owner/i, class: 'permission', hint: 'criu acts as root for root’s units (CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE; CAP_SYS_RESOURCE for a member of another user) and as the owner for a user’s units: every process of a unit must run as one user' },
   { match: /vdso|vDSO|kernel|not supported|Unsupported|too old|CRIU ≥|no usable criu|criu not found/i, class: 'version', hint: INSTALL_42 },
   { match: /Unseizable|state D|killed after \d+ ms|timed out|timeout|deadline|did not freeze/i, class: 'timeout', hint: 'a process could not be stopped in time (uninterruptible I/O, state D): try again once its I/O completes' },
   { match: /No such process|ESRCH|is gone|has ended|exited|vanished/i, class: 'vanished', hint: 'a process of the job ended while it was being checkpointed: try again' },

@@ -134,3 +134,47 @@ export const imageFiles = (dir: string): ImageFile[] =>
 
 /** Total size of the image files of a dump. */
 export const imageBytes = (dir: string): number => imageFiles(dir).reduce((sum, f) => sum + f.bytes, 0);
+
+/** core-PID.img (images/core.proto): core_entry.thread_core (5) → thread_core_entry.creds (10). */
+export const CORE_MAGIC = 0x55053847;
+
+export interface DumpedCredentials {
+  readonly uid: number;
+  readonly gid: number;
+  /** Effective and saved uids and gids too: CRIU restores all four of each. */
+  readonly uids: readonly number[];
+  readonly gids: readonly number[];
+  readonly groups: readonly number[];
+}
+
+/**
+ * The credentials a dumped process had (creds_entry: uid 1, gid 2, euid 3, egid 4, suid 5,
+ * sgid 6, fsuid 7, fsgid 8, groups 14), from DIR/core-PID.img; the root's when pid is not given.
+ */
+export const readDumpedCredentials = (imagesDir: string, pid = readPstree(imagesDir)[0]?.pid): DumpedCredentials => {
+  const file = join(imagesDir, `core-${pid}.img`);
+  const sub = (fields: Field[], n: number): Field[] => {
+    const f = fields.find((x) => x.field === n);
+    if (f === undefined || f.wire !== 2) throw new Error(`${file}: no field ${n} where CRIU keeps a task's credentials`);
+    return decodeMessage(f.bytes);
+  };
+  const [entry] = readImageEntries(file, CORE_MAGIC);
+  if (entry === undefined) throw new Error(`${file}: no core entry`);
+  const creds = sub(sub(decodeMessage(entry), 5), 10);
+  const at = (n: number) => {
+    const f = creds.find((x) => x.field === n);
+    if (f === undefined || f.wire !== 0) throw new Error(`${file}: credentials lack field ${n}`);
+    return f.value;
+  };
+  const groups: number[] = [];
+  for (const f of creds) {
+    if (f.field !== 14) continue;
+    if (f.wire === 0) groups.push(f.value);
+    else for (let p = 0; p < f.bytes.length; ) {
+      const v = readVarint(f.bytes, p);
+      groups.push(v.value);
+      p = v.next;
+    }
+  }
+  return { uid: at(1), gid: at(2), uids: [at(1), at(3), at(5), at(7)], gids: [at(2), at(4), at(6), at(8)], groups };
+};

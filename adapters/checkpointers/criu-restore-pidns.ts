@@ -14,6 +14,8 @@ import { spawn } from 'node:child_process';
 import { scanProcesses } from '../tracking/procfs.js';
 import { candidatesOnPath, CriuError, criuErrorLines, inCgroups, readLog, signalNumber } from './criu.js';
 import type { RestoreResult } from './criu-restore.js';
+import { sealForRoot } from './criu-owner.js';
+import { swrkBridgePath, type CriuIdentity } from './criu-rpc.js';
 
 const PID_CLASH = /Can't fork for \d+: File exists/;
 export const PID_CLASH_HINT =
@@ -71,6 +73,7 @@ export const restoreInNewPidNamespace = async (
   tail: readonly string[],
   timeoutMs: number,
   cgroups: readonly string[] | undefined,
+  runAs?: CriuIdentity,
 ): Promise<RestoreResult> => {
   const unshare = candidatesOnPath('unshare', process.env)[0];
   if (unshare === undefined) throw new Error('restoring into a new PID namespace needs unshare (util-linux), which is not installed');
@@ -78,7 +81,10 @@ export const restoreInNewPidNamespace = async (
   const pidfile = join(work, 'restore.pid');
   removeIfThere(log);
   removeIfThere(pidfile);
-  const args = ['--pid', '--fork', '--mount-proc', '--propagation', 'slave', '--', criu, 'restore', '-D', dir, '-o', 'restore.log', '-v4', '--pidfile', pidfile, ...tail];
+  // As a user: unshare (root) makes the namespace and its /proc, the bridge becomes the user, criu runs.
+  const as = runAs && ['--exec', '--user', String(runAs.uid), '--group', String(runAs.gid), '--groups', runAs.groups.join(','), '--caps', runAs.caps.join(','), '--'];
+  const restore = [criu, 'restore', '-D', dir, '-o', 'restore.log', '-v4', '--pidfile', pidfile, ...tail, ...(as ? ['--unprivileged'] : [])];
+  const args = ['--pid', '--fork', '--mount-proc', '--propagation', 'slave', '--', ...(as ? [swrkBridgePath, ...as] : []), ...restore];
   const command = `unshare ${args.join(' ')}`;
   const started = performance.now();
   // criu outlives this call (and maybe this process): its output goes to a file, never to a pipe
@@ -114,6 +120,7 @@ export const restoreInNewPidNamespace = async (
           errorLines: criuErrorLines(text),
         });
       }
+      if (runAs) sealForRoot(work);
       return { rootPid: root.pid, nsRootPid, nsInitPid, durationMs, log };
     }
     if (exit !== undefined) throw restoreError(`criu restore from ${dir} in a new PID namespace`, exit, log, text || readLog(outFile), command);

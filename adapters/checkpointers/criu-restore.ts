@@ -11,7 +11,8 @@ import type { RestoreStats } from '../../domain/events/restart.js';
 import type { NetworkLock } from './criu-dump.js';
 import { readPstree } from './criu-images.js';
 import { pidClashHint, restoreInNewPidNamespace } from './criu-restore-pidns.js';
-import { callCriu, replyError, type CriuCall, type NotifyHandler } from './criu-rpc.js';
+import { sealForRoot } from './criu-owner.js';
+import { callCriu, replyError, type CriuCall, type CriuIdentity, type NotifyHandler } from './criu-rpc.js';
 import { readRestoreStats } from './criu-stats.js';
 
 export interface RestoreOptions {
@@ -44,6 +45,8 @@ export interface RestoreOptions {
    */
   readonly onNotify?: NotifyHandler;
   readonly timeoutMs?: number;
+  /** criu acts as this user (criu-owner.ts: restoreIdentity); its logs are root's 0600 afterwards. */
+  readonly runAs?: CriuIdentity;
 }
 
 export interface RestoreResult {
@@ -78,7 +81,7 @@ export const restoreTree = async (options: RestoreOptions): Promise<RestoreResul
       ...(options.networkLock ? ['--network-lock', options.networkLock] : []),
       ...(options.fileLocks ? ['--file-locks'] : []),
     ];
-    const r = await restoreInNewPidNamespace(options.criu, dir, work, tail, options.timeoutMs ?? 120_000, options.cgroups);
+    const r = await restoreInNewPidNamespace(options.criu, dir, work, tail, options.timeoutMs ?? 120_000, options.cgroups, options.runAs);
     return { ...r, ...withStats(work) };
   }
   const call: CriuCall = {
@@ -98,8 +101,10 @@ export const restoreTree = async (options: RestoreOptions): Promise<RestoreResul
     ...(options.cgroups && { cgroups: options.cgroups }),
     ...(options.onNotify && { onNotify: options.onNotify }),
     ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
+    ...(options.runAs && { runAs: options.runAs }),
   };
   const reply = await callCriu(call);
+  if (options.runAs) sealForRoot(work);
   const rootPid = reply.response?.restore?.pid;
   if (reply.response?.success !== true || reply.problem !== undefined || rootPid === undefined || rootPid <= 0) {
     throw replyError(`criu restore from ${dir}`, call, reply, log, pidClashHint);

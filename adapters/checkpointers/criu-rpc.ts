@@ -61,6 +61,15 @@ export interface CriuResponse {
  */
 export type NotifyHandler = (script: string, pid: number | undefined) => boolean | Promise<boolean>;
 
+/** Whom criu acts as instead of root: the owner's credentials and the capabilities it keeps. */
+export interface CriuIdentity {
+  readonly uid: number;
+  readonly gid: number;
+  readonly groups: readonly number[];
+  /** Capability numbers (linux/capability.h) criu keeps, as ambient capabilities. */
+  readonly caps: readonly number[];
+}
+
 export interface CriuCall {
   readonly criu: string;
   readonly type: 'DUMP' | 'RESTORE';
@@ -71,6 +80,8 @@ export interface CriuCall {
   readonly workDir?: string;
   /** CRIU enters these cgroup directories before it starts. */
   readonly cgroups?: readonly string[];
+  /** criu runs as this user with these capabilities (and --unprivileged); without it, as root. */
+  readonly runAs?: CriuIdentity;
   /** Without it, notify_scripts is off. */
   readonly onNotify?: NotifyHandler;
   /** SIGKILL of the bridge and CRIU after this long (default 5 minutes). */
@@ -80,7 +91,7 @@ export interface CriuCall {
 export interface CriuReply {
   /** CRIU's final response; undefined when CRIU ended without one (see code and stderr). */
   readonly response?: CriuResponse;
-  /** Exit status of criu (through the bridge): 127 cannot run, 126 cannot enter a cgroup, 128+N signal N. */
+  /** Exit status of criu (through the bridge): 127 cannot run, 126 cannot enter a cgroup or act as the owner, 128+N signal N. */
   readonly code: number;
   readonly stderr: string;
   readonly durationMs: number;
@@ -126,7 +137,9 @@ export const callCriu = async (call: CriuCall): Promise<CriuReply> => {
     ...(call.onNotify !== undefined && { notifyScripts: true }),
   };
   const request = req.encode(req.fromObject({ type: call.type, opts })).finish();
-  const args = [...(call.cgroups ?? []).flatMap((dir) => ['--cgroup', dir]), '--', call.criu];
+  const as = call.runAs;
+  const identity = as ? ['--user', String(as.uid), '--group', String(as.gid), '--groups', as.groups.join(','), '--caps', as.caps.join(',')] : [];
+  const args = [...(call.cgroups ?? []).flatMap((dir) => ['--cgroup', dir]), ...identity, '--', call.criu];
   const started = performance.now();
   // Its own process group: a timeout kills the bridge and criu together.
   const child = spawn(swrkBridgePath, args, { stdio: ['pipe', 'pipe', 'pipe', ...fds], detached: true, cwd: call.workDir ?? call.imagesDir });

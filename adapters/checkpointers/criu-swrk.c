@@ -1,7 +1,7 @@
 /*
  * ckpt-criu-swrk: runs `criu swrk FD` and relays its RPC messages over stdin/stdout.
  *
- *   ckpt-criu-swrk [--cgroup DIR]... -- CRIU
+ *   ckpt-criu-swrk [--cgroup DIR]... [--user UID --group GID [--groups G,…] --caps N,…] -- CRIU
  *
  * CRIU's RPC speaks over a SOCK_SEQPACKET unix socket, where every message is one packet; Node
  * cannot create one. This bridge makes the socketpair, starts CRIU on one end and frames the
@@ -15,9 +15,21 @@
  * --cgroup DIR: CRIU is moved into DIR (its pid written to DIR/cgroup.procs) before it starts,
  * so everything it restores is born there.
  *
+ * --user/--group/--groups/--caps: CRIU runs as that user (real, effective and saved uid and gid,
+ * those supplementary groups) keeping only capabilities N,… (ambient, so they survive the exec),
+ * with --unprivileged. A dump of another uid's process needs either CAP_SYS_RESOURCE (prlimit(2))
+ * or the same real uid and gid as that process: acting as the job's owner needs neither root's uid
+ * nor that capability (adapters/checkpointers/criu-owner.ts lists what it does need, and why).
+ * The cgroups are entered first, as root.
+ *
+ *   ckpt-criu-swrk --exec --user UID --group GID [--groups G,…] --caps N,… -- PROGRAM ARG…
+ *
+ * only becomes that user so and execs PROGRAM (criu restore as a new PID namespace's init).
+ *
  * Stdin at EOF (the caller is gone): the socket is shut, so a CRIU waiting for a notify answer
  * fails instead of waiting forever. Exits with CRIU's exit status (128 + N for signal N); 126 when
- * a cgroup cannot be entered, 127 when CRIU cannot be run, 125 on a bridge error.
+ * a cgroup cannot be entered or the owner's credentials cannot be taken, 127 when CRIU cannot be run, 125 on a
+ * bridge error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,11 +43,23 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <grp.h>
+#include <sys/prctl.h>
+#include <linux/capability.h>
 #include <linux/close_range.h>
 #include <sys/syscall.h>
 
 #define MAX_MSG (4u << 20)
 #define MAX_CGROUPS 16
+#define MAX_GROUPS 256
+
+/* Whom criu acts as (--user …); uid < 0: root, as started. */
+struct identity {
+  long uid, gid;
+  gid_t groups[MAX_GROUPS];
+  int ngroups;
+  uint64_t caps;
+};
 
 static void die(const char *what) {
   fprintf(stderr, "ckpt-criu-swrk: %s: %s\n", what, strerror(errno));
@@ -84,11 +108,36 @@ static void enter_cgroup(const char *dir) {
   close(fd);
 }
 
-static pid_t start_criu(const char *criu, int sk, char **cgroups, int ncgroups) {
+static void fail_identity(const char *what) {
+  fprintf(stderr, "ckpt-criu-swrk: cannot act as the job's owner: %s: %s\n", what, strerror(errno));
+  _exit(126);
+}
+
+/* Becomes the owner, keeping exactly id->caps (permitted, effective, inheritable and ambient). */
+static void become(const struct identity *id) {
+  if (prctl(PR_SET_KEEPCAPS, 1L, 0L, 0L, 0L) < 0) fail_identity("PR_SET_KEEPCAPS");
+  if (setgroups((size_t)id->ngroups, id->groups) < 0) fail_identity("setgroups");
+  if (setresgid((gid_t)id->gid, (gid_t)id->gid, (gid_t)id->gid) < 0) fail_identity("setresgid");
+  if (setresuid((uid_t)id->uid, (uid_t)id->uid, (uid_t)id->uid) < 0) fail_identity("setresuid");
+  struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+  uint32_t lo = (uint32_t)id->caps, hi = (uint32_t)(id->caps >> 32);
+  struct __user_cap_data_struct data[2] = {{lo, lo, lo}, {hi, hi, hi}};
+  if (syscall(SYS_capset, &head, data) < 0) fail_identity("capset");
+  for (int cap = 0; cap < 64; cap++)
+    if ((id->caps >> cap) & 1)
+      if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (long)cap, 0L, 0L) < 0) fail_identity("raising an ambient capability");
+  if (getuid() != (uid_t)id->uid || geteuid() != (uid_t)id->uid || getgid() != (gid_t)id->gid) {
+    errno = EPERM;
+    fail_identity("credentials did not change");
+  }
+}
+
+static pid_t start_criu(const char *criu, int sk, char **cgroups, int ncgroups, const struct identity *id) {
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid > 0) return pid;
   for (int i = 0; i < ncgroups; i++) enter_cgroup(cgroups[i]);
+  if (id->uid >= 0) become(id);
   int null = open("/dev/null", O_RDONLY);
   if (null < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0) {
     perror("ckpt-criu-swrk: stdio");
@@ -105,7 +154,8 @@ static pid_t start_criu(const char *criu, int sk, char **cgroups, int ncgroups) 
   char fd[16];
   snprintf(fd, sizeof fd, "%d", sk);
   signal(SIGPIPE, SIG_DFL);
-  execl(criu, criu, "swrk", fd, (char *)NULL);
+  if (id->uid >= 0) execl(criu, criu, "swrk", fd, "--unprivileged", (char *)NULL);
+  else execl(criu, criu, "swrk", fd, (char *)NULL);
   fprintf(stderr, "ckpt-criu-swrk: cannot run %s: %s\n", criu, strerror(errno));
   _exit(127);
 }
@@ -152,24 +202,70 @@ static int relay_to_criu(int sk, char *buf) {
   return n == (ssize_t)len ? 1 : 0;
 }
 
+/* A decimal number in [0, max], or -1. */
+static long number(const char *s, long max) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  return errno != 0 || end == s || *end != '\0' || v < 0 || v > max ? -1 : v;
+}
+
+/* "N,N,…" into out (at most max numbers, each ≤ top); the count, or -1. "" is none. */
+static int numbers(const char *list, long top, long *out, int max) {
+  int n = 0;
+  char buf[4096];
+  if (strlen(list) >= sizeof buf) return -1;
+  strcpy(buf, list);
+  for (char *save = NULL, *s = strtok_r(buf, ",", &save); s != NULL; s = strtok_r(NULL, ",", &save)) {
+    if (n >= max || (out[n] = number(s, top)) < 0) return -1;
+    n++;
+  }
+  return n;
+}
+
+#define USAGE                                                                                          \
+  "usage: ckpt-criu-swrk [--cgroup DIR]... [--user UID --group GID [--groups G,...] --caps N,...] -- CRIU\n" \
+  "       ckpt-criu-swrk --exec --user UID --group GID [--groups G,...] --caps N,... -- PROGRAM ARG...\n"
+
 int main(int argc, char **argv) {
   char *cgroups[MAX_CGROUPS];
-  int ncgroups = 0, i = 1;
-  for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
-    if (strcmp(argv[i], "--cgroup") == 0 && i + 1 < argc && ncgroups < MAX_CGROUPS) cgroups[ncgroups++] = argv[++i];
-    else {
-      fprintf(stderr, "usage: ckpt-criu-swrk [--cgroup DIR]... -- CRIU (at most %d cgroups)\n", MAX_CGROUPS);
-      return 125;
-    }
+  struct identity id = {.uid = -1, .gid = -1};
+  long list[MAX_GROUPS];
+  int ncgroups = 0, i = 1, bad = 0, have_caps = 0, exec_only = 0;
+  for (; i < argc && strcmp(argv[i], "--") != 0 && !bad; i++) {
+    const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(opt, "--exec") == 0) exec_only = 1;
+    else if (val == NULL) bad = 1;
+    else if (strcmp(opt, "--cgroup") == 0 && ncgroups < MAX_CGROUPS) cgroups[ncgroups++] = argv[++i];
+    else if (strcmp(opt, "--user") == 0) bad = (id.uid = number(argv[++i], 0xfffffffeL)) < 0;
+    else if (strcmp(opt, "--group") == 0) bad = (id.gid = number(argv[++i], 0xfffffffeL)) < 0;
+    else if (strcmp(opt, "--groups") == 0) {
+      int n = numbers(argv[++i], 0xfffffffeL, list, MAX_GROUPS);
+      bad = n < 0;
+      for (int k = 0; k < n; k++) id.groups[k] = (gid_t)list[k];
+      id.ngroups = n < 0 ? 0 : n;
+    } else if (strcmp(opt, "--caps") == 0) {
+      int n = numbers(argv[++i], 63, list, 64);
+      bad = n < 0, have_caps = 1;
+      for (int k = 0; k < n; k++) id.caps |= 1ULL << list[k];
+    } else bad = 1;
   }
-  if (i + 1 >= argc) {
-    fprintf(stderr, "usage: ckpt-criu-swrk [--cgroup DIR]... -- CRIU\n");
+  /* As a user: uid, gid and the capabilities all given, and never uid 0 this way. */
+  if (!bad && (id.uid >= 0 || id.gid >= 0 || have_caps || exec_only)) bad = id.uid <= 0 || id.gid < 0 || !have_caps || (exec_only && ncgroups > 0);
+  if (bad || i + 1 >= argc) {
+    fprintf(stderr, USAGE " (at most %d cgroups, %d groups)\n", MAX_CGROUPS, MAX_GROUPS);
     return 125;
+  }
+  if (exec_only) {
+    become(&id);
+    execv(argv[i + 1], argv + i + 1);
+    fprintf(stderr, "ckpt-criu-swrk: cannot run %s: %s\n", argv[i + 1], strerror(errno));
+    return 127;
   }
   signal(SIGPIPE, SIG_IGN);
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
-  pid_t criu = start_criu(argv[i + 1], sv[1], cgroups, ncgroups);
+  pid_t criu = start_criu(argv[i + 1], sv[1], cgroups, ncgroups, &id);
   close(sv[1]);
 
   char *buf = malloc(4 + MAX_MSG);

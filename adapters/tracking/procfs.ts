@@ -227,6 +227,52 @@ export const readCmdline = (pid: number): string[] | undefined => {
   return args;
 };
 
+/** A process's credentials (/proc/PID/status): uids and gids as real, effective, saved, filesystem. */
+export interface ProcCredentials {
+  readonly uids: readonly [number, number, number, number];
+  readonly gids: readonly [number, number, number, number];
+  /** Supplementary groups, as the kernel lists them (sorted). */
+  readonly groups: readonly number[];
+}
+
+/** The Uid:, Gid: and Groups: lines of a /proc/PID/status text; undefined if one is missing or malformed. */
+export const parseCredentials = (status: string): ProcCredentials | undefined => {
+  const line = (name: string): number[] | undefined => {
+    const l = status.split('\n').find((x) => x.startsWith(`${name}:`));
+    if (l === undefined) return undefined;
+    const words = l.slice(name.length + 1).trim().split(/\s+/).filter((w) => w !== '');
+    return words.every((w) => /^\d+$/.test(w)) ? words.map(Number) : undefined;
+  };
+  const uids = line('Uid');
+  const gids = line('Gid');
+  const groups = line('Groups');
+  if (uids?.length !== 4 || gids?.length !== 4 || groups === undefined) return undefined;
+  return { uids: uids as [number, number, number, number], gids: gids as [number, number, number, number], groups };
+};
+
+/** undefined when the process is gone. */
+export const readCredentials = (pid: number): ProcCredentials | undefined => {
+  const path = `/proc/${pid}/status`;
+  const text = orGone(path, () => readFileSync(path, 'utf8'));
+  return text === undefined ? undefined : parseCredentials(text);
+};
+
+/** User names by uid from /etc/passwd (uids without an entry are left out). */
+export const userNames = (passwd = '/etc/passwd'): Map<number, string> => {
+  const names = new Map<number, string>();
+  let text = '';
+  try {
+    text = readFileSync(passwd, 'utf8');
+  } catch {
+    return names;
+  }
+  for (const line of text.split('\n')) {
+    const [name, , uid] = line.split(':');
+    if (name && uid !== undefined && /^\d+$/.test(uid) && !names.has(Number(uid))) names.set(Number(uid), name);
+  }
+  return names;
+};
+
 /** Executable path (may end in " (deleted)"); undefined when gone, a kernel thread or a zombie. */
 export const readExe = (pid: number): string | undefined => {
   const path = `/proc/${pid}/exe`;

@@ -2,13 +2,39 @@ import { scopeCoverage } from '../../../domain/grouping.js';
 import type { CheckpointScope } from '../../../domain/identity.js';
 import { classify, membersOf, type JobMembership, type Member } from '../../../domain/membership.js';
 import { jobMembership } from '../../../projections/jobs.js';
+import { defaultNode } from '../../agent/daemon.js';
+import { readCredentials, readStat, userNames } from '../../tracking/procfs.js';
 import { checkName, flag, integerOption, stringOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
-export const memberJson = (job: JobMembership, m: Member) => {
+/** Whom a process runs as: its real uid, and that uid's name when /etc/passwd has one. */
+export interface ProcessUser {
+  readonly uid: number;
+  readonly name?: string;
+}
+
+/**
+ * The user each live member of this node runs as, read from /proc (real uid → name), so a user
+ * can see their job runs as them before and after a restart. Only a process whose start time is
+ * the member's counts (a reused pid is someone else); other nodes' members are unknown here.
+ */
+export const liveUsers = (node: string = defaultNode()): ((m: Member) => ProcessUser | undefined) => {
+  let names: Map<number, string> | undefined;
+  return (m) => {
+    if (m.state !== 'running' || m.node !== node || readStat(m.pid)?.startTime !== m.startTime) return undefined;
+    const uid = readCredentials(m.pid)?.uids[0];
+    if (uid === undefined) return undefined;
+    names ??= userNames();
+    const name = names.get(uid);
+    return name === undefined ? { uid } : { uid, name };
+  };
+};
+
+export const memberJson = (job: JobMembership, m: Member, userOf?: (m: Member) => ProcessUser | undefined) => {
   const { reason, escapes } = classify(job, m);
+  const user = userOf?.(m);
   return {
     node: m.node,
     unit: m.unit,
@@ -18,6 +44,9 @@ export const memberJson = (job: JobMembership, m: Member) => {
     sid: m.sid,
     startTime: m.startTime,
     comm: m.comm,
+    // null: not running, or not on this node (its user is read from this node's /proc).
+    user: user?.name ?? (user ? String(user.uid) : null),
+    uid: user?.uid ?? null,
     state: m.state,
     exitStatus: m.exitStatus,
     signal: m.signal,
@@ -39,7 +68,7 @@ const stateText = (m: Member) =>
   m.state === 'running' ? 'running' : m.state === 'vanished' ? 'vanished' : m.signal !== null ? `killed (signal ${m.signal})` : `exited (${m.exitStatus})`;
 
 /** A tree by who forked whom; processes whose parent is unknown (dependents, the root) start a branch. */
-const tree = (job: JobMembership, members: Member[]): string[] => {
+const tree = (job: JobMembership, members: Member[], userOf: (m: Member) => ProcessUser | undefined): string[] => {
   const byKey = new Map(members.map((m) => [m.key, m]));
   const parentKey = (m: Member) => (m.forkedBy === undefined ? undefined : members.find((p) => p.pid === m.forkedBy && p.node === m.node && p.since <= m.since && (p.until === undefined || p.until >= m.since))?.key);
   const children = new Map<string | undefined, Member[]>();
@@ -54,9 +83,14 @@ const tree = (job: JobMembership, members: Member[]): string[] => {
     return reason === 'escaped' ? `escaped: ${escapes.join(', ')}` : reason === 'dependent' ? `dependent: ${m.dependsOn!.via}${m.dependsOn!.name ? ` ${m.dependsOn!.name}` : ''} with ${m.dependsOn!.member}` : reason;
   };
   const whyWidth = Math.max(8, ...members.map((m) => whyOf(m).length)) + 2;
-  lines.push(`${'PID'.padEnd(8)}${'PPID'.padEnd(8)}${'PGID'.padEnd(8)}${'SID'.padEnd(8)}${'STATE'.padEnd(20)}${'REASON'.padEnd(whyWidth)}COMMAND`);
+  const userText = (m: Member) => {
+    const u = userOf(m);
+    return u === undefined ? '-' : (u.name ?? String(u.uid));
+  };
+  const userWidth = Math.max(6, ...members.map((m) => userText(m).length)) + 2;
+  lines.push(`${'PID'.padEnd(8)}${'PPID'.padEnd(8)}${'PGID'.padEnd(8)}${'SID'.padEnd(8)}${'USER'.padEnd(userWidth)}${'STATE'.padEnd(20)}${'REASON'.padEnd(whyWidth)}COMMAND`);
   const walk = (m: Member, prefix: string, last: boolean, top: boolean) => {
-    const cols = `${String(m.pid).padEnd(8)}${String(m.ppid).padEnd(8)}${String(m.pgid).padEnd(8)}${String(m.sid).padEnd(8)}${stateText(m).padEnd(20)}${whyOf(m).padEnd(whyWidth)}`;
+    const cols = `${String(m.pid).padEnd(8)}${String(m.ppid).padEnd(8)}${String(m.pgid).padEnd(8)}${String(m.sid).padEnd(8)}${userText(m).padEnd(userWidth)}${stateText(m).padEnd(20)}${whyOf(m).padEnd(whyWidth)}`;
     const restored = m.restoredFrom === undefined ? '' : `  (restored; was pid ${identityOf(m.restoredFrom).pid})`;
     lines.push(`${cols}${top ? '' : prefix + (last ? '└─ ' : '├─ ')}${m.comm}${restored}`);
     const kids = children.get(m.key) ?? [];
@@ -97,8 +131,10 @@ export const psCommand: Command = {
     'With --scope, what a checkpointer of that scope would capture of each unit, and every process it',
     'would miss with the reason (e.g. `tree` misses a re-parented daemon).',
     'After a restart, restored processes are listed with their new identity and the one they had at',
-    'checkpoint time (restoredFrom). JSON fields: node, unit, pid, ppid, pgid, sid, startTime, comm,',
-    'state, exitStatus, signal, reason, escapes, cgroup, dependsOn, restoredFrom.',
+    'checkpoint time (restoredFrom). USER is whom a running process of this node runs as now (its real',
+    'uid, read from /proc; "-" when not running or on another node): a job of a user runs as that user,',
+    'before and after a restart. JSON fields: node, unit, pid, ppid, pgid, sid, startTime, comm, user,',
+    'uid, state, exitStatus, signal, reason, escapes, cgroup, dependsOn, restoredFrom.',
   ].join('\n'),
   options: [
     { name: 'json', description: 'a JSON array of processes for machines' },
@@ -123,15 +159,16 @@ export const psCommand: Command = {
       }
       if (scope) return await showCoverage(state, scope as CheckpointScope, flag(args, 'json'));
       const members = membersOf(state).filter((m) => !flag(args, 'running') || m.state === 'running');
+      const userOf = liveUsers();
       if (flag(args, 'json')) {
-        await writeOut(JSON.stringify(members.map((m) => memberJson(state, m)), null, 2) + '\n');
+        await writeOut(JSON.stringify(members.map((m) => memberJson(state, m, userOf)), null, 2) + '\n');
         return EXIT.ok;
       }
       const running = members.filter((m) => m.state === 'running').length;
       const lines = [`job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`];
       for (const unit of Object.values(state.units)) {
         lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
-        lines.push(...tree(state, members.filter((m) => m.unit === unit.unit)));
+        lines.push(...tree(state, members.filter((m) => m.unit === unit.unit), userOf));
       }
       await writeOut(lines.join('\n') + '\n');
       return EXIT.ok;
