@@ -14,6 +14,7 @@ helpers=(
   "adapters/agent/unit-init.c ckpt-unit-init"
   "adapters/checkpointers/criu-probe-target.c ckpt-criu-probe-target"
   "adapters/checkpointers/criu-swrk.c ckpt-criu-swrk"
+  "adapters/agent/freeze-guard.c ckpt-freeze-guard"
 )
 
 if [ "$(uname -s)" != Linux ]; then
