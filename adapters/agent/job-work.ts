@@ -189,6 +189,8 @@ export class JobWork {
           // What the unit holds is judged before it is frozen: a refusal leaves the job running.
           await this.#o.checkpointer.preflight(u, w.state.checkpoint.nodes[this.#o.node]);
           // Armed first: should this process die or stall mid-freeze, the guard still thaws the unit.
+          // A guard left from an earlier checkpoint (its thaw failed) must not thaw this one's cut.
+          this.#disarm(key);
           if (freezerOf(u.cgroups)) this.#guards.set(key, await FreezeGuard.arm(u.cgroups, deadline));
           this.#released.delete(key);
           try {

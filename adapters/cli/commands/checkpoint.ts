@@ -120,7 +120,7 @@ export const checkpointCommand: Command = {
         process.stderr.write(
           summary.version === null
             ? `ckpt checkpoint: no coordinator answered request ${request} within ${PLAN_WAIT_MS / 1000} s: is a node agent running? (ckpt agent status)\n`
-            : `ckpt checkpoint: timed out: the deadline (${timeoutMs / 1000} s) passed and checkpoint v${summary.version} of ${job} is still ${summary.phase}, with no outcome recorded: ` +
+            : `ckpt checkpoint: timed out: the deadline (${timeoutMs / 1000} s) passed with checkpoint v${summary.version} of ${job} at phase "${summary.phase}" and no outcome recorded: ` +
                 `a node agent may be down (ckpt agent status); its units are thawed by their freeze guards; the next agent start records the abort (ckpt checkpoints ${job})\n`,
         );
       } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt checkpoint: refused: ${summary.reason}\n`);

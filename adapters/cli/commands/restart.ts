@@ -99,7 +99,7 @@ export const restartCommand: Command = {
         process.stderr.write(
           summary.restart === null
             ? `ckpt restart: no coordinator answered request ${request} within ${PLAN_WAIT_MS / 1000} s: is a node agent running? (ckpt agent status)\n`
-            : `ckpt restart: timed out: the deadline (${timeoutMs / 1000} s) passed and restart r${summary.restart} of ${job} is still ${summary.phase}, with no outcome recorded: a node agent may be down (ckpt agent status)\n`,
+            : `ckpt restart: timed out: the deadline (${timeoutMs / 1000} s) passed with restart r${summary.restart} of ${job} at phase "${summary.phase}" and no outcome recorded: a node agent may be down (ckpt agent status)\n`,
         );
       } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt restart: refused: ${summary.reason}\n`);
       else if (summary.outcome === 'failed') process.stderr.write(`ckpt restart: restart r${summary.restart} of ${job} failed and was rolled back: ${whyLine(summary.reason, summary.failure)}\n`);
