@@ -8,7 +8,7 @@
 //   stop, abort, commit; images check, prepare, rollback) simply run again; a dump or a restore
 //   that may have started is not — it is answered as failed, so the checkpoint or restart ends
 //   cleanly instead of running twice.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import { evolveCommands, noCommands, pendingOn, RESTART_STEPS, type CheckpointCommands, type PendingCommand } from '../../domain/checkpoint-commands.js';
@@ -217,10 +217,11 @@ export class JobWork {
             if (thawedMeanwhile) throw new Error(`the unit was thawed during its dump because the log could not be written (${thawedMeanwhile}); the images are not a consistent cut`);
             return answer('UnitDumped', dumped);
           } catch (error) {
+            const full = this.#imagesDiskFull(error);
             // Locally first: the unit runs again and its partial images are gone before the
             // failure is recorded (the log may be the very thing that is full).
             await this.#cleanUp(job, key, u);
-            throw error;
+            throw full ?? error;
           }
         }
         case 'verify': {
@@ -271,6 +272,22 @@ export class JobWork {
       throw Object.assign(new Error(message), { failure: { class: 'timeout', message, hint: 'the node agent was paused or overloaded: retry, or give a longer --timeout' } });
     }
     return deadline;
+  }
+
+  /**
+   * A dump that failed with no byte left where the images go failed for space, whatever else
+   * CRIU managed to say: its own log, on that same disk, is cut short then.
+   */
+  #imagesDiskFull(error: unknown): Error | undefined {
+    if (/No space left|ENOSPC/i.test((error as Error).message)) return undefined;
+    try {
+      const fs = statfsSync(this.#o.imagesRoot);
+      if (fs.bavail > 0) return undefined;
+    } catch {
+      return undefined;
+    }
+    const message = `${(error as Error).message}; the filesystem of ${this.#o.imagesRoot} is full (0 bytes free)`;
+    return Object.assign(new Error(message), { failure: { class: 'space', message, hint: 'free disk space where the images go ($CKPT_HOME/images), or prune old versions (ckpt prune JOB --keep N)' } });
   }
 
   /** The guard of a unit that is thawed, stopped or aborted: it has nothing left to do. */
