@@ -4,7 +4,7 @@
 //
 // DEADLINE_MS: wall-clock time (ms since the epoch) after which the unit must not stay frozen.
 // FILE: the unit's freeze controls — a v1 `freezer.state`, a cgroup2 `cgroup.freeze` — plus,
-// optionally, the unit's `cgroup.kill` (cgroup2) and `cgroup.procs` (used to kill under v1).
+// optionally, the unit's `cgroup.kill` (cgroup2) and `cgroup.procs` (who is traced; the v1 kill).
 // Each is opened once, at start, with O_NOFOLLOW, and must be on a cgroup filesystem: a path
 // swapped afterwards changes nothing.
 //
@@ -14,7 +14,10 @@
 //   - "d" from the agent (disarm: the unit was thawed, stopped or aborted normally): exit 0;
 //   - "k" from the agent (the checkpoint is committed and meant to stop the unit): from now on
 //     the way out is a kill, not a thaw — a thawed copy would run on beside its restart;
-//   - the deadline, or EOF on stdin (the agent died): thaw the unit (or kill it, after "k"), exit.
+//   - the deadline, or EOF on stdin (the agent died): thaw the unit (or kill it, after "k").
+// A thaw is kept until no process of the unit is traced any more and it has stayed so for a
+// second: a CRIU the dead agent had started may still hold the unit (ptrace-seized, so the thaw
+// does not free it) and, when it is done, put the freezer back the way it found it — frozen.
 // It never runs a shell and takes nothing from the environment.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -61,6 +64,42 @@ static void thaw(void) {
 }
 
 // cgroup.kill where there is one; under v1 each process listed, then a thaw so that the kill lands.
+// Is a process of the unit traced (TracerPid ≠ 0): CRIU at work on it?
+static int traced(void) {
+  for (int i = 0; i < ncontrols; i++) {
+    if (controls[i].kind != PROCS) continue;
+    char buf[65536];
+    ssize_t n = pread(controls[i].fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) continue;
+    buf[n] = 0;
+    char *save;
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+      char path[64], status[4096];
+      snprintf(path, sizeof path, "/proc/%ld/status", strtol(line, NULL, 10));
+      int fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      ssize_t m = read(fd, status, sizeof status - 1);
+      close(fd);
+      if (m <= 0) continue;
+      status[m] = 0;
+      const char *t = strstr(status, "TracerPid:");
+      if (t && strtol(t + 10, NULL, 10) != 0) return 1;
+    }
+  }
+  return 0;
+}
+
+// Thaws until the unit has been free of tracers for a second (at most ten minutes).
+static void thaw_for_good(void) {
+  struct timespec tick = { 0, 50 * 1000000 };
+  for (int clean = 0, i = 0; clean < 20 && i < 12000; i++) {
+    thaw();
+    clean = traced() ? 0 : clean + 1;
+    nanosleep(&tick, NULL);
+  }
+  thaw();
+}
+
 static void kill_unit(void) {
   for (int i = 0; i < ncontrols; i++) {
     if (controls[i].kind == V2_KILL) put(controls[i].fd, "1", controls[i].path);
@@ -139,6 +178,6 @@ int main(int argc, char **argv) {
   }
   if (deadline - now_ms() <= 0) fprintf(stderr, "ckpt-freeze-guard: the deadline passed; %s the unit\n", stop ? "killing" : "thawing");
   if (stop) kill_unit();
-  else thaw();
+  else thaw_for_good();
   return 0;
 }

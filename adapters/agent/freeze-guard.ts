@@ -16,7 +16,7 @@ import type { UnitCgroup } from '../../domain/events/job.js';
 
 export const freezeGuardPath: string = fileURLToPath(new URL('../../native/ckpt-freeze-guard', import.meta.url));
 
-/** The files the guard needs: every freezer of the unit (thaw) and what kills it (cgroup.kill, else the v1 freezer's cgroup.procs). */
+/** The files the guard needs: every freezer of the unit (thaw), its cgroup.kill (cgroup2), and the freezers' cgroup.procs (who is traced; the v1 kill). */
 export const guardFiles = (cgroups: readonly UnitCgroup[]): string[] => {
   const v2 = cgroups.filter((c) => c.controller === 'unified' && existsSync(join(c.path, 'cgroup.freeze'))).map((c) => c.path);
   const v1 = cgroups.filter((c) => c.controller === 'freezer').map((c) => c.path);
@@ -24,7 +24,7 @@ export const guardFiles = (cgroups: readonly UnitCgroup[]): string[] => {
     ...v2.map((dir) => join(dir, 'cgroup.freeze')),
     ...v2.filter((dir) => existsSync(join(dir, 'cgroup.kill'))).map((dir) => join(dir, 'cgroup.kill')),
     ...v1.map((dir) => join(dir, 'freezer.state')),
-    ...v1.map((dir) => join(dir, 'cgroup.procs')),
+    ...[...v2, ...v1].map((dir) => join(dir, 'cgroup.procs')),
   ];
 };
 
