@@ -133,8 +133,10 @@ const isAlive = (info: Pick<AgentInfo, 'pid' | 'startTime'>): boolean => {
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
-/** Starts the agent in the background (new session, output to its log) and waits until it is ready. */
-export const startAgent = async (home: string, node: string, store: string, extraArgs: readonly string[] = [], timeoutMs = 20_000): Promise<AgentInfo> => {
+/** Starts the agent in the background (new session, output to its log) and waits until it is ready
+ *  (a first start probes CRIU with a real dump and restore: seconds on a loaded machine; a start
+ *  that fails ends the agent at once, so a long limit costs nothing then). */
+export const startAgent = async (home: string, node: string, store: string, extraArgs: readonly string[] = [], timeoutMs = 60_000): Promise<AgentInfo> => {
   const running = runningAgent(home, node, store);
   if (running) return running;
   const { dir, log } = agentFiles(home, node, store);
