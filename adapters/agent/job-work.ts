@@ -20,6 +20,7 @@ import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type R
 import { jobStream, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { getIn } from '../../domain/persistent-map.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
+import { classifyCriuFailure } from '../checkpointers/criu-failure.js';
 import { readPstree } from '../checkpointers/criu-images.js';
 import { freezerOf, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir, verifyVersion } from '../images/image-store.js';
@@ -286,8 +287,8 @@ export class JobWork {
     } catch {
       return undefined;
     }
-    const message = `${(error as Error).message}; the filesystem of ${this.#o.imagesRoot} is full (0 bytes free)`;
-    return Object.assign(new Error(message), { failure: { class: 'space', message, hint: 'free disk space where the images go ($CKPT_HOME/images), or prune old versions (ckpt prune JOB --keep N)' } });
+    const message = `No space left on device: the filesystem of ${this.#o.imagesRoot} was full (0 bytes free) when the dump failed; ${(error as Error).message}`;
+    return Object.assign(new Error(message), { failure: { ...classifyCriuFailure({ message: 'No space left on device' }), message } });
   }
 
   /** The guard of a unit that is thawed, stopped or aborted: it has nothing left to do. */
