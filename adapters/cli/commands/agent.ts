@@ -1,3 +1,4 @@
+import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { imagesRoot } from '../../images/image-store.js';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
@@ -48,6 +49,9 @@ const failStart = async (why: string, agent?: NodeAgent): Promise<never> => {
   process.exit(EXIT.failed);
 };
 
+/** Held for the agent's whole life (kept referenced here, never closed: the kernel releases it at exit). */
+let lock: Server | undefined;
+
 const run = async (args: ParsedArgs): Promise<number> => {
   needRoot('the node agent');
   process.stderr.on('error', () => {}); // see log
@@ -60,7 +64,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const rcvbuf = integerOption(args, 'rcvbuf', 1024);
   const home = ckptHome();
   // The lock first: a second agent for this node and store stops here, having touched nothing.
-  await holdAgentLock(node, url);
+  lock = await holdAgentLock(node, url);
   let store;
   try {
     store = openStore(args, defaultAppendContext({ kind: 'node', node }));
