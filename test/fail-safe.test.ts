@@ -4,10 +4,12 @@
 // $CKPT_HOME with the log — aborts the checkpoint, the job thawed and its partial images gone;
 // one agent per node and store; a stale pid file does not stop a start; a bad option records nothing.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import * as assert from 'uvu/assert';
+import { freezeGuardPath, guardFiles } from '../adapters/agent/freeze-guard.js';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
+import type { UnitCgroup } from '../domain/events/job.js';
 import { imagesRoot, versionDir } from '../adapters/images/image-store.js';
 import { readStat } from '../adapters/tracking/procfs.js';
 import { CLI, jobHarness, killMembers, sigkill, type PsRow, type Result } from './support/jobs.js';
@@ -192,6 +194,39 @@ test('$CKPT_HOME on a full disk (the log too): aborted with class space, the job
   ckpt(['agent', 'stop'], home);
   assert.is(spawnSync('umount', [home]).status, 0);
   mounts.pop();
+});
+
+test('the guard alone: disarmed it leaves the unit as it is; told of a --stop it kills the unit when the agent goes; it refuses files that are not cgroup controls', async () => {
+  const dirs = [join('/sys/fs/cgroup/freezer', `ckpt-guard-test-${process.pid}`), join('/sys/fs/cgroup/unified', `ckpt-guard-test-${process.pid}`)].filter((d) => existsSync(dirname(d)));
+  for (const d of dirs) mkdirSync(d);
+  const cgroups: UnitCgroup[] = dirs.map((d) => ({ controller: d.includes('/freezer/') ? 'freezer' : 'unified', path: d }));
+  const sleeper = spawn('sleep', ['1000'], { stdio: 'ignore' });
+  try {
+    for (const d of dirs) writeFileSync(join(d, 'cgroup.procs'), String(sleeper.pid));
+    const frozen = () => readFileSync(join(dirs[0]!, 'freezer.state'), 'utf8').trim();
+    const guarded = (say: string) => {
+      writeFileSync(join(dirs[0]!, 'freezer.state'), 'FROZEN');
+      const g = spawn(freezeGuardPath, [String(Date.now() + 60_000), ...guardFiles(cgroups)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      g.stdin.end(say);
+      return new Promise<number | null>((resolve) => g.on('exit', resolve));
+    };
+    assert.is(await guarded('d'), 0);
+    assert.is(frozen(), 'FROZEN', 'disarmed: the unit stays as the agent left it');
+    assert.is(await guarded(''), 0);
+    assert.is(frozen(), 'THAWED', 'the agent gone: thawed');
+    assert.ok(readStat(sleeper.pid!) && readStat(sleeper.pid!)!.state !== 'Z');
+    assert.is(await guarded('k'), 0);
+    await until('the stopped unit to be killed', () => sleeper.exitCode !== null || sleeper.signalCode !== null);
+    assert.is(sleeper.signalCode, 'SIGKILL');
+    const planted = join(work, 'freezer.state');
+    writeFileSync(planted, '');
+    const refused = spawnSync(freezeGuardPath, [String(Date.now() + 1000), planted], { encoding: 'utf8' });
+    assert.equal([refused.status, /is not on a cgroup filesystem/.test(refused.stderr)], [1, true], refused.stderr);
+  } finally {
+    if (sleeper.exitCode === null && sleeper.signalCode === null) sigkill(sleeper.pid!);
+    await until('the sleeper to be gone', () => sleeper.exitCode !== null || sleeper.signalCode !== null);
+    for (const d of dirs.reverse()) rmdirSync(d);
+  }
 });
 
 test('one agent per node and store: a second `agent run` exits at once, naming the first', () => {
