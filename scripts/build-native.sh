@@ -15,6 +15,7 @@ helpers=(
   "adapters/checkpointers/criu-probe-target.c ckpt-criu-probe-target"
   "adapters/checkpointers/criu-swrk.c ckpt-criu-swrk"
   "adapters/agent/peer-credentials.c ckpt-peer-credentials"
+  "adapters/agent/freeze-guard.c ckpt-freeze-guard"
 )
 
 if [ "$(uname -s)" != Linux ]; then

@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,6 +65,67 @@ export const runningAgent = (home: string, node: string, store: string): AgentIn
   return isAlive(info) ? info : undefined;
 };
 
+/** Another agent holds the lock of this node and store. */
+export class AgentRunningError extends Error {
+  override readonly name = 'AgentRunningError';
+}
+
+/**
+ * One agent per node and store: the agent binds the abstract unix socket
+ * `\0ckpt-agent-NODE-STOREID` before anything else. The kernel releases it when the process
+ * dies, however it dies, so a stale pid file never blocks a start and two agents never run at
+ * once. A second agent connects to it and learns the holder's pid. (Abstract names belong to
+ * the network namespace: agents of one node run in the initial one, where the proc connector works.)
+ */
+export const holdAgentLock = (node: string, store: string): Promise<Server> => {
+  const name = `\0ckpt-agent-${node}-${storeId(store)}`;
+  return new Promise((resolve, reject) => {
+    const server = createServer((socket) => socket.end(`${process.pid}\n`));
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EADDRINUSE') return reject(new Error(`could not take the agent lock of ${node}: ${error.message}`));
+      holderOf(name).then((pid) =>
+        reject(
+          new AgentRunningError(
+            pid !== undefined
+              ? `a node agent for ${node} is already running (pid ${pid})`
+              : `a node agent for ${node} is already running (the lock ${name.slice(1)} is held by a process that did not say its pid; see ss -xlp | grep ${name.slice(1)})`,
+          ),
+        ),
+      );
+    });
+    server.listen(name, () => {
+      server.unref();
+      resolve(server);
+    });
+  });
+};
+
+/** The pid the lock's holder answers with (within a second), if it does. */
+const holderOf = (name: string): Promise<number | undefined> =>
+  new Promise((resolve) => {
+    let text = '';
+    const socket = createConnection(name);
+    const done = () => {
+      socket.destroy();
+      const pid = Number(text.trim());
+      resolve(Number.isSafeInteger(pid) && pid > 0 ? pid : undefined);
+    };
+    socket.setTimeout(1000, done);
+    socket.on('data', (d) => (text += d.toString()));
+    socket.on('end', done);
+    socket.on('error', done);
+  });
+
+/** A pid file whose process is gone (or whose pid now names another process): what an agent killed left. */
+export const stalePidFile = (home: string, node: string, store: string): AgentInfo | undefined => {
+  try {
+    const info = JSON.parse(readFileSync(agentFiles(home, node, store).pidFile, 'utf8')) as AgentInfo;
+    return isAlive(info) ? undefined : info;
+  } catch {
+    return undefined;
+  }
+};
+
 /** Called by the agent once it is ready. Refuses when another live agent holds the file. */
 export const writePidFile = (home: string, info: AgentInfo): void => {
   const { dir, pidFile } = agentFiles(home, info.node, info.store);
@@ -86,8 +148,10 @@ const isAlive = (info: Pick<AgentInfo, 'pid' | 'startTime'>): boolean => {
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
-/** Starts the agent in the background (new session, output to its log) and waits until it is ready. */
-export const startAgent = async (home: string, node: string, store: string, extraArgs: readonly string[] = [], timeoutMs = 20_000): Promise<AgentInfo> => {
+/** Starts the agent in the background (new session, output to its log) and waits until it is ready
+ *  (a first start probes CRIU with a real dump and restore: seconds on a loaded machine; a start
+ *  that fails ends the agent at once, so a long limit costs nothing then). */
+export const startAgent = async (home: string, node: string, store: string, extraArgs: readonly string[] = [], timeoutMs = 60_000): Promise<AgentInfo> => {
   const running = runningAgent(home, node, store);
   if (running) return running;
   const { dir, log } = agentFiles(home, node, store);

@@ -8,7 +8,7 @@
 //   stop, abort, commit; images check, prepare, rollback) simply run again; a dump or a restore
 //   that may have started is not — it is answered as failed, so the checkpoint or restart ends
 //   cleanly instead of running twice.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE, type Checkpointer, type UnitTarget } from '../../domain/checkpointer.js';
 import { evolveCommands, noCommands, pendingOn, RESTART_STEPS, type CheckpointCommands, type PendingCommand } from '../../domain/checkpoint-commands.js';
@@ -20,11 +20,13 @@ import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type R
 import { jobStream, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { getIn } from '../../domain/persistent-map.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
+import { classifyCriuFailure } from '../checkpointers/criu-failure.js';
 import { readPstree } from '../checkpointers/criu-images.js';
 import { freezerOf, inUnit, killUnit, removeUnitCgroups, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { createPrivateFile, makePrivateDir, makePrivateDirs, replacePrivateFile } from '../fs/safe-fs.js';
 import { commitVersion, describeProblems, hashFile, ImageStoreError, manifestPath, readManifest, realUnitImagesDir, unitImagesDir, verifyVersion } from '../images/image-store.js';
 import { verifyVersionOffThread } from '../images/verify-worker.js';
+import { FreezeGuard } from './freeze-guard.js';
 import { hostPidsByNamespacePid, pidsInUse } from '../tracking/pids.js';
 import { primaryCgroup, readCgroups, readStat, scanProcesses } from '../tracking/procfs.js';
 
@@ -69,6 +71,9 @@ const FAILED: Record<PendingCommand['step'], string> = {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A checkpoint whose DeadlineScheduled is not folded yet (it is decided with the plan): the CLI's default timeout. */
+const DEFAULT_DEADLINE_MS = 120_000;
+
 /** Images smaller than this are checked on the agent's own thread (~25 ms at most). */
 const OFF_THREAD_BYTES = 32 << 20;
 
@@ -81,6 +86,10 @@ export class JobWork {
   readonly #unitQueue = new Map<string, Promise<void>>();
   /** When this process froze a unit (for frozenMs; after a restart the UnitFrozen event's time). */
   readonly #frozenAt = new Map<string, number>();
+  /** The guard of each unit this process froze (job/unit): it thaws the unit if this process cannot. */
+  readonly #guards = new Map<string, FreezeGuard>();
+  /** Units thawed because the log could not be written (job/unit → why): not dumped afterwards. */
+  readonly #released = new Map<string, string>();
   #live = false;
 
   constructor(options: CheckpointWorkOptions) {
@@ -181,19 +190,44 @@ export class JobWork {
       switch (c.step) {
         case 'freeze': {
           if (!running()) throw new Error(`checkpoint v${c.version} is no longer running (${w.state.checkpoint.active?.reason ?? 'ended'})`);
+          const deadline = this.#beforeDeadline(w, c, 'freeze');
           // What the unit holds is judged before it is frozen: a refusal leaves the job running.
           await this.#o.checkpointer.preflight(u, w.state.checkpoint.nodes[this.#o.node]);
-          const frozen = await this.#o.checkpointer.freeze(u);
-          this.#frozenAt.set(key, performance.now() - frozen.durationMs);
-          return answer('UnitFrozen', frozen);
+          // Armed first: should this process die or stall mid-freeze, the guard still thaws the unit.
+          // A guard left from an earlier checkpoint (its thaw failed) must not thaw this one's cut.
+          this.#disarm(key);
+          if (freezerOf(u.cgroups)) this.#guards.set(key, await FreezeGuard.arm(u.cgroups, deadline));
+          this.#released.delete(key);
+          try {
+            const frozen = await this.#o.checkpointer.freeze(u);
+            this.#frozenAt.set(key, performance.now() - frozen.durationMs);
+            return answer('UnitFrozen', frozen);
+          } catch (error) {
+            this.#disarm(key); // freezeForDump thawed the unit again
+            throw error;
+          }
         }
         case 'dump': {
           if (!running()) throw new Error(`checkpoint v${c.version} is no longer running (${w.state.checkpoint.active?.reason ?? 'ended'})`);
+          this.#beforeDeadline(w, c, 'dump');
+          const released = this.#released.get(key);
+          if (released) throw new Error(`the unit was thawed before its dump because the log could not be written (${released}); not dumping a running unit`);
           if (existsSync(u.imagesDir)) {
             await this.#waitForCriu(u.imagesDir);
             throw new Error('the node agent restarted while this unit was being dumped; the images cannot be trusted and are not dumped again');
           }
-          return answer('UnitDumped', await this.#o.checkpointer.dump(u));
+          try {
+            const dumped = await this.#o.checkpointer.dump(u);
+            const thawedMeanwhile = this.#released.get(key);
+            if (thawedMeanwhile) throw new Error(`the unit was thawed during its dump because the log could not be written (${thawedMeanwhile}); the images are not a consistent cut`);
+            return answer('UnitDumped', dumped);
+          } catch (error) {
+            const full = this.#imagesDiskFull(error);
+            // Locally first: the unit runs again and its partial images are gone before the
+            // failure is recorded (the log may be the very thing that is full).
+            await this.#cleanUp(job, key, u);
+            throw full ?? error;
+          }
         }
         case 'verify': {
           // captured: the PIDs the images hold (in the unit's PID namespace); processes: the host
@@ -203,16 +237,22 @@ export class JobWork {
         }
         case 'thaw': {
           await this.#o.checkpointer.thaw(u);
+          this.#disarm(key);
           const since = this.#frozenAt.get(key);
           const frozenMs = since !== undefined ? performance.now() - since : Math.max(0, Date.now() - Date.parse(w.commands.versions[c.version]?.frozenAt[c.unit!] ?? c.request.recordedAt));
           return answer('UnitThawed', { frozenMs });
         }
         case 'stop':
+          // Committed: if this process goes now, the guard kills the unit rather than thaw it.
+          this.#guards.get(key)?.stopping();
           await this.#o.checkpointer.stop(u);
+          this.#disarm(key);
           return answer('UnitStopped', {});
         case 'abort': {
           await this.#waitForCriu(u.imagesDir);
-          return answer('UnitAborted', await this.#o.checkpointer.abort(u));
+          const aborted = await this.#o.checkpointer.abort(u);
+          this.#disarm(key);
+          return answer('UnitAborted', aborted);
         }
       }
     } catch (error) {
@@ -220,6 +260,75 @@ export class JobWork {
       const failure = this.#o.checkpointer.explain(error);
       this.#o.log(`${c.key} of ${job} failed: ${reason} [${failure.class}]`);
       answer(FAILED[c.step], { reason, failure });
+    }
+  }
+
+  /**
+   * The runtime's side of deadlines (the coordinator, being pure, cannot see the clock): no freeze
+   * or dump once the checkpoint's recorded deadline has passed — an agent that was paused or slow
+   * answers the step as failed, saying so. Returns the deadline (ms since the epoch).
+   */
+  #beforeDeadline(w: JobProgress, c: PendingCommand, step: 'freeze' | 'dump'): number {
+    const recorded = w.state.checkpoint.active?.version === c.version ? w.state.checkpoint.active.deadline : '';
+    const deadline = recorded ? Date.parse(recorded) : Date.parse(c.request.recordedAt) + DEFAULT_DEADLINE_MS;
+    const late = Date.now() - deadline;
+    if (late >= 0) {
+      const message = `the checkpoint's deadline ${new Date(deadline).toISOString()} had passed ${(late / 1000).toFixed(1)} s before this node could ${step} the unit; not doing it`;
+      throw Object.assign(new Error(message), { failure: { class: 'timeout', message, hint: 'the node agent was paused or overloaded: retry, or give a longer --timeout' } });
+    }
+    return deadline;
+  }
+
+  /**
+   * A dump that failed with no byte left where the images go failed for space, whatever else
+   * CRIU managed to say: its own log, on that same disk, is cut short then.
+   */
+  #imagesDiskFull(error: unknown): Error | undefined {
+    if (/No space left|ENOSPC/i.test((error as Error).message)) return undefined;
+    try {
+      const fs = statfsSync(this.#o.imagesRoot);
+      if (fs.bavail > 0) return undefined;
+    } catch {
+      return undefined;
+    }
+    const message = `No space left on device: the filesystem of ${this.#o.imagesRoot} was full (0 bytes free) when the dump failed; ${(error as Error).message}`;
+    return Object.assign(new Error(message), { failure: { ...classifyCriuFailure({ message: 'No space left on device' }), message } });
+  }
+
+  /** The guard of a unit that is thawed, stopped or aborted: it has nothing left to do. */
+  #disarm(key: string) {
+    this.#guards.get(key)?.disarm();
+    this.#guards.delete(key);
+  }
+
+  /** A failed dump: thaw the unit and remove its partial images now, not when the abort is recorded. */
+  async #cleanUp(job: string, key: string, u: UnitTarget) {
+    try {
+      await this.#waitForCriu(u.imagesDir);
+      await this.#o.checkpointer.abort(u);
+      this.#disarm(key);
+    } catch (error) {
+      this.#o.log(`could not clean up unit ${u.unit} of ${job} after its failed dump: ${(error as Error).message} (its guard thaws it by the deadline)`);
+    }
+  }
+
+  /**
+   * The log cannot be written: hold nothing frozen meanwhile. Every unit this process froze is
+   * thawed now; its dump, should one be asked for later, is refused (the cut is gone).
+   */
+  releaseFrozen(why: string): void {
+    for (const [key, guard] of this.#guards) {
+      const [job, unit] = key.split('/') as [string, string];
+      const cgroups = this.#jobs.get(job)?.state.checkpoint.job.units[unit]?.cgroups;
+      if (!cgroups || this.#released.has(key)) continue;
+      this.#released.set(key, why);
+      this.#o.log(`thawing unit ${unit} of ${job}: the log cannot be written (${why})`);
+      thawUnit(cgroups)
+        .then(() => {
+          guard.disarm();
+          if (this.#guards.get(key) === guard) this.#guards.delete(key);
+        })
+        .catch((error: Error) => this.#o.log(`could not thaw unit ${unit} of ${job}: ${error.message} (its guard thaws it by the deadline)`));
     }
   }
 

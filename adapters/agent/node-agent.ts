@@ -83,6 +83,7 @@ const unitKey = (job: string, unit: UnitId) => `${job}/${unit}`;
 /** How long a process may be missing from /proc before its exit counts as lost (see #suspectGone). */
 const VANISH_GRACE_MS = 2000;
 const RETRY_MS = 1000;
+const MAX_RETRY_MS = 30_000;
 
 export class NodeAgent {
   readonly #o: NodeAgentOptions;
@@ -101,6 +102,8 @@ export class NodeAgent {
   readonly #outbox = new Map<string, ProposedEvent[]>();
   #flushing: Promise<void> = Promise.resolve();
   #flushScheduled = false;
+  /** The outbox's next retry delay: doubles while appends fail (up to MAX_RETRY_MS), reset by a success. */
+  #retryMs = RETRY_MS / 2;
   #layout: CgroupLayout | undefined;
   #kernel: Subscription | undefined;
   #log: Subscription | undefined;
@@ -686,10 +689,15 @@ export class NodeAgent {
         this.#o.log?.(`dropped ${events.length} events for ${stream}: ${error.message}`);
         return;
       }
-      this.#o.log?.(`could not append ${events.length} events to ${stream} (${(error as Error).message}); retrying in ${RETRY_MS} ms`);
+      // Nothing stays frozen while the log is away (a full disk, a store gone): the units thaw now.
+      this.#work?.releaseFrozen((error as Error).message);
+      const delay = (this.#retryMs = Math.min(this.#retryMs * 2, MAX_RETRY_MS));
+      this.#o.log?.(`could not append ${events.length} events to ${stream} (${(error as Error).message}); retrying in ${delay} ms`);
       this.#outbox.set(stream, [...events, ...(this.#outbox.get(stream) ?? [])]);
-      setTimeout(() => void this.#flush(), RETRY_MS).unref();
+      setTimeout(() => void this.#flush(), delay).unref();
+      return;
     }
+    this.#retryMs = RETRY_MS / 2;
   }
 }
 

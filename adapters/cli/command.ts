@@ -1,7 +1,8 @@
 import type { OptionSpec, ParsedArgs } from './args.js';
 
 /** Exit codes, the same for every command. */
-export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+/** timedOut: --wait reached the deadline before any agent recorded the outcome. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, timedOut: 3 } as const;
 
 export interface Command {
   readonly name: string;

@@ -5,8 +5,11 @@ import { jobStream } from '../../domain/identity.js';
 
 /** Default deadline of a checkpoint or restart (--timeout). */
 export const DEFAULT_TIMEOUT_MS = 120_000;
-/** After the deadline, how long an abort may take to clean up before ckpt stops waiting. */
-const CLEANUP_GRACE_MS = 30_000;
+/**
+ * After the deadline, how long ckpt still waits for the outcome: a live agent records the abort
+ * within a few hundred ms; past this ckpt returns with the phase reached (no agent may be alive).
+ */
+const DEADLINE_GRACE_MS = 2_000;
 /** Without --wait: how long the coordinator may take to plan or refuse. */
 export const PLAN_WAIT_MS = 15_000;
 
@@ -95,7 +98,8 @@ export const submitRequest = async <S>(o: {
     relevant: o.relevant,
     summarize: o.summarize,
     done: o.wait ? o.final : (s) => o.planned(s) || o.final(s),
-    limitMs: o.wait ? timeoutMs + CLEANUP_GRACE_MS : PLAN_WAIT_MS,
+    // The deadline counts from the request as recorded (what the coordinator schedules it from).
+    limitMs: o.wait ? Math.max(0, Date.parse(recorded!.metadata.recordedAt) + timeoutMs - Date.now()) + DEADLINE_GRACE_MS : PLAN_WAIT_MS,
     progress: (s) => progress.show(o.line(s)),
     line: o.line,
   });

@@ -1,11 +1,12 @@
 import { mkdirSync } from 'node:fs';
+import type { Server } from 'node:net';
 import { join } from 'node:path';
 import { checkPrivateTree, makePrivateDir, UnsafePathError } from '../../fs/safe-fs.js';
 import { imagesRoot } from '../../images/image-store.js';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { defaultAppendContext } from '../../store/batch.js';
 import { ckptHome } from '../../store/open.js';
-import { agentFiles, agentSocket, defaultNode, storeId, removePidFile, runningAgent, startAgent, stopAgent, writePidFile, type AgentInfo } from '../../agent/daemon.js';
+import { agentFiles, agentSocket, defaultNode, holdAgentLock, storeId, removePidFile, runningAgent, stalePidFile, startAgent, stopAgent, writePidFile, type AgentInfo } from '../../agent/daemon.js';
 import { NodeAgent } from '../../agent/node-agent.js';
 import { readStat } from '../../tracking/procfs.js';
 import { flag, integerOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
@@ -43,29 +44,62 @@ const refuseSteerableHome = (home: string) => {
 
 const describe = (a: AgentInfo) => `node agent for ${a.node} running: pid ${a.pid}, since ${a.startedAt}, store ${a.store}, log ${a.log}`;
 
+/** The agent's log line: a log that cannot be written (its disk full, its reader gone) is never fatal. */
+const log = (line: string) => {
+  try {
+    process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  } catch {
+    // nowhere left to say it
+  }
+};
+
+/**
+ * A start that fails ends the process, with the reason on stderr and a non-zero status: the
+ * proc connector's helper, timers and store handles must not keep a half-started agent alive.
+ */
+const failStart = async (why: string, agent?: NodeAgent): Promise<never> => {
+  log(`the node agent could not start: ${why}`);
+  await Promise.race([agent?.stop(`could not start: ${why}`).catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+  process.exit(EXIT.failed);
+};
+
+/** Held for the agent's whole life (kept referenced here, never closed: the kernel releases it at exit). */
+let lock: Server | undefined;
+
 const run = async (args: ParsedArgs): Promise<number> => {
   needRoot('the node agent');
+  process.stderr.on('error', () => {}); // see log
   // Images are fsynced file by file in libuv's pool (4 threads by default) while CRIU writes
   // dozens of them; must be set before the pool's first use.
   process.env.UV_THREADPOOL_SIZE ??= '16';
+  // Every option is read before anything starts: a bad one is a usage error, nothing left behind.
   const node = nodeOf(args);
   const url = storeUrlOf(args);
+  const rcvbuf = integerOption(args, 'rcvbuf', 1024);
   const home = ckptHome();
-  const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  // The lock first: a second agent for this node and store stops here, having touched nothing.
+  lock = await holdAgentLock(node, url);
   refuseSteerableHome(home);
-  const store = openStore(args, defaultAppendContext({ kind: 'node', node }));
-  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf: integerOption(args, 'rcvbuf', 1024), log });
-  await agent.start();
+  let store;
+  try {
+    store = openStore(args, defaultAppendContext({ kind: 'node', node }));
+  } catch (error) {
+    return failStart(`the event store cannot be opened: ${(error as Error).message}`);
+  }
+  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, log });
+  try {
+    await agent.start();
+  } catch (error) {
+    return failStart((error as Error).message, agent);
+  }
   const self = readStat(process.pid)!;
   const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: url, startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
   writePidFile(home, info);
   try {
     await agent.openGateway(agentSocket(node, url));
   } catch (error) {
-    const message = `could not open the request socket ${agentSocket(node, url)}: ${(error as Error).message}`;
-    await agent.stop(message);
     removePidFile(home, info);
-    throw new Error(message);
+    return failStart(`could not open the request socket ${agentSocket(node, url)}: ${(error as Error).message}`, agent);
   }
   log(`${describe(info)}; requests on ${agentSocket(node, url)}; ready`);
   const signal = await new Promise<string>((resolve) => {
@@ -92,6 +126,9 @@ export const agentCommand: Command = {
     '(a group- or other-writable directory, a file of another user, a link inside it), naming the path',
     'and the fix (chmod go-w PATH, chown root PATH). It acts only on the cgroups and processes of its',
     'own units, whatever the event log says: anything else is refused, on record (docs/security.md).',
+    'node and event store: it holds a lock (an abstract unix socket) from its first moment, so a second',
+    '`agent run` exits at once naming the first; a pid file left by a killed agent is reported by status,',
+    'removed by stop and does not prevent start. A start that fails ends the process with the reason (exit 1).',
     '  run     run the agent in the foreground (what `start` launches; for service managers)',
     '  start   start it in the background unless it is running; wait until it is ready',
     '  status  show whether it runs, its pid, store and log file (exit 1 when not running)',
@@ -122,14 +159,21 @@ export const agentCommand: Command = {
         const node = nodeOf(args);
         const info = runningAgent(home, node, storeUrlOf(args));
         if (json) console.log(JSON.stringify(info ? { running: true, ...info } : { running: false, node }));
-        else console.log(info ? describe(info) : `no node agent is running for ${node} on this store (start one with: ckpt agent start)`);
+        else if (info) console.log(describe(info));
+        else {
+          const stale = stalePidFile(home, node, storeUrlOf(args));
+          const left = stale ? ` (its pid file names pid ${stale.pid}, which is gone: the agent did not stop cleanly)` : '';
+          console.log(`no node agent is running for ${node} on this store${left} (start one with: ckpt agent start)`);
+        }
         return info ? EXIT.ok : EXIT.failed;
       }
       case 'stop': {
         const node = nodeOf(args);
         const info = runningAgent(home, node, storeUrlOf(args));
         if (!info) {
-          console.log(`no node agent was running for ${node} on this store`);
+          const stale = stalePidFile(home, node, storeUrlOf(args));
+          if (stale) removePidFile(home, stale);
+          console.log(`no node agent was running for ${node} on this store${stale ? ` (removed the stale pid file of pid ${stale.pid})` : ''}`);
           return EXIT.ok;
         }
         await stopAgent(info);

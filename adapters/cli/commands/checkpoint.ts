@@ -66,7 +66,11 @@ export const checkpointCommand: Command = {
     'space, permission, version, vanished, timeout, images), CRIU’s own message and what to do.',
     'Images: $CKPT_HOME/images/JOB/vN/UNIT/. Without --wait, ckpt returns once the checkpoint is',
     'planned (or refused); follow it with `ckpt checkpoints JOB`.',
-    'Exit status 0 only when the checkpoint was committed (without --wait: planned).',
+    'With --wait, ckpt returns at the deadline (plus 2 s for the abort to be recorded) even when no agent',
+    'is alive, saying which phase was reached. A unit never stays frozen past the deadline: a freeze',
+    'guard started with each freeze thaws it, even if the node agent died.',
+    'Exit status 0 only when the checkpoint was committed (without --wait: planned); 3 when --wait',
+    'reached the deadline with no outcome recorded.',
   ].join('\n'),
   options: [
     { name: 'wait', short: 'w', description: 'wait for the outcome, showing progress' },
@@ -115,12 +119,13 @@ export const checkpointCommand: Command = {
         line: progressLine,
       });
       const report = checkpointReport(job, summary, ckptHome());
-      if (json) await writeOut(JSON.stringify(report, null, 2) + '\n');
+      if (json) await writeOut(JSON.stringify({ ...report, timedOut }, null, 2) + '\n');
       else if (timedOut) {
         process.stderr.write(
           summary.version === null
             ? `ckpt checkpoint: no coordinator answered request ${request} within ${PLAN_WAIT_MS / 1000} s: is a node agent running? (ckpt agent status)\n`
-            : `ckpt checkpoint: checkpoint v${summary.version} of ${job} is still ${summary.phase}: a node agent may be down (ckpt agent status); follow it with ckpt checkpoints ${job}\n`,
+            : `ckpt checkpoint: timed out: the deadline (${timeoutMs / 1000} s) passed with checkpoint v${summary.version} of ${job} at phase "${summary.phase}" and no outcome recorded: ` +
+                `a node agent may be down (ckpt agent status); its units are thawed by their freeze guards; the next agent start records the abort (ckpt checkpoints ${job})\n`,
         );
       } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt checkpoint: refused: ${summary.reason}\n`);
       else if (summary.outcome === 'aborted') process.stderr.write(`ckpt checkpoint: checkpoint v${summary.version} of ${job} aborted: ${whyLine(summary.reason, summary.failure)}\n`);
@@ -131,7 +136,7 @@ export const checkpointCommand: Command = {
             `${formatBytes(summary.bytes)} in ${summary.files} files, ${ms(summary.durationMs)} (frozen ${ms(summary.frozenMs)}); images in ${report.images}`,
         );
       }
-      if (timedOut) return EXIT.failed;
+      if (timedOut) return wait && summary.version !== null ? EXIT.timedOut : EXIT.failed;
       return (wait ? summary.outcome === 'committed' : summary.version !== null) ? EXIT.ok : EXIT.failed;
     } finally {
       await store.close();

@@ -53,7 +53,7 @@ export const restartCommand: Command = {
     'one it had at checkpoint time; `ckpt ps` then shows them and everything they fork. A failed unit',
     'or the timeout rolls back every restored part. Only the',
     'job’s owner or root may restart it; a refusal is recorded. Exit 0 only when restored (without',
-    '--wait: planned).',
+    '--wait: planned); 3 when --wait reached the deadline (plus 2 s) with no outcome recorded (no agent alive?).',
   ].join('\n'),
   options: [
     { name: 'version', value: 'N', description: 'the committed version to restart from (default: the latest; ckpt checkpoints JOB lists them)' },
@@ -98,12 +98,12 @@ export const restartCommand: Command = {
         line: progressLine,
       });
       const report = restartReport(job, summary);
-      if (json) await writeOut(JSON.stringify(report, null, 2) + '\n');
+      if (json) await writeOut(JSON.stringify({ ...report, timedOut }, null, 2) + '\n');
       else if (timedOut) {
         process.stderr.write(
           summary.restart === null
             ? `ckpt restart: no coordinator answered request ${request} within ${PLAN_WAIT_MS / 1000} s: is a node agent running? (ckpt agent status)\n`
-            : `ckpt restart: restart r${summary.restart} of ${job} is still ${summary.phase}: a node agent may be down (ckpt agent status)\n`,
+            : `ckpt restart: timed out: the deadline (${timeoutMs / 1000} s) passed with restart r${summary.restart} of ${job} at phase "${summary.phase}" and no outcome recorded: a node agent may be down (ckpt agent status)\n`,
         );
       } else if (summary.outcome === 'rejected') process.stderr.write(`ckpt restart: refused: ${summary.reason}\n`);
       else if (summary.outcome === 'failed') process.stderr.write(`ckpt restart: restart r${summary.restart} of ${job} failed and was rolled back: ${whyLine(summary.reason, summary.failure)}\n`);
@@ -116,7 +116,7 @@ export const restartCommand: Command = {
         );
         for (const p of summary.processes) console.log(`  ${p.unit}  ${p.was.pid} → ${p.now.pid}${p.nsPid !== null ? ` (pid ${p.nsPid} in its namespace)` : ''}`);
       }
-      if (timedOut) return EXIT.failed;
+      if (timedOut) return wait && summary.restart !== null ? EXIT.timedOut : EXIT.failed;
       return (wait ? summary.outcome === 'restored' : summary.restart !== null) ? EXIT.ok : EXIT.failed;
     } finally {
       await store.close();
