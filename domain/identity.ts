@@ -38,3 +38,11 @@ export const jobOfStream = (stream: string): JobId | undefined => {
   return job !== undefined && JobId.is(job) ? job : undefined;
 };
 export const nodeStream = (node: NodeId): string => `node-${node}`;
+
+/**
+ * Why a new unit may not take this name, or undefined. A restart's cgroups are the unit's name
+ * with "-rN" appended, so a unit named "main-r1" beside "main" would share them: new units may
+ * not end so (histories that have one still decode).
+ */
+export const newUnitNameProblem = (unit: string): string | undefined =>
+  /-r[1-9][0-9]*$/.test(unit) ? `unit name "${unit}" ends like a restart of another unit (-rN): choose another name` : undefined;

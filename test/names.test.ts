@@ -67,6 +67,10 @@ test('the CLI refuses a bad job, unit or node name before reading or recording a
       assert.is(r.code, 2, r.err);
       assert.match(r.err, /^ckpt agent: node name ".*" must match/);
     }
+    // A restart's cgroups are UNIT-rN: a new unit may not be named so (it would share them).
+    const r = ckpt(['run', '--job', 'ok', '--unit', 'main-r1', '--', 'true']);
+    assert.is(r.code, 2, r.err);
+    assert.match(r.err, /unit name "main-r1" ends like a restart of another unit/);
     assert.equal(readdirSync(home), [], 'nothing was created, nothing recorded');
   } finally {
     rmSync(home, { recursive: true, force: true });

@@ -22,7 +22,7 @@ import { WrongExpectedRevisionError, type EventStore, type ExpectedRevision, typ
 import * as E from 'fp-ts/lib/Either.js';
 import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
 import type { JobOwner, UnitCgroup } from '../../domain/events/job.js';
-import { jobStream, type Actor, type NodeId } from '../../domain/identity.js';
+import { jobStream, newUnitNameProblem, type Actor, type NodeId } from '../../domain/identity.js';
 import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
@@ -276,6 +276,10 @@ export class RequestGateway {
       if (E.isLeft(decoded)) throw new InvalidEventError(`${decoded.left.eventType} (event ${index + 1} of ${events.length})`, decoded.left.problems);
       return asRequest(e, actor);
     });
+    for (const e of proposed) {
+      const problem = e.type === 'UnitAssigned' ? newUnitNameProblem(e.data.unit) : undefined;
+      if (problem) throw new RequestRefused('invalid', problem);
+    }
     if (types[0] === 'JobSubmitted') {
       if (types.join() !== 'JobSubmitted,UnitAssigned') throw new RequestRefused('invalid', 'a job is submitted as JobSubmitted followed by its first UnitAssigned');
       const submitted = proposed[0] as ProposedEvent & { data: { job: unknown; owner: JobOwner } };

@@ -7,6 +7,7 @@ import { basename, join } from 'node:path';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { WrongExpectedRevisionError } from '../../../domain/event-store.js';
 import type { Limits } from '../../../domain/events/job.js';
+import { newUnitNameProblem } from '../../../domain/identity.js';
 import { startAgent } from '../../agent/daemon.js';
 import { launchUnit, MAIN_UNIT, resolveCommand } from '../../agent/launcher.js';
 import { ckptHome } from '../../store/open.js';
@@ -68,6 +69,8 @@ export const runCommand: Command = {
     const node = nodeOf(args);
     const unit = stringOption(args, 'unit') ?? MAIN_UNIT;
     if (!NAME_PATTERN.test(unit)) throw new UsageError(`unit name "${unit}" must match ${NAME_PATTERN.source}`);
+    const unitProblem = newUnitNameProblem(unit);
+    if (unitProblem) throw new UsageError(unitProblem);
     const memoryBytes = sizeOption(args, 'memory');
     const pids = integerOption(args, 'pids', 1);
     const limits: Limits = { ...(memoryBytes !== undefined && { memoryBytes }), ...(pids !== undefined && { pids }) };
