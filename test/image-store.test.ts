@@ -340,6 +340,15 @@ test('pruneVersions: keeps the N newest committed, never a protected one, drops 
   assert.equal(pruneVersions(root, 'none', 1, new Set()), []);
 });
 
+test('pruneVersions: keeps the newest N that verify; a damaged version never counts as one of them', () => {
+  for (const v of [1, 2, 3, 4]) checkpoint('d', v, ['u1']);
+  const damaged = readdirSync(join(root, 'd', 'v4', 'u1')).find((f) => f.endsWith('.img'))!;
+  appendFileSync(join(root, 'd', 'v4', 'u1', damaged), 'x');
+  assert.not.ok(verifyVersion(root, 'd', 4).ok);
+  assert.equal(pruneVersions(root, 'd', 2, new Set()), [1], 'v3 and v2 verify; v4 does not count but stays to be looked at');
+  assert.equal(listVersions(root, 'd').map((v) => v.version), [2, 3, 4]);
+});
+
 /** A root-owned directory outside the store, with something a removal must never reach. */
 const elsewhere = () => {
   const dir = join(home, 'elsewhere');

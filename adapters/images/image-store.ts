@@ -858,7 +858,10 @@ export const listVersions = (root: string, job: string): VersionInfo[] => {
  * Parent links are not followed: images are full dumps (no incremental dumps on this kernel), so a
  * version does not need its parent to restart.
  */
-export const pruneVersions = (root: string, job: string, keep: number, protectedVersions: ReadonlySet<number>): number[] => {
+export const pruneVersions = (
+  root: string, job: string, keep: number, protectedVersions: ReadonlySet<number>,
+  verifies: (version: number) => boolean = (version) => verifyVersion(root, job, version).ok,
+): number[] => {
   const jobDir = jobImagesDir(root, job);
   if (!Number.isSafeInteger(keep) || keep < 1) {
     throw new ImageStoreError(jobDir, `keep ${JSON.stringify(keep)} for pruning ${jobDir} must be an integer ≥ 1; pruning never removes every version`);
@@ -867,7 +870,15 @@ export const pruneVersions = (root: string, job: string, keep: number, protected
   const committed = versions.filter((v) => v.committed).map((v) => v.version).sort((a, b) => b - a);
   const newest = committed[0];
   if (newest === undefined) return [];
-  const kept = new Set(committed.slice(0, keep));
+  // The newest N that verify are kept: a damaged version cannot be restored, so it never counts
+  // as one of them. Damaged ones newer than the oldest kept stay too, for the user to look at.
+  const kept = new Set<number>();
+  let verified = 0;
+  for (const version of committed) {
+    if (verified === keep) break;
+    kept.add(version);
+    if (verifies(version)) verified += 1;
+  }
   const doomed = versions
     .filter((v) => !protectedVersions.has(v.version) && !kept.has(v.version) && (v.committed || v.version < newest))
     .map((v) => v.version);

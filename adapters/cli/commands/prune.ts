@@ -6,16 +6,18 @@ import { openStoreAsUser } from '../store.js';
 
 export const pruneCommand: Command = {
   name: 'prune',
-  summary: 'Remove a job’s old checkpoint images, keeping the newest N committed versions.',
+  summary: 'Remove a job’s old checkpoint images, keeping the newest N committed versions that verify.',
   usage: 'JOB --keep N [--json]',
   description: [
     'Asks the node agent to prune: it records a PruneRequested event, then removes the images of every',
-    'committed version but the newest N, recording CheckpointPruned (version, bytes) for each. A version that a restart in',
+    'committed version but the newest N that verify (every file re-hashed against the manifest: a damaged',
+    'version cannot be restored, so it never counts as one of the N; a damaged one newer than those is',
+    'kept for you to look at), recording CheckpointPruned (version, bytes) for each. A version that a restart in',
     'progress restores from is never removed. Only the job’s owner or root may prune; a refusal is',
     'recorded. The history keeps every version; only its images go.',
   ].join('\n'),
   options: [
-    { name: 'keep', value: 'N', description: 'how many of the newest committed versions to keep (≥ 1: the newest is never pruned)' },
+    { name: 'keep', value: 'N', description: 'how many of the newest committed versions that verify to keep (≥ 1)' },
     { name: 'json', description: 'print {job, keep, pruned: [{version, bytes}], kept: [versions]}' },
   ],
   examples: ['sudo ckpt prune nightly --keep 3'],
