@@ -1,4 +1,4 @@
-// Store URLs as they may be shown or written anywhere: a PostgreSQL password never leaves the
+// Store URLs as they may be shown or written anywhere: a password (PostgreSQL's, or any URL's) never leaves the
 // process that was given it (not in messages, status, pid files, file or cgroup names).
 
 /**
@@ -7,7 +7,7 @@
  * it (storeId) stay what they were.
  */
 export const redactStoreUrl = (url: string): string => {
-  if (!/^postgres(ql)?:\/\//.test(url)) return url;
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return url;
   const schemeEnd = url.indexOf('//') + 2;
   const authorityEnd = url.slice(schemeEnd).search(/[/?#]/);
   const authority = authorityEnd < 0 ? url.slice(schemeEnd) : url.slice(schemeEnd, schemeEnd + authorityEnd);

@@ -3,6 +3,7 @@ import { imagesRoot } from '../../images/image-store.js';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { defaultAppendContext } from '../../store/batch.js';
 import { ckptHome } from '../../store/open.js';
+import { redactStoreUrl } from '../../store/redact.js';
 import { agentFiles, defaultNode, storeId, removePidFile, runningAgent, startAgent, stopAgent, writePidFile, type AgentInfo } from '../../agent/daemon.js';
 import { NodeAgent } from '../../agent/node-agent.js';
 import { readStat } from '../../tracking/procfs.js';
@@ -40,9 +41,18 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const store = openStore(args, defaultAppendContext({ kind: 'node', node }));
   const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf: integerOption(args, 'rcvbuf', 1024), log });
-  await agent.start();
+  try {
+    await agent.start();
+  } catch (error) {
+    // A fatal start (a corrupt row, a store that refuses): undo what started, then end with the
+    // message — never linger as an orphan without a pid file.
+    await agent.stop(`could not start: ${(error as Error).message}`).catch(() => {});
+    await store.close().catch(() => {});
+    setTimeout(() => process.exit(EXIT.failed), 2000).unref();
+    throw error;
+  }
   const self = readStat(process.pid)!;
-  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: url, startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
+  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: redactStoreUrl(url), startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
   writePidFile(home, info);
   log(`${describe(info)}; ready`);
   const signal = await new Promise<string>((resolve) => {
@@ -64,6 +74,10 @@ export const agentCommand: Command = {
     'node and records them in the event log; it creates each unit’s cgroups. `ckpt run` starts it on',
     'demand; it keeps running in the background, in its own session, until stopped. One agent runs per',
     'node and event store.',
+    'A PostgreSQL password is never taken from argv: give it in PGPASSWORD or a 0600 PGPASSFILE',
+    '(~/.pgpass); a URL that holds one is passed to the background agent in its environment, and',
+    'shown redacted (postgres://user:***@host/db) in its status, pid file and messages. If the agent',
+    'cannot start (for example a corrupt row in the log) it exits with status 1 and says which event.',
     '  run     run the agent in the foreground (what `start` launches; for service managers)',
     '  start   start it in the background unless it is running; wait until it is ready',
     '  status  show whether it runs, its pid, store and log file (exit 1 when not running)',
