@@ -17,7 +17,7 @@ import {
 } from '../../domain/event-store.js';
 import { Actor } from '../../domain/identity.js';
 import { NonNegativeInt } from '../../domain/codecs.js';
-import { contentDigest } from './chain.js';
+import { canonicalJson, contentDigest } from './chain.js';
 
 /** The shell's side of an append: who appends by default, the clock, and event ids. */
 export interface AppendContext {
@@ -60,6 +60,7 @@ export const encodeBatch = (stream: string, events: readonly ProposedEvent[], co
   // Most events carry no metadata of their own: the batch shares one encoded default.
   const sharedMetadata: EventMetadata = { actor: context.actor, recordedAt };
   const shared = JSON.stringify(sharedMetadata);
+  const sharedCanonical = canonicalJson(sharedMetadata);
   return events.map((event, index) => {
     const where = events.length > 1 ? ` (event ${index + 1} of ${events.length})` : '';
     const decoded = decodeEvent(event?.type, event?.data);
@@ -86,7 +87,7 @@ export const encodeBatch = (stream: string, events: readonly ProposedEvent[], co
       schemaVersion,
       data: JSON.stringify(data),
       metadata,
-      content: contentDigest({ stream, id, type: event.type, schemaVersion, data, metadata: metadataValue }),
+      content: contentDigest({ stream, id, type: event.type, schemaVersion, data, metadata: metadataValue }, metadataValue === sharedMetadata ? sharedCanonical : undefined),
     };
   });
 };

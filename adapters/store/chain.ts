@@ -60,9 +60,15 @@ export interface EventContent {
   readonly metadata: unknown;
 }
 
-/** SHA-256 (hex) of an event's content, without its place in the stream. */
-export const contentDigest = (e: EventContent): string =>
-  createHash('sha256').update(canonicalJson([e.stream, e.id, e.type, e.schemaVersion, e.data, e.metadata])).digest('hex');
+/**
+ * SHA-256 (hex) of an event's content, without its place in the stream: of the canonical JSON of
+ * [stream, id, type, schemaVersion, data, metadata]. A batch sharing one metadata object passes
+ * its canonical JSON once.
+ */
+export const contentDigest = (e: EventContent, metadataJson: string = canonicalJson(e.metadata)): string =>
+  createHash('sha256')
+    .update(`[${canonicalJson(e.stream)},${canonicalJson(e.id)},${canonicalJson(e.type)},${canonicalJson(e.schemaVersion)},${canonicalJson(e.data)},${metadataJson}]`)
+    .digest('hex');
 
 /** Links a content digest to the stream's previous digest at a revision (what ckpt_append does in SQL). */
 export const chainDigest = (previous: string, content: string, revision: number): string => {

@@ -15,7 +15,10 @@ import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
 
-/** 1: events and streams; 2: the digest chain (digest, previous; streams.digest; meta). */
+/**
+ * 1: events and streams; 2: the digest chain (events.digest and .previous as 32-byte BLOBs, half
+ * the size of hex text; streams.digest, the head, as hex; meta).
+ */
 const SCHEMA_VERSION = 2;
 const INSERT_CHUNK = 64;
 
@@ -78,11 +81,11 @@ export class SqliteEventStore implements EventStore {
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
       chainStreams: db.prepare<[string, number], { name: string; revision: number }>('SELECT name, revision FROM streams WHERE name > ? ORDER BY name LIMIT ?'),
       chainRows: db.prepare<[string, number, number], ChainedRow>(
-        `SELECT e.position, s.name AS stream, e.revision, e.id, e.type, e.schema_version AS schemaVersion, CAST(e.data AS TEXT) AS data, CAST(e.metadata AS TEXT) AS metadata, e.digest, e.previous
+        `SELECT e.position, s.name AS stream, e.revision, e.id, e.type, e.schema_version AS schemaVersion, CAST(e.data AS TEXT) AS data, CAST(e.metadata AS TEXT) AS metadata, ${HEX('e.digest')} AS digest, ${HEX('e.previous')} AS previous
          FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ? AND e.revision >= ? ORDER BY e.revision LIMIT ?`,
       ),
       strayRow: db.prepare<[], ChainedRow>(
-        `SELECT position, '(unknown stream id ' || stream_id || ')' AS stream, revision, id, type, schema_version AS schemaVersion, CAST(data AS TEXT) AS data, CAST(metadata AS TEXT) AS metadata, digest, previous
+        `SELECT position, '(unknown stream id ' || stream_id || ')' AS stream, revision, id, type, schema_version AS schemaVersion, CAST(data AS TEXT) AS data, CAST(metadata AS TEXT) AS metadata, ${HEX('digest')} AS digest, ${HEX('previous')} AS previous
          FROM events WHERE stream_id NOT IN (SELECT id FROM streams) LIMIT 1`,
       ),
       meta: db.prepare<[string], string>('SELECT value FROM meta WHERE key = ?').pluck(),
@@ -129,7 +132,7 @@ export class SqliteEventStore implements EventStore {
       for (const e of chunk) {
         const previous = digest;
         digest = chainDigest(previous, e.content, ++revision);
-        values.push(streamId, revision, e.id, e.type, e.schemaVersion, e.data, e.metadata, digest, previous);
+        values.push(streamId, revision, e.id, e.type, e.schemaVersion, e.data, e.metadata, Buffer.from(digest, 'hex'), Buffer.from(previous, 'hex'));
       }
       position = Number(this.#insert(chunk.length).run(values).lastInsertRowid);
     }
@@ -280,7 +283,9 @@ const ensureDirectory = (dir: string): void => {
   }
 };
 
-const COLUMNS = 'position, stream_id, revision, id, type, schema_version, data, metadata, digest';
+/** A digest BLOB as hex; NULL stays NULL (hex() would make it ''). */
+const HEX = (column: string) => `CASE WHEN ${column} IS NULL THEN NULL ELSE lower(hex(${column})) END`;
+const COLUMNS = `position, stream_id, revision, id, type, schema_version, data, metadata, ${HEX('digest')}`;
 
 const migrate = (db: Database.Database): void => {
   // Several processes may open a new file at once: create the schema under the write lock.
@@ -307,8 +312,8 @@ const migrate = (db: Database.Database): void => {
         schema_version INTEGER NOT NULL,
         data           TEXT NOT NULL,
         metadata       TEXT NOT NULL,
-        digest         TEXT,
-        previous       TEXT
+        digest         BLOB,
+        previous       BLOB
       );
       CREATE UNIQUE INDEX events_stream_revision ON events (stream_id, revision);
       CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -323,8 +328,8 @@ const migrate = (db: Database.Database): void => {
  */
 const chainExistingRows = (db: Database.Database): void => {
   db.exec(`
-    ALTER TABLE events ADD COLUMN digest TEXT;
-    ALTER TABLE events ADD COLUMN previous TEXT;
+    ALTER TABLE events ADD COLUMN digest BLOB;
+    ALTER TABLE events ADD COLUMN previous BLOB;
     ALTER TABLE streams ADD COLUMN digest TEXT;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
   `);
@@ -346,7 +351,7 @@ const chainExistingRows = (db: Database.Database): void => {
         }
         const previous = digest;
         digest = chainDigest(previous, content, r.revision);
-        update.run(digest, previous, r.position);
+        update.run(Buffer.from(digest, 'hex'), Buffer.from(previous, 'hex'), r.position);
       }
     }
     setHead.run(digest, stream.id);

@@ -40,6 +40,9 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const home = ckptHome();
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const store = openStore(args, defaultAppendContext({ kind: 'node', node }));
+  // The URL may hold a password (startAgent passes it here in the environment): the processes the
+  // agent starts (CRIU, restores) need not inherit it.
+  delete process.env.CKPT_STORE;
   const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf: integerOption(args, 'rcvbuf', 1024), log });
   try {
     await agent.start();
