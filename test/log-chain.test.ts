@@ -18,6 +18,9 @@ import { jobOn } from './support/coordinator.js';
 import { forked, marker } from './support/events.js';
 import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
+import { jobHarness } from './support/jobs.js';
+import { until } from './support/wait.js';
+import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { suite } from 'uvu';
 
 const CLI = fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url));
@@ -443,5 +446,33 @@ access('a PostgreSQL log written before the chain is chained once by the migrati
   assert.match(r.err, 'log chain broken: altered event at position 1 (stream job-old, revision 0): its content no longer matches its digest (events up to position 3 were written before the chain');
 });
 
+// ── a manifest against the digest the log recorded at commit ─────────────────────────────────────
+
+const images = suiteRequiring(
+  'audit --verify: a version’s manifest is checked against the SHA-256 the log recorded (real CRIU)',
+  firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)')),
+);
+const jobs = jobHarness('ckpt-chain-manifest', 'chainnode');
+images.after(() => jobs.cleanup());
+
+images('a manifest rewritten consistently (its files still match it) is caught by the digest in CheckpointCommitted', async () => {
+  const started = jobs.ckpt(['run', '--detach', '--job', 'mf', '--', 'sh', '-c', 'exec sleep 1000']);
+  assert.is(started.code, 0, started.err);
+  await until('the job runs', () => jobs.running('mf').length > 0, 30_000, 20);
+  const checkpoint = jobs.ckpt(['checkpoint', 'mf', '--wait']);
+  assert.is(checkpoint.code, 0, checkpoint.err);
+  let audit = jobs.ckpt(['audit', 'mf', '--verify']);
+  assert.is(audit.code, 0, audit.err);
+  assert.match(audit.out, 'images of v1: ok');
+  const manifest = join(jobs.h.home, 'images', 'mf', 'v1', 'manifest.json');
+  const edited = { ...JSON.parse(readFileSync(manifest, 'utf8')), createdAt: '2020-01-01T00:00:00.000Z' };
+  writeFileSync(manifest, `${JSON.stringify(edited, null, 2)}\n`);
+  audit = jobs.ckpt(['audit', 'mf', '--verify']);
+  assert.is(audit.code, 1, 'a manifest that differs from the log fails --verify');
+  assert.match(audit.out, /images of v1: damaged — [\s\S]*manifest\.json: SHA-256/);
+  jobs.killAll('mf');
+});
+
+images.run();
 agentAccess.run();
 access.run();
