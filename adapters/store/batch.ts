@@ -123,9 +123,16 @@ class StoredEvent {
     readonly schemaVersion: number,
     readonly data: unknown,
     metadata: string,
-    readonly digest: string | undefined,
+    digest: string | Uint8Array | undefined,
   ) {
     this.#metadata = metadata;
+    this.#digest = digest;
+  }
+  #digest: string | Uint8Array | undefined;
+  /** Hex; a store that keeps it as bytes (SQLite) is converted on first use, not on every read. */
+  get digest(): string | undefined {
+    if (this.#digest instanceof Uint8Array) this.#digest = Buffer.from(this.#digest).toString('hex');
+    return this.#digest;
   }
   get metadata(): EventMetadata {
     if (typeof this.#metadata === 'string') this.#metadata = parseMetadata(this.#metadata, this);
@@ -163,7 +170,7 @@ export const storedEvent = (
   schemaVersion: number,
   data: string,
   metadata: string,
-  digest?: string | null,
+  digest?: string | Uint8Array | null,
 ): RecordedEvent => {
   const where = { position, stream, revision, type };
   let parsed: unknown;

@@ -42,7 +42,7 @@ interface PendingAppend {
   readonly reject: (error: unknown) => void;
 }
 
-type EventRow = [position: number, streamId: number, revision: number, id: string, type: string, schemaVersion: number, data: string, metadata: string, digest: string | null];
+type EventRow = [position: number, streamId: number, revision: number, id: string, type: string, schemaVersion: number, data: string, metadata: string, digest: Uint8Array | null];
 
 export class SqliteEventStore implements EventStore {
   readonly location: string;
@@ -285,7 +285,7 @@ const ensureDirectory = (dir: string): void => {
 
 /** A digest BLOB as hex; NULL stays NULL (hex() would make it ''). */
 const HEX = (column: string) => `CASE WHEN ${column} IS NULL THEN NULL ELSE lower(hex(${column})) END`;
-const COLUMNS = `position, stream_id, revision, id, type, schema_version, data, metadata, ${HEX('digest')}`;
+const COLUMNS = 'position, stream_id, revision, id, type, schema_version, data, metadata, digest';
 
 const migrate = (db: Database.Database): void => {
   // Several processes may open a new file at once: create the schema under the write lock.
