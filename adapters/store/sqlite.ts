@@ -42,7 +42,7 @@ interface PendingAppend {
   readonly reject: (error: unknown) => void;
 }
 
-type EventRow = [position: number, streamId: number, revision: number, id: string, type: string, schemaVersion: number, data: string, metadata: string, digest: Uint8Array | null];
+type EventRow = [position: number, streamId: number, revision: number, id: string, type: string, schemaVersion: number, data: string, metadata: string];
 
 export class SqliteEventStore implements EventStore {
   readonly location: string;
@@ -89,6 +89,7 @@ export class SqliteEventStore implements EventStore {
          FROM events WHERE stream_id NOT IN (SELECT id FROM streams) LIMIT 1`,
       ),
       meta: db.prepare<[string], string>('SELECT value FROM meta WHERE key = ?').pluck(),
+      digest: db.prepare<[number], string | null>(`SELECT ${HEX('digest')} FROM events WHERE position = ?`).pluck(),
     };
     // Group commit: appends issued together share one transaction and one fsync. Each stays
     // atomic on its own: a nested transaction is a savepoint, so a conflict undoes only its append.
@@ -178,6 +179,9 @@ export class SqliteEventStore implements EventStore {
     this.#appended.next();
   };
 
+  /** An event's digest, looked up when asked for (a replay never asks). */
+  #digestAt = (position: number): string | undefined => (this.#db.open ? (this.#sql.digest.get(position) ?? undefined) : undefined);
+
   #name(streamId: number): string {
     let name = this.#streamNames.get(streamId);
     if (name === undefined) {
@@ -190,8 +194,8 @@ export class SqliteEventStore implements EventStore {
   #toEvents(rows: unknown[]): RecordedEvent[] {
     const events = new Array<RecordedEvent>(rows.length);
     for (let i = 0; i < rows.length; i++) {
-      const [position, streamId, revision, id, type, schemaVersion, data, metadata, digest] = rows[i] as EventRow;
-      events[i] = storedEvent(position, this.#name(streamId), revision, id, type, schemaVersion, data, metadata, digest);
+      const [position, streamId, revision, id, type, schemaVersion, data, metadata] = rows[i] as EventRow;
+      events[i] = storedEvent(position, this.#name(streamId), revision, id, type, schemaVersion, data, metadata, this.#digestAt);
     }
     return events;
   }
@@ -285,7 +289,7 @@ const ensureDirectory = (dir: string): void => {
 
 /** A digest BLOB as hex; NULL stays NULL (hex() would make it ''). */
 const HEX = (column: string) => `CASE WHEN ${column} IS NULL THEN NULL ELSE lower(hex(${column})) END`;
-const COLUMNS = 'position, stream_id, revision, id, type, schema_version, data, metadata, digest';
+const COLUMNS = 'position, stream_id, revision, id, type, schema_version, data, metadata';
 
 const migrate = (db: Database.Database): void => {
   // Several processes may open a new file at once: create the schema under the write lock.
