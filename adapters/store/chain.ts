@@ -74,7 +74,7 @@ export const contentDigest = (e: EventContent, metadataJson: string = canonicalJ
 export const chainDigest = (previous: string, content: string, revision: number): string => {
   const rev = Buffer.alloc(8);
   rev.writeBigInt64BE(BigInt(revision));
-  return createHash('sha256').update(Buffer.from(previous, 'hex')).update(Buffer.from(content, 'hex')).update(rev).digest('hex');
+  return createHash('sha256').update(previous, 'hex').update(content, 'hex').update(rev).digest('hex');
 };
 
 /** The digest a stored row should carry, or why its content cannot be read at all. */
