@@ -32,6 +32,8 @@ export interface Envelope {
   readonly position: Position;
   readonly schemaVersion: number;
   readonly metadata: EventMetadata;
+  /** SHA-256 chaining this event to the previous one of its stream (adapters/store/chain.ts). */
+  readonly digest?: string;
 }
 
 /** An event as stored; narrowing on `type` narrows `data`. */
@@ -89,6 +91,35 @@ export interface EventStore {
   /** Same for one stream, by revision. */
   subscribeStream(stream: string, options?: SubscribeOptions): Observable<RecordedEvent>;
   close(): Promise<void>;
+  /** The stored rows as written, for checking the digest chain. */
+  readonly chain: ChainedLog;
+}
+
+/** A row as stored, undecoded: what the digest chain is checked against. */
+export interface ChainedRow {
+  readonly position: Position;
+  readonly stream: string;
+  readonly revision: Revision;
+  readonly id: string;
+  readonly type: string;
+  readonly schemaVersion: number;
+  /** JSON text as the store returns it. */
+  readonly data: string;
+  readonly metadata: string;
+  /** null on a row no store wrote (inserted behind the store's back). */
+  readonly digest: string | null;
+  readonly previous: string | null;
+}
+
+export interface ChainedLog {
+  /** Streams by name after `after` (exclusive), with the head revision each stream records. */
+  streams(after: string | undefined, limit: number): Promise<Array<{ name: string; revision: Revision }>>;
+  /** Rows of one stream from a revision, in revision order. */
+  rows(stream: string, from: Revision, limit: number): Promise<ChainedRow[]>;
+  /** A row that belongs to no known stream, if any. */
+  strayRow(): Promise<ChainedRow | undefined>;
+  /** When rows written before the chain were chained by a schema migration, up to which position. */
+  chainedByMigration(): Promise<{ upTo: Position; at: string } | undefined>;
 }
 
 export class WrongExpectedRevisionError extends Error {
@@ -100,3 +131,20 @@ export class WrongExpectedRevisionError extends Error {
 
 /** Stream names: printable, no white space, at most 200 characters (e.g. `job-nightly`, `node-n1`). */
 export const STREAM_PATTERN = /^[\x21-\x7e]{1,200}$/;
+
+/**
+ * A stored row that does not decode: damaged or written behind the store's back. Names where it
+ * is and what is wrong, never a parser's offset.
+ */
+export class CorruptEventError extends Error {
+  override readonly name = 'CorruptEventError';
+  constructor(
+    readonly position: Position,
+    readonly stream: string,
+    readonly revision: Revision,
+    readonly type: string,
+    readonly problem: string,
+  ) {
+    super(`event at position ${position} (stream ${stream}, revision ${revision}, type ${type}): ${problem}; the log is damaged (ckpt audit --verify checks it)`);
+  }
+}

@@ -77,7 +77,8 @@ test('log prints one line per event; --json prints NDJSON; --from starts at a po
   r = ckpt('log', '--json', '--from', '2');
   const events = r.out.trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(events.map((e) => [e.position, e.stream, e.revision, e.type]), [[2, 'job-a', 1, 'ProcessForked'], [3, 'job-b', 0, 'DeadlineScheduled']]);
-  assert.equal(Object.keys(events[0]), ['position', 'stream', 'revision', 'id', 'type', 'schemaVersion', 'data', 'metadata']);
+  assert.equal(Object.keys(events[0]), ['position', 'stream', 'revision', 'id', 'type', 'schemaVersion', 'data', 'metadata', 'digest']);
+  assert.match(events[0].digest, /^[0-9a-f]{64}$/);
   assert.equal(events[0].metadata.actor, { kind: 'user', uid: process.getuid!() });
   assert.is(ckpt('log', '--from', '99').out, '');
 });

@@ -10,12 +10,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NAME_PATTERN } from '../../domain/codecs.js';
 import { makePrivateDir, openPrivateAppend, replacePrivateFile } from '../fs/safe-fs.js';
+import { redactStoreUrl } from '../store/redact.js';
 import { readStat } from '../tracking/procfs.js';
 
 export interface AgentInfo {
   readonly pid: number;
   readonly startTime: number;
   readonly node: string;
+  /** The store URL, redacted (no password). */
   readonly store: string;
   readonly startedAt: string;
   readonly log: string;
@@ -28,8 +30,11 @@ export const defaultNode = (env: NodeJS.ProcessEnv = process.env): string => {
   return NAME_PATTERN.test(name) ? name : 'node';
 };
 
-/** A short id of a store URL: names the agent's files and the cgroups of the store's jobs. */
-export const storeId = (store: string): string => createHash('sha256').update(store).digest('hex').slice(0, 8);
+/**
+ * A short id of a store URL: names the agent's files and the cgroups of the store's jobs. Of the
+ * redacted URL, so no password reaches a name, and the same with or without one.
+ */
+export const storeId = (store: string): string => createHash('sha256').update(redactStoreUrl(store)).digest('hex').slice(0, 8);
 
 export const agentFiles = (home: string, node: string, store: string) => {
   const dir = join(home, 'agent');
@@ -132,7 +137,7 @@ export const writePidFile = (home: string, info: AgentInfo): void => {
   const other = runningAgent(home, info.node, info.store);
   if (other && other.pid !== info.pid) throw new Error(`a node agent for ${info.node} is already running (pid ${other.pid})`);
   makePrivateDir(dir);
-  replacePrivateFile(pidFile, JSON.stringify(info, null, 2));
+  replacePrivateFile(pidFile, JSON.stringify({ ...info, store: redactStoreUrl(info.store) }, null, 2));
 };
 
 export const removePidFile = (home: string, info: AgentInfo): void => {
@@ -158,10 +163,11 @@ export const startAgent = async (home: string, node: string, store: string, extr
   mkdirSync(home, { recursive: true, mode: 0o700 });
   makePrivateDir(dir);
   const out = openPrivateAppend(log); // never through a link planted where the log goes
-  const child = spawn(process.execPath, [CLI, 'agent', 'run', '--node', node, '--store', store, ...extraArgs], {
+  // The store URL goes in the environment, which only root can read: argv is visible to everyone.
+  const child = spawn(process.execPath, [CLI, 'agent', 'run', '--node', node, ...extraArgs], {
     detached: true,
     stdio: ['ignore', out, out],
-    env: { ...process.env, CKPT_HOME: home },
+    env: { ...process.env, CKPT_HOME: home, CKPT_STORE: store },
   });
   closeSync(out);
   child.unref();

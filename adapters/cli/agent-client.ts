@@ -7,6 +7,7 @@ import { Observable } from 'rxjs';
 import {
   WrongExpectedRevisionError,
   type AppendResult,
+  type ChainedLog,
   type EventStore,
   type ExpectedRevision,
   type Position,
@@ -177,6 +178,13 @@ export class GatewayEventStore implements EventStore {
 
   append(stream: string, events: readonly ProposedEvent[], options?: { expectedRevision?: ExpectedRevision }): Promise<AppendResult> {
     return this.#ask('append', { stream, events, expectedRevision: options?.expectedRevision });
+  }
+
+  /** The stored rows, for checking the digest chain: only for callers who can open the store (root). */
+  get chain(): ChainedLog {
+    if (this.#o.direct) return this.#o.direct.chain;
+    const refuse = () => Promise.reject(new Error(`checking the log's digest chain reads every stored row: it needs the store itself (${this.location}); run it as root`));
+    return { streams: refuse, rows: refuse, strayRow: refuse, chainedByMigration: refuse };
   }
 
   /** The agent removes the images of every committed version of the job but the newest `keep`. */

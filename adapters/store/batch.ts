@@ -4,8 +4,9 @@ import { randomUUID } from 'node:crypto';
 import * as E from 'fp-ts/lib/Either.js';
 import * as t from 'io-ts';
 import { definitionOf } from '../../domain/events/catalogue.js';
-import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
+import { decodeEvent, describeProblem, InvalidEventError } from '../../domain/events/decode.js';
 import {
+  CorruptEventError,
   STREAM_PATTERN,
   WrongExpectedRevisionError,
   type EventMetadata,
@@ -16,6 +17,7 @@ import {
 } from '../../domain/event-store.js';
 import { Actor } from '../../domain/identity.js';
 import { NonNegativeInt } from '../../domain/codecs.js';
+import { canonicalJson, contentDigest } from './chain.js';
 
 /** The shell's side of an append: who appends by default, the clock, and event ids. */
 export interface AppendContext {
@@ -36,6 +38,8 @@ export interface EncodedEvent {
   readonly schemaVersion: number;
   readonly data: string;
   readonly metadata: string;
+  /** SHA-256 of the event's content, before it is chained to its stream (chain.ts). */
+  readonly content: string;
 }
 
 const ProposedMetadata = t.exact(
@@ -54,7 +58,9 @@ export const encodeBatch = (stream: string, events: readonly ProposedEvent[], co
   }
   const recordedAt = context.now().toISOString();
   // Most events carry no metadata of their own: the batch shares one encoded default.
-  const shared = JSON.stringify({ actor: context.actor, recordedAt } satisfies EventMetadata);
+  const sharedMetadata: EventMetadata = { actor: context.actor, recordedAt };
+  const shared = JSON.stringify(sharedMetadata);
+  const sharedCanonical = canonicalJson(sharedMetadata);
   return events.map((event, index) => {
     const where = events.length > 1 ? ` (event ${index + 1} of ${events.length})` : '';
     const decoded = decodeEvent(event?.type, event?.data);
@@ -63,19 +69,25 @@ export const encodeBatch = (stream: string, events: readonly ProposedEvent[], co
       throw new InvalidEventError(event.type + where, [{ path: 'id', expected: 'a UUID', value: event.id }]);
     }
     let metadata = shared;
+    let metadataValue = sharedMetadata;
     if (event.metadata !== undefined) {
       const proposed = ProposedMetadata.decode(event.metadata);
       if (E.isLeft(proposed)) {
         throw new InvalidEventError(event.type + where, [{ path: 'metadata', expected: 'actor, correlationId, causationId, decidedAt', value: event.metadata }]);
       }
-      metadata = JSON.stringify({ actor: context.actor, ...proposed.right, recordedAt } satisfies EventMetadata);
+      metadataValue = { actor: context.actor, ...proposed.right, recordedAt };
+      metadata = JSON.stringify(metadataValue);
     }
+    const id = event.id ?? context.newId();
+    const schemaVersion = definitionOf(event.type)!.schemaVersion;
+    const data = decoded.right.data;
     return {
-      id: event.id ?? context.newId(),
+      id,
       type: event.type,
-      schemaVersion: definitionOf(event.type)!.schemaVersion,
-      data: JSON.stringify(decoded.right.data),
+      schemaVersion,
+      data: JSON.stringify(data),
       metadata,
+      content: contentDigest({ stream, id, type: event.type, schemaVersion, data, metadata: metadataValue }, metadataValue === sharedMetadata ? sharedCanonical : undefined),
     };
   });
 };
@@ -96,8 +108,9 @@ export const validExpectedRevision = (expected: unknown): ExpectedRevision => {
 };
 
 /**
- * A stored event. Metadata is parsed on first use: folds that only need `data` (most
- * projections) skip half the JSON work on replay.
+ * A stored event, its data decoded with the catalogue's codec when read. Metadata is parsed on
+ * first use: folds that only need `data` (most projections) skip half the JSON work on replay;
+ * a damaged metadata column throws CorruptEventError there, naming the event.
  */
 class StoredEvent {
   #metadata: EventMetadata | string;
@@ -110,18 +123,46 @@ class StoredEvent {
     readonly schemaVersion: number,
     readonly data: unknown,
     metadata: string,
+    digest: StoredDigest,
   ) {
     this.#metadata = metadata;
+    this.#digest = digest;
+  }
+  #digest: StoredDigest;
+  /** Hex. A store may give a lookup instead, run on first use: most reads never look at it. */
+  get digest(): string | undefined {
+    if (typeof this.#digest === 'function') this.#digest = this.#digest(this.position);
+    return this.#digest;
   }
   get metadata(): EventMetadata {
-    if (typeof this.#metadata === 'string') this.#metadata = JSON.parse(this.#metadata) as EventMetadata;
+    if (typeof this.#metadata === 'string') this.#metadata = parseMetadata(this.#metadata, this);
     return this.#metadata;
   }
   toJSON() {
-    const { position, stream, revision, id, type, schemaVersion, data, metadata } = this;
-    return { position, stream, revision, id, type, schemaVersion, data, metadata };
+    const { position, stream, revision, id, type, schemaVersion, data, metadata, digest } = this;
+    return { position, stream, revision, id, type, schemaVersion, data, metadata, ...(digest && { digest }) };
   }
 }
+
+/** The digest as hex, or how to look it up by position (SQLite: reading the column costs ~3 µs a row). */
+export type StoredDigest = string | undefined | ((position: number) => string | undefined);
+
+const corrupt = (e: { position: number; stream: string; revision: number; type: string }, problem: string) =>
+  new CorruptEventError(e.position, e.stream, e.revision, e.type, problem);
+
+const parseMetadata = (text: string, e: StoredEvent): EventMetadata => {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw corrupt(e, 'field metadata: expected JSON, got text that does not parse');
+  }
+  const m = value as Partial<EventMetadata> | null;
+  if (typeof m !== 'object' || m === null || typeof m.recordedAt !== 'string' || typeof m.actor !== 'object' || m.actor === null) {
+    throw corrupt(e, `field metadata: expected an object with actor and recordedAt, got ${JSON.stringify(value)?.slice(0, 80)}`);
+  }
+  return m as EventMetadata;
+};
 
 export const storedEvent = (
   position: number,
@@ -132,7 +173,24 @@ export const storedEvent = (
   schemaVersion: number,
   data: string,
   metadata: string,
-): RecordedEvent => new StoredEvent(position, stream, revision, id, type, schemaVersion, JSON.parse(data), metadata) as unknown as RecordedEvent;
+  digest?: StoredDigest | null,
+): RecordedEvent => {
+  const where = { position, stream, revision, type };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(data);
+  } catch {
+    throw corrupt(where, 'field data: expected JSON, got text that does not parse');
+  }
+  // The codec's type guard checks without copying (the codecs decode to the same values, ckpt's
+  // codecs are not transformations); only a row that fails it is decoded, for the field and value.
+  if (!definitionOf(type)?.codec.is(parsed)) {
+    const decoded = decodeEvent(type, parsed);
+    if (E.isLeft(decoded)) throw corrupt(where, decoded.left.problems.map((p) => `field ${describeProblem(p)}`).join('; '));
+    parsed = decoded.right.data;
+  }
+  return new StoredEvent(position, stream, revision, id, type, schemaVersion, parsed, metadata, digest ?? undefined) as unknown as RecordedEvent;
+};
 
 export const PAGE_SIZE = 1000;
 

@@ -1,14 +1,17 @@
 // In-memory EventStore for pure projection tests and `--store memory:`. Same contract as the
 // durable stores (test/store-contract.ts), nothing survives the process.
 import { Subject } from 'rxjs';
-import type { AppendResult, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
+import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { chainDigest, GENESIS } from './chain.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 
 export class MemoryEventStore implements EventStore {
   readonly location = 'memory:';
   readonly #all: RecordedEvent[] = [];
   readonly #streams = new Map<string, RecordedEvent[]>();
+  /** The rows as "stored", for the chain check. */
+  readonly #rows = new Map<string, ChainedRow[]>();
   readonly #appended = new Subject<void>();
 
   constructor(private readonly context: AppendContext = defaultAppendContext()) {}
@@ -19,13 +22,21 @@ export class MemoryEventStore implements EventStore {
     const existing = this.#streams.get(stream);
     checkExpectedRevision(stream, expected, existing ? existing.length - 1 : undefined);
     const target = existing ?? [];
+    const rows = this.#rows.get(stream) ?? [];
     for (const e of encoded) {
       const position = this.#all.length + 1;
-      const recorded = storedEvent(position, stream, target.length, e.id, e.type, e.schemaVersion, e.data, e.metadata);
+      const revision = target.length;
+      const previous = rows[revision - 1]?.digest ?? GENESIS;
+      const digest = chainDigest(previous, e.content, revision);
+      const recorded = storedEvent(position, stream, revision, e.id, e.type, e.schemaVersion, e.data, e.metadata, digest);
       target.push(recorded);
+      rows.push({ position, stream, revision, id: e.id, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata, digest, previous });
       this.#all.push(recorded);
     }
-    if (target.length > 0) this.#streams.set(stream, target);
+    if (target.length > 0) {
+      this.#streams.set(stream, target);
+      this.#rows.set(stream, rows);
+    }
     if (encoded.length > 0) this.#appended.next();
     return { revision: target.length - 1, position: this.#all.length };
   }
@@ -62,6 +73,14 @@ export class MemoryEventStore implements EventStore {
   subscribeStream(stream: string, options: SubscribeOptions = {}) {
     return subscribeStreamWith((from, limit) => this.readStream(stream, { from, limit }), this.#appended, options);
   }
+
+  readonly chain: ChainedLog = {
+    streams: async (after, limit) =>
+      [...this.#streams].filter(([name]) => after === undefined || name > after).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).slice(0, limit).map(([name, events]) => ({ name, revision: events.length - 1 })),
+    rows: async (stream, from, limit) => (this.#rows.get(stream) ?? []).slice(from, from + limit),
+    strayRow: async () => undefined,
+    chainedByMigration: async () => undefined,
+  };
 
   async close(): Promise<void> {
     this.#appended.complete();

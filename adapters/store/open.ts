@@ -5,9 +5,11 @@ import type { EventStore } from '../../domain/event-store.js';
 import type { AppendContext } from './batch.js';
 import { MemoryEventStore } from './memory.js';
 import { PostgresEventStore } from './postgres.js';
+import { redactStoreUrl } from './redact.js';
 import { SqliteEventStore } from './sqlite.js';
 
-export const STORE_URL_FORMS = 'sqlite:PATH, postgres://USER@HOST:PORT/DATABASE or memory:';
+/** The password of a PostgreSQL URL comes from PGPASSWORD or a 0600 PGPASSFILE (~/.pgpass), never argv. */
+export const STORE_URL_FORMS = 'sqlite:PATH, postgres://USER@HOST:PORT/DATABASE (password from PGPASSWORD or PGPASSFILE) or memory:';
 
 export class StoreUrlError extends Error {
   override readonly name = 'StoreUrlError';
@@ -31,5 +33,5 @@ export const openEventStore = (url: string, context?: AppendContext): EventStore
     }
     return new SqliteEventStore(resolve(path), { synchronous, context });
   }
-  throw new StoreUrlError(`unknown store URL "${url}": use ${STORE_URL_FORMS}`);
+  throw new StoreUrlError(`unknown store URL "${redactStoreUrl(url)}": use ${STORE_URL_FORMS}`);
 };

@@ -10,11 +10,14 @@
 // is held for well under a millisecond per batch.
 import pg from 'pg';
 import { interval, merge, Observable, Subject, share } from 'rxjs';
-import { WrongExpectedRevisionError, type AppendResult, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
+import { WrongExpectedRevisionError, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { chainDigest, contentDigest, GENESIS } from './chain.js';
+import { redactStoreUrl } from './redact.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 
-const SCHEMA_VERSION = 1;
+/** 1: events and streams; 2: the digest chain, the appending role, ckpt_append SECURITY DEFINER. */
+const SCHEMA_VERSION = 2;
 /** Advisory lock keys (arbitrary constants, "ckpt" in ASCII in the high bytes). */
 const MIGRATION_LOCK = 0x636b7074_0001;
 const APPEND_LOCK = 0x636b7074_0002;
@@ -27,19 +30,9 @@ export interface PostgresOptions {
   readonly context?: AppendContext;
 }
 
-/** The URL without its password, for messages. */
-export const redactUrl = (url: string): string => {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return 'postgres://(unparseable URL)';
-  }
-};
-
-type Row = [position: string, stream: string, revision: string, id: string, type: string, schemaVersion: number, data: string, metadata: string];
-const COLUMNS = 'position, stream, revision, id, type, schema_version, data::text, metadata::text';
+type Row = [position: string, stream: string, revision: string, id: string, type: string, schemaVersion: number, data: string, metadata: string, digest: string | null];
+const COLUMNS = 'position, stream, revision, id, type, schema_version, data::text, metadata::text, digest';
+const CHAIN_COLUMNS = 'position, stream, revision, id, type, schema_version AS "schemaVersion", data::text AS data, metadata::text AS metadata, digest, previous';
 
 export class PostgresEventStore implements EventStore {
   readonly location: string;
@@ -51,7 +44,7 @@ export class PostgresEventStore implements EventStore {
   #listener: pg.Client | undefined;
 
   constructor(readonly url: string, private readonly options: PostgresOptions = {}) {
-    this.location = redactUrl(url);
+    this.location = redactStoreUrl(url);
     this.#context = options.context ?? defaultAppendContext();
     this.#pool = new pg.Pool({ connectionString: url, max: 4 });
     // An idle pooled connection that dies (server restart) must not crash the process.
@@ -70,15 +63,23 @@ export class PostgresEventStore implements EventStore {
 
   async #migrate(): Promise<void> {
     const client = await this.#pool.connect();
+    // An agent's role may not create anything: a log already at this schema needs no DDL at all.
+    const version = async () => {
+      const { rows } = await client.query<{ version: number | null }>("SELECT CASE WHEN to_regclass('ckpt_schema') IS NULL THEN 0 END AS version");
+      if (rows[0]!.version === 0) return 0;
+      return (await client.query<{ version: number }>('SELECT coalesce(max(version), 0) AS version FROM ckpt_schema')).rows[0]!.version;
+    };
     try {
+      const found = await version();
+      if (found > SCHEMA_VERSION) {
+        throw new Error(`${this.location} has event log schema ${found}, newer than this ckpt understands (${SCHEMA_VERSION}): upgrade ckpt`);
+      }
+      if (found === SCHEMA_VERSION) return;
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       await client.query('CREATE TABLE IF NOT EXISTS ckpt_schema (version int NOT NULL)');
-      const { rows } = await client.query<{ version: number }>('SELECT max(version) AS version FROM ckpt_schema');
-      const version = rows[0]?.version ?? 0;
-      if (version > SCHEMA_VERSION) {
-        throw new Error(`${this.location} has event log schema ${version}, newer than this ckpt understands (${SCHEMA_VERSION}): upgrade ckpt`);
-      }
-      if (version < SCHEMA_VERSION) await client.query(SCHEMA);
+      const current = await version();
+      if (current === 0) await client.query(SCHEMA);
+      else if (current === 1) await chainExistingRows(client);
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
       client.release();
@@ -114,7 +115,7 @@ export class PostgresEventStore implements EventStore {
       return { revision: revision ?? -1, position: await this.headPosition() };
     }
     // data and metadata are already JSON: the batch is one JSON document, built by concatenation.
-    const batch = `[${encoded.map((e) => `{"id":"${e.id}","type":${JSON.stringify(e.type)},"v":${e.schemaVersion},"data":${e.data},"metadata":${e.metadata}}`).join(',')}]`;
+    const batch = `[${encoded.map((e) => `{"id":"${e.id}","type":${JSON.stringify(e.type)},"v":${e.schemaVersion},"c":"${e.content}","data":${e.data},"metadata":${e.metadata}}`).join(',')}]`;
     try {
       const { rows } = await this.#pool.query<{ revision: string; position: string }>(
         'SELECT revision, position FROM ckpt_append($1, $2, $3::json)',
@@ -134,8 +135,8 @@ export class PostgresEventStore implements EventStore {
   async #rows(sql: string, params: unknown[]): Promise<RecordedEvent[]> {
     await this.#schema();
     const { rows } = await this.#pool.query<Row>({ text: sql, values: params, rowMode: 'array' });
-    return rows.map(([position, stream, revision, id, type, schemaVersion, data, metadata]) =>
-      storedEvent(Number(position), stream, Number(revision), id, type, schemaVersion, data, metadata),
+    return rows.map(([position, stream, revision, id, type, schemaVersion, data, metadata, digest]) =>
+      storedEvent(Number(position), stream, Number(revision), id, type, schemaVersion, data, metadata, digest),
     );
   }
 
@@ -173,6 +174,34 @@ export class PostgresEventStore implements EventStore {
     return subscribeStreamWith((from, limit) => this.readStream(stream, { from, limit }), this.#wakeups, options);
   }
 
+  async #chainRows(sql: string, params: unknown[]): Promise<ChainedRow[]> {
+    await this.#schema();
+    const { rows } = await this.#pool.query<ChainedRow & { position: string; revision: string }>(sql, params);
+    return rows.map((r) => ({ ...r, position: Number(r.position), revision: Number(r.revision) }));
+  }
+
+  readonly chain: ChainedLog = {
+    streams: async (after, limit) => {
+      await this.#schema();
+      const { rows } = await this.#pool.query<{ name: string; revision: string }>(
+        'SELECT name, revision FROM ckpt_streams WHERE $1::text IS NULL OR name > $1 ORDER BY name LIMIT $2',
+        [after ?? null, limit],
+      );
+      return rows.map((r) => ({ name: r.name, revision: Number(r.revision) }));
+    },
+    rows: (stream, from, limit) =>
+      this.#chainRows(`SELECT ${CHAIN_COLUMNS} FROM ckpt_events WHERE stream = $1 AND revision >= $2 ORDER BY revision LIMIT $3`, [stream, from, limit]),
+    strayRow: async () =>
+      (await this.#chainRows(`SELECT ${CHAIN_COLUMNS} FROM ckpt_events e WHERE NOT EXISTS (SELECT 1 FROM ckpt_streams s WHERE s.name = e.stream) ORDER BY position LIMIT 1`, []))[0],
+    chainedByMigration: async () => {
+      await this.#schema();
+      const { rows } = await this.#pool.query<{ key: string; value: string }>("SELECT key, value FROM ckpt_meta WHERE key IN ('chain_migrated_up_to', 'chain_migrated_at')");
+      const meta = new Map(rows.map((r) => [r.key, r.value]));
+      const upTo = meta.get('chain_migrated_up_to');
+      return upTo === undefined ? undefined : { upTo: Number(upTo), at: meta.get('chain_migrated_at') ?? '?' };
+    },
+  };
+
   async close(): Promise<void> {
     this.#appended.complete();
     await this.#listener?.end().catch(() => {});
@@ -180,10 +209,72 @@ export class PostgresEventStore implements EventStore {
   }
 }
 
+/**
+ * ckpt_append is SECURITY DEFINER: it is the only way to append (EXECUTE is granted to the
+ * ckpt_agents group role, revoked from PUBLIC; nobody but the owner may write the tables), and it
+ * records who appended with `session_user`, the role that logged in (inside a SECURITY DEFINER
+ * function current_user is the function's owner). It links each event's content digest (sent by
+ * the client, chain.ts) to its stream's previous digest with PostgreSQL's own sha256().
+ */
+const APPEND_FUNCTION = `
+CREATE OR REPLACE FUNCTION ckpt_append(p_stream text, p_expected text, p_batch json)
+RETURNS TABLE (revision bigint, "position" bigint) LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+  current bigint;
+  head text;
+  last_position bigint;
+  n int := json_array_length(p_batch);
+  digests text[] := '{}';
+  previous text[] := '{}';
+  d text;
+  ev record;
+BEGIN
+  PERFORM pg_advisory_xact_lock(${APPEND_LOCK});
+  SELECT s.revision, s.digest INTO current, head FROM ckpt_streams s WHERE s.name = p_stream;
+  IF (p_expected = 'no_stream' AND current IS NOT NULL)
+     OR (p_expected = 'stream_exists' AND current IS NULL)
+     OR (p_expected ~ '^[0-9]+$' AND current IS DISTINCT FROM p_expected::bigint) THEN
+    RAISE EXCEPTION 'wrong expected revision for %', p_stream
+      USING ERRCODE = '${CONFLICT}', DETAIL = coalesce(current::text, 'no_stream');
+  END IF;
+  current := coalesce(current, -1);
+  d := coalesce(head, '${GENESIS}');
+  FOR ev IN SELECT x.value, x.ord FROM json_array_elements(p_batch) WITH ORDINALITY AS x(value, ord) ORDER BY x.ord LOOP
+    IF coalesce(ev.value->>'c', '') !~ '^[0-9a-f]{64}$' THEN
+      RAISE EXCEPTION 'ckpt_append: event % of the batch has no content digest: this log has a digest chain, upgrade ckpt', ev.ord;
+    END IF;
+    previous := previous || d;
+    d := encode(sha256(decode(d, 'hex') || decode(ev.value->>'c', 'hex') || int8send(current + ev.ord)), 'hex');
+    digests := digests || d;
+  END LOOP;
+  INSERT INTO ckpt_events (stream, revision, id, type, schema_version, data, metadata, digest, previous, appended_by)
+  SELECT p_stream, current + e.ord, (e.value->>'id')::uuid, e.value->>'type', (e.value->>'v')::int, e.value->'data', e.value->'metadata',
+         digests[e.ord], previous[e.ord], session_user
+  FROM json_array_elements(p_batch) WITH ORDINALITY AS e(value, ord)
+  ORDER BY e.ord;
+  last_position := currval(pg_get_serial_sequence('ckpt_events', 'position'));
+  INSERT INTO ckpt_streams AS s (name, revision, digest) VALUES (p_stream, current + n, d)
+  ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, digest = excluded.digest;
+  PERFORM pg_notify('${CHANNEL}', '');
+  RETURN QUERY SELECT current + n, last_position;
+END $$;
+REVOKE ALL ON FUNCTION ckpt_append(text, text, json) FROM PUBLIC;
+DO $$ BEGIN
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ckpt_agents') THEN
+    GRANT EXECUTE ON FUNCTION ckpt_append(text, text, json) TO ckpt_agents;
+    GRANT SELECT ON ckpt_schema, ckpt_streams, ckpt_events, ckpt_meta TO ckpt_agents;
+  END IF;
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ckpt_readers') THEN
+    GRANT SELECT ON ckpt_schema, ckpt_streams, ckpt_events, ckpt_meta TO ckpt_readers;
+  END IF;
+END $$;
+`;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS ckpt_streams (
   name     text PRIMARY KEY,
-  revision bigint NOT NULL
+  revision bigint NOT NULL,
+  digest   text
 );
 CREATE TABLE IF NOT EXISTS ckpt_events (
   position       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -194,33 +285,65 @@ CREATE TABLE IF NOT EXISTS ckpt_events (
   schema_version int NOT NULL,
   data           jsonb NOT NULL,
   metadata       jsonb NOT NULL,
+  digest         text,
+  previous       text,
+  appended_by    text,
   UNIQUE (stream, revision)
 );
-CREATE OR REPLACE FUNCTION ckpt_append(p_stream text, p_expected text, p_batch json)
-RETURNS TABLE (revision bigint, "position" bigint) LANGUAGE plpgsql AS $$
-DECLARE
-  current bigint;
-  last_position bigint;
-  n int := json_array_length(p_batch);
-BEGIN
-  PERFORM pg_advisory_xact_lock(${APPEND_LOCK});
-  SELECT s.revision INTO current FROM ckpt_streams s WHERE s.name = p_stream;
-  IF (p_expected = 'no_stream' AND current IS NOT NULL)
-     OR (p_expected = 'stream_exists' AND current IS NULL)
-     OR (p_expected ~ '^[0-9]+$' AND current IS DISTINCT FROM p_expected::bigint) THEN
-    RAISE EXCEPTION 'wrong expected revision for %', p_stream
-      USING ERRCODE = '${CONFLICT}', DETAIL = coalesce(current::text, 'no_stream');
-  END IF;
-  current := coalesce(current, -1);
-  INSERT INTO ckpt_events (stream, revision, id, type, schema_version, data, metadata)
-  SELECT p_stream, current + e.ord, (e.value->>'id')::uuid, e.value->>'type', (e.value->>'v')::int, e.value->'data', e.value->'metadata'
-  FROM json_array_elements(p_batch) WITH ORDINALITY AS e(value, ord)
-  ORDER BY e.ord;
-  last_position := currval(pg_get_serial_sequence('ckpt_events', 'position'));
-  INSERT INTO ckpt_streams AS s (name, revision) VALUES (p_stream, current + n)
-  ON CONFLICT (name) DO UPDATE SET revision = excluded.revision;
-  PERFORM pg_notify('${CHANNEL}', '');
-  RETURN QUERY SELECT current + n, last_position;
-END $$;
+CREATE TABLE IF NOT EXISTS ckpt_meta (key text PRIMARY KEY, value text NOT NULL);
+${APPEND_FUNCTION}
 INSERT INTO ckpt_schema (version) VALUES (${SCHEMA_VERSION});
 `;
+
+/**
+ * Schema 1 → 2, in one transaction that holds the append lock: the rows written before the chain
+ * get their digests now, once; ckpt_meta records up to which position the chain vouches for them
+ * only from this migration on.
+ */
+const chainExistingRows = async (client: pg.PoolClient): Promise<void> => {
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [APPEND_LOCK]);
+    await client.query(`
+      ALTER TABLE ckpt_streams ADD COLUMN IF NOT EXISTS digest text;
+      ALTER TABLE ckpt_events ADD COLUMN IF NOT EXISTS digest text, ADD COLUMN IF NOT EXISTS previous text, ADD COLUMN IF NOT EXISTS appended_by text;
+      CREATE TABLE IF NOT EXISTS ckpt_meta (key text PRIMARY KEY, value text NOT NULL);`);
+    await client.query(APPEND_FUNCTION);
+    const { rows: streams } = await client.query<{ name: string }>('SELECT name FROM ckpt_streams');
+    for (const { name } of streams) {
+      let digest = GENESIS;
+      for (let from = 0; ; ) {
+        const { rows } = await client.query<ChainedRow & { position: string; revision: string }>(
+          `SELECT ${CHAIN_COLUMNS} FROM ckpt_events WHERE stream = $1 AND revision >= $2 ORDER BY revision LIMIT 1000`,
+          [name, from],
+        );
+        if (rows.length === 0) break;
+        const positions: string[] = [];
+        const digests: string[] = [];
+        const previous: string[] = [];
+        for (const r of rows) {
+          const content = contentDigest({ stream: name, id: r.id, type: r.type, schemaVersion: r.schemaVersion, data: JSON.parse(r.data), metadata: JSON.parse(r.metadata) });
+          previous.push(digest);
+          digest = chainDigest(digest, content, Number(r.revision));
+          digests.push(digest);
+          positions.push(r.position);
+        }
+        await client.query(
+          'UPDATE ckpt_events e SET digest = u.digest, previous = u.previous FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(position, digest, previous) WHERE e.position = u.position',
+          [positions, digests, previous],
+        );
+        from = Number(rows[rows.length - 1]!.revision) + 1;
+      }
+      await client.query('UPDATE ckpt_streams SET digest = $1 WHERE name = $2', [digest, name]);
+    }
+    await client.query(
+      "INSERT INTO ckpt_meta (key, value) SELECT 'chain_migrated_up_to', coalesce(max(position), 0)::text FROM ckpt_events UNION ALL SELECT 'chain_migrated_at', $1",
+      [new Date().toISOString()],
+    );
+    await client.query('INSERT INTO ckpt_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+};

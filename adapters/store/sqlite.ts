@@ -6,15 +6,20 @@
 // an expected-revision check is one primary-key lookup. Appends take the write lock up front
 // (BEGIN IMMEDIATE), which also makes positions commit in order: a reader never sees position
 // N+1 before N. Appends issued concurrently in one process are committed as a group.
-import { existsSync, mkdirSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { interval, merge, Subject, filter, share, type Observable } from 'rxjs';
-import type { AppendResult, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
+import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
 
-const SCHEMA_VERSION = 1;
+/**
+ * 1: events and streams; 2: the digest chain (events.digest and .previous as 32-byte BLOBs, half
+ * the size of hex text; streams.digest, the head, as hex; meta).
+ */
+const SCHEMA_VERSION = 2;
 const INSERT_CHUNK = 64;
 
 export interface SqliteOptions {
@@ -53,7 +58,10 @@ export class SqliteEventStore implements EventStore {
   constructor(readonly path: string, options: SqliteOptions = {}) {
     this.location = `sqlite:${path}`;
     this.#context = options.context ?? defaultAppendContext();
-    if (path !== ':memory:') ensureDirectory(dirname(path));
+    if (path !== ':memory:') {
+      ensureDirectory(dirname(path));
+      createPrivate(path);
+    }
     const db = new Database(path);
     this.#db = db;
     db.pragma('busy_timeout = 30000');
@@ -62,15 +70,26 @@ export class SqliteEventStore implements EventStore {
     db.pragma('cache_size = -65536');
     migrate(db);
     this.#sql = {
-      stream: db.prepare<[string], { id: number; revision: number }>('SELECT id, revision FROM streams WHERE name = ?'),
+      stream: db.prepare<[string], { id: number; revision: number; digest: string | null }>('SELECT id, revision, digest FROM streams WHERE name = ?'),
       streamName: db.prepare<[number], { name: string }>('SELECT name FROM streams WHERE id = ?'),
       insertStream: db.prepare<[string]>('INSERT INTO streams (name, revision) VALUES (?, -1)'),
-      setRevision: db.prepare<[number, number]>('UPDATE streams SET revision = ? WHERE id = ?'),
+      setRevision: db.prepare<[number, string, number]>('UPDATE streams SET revision = ?, digest = ? WHERE id = ?'),
       readAll: db.prepare<[number, number]>(`SELECT ${COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?`).raw(),
       readForwards: db.prepare<[number, number, number]>(`SELECT ${COLUMNS} FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision LIMIT ?`).raw(),
       readBackwards: db.prepare<[number, number, number]>(`SELECT ${COLUMNS} FROM events WHERE stream_id = ? AND revision <= ? ORDER BY revision DESC LIMIT ?`).raw(),
       head: db.prepare('SELECT coalesce(max(position), 0) AS head FROM events').pluck(),
       dataVersion: db.prepare('PRAGMA data_version').pluck(),
+      chainStreams: db.prepare<[string, number], { name: string; revision: number }>('SELECT name, revision FROM streams WHERE name > ? ORDER BY name LIMIT ?'),
+      chainRows: db.prepare<[string, number, number], ChainedRow>(
+        `SELECT e.position, s.name AS stream, e.revision, e.id, e.type, e.schema_version AS schemaVersion, CAST(e.data AS TEXT) AS data, CAST(e.metadata AS TEXT) AS metadata, ${HEX('e.digest')} AS digest, ${HEX('e.previous')} AS previous
+         FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ? AND e.revision >= ? ORDER BY e.revision LIMIT ?`,
+      ),
+      strayRow: db.prepare<[], ChainedRow>(
+        `SELECT position, '(unknown stream id ' || stream_id || ')' AS stream, revision, id, type, schema_version AS schemaVersion, CAST(data AS TEXT) AS data, CAST(metadata AS TEXT) AS metadata, ${HEX('digest')} AS digest, ${HEX('previous')} AS previous
+         FROM events WHERE stream_id NOT IN (SELECT id FROM streams) LIMIT 1`,
+      ),
+      meta: db.prepare<[string], string>('SELECT value FROM meta WHERE key = ?').pluck(),
+      digest: db.prepare<[number], string | null>(`SELECT ${HEX('digest')} FROM events WHERE position = ?`).pluck(),
     };
     // Group commit: appends issued together share one transaction and one fsync. Each stays
     // atomic on its own: a nested transaction is a savepoint, so a conflict undoes only its append.
@@ -105,15 +124,20 @@ export class SqliteEventStore implements EventStore {
     checkExpectedRevision(stream, expected, row && row.revision >= 0 ? row.revision : undefined);
     const streamId = row ? row.id : Number(this.#sql.insertStream.run(stream).lastInsertRowid);
     let revision = row ? row.revision : -1;
+    let digest = row?.digest ?? GENESIS;
     let position = 0;
     // Multi-row INSERTs: one statement call per 64 events instead of one per event.
     for (let start = 0; start < encoded.length; start += INSERT_CHUNK) {
       const chunk = encoded.slice(start, start + INSERT_CHUNK);
       const values: unknown[] = [];
-      for (const e of chunk) values.push(streamId, ++revision, e.id, e.type, e.schemaVersion, e.data, e.metadata);
+      for (const e of chunk) {
+        const previous = digest;
+        digest = chainDigest(previous, e.content, ++revision);
+        values.push(streamId, revision, e.id, e.type, e.schemaVersion, e.data, e.metadata, Buffer.from(digest, 'hex'), Buffer.from(previous, 'hex'));
+      }
       position = Number(this.#insert(chunk.length).run(values).lastInsertRowid);
     }
-    this.#sql.setRevision.run(revision, streamId);
+    this.#sql.setRevision.run(revision, digest, streamId);
     return { revision, position };
   };
 
@@ -121,8 +145,8 @@ export class SqliteEventStore implements EventStore {
   #insert(rows: number): Database.Statement {
     let statement = this.#inserts.get(rows);
     if (!statement) {
-      const values = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?)').join(', ');
-      statement = this.#db.prepare(`INSERT INTO events (stream_id, revision, id, type, schema_version, data, metadata) VALUES ${values}`);
+      const values = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ');
+      statement = this.#db.prepare(`INSERT INTO events (stream_id, revision, id, type, schema_version, data, metadata, digest, previous) VALUES ${values}`);
       this.#inserts.set(rows, statement);
     }
     return statement;
@@ -155,6 +179,9 @@ export class SqliteEventStore implements EventStore {
     this.#appended.next();
   };
 
+  /** An event's digest, looked up when asked for (a replay never asks). */
+  #digestAt = (position: number): string | undefined => (this.#db.open ? (this.#sql.digest.get(position) ?? undefined) : undefined);
+
   #name(streamId: number): string {
     let name = this.#streamNames.get(streamId);
     if (name === undefined) {
@@ -168,7 +195,7 @@ export class SqliteEventStore implements EventStore {
     const events = new Array<RecordedEvent>(rows.length);
     for (let i = 0; i < rows.length; i++) {
       const [position, streamId, revision, id, type, schemaVersion, data, metadata] = rows[i] as EventRow;
-      events[i] = storedEvent(position, this.#name(streamId), revision, id, type, schemaVersion, data, metadata);
+      events[i] = storedEvent(position, this.#name(streamId), revision, id, type, schemaVersion, data, metadata, this.#digestAt);
     }
     return events;
   }
@@ -209,12 +236,41 @@ export class SqliteEventStore implements EventStore {
     return subscribeStreamWith((from, limit) => this.readStream(stream, { from, limit }), this.#wakeups, options);
   }
 
+  readonly chain: ChainedLog = {
+    streams: async (after, limit) => this.#sql.chainStreams.all(after ?? '', limit),
+    rows: async (stream, from, limit) => this.#sql.chainRows.all(stream, from, limit),
+    strayRow: async () => this.#sql.strayRow.get(),
+    chainedByMigration: async () => {
+      const upTo = this.#sql.meta.get('chain_migrated_up_to');
+      return upTo === undefined ? undefined : { upTo: Number(upTo), at: this.#sql.meta.get('chain_migrated_at') ?? '?' };
+    },
+  };
+
   async close(): Promise<void> {
     this.#appended.complete();
     if (this.#db.open) this.#db.close();
   }
 }
 
+/**
+ * Creates the database file 0600 whatever the umask: SQLite gives its -wal and -shm files the
+ * database file's mode, so all three are private. An existing file is left as it is.
+ */
+const createPrivate = (path: string): void => {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return;
+    const e = error as NodeJS.ErrnoException;
+    throw Object.assign(new Error(`cannot create the event store ${path}: ${e.code ?? e.message}`), { code: 'SQLITE_CANTOPEN' });
+  }
+  try {
+    fchmodSync(fd, 0o600);
+  } finally {
+    closeSync(fd);
+  }
+};
 /**
  * mkdir -p, one level at a time: Node's recursive mkdirSync never returns on some pseudo file
  * systems (e.g. a path under /proc), and every error here must reach the user.
@@ -231,6 +287,8 @@ const ensureDirectory = (dir: string): void => {
   }
 };
 
+/** A digest BLOB as hex; NULL stays NULL (hex() would make it ''). */
+const HEX = (column: string) => `CASE WHEN ${column} IS NULL THEN NULL ELSE lower(hex(${column})) END`;
 const COLUMNS = 'position, stream_id, revision, id, type, schema_version, data, metadata';
 
 const migrate = (db: Database.Database): void => {
@@ -241,11 +299,13 @@ const migrate = (db: Database.Database): void => {
       throw new Error(`${db.name} has event log schema ${version}, newer than this ckpt understands (${SCHEMA_VERSION}): upgrade ckpt`);
     }
     if (version === SCHEMA_VERSION) return;
+    if (version === 1) return chainExistingRows(db);
     db.exec(`
       CREATE TABLE streams (
         id       INTEGER PRIMARY KEY,
         name     TEXT NOT NULL UNIQUE,
-        revision INTEGER NOT NULL
+        revision INTEGER NOT NULL,
+        digest   TEXT
       );
       CREATE TABLE events (
         position       INTEGER PRIMARY KEY,
@@ -255,10 +315,52 @@ const migrate = (db: Database.Database): void => {
         type           TEXT NOT NULL,
         schema_version INTEGER NOT NULL,
         data           TEXT NOT NULL,
-        metadata       TEXT NOT NULL
+        metadata       TEXT NOT NULL,
+        digest         BLOB,
+        previous       BLOB
       );
       CREATE UNIQUE INDEX events_stream_revision ON events (stream_id, revision);
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       PRAGMA user_version = ${SCHEMA_VERSION};
     `);
   }).immediate();
+};
+
+/**
+ * Schema 1 → 2: the rows written before the chain get their digests now, once. The chain can
+ * vouch for them only from this moment on; meta records up to which position that holds.
+ */
+const chainExistingRows = (db: Database.Database): void => {
+  db.exec(`
+    ALTER TABLE events ADD COLUMN digest BLOB;
+    ALTER TABLE events ADD COLUMN previous BLOB;
+    ALTER TABLE streams ADD COLUMN digest TEXT;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+  `);
+  const update = db.prepare('UPDATE events SET digest = ?, previous = ? WHERE position = ?');
+  const setHead = db.prepare('UPDATE streams SET digest = ? WHERE id = ?');
+  const streams = db.prepare<[], { id: number; name: string }>('SELECT id, name FROM streams').all();
+  const page = db.prepare<[number, number], { position: number; revision: number; id: string; type: string; schemaVersion: number; data: string; metadata: string }>(
+    'SELECT position, revision, id, type, schema_version AS schemaVersion, data, metadata FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision LIMIT 1000',
+  );
+  for (const stream of streams) {
+    let digest = GENESIS;
+    for (let rows = page.all(stream.id, 0); rows.length > 0; rows = page.all(stream.id, rows[rows.length - 1]!.revision + 1)) {
+      for (const r of rows) {
+        let content: string;
+        try {
+          content = contentDigest({ ...r, stream: stream.name, data: JSON.parse(r.data), metadata: JSON.parse(r.metadata) });
+        } catch {
+          continue; // an unreadable row stays without a digest: the chain check names it
+        }
+        const previous = digest;
+        digest = chainDigest(previous, content, r.revision);
+        update.run(Buffer.from(digest, 'hex'), Buffer.from(previous, 'hex'), r.position);
+      }
+    }
+    setHead.run(digest, stream.id);
+  }
+  const head = db.prepare('SELECT coalesce(max(position), 0) FROM events').pluck().get() as number;
+  db.prepare("INSERT INTO meta (key, value) VALUES ('chain_migrated_up_to', ?), ('chain_migrated_at', ?)").run(String(head), new Date().toISOString());
+  db.pragma(`user_version = ${SCHEMA_VERSION}`);
 };

@@ -1,7 +1,9 @@
 // Event log benchmark: append N synthetic process events across many job streams in realistic
 // batches, then replay all of them through a projection fold; in the same run, measure the raw
 // limit (the same rows read with the same driver, JSON.parse of data, a hand-written loop fold).
-// Prints events/s and the ratio replay / raw, for SQLite and PostgreSQL.
+// Prints events/s and the ratio replay / raw, for SQLite and PostgreSQL. Side by side in the same
+// run: what the digest chain costs an append (its hashing alone, over the same batches) and what
+// decoding every row with the codecs costs a read (the same rows, JSON.parse alone vs decoded).
 //
 //   npm run bench:log -- [--events 1000000] [--streams 1000] [--batch 100] [--stores sqlite,postgres]
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -12,6 +14,8 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { openEventStore } from '../../adapters/store/open.js';
+import { defaultAppendContext, encodeBatch, storedEvent } from '../../adapters/store/batch.js';
+import { canonicalJson, chainDigest, contentDigest, GENESIS } from '../../adapters/store/chain.js';
 import { replay } from '../../projections/project.js';
 import { startPostgres, needPostgres } from '../../test/support/postgres.js';
 
@@ -131,6 +135,63 @@ const report = (name: string, appendS: number, replayS: number, rawS: number, ta
   console.log(`  replay / raw = ${(rawS / replayS).toFixed(2)}   (best of 2 each, alternating)`);
 };
 
+/**
+ * What the chain adds to an append, side by side with the rest of the encoding: the same batches
+ * through encodeBatch (validation, JSON, and the chain's content digest) and through the chain's
+ * hashing alone (canonical JSON, content digest, link), alternating, best of 5 each.
+ */
+const chainCost = () => {
+  const context = defaultAppendContext();
+  const metadata = { actor: context.actor, recordedAt: new Date().toISOString() };
+  const metadataJson = canonicalJson(metadata); // once per batch, as encodeBatch does
+  const sample = batches.slice(0, Math.min(batches.length, 500));
+  const n = sample.length * BATCH;
+  const timed = (work: () => void) => {
+    const start = process.hrtime.bigint();
+    work();
+    return seconds(start);
+  };
+  const encode = () => sample.forEach((batch, k) => encodeBatch(`job-${k % STREAMS}`, batch, context));
+  const chain = () =>
+    sample.forEach((batch, k) => {
+      let digest = GENESIS;
+      batch.forEach((e, i) => {
+        const content = contentDigest({ stream: `job-${k % STREAMS}`, id: '00000000-0000-4000-8000-000000000000', type: e.type, schemaVersion: 1, data: e.data, metadata }, metadataJson);
+        digest = chainDigest(digest, content, i);
+      });
+    });
+  let encodeS = Infinity;
+  let chainS = Infinity;
+  for (let round = 0; round < 5; round++) {
+    encodeS = Math.min(encodeS, timed(encode));
+    chainS = Math.min(chainS, timed(chain));
+  }
+  const us = (s: number) => `${((s / n) * 1e6).toFixed(2)} µs/event`;
+  return { perEvent: chainS / n, line: `chain hashing ${us(chainS)} (canonical JSON + 2 × SHA-256), inside encodeBatch's ${us(encodeS)}` };
+};
+
+/** A read's decode cost: the same rows made into events with JSON.parse only, and decoded with the codecs. */
+const decodeCost = (rows: unknown[][], name: (row: unknown[]) => string) => {
+  const parseOnly = () => {
+    const start = process.hrtime.bigint();
+    for (const r of rows) JSON.parse(r[6] as string);
+    return seconds(start);
+  };
+  const decoded = () => {
+    const start = process.hrtime.bigint();
+    for (const r of rows) storedEvent(Number(r[0]), name(r), Number(r[2]), r[3] as string, r[4] as string, r[5] as number, r[6] as string, r[7] as string);
+    return seconds(start);
+  };
+  let parse = Infinity;
+  let decode = Infinity;
+  for (let round = 0; round < 3; round++) {
+    parse = Math.min(parse, parseOnly());
+    decode = Math.min(decode, decoded());
+  }
+  const us = (s: number) => ((s / rows.length) * 1e6).toFixed(2);
+  return `decode on read ${us(decode)} µs/event (JSON.parse + codec) vs ${us(parse)} µs JSON.parse alone: ×${(decode / parse).toFixed(2)} (same ${rows.length.toLocaleString('en-US')} rows, best of 3)`;
+};
+
 const benchSqlite = async (synchronous: 'full' | 'normal', inFlight: number) => {
   const dir = mkdtempSync(join(tmpdir(), 'ckpt-bench-'));
   const path = join(dir, 'events.db');
@@ -151,10 +212,14 @@ const benchSqlite = async (synchronous: 'full' | 'normal', inFlight: number) => 
       return { s: seconds(start), tally };
     };
     const { replayS, rawS, tally, rawTally } = await alternate(() => replayAll(store), raw);
+    const sample = page.all(1).concat(page.all(1001), page.all(2001)) as unknown[][];
     await store.close();
     db.close();
     const mb = (statSync(path).size / 2 ** 20).toFixed(0);
     report(`SQLite (synchronous=${synchronous}, ${inFlight} append${inFlight > 1 ? 's' : ''} in flight)`, appendS, replayS, rawS, tally, rawTally, `, ${mb} MB file`);
+    const chain = chainCost();
+    console.log(`  ${chain.line}: ${((chain.perEvent / (appendS / EVENTS)) * 100).toFixed(1)}% of this append time per event`);
+    console.log(`  ${decodeCost(sample, (r) => `job-${r[1]}`)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -189,6 +254,8 @@ const benchPostgres = async () => {
     await client.end();
     await store.close();
     report('PostgreSQL 15 (fsync on, 4 appenders)', appendS, replayS, rawS, tally, rawTally);
+    const chain = chainCost();
+    console.log(`  ${chain.line}: ${((chain.perEvent / (appendS / EVENTS)) * 100).toFixed(1)}% of this append time per event (client side; the server links digests with its sha256())`);
   } finally {
     await cluster.stop();
   }

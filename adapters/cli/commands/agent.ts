@@ -6,6 +6,7 @@ import { imagesRoot } from '../../images/image-store.js';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { defaultAppendContext } from '../../store/batch.js';
 import { ckptHome } from '../../store/open.js';
+import { redactStoreUrl } from '../../store/redact.js';
 import { agentFiles, agentSocket, defaultNode, holdAgentLock, storeId, removePidFile, runningAgent, stalePidFile, startAgent, stopAgent, writePidFile, type AgentInfo } from '../../agent/daemon.js';
 import { NodeAgent } from '../../agent/node-agent.js';
 import { readStat } from '../../tracking/procfs.js';
@@ -86,6 +87,9 @@ const run = async (args: ParsedArgs): Promise<number> => {
   } catch (error) {
     return failStart(`the event store cannot be opened: ${(error as Error).message}`);
   }
+  // The URL may hold a password (startAgent passes it here in the environment): the processes the
+  // agent starts (CRIU, restores) need not inherit it.
+  delete process.env.CKPT_STORE;
   const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, log });
   try {
     await agent.start();
@@ -93,7 +97,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
     return failStart((error as Error).message, agent);
   }
   const self = readStat(process.pid)!;
-  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: url, startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
+  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: redactStoreUrl(url), startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
   writePidFile(home, info);
   try {
     await agent.openGateway(agentSocket(node, url));
@@ -129,6 +133,10 @@ export const agentCommand: Command = {
     'node and event store: it holds a lock (an abstract unix socket) from its first moment, so a second',
     '`agent run` exits at once naming the first; a pid file left by a killed agent is reported by status,',
     'removed by stop and does not prevent start. A start that fails ends the process with the reason (exit 1).',
+    'A PostgreSQL password is never taken from argv: give it in PGPASSWORD or a 0600 PGPASSFILE',
+    '(~/.pgpass); a URL that holds one is passed to the background agent in its environment, and',
+    'shown redacted (postgres://user:***@host/db) in its status, pid file and messages. If the agent',
+    'cannot start (for example a corrupt row in the log) it exits with status 1 and says which event.',
     '  run     run the agent in the foreground (what `start` launches; for service managers)',
     '  start   start it in the background unless it is running; wait until it is ready',
     '  status  show whether it runs, its pid, store and log file (exit 1 when not running)',

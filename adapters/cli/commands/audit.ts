@@ -3,6 +3,7 @@ import { foldAudit, type AuditEntry } from '../../../projections/audit.js';
 import { readJobStream } from '../../../projections/checkpoints.js';
 import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
+import { describeChain, verifyChain } from '../../store/chain.js';
 import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { formatBytes, table, whyLine, writeOut } from '../output.js';
@@ -10,12 +11,15 @@ import { openStore } from '../store.js';
 
 type ImagesCheck = { version: number; state: 'ok' | 'pruned' | 'damaged'; problems?: string };
 
-/** Re-checks a committed version's images against its manifest (every file's size and SHA-256). */
-const checkImages = (home: string, job: string, version: number): ImagesCheck => {
+/**
+ * Re-checks a committed version's images against its manifest (every file's size and SHA-256),
+ * and the manifest against the SHA-256 the log recorded when the version was committed.
+ */
+const checkImages = (home: string, job: string, version: number, manifestSha256: string | undefined): ImagesCheck => {
   const root = imagesRoot(home);
   try {
     if (!readManifest(root, job, version)) return { version, state: 'pruned' };
-    const result = verifyVersion(root, job, version);
+    const result = verifyVersion(root, job, version, manifestSha256 ? { manifestSha256 } : {});
     return result.ok ? { version, state: 'ok' } : { version, state: 'damaged', problems: describeProblems(root, job, version, result.problems) };
   } catch (error) {
     return { version, state: 'damaged', problems: (error as Error).message };
@@ -45,12 +49,14 @@ export const auditCommand: Command = {
     'number), outcome, reason, duration, bytes, units, and the job’s running processes at that moment',
     '(--json lists them, and each unit’s CRIU statistics of its dump or restore). Refused requests',
     '(not the owner, busy, nothing to restore) are listed too.',
-    'With --verify, every committed version still on disk is checked again against its manifest (size',
-    'and SHA-256 of every file); exit status 1 if any is damaged.',
+    'With --verify, the log’s digest chain is checked (every event of every stream, naming the first',
+    'altered, missing or inserted event by position), every committed version still on disk is checked',
+    'against its manifest (size and SHA-256 of every file), and each manifest against the SHA-256 the log',
+    'recorded when it was committed; exit status 1 on any problem.',
   ].join('\n'),
   options: [
-    { name: 'json', description: 'a JSON array per job: {job, entries: [{kind, request, requestedBy, requestedAt, version, restart, outcome, reason, durationMs, bytes, units (each with CRIU’s stats), processes, membership}], images}' },
-    { name: 'verify', description: 're-check the images of every committed version against its manifest' },
+    { name: 'json', description: 'a JSON array per job: {job, entries: [{kind, request, requestedBy, requestedAt, version, restart, outcome, reason, durationMs, bytes, units (each with CRIU’s stats), processes, membership}], images, chain}; chain (with --verify) is the whole log’s: {events, streams, problem, heads}' },
+    { name: 'verify', description: 'check the log’s digest chain, and the images and manifest of every committed version against the log' },
   ],
   examples: ['ckpt audit', 'ckpt audit nightly --verify', 'ckpt audit nightly --json | jq ".[0].entries[] | select(.kind == \\"restart\\")"'],
   async run(args) {
@@ -60,6 +66,9 @@ export const auditCommand: Command = {
     const verify = flag(args, 'verify');
     const store = openStore(args);
     try {
+      // The chain first: a damaged log is reported as such before any of it is folded.
+      const chain = verify ? await verifyChain(store, { heads: flag(args, 'json') }) : undefined;
+      if (chain?.problem) process.stderr.write(`${describeChain(chain)}\n`);
       const jobs = only ? [only] : (await allJobs(store)).map((j) => j.job);
       const home = ckptHome();
       const reports = [];
@@ -71,11 +80,12 @@ export const auditCommand: Command = {
         }
         const entries = foldAudit(job, events);
         const committed = entries.flatMap((e) => (e.kind === 'checkpoint' && e.outcome === 'committed' && e.version !== null ? [e.version] : []));
-        const images = verify ? committed.map((v) => checkImages(home, job, v)) : undefined;
+        const manifests = new Map(events.flatMap((e) => (e.type === 'CheckpointCommitted' ? [[e.data.version, e.data.manifest] as const] : [])));
+        const images = verify ? committed.map((v) => checkImages(home, job, v, manifests.get(v))) : undefined;
         reports.push({ job, entries, ...(images && { images }) });
       }
       const damaged = reports.flatMap((r) => (r.images ?? []).filter((i) => i.state === 'damaged').map((i) => ({ job: r.job, ...i })));
-      if (flag(args, 'json')) await writeOut(JSON.stringify(reports, null, 2) + '\n');
+      if (flag(args, 'json')) await writeOut(JSON.stringify(chain ? reports.map((r) => ({ ...r, chain })) : reports, null, 2) + '\n');
       else {
         const out: string[] = [];
         for (const r of reports) {
@@ -84,9 +94,10 @@ export const auditCommand: Command = {
           for (const i of r.images ?? []) out.push(`  images of v${i.version}: ${i.state}${i.problems ? ` — ${i.problems}` : ''}`);
           out.push('');
         }
+        if (chain && !chain.problem) out.push(describeChain(chain), '');
         await writeOut(out.join('\n'));
       }
-      return damaged.length > 0 ? EXIT.failed : EXIT.ok;
+      return damaged.length > 0 || chain?.problem ? EXIT.failed : EXIT.ok;
     } finally {
       await store.close();
     }

@@ -7,6 +7,7 @@ import { readWholeStream } from '../../../projections/project.js';
 import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { writeOut } from '../output.js';
+import { describeChain, verifyChain } from '../../store/chain.js';
 import { openStore } from '../store.js';
 
 /**
@@ -30,9 +31,11 @@ export const verifyCommand: Command = {
     'abort commands) was recorded with the event it answered. verify refolds the job’s history up to',
     'each such event, decides again with this version of ckpt, and compares with what was recorded.',
     'A difference means the history was not produced by this decider (a code change that alters past',
-    'decisions, or a tampered log). Exit status 1 when there is a difference.',
+    'decisions, or a tampered log). It first checks the log’s digest chain (every event of every stream)',
+    'and names the first altered, missing or inserted event by position. Exit status 1 when there is a',
+    'difference or the chain is broken.',
   ].join('\n'),
-  options: [{ name: 'json', description: 'print {job, events, checked, differences: [{cause, recorded, rederived}]}' }],
+  options: [{ name: 'json', description: 'print {job, events, checked, differences: [{cause, recorded, rederived}], chain: {events, streams, problem}}' }],
   examples: ['ckpt verify nightly', 'ckpt verify nightly --json | jq .differences'],
   async run(args) {
     const [job, ...extra] = args.positionals;
@@ -40,14 +43,22 @@ export const verifyCommand: Command = {
     checkName('job', job);
     const store = openStore(args);
     try {
+      const json = flag(args, 'json');
+      const chain = await verifyChain(store);
+      if (chain.problem) {
+        // Refolding a damaged log would only report its damage less clearly.
+        if (json) await writeOut(JSON.stringify({ job, chain }, null, 2) + '\n');
+        else process.stderr.write(`${describeChain(chain)}\n`);
+        return EXIT.failed;
+      }
       const history = await decisionHistory(store, job);
       if (!history) {
         process.stderr.write(`ckpt verify: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
       const { checked, differences } = rederive(jobCoordinator(job), history);
-      if (flag(args, 'json')) await writeOut(JSON.stringify({ job, events: history.length, checked, differences }, null, 2) + '\n');
-      else if (differences.length === 0) console.log(`${job}: all ${checked} recorded decisions re-derived identically from ${history.length} events`);
+      if (json) await writeOut(JSON.stringify({ job, events: history.length, checked, differences, chain }, null, 2) + '\n');
+      else if (differences.length === 0) console.log(`${describeChain(chain)}\n${job}: all ${checked} recorded decisions re-derived identically from ${history.length} events`);
       else {
         const lines = differences.map((d) =>
           [
