@@ -132,9 +132,13 @@ test('an agent paused past the deadline never freezes for it: the checkpoint abo
   counter('paused', home, file);
   await until('the job to count', () => existsSync(file) && count(file) > 2);
   const agent = agentPid(home);
+  // Requests go through an agent: another node's agent on the same store records this one (and
+  // its coordinator plans it) while the unit's own agent is paused.
+  const other = `${NODE}-other`;
+  assert.is(ckpt(['agent', 'start', '--node', other], home).code, 0);
   process.kill(agent, 'SIGSTOP');
   try {
-    const asked = ckptAsync(['checkpoint', 'paused', '--timeout', '1s'], home);
+    const asked = ckptAsync(['checkpoint', 'paused', '--timeout', '1s'], home, { CKPT_NODE: other });
     await until('the request to be recorded', () => history('paused', home).some((e) => e.type === 'CheckpointRequested'));
     const requested = Date.parse(history('paused', home).find((e) => e.type === 'CheckpointRequested')!.metadata.recordedAt as string);
     await until('the deadline to pass with the agent paused', () => Date.now() > requested + 1500);
@@ -150,6 +154,7 @@ test('an agent paused past the deadline never freezes for it: the checkpoint abo
   await countsOn('the job to count', file);
   killMembers(ps('paused', home));
   ckpt(['agent', 'stop'], home);
+  ckpt(['agent', 'stop', '--node', other], home);
 });
 
 test('a full images disk: aborted with class space, the job thawed and counting, no partial images, the agent alive', async () => {

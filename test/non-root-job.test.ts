@@ -58,11 +58,11 @@ test.after(() => {
   }
 });
 
-/** The CLI as the user, on root's store (found through CKPT_HOME: the user cannot open it, the agent reads for them). */
+/** The CLI as the user, on root's store (the user cannot open it: the agent reads for them); their own CKPT_HOME keeps their jobs' output. */
 const asUser = (args: string[]): Result => {
   const r = spawnSync('runuser', ['-u', user, '--', process.execPath, CLI, ...args], {
     cwd: own,
-    env: { ...process.env, CKPT_HOME: h.home, CKPT_NODE: NODE, CKPT_STORE: '' },
+    env: { ...process.env, CKPT_HOME: join(own, '.ckpt'), CKPT_NODE: NODE, CKPT_STORE: `sqlite:${join(h.home, 'events.db')}` },
     encoding: 'utf8',
     timeout: 90_000,
   });
