@@ -227,6 +227,15 @@ test('the decisions about these requests re-derive: ckpt verify of root’s job 
   assert.is(r.code, 0, r.out + r.err);
 });
 
+test('nobody asks whether the agent runs: it answers on its socket (root’s pid file is not theirs to read)', () => {
+  const r = asNobody(['agent', 'status', '--json']);
+  assert.is(r.code, 0, r.err);
+  assert.equal(JSON.parse(r.out), { running: true, node: NODE, socket: agentSocket(NODE, store) });
+  const none = asNobody(['agent', 'status', '--node', 'elsewhere']);
+  assert.is(none.code, 1);
+  assert.match(none.out, /no node agent answers for elsewhere .*ask root to start one/);
+});
+
 test('a killed agent leaves a stale socket: root’s next request starts a new agent, which replaces it', async () => {
   const before = json<{ pid: number; startTime: number }>(['agent', 'status']);
   sigkill(before.pid);

@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import type { Server } from 'node:net';
+import { createConnection, type Server } from 'node:net';
 import { join } from 'node:path';
 import { checkPrivateTree, makePrivateDir, UnsafePathError } from '../../fs/safe-fs.js';
 import { imagesRoot } from '../../images/image-store.js';
@@ -116,6 +116,26 @@ const run = async (args: ParsedArgs): Promise<number> => {
   return EXIT.ok;
 };
 
+/**
+ * A user cannot read root's pid file: whether an agent runs is whether its request socket answers
+ * (its pid, log and store details stay root's).
+ */
+const statusFromSocket = async (node: string, url: string, json: boolean): Promise<number> => {
+  const socket = agentSocket(node, url);
+  const answers = await new Promise<boolean>((resolve) => {
+    const c = createConnection(socket);
+    const done = (ok: boolean) => {
+      c.destroy();
+      resolve(ok);
+    };
+    c.setTimeout(2000, () => done(false));
+    c.once('connect', () => done(true)).once('error', () => done(false));
+  });
+  if (json) console.log(JSON.stringify({ running: answers, node, socket }));
+  else console.log(answers ? `a node agent for ${node} answers on ${socket} (its pid, store and log are shown to root)` : `no node agent answers for ${node} on ${socket}: ask root to start one (sudo ckpt agent start)`);
+  return answers ? EXIT.ok : EXIT.failed;
+};
+
 export const agentCommand: Command = {
   name: 'agent',
   summary: 'Run, start, stop or inspect the node agent that tracks this node’s jobs.',
@@ -139,7 +159,8 @@ export const agentCommand: Command = {
     'cannot start (for example a corrupt row in the log) it exits with status 1 and says which event.',
     '  run     run the agent in the foreground (what `start` launches; for service managers)',
     '  start   start it in the background unless it is running; wait until it is ready',
-    '  status  show whether it runs, its pid, store and log file (exit 1 when not running)',
+    '  status  show whether it runs, its pid, store and log file (exit 1 when not running); for a',
+    '          user other than root: whether it answers on its socket',
     '  stop    stop it and wait until it is gone',
   ].join('\n'),
   options: [
@@ -165,6 +186,7 @@ export const agentCommand: Command = {
       }
       case 'status': {
         const node = nodeOf(args);
+        if (process.getuid?.() !== 0) return statusFromSocket(node, storeUrlOf(args), json);
         const info = runningAgent(home, node, storeUrlOf(args));
         if (json) console.log(JSON.stringify(info ? { running: true, ...info } : { running: false, node }));
         else if (info) console.log(describe(info));
