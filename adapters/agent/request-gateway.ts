@@ -22,7 +22,7 @@ import { WrongExpectedRevisionError, type EventStore, type ExpectedRevision, typ
 import * as E from 'fp-ts/lib/Either.js';
 import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
 import type { JobOwner, UnitCgroup } from '../../domain/events/job.js';
-import { jobStream, newUnitNameProblem, type Actor, type NodeId } from '../../domain/identity.js';
+import { jobOfStream, jobStream, newUnitNameProblem, type Actor, type NodeId } from '../../domain/identity.js';
 import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
@@ -264,8 +264,8 @@ export class RequestGateway {
   }
 
   async #append(caller: Caller, stream: string, events: unknown, expectedRevision: ExpectedRevision | undefined) {
-    const job = stream.startsWith('job-') ? stream.slice(4) : '';
-    if (!job) throw new RequestRefused('invalid', `requests go to job streams (job-NAME), not to ${stream}`);
+    const job = typeof stream === 'string' ? jobOfStream(stream) : undefined;
+    if (!job) throw new RequestRefused('invalid', `requests go to job streams (job-NAME, NAME a valid job name), not to ${JSON.stringify(stream)}`);
     if (!Array.isArray(events) || events.length === 0) throw new RequestRefused('invalid', 'an append needs a non-empty list of events');
     const types = events.map((e: { type?: unknown }) => String(e?.type));
     const other = types.find((t) => !CLIENT_REQUESTS.includes(t));
@@ -363,7 +363,7 @@ export class RequestGateway {
 
   /** The agent prunes (as root, in its own images root); the request and its refusal are recorded. */
   async #prune(caller: Caller, job: unknown, keep: unknown) {
-    if (typeof job !== 'string' || !/^[\x21-\x7e]{1,196}$/.test(job)) throw new RequestRefused('invalid', `prune: job must be a job name, got ${JSON.stringify(job)}`);
+    if (typeof job !== 'string' || jobOfStream(jobStream(job)) === undefined) throw new RequestRefused('invalid', `prune: job must be a job name, got ${JSON.stringify(job)}`);
     if (!Number.isSafeInteger(keep) || (keep as number) < 1) throw new RequestRefused('invalid', `prune: keep must be an integer ≥ 1 (the newest version is never pruned), got ${JSON.stringify(keep)}`);
     const { store, imagesRoot } = this.#o;
     if ((await store.streamRevision(jobStream(job))) === undefined) throw new RequestRefused('not-found', `unknown job "${job}" (ckpt jobs lists them)`);

@@ -100,10 +100,25 @@ export const readImageEntries = (file: string, magic: number): Uint8Array[] => {
   return entries;
 };
 
-const uint = (fields: Field[], n: number, file: string): number => {
+const uint = (fields: Field[], n: number, file: string, what = 'pstree entry'): number => {
   const f = fields.find((x) => x.field === n);
-  if (f === undefined || f.wire !== 0) throw new Error(`${file}: pstree entry lacks required field ${n}`);
+  if (f === undefined || f.wire !== 0) throw new Error(`${file}: ${what} lacks required field ${n}`);
   return f.value;
+};
+
+/** A repeated uint field, packed or not. */
+const uints = (fields: Field[], n: number): number[] => {
+  const values: number[] = [];
+  for (const f of fields) {
+    if (f.field !== n) continue;
+    if (f.wire === 0) values.push(f.value);
+    else for (let p = 0; p < f.bytes.length; ) {
+      const v = readVarint(f.bytes, p);
+      values.push(v.value);
+      p = v.next;
+    }
+  }
+  return values;
 };
 
 /** The processes of a dump, in image order (the root first), from DIR/pstree.img. */
@@ -111,17 +126,7 @@ export const readPstree = (imagesDir: string): PstreeEntry[] => {
   const file = join(imagesDir, 'pstree.img');
   return readImageEntries(file, PSTREE_MAGIC).map((msg) => {
     const fields = decodeMessage(msg);
-    const threads: number[] = [];
-    for (const f of fields) {
-      if (f.field !== 5) continue;
-      if (f.wire === 0) threads.push(f.value);
-      else for (let p = 0; p < f.bytes.length; ) {
-        const v = readVarint(f.bytes, p);
-        threads.push(v.value);
-        p = v.next;
-      }
-    }
-    return { pid: uint(fields, 1, file), ppid: uint(fields, 2, file), pgid: uint(fields, 3, file), sid: uint(fields, 4, file), threads };
+    return { pid: uint(fields, 1, file), ppid: uint(fields, 2, file), pgid: uint(fields, 3, file), sid: uint(fields, 4, file), threads: uints(fields, 5) };
   });
 };
 
@@ -161,20 +166,6 @@ export const readDumpedCredentials = (imagesDir: string, pid = readPstree(images
   const [entry] = readImageEntries(file, CORE_MAGIC);
   if (entry === undefined) throw new Error(`${file}: no core entry`);
   const creds = sub(sub(decodeMessage(entry), 5), 10);
-  const at = (n: number) => {
-    const f = creds.find((x) => x.field === n);
-    if (f === undefined || f.wire !== 0) throw new Error(`${file}: credentials lack field ${n}`);
-    return f.value;
-  };
-  const groups: number[] = [];
-  for (const f of creds) {
-    if (f.field !== 14) continue;
-    if (f.wire === 0) groups.push(f.value);
-    else for (let p = 0; p < f.bytes.length; ) {
-      const v = readVarint(f.bytes, p);
-      groups.push(v.value);
-      p = v.next;
-    }
-  }
-  return { uid: at(1), gid: at(2), uids: [at(1), at(3), at(5), at(7)], gids: [at(2), at(4), at(6), at(8)], groups };
+  const at = (n: number) => uint(creds, n, file, 'credentials entry');
+  return { uid: at(1), gid: at(2), uids: [at(1), at(3), at(5), at(7)], gids: [at(2), at(4), at(6), at(8)], groups: uints(creds, 14) };
 };
