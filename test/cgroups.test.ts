@@ -15,6 +15,7 @@ import {
   detectCgroups,
   ForeignCgroupError,
   freezeUnit,
+  isUnitCgroupPath,
   ownUnitCgroups,
   killUnit,
   removeUnitCgroups,
@@ -171,6 +172,9 @@ test('the agent’s own cgroups are derived from (layout, prefix, job, unit[, re
   refused([...own, { controller: 'unified', path: '/sys/fs/cgroup/unified' }], /unified \/sys\/fs\/cgroup\/unified for/);
   assert.throws(() => unitCgroupPath('ckpt/abcd1234', '..', 'main'), /'\.\.' segments are not allowed/);
   assert.throws(() => unitCgroupPath('ckpt/abcd1234', 'job', 'main', 0), /restart number 0/);
+  // What /proc/PID/cgroup shows for a unit's process, and what only looks like it.
+  for (const path of ['/ckpt/abcd1234/job/main', '/ckpt/abcd1234/job/main-r2', '/ckpt/abcd1234/job/main/leaf']) assert.ok(isUnitCgroupPath(path), path);
+  for (const path of ['/', '/ckpt/ci/run', '/ckpt/abcd1234/job', '/ckpt/ci-runner/a/b', '/system.slice/ckpt/abcd1234/job/main', '/ckpt/ABCD1234/job/main']) assert.not.ok(isUnitCgroupPath(path), path);
 });
 
 test('a limit whose controller the node lacks throws, naming limit and controller, creating nothing', () => {

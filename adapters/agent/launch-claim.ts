@@ -1,5 +1,6 @@
 // A unit's root as a client claims it (UnitLaunched through the request gateway): before the node
 // agent moves it into the unit's cgroups, it checks the process is one the caller may launch.
+import { isUnitCgroupPath } from '../cgroups/unit-cgroups.js';
 import type { ProcessRef } from '../../domain/identity.js';
 import { namespacePids, pidNamespaceOf } from '../tracking/pids.js';
 import { readCgroups, readCredentials, readStat } from '../tracking/procfs.js';
@@ -17,7 +18,7 @@ export const rootProblem = (caller: Caller, root: ProcessRef): string | undefine
   if (!uids) return `(pid ${root.pid}) could not be read`;
   if (caller.uid !== 0 && uids.some((uid) => uid !== caller.uid)) return `(pid ${root.pid}) runs as uid ${uids.join('/')}, not as uid ${caller.uid} who claims it`;
   const groups = readCgroups(root.pid);
-  const inUnit = groups && [...Object.values(groups.v1), groups.unified ?? ''].find((path) => /(^|\/)ckpt\//.test(path));
+  const inUnit = groups && [...Object.values(groups.v1), groups.unified ?? ''].find(isUnitCgroupPath);
   if (inUnit) return `(pid ${root.pid}) is in a unit's cgroup already (${inUnit})`;
   const ownNamespace = pidNamespaceOf(root.pid) !== pidNamespaceOf('self');
   if (ownNamespace && namespacePids(root.pid)?.at(-1) !== 1) return `(pid ${root.pid}) is in another PID namespace but not its PID 1`;

@@ -419,6 +419,13 @@ export const unitCgroupPath = (prefix: string, job: string, unit: string, restar
   return path;
 };
 
+/**
+ * Is this cgroup path (as /proc/PID/cgroup shows it) a unit's cgroup made by some ckpt agent:
+ * /ckpt/STORE/JOB/UNIT (or below it), STORE the 8 hex digits of the store's id? Exact, so a process that merely
+ * runs under a cgroup someone else named "ckpt" (a CI runner, a service) is not mistaken for one.
+ */
+export const isUnitCgroupPath = (path: string): boolean => /^\/ckpt\/[0-9a-f]{8}\/[^/]+\/[^/]+(\/|$)/.test(path);
+
 /** The unit's cgroups at `relativePath` on this node (one per useful hierarchy), computed, not created. */
 export const unitCgroupsAt = (layout: CgroupLayout, relativePath: string): UnitCgroup[] => {
   validateRelativePath(relativePath);
