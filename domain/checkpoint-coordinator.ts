@@ -15,7 +15,7 @@ import type { CheckpointScope, NodeId, UnitId } from './identity.js';
 import type { Decider } from './decider.js';
 import type { Failure } from './failure.js';
 import { scopeCoverage } from './grouping.js';
-import { authorize, reject } from './requests.js';
+import { authorize, reject, rejectExpired, requestDeadline } from './requests.js';
 import { evolveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
 
 export interface NodeCheckpointer {
@@ -193,8 +193,6 @@ export const withFailure = (e: RecordedEvent): { failure?: Failure } => {
 
 export const deadlineId = (version: number): string => `checkpoint-v${version}`;
 
-/** Adds `ms` to an ISO instant without reading the clock. */
-const plus = (iso: string, ms: number): string => new Date(Date.parse(iso) + ms).toISOString();
 
 
 /**
@@ -243,7 +241,7 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
   const a = s.active;
   switch (event.type) {
     case 'CheckpointRequested': {
-      const { request, timeoutMs } = event.data;
+      const { request } = event.data;
       const refused = authorize(s.job, event, 'checkpoint');
       if (refused) return reject(request, 'checkpoint', 'unauthorized', refused);
       if (a) return reject(request, 'checkpoint', 'busy', `checkpoint v${a.version} of ${s.job.job} is still in progress`);
@@ -261,7 +259,7 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
       if ('refused' in plan) return reject(request, 'checkpoint', 'unsupported', plan.refused);
       return [
         { type: 'CheckpointPlanned', data: { version, request, parent: s.lastCommitted, units: plan.units, ...(anyOption(options) && { options }) } },
-        { type: 'DeadlineScheduled', data: { deadline: deadlineId(version), at: plus(event.metadata.recordedAt, timeoutMs), purpose: `checkpoint v${version} of ${s.job.job}` } },
+        { type: 'DeadlineScheduled', data: { deadline: deadlineId(version), at: requestDeadline(event), purpose: `checkpoint v${version} of ${s.job.job}` } },
         ...plan.units.map((u): ProposedEvent => ({ type: 'UnitFreezeRequested', data: { version, unit: u.unit, node: u.node } })),
       ];
     }
@@ -290,6 +288,8 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
     case 'CheckpointCommitFailed':
     case 'DeadlineReached':
       return a?.abortCause === event.id ? abort(a, a.reason ?? 'aborted') : [];
+    case 'RequestExpired':
+      return event.data.command === 'checkpoint' && s.requests[event.data.request] ? rejectExpired(event.data.request, 'checkpoint', event.data.deadline) : [];
     case 'UnitAborted':
     case 'UnitAbortFailed':
       if (!a || a.phase !== 'aborting' || !everyUnit(a, 'aborted')) return [];

@@ -13,7 +13,7 @@ import type { NodeId, UnitId } from './identity.js';
 import { withFailure, type CheckpointState } from './checkpoint-coordinator.js';
 import type { CheckpointOptions } from './events/checkpoint.js';
 import type { Failure } from './failure.js';
-import { authorize, reject } from './requests.js';
+import { authorize, reject, rejectExpired, requestDeadline } from './requests.js';
 
 type UnitPhase = 'preparing' | 'prepared' | 'restoring' | 'restored' | 'rolling-back' | 'rolled-back';
 
@@ -122,7 +122,6 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
   }
 };
 
-const plus = (iso: string, ms: number): string => new Date(Date.parse(iso) + ms).toISOString();
 const every = (a: ActiveRestart, phase: UnitPhase) => Object.values(a.units).every((u) => u.phase === phase);
 const verified = (a: ActiveRestart) => Object.values(a.units).every((u) => u.verified);
 const each = (a: ActiveRestart, type: string) => Object.entries(a.units).map(([unit, u]) => ({ type, data: { restart: a.restart, unit, node: u.node } }) as ProposedEvent);
@@ -137,7 +136,7 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
   const a = s.active;
   switch (event.type) {
     case 'RestartRequested': {
-      const { request, version: asked, placement, timeoutMs } = event.data;
+      const { request, version: asked, placement } = event.data;
       const job = checkpoint.job;
       const refused = authorize(job, event, 'restart');
       if (refused) return reject(request, 'restart', 'unauthorized', refused);
@@ -161,7 +160,7 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
       const planned = placed.map((u) => ({ ...u, images: `${job.job}/v${version}/${u.unit}`, limits: job.units[u.unit]?.limits ?? {} }));
       return [
         { type: 'RestartPlanned', data: { restart, request, version, units: planned, ...(options && { options }) } },
-        { type: 'DeadlineScheduled', data: { deadline: restartDeadlineId(restart), at: plus(event.metadata.recordedAt, timeoutMs), purpose: `restart r${restart} of ${job.job}` } },
+        { type: 'DeadlineScheduled', data: { deadline: restartDeadlineId(restart), at: requestDeadline(event), purpose: `restart r${restart} of ${job.job}` } },
         ...planned.map((u): ProposedEvent => ({ type: 'UnitRestorePrepareRequested', data: { restart, unit: u.unit, node: u.node } })),
       ];
     }
@@ -184,6 +183,8 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
     case 'UnitRestoreFailed':
     case 'DeadlineReached':
       return a?.abortCause === event.id ? abort(a, a.reason ?? 'aborted') : [];
+    case 'RequestExpired':
+      return event.data.command === 'restart' && s.requests.includes(event.data.request) ? rejectExpired(event.data.request, 'restart', event.data.deadline) : [];
     case 'UnitRolledBack':
     case 'UnitRollbackFailed':
       return a?.phase === 'aborting' && every(a, 'rolled-back')

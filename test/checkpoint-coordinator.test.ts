@@ -4,7 +4,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkpointDecider, decideCheckpoint, type CheckpointState } from '../domain/checkpoint-coordinator.js';
 import { rederive, type Decider } from '../domain/decider.js';
-import type { ProposedEvent } from '../domain/event-store.js';
+import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
+import { requestDeadline } from '../domain/requests.js';
 import { probe, worldOf } from './support/coordinator.js';
 
 const test = suite('checkpoint coordinator');
@@ -189,6 +190,34 @@ test('rederive catches a decider change that alters a recorded decision', async 
   assert.is(found.length, 1);
   assert.is(found[0]!.cause.type, 'CheckpointRequested');
   assert.equal(found[0]!.recorded.map((d) => d.type), ['CheckpointPlanned', 'DeadlineScheduled', 'UnitFreezeRequested']);
+});
+
+test('a request the runtime saw expire before its plan was recorded is refused as expired; a planned one is not', async () => {
+  const w = await world(['n1']);
+  // What adapters/agent/job-work.ts records instead of the plan when the request's deadline passed.
+  await w.store.append('job-j', [request()]);
+  const requested = (await w.store.readStream('job-j', { limit: 1000 })).at(-1)!;
+  const deadline = requestDeadline(requested as RecordedEvent & { data: { timeoutMs: number } });
+  assert.is(deadline, new Date(Date.parse(requested.metadata.recordedAt) + 30_000).toISOString());
+  await w.store.append('job-j', [{ type: 'RequestExpired', data: { request: 'r1', command: 'checkpoint', deadline } }]);
+  const history = await w.store.readAll({ limit: 10_000 });
+  const expired = history.at(-1)!;
+  const s = history.filter(coordinator.concerns).reduce(coordinator.evolve, coordinator.initial);
+  const [refusal, ...more] = decideCheckpoint(s, expired);
+  assert.is(more.length, 0);
+  assert.equal({ ...refusal!.data, reason: undefined }, { request: 'r1', command: 'checkpoint', code: 'expired', reason: undefined });
+  assert.match((refusal!.data as { reason: string }).reason, `its deadline ${deadline} passed before it could be planned`);
+  assert.equal(decideCheckpoint(s, { ...expired, data: { request: 'r1', command: 'restart', deadline } } as RecordedEvent), [], 'a restart’s expiry is the restart coordinator’s');
+  // Recorded as the runtime does, the history re-derives: the request itself has no decision.
+  await w.store.append('job-j', [{ ...refusal!, metadata: { decidedAt: expired.position, causationId: expired.id, actor: { kind: 'coordinator' } } }]);
+  const recorded = await w.store.readAll({ limit: 10_000 });
+  assert.equal(rederive(coordinator, recorded), { checked: 1, differences: [] });
+  // Once planned (in time), a late RequestExpired from another agent refuses nothing.
+  const planned = await world(['n1']);
+  await planned.said(request());
+  assert.ok(await planned.last('CheckpointPlanned'));
+  const late = { ...expired, id: 'late', position: expired.position + 100 };
+  assert.equal(decideCheckpoint(coordinator.evolve(planned.state.s, late), late), []);
 });
 
 test.run();

@@ -4,6 +4,7 @@
 // $CKPT_HOME with the log — aborts the checkpoint, the job thawed and its partial images gone;
 // one agent per node and store; a stale pid file does not stop a start; a bad option records nothing.
 import { spawn, spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as assert from 'uvu/assert';
@@ -11,6 +12,7 @@ import { freezeGuardPath, guardFiles } from '../adapters/agent/freeze-guard.js';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import type { UnitCgroup } from '../domain/events/job.js';
 import { imagesRoot, versionDir } from '../adapters/images/image-store.js';
+import { openEventStore } from '../adapters/store/open.js';
 import { readStat } from '../adapters/tracking/procfs.js';
 import { CLI, jobHarness, killMembers, sigkill, type PsRow, type Result } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
@@ -155,6 +157,40 @@ test('an agent paused past the deadline never freezes for it: the checkpoint abo
   killMembers(ps('paused', home));
   ckpt(['agent', 'stop'], home);
   ckpt(['agent', 'stop', '--node', other], home);
+});
+
+test('a request whose deadline passed before any agent could plan it is never planned: refused as expired, on record, re-derived by verify', async () => {
+  const home = newHome();
+  const file = join(work, 'count-expired');
+  counter('expired', home, file);
+  await until('the job to count', () => existsSync(file) && count(file) > 2);
+  assert.is(ckpt(['agent', 'stop'], home).code, 0);
+  // What an agent's gateway records for a client, recorded while no agent runs to plan it (they
+  // were all down, or the one that recorded it died right after): its 0.5 s pass before any starts.
+  const request = randomUUID();
+  const store = openEventStore(`sqlite:${join(home, 'events.db')}`);
+  try {
+    await store.append('job-expired', [{ type: 'CheckpointRequested', data: { request, stop: false, timeoutMs: 500 }, metadata: { actor: { kind: 'user', uid: 0, gid: 0, user: 'root' }, correlationId: request } }]);
+  } finally {
+    await store.close();
+  }
+  const recordedAt = Date.parse(history('expired', home).find((e) => e.type === 'CheckpointRequested')!.metadata.recordedAt as string);
+  await until('the request’s deadline to pass', () => Date.now() > recordedAt + 800);
+  assert.is(ckpt(['agent', 'start'], home).code, 0);
+  const rejected = await until('the refusal', () => history('expired', home).find((e) => e.type === 'RequestRejected' && e.data.request === request));
+  assert.is(rejected.data.code, 'expired');
+  assert.match(String(rejected.data.reason), /its deadline \S+ passed before it could be planned/);
+  const types = history('expired', home).map((e) => e.type);
+  assert.ok(types.includes('RequestExpired'), 'the clock’s reading is on record');
+  for (const never of ['CheckpointPlanned', 'UnitFreezeRequested', 'UnitFrozen', 'DeadlineScheduled']) assert.not.ok(types.includes(never), `${never}: ${types.join(' ')}`);
+  const verify = ckpt(['verify', 'expired'], home);
+  assert.is(verify.code, 0, verify.err + verify.out);
+  await countsOn('the job to count', file);
+  // A request in time is still planned and committed after that.
+  const again = ckpt(['checkpoint', 'expired', '--wait', '--timeout', '30s'], home);
+  assert.is(again.code, 0, again.err);
+  killMembers(ps('expired', home));
+  ckpt(['agent', 'stop'], home);
 });
 
 test('a full images disk: aborted with class space, the job thawed and counting, no partial images, the agent alive', async () => {

@@ -19,6 +19,7 @@ import type { RestoredProcess } from '../../domain/events/restart.js';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import { jobStream, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { getIn } from '../../domain/persistent-map.js';
+import { requestDeadline } from '../../domain/requests.js';
 import { criuWritingTo } from '../checkpointers/criu-checkpointer.js';
 import { classifyCriuFailure } from '../checkpointers/criu-failure.js';
 import { readPstree } from '../checkpointers/criu-images.js';
@@ -53,13 +54,22 @@ export interface CheckpointWorkOptions {
   readonly log: (line: string) => void;
 }
 
+/** A cause whose decisions are not yet recorded, with what the coordinator decided on it. */
+interface Undecided {
+  readonly cause: RecordedEvent;
+  readonly decisions: ProposedEvent[];
+}
+
+type RequestEvent = RecordedEvent & { type: 'CheckpointRequested' | 'RestartRequested'; data: { request: string; timeoutMs: number } };
+const isRequest = (e: RecordedEvent): e is RequestEvent => e.type === 'CheckpointRequested' || e.type === 'RestartRequested';
+
 interface JobProgress {
   state: JobCoordinatorState;
   commands: CheckpointCommands;
   /** Revision of the last event of the job stream folded. */
   revision: number;
   /** Causes whose decisions are not in the log yet, in log order. */
-  undecided: Array<{ cause: RecordedEvent; decisions: ProposedEvent[] }>;
+  undecided: Undecided[];
   appending: boolean;
 }
 
@@ -106,6 +116,8 @@ export class JobWork {
     w.revision = e.revision;
     const cause = e.metadata.decidedAt !== undefined ? e.metadata.causationId : undefined;
     if (cause !== undefined) w.undecided = w.undecided.filter((u) => u.cause.id !== cause);
+    // An expired request is never planned: its refusal is decided from the RequestExpired instead.
+    if (e.type === 'RequestExpired') w.undecided = w.undecided.filter((u) => !isRequest(u.cause) || u.cause.data.request !== e.data.request);
     const decisions = decideJobCoordinator(state, e);
     if (decisions.length > 0) w.undecided.push({ cause: e, decisions });
     // Most events are process observations of a running job: nothing to decide, no new command.
@@ -153,8 +165,9 @@ export class JobWork {
       ...(next.cause.metadata.correlationId !== undefined && { correlationId: next.cause.metadata.correlationId }),
     };
     const revision = w.revision;
+    const expired = this.#expired(next);
     try {
-      await this.#o.store.append(jobStream(job), next.decisions.map((d) => ({ ...d, metadata })), { expectedRevision: revision });
+      await this.#o.store.append(jobStream(job), expired ? [expired] : next.decisions.map((d) => ({ ...d, metadata })), { expectedRevision: revision });
       w.appending = false;
       // The next cause may have been folded while this append was under way: its decision is due
       // now, not at the next event (which may be minutes away). Until the fold has seen this
@@ -172,6 +185,25 @@ export class JobWork {
       await sleep(1000);
       return this.#decide(job, w);
     }
+  }
+
+  /**
+   * The runtime's side of a request's deadline (the coordinator, being pure, cannot see the clock):
+   * a plan for a request whose deadline has passed — an agent paused, down or stuck behind other
+   * work — is not recorded; the clock's reading is (RequestExpired), and the coordinator refuses
+   * the request from it. Check-and-append like any decision: another agent's plan may win first.
+   */
+  #expired({ cause, decisions }: Undecided): ProposedEvent | undefined {
+    if (!isRequest(cause) || !decisions.some((d) => d.type === 'CheckpointPlanned' || d.type === 'RestartPlanned')) return undefined;
+    const deadline = requestDeadline(cause);
+    if (Date.now() <= Date.parse(deadline)) return undefined;
+    const command = cause.type === 'CheckpointRequested' ? 'checkpoint' : 'restart';
+    this.#o.log(`${command} request ${cause.data.request} of ${cause.stream.slice(4)} expired at ${deadline}, before it was planned: not planning it`);
+    return {
+      type: 'RequestExpired',
+      data: { request: cause.data.request, command, deadline },
+      metadata: { actor: { kind: 'node', node: this.#o.node }, causationId: cause.id, ...(cause.metadata.correlationId !== undefined && { correlationId: cause.metadata.correlationId }) },
+    };
   }
 
   // ── commands for this node ────────────────────────────────────────────────────────────────
