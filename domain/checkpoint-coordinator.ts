@@ -16,7 +16,7 @@ import type { Decider } from './decider.js';
 import type { Failure } from './failure.js';
 import { scopeCoverage } from './grouping.js';
 import { authorize, reject, rejectExpired, requestDeadline } from './requests.js';
-import { evolveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
+import { evolveLiveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
 
 export interface NodeCheckpointer {
   readonly checkpointer: string;
@@ -92,7 +92,7 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
     return { ...s, nodes: { ...s.nodes, [node]: { checkpointer, usable, problems, capabilities } } };
   }
   if (!e.stream.startsWith('job-')) return s;
-  const job = evolveMembership(s.job, e);
+  const job = evolveLiveMembership(s.job, e);
   const a = s.active;
   switch (e.type) {
     case 'CheckpointPlanned':

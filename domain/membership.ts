@@ -5,7 +5,7 @@ import type { Position, RecordedEvent } from './event-store.js';
 import type { Limits, UnitCgroup } from './events/job.js';
 import type { RestoredProcess } from './events/restart.js';
 import { processKey, type NodeId, type ProcessRef, type UnitId } from './identity.js';
-import { emptyMap, getIn, setIn, valuesOf, type PersistentMap } from './persistent-map.js';
+import { emptyMap, getIn, removeIn, setIn, valuesOf, type PersistentMap } from './persistent-map.js';
 
 export type MemberReason = 'root' | 'descendant' | 'escaped' | 'dependent';
 export type Escape = 'session' | 'process-group' | 'cgroup' | 'reparented';
@@ -75,6 +75,22 @@ export interface JobMembership {
   readonly lostEvents: number;
   readonly position: Position;
   readonly submittedAt?: string;
+  /** Only in a live fold (evolveLiveMembership): what it keeps of the members that left. */
+  readonly live?: LiveBookkeeping;
+}
+
+/** How a live fold stays as small as what runs, yet decides exactly as a fold of everything. */
+export interface LiveBookkeeping {
+  /** Members that exited (or vanished) and were let go. */
+  readonly departed: number;
+  /** Member keys each checkpoint version's verified units captured: a restore links to them. */
+  readonly captured: Readonly<Record<number, readonly string[]>>;
+  /** How many kept versions captured each member (kept while > 0, even after it exited). */
+  readonly pins: PersistentMap<number>;
+  /** The last RECENT_EXITS members let go (key → slot and slot → key): a late observation of one
+   *  must not bring it back as a running member. */
+  readonly recent: PersistentMap<number>;
+  readonly ring: PersistentMap<string>;
 }
 
 export const initialMembership = (job: string): JobMembership => ({
@@ -156,7 +172,8 @@ const apply = (s: JobMembership, event: RecordedEvent): JobMembership => {
       return { ...s, phase: 'ended', outcome: event.data.outcome };
     case 'ProcessForked': {
       const { node, unit, parent, child } = event.data;
-      const from = getIn(s.members, keyOf(node, parent));
+      // Only a running parent passes on what the event leaves out (one that left may be let go).
+      const from = running(getIn(s.members, keyOf(node, parent)));
       return withMember(
         s,
         newMember(node, unit, child, event.position, {
@@ -211,6 +228,82 @@ const apply = (s: JobMembership, event: RecordedEvent): JobMembership => {
     default:
       return s;
   }
+};
+
+const running = (m: Member | undefined): Member | undefined => (m?.state === 'running' ? m : undefined);
+
+// ---------------------------------------------------------------------------------------------
+// The live fold: what the coordinator (node agents, `ckpt verify`) keeps
+
+/** How many departed members a live fold still recognises (a late observation of one is ignored). */
+export const RECENT_EXITS = 4096;
+
+const noBookkeeping: LiveBookkeeping = { departed: 0, captured: {}, pins: emptyMap(), recent: emptyMap(), ring: emptyMap() };
+
+/**
+ * The membership as decisions need it, in memory that follows what runs, not the history: a
+ * member that exits is let go unless it is a unit's root or a kept checkpoint captured it (a
+ * restore links its processes to those). Decisions read only running members, unit roots and
+ * captured members, so they are the same as over evolveMembership; `ps`, `history` and the
+ * read models fold everything with evolveMembership.
+ */
+export const evolveLiveMembership = (state: JobMembership, event: RecordedEvent): JobMembership => {
+  const live = state.live ?? noBookkeeping;
+  if ((event.type === 'ProcessObserved' || event.type === 'DependencyObserved') && getIn(live.recent, keyOf(event.data.node, event.data.process)) !== undefined) {
+    return { ...state, position: event.position }; // it left: evolveMembership would not revive it either
+  }
+  const next = evolveMembership(state, event);
+  switch (event.type) {
+    case 'ProcessExited':
+    case 'ProcessVanished':
+      return letGo(next, live, [keyOf(event.data.node, event.data.process)]);
+    case 'UnitVerified': {
+      const { version, unit, node } = event.data;
+      const keys = event.data.processes?.map((p) => keyOf(node, p)) ?? capturedByPid(next, unit, event.data.captured);
+      const known = keys.filter((k) => getIn(next.members, k) !== undefined);
+      let pins = live.pins;
+      for (const k of known) pins = setIn(pins, k, (getIn(pins, k) ?? 0) + 1);
+      return { ...next, live: { ...live, pins, captured: { ...live.captured, [version]: [...(live.captured[version] ?? []), ...known] } } };
+    }
+    case 'CheckpointAborted':
+    case 'CheckpointPruned': {
+      const keys = live.captured[event.data.version];
+      if (!keys) return next;
+      let pins = live.pins;
+      for (const k of keys) {
+        const n = (getIn(pins, k) ?? 1) - 1;
+        pins = n > 0 ? setIn(pins, k, n) : removeIn(pins, k);
+      }
+      const { [event.data.version]: _, ...captured } = live.captured;
+      return letGo(next, { ...live, pins, captured }, keys);
+    }
+    default:
+      return next;
+  }
+};
+
+/** Lets go of those of `keys` that no longer run and nothing keeps. */
+const letGo = (s: JobMembership, live: LiveBookkeeping, keys: readonly string[]): JobMembership => {
+  let { members } = s;
+  let { departed, recent, ring } = live;
+  for (const key of keys) {
+    const m = getIn(members, key);
+    if (!m || m.state === 'running' || getIn(live.pins, key) !== undefined || Object.values(s.units).some((u) => u.root === key)) continue;
+    members = removeIn(members, key);
+    const slot = departed % RECENT_EXITS;
+    const evicted = getIn(ring, String(slot));
+    if (evicted !== undefined) recent = removeIn(recent, evicted);
+    ring = setIn(ring, String(slot), key);
+    recent = setIn(recent, key, slot);
+    departed++;
+  }
+  return { ...s, members, live: { ...live, departed, recent, ring } };
+};
+
+/** Older UnitVerified events name captured processes by PID only: the unit's running members. */
+const capturedByPid = (s: JobMembership, unit: UnitId, pids: readonly number[]): string[] => {
+  const wanted = new Set(pids);
+  return [...valuesOf(s.members)].filter((m) => m.unit === unit && m.state === 'running' && wanted.has(m.pid)).map((m) => m.key);
 };
 
 /**
