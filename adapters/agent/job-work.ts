@@ -15,9 +15,8 @@ import type { Limits, UnitCgroup } from '../../domain/events/job.js';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
 import { freezerOf, thawUnit, unitFreezeState } from '../cgroups/unit-cgroups.js';
-import { CheckpointSteps } from './steps/checkpoint-steps.js';
 import { FrozenUnits } from './steps/frozen-units.js';
-import { RestartSteps } from './steps/restart-steps.js';
+import { stepTable } from './steps/step-table.js';
 import { failed, handlerFor, type Outcome, type StepHandler, type StepTable } from './steps/step.js';
 
 export interface CheckpointWorkOptions {
@@ -70,21 +69,7 @@ export class JobWork {
   constructor(options: CheckpointWorkOptions) {
     this.#o = options;
     this.#frozen = new FrozenUnits(options.log);
-    const checkpoint = new CheckpointSteps(options, this.#frozen);
-    const restart = new RestartSteps(options);
-    this.#steps = {
-      freeze: checkpoint.freeze,
-      dump: checkpoint.dump,
-      verify: checkpoint.verify,
-      thaw: checkpoint.thaw,
-      stop: checkpoint.stop,
-      abort: checkpoint.abort,
-      commit: checkpoint.commit,
-      'images-verify': restart['images-verify'],
-      'restore-prepare': restart['restore-prepare'],
-      restore: restart.restore,
-      rollback: restart.rollback,
-    };
+    this.#steps = stepTable(options, this.#frozen);
   }
 
   /** Called for every event of a job's stream, with the coordinator state folded up to it. */
