@@ -2,6 +2,7 @@
 // abort) and the commit of a version: each returns its done event, or throws (then JobWork records
 // the step's failure). After a crash the idempotent ones simply run again; a dump that may have
 // started is not repeated (see dump).
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, statfsSync } from 'node:fs';
 import type { UnitTarget } from '../../../domain/checkpointer.js';
 import { noOptions } from '../../../domain/checkpoint-coordinator.js';
@@ -20,8 +21,6 @@ import { done, forUnit, type CheckpointStep, type Command, type JobView, type St
 
 /** A checkpoint whose DeadlineScheduled is not folded yet (it is decided with the plan): the CLI's default timeout. */
 const DEFAULT_DEADLINE_MS = 120_000;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class CheckpointSteps implements StepsOf<CheckpointStep> {
   readonly #o: CheckpointWorkOptions;

@@ -1,6 +1,7 @@
 // The restart steps a node agent executes for its units: check the images, prepare (cgroups, PID
 // collisions), restore, and roll back a failed restart. Each returns its done event, or throws
 // (then JobWork records the step's failure). A restore that may have started is never repeated.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE } from '../../../domain/checkpointer.js';
@@ -21,8 +22,6 @@ import { done, forUnit, type Command, type JobView, type RestartStep, type StepH
 
 /** Images smaller than this are checked on the agent's own thread (~25 ms at most). */
 const OFF_THREAD_BYTES = 32 << 20;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** One unit's part in a restart, as this node's log has it. */
 interface RestartUnit {
