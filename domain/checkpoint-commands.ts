@@ -11,7 +11,9 @@ import type { NodeId, ProcessRef, UnitId } from './identity.js';
 export type Step = 'freeze' | 'dump' | 'verify' | 'thaw' | 'stop' | 'abort' | 'commit' | 'images-verify' | 'restore-prepare' | 'restore' | 'rollback';
 
 /** Steps of a restart: their number is the restart's, not a checkpoint version. */
-export const RESTART_STEPS: ReadonlySet<Step> = new Set(['images-verify', 'restore-prepare', 'restore', 'rollback']);
+const restartSteps = ['images-verify', 'restore-prepare', 'restore', 'rollback'] as const satisfies readonly Step[];
+export type RestartStep = (typeof restartSteps)[number];
+export const RESTART_STEPS: ReadonlySet<Step> = new Set(restartSteps);
 
 export interface PendingCommand {
   readonly key: string;

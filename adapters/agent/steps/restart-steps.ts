@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE } from '../../../domain/checkpointer.js';
 import { noOptions } from '../../../domain/checkpoint-coordinator.js';
-import type { RestartRecord } from '../../../domain/checkpoint-commands.js';
+import type { RestartRecord, RestartStep } from '../../../domain/checkpoint-commands.js';
 import type { Limits } from '../../../domain/events/job.js';
 import type { RestoredProcess } from '../../../domain/events/restart.js';
 import type { UnitId } from '../../../domain/identity.js';
@@ -18,7 +18,7 @@ import { verifyVersionOffThread } from '../../images/verify-worker.js';
 import { hostPidsByNamespacePid, pidsInUse } from '../../tracking/pids.js';
 import { primaryCgroup, readCgroups, readStat } from '../../tracking/procfs.js';
 import type { CheckpointWorkOptions } from '../job-work.js';
-import { done, forUnit, type Command, type JobView, type RestartStep, type StepHandler, type StepsOf } from './step.js';
+import { done, forUnit, type Command, type JobView, type StepHandler, type StepsOf } from './step.js';
 
 /** Images smaller than this are checked on the agent's own thread (~25 ms at most). */
 const OFF_THREAD_BYTES = 32 << 20;

@@ -2,13 +2,12 @@
 // step's own done event; a handler that throws has failed, and the one place that records outcomes
 // (JobWork) turns the error into the step's failed event. The types tie each step to its two
 // outcomes (domain/checkpoint-commands.ts STEP_OUTCOMES): a freeze cannot answer UnitThawed.
-import { RESTART_STEPS, STEP_OUTCOMES, type CheckpointCommands, type PendingCommand, type Step } from '../../../domain/checkpoint-commands.js';
+import { RESTART_STEPS, STEP_OUTCOMES, type CheckpointCommands, type PendingCommand, type RestartStep, type Step } from '../../../domain/checkpoint-commands.js';
 import type { EventNamed } from '../../../domain/events/catalogue.js';
 import type { Failure } from '../../../domain/failure.js';
 import type { JobCoordinatorState } from '../../../domain/job-coordinator.js';
 import type { UnitId } from '../../../domain/identity.js';
 
-export type RestartStep = 'images-verify' | 'restore-prepare' | 'restore' | 'rollback';
 export type CheckpointStep = Exclude<Step, RestartStep>;
 
 export type Command<S extends Step> = PendingCommand & { readonly step: S };
