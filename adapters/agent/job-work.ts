@@ -8,6 +8,8 @@
 //   stop, abort, commit; images check, prepare, rollback) simply run again; a dump or a restore
 //   that may have started is not — it is answered as failed, so the checkpoint or restart ends
 //   cleanly instead of running twice.
+//   Each step is a handler in one table (steps/): it returns its step's done event; #execute
+//   records every outcome, a failure once what the handler registered to undo is undone.
 import type { Checkpointer } from '../../domain/checkpointer.js';
 import { evolveCommands, noCommands, pendingOn, type CheckpointCommands, type PendingCommand, type Step } from '../../domain/checkpoint-commands.js';
 import { decideJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
