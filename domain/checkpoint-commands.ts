@@ -4,13 +4,16 @@
 import type { RecordedEvent } from './event-store.js';
 import type { PlannedUnit } from './events/checkpoint.js';
 import type { ImageFileEntry } from './checkpointer.js';
+import type { EventType } from './events/catalogue.js';
 import type { Limits, UnitCgroup } from './events/job.js';
 import type { NodeId, ProcessRef, UnitId } from './identity.js';
 
 export type Step = 'freeze' | 'dump' | 'verify' | 'thaw' | 'stop' | 'abort' | 'commit' | 'images-verify' | 'restore-prepare' | 'restore' | 'rollback';
 
 /** Steps of a restart: their number is the restart's, not a checkpoint version. */
-export const RESTART_STEPS: ReadonlySet<Step> = new Set(['images-verify', 'restore-prepare', 'restore', 'rollback']);
+const restartSteps = ['images-verify', 'restore-prepare', 'restore', 'rollback'] as const satisfies readonly Step[];
+export type RestartStep = (typeof restartSteps)[number];
+export const RESTART_STEPS: ReadonlySet<Step> = new Set(restartSteps);
 
 export interface PendingCommand {
   readonly key: string;
@@ -72,18 +75,24 @@ const REQUESTS: Readonly<Record<string, Step>> = {
   UnitRestoreRequested: 'restore',
   UnitRollbackRequested: 'rollback',
 };
-const OUTCOMES: Readonly<Record<string, Step>> = {
-  UnitFrozen: 'freeze', UnitFreezeFailed: 'freeze',
-  UnitDumped: 'dump', UnitDumpFailed: 'dump',
-  UnitVerified: 'verify', UnitVerifyFailed: 'verify',
-  UnitThawed: 'thaw', UnitThawFailed: 'thaw',
-  UnitStopped: 'stop', UnitStopFailed: 'stop',
-  UnitAborted: 'abort', UnitAbortFailed: 'abort',
-  UnitImagesVerified: 'images-verify', UnitImagesVerifyFailed: 'images-verify',
-  UnitRestorePrepared: 'restore-prepare', UnitRestorePrepareFailed: 'restore-prepare',
-  UnitRestored: 'restore', UnitRestoreFailed: 'restore',
-  UnitRolledBack: 'rollback', UnitRollbackFailed: 'rollback',
-};
+/** Each step's two outcomes, done and failed: what a node agent answers a command with. */
+export const STEP_OUTCOMES = {
+  freeze: ['UnitFrozen', 'UnitFreezeFailed'],
+  dump: ['UnitDumped', 'UnitDumpFailed'],
+  verify: ['UnitVerified', 'UnitVerifyFailed'],
+  thaw: ['UnitThawed', 'UnitThawFailed'],
+  stop: ['UnitStopped', 'UnitStopFailed'],
+  abort: ['UnitAborted', 'UnitAbortFailed'],
+  commit: ['CheckpointCommitted', 'CheckpointCommitFailed'],
+  'images-verify': ['UnitImagesVerified', 'UnitImagesVerifyFailed'],
+  'restore-prepare': ['UnitRestorePrepared', 'UnitRestorePrepareFailed'],
+  restore: ['UnitRestored', 'UnitRestoreFailed'],
+  rollback: ['UnitRolledBack', 'UnitRollbackFailed'],
+} as const satisfies Record<Step, readonly [EventType, EventType]>;
+
+const OUTCOMES: Readonly<Record<string, Step>> = Object.fromEntries(
+  Object.entries(STEP_OUTCOMES).flatMap(([step, outcomes]) => outcomes.map((type) => [type, step as Step])),
+);
 
 export const commandKey = (step: Step, n: number, unit?: UnitId): string => `${step} ${RESTART_STEPS.has(step) ? 'r' : 'v'}${n}${unit ? ` ${unit}` : ''}`;
 
