@@ -3,9 +3,9 @@
 // --verify` and `ckpt verify`; a corrupt row gives a clear error in every reading command and in the
 // agent's start; SQLite files are 0600; PostgreSQL roles, passwords and their redaction.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import pg from 'pg';
@@ -232,6 +232,33 @@ sqliteOnly('a log written before the chain is chained once by the migration, whi
   const r = ckpt(['audit', '--verify', '--store', `sqlite:${path}`]);
   assert.is(r.code, 0, r.err);
   assert.match(r.out, /log chain: 4 events in 2 streams intact \(events up to position 3 were written before the chain and chained by the migration of \S+: they are vouched for only from then on\)/);
+});
+
+sqliteOnly('appends while the chain is checked are not taken for inserted rows (the head is read again)', async () => {
+  const path = join(home, 'concurrent', 'events.db');
+  mkdirSync(dirname(path), { recursive: true });
+  const store = openEventStore(`sqlite:${path}`);
+  try {
+    for (let i = 0; i < 3; i++) await store.append('job-busy', Array.from({ length: 1500 }, (_, j) => marker(`${i}-${j}`)));
+    // A writer appends between the check's pages (each page is a separate read, as in a live log).
+    let writing = true;
+    let appended = 0;
+    const writer = (async () => {
+      while (writing) {
+        await store.append('job-busy', [marker(`w${appended}`)]);
+        appended++;
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    const report = await verifyChain(store);
+    writing = false;
+    await writer;
+    assert.ok(appended > 0, 'the writer ran during the check');
+    assert.is(report.problem, undefined, JSON.stringify(report.problem));
+    assert.ok(report.events >= 4500);
+  } finally {
+    await store.close();
+  }
 });
 
 sqliteOnly('the database, -wal and -shm files are created 0600 whatever the umask', async () => {

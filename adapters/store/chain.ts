@@ -120,7 +120,7 @@ const PAGE = 1000;
  * Walks the log stream by stream, in pages (memory bounded by a page, plus one head per stream
  * when `heads` is asked for), and names the first altered, missing or inserted event.
  */
-export const verifyChain = async (store: Pick<EventStore, 'chain'>, options: { heads?: boolean } = {}): Promise<ChainReport> => {
+export const verifyChain = async (store: Pick<EventStore, 'chain' | 'streamRevision'>, options: { heads?: boolean } = {}): Promise<ChainReport> => {
   const log = store.chain;
   let events = 0;
   let streams = 0;
@@ -134,7 +134,7 @@ export const verifyChain = async (store: Pick<EventStore, 'chain'>, options: { h
   for (let page = await log.streams(undefined, PAGE); page.length > 0; page = await log.streams(page[page.length - 1]!.name, PAGE)) {
     for (const { name, revision: head } of page) {
       streams++;
-      const problem = await verifyStream(log, name, head, (n) => (events += n));
+      const problem = await verifyStream(log, name, head, (n) => (events += n), (stream) => store.streamRevision(stream));
       if (problem) note(problem);
       else if (options.heads && head >= 0) heads.push({ stream: name, revision: head, digest: (await log.rows(name, head, 1))[0]!.digest! });
     }
@@ -148,13 +148,25 @@ export const verifyChain = async (store: Pick<EventStore, 'chain'>, options: { h
   return { events, streams, damagedStreams, ...(first && { problem: first }), ...(chainedByMigration && { chainedByMigration }), ...(options.heads && { heads }) };
 };
 
-const verifyStream = async (log: EventStore['chain'], stream: string, head: number, count: (n: number) => void): Promise<ChainProblem | undefined> => {
+/**
+ * A row past the head read when the walk began is an append made since (the store moves the head
+ * in the same transaction) or a row inserted behind the store's back (the head does not move):
+ * the head is read again before calling it inserted.
+ */
+const verifyStream = async (
+  log: EventStore['chain'],
+  stream: string,
+  head: number,
+  count: (n: number) => void,
+  headNow: (stream: string) => Promise<number | undefined>,
+): Promise<ChainProblem | undefined> => {
   let previous = GENESIS;
   let expected = 0;
   for (;;) {
     const rows = await log.rows(stream, expected, PAGE);
     count(rows.length);
     for (const row of rows) {
+      if (row.revision > head && row.revision === expected) head = Math.max(head, (await headNow(stream)) ?? head);
       if (row.revision > head && row.revision === expected) {
         return { kind: 'inserted', stream, revision: row.revision, position: row.position, detail: `the row lies past the stream's recorded head (revision ${head})` };
       }
@@ -180,6 +192,7 @@ const verifyStream = async (log: EventStore['chain'], stream: string, head: numb
     const gap = head === expected ? `revision ${expected} is` : `revisions ${expected}–${head} are`;
     return { kind: 'missing', stream, revision: expected, position: null, detail: `${gap} missing at the end of the stream (its head is revision ${head})` };
   }
+  if (expected - 1 > head) head = Math.max(head, (await headNow(stream)) ?? head);
   if (expected - 1 > head) {
     return { kind: 'inserted', stream, revision: head + 1, position: null, detail: `the stream's rows go past its recorded head (revision ${head})` };
   }

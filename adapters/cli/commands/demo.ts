@@ -98,7 +98,9 @@ export const demoCommand: Command = {
     const script = [
       `(while :; do sleep 1; done) &`, // a child
       `sh -c "setsid sh -c 'while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &"`, // a double-forked daemon
-      `i=0; while :; do i=$((i+1)); echo $i > ${counter}; sleep 0.2; done`, // the counter, in the shell's memory
+      // The counter, in the shell's memory. It overwrites fixed-width digits in place: a truncating
+      // `echo >` could be read empty, or frozen mid-write with a size CRIU then refuses to restore.
+      `i=0; while :; do i=$((i+1)); printf '%08d\\n' $i 1<> ${counter}; sleep 0.2; done`,
     ].join('\n');
 
     say(`1. Start a job: a counter (in the memory of a shell), a child, and a daemon that escapes by double-forking.`);
