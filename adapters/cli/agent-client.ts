@@ -15,6 +15,8 @@ import {
   type ReadAllOptions,
   type ReadStreamOptions,
   type RecordedEvent,
+  type RemoteModelRead,
+  type RemoteReadModels,
   type Revision,
   type SubscribeOptions,
 } from '../../domain/event-store.js';
@@ -180,7 +182,17 @@ export class GatewayEventStore implements EventStore {
     return this.#ask('append', { stream, events, expectedRevision: options?.expectedRevision });
   }
 
+  /** Read models (snapshot-backed) folded by the agent, when the caller cannot open the store. */
+  get models(): RemoteReadModels | undefined {
+    if (this.#o.direct) return undefined;
+    return { read: (model, key) => this.#ask<RemoteModelRead>('model', { model, key }) };
+  }
+
   /** The stored rows, for checking the digest chain: only for callers who can open the store (root). */
+  get snapshots() {
+    return this.#o.direct?.snapshots;
+  }
+
   get chain(): ChainedLog {
     if (this.#o.direct) return this.#o.direct.chain;
     const refuse = () => Promise.reject(new Error(`checking the log's digest chain reads every stored row: it needs the store itself (${this.location}); run it as root`));
