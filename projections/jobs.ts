@@ -86,11 +86,14 @@ export const readMembership = (store: EventStore, job: string, options: ReadOpti
  */
 export interface JobListing {
   readonly job: JobMembership;
+  /** Every process ever a member, and its state (what the fold needs to go on). */
   readonly processes: PersistentMap<MemberState>;
+  /** What the list shows: how many of them run, and how many there were. */
   readonly running: number;
+  readonly total: number;
 }
 
-const initialListing = (job: string): JobListing => ({ job: initialMembership(job), processes: emptyMap(), running: 0 });
+const initialListing = (job: string): JobListing => ({ job: initialMembership(job), processes: emptyMap(), running: 0, total: 0 });
 
 /** Events that change only members: the membership fold needs not see them here. */
 const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
@@ -131,7 +134,7 @@ export const evolveListing = (l: JobListing, e: RecordedEvent): JobListing => {
   }
   const job = MEMBER_EVENTS.has(e.type) ? { ...l.job, position: e.position } : evolveMembership(l.job, e);
   // The members the membership fold added (a unit's root, restored processes) are counted above.
-  return { job: job.members.size > 0 ? { ...job, members: emptyMap() } : job, processes, running };
+  return { job: job.members.size > 0 ? { ...job, members: emptyMap() } : job, processes, running, total: processes.size };
 };
 
 const encodeStates = (m: PersistentMap<MemberState>) => {
@@ -150,20 +153,23 @@ export const jobsModel: ReadModel<PersistentMap<JobListing>> = {
     const job = e.stream.slice(4);
     return setIn(jobs, job, evolveListing(getIn(jobs, job) ?? initialListing(job), e));
   },
-  encode: (jobs) => [...valuesOf(jobs)].map((l) => ({ job: encodeMembership(l.job), processes: encodeStates(l.processes), running: l.running })),
+  encode: (jobs) => [...valuesOf(jobs)].map((l) => ({ job: encodeMembership(l.job), processes: encodeStates(l.processes), running: l.running, total: l.total })),
   decode: (encoded) => {
     if (!Array.isArray(encoded)) throw new Error('jobs: expected a list');
     return mapOf(
-      encoded.map((l: { job: unknown; processes: Record<MemberState, string[]>; running: number }): readonly [string, JobListing] => {
+      encoded.map((l: { job: unknown; processes: Record<MemberState, string[]>; running: number; total: number }): readonly [string, JobListing] => {
         const job = decodeMembership(l.job);
         const processes = mapOf(Object.entries(l.processes).flatMap(([state, keys]) => keys.map((k) => [k, state as MemberState] as const)));
-        return [job.job, { job, processes, running: l.running }];
+        return [job.job, { job, processes, running: l.running, total: l.total }];
       }),
     );
   },
 };
 
 const bySubmission = (a: JobListing, b: JobListing) => (a.job.submittedAt ?? '').localeCompare(b.job.submittedAt ?? '') || a.job.job.localeCompare(b.job.job);
+
+/** The list without each job's process keys (what a client of the agent needs: the counts). */
+export const withoutProcesses = (jobs: Iterable<JobListing>): PersistentMap<JobListing> => mapOf([...jobs].map((l) => [l.job.job, { ...l, processes: emptyMap<MemberState>() }] as const));
 
 /** Every job in the log, oldest first, as the list shows them. */
 export const listJobs = (jobs: PersistentMap<JobListing>): JobListing[] => [...valuesOf(jobs)].filter((j) => j.job.phase !== 'new').sort(bySubmission);

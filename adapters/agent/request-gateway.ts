@@ -29,10 +29,10 @@ import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
 import { readJobStream } from '../../projections/checkpoints.js';
-import { jobMembership, type JobListing } from '../../projections/jobs.js';
+import { jobMembership, withoutProcesses, type JobListing } from '../../projections/jobs.js';
 import { readModels } from '../../projections/models.js';
 import { readModel } from '../../projections/read-model.js';
-import { mapOf, entriesOf, type PersistentMap } from '../../domain/persistent-map.js';
+import { valuesOf, type PersistentMap } from '../../domain/persistent-map.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
 import { listVersions, pruneVersions } from '../images/image-store.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
@@ -208,9 +208,9 @@ export class RequestGateway {
     const { store } = this.#o;
     if (!model.stream) {
       const read = await readModel(store, model, '');
-      const jobs = read.state as PersistentMap<JobListing>;
-      const state = caller.uid === 0 ? jobs : mapOf([...entriesOf(jobs)].filter(([, l]) => l.job.owner?.uid === caller.uid));
-      return { ...read, state: model.encode(state) };
+      // The counts travel, not every process key: the caller folds nothing further.
+      const jobs = [...valuesOf(read.state as PersistentMap<JobListing>)];
+      return { ...read, state: model.encode(withoutProcesses(caller.uid === 0 ? jobs : jobs.filter((l) => l.job.owner?.uid === caller.uid))) };
     }
     const stream = typeof key === 'string' ? model.stream(key) : undefined;
     if (typeof key !== 'string' || jobOfStream(stream!) !== key) throw new RequestRefused('invalid', `model: key must be a job name, got ${JSON.stringify(key)}`);

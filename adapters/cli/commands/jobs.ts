@@ -5,14 +5,14 @@ import { EXIT, type Command } from '../command.js';
 import { table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
-export const jobSummary = ({ job: j, processes, running }: JobListing) => {
+export const jobSummary = ({ job: j, running, total }: JobListing) => {
   return {
     job: j.job,
     state: j.phase === 'ended' ? `ended (${j.outcome})` : j.phase,
     owner: j.owner ?? null,
     submittedAt: j.submittedAt ?? null,
     units: Object.values(j.units).map((u) => ({ unit: u.unit, node: u.node, phase: u.phase, exitStatus: u.exitStatus, signal: u.signal, command: u.command })),
-    processes: { running, total: processes.size },
+    processes: { running, total },
     lostEvents: j.lostEvents,
   };
 };
