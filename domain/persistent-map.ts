@@ -94,3 +94,17 @@ export function* entriesOf<V>(map: PersistentMap<V>): Generator<readonly [string
   };
   yield* walk(map.root, 0);
 }
+
+/** The map without a key (the same map when the key is absent). */
+export const removeIn = <V>(map: PersistentMap<V>, key: string): PersistentMap<V> => {
+  if (getIn(map, key) === undefined) return map;
+  const h = hash(key);
+  const update = (node: Branch<V> | Leaf<V>, level: number): Branch<V> | Leaf<V> => {
+    if (level === DEPTH) return (node as Leaf<V>).filter(([k]) => k !== key);
+    const slot = (h >>> (level * BITS)) & (WIDTH - 1);
+    const copy = (node as Branch<V>).slice();
+    copy[slot] = update((node as Branch<V>)[slot]!, level + 1);
+    return copy;
+  };
+  return { size: map.size - 1, root: update(map.root, 0) as Branch<V> };
+};

@@ -3,7 +3,7 @@
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
 import { jobStream, processKey } from '../domain/identity.js';
 import { evolveMembership, initialMembership, type JobMembership, type Member, type MemberState } from '../domain/membership.js';
-import { emptyMap, entriesOf, getIn, mapOf, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
+import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
 import { readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
 /** Strings that repeat across members (node, unit, comm, cgroup, state) are written once. */
@@ -80,15 +80,15 @@ export const jobMembership = async (store: EventStore, job: string, at?: Positio
 export const readMembership = (store: EventStore, job: string, options: ReadOptions = {}): Promise<ModelRead<JobMembership>> => readModel(store, membershipModel, job, options);
 
 /**
- * What `ckpt jobs` shows of a job: its membership without the members' details — only whether each
- * process ever seen runs — so the list stays small however many processes a job had.
- * Units, phase, owner and outcome are the membership fold's own.
+ * What `ckpt jobs` shows of a job: its membership without the members — units, phase, owner and
+ * outcome are the membership fold's own — and of its processes only which run now and how many
+ * there were, so the list stays as small as what runs, however long the history.
  */
 export interface JobListing {
   readonly job: JobMembership;
-  /** Every process ever a member, and its state (what the fold needs to go on). */
-  readonly processes: PersistentMap<MemberState>;
-  /** What the list shows: how many of them run, and how many there were. */
+  /** The members that run (what the fold needs to go on). */
+  readonly processes: PersistentMap<true>;
+  /** What the list shows: how many run, and how many members the job ever had. */
   readonly running: number;
   readonly total: number;
 }
@@ -98,49 +98,41 @@ const initialListing = (job: string): JobListing => ({ job: initialMembership(jo
 /** Events that change only members: the membership fold needs not see them here. */
 const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
 
-/** Which processes are members and whether they run, exactly as evolveMembership decides it. */
+/**
+ * Which processes run and how many members there were, as evolveMembership counts them. An ended
+ * process is forgotten here: a member is only ever new when the agent first sees it alive (fork,
+ * observation, launch, restore), and a process that ended is never seen alive again.
+ */
 export const evolveListing = (l: JobListing, e: RecordedEvent): JobListing => {
-  let { processes, running } = l;
-  const mark = (key: string, state: MemberState, onlyKnown = false) => {
-    const was = getIn(processes, key);
-    if (was === state || (onlyKnown && was === undefined)) return;
-    processes = setIn(processes, key, state);
-    running += (state === 'running' ? 1 : 0) - (was === 'running' ? 1 : 0);
+  let { processes, total } = l;
+  const started = (key: string) => {
+    if (getIn(processes, key)) return;
+    processes = setIn(processes, key, true);
+    total++;
   };
-  const known = (key: string) => getIn(processes, key) !== undefined;
   switch (e.type) {
     case 'UnitLaunched':
-      mark(processKey(e.data.node, e.data.root), 'running');
+      started(processKey(e.data.node, e.data.root));
       break;
     case 'ProcessForked':
-      mark(processKey(e.data.node, e.data.child), 'running');
+      started(processKey(e.data.node, e.data.child));
       break;
     case 'ProcessObserved':
-    case 'DependencyObserved': {
-      const key = processKey(e.data.node, e.data.process);
-      if (!known(key)) mark(key, 'running');
+    case 'DependencyObserved':
+      started(processKey(e.data.node, e.data.process));
       break;
-    }
     case 'ProcessExited':
-      mark(processKey(e.data.node, e.data.process), 'exited', true);
-      break;
     case 'ProcessVanished':
-      mark(processKey(e.data.node, e.data.process), 'vanished', true);
+      processes = removeIn(processes, processKey(e.data.node, e.data.process));
       break;
     case 'UnitRestored':
-      if (l.job.units[e.data.unit]) for (const p of e.data.processes) mark(processKey(e.data.node, p.now), 'running');
+      if (l.job.units[e.data.unit]) for (const p of e.data.processes) started(processKey(e.data.node, p.now));
       break;
     default:
   }
   const job = MEMBER_EVENTS.has(e.type) ? { ...l.job, position: e.position } : evolveMembership(l.job, e);
   // The members the membership fold added (a unit's root, restored processes) are counted above.
-  return { job: job.members.size > 0 ? { ...job, members: emptyMap() } : job, processes, running, total: processes.size };
-};
-
-const encodeStates = (m: PersistentMap<MemberState>) => {
-  const by: Record<string, string[]> = { running: [], exited: [], vanished: [] };
-  for (const [key, state] of entriesOf(m)) by[state]!.push(key);
-  return by;
+  return { job: job.members.size > 0 ? { ...job, members: emptyMap() } : job, processes, running: processes.size, total };
 };
 
 /** Every job in the log (a whole-log model: positions are global). */
@@ -153,14 +145,14 @@ export const jobsModel: ReadModel<PersistentMap<JobListing>> = {
     const job = e.stream.slice(4);
     return setIn(jobs, job, evolveListing(getIn(jobs, job) ?? initialListing(job), e));
   },
-  encode: (jobs) => [...valuesOf(jobs)].map((l) => ({ job: encodeMembership(l.job), processes: encodeStates(l.processes), running: l.running, total: l.total })),
+  encode: (jobs) => [...valuesOf(jobs)].map((l) => ({ job: encodeMembership(l.job), running: [...entriesOf(l.processes)].map(([key]) => key), total: l.total })),
   decode: (encoded) => {
     if (!Array.isArray(encoded)) throw new Error('jobs: expected a list');
     return mapOf(
-      encoded.map((l: { job: unknown; processes: Record<MemberState, string[]>; running: number; total: number }): readonly [string, JobListing] => {
+      encoded.map((l: { job: unknown; running: string[]; total: number }): readonly [string, JobListing] => {
         const job = decodeMembership(l.job);
-        const processes = mapOf(Object.entries(l.processes).flatMap(([state, keys]) => keys.map((k) => [k, state as MemberState] as const)));
-        return [job.job, { job, processes, running: l.running, total: l.total }];
+        const processes = mapOf(l.running.map((key) => [key, true] as const));
+        return [job.job, { job, processes, running: processes.size, total: l.total }];
       }),
     );
   },
@@ -169,7 +161,7 @@ export const jobsModel: ReadModel<PersistentMap<JobListing>> = {
 const bySubmission = (a: JobListing, b: JobListing) => (a.job.submittedAt ?? '').localeCompare(b.job.submittedAt ?? '') || a.job.job.localeCompare(b.job.job);
 
 /** The list without each job's process keys (what a client of the agent needs: the counts). */
-export const withoutProcesses = (jobs: Iterable<JobListing>): PersistentMap<JobListing> => mapOf([...jobs].map((l) => [l.job.job, { ...l, processes: emptyMap<MemberState>() }] as const));
+export const withoutProcesses = (jobs: Iterable<JobListing>): PersistentMap<JobListing> => mapOf([...jobs].map((l) => [l.job.job, { ...l, processes: emptyMap<true>() }] as const));
 
 /** Every job in the log, oldest first, as the list shows them. */
 export const listJobs = (jobs: PersistentMap<JobListing>): JobListing[] => [...valuesOf(jobs)].filter((j) => j.job.phase !== 'new').sort(bySubmission);
