@@ -2,7 +2,8 @@
 // came of it, and which processes the job had at that moment — one pass over its stream.
 import type { RecordedEvent } from '../domain/event-store.js';
 import type { Actor } from '../domain/identity.js';
-import { jobStream } from '../domain/identity.js';
+import { jobStream, processKey } from '../domain/identity.js';
+import { removeIn, valuesOf } from '../domain/persistent-map.js';
 import { classify, evolveMembership, initialMembership, runningMembers, type JobMembership } from '../domain/membership.js';
 import { checkpointsModel, checkpointSummaries, evolveCheckpoints, initialCheckpoints, type CheckpointsState, type CheckpointSummary } from './checkpoints.js';
 import { decodeMembership, encodeMembership } from './jobs.js';
@@ -36,7 +37,13 @@ type Prune = Extract<AuditEntry, { kind: 'prune' }>;
 
 /** The fold's state: the job's membership (for who ran at each request), its checkpoints, restarts and prunes. */
 export interface AuditState {
+  /**
+   * The members that run, and those that ran while a checkpoint was taken (a restart links its
+   * restored processes to them); the others are forgotten when they end, so the audit grows with
+   * what runs and what was checkpointed, not with every process the job ever had.
+   */
   readonly membership: JobMembership;
+  readonly checkpointed: Readonly<Record<string, true>>;
   readonly checkpoints: CheckpointsState;
   readonly restarts: RestartsState;
   /** Running members when each checkpoint or restart was requested. */
@@ -46,7 +53,7 @@ export interface AuditState {
   readonly pruneByEvent: Readonly<Record<string, string>>;
 }
 
-export const initialAudit = (job: string): AuditState => ({ membership: initialMembership(job), checkpoints: initialCheckpoints, restarts: initialRestarts, at: {}, prunes: [], pruneByEvent: {} });
+export const initialAudit = (job: string): AuditState => ({ membership: initialMembership(job), checkpointed: {}, checkpoints: initialCheckpoints, restarts: initialRestarts, at: {}, prunes: [], pruneByEvent: {} });
 
 const withPrune = (s: AuditState, request: string | undefined, change: (p: Prune) => Prune): AuditState => {
   const index = request === undefined ? -1 : s.prunes.findIndex((p) => p.request === request);
@@ -56,11 +63,27 @@ const withPrune = (s: AuditState, request: string | undefined, change: (p: Prune
   return { ...s, prunes };
 };
 
+/** Whom a checkpoint can hold: the members running from its plan to its dump. */
+const CHECKPOINTING = new Set(['CheckpointPlanned', 'UnitFrozen', 'UnitDumped']);
+
+const remembered = (s: AuditState, e: RecordedEvent): Pick<AuditState, 'membership' | 'checkpointed'> => {
+  let membership = evolveMembership(s.membership, e);
+  let { checkpointed } = s;
+  if (CHECKPOINTING.has(e.type)) {
+    const running = [...valuesOf(membership.members)].filter((m) => m.state === 'running' && !checkpointed[m.key]);
+    if (running.length > 0) checkpointed = { ...checkpointed, ...Object.fromEntries(running.map((m) => [m.key, true] as const)) };
+  } else if (e.type === 'ProcessExited' || e.type === 'ProcessVanished') {
+    const key = processKey(e.data.node, e.data.process);
+    if (!checkpointed[key]) membership = { ...membership, members: removeIn(membership.members, key) };
+  }
+  return { membership, checkpointed };
+};
+
 export const evolveAudit = (s: AuditState, e: RecordedEvent): AuditState => {
-  const membership = evolveMembership(s.membership, e);
+  const { membership, checkpointed } = remembered(s, e);
   const checkpoints = evolveCheckpoints(s.checkpoints, e);
   const restarts = evolveRestarts(s.restarts, e);
-  const next = { ...s, membership, checkpoints, restarts };
+  const next = { ...s, membership, checkpointed, checkpoints, restarts };
   switch (e.type) {
     case 'CheckpointRequested':
     case 'RestartRequested': {
@@ -95,7 +118,7 @@ export const auditEntries = (s: AuditState): AuditEntry[] => {
 
 export const foldAudit = (job: string, events: readonly RecordedEvent[]): AuditEntry[] => auditEntries(events.reduce(evolveAudit, initialAudit(job)));
 
-/** A job's audit trail as a read model of its stream, kept as a snapshot (with the membership it needs). */
+/** A job's audit trail as a read model of its stream, kept as a snapshot (with the part of the membership it needs). */
 export const auditModel: ReadModel<AuditState> = {
   name: 'audit',
   version: 1,
@@ -105,7 +128,7 @@ export const auditModel: ReadModel<AuditState> = {
   encode: (s) => ({ ...s, membership: encodeMembership(s.membership), checkpoints: checkpointsModel.encode(s.checkpoints), restarts: restartsModel.encode(s.restarts) }),
   decode: (encoded, job) => {
     const s = encoded as AuditState;
-    if (typeof s?.at !== 'object' || !Array.isArray(s.prunes) || typeof s.pruneByEvent !== 'object') throw new Error('audit: at, prunes or pruneByEvent missing');
+    if (typeof s?.at !== 'object' || !Array.isArray(s.prunes) || typeof s.pruneByEvent !== 'object' || typeof s.checkpointed !== 'object') throw new Error('audit: at, prunes, pruneByEvent or checkpointed missing');
     return { ...s, membership: decodeMembership(s.membership), checkpoints: checkpointsModel.decode(s.checkpoints, job), restarts: restartsModel.decode(s.restarts, job) };
   },
 };

@@ -13,8 +13,9 @@ import pg from 'pg';
 import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { EventStore, ProposedEvent } from '../domain/event-store.js';
-import { evolveMembership, initialMembership, membersOf, runningMembers, type JobMembership } from '../domain/membership.js';
+import { classify, evolveMembership, initialMembership, membersOf, runningMembers, type JobMembership } from '../domain/membership.js';
 import { openEventStore } from '../adapters/store/open.js';
+import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
 import { auditEntries, auditModel, foldAudit } from '../projections/audit.js';
 import { checkpointsModel, checkpointSummaries, foldCheckpoints } from '../projections/checkpoints.js';
 import { jobMembership, jobsModel, listJobs, membershipModel, readMembership } from '../projections/jobs.js';
@@ -98,6 +99,18 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
       }
       const entries = auditEntries((await readModel(store, auditModel, 'j')).state);
       assert.equal(entries.map((e) => `${e.kind} ${e.outcome}`), ['checkpoint committed', 'checkpoint aborted', 'checkpoint rejected', 'restart restored', 'restart failed', 'prune pruned']);
+      // Who ran at each request, as the whole membership (every process ever) says: the audit
+      // forgets ended processes that no checkpoint held, and still lists the same.
+      let full = initialMembership('j');
+      const ranAt = new Map<string, unknown>();
+      for (const e of await readWholeStream(store, 'job-j')) {
+        full = evolveMembership(full, e);
+        if (e.type === 'CheckpointRequested' || e.type === 'RestartRequested') {
+          ranAt.set(e.data.request, runningMembers(full).map((m) => ({ unit: m.unit, node: m.node, pid: m.pid, startTime: m.startTime, comm: m.comm, reason: classify(full, m).reason })));
+        }
+      }
+      for (const e of entries) if (e.kind !== 'prune') assert.equal(e.membership, ranAt.get(e.request), `who ran at ${e.request}`);
+      assert.ok(entries.some((e) => e.kind === 'restart' && e.membership.length > 0 && e.membership.some((m) => m.reason === 'escaped')), 'the restored processes keep what they were (an escaped daemon)');
       assert.equal(listJobs((await readModel(store, jobsModel, '')).state).map((l) => l.job.job), ['j', 'k']);
     } finally {
       await store.close();
@@ -296,7 +309,7 @@ const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number
   { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b6057b466becf05' },
   { model: checkpointsModel, files: ['projections/checkpoints.ts'], version: 1, digest: 'e9b805d52ce77486' },
   { model: restartsModel, files: ['projections/restarts.ts'], version: 1, digest: '4ef3d9ab7ae35251' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts'], version: 1, digest: '94f89e8d3bf2c341' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts'], version: 1, digest: '4974355585f7a8b0' },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');
 versions('every model’s version was bumped when its fold changed', () => {
@@ -309,3 +322,18 @@ versions('every model’s version was bumped when its fold changed', () => {
   }
 });
 versions.run();
+
+const maps = suite('read-model snapshots: persistent maps rebuilt at once');
+maps('mapOf(entriesOf(m)) is the trie setIn built; removeIn takes one key out', () => {
+  let m = emptyMap<number>();
+  for (let i = 0; i < 5000; i++) m = setIn(m, `n1/${i}@${i * 7}`, i);
+  m = setIn(m, 'n1/3@21', -3); // a replaced value keeps its place
+  assert.equal(mapOf(entriesOf(m)), m);
+  const less = removeIn(m, 'n1/10@70');
+  assert.is(less.size, 4999);
+  assert.is(getIn(less, 'n1/10@70'), undefined);
+  assert.is(getIn(m, 'n1/10@70'), 10, 'the original is unchanged');
+  assert.is(removeIn(less, 'n1/10@70'), less, 'removing an absent key changes nothing');
+  assert.equal([...valuesOf(less)].sort((a, b) => a - b), [...valuesOf(m)].filter((v) => v !== 10).sort((a, b) => a - b));
+});
+maps.run();
