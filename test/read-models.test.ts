@@ -4,6 +4,7 @@
 // position changed or a byte of it changed, and every model gives what a fold of the whole
 // history gives, at every step of a history with checkpoints, restarts, aborts and a prune.
 import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
@@ -337,3 +338,33 @@ maps('mapOf(entriesOf(m)) is the trie setIn built; removeIn takes one key out', 
   assert.equal([...valuesOf(less)].sort((a, b) => a - b), [...valuesOf(m)].filter((v) => v !== 10).sort((a, b) => a - b));
 });
 maps.run();
+
+const cli = suite('read-model snapshots: the commands say how they read (--verbose)');
+cli('jobs, checkpoints and audit: the first read folds the log and saves, the next uses the snapshot; the answers are the same', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'ckpt-reads-cli-'));
+  const url = `sqlite:${join(home, 'events.db')}`;
+  const store = openEventStore(url);
+  try {
+    for (const phase of jobPhases('j', 400)) await store.append('job-j', phase);
+    const events = (await readWholeStream(store, 'job-j')).length;
+    const run = (...args: string[]) => {
+      const r = spawnSync(process.execPath, [fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url)), ...args, '--store', url, '--verbose'], { encoding: 'utf8', env: { ...process.env, CKPT_HOME: home } });
+      assert.is(r.status, 0, r.stderr);
+      return { out: r.stdout, err: r.stderr };
+    };
+    for (const [command, ...args] of [['jobs', '--json'], ['checkpoints', 'j', '--json'], ['audit', 'j', '--json']] as const) {
+      const first = run(command, ...args);
+      assert.match(first.err, `ckpt ${command}: ${events} event(s) folded`);
+      assert.match(first.err, 'saved at');
+      const later = run(command, ...args);
+      assert.match(later.err, 'used: 0 event(s) folded after it');
+      assert.match(later.err, `ckpt ${command}: 0 event(s) folded`);
+      assert.is(later.out, first.out);
+    }
+    assert.not.match(run('jobs').err.replace(/ckpt jobs: .*\n/g, ''), /\S/, 'nothing but the notes on stderr');
+  } finally {
+    await store.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+cli.run();
