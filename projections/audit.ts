@@ -67,14 +67,16 @@ const withPrune = (s: AuditState, request: string | undefined, change: (p: Prune
 const CHECKPOINTING = new Set(['CheckpointPlanned', 'UnitFrozen', 'UnitDumped']);
 
 const remembered = (s: AuditState, e: RecordedEvent): Pick<AuditState, 'membership' | 'checkpointed'> => {
-  let membership = evolveMembership(s.membership, e);
   let { checkpointed } = s;
+  if (e.type === 'ProcessExited' || e.type === 'ProcessVanished') {
+    const key = processKey(e.data.node, e.data.process);
+    // What the membership fold would mark ended, and this one forgets at once.
+    if (!checkpointed[key]) return { membership: { ...s.membership, members: removeIn(s.membership.members, key), position: e.position }, checkpointed };
+  }
+  const membership = evolveMembership(s.membership, e);
   if (CHECKPOINTING.has(e.type)) {
     const running = [...valuesOf(membership.members)].filter((m) => m.state === 'running' && !checkpointed[m.key]);
     if (running.length > 0) checkpointed = { ...checkpointed, ...Object.fromEntries(running.map((m) => [m.key, true] as const)) };
-  } else if (e.type === 'ProcessExited' || e.type === 'ProcessVanished') {
-    const key = processKey(e.data.node, e.data.process);
-    if (!checkpointed[key]) membership = { ...membership, members: removeIn(membership.members, key) };
   }
   return { membership, checkpointed };
 };

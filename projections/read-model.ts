@@ -58,42 +58,20 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
   const notes: string[] = [];
   const snapshots = options.ignoreSnapshots ? undefined : store.snapshots;
   const start = { state: model.initial(key), position: model.stream ? -1 : 0 };
-  let from = start;
-  let discarded = false;
-  const snapshot = snapshots && (await snapshots.load(model.name, key).catch((error: Error) => ({ damaged: `cannot be read (${error.message})` })));
-  const usable = (s: Snapshot): string | undefined => {
-    if (s.version !== model.version) return `was folded by code version ${s.version} (this ckpt folds with ${model.version})`;
-    if (s.schema !== CATALOGUE_SCHEMAS) return 'was folded with other event schema versions';
-    return undefined;
-  };
-  if (snapshot && 'damaged' in snapshot) {
-    notes.push(`${what} ${snapshot.damaged}: rebuilt from the log`);
-    discarded = true;
-  } else if (snapshot) {
-    const problem = usable(snapshot);
-    if (problem) {
-      notes.push(`${what} ${problem}: rebuilt from the log`);
-      discarded = true;
-    } else {
-      try {
-        from = { state: model.decode(JSON.parse(snapshot.state), key), position: snapshot.position };
-      } catch (error) {
-        notes.push(`${what} does not decode (${(error as Error).message}): rebuilt from the log`);
-        discarded = true;
-      }
-    }
-  }
+  const loaded = snapshots && (await usableSnapshot(snapshots, model, key, (problem) => notes.push(`${what} ${problem}: rebuilt from the log`)));
+  let discarded = notes.length > 0;
   // Fold from the snapshot's own event on: it must still be there with the digest it had.
   const pages = model.stream ? streamPages(store, model.stream(key)) : allPages(store);
-  let page = await pages(from === start ? start.position + 1 : from.position);
+  let from = loaded ?? start;
+  let page = await pages(loaded ? loaded.position : start.position + 1);
   let last: RecordedEvent | undefined;
   let skip = 0;
-  if (from !== start) {
+  if (loaded) {
     const e = page[0];
-    const there = e !== undefined && (model.stream ? e.revision : e.position) === from.position;
-    if (there && e.digest === (snapshot as Snapshot).digest) (last = e), (skip = 1);
+    const there = e !== undefined && (model.stream ? e.revision : e.position) === loaded.position;
+    if (there && e.digest === loaded.digest) (last = e), (skip = 1);
     else {
-      notes.push(`${what} at ${at} ${from.position} no longer matches the log (${there ? 'that event’s digest differs' : 'that event is gone'}): rebuilt from the log`);
+      notes.push(`${what} at ${at} ${loaded.position} no longer matches the log (${there ? 'that event’s digest differs' : 'that event is gone'}): rebuilt from the log`);
       discarded = true;
       from = start;
       page = await pages(start.position + 1);
@@ -102,10 +80,8 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
   let { state, position } = from;
   let folded = 0;
   for (;;) {
-    for (let i = skip; i < page.length; i++) {
-      state = model.evolve(state, page[i]!);
-      folded++;
-    }
+    for (let i = skip; i < page.length; i++) state = model.evolve(state, page[i]!);
+    folded += page.length - skip;
     skip = 0;
     last = page[page.length - 1] ?? last;
     if (last) position = model.stream ? last.revision : last.position;
@@ -113,22 +89,41 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
     page = await pages(position + 1);
   }
   if (from !== start) notes.push(`${what} at ${at} ${from.position} used: ${folded} event(s) folded after it`);
+  else if (!snapshots) notes.push(`snapshots not used: ${folded} event(s) folded from the log`);
   else if (!discarded) notes.push(`${what}: none yet, ${folded} event(s) folded from the log`);
-  if (snapshots && last && (discarded || folded > (options.saveAfter ?? SAVE_AFTER)) && !readOnly.has(snapshots)) {
+  if (snapshots && last && (discarded || folded > (options.saveAfter ?? SAVE_AFTER))) {
     const digest = last.digest;
     if (digest === undefined) notes.push(`${what} not saved: the store gives no digest for ${at} ${position}`);
-    else {
-      try {
-        await snapshots.save({ model: model.name, key, version: model.version, schema: CATALOGUE_SCHEMAS, position, digest, state: JSON.stringify(model.encode(state)) });
-        notes.push(`${what} saved at ${at} ${position}`);
-      } catch (error) {
-        if (!(error instanceof SnapshotNotWritableError)) throw error;
-        readOnly.add(snapshots);
-        notes.push(`${what} not saved: ${error.message}`);
-      }
-    }
+    else notes.push(`${what} ${await save(snapshots, { model: model.name, key, version: model.version, schema: CATALOGUE_SCHEMAS, position, digest, state: JSON.stringify(model.encode(state)) }, at)}`);
   }
   return { state, position, folded, notes };
+};
+
+/** The stored snapshot and its decoded state, if it was folded by this code with these schemas. */
+const usableSnapshot = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, key: string, discard: (problem: string) => void) => {
+  const s = await snapshots.load(model.name, key).catch((error: Error) => ({ damaged: `cannot be read (${error.message})` }));
+  if (!s) return undefined;
+  if ('damaged' in s) return void discard(s.damaged);
+  if (s.version !== model.version) return void discard(`was folded by code version ${s.version} (this ckpt folds with ${model.version})`);
+  if (s.schema !== CATALOGUE_SCHEMAS) return void discard('was folded with other event schema versions');
+  try {
+    return { state: model.decode(JSON.parse(s.state), key), position: s.position, digest: s.digest };
+  } catch (error) {
+    return void discard(`does not decode (${(error as Error).message})`);
+  }
+};
+
+/** Saves unless this store refused before; says what came of it. */
+const save = async (snapshots: SnapshotStore, snapshot: Snapshot, at: string): Promise<string> => {
+  if (readOnly.has(snapshots)) return 'not saved: this connection may not write snapshots';
+  try {
+    await snapshots.save(snapshot);
+    return `saved at ${at} ${snapshot.position}`;
+  } catch (error) {
+    if (!(error instanceof SnapshotNotWritableError)) throw error;
+    readOnly.add(snapshots);
+    return `not saved: ${error.message}`;
+  }
 };
 
 const streamPages = (store: EventStore, stream: string) => (from: number) => store.readStream(stream, { from: Math.max(0, from), limit: PAGE });
