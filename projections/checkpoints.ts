@@ -6,7 +6,7 @@ import type { DumpStats } from '../domain/events/checkpoint.js';
 import type { Failure } from '../domain/failure.js';
 import type { Actor } from '../domain/identity.js';
 import { jobStream } from '../domain/identity.js';
-import { readWholeStream } from './project.js';
+import { readWholeStream, withEntry, withRequest, type RequestList } from './project.js';
 import type { ReadModel } from './read-model.js';
 
 export interface UnitFigures {
@@ -63,20 +63,13 @@ export interface CheckpointSummary {
 type Draft = Omit<CheckpointSummary, 'frozenMs' | 'durationMs'>;
 
 /** The fold's state: every request in order, found by request id and by version. JSON as it is. */
-export interface CheckpointsState {
-  readonly list: readonly Draft[];
-  readonly byRequest: Readonly<Record<string, number>>;
+export interface CheckpointsState extends RequestList<Draft> {
   readonly byVersion: Readonly<Record<number, number>>;
 }
 
 export const initialCheckpoints: CheckpointsState = { list: [], byRequest: {}, byVersion: {} };
 
-const withDraft = (s: CheckpointsState, index: number | undefined, change: (d: Draft) => Draft): CheckpointsState => {
-  if (index === undefined) return s;
-  const list = s.list.slice();
-  list[index] = change(list[index]!);
-  return { ...s, list };
-};
+const withDraft = (s: CheckpointsState, index: number | undefined, change: (d: Draft) => Draft): CheckpointsState => withEntry<CheckpointsState, Draft>(s, index, change);
 
 const withUnit = (s: CheckpointsState, version: number, unit: string, change: Partial<UnitFigures>): CheckpointsState =>
   withDraft(s, s.byVersion[version], (d) => (d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, ...change } : u)) } : d));
@@ -89,9 +82,7 @@ export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): Checkp
         request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, stop: e.data.stop, timeoutMs: e.data.timeoutMs,
         version: null, parent: null, outcome: 'in progress', phase: 'requested', reason: null, units: [], files: 0, bytes: 0,
       };
-      const known = s.byRequest[e.data.request];
-      if (known !== undefined) return withDraft(s, known, () => draft);
-      return { ...s, list: [...s.list, draft], byRequest: { ...s.byRequest, [e.data.request]: s.list.length } };
+      return withRequest<CheckpointsState, Draft>(s, e.data.request, draft);
     }
     case 'RequestRejected':
       if (e.data.command !== 'checkpoint') return s;

@@ -4,6 +4,7 @@ import type { RecordedEvent } from '../domain/event-store.js';
 import type { RestoreStats } from '../domain/events/restart.js';
 import type { Failure } from '../domain/failure.js';
 import { jobStream, type Actor, type ProcessRef } from '../domain/identity.js';
+import { withEntry, withRequest, type RequestList } from './project.js';
 import type { ReadModel } from './read-model.js';
 
 export interface RestartUnitFigures {
@@ -45,20 +46,13 @@ export interface RestartSummary {
 }
 
 /** The fold's state: every request in order, found by request id and by restart number. JSON as it is. */
-export interface RestartsState {
-  readonly list: readonly RestartSummary[];
-  readonly byRequest: Readonly<Record<string, number>>;
+export interface RestartsState extends RequestList<RestartSummary> {
   readonly byRestart: Readonly<Record<number, number>>;
 }
 
 export const initialRestarts: RestartsState = { list: [], byRequest: {}, byRestart: {} };
 
-const withDraft = (s: RestartsState, index: number | undefined, change: (d: RestartSummary) => RestartSummary): RestartsState => {
-  if (index === undefined) return s;
-  const list = s.list.slice();
-  list[index] = change(list[index]!);
-  return { ...s, list };
-};
+const withDraft = (s: RestartsState, index: number | undefined, change: (d: RestartSummary) => RestartSummary): RestartsState => withEntry<RestartsState, RestartSummary>(s, index, change);
 
 const withUnit = (s: RestartsState, restart: number, unit: string, change: Partial<RestartUnitFigures>, phase?: string): RestartsState =>
   withDraft(s, s.byRestart[restart], (d) => ({
@@ -77,9 +71,7 @@ export const evolveRestarts = (s: RestartsState, e: RecordedEvent): RestartsStat
         request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, restart: null, version: e.data.version,
         outcome: 'in progress', phase: 'requested', reason: null, units: [], processes: [],
       };
-      const known = s.byRequest[e.data.request];
-      if (known !== undefined) return withDraft(s, known, () => draft);
-      return { ...s, list: [...s.list, draft], byRequest: { ...s.byRequest, [e.data.request]: s.list.length } };
+      return withRequest<RestartsState, RestartSummary>(s, e.data.request, draft);
     }
     case 'RequestRejected':
       if (e.data.command !== 'restart') return s;

@@ -308,9 +308,9 @@ const sources = (...files: string[]) =>
 const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
   { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b6057b466becf05' },
   { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b6057b466becf05' },
-  { model: checkpointsModel, files: ['projections/checkpoints.ts'], version: 1, digest: 'e9b805d52ce77486' },
-  { model: restartsModel, files: ['projections/restarts.ts'], version: 1, digest: '4ef3d9ab7ae35251' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts'], version: 1, digest: 'a225531958a7a925' },
+  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '41bcc28a3979b8b0' },
+  { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'c855349471fed1c4' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 1, digest: 'ed2bf25fa25ef8f4' },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');
 versions('every model’s version was bumped when its fold changed', () => {
