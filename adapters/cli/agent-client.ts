@@ -188,11 +188,12 @@ export class GatewayEventStore implements EventStore {
     return { read: (model, key) => this.#ask<RemoteModelRead>('model', { model, key }) };
   }
 
-  /** The stored rows, for checking the digest chain: only for callers who can open the store (root). */
+  /** Read-model snapshots: in the store, for callers who can open it (root); the agent keeps them for others. */
   get snapshots() {
     return this.#o.direct?.snapshots;
   }
 
+  /** The stored rows, for checking the digest chain: only for callers who can open the store (root). */
   get chain(): ChainedLog {
     if (this.#o.direct) return this.#o.direct.chain;
     const refuse = () => Promise.reject(new Error(`checking the log's digest chain reads every stored row: it needs the store itself (${this.location}); run it as root`));
