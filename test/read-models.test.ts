@@ -368,3 +368,32 @@ cli('jobs, checkpoints and audit: the first read folds the log and saves, the ne
   }
 });
 cli.run();
+
+const migration = suite('read-model snapshots: a log of schema 2 gets the snapshot table');
+migration('SQLite: opened by this ckpt, a schema-2 log gains an empty snapshot table and keeps its events', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'ckpt-reads-v2-'));
+  const path = join(home, 'events.db');
+  try {
+    const before = openEventStore(`sqlite:${path}`);
+    await before.append('job-j', jobPhases('j', 5)[0]!);
+    await before.close();
+    const db = new Database(path);
+    db.exec('DROP TABLE snapshots; PRAGMA user_version = 2;'); // as a ckpt before snapshots left it
+    db.close();
+    const after = openEventStore(`sqlite:${path}`);
+    try {
+      const read = await readModel(after, membershipModel, 'j', { saveAfter: 0 });
+      assert.is(read.state.phase, 'running');
+      assert.match(read.notes.join('\n'), 'saved at revision');
+      assert.is((await readModel(after, membershipModel, 'j')).folded, 0);
+    } finally {
+      await after.close();
+    }
+    const check = new Database(path);
+    assert.is(check.pragma('user_version', { simple: true }), 3);
+    check.close();
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+migration.run();
