@@ -49,13 +49,20 @@ export class AgentConnection {
 
   private constructor(socket: Socket, readonly path: string) {
     this.#socket = socket;
-    let buffered = '';
+    // A reply may be large (a read model): only each new chunk is searched for the line's end.
+    let parts: string[] = [];
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
-      buffered += chunk;
-      for (let newline = buffered.indexOf('\n'); newline !== -1; newline = buffered.indexOf('\n')) {
-        const reply = JSON.parse(buffered.slice(0, newline)) as Reply;
-        buffered = buffered.slice(newline + 1);
+      for (let start = 0; ; ) {
+        const newline = chunk.indexOf('\n', start);
+        if (newline === -1) {
+          if (start < chunk.length) parts.push(chunk.slice(start));
+          return;
+        }
+        parts.push(chunk.slice(start, newline));
+        start = newline + 1;
+        const reply = JSON.parse(parts.join('')) as Reply;
+        parts = [];
         if (reply.ok === undefined) this.onStreamed?.(reply);
         else this.#settle(reply);
       }
