@@ -93,6 +93,54 @@ export interface EventStore {
   close(): Promise<void>;
   /** The stored rows as written, for checking the digest chain. */
   readonly chain: ChainedLog;
+  /** Snapshots of read models, kept beside the events (absent: every read folds from the log). */
+  readonly snapshots?: SnapshotStore;
+  /** A store read through the node agent: the agent folds read models and answers with them. */
+  readonly models?: RemoteReadModels;
+}
+
+/**
+ * A read model's state as folded up to a log position (global, or a stream revision for a
+ * per-stream model), with what it was folded by: a snapshot is used only when all of it still holds.
+ */
+export interface Snapshot {
+  readonly model: string;
+  readonly key: string;
+  /** The fold's code version: a snapshot from another version is rebuilt, never trusted. */
+  readonly version: number;
+  /** The catalogue's schema versions the events were decoded with. */
+  readonly schema: string;
+  /** Global position (whole-log models) or stream revision (per-stream models) of the last event folded; -1 for none. */
+  readonly position: number;
+  /** That event's chain digest; the log must still have it there. */
+  readonly digest: string;
+  /** The state as JSON text. */
+  readonly state: string;
+}
+
+export interface SnapshotStore {
+  /** The snapshot of a model and key; `damaged` when its bytes no longer match its checksum. */
+  load(model: string, key: string): Promise<Snapshot | { readonly damaged: string } | undefined>;
+  /** Replaces the snapshot; throws SnapshotNotWritableError when this connection may not write them. */
+  save(snapshot: Snapshot): Promise<void>;
+}
+
+export class SnapshotNotWritableError extends Error {
+  override readonly name = 'SnapshotNotWritableError';
+}
+
+/** A read model folded by the node agent for the caller, encoded as its snapshot would be. */
+export interface RemoteModelRead {
+  readonly state: unknown;
+  readonly position: number;
+  /** Events folded after the snapshot (or from the start). */
+  readonly folded: number;
+  /** What happened to the snapshot (used, rebuilt and why), for --verbose. */
+  readonly notes: readonly string[];
+}
+
+export interface RemoteReadModels {
+  read(model: string, key: string): Promise<RemoteModelRead>;
 }
 
 /** A row as stored, undecoded: what the digest chain is checked against. */

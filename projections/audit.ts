@@ -2,9 +2,13 @@
 // came of it, and which processes the job had at that moment — one pass over its stream.
 import type { RecordedEvent } from '../domain/event-store.js';
 import type { Actor } from '../domain/identity.js';
-import { classify, evolveMembership, initialMembership, runningMembers } from '../domain/membership.js';
-import { foldCheckpoints, type CheckpointSummary } from './checkpoints.js';
-import { foldRestarts, type RestartSummary } from './restarts.js';
+import { jobStream, processKey } from '../domain/identity.js';
+import { removeIn, valuesOf } from '../domain/persistent-map.js';
+import { classify, evolveMembership, initialMembership, runningMembers, type JobMembership } from '../domain/membership.js';
+import { checkpointsModel, checkpointSummaries, evolveCheckpoints, initialCheckpoints, type CheckpointsState, type CheckpointSummary } from './checkpoints.js';
+import { decodeMembership, encodeMembership } from './jobs.js';
+import type { ReadModel } from './read-model.js';
+import { evolveRestarts, initialRestarts, restartsModel, type RestartsState, type RestartSummary } from './restarts.js';
 
 export interface MemberAtRequest {
   readonly unit: string;
@@ -29,31 +33,104 @@ export type AuditEntry =
       readonly pruned: ReadonlyArray<{ readonly version: number; readonly bytes: number }>;
     };
 
-export const foldAudit = (job: string, events: readonly RecordedEvent[]): AuditEntry[] => {
-  let membership = initialMembership(job);
-  const at = new Map<string, MemberAtRequest[]>();
-  const prunes = new Map<string, Extract<AuditEntry, { kind: 'prune' }> & { pruned: Array<{ version: number; bytes: number }> }>();
-  /** CheckpointPruned is caused by (causationId) the PruneRequested event. */
-  const pruneByEvent = new Map<string, string>();
-  for (const e of events) {
-    membership = evolveMembership(membership, e);
-    if (e.type === 'CheckpointRequested' || e.type === 'RestartRequested') {
-      at.set(e.data.request, runningMembers(membership).map((m) => ({ unit: m.unit, node: m.node, pid: m.pid, startTime: m.startTime, comm: m.comm, reason: classify(membership, m).reason })));
-    } else if (e.type === 'PruneRequested') {
-      pruneByEvent.set(e.id, e.data.request);
-      prunes.set(e.data.request, { kind: 'prune', request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, keep: e.data.keep, outcome: 'pruned', reason: null, pruned: [] });
-    } else if (e.type === 'RequestRejected' && e.data.command === 'prune') {
-      const p = prunes.get(e.data.request);
-      if (p) prunes.set(e.data.request, { ...p, outcome: 'rejected', reason: e.data.reason });
-    } else if (e.type === 'CheckpointPruned') {
-      const request = e.metadata.causationId === undefined ? undefined : pruneByEvent.get(e.metadata.causationId);
-      if (request) prunes.get(request)?.pruned.push({ version: e.data.version, bytes: e.data.bytes });
-    }
+type Prune = Extract<AuditEntry, { kind: 'prune' }>;
+
+/** The fold's state: the job's membership (for who ran at each request), its checkpoints, restarts and prunes. */
+export interface AuditState {
+  /**
+   * The members that run, and those that ran while a checkpoint was taken (a restart links its
+   * restored processes to them); the others are forgotten when they end, so the audit grows with
+   * what runs and what was checkpointed, not with every process the job ever had.
+   */
+  readonly membership: JobMembership;
+  readonly checkpointed: Readonly<Record<string, true>>;
+  readonly checkpoints: CheckpointsState;
+  readonly restarts: RestartsState;
+  /** Running members when each checkpoint or restart was requested. */
+  readonly at: Readonly<Record<string, readonly MemberAtRequest[]>>;
+  readonly prunes: readonly Prune[];
+  /** CheckpointPruned is caused by (causationId) the PruneRequested event: event id → request. */
+  readonly pruneByEvent: Readonly<Record<string, string>>;
+}
+
+export const initialAudit = (job: string): AuditState => ({ membership: initialMembership(job), checkpointed: {}, checkpoints: initialCheckpoints, restarts: initialRestarts, at: {}, prunes: [], pruneByEvent: {} });
+
+const withPrune = (s: AuditState, request: string | undefined, change: (p: Prune) => Prune): AuditState => {
+  const index = request === undefined ? -1 : s.prunes.findIndex((p) => p.request === request);
+  if (index < 0) return s;
+  const prunes = s.prunes.slice();
+  prunes[index] = change(prunes[index]!);
+  return { ...s, prunes };
+};
+
+/** Whom a checkpoint can hold: the members running from its plan to its dump. */
+const CHECKPOINTING = new Set(['CheckpointPlanned', 'UnitFrozen', 'UnitDumped']);
+
+const remembered = (s: AuditState, e: RecordedEvent): Pick<AuditState, 'membership' | 'checkpointed'> => {
+  let { checkpointed } = s;
+  if (e.type === 'ProcessExited' || e.type === 'ProcessVanished') {
+    const key = processKey(e.data.node, e.data.process);
+    // What the membership fold would mark ended, and this one forgets at once.
+    if (!checkpointed[key]) return { membership: { ...s.membership, members: removeIn(s.membership.members, key), position: e.position }, checkpointed };
   }
+  const membership = evolveMembership(s.membership, e);
+  if (CHECKPOINTING.has(e.type)) {
+    const running = [...valuesOf(membership.members)].filter((m) => m.state === 'running' && !checkpointed[m.key]);
+    if (running.length > 0) checkpointed = { ...checkpointed, ...Object.fromEntries(running.map((m) => [m.key, true] as const)) };
+  }
+  return { membership, checkpointed };
+};
+
+export const evolveAudit = (s: AuditState, e: RecordedEvent): AuditState => {
+  const { membership, checkpointed } = remembered(s, e);
+  const checkpoints = evolveCheckpoints(s.checkpoints, e);
+  const restarts = evolveRestarts(s.restarts, e);
+  const next = { ...s, membership, checkpointed, checkpoints, restarts };
+  switch (e.type) {
+    case 'CheckpointRequested':
+    case 'RestartRequested': {
+      const running = runningMembers(membership).map((m) => ({ unit: m.unit, node: m.node, pid: m.pid, startTime: m.startTime, comm: m.comm, reason: classify(membership, m).reason }));
+      return { ...next, at: { ...s.at, [e.data.request]: running } };
+    }
+    case 'PruneRequested': {
+      const prune: Prune = { kind: 'prune', request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, keep: e.data.keep, outcome: 'pruned', reason: null, pruned: [] };
+      const known = s.prunes.some((p) => p.request === e.data.request);
+      return withPrune({ ...next, pruneByEvent: { ...s.pruneByEvent, [e.id]: e.data.request }, prunes: known ? s.prunes : [...s.prunes, prune] }, e.data.request, () => prune);
+    }
+    case 'RequestRejected':
+      return e.data.command === 'prune' ? withPrune(next, e.data.request, (p) => ({ ...p, outcome: 'rejected', reason: e.data.reason })) : next;
+    case 'CheckpointPruned': {
+      const request = e.metadata.causationId === undefined ? undefined : s.pruneByEvent[e.metadata.causationId];
+      return withPrune(next, request, (p) => ({ ...p, pruned: [...p.pruned, { version: e.data.version, bytes: e.data.bytes }] }));
+    }
+    default:
+      return next;
+  }
+};
+
+/** The audit trail of the state: every request, by when it was made. */
+export const auditEntries = (s: AuditState): AuditEntry[] => {
   const entries: AuditEntry[] = [
-    ...foldCheckpoints(events).map((c) => ({ kind: 'checkpoint' as const, ...c, membership: at.get(c.request) ?? [] })),
-    ...foldRestarts(events).map((r) => ({ kind: 'restart' as const, ...r, membership: at.get(r.request) ?? [] })),
-    ...prunes.values(),
+    ...checkpointSummaries(s.checkpoints).map((c) => ({ kind: 'checkpoint' as const, ...c, membership: s.at[c.request] ?? [] })),
+    ...s.restarts.list.map((r) => ({ kind: 'restart' as const, ...r, membership: s.at[r.request] ?? [] })),
+    ...s.prunes,
   ];
   return entries.sort((a, b) => a.requestedAt.localeCompare(b.requestedAt));
+};
+
+export const foldAudit = (job: string, events: readonly RecordedEvent[]): AuditEntry[] => auditEntries(events.reduce(evolveAudit, initialAudit(job)));
+
+/** A job's audit trail as a read model of its stream, kept as a snapshot (with the part of the membership it needs). */
+export const auditModel: ReadModel<AuditState> = {
+  name: 'audit',
+  version: 1,
+  stream: jobStream,
+  initial: initialAudit,
+  evolve: evolveAudit,
+  encode: (s) => ({ ...s, membership: encodeMembership(s.membership), checkpoints: checkpointsModel.encode(s.checkpoints), restarts: restartsModel.encode(s.restarts) }),
+  decode: (encoded, job) => {
+    const s = encoded as AuditState;
+    if (typeof s?.at !== 'object' || !Array.isArray(s.prunes) || typeof s.pruneByEvent !== 'object' || typeof s.checkpointed !== 'object') throw new Error('audit: at, prunes, pruneByEvent or checkpointed missing');
+    return { ...s, membership: decodeMembership(s.membership), checkpoints: checkpointsModel.decode(s.checkpoints, job), restarts: restartsModel.decode(s.restarts, job) };
+  },
 };

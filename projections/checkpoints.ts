@@ -6,7 +6,8 @@ import type { DumpStats } from '../domain/events/checkpoint.js';
 import type { Failure } from '../domain/failure.js';
 import type { Actor } from '../domain/identity.js';
 import { jobStream } from '../domain/identity.js';
-import { readWholeStream } from './project.js';
+import { readWholeStream, withEntry, withRequest, type RequestList } from './project.js';
+import type { ReadModel } from './read-model.js';
 
 export interface UnitFigures {
   readonly unit: string;
@@ -59,97 +60,77 @@ export interface CheckpointSummary {
   readonly endedAt?: string;
 }
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] extends readonly (infer U)[] ? U[] : T[K] };
-type Draft = Mutable<Omit<CheckpointSummary, 'units'>> & { units: Array<Mutable<UnitFigures>> };
+type Draft = Omit<CheckpointSummary, 'frozenMs' | 'durationMs'>;
 
-/** Folds a job's stream into its checkpoints, oldest first. */
-export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSummary[] => {
-  const byRequest = new Map<string, Draft>();
-  const byVersion = new Map<number, Draft>();
-  const unitOf = (d: Draft | undefined, unit: string) => d?.units.find((u) => u.unit === unit);
-  for (const e of events) {
-    switch (e.type) {
-      case 'CheckpointRequested':
-        byRequest.set(e.data.request, {
-          request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, stop: e.data.stop, timeoutMs: e.data.timeoutMs,
-          version: null, parent: null, outcome: 'in progress', phase: 'requested', reason: null, units: [], files: 0, bytes: 0,
-        });
-        break;
-      case 'RequestRejected': {
-        const d = e.data.command === 'checkpoint' ? byRequest.get(e.data.request) : undefined;
-        if (d) Object.assign(d, { outcome: 'rejected', phase: 'rejected', reason: e.data.reason, endedAt: e.metadata.recordedAt });
-        break;
-      }
-      case 'CheckpointPlanned': {
-        const d = byRequest.get(e.data.request);
-        if (!d) break;
-        Object.assign(d, { version: e.data.version, parent: e.data.parent, phase: 'planned' });
-        d.units = e.data.units.map((u) => ({ unit: u.unit, node: u.node, scope: u.scope, planned: u.targets.length }));
-        byVersion.set(e.data.version, d);
-        break;
-      }
-      case 'UnitFrozen': {
-        const u = unitOf(byVersion.get(e.data.version), e.data.unit);
-        if (u) u.frozen = e.data.processes;
-        break;
-      }
-      case 'UnitDumped': {
-        const u = unitOf(byVersion.get(e.data.version), e.data.unit);
-        if (u) Object.assign(u, { files: e.data.files, bytes: e.data.bytes, dumpMs: e.data.durationMs, ...(e.data.stats && { stats: e.data.stats }) });
-        break;
-      }
-      case 'UnitVerified': {
-        const u = unitOf(byVersion.get(e.data.version), e.data.unit);
-        if (u) u.captured = e.data.captured;
-        break;
-      }
-      case 'UnitThawed': {
-        const u = unitOf(byVersion.get(e.data.version), e.data.unit);
-        if (u) u.frozenMs = e.data.frozenMs;
-        break;
-      }
-      case 'UnitFreezeFailed':
-      case 'UnitDumpFailed':
-      case 'UnitVerifyFailed':
-      case 'UnitThawFailed':
-      case 'UnitStopFailed':
-      case 'UnitAbortFailed': {
-        const u = unitOf(byVersion.get(e.data.version), e.data.unit);
-        if (u) Object.assign(u, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
-        break;
-      }
-      case 'CheckpointCommitted': {
-        const d = byVersion.get(e.data.version);
-        if (d) Object.assign(d, { outcome: 'committed', phase: 'committed', files: e.data.files, bytes: e.data.bytes, manifest: e.data.manifest, commitMs: e.data.durationMs });
-        break;
-      }
-      case 'CheckpointAbortRequested': {
-        const d = byVersion.get(e.data.version);
-        if (d) Object.assign(d, { phase: 'aborting', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) });
-        break;
-      }
-      case 'CheckpointAborted': {
-        const d = byVersion.get(e.data.version);
-        if (d) Object.assign(d, { outcome: 'aborted', phase: 'aborted', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }), endedAt: e.metadata.recordedAt });
-        break;
-      }
-      case 'CheckpointCompleted': {
-        const d = byVersion.get(e.data.version);
-        if (d) Object.assign(d, { phase: 'completed', completed: e.data.outcome, endedAt: e.metadata.recordedAt });
-        break;
-      }
-      default: {
-        // Progress of the remaining phases, for `--wait`.
-        const d = 'version' in e.data && typeof e.data.version === 'number' ? byVersion.get(e.data.version) : undefined;
-        if (d?.outcome === 'in progress' && d.phase !== 'aborting') {
-          if (e.type === 'UnitDumpRequested') d.phase = 'frozen';
-          else if (e.type === 'UnitVerifyRequested') d.phase = 'dumped';
-          else if (e.type === 'CheckpointCommitRequested') d.phase = 'verified';
-        }
-      }
+/** The fold's state: every request in order, found by request id and by version. JSON as it is. */
+export interface CheckpointsState extends RequestList<Draft> {
+  readonly byVersion: Readonly<Record<number, number>>;
+}
+
+export const initialCheckpoints: CheckpointsState = { list: [], byRequest: {}, byVersion: {} };
+
+const withDraft = (s: CheckpointsState, index: number | undefined, change: (d: Draft) => Draft): CheckpointsState => withEntry<CheckpointsState, Draft>(s, index, change);
+
+const withUnit = (s: CheckpointsState, version: number, unit: string, change: Partial<UnitFigures>): CheckpointsState =>
+  withDraft(s, s.byVersion[version], (d) => (d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, ...change } : u)) } : d));
+
+/** One event of a job's stream into its checkpoints (a pure evolve: nothing is changed in place). */
+export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
+  switch (e.type) {
+    case 'CheckpointRequested': {
+      const draft: Draft = {
+        request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, stop: e.data.stop, timeoutMs: e.data.timeoutMs,
+        version: null, parent: null, outcome: 'in progress', phase: 'requested', reason: null, units: [], files: 0, bytes: 0,
+      };
+      return withRequest<CheckpointsState, Draft>(s, e.data.request, draft);
+    }
+    case 'RequestRejected':
+      if (e.data.command !== 'checkpoint') return s;
+      return withDraft(s, s.byRequest[e.data.request], (d) => ({ ...d, outcome: 'rejected', phase: 'rejected', reason: e.data.reason, endedAt: e.metadata.recordedAt }));
+    case 'CheckpointPlanned': {
+      const index = s.byRequest[e.data.request];
+      if (index === undefined) return s;
+      const planned = withDraft(s, index, (d) => ({
+        ...d, version: e.data.version, parent: e.data.parent, phase: 'planned',
+        units: e.data.units.map((u) => ({ unit: u.unit, node: u.node, scope: u.scope, planned: u.targets.length })),
+      }));
+      return { ...planned, byVersion: { ...s.byVersion, [e.data.version]: index } };
+    }
+    case 'UnitFrozen':
+      return withUnit(s, e.data.version, e.data.unit, { frozen: e.data.processes });
+    case 'UnitDumped':
+      return withUnit(s, e.data.version, e.data.unit, { files: e.data.files, bytes: e.data.bytes, dumpMs: e.data.durationMs, ...(e.data.stats && { stats: e.data.stats }) });
+    case 'UnitVerified':
+      return withUnit(s, e.data.version, e.data.unit, { captured: e.data.captured });
+    case 'UnitThawed':
+      return withUnit(s, e.data.version, e.data.unit, { frozenMs: e.data.frozenMs });
+    case 'UnitFreezeFailed':
+    case 'UnitDumpFailed':
+    case 'UnitVerifyFailed':
+    case 'UnitThawFailed':
+    case 'UnitStopFailed':
+    case 'UnitAbortFailed':
+      return withUnit(s, e.data.version, e.data.unit, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
+    case 'CheckpointCommitted':
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, outcome: 'committed', phase: 'committed', files: e.data.files, bytes: e.data.bytes, manifest: e.data.manifest, commitMs: e.data.durationMs }));
+    case 'CheckpointAbortRequested':
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, phase: 'aborting', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }));
+    case 'CheckpointAborted':
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, outcome: 'aborted', phase: 'aborted', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }), endedAt: e.metadata.recordedAt }));
+    case 'CheckpointCompleted':
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, phase: 'completed', completed: e.data.outcome, endedAt: e.metadata.recordedAt }));
+    default: {
+      // Progress of the remaining phases, for `--wait`.
+      const phase = e.type === 'UnitDumpRequested' ? 'frozen' : e.type === 'UnitVerifyRequested' ? 'dumped' : e.type === 'CheckpointCommitRequested' ? 'verified' : undefined;
+      if (!phase) return s;
+      return withDraft(s, s.byVersion[(e.data as { version: number }).version], (d) => (d.outcome === 'in progress' && d.phase !== 'aborting' ? { ...d, phase } : d));
     }
   }
-  return [...byRequest.values()].map((d) => {
+};
+
+/** The checkpoints of the state, oldest first, with the figures derived from it. */
+export const checkpointSummaries = (s: CheckpointsState): CheckpointSummary[] =>
+  s.list.map((d) => {
     const frozen = d.units.map((u) => u.frozenMs).filter((m): m is number => m !== undefined);
     return {
       ...d,
@@ -157,6 +138,27 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
       ...(d.endedAt && { durationMs: Date.parse(d.endedAt) - Date.parse(d.requestedAt) }),
     };
   });
+
+/** Folds a job's stream into its checkpoints, oldest first. */
+export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSummary[] => {
+  let state = initialCheckpoints;
+  for (const e of events) state = evolveCheckpoints(state, e);
+  return checkpointSummaries(state);
+};
+
+/** A job's checkpoints as a read model of its stream, kept as a snapshot. */
+export const checkpointsModel: ReadModel<CheckpointsState> = {
+  name: 'checkpoints',
+  version: 1,
+  stream: jobStream,
+  initial: () => initialCheckpoints,
+  evolve: evolveCheckpoints,
+  encode: (s) => s,
+  decode: (encoded) => {
+    const s = encoded as CheckpointsState;
+    if (!Array.isArray(s?.list) || typeof s.byRequest !== 'object' || typeof s.byVersion !== 'object') throw new Error('checkpoints: list, byRequest or byVersion missing');
+    return s;
+  },
 };
 
 /** A job's stream, in order (undefined when the job is unknown). */

@@ -1,18 +1,73 @@
 // Job membership read models for the CLI and the dashboard: one job from its stream (optionally
-// as it was at a log position), or every job from the whole log.
-import type { EventStore, Position } from '../domain/event-store.js';
-import { jobStream } from '../domain/identity.js';
-import { evolveMembership, initialMembership, type JobMembership } from '../domain/membership.js';
-import { emptyMap, getIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
-import { replay } from './project.js';
+// as it was at a log position), or every job from the whole log — both kept as snapshots.
+import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
+import { jobStream, processKey } from '../domain/identity.js';
+import { evolveMembership, initialMembership, type JobMembership, type Member, type MemberState } from '../domain/membership.js';
+import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
+import { readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
-/** A job's membership from its stream; `at` stops at that global position. Undefined if unknown. */
-export const jobMembership = async (store: EventStore, job: string, at?: Position): Promise<JobMembership | undefined> => {
+/** Strings that repeat across members (node, unit, comm, cgroup, state) are written once. */
+const interning = () => {
+  const index = new Map<string, number>();
+  const table: string[] = [];
+  const of = (s: string | undefined): number | null => {
+    if (s === undefined) return null;
+    let i = index.get(s);
+    if (i === undefined) (i = table.length), index.set(s, i), table.push(s);
+    return i;
+  };
+  return { of, table };
+};
+
+type MemberRow = [node: number, unit: number, pid: number, startTime: number, ppid: number, forkedBy: number | null, pgid: number, sid: number, comm: number, cgroup: number | null, state: number, exitStatus: number | null, signal: number | null, dependsOn: Member['dependsOn'] | null, restoredFrom: string | null, since: number, until: number | null];
+
+export const encodeMembership = (m: JobMembership) => {
+  const strings = interning();
+  const members = [...valuesOf(m.members)].map((x): MemberRow => [
+    strings.of(x.node)!, strings.of(x.unit)!, x.pid, x.startTime, x.ppid, x.forkedBy ?? null, x.pgid, x.sid, strings.of(x.comm)!, strings.of(x.cgroup),
+    strings.of(x.state)!, x.exitStatus, x.signal, x.dependsOn ?? null, x.restoredFrom ?? null, x.since, x.until ?? null,
+  ]);
+  return { ...m, members, strings: strings.table };
+};
+
+export const decodeMembership = (encoded: unknown): JobMembership => {
+  const { members, strings, ...rest } = encoded as ReturnType<typeof encodeMembership>;
+  if (!Array.isArray(members) || !Array.isArray(strings)) throw new Error('membership: members or strings missing');
+  const s = (i: number | null) => (i === null ? undefined : strings[i]);
+  // One literal with every field in newMember's order: decoded members share one shape, as folded ones do.
+  const decoded = (members as MemberRow[]).map(([node, unit, pid, startTime, ppid, forkedBy, pgid, sid, comm, cgroup, state, exitStatus, signal, dependsOn, restoredFrom, since, until]): readonly [string, Member] => {
+    const m: Member = {
+      key: processKey(strings[node]!, { pid, startTime }), node: strings[node]!, unit: strings[unit]!, pid, startTime, ppid, forkedBy: forkedBy ?? undefined,
+      pgid, sid, comm: strings[comm]!, cgroup: s(cgroup), state: strings[state] as MemberState, exitStatus, signal, dependsOn: dependsOn ?? undefined,
+      restoredFrom: restoredFrom ?? undefined, since, until: until ?? undefined,
+    };
+    return [m.key, m];
+  });
+  return { ...(rest as Omit<JobMembership, 'members'>), members: mapOf(decoded) };
+};
+
+/** A job's membership: every process it ever had, folded from its stream. */
+export const membershipModel: ReadModel<JobMembership> = {
+  name: 'membership',
+  version: 1,
+  stream: jobStream,
+  initial: initialMembership,
+  evolve: evolveMembership,
+  encode: encodeMembership,
+  decode: decodeMembership,
+};
+
+/** A job's membership from its stream; `at` stops at that global position (from the whole history). Undefined if unknown. */
+export const jobMembership = async (store: EventStore, job: string, at?: Position, options: ReadOptions = {}): Promise<JobMembership | undefined> => {
+  if (at === undefined) {
+    const { state } = await readMembership(store, job, options);
+    return state.phase === 'new' ? undefined : state;
+  }
   let state = initialMembership(job);
   for (let from = 0; ; ) {
     const page = await store.readStream(jobStream(job), { from, limit: 1000 });
     for (const e of page) {
-      if (at !== undefined && e.position > at) return state.phase === 'new' ? undefined : state;
+      if (e.position > at) return state.phase === 'new' ? undefined : state;
       state = evolveMembership(state, e);
     }
     if (page.length < 1000) break;
@@ -21,16 +76,97 @@ export const jobMembership = async (store: EventStore, job: string, at?: Positio
   return state.phase === 'new' ? undefined : state;
 };
 
-/** Every job in the log, folded with the same evolve as a single job. */
-export const allJobs = async (store: EventStore): Promise<JobMembership[]> => {
-  const { state } = await replay<PersistentMap<JobMembership>>(
-    store,
-    (jobs, e) => {
-      if (!e.stream.startsWith('job-')) return jobs;
-      const job = e.stream.slice(4);
-      return setIn(jobs, job, evolveMembership(getIn(jobs, job) ?? initialMembership(job), e));
-    },
-    emptyMap(),
-  );
-  return [...valuesOf(state)].filter((j) => j.phase !== 'new').sort((a, b) => (a.submittedAt ?? '').localeCompare(b.submittedAt ?? '') || a.job.localeCompare(b.job));
+/** The same, with what the read did (snapshot used or rebuilt, events folded). */
+export const readMembership = (store: EventStore, job: string, options: ReadOptions = {}): Promise<ModelRead<JobMembership>> => readModel(store, membershipModel, job, options);
+
+/**
+ * What `ckpt jobs` shows of a job: its membership without the members — units, phase, owner and
+ * outcome are the membership fold's own — and of its processes only which run now and how many
+ * there were, so the list stays as small as what runs, however long the history.
+ */
+export interface JobListing {
+  readonly job: JobMembership;
+  /** The members that run (what the fold needs to go on). */
+  readonly processes: PersistentMap<true>;
+  /** What the list shows: how many run, and how many members the job ever had. */
+  readonly running: number;
+  readonly total: number;
+}
+
+const initialListing = (job: string): JobListing => ({ job: initialMembership(job), processes: emptyMap(), running: 0, total: 0 });
+
+/** Events that change only members: the membership fold needs not see them here. */
+const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
+
+/**
+ * Which processes run and how many members there were, as evolveMembership counts them. An ended
+ * process is forgotten here: a member is only ever new when the agent first sees it alive (fork,
+ * observation, launch, restore), and a process that ended is never seen alive again.
+ */
+export const evolveListing = (l: JobListing, e: RecordedEvent): JobListing => {
+  let { processes, total } = l;
+  const started = (key: string) => {
+    if (getIn(processes, key)) return;
+    processes = setIn(processes, key, true);
+    total++;
+  };
+  switch (e.type) {
+    case 'UnitLaunched':
+      started(processKey(e.data.node, e.data.root));
+      break;
+    case 'ProcessForked':
+      started(processKey(e.data.node, e.data.child));
+      break;
+    case 'ProcessObserved':
+    case 'DependencyObserved':
+      started(processKey(e.data.node, e.data.process));
+      break;
+    case 'ProcessExited':
+    case 'ProcessVanished':
+      processes = removeIn(processes, processKey(e.data.node, e.data.process));
+      break;
+    case 'UnitRestored':
+      if (l.job.units[e.data.unit]) for (const p of e.data.processes) started(processKey(e.data.node, p.now));
+      break;
+    default:
+  }
+  const job = MEMBER_EVENTS.has(e.type) ? { ...l.job, position: e.position } : evolveMembership(l.job, e);
+  // The members the membership fold added (a unit's root, restored processes) are counted above.
+  return { job: job.members.size > 0 ? { ...job, members: emptyMap() } : job, processes, running: processes.size, total };
 };
+
+/** Every job in the log (a whole-log model: positions are global). */
+export const jobsModel: ReadModel<PersistentMap<JobListing>> = {
+  name: 'jobs',
+  version: 1,
+  initial: () => emptyMap(),
+  evolve: (jobs, e) => {
+    if (!e.stream.startsWith('job-')) return jobs;
+    const job = e.stream.slice(4);
+    return setIn(jobs, job, evolveListing(getIn(jobs, job) ?? initialListing(job), e));
+  },
+  encode: (jobs) => [...valuesOf(jobs)].map((l) => ({ job: encodeMembership(l.job), running: [...entriesOf(l.processes)].map(([key]) => key), total: l.total })),
+  decode: (encoded) => {
+    if (!Array.isArray(encoded)) throw new Error('jobs: expected a list');
+    return mapOf(
+      encoded.map((l: { job: unknown; running: string[]; total: number }): readonly [string, JobListing] => {
+        const job = decodeMembership(l.job);
+        const processes = mapOf(l.running.map((key) => [key, true] as const));
+        return [job.job, { job, processes, running: processes.size, total: l.total }];
+      }),
+    );
+  },
+};
+
+const bySubmission = (a: JobListing, b: JobListing) => (a.job.submittedAt ?? '').localeCompare(b.job.submittedAt ?? '') || a.job.job.localeCompare(b.job.job);
+
+/** The list without each job's process keys (what a client of the agent needs: the counts). */
+export const withoutProcesses = (jobs: Iterable<JobListing>): PersistentMap<JobListing> => mapOf([...jobs].map((l) => [l.job.job, { ...l, processes: emptyMap<true>() }] as const));
+
+/** Every job in the log, oldest first, as the list shows them. */
+export const listJobs = (jobs: PersistentMap<JobListing>): JobListing[] => [...valuesOf(jobs)].filter((j) => j.job.phase !== 'new').sort(bySubmission);
+
+/** Every job in the log, from the jobs snapshot and what came after it. */
+export const allJobs = async (store: EventStore, options: ReadOptions = {}): Promise<JobListing[]> => listJobs((await readJobs(store, options)).state);
+
+export const readJobs = (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<PersistentMap<JobListing>>> => readModel(store, jobsModel, '', options);

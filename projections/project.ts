@@ -56,3 +56,24 @@ export const readWholeStream = async (store: EventStore, stream: string): Promis
     from = page[page.length - 1]!.revision + 1;
   }
 };
+
+/** A fold's requests in order, found by request id (checkpoints, restarts). */
+export interface RequestList<T> {
+  readonly list: readonly T[];
+  readonly byRequest: Readonly<Record<string, number>>;
+}
+
+/** The state with one entry changed (a copy); the same state when there is no such entry. */
+export const withEntry = <S extends RequestList<T>, T>(s: S, index: number | undefined, change: (entry: T) => T): S => {
+  if (index === undefined) return s;
+  const list = s.list.slice();
+  list[index] = change(list[index]!);
+  return { ...s, list };
+};
+
+/** The state with a request's entry added (or replaced, for a request id seen before). */
+export const withRequest = <S extends RequestList<T>, T>(s: S, request: string, entry: T): S => {
+  const known = s.byRequest[request];
+  if (known !== undefined) return withEntry(s, known, () => entry);
+  return { ...s, list: [...s.list, entry], byRequest: { ...s.byRequest, [request]: s.list.length } };
+};

@@ -3,7 +3,9 @@
 import type { RecordedEvent } from '../domain/event-store.js';
 import type { RestoreStats } from '../domain/events/restart.js';
 import type { Failure } from '../domain/failure.js';
-import type { Actor, ProcessRef } from '../domain/identity.js';
+import { jobStream, type Actor, type ProcessRef } from '../domain/identity.js';
+import { withEntry, withRequest, type RequestList } from './project.js';
+import type { ReadModel } from './read-model.js';
 
 export interface RestartUnitFigures {
   readonly unit: string;
@@ -43,71 +45,84 @@ export interface RestartSummary {
   readonly endedAt?: string;
 }
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-type Draft = Omit<Mutable<RestartSummary>, 'units' | 'processes'> & { units: Array<Mutable<RestartUnitFigures>>; processes: RestoredFigure[] };
+/** The fold's state: every request in order, found by request id and by restart number. JSON as it is. */
+export interface RestartsState extends RequestList<RestartSummary> {
+  readonly byRestart: Readonly<Record<number, number>>;
+}
+
+export const initialRestarts: RestartsState = { list: [], byRequest: {}, byRestart: {} };
+
+const withDraft = (s: RestartsState, index: number | undefined, change: (d: RestartSummary) => RestartSummary): RestartsState => withEntry<RestartsState, RestartSummary>(s, index, change);
+
+const withUnit = (s: RestartsState, restart: number, unit: string, change: Partial<RestartUnitFigures>, phase?: string): RestartsState =>
+  withDraft(s, s.byRestart[restart], (d) => ({
+    ...d,
+    ...(phase && { phase }),
+    units: d.units.map((u) => (u.unit === unit ? { ...u, ...change } : u)),
+  }));
+
+const ended = (d: RestartSummary, change: Partial<RestartSummary>, at: string): RestartSummary => ({ ...d, ...change, endedAt: at, durationMs: Date.parse(at) - Date.parse(d.requestedAt) });
+
+/** One event of a job's stream into its restarts (a pure evolve: nothing is changed in place). */
+export const evolveRestarts = (s: RestartsState, e: RecordedEvent): RestartsState => {
+  switch (e.type) {
+    case 'RestartRequested': {
+      const draft: RestartSummary = {
+        request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, restart: null, version: e.data.version,
+        outcome: 'in progress', phase: 'requested', reason: null, units: [], processes: [],
+      };
+      return withRequest<RestartsState, RestartSummary>(s, e.data.request, draft);
+    }
+    case 'RequestRejected':
+      if (e.data.command !== 'restart') return s;
+      return withDraft(s, s.byRequest[e.data.request], (d) => ended(d, { outcome: 'rejected', phase: 'rejected', reason: e.data.reason }, e.metadata.recordedAt));
+    case 'RestartPlanned': {
+      const index = s.byRequest[e.data.request];
+      if (index === undefined) return s;
+      const planned = withDraft(s, index, (d) => ({ ...d, restart: e.data.restart, version: e.data.version, phase: 'planned', units: e.data.units.map((u) => ({ unit: u.unit, node: u.node })) }));
+      return { ...planned, byRestart: { ...s.byRestart, [e.data.restart]: index } };
+    }
+    case 'UnitImagesVerified':
+      return withUnit(s, e.data.restart, e.data.unit, { files: e.data.files, bytes: e.data.bytes }, 'images verified');
+    case 'UnitRestorePrepared':
+      return withUnit(s, e.data.restart, e.data.unit, { pidNamespace: e.data.pidNamespace, waitedMs: e.data.waitedMs }, 'prepared');
+    case 'UnitRestored': {
+      const restored = withUnit(s, e.data.restart, e.data.unit, { restoreMs: e.data.durationMs, ...(e.data.stats && { stats: e.data.stats }) });
+      return withDraft(restored, s.byRestart[e.data.restart], (d) => ({ ...d, processes: [...d.processes, ...e.data.processes.map((p) => ({ unit: e.data.unit, ...p }))] }));
+    }
+    case 'UnitImagesVerifyFailed':
+    case 'UnitRestorePrepareFailed':
+    case 'UnitRestoreFailed':
+    case 'UnitRollbackFailed':
+      return withUnit(s, e.data.restart, e.data.unit, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
+    case 'RestartAbortRequested':
+      return withDraft(s, s.byRestart[e.data.restart], (d) => ({ ...d, phase: 'rolling back', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }));
+    case 'RestartCommitted':
+      return withDraft(s, s.byRestart[e.data.restart], (d) => ended(d, { outcome: 'restored', phase: 'restored' }, e.metadata.recordedAt));
+    case 'RestartFailed':
+      return withDraft(s, s.byRestart[e.data.restart], (d) => ended(d, { outcome: 'failed', phase: 'failed', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }, e.metadata.recordedAt));
+    default:
+      return s;
+  }
+};
 
 export const foldRestarts = (events: Iterable<RecordedEvent>): RestartSummary[] => {
-  const byRequest = new Map<string, Draft>();
-  const byRestart = new Map<number, Draft>();
-  const unitOf = (restart: number, unit: string) => byRestart.get(restart)?.units.find((u) => u.unit === unit);
-  const end = (d: Draft | undefined, change: Partial<Draft>, at: string) => d && Object.assign(d, change, { endedAt: at, durationMs: Date.parse(at) - Date.parse(d.requestedAt) });
-  for (const e of events) {
-    switch (e.type) {
-      case 'RestartRequested':
-        byRequest.set(e.data.request, {
-          request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, restart: null, version: e.data.version,
-          outcome: 'in progress', phase: 'requested', reason: null, units: [], processes: [],
-        });
-        break;
-      case 'RequestRejected':
-        if (e.data.command === 'restart') end(byRequest.get(e.data.request), { outcome: 'rejected', phase: 'rejected', reason: e.data.reason }, e.metadata.recordedAt);
-        break;
-      case 'RestartPlanned': {
-        const d = byRequest.get(e.data.request);
-        if (!d) break;
-        Object.assign(d, { restart: e.data.restart, version: e.data.version, phase: 'planned', units: e.data.units.map((u) => ({ unit: u.unit, node: u.node })) });
-        byRestart.set(e.data.restart, d);
-        break;
-      }
-      case 'UnitImagesVerified': {
-        const u = unitOf(e.data.restart, e.data.unit);
-        if (u) Object.assign(u, { files: e.data.files, bytes: e.data.bytes });
-        byRestart.get(e.data.restart) && (byRestart.get(e.data.restart)!.phase = 'images verified');
-        break;
-      }
-      case 'UnitRestorePrepared': {
-        const u = unitOf(e.data.restart, e.data.unit);
-        if (u) Object.assign(u, { pidNamespace: e.data.pidNamespace, waitedMs: e.data.waitedMs });
-        byRestart.get(e.data.restart) && (byRestart.get(e.data.restart)!.phase = 'prepared');
-        break;
-      }
-      case 'UnitRestored': {
-        const u = unitOf(e.data.restart, e.data.unit);
-        if (u) Object.assign(u, { restoreMs: e.data.durationMs, ...(e.data.stats && { stats: e.data.stats }) });
-        byRestart.get(e.data.restart)?.processes.push(...e.data.processes.map((p) => ({ unit: e.data.unit, ...p })));
-        break;
-      }
-      case 'UnitImagesVerifyFailed':
-      case 'UnitRestorePrepareFailed':
-      case 'UnitRestoreFailed':
-      case 'UnitRollbackFailed': {
-        const u = unitOf(e.data.restart, e.data.unit);
-        if (u) Object.assign(u, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
-        break;
-      }
-      case 'RestartAbortRequested': {
-        const d = byRestart.get(e.data.restart);
-        if (d) Object.assign(d, { phase: 'rolling back', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) });
-        break;
-      }
-      case 'RestartCommitted':
-        end(byRestart.get(e.data.restart), { outcome: 'restored', phase: 'restored' }, e.metadata.recordedAt);
-        break;
-      case 'RestartFailed':
-        end(byRestart.get(e.data.restart), { outcome: 'failed', phase: 'failed', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }, e.metadata.recordedAt);
-        break;
-      default:
-    }
-  }
-  return [...byRequest.values()];
+  let state = initialRestarts;
+  for (const e of events) state = evolveRestarts(state, e);
+  return [...state.list];
+};
+
+/** A job's restarts as a read model of its stream, kept as a snapshot. */
+export const restartsModel: ReadModel<RestartsState> = {
+  name: 'restarts',
+  version: 1,
+  stream: jobStream,
+  initial: () => initialRestarts,
+  evolve: evolveRestarts,
+  encode: (s) => s,
+  decode: (encoded) => {
+    const s = encoded as RestartsState;
+    if (!Array.isArray(s?.list) || typeof s.byRequest !== 'object' || typeof s.byRestart !== 'object') throw new Error('restarts: list, byRequest or byRestart missing');
+    return s;
+  },
 };

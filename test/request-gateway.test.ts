@@ -193,6 +193,21 @@ test('a stranger’s checkpoint, restart, prune and added unit of root’s job a
   r = asNobody(['ps', 'rootjob']);
   assert.is(r.code, 1);
   assert.match(r.err, 'unknown job "rootjob"');
+  // The read models the agent answers with show no more than those events: their refused request.
+  r = asNobody(['checkpoints', 'rootjob', '--json', '--verbose']);
+  assert.is(r.code, 0, r.err);
+  const seenCheckpoints = JSON.parse(r.out) as Array<{ outcome: string; reason: string; requestedBy: { uid: number } }>;
+  assert.ok(seenCheckpoints.length > 0);
+  for (const c of seenCheckpoints) {
+    assert.equal([c.outcome, c.requestedBy.uid], ['rejected', NOBODY]);
+    assert.match(c.reason, 'nobody (uid 65534) may not checkpoint job rootjob');
+  }
+  assert.match(r.err, 'checkpoints/rootjob: folded from the');
+  r = asNobody(['audit', 'rootjob', '--json']);
+  assert.is(r.code, 0, r.err);
+  const [audit] = JSON.parse(r.out) as Array<{ entries: Array<{ kind: string; outcome: string; requestedBy: { uid: number }; membership: unknown[] }> }>;
+  assert.ok(audit!.entries.length >= 3);
+  for (const e of audit!.entries) assert.equal([e.requestedBy.uid, e.outcome, e.membership ?? []], [NOBODY, 'rejected', []], JSON.stringify(e));
 });
 
 test('nobody runs a job of their own through the agent: it runs as them, in its cgroups; they read its history and ps, not root’s jobs', () => {
@@ -214,6 +229,8 @@ test('nobody runs a job of their own through the agent: it runs as them, in its 
   assert.is(actorOf(events[3]!).uid, NOBODY, 'the launch is recorded as its requester');
   const jobs = (JSON.parse(asNobody(['jobs', '--json']).out) as Array<{ job: string }>).map((j) => j.job).sort();
   assert.equal(jobs, ['forge', 'forged-owner', 'mine']);
+  const verbose = asNobody(['jobs', '--verbose']);
+  assert.match(verbose.err, /ckpt jobs: snapshot jobs/, 'the agent answers from the jobs snapshot and says how');
   assert.ok(json<Array<{ job: string }>>(['jobs']).some((j) => j.job === 'rootjob'), 'root sees every job');
 });
 

@@ -8,6 +8,8 @@
 //   {id, op: 'readAll', from?, limit?}                     → the events the caller may read
 //   {id, op: 'subscribe', stream?, from?}                  → {id, event} lines, {id, caughtUp: true}, until the client closes
 //   {id, op: 'prune', job, keep}                           → {pruned, kept}
+//   {id, op: 'model', model, key}                          → {state, position, folded, notes}: a read model
+//                                                            (projections/models.ts) as the caller may see it
 // Answers: {id, ok: true, result} or {id, ok: false, error: {name, message, …}}.
 // The rules: the actor of every request is the caller; a job belongs to who submitted it and only
 // its owner or root may act on it or read it (node streams are readable by all); a unit's root is
@@ -27,7 +29,10 @@ import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
 import { readJobStream } from '../../projections/checkpoints.js';
-import { jobMembership } from '../../projections/jobs.js';
+import { jobMembership, withoutProcesses, type JobListing } from '../../projections/jobs.js';
+import { readModels } from '../../projections/models.js';
+import { readModel } from '../../projections/read-model.js';
+import { valuesOf, type PersistentMap } from '../../domain/persistent-map.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
 import { listVersions, pruneVersions } from '../images/image-store.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
@@ -166,8 +171,10 @@ export class RequestGateway {
         return this.#readAll(caller, numbers(r, 'from', 'limit'));
       case 'prune':
         return this.#prune(caller, r.job, r.keep);
+      case 'model':
+        return this.#model(caller, r.model, r.key);
       default:
-        throw new RequestRefused('invalid', `unknown request "${String(r.op)}": use append, read, revision, head, readAll, subscribe or prune`);
+        throw new RequestRefused('invalid', `unknown request "${String(r.op)}": use append, read, revision, head, readAll, subscribe, prune or model`);
     }
   }
 
@@ -187,6 +194,33 @@ export class RequestGateway {
         next: (e) => e !== undefined && send(e === CAUGHT_UP ? { id, caughtUp: true } : { id, event: e }),
         error: (error: Error) => send({ id, ok: false, error: errorJson(error) }),
       });
+  }
+
+  /**
+   * A read model as the caller may see it, folded here with the snapshots (which the agent may
+   * write). A snapshot never shows more than the log would: the jobs list holds only the caller's
+   * own jobs (all for root), and a job model of a job the caller may not read is folded, without
+   * snapshots, from the events of it they may see (their own requests and the refusals of them).
+   */
+  async #model(caller: Caller, name: unknown, key: unknown) {
+    const model = typeof name === 'string' && Object.hasOwn(readModels, name) ? readModels[name]! : undefined;
+    if (!model) throw new RequestRefused('invalid', `model: unknown read model ${JSON.stringify(name)} (one of ${Object.keys(readModels).join(', ')})`);
+    const { store } = this.#o;
+    if (!model.stream) {
+      const read = await readModel(store, model, '');
+      // The counts travel, not every process key: the caller folds nothing further.
+      const jobs = [...valuesOf(read.state as PersistentMap<JobListing>)];
+      return { ...read, state: model.encode(withoutProcesses(caller.uid === 0 ? jobs : jobs.filter((l) => l.job.owner?.uid === caller.uid))) };
+    }
+    const stream = typeof key === 'string' ? model.stream(key) : undefined;
+    if (typeof key !== 'string' || jobOfStream(stream!) !== key) throw new RequestRefused('invalid', `model: key must be a job name, got ${JSON.stringify(key)}`);
+    if (await this.#mayRead(caller, stream!)) {
+      const read = await readModel(store, model, key);
+      return { ...read, state: model.encode(read.state) };
+    }
+    const visible = await this.#readStream(caller, stream!, {});
+    const state = visible.reduce(model.evolve, model.initial(key));
+    return { state: model.encode(state), position: visible.at(-1)?.revision ?? -1, folded: visible.length, notes: [`${model.name}/${key}: folded from the ${visible.length} event(s) of it you may see (not your job)`] };
   }
 
   /** A page of the caller's events: full (limit) unless the log ends, so paging readers stop right. */

@@ -15,6 +15,8 @@ import {
   type ReadAllOptions,
   type ReadStreamOptions,
   type RecordedEvent,
+  type RemoteModelRead,
+  type RemoteReadModels,
   type Revision,
   type SubscribeOptions,
 } from '../../domain/event-store.js';
@@ -47,13 +49,20 @@ export class AgentConnection {
 
   private constructor(socket: Socket, readonly path: string) {
     this.#socket = socket;
-    let buffered = '';
+    // A reply may be large (a read model): only each new chunk is searched for the line's end.
+    let parts: string[] = [];
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
-      buffered += chunk;
-      for (let newline = buffered.indexOf('\n'); newline !== -1; newline = buffered.indexOf('\n')) {
-        const reply = JSON.parse(buffered.slice(0, newline)) as Reply;
-        buffered = buffered.slice(newline + 1);
+      for (let start = 0; ; ) {
+        const newline = chunk.indexOf('\n', start);
+        if (newline === -1) {
+          if (start < chunk.length) parts.push(chunk.slice(start));
+          return;
+        }
+        parts.push(chunk.slice(start, newline));
+        start = newline + 1;
+        const reply = JSON.parse(parts.join('')) as Reply;
+        parts = [];
         if (reply.ok === undefined) this.onStreamed?.(reply);
         else this.#settle(reply);
       }
@@ -178,6 +187,17 @@ export class GatewayEventStore implements EventStore {
 
   append(stream: string, events: readonly ProposedEvent[], options?: { expectedRevision?: ExpectedRevision }): Promise<AppendResult> {
     return this.#ask('append', { stream, events, expectedRevision: options?.expectedRevision });
+  }
+
+  /** Read models (snapshot-backed) folded by the agent, when the caller cannot open the store. */
+  get models(): RemoteReadModels | undefined {
+    if (this.#o.direct) return undefined;
+    return { read: (model, key) => this.#ask<RemoteModelRead>('model', { model, key }) };
+  }
+
+  /** Read-model snapshots: in the store, for callers who can open it (root); the agent keeps them for others. */
+  get snapshots() {
+    return this.#o.direct?.snapshots;
   }
 
   /** The stored rows, for checking the digest chain: only for callers who can open the store (root). */

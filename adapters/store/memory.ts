@@ -4,6 +4,7 @@ import { Subject } from 'rxjs';
 import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, GENESIS } from './chain.js';
+import { MemorySnapshotStore } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 
 export class MemoryEventStore implements EventStore {
@@ -13,6 +14,7 @@ export class MemoryEventStore implements EventStore {
   /** The rows as "stored", for the chain check. */
   readonly #rows = new Map<string, ChainedRow[]>();
   readonly #appended = new Subject<void>();
+  readonly snapshots = new MemorySnapshotStore();
 
   constructor(private readonly context: AppendContext = defaultAppendContext()) {}
 

@@ -10,14 +10,15 @@
 // is held for well under a millisecond per batch.
 import pg from 'pg';
 import { interval, merge, Observable, Subject, share } from 'rxjs';
-import { WrongExpectedRevisionError, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
+import { SnapshotNotWritableError, WrongExpectedRevisionError, type Snapshot, type SnapshotStore, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { redactStoreUrl } from './redact.js';
+import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 
-/** 1: events and streams; 2: the digest chain, the appending role, ckpt_append SECURITY DEFINER. */
-const SCHEMA_VERSION = 2;
+/** 1: events and streams; 2: the digest chain, the appending role, ckpt_append SECURITY DEFINER; 3: read-model snapshots. */
+const SCHEMA_VERSION = 3;
 /** Advisory lock keys (arbitrary constants, "ckpt" in ASCII in the high bytes). */
 const MIGRATION_LOCK = 0x636b7074_0001;
 const APPEND_LOCK = 0x636b7074_0002;
@@ -79,7 +80,8 @@ export class PostgresEventStore implements EventStore {
       await client.query('CREATE TABLE IF NOT EXISTS ckpt_schema (version int NOT NULL)');
       const current = await version();
       if (current === 0) await client.query(SCHEMA);
-      else if (current === 1) await chainExistingRows(client);
+      if (current === 1) await chainExistingRows(client);
+      if (current === 1 || current === 2) await client.query(`${SNAPSHOTS} INSERT INTO ckpt_schema (version) VALUES (${SCHEMA_VERSION});`);
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
       client.release();
@@ -202,6 +204,34 @@ export class PostgresEventStore implements EventStore {
     },
   };
 
+  /** Snapshots: the agents' role writes them (ckpt_agents), readers only read; the owner does both. */
+  readonly snapshots: SnapshotStore = {
+    load: async (model, key) => {
+      await this.#schema();
+      const { rows } = await this.#pool.query<Snapshot & { checksum: string; position: string }>(
+        'SELECT model, key, code_version AS version, schema, position, digest, state, checksum FROM ckpt_snapshots WHERE model = $1 AND key = $2',
+        [model, key],
+      );
+      if (!rows[0]) return undefined;
+      const { checksum, ...snapshot } = rows[0];
+      return checkedSnapshot({ ...snapshot, position: Number(snapshot.position) }, checksum);
+    },
+    save: async (s) => {
+      await this.#schema();
+      try {
+        await this.#pool.query(
+          `INSERT INTO ckpt_snapshots (model, key, code_version, schema, position, digest, state, checksum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (model, key) DO UPDATE SET code_version = excluded.code_version, schema = excluded.schema, position = excluded.position,
+             digest = excluded.digest, state = excluded.state, checksum = excluded.checksum, saved_at = now(), saved_by = session_user`,
+          [s.model, s.key, s.version, s.schema, s.position, s.digest, s.state, snapshotChecksum(s)],
+        );
+      } catch (error) {
+        if ((error as { code?: string }).code === '42501') throw new SnapshotNotWritableError(`this role may not write snapshots in ${this.location} (${(error as Error).message})`);
+        throw error;
+      }
+    },
+  };
+
   async close(): Promise<void> {
     this.#appended.complete();
     await this.#listener?.end().catch(() => {});
@@ -270,6 +300,31 @@ DO $$ BEGIN
 END $$;
 `;
 
+/** Read-model snapshots (projections/snapshot-read.ts): the agents write them, readers read them. */
+const SNAPSHOTS = `
+CREATE TABLE IF NOT EXISTS ckpt_snapshots (
+  model        text NOT NULL,
+  key          text NOT NULL,
+  code_version int NOT NULL,
+  schema       text NOT NULL,
+  position     bigint NOT NULL,
+  digest       text NOT NULL,
+  state        text NOT NULL,
+  checksum     text NOT NULL,
+  saved_at     timestamptz NOT NULL DEFAULT now(),
+  saved_by     text NOT NULL DEFAULT session_user,
+  PRIMARY KEY (model, key)
+);
+DO $$ BEGIN
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ckpt_agents') THEN
+    GRANT SELECT, INSERT, UPDATE ON ckpt_snapshots TO ckpt_agents;
+  END IF;
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ckpt_readers') THEN
+    GRANT SELECT ON ckpt_snapshots TO ckpt_readers;
+  END IF;
+END $$;
+`;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS ckpt_streams (
   name     text PRIMARY KEY,
@@ -292,6 +347,7 @@ CREATE TABLE IF NOT EXISTS ckpt_events (
 );
 CREATE TABLE IF NOT EXISTS ckpt_meta (key text PRIMARY KEY, value text NOT NULL);
 ${APPEND_FUNCTION}
+${SNAPSHOTS}
 INSERT INTO ckpt_schema (version) VALUES (${SCHEMA_VERSION});
 `;
 
@@ -340,7 +396,7 @@ const chainExistingRows = async (client: pg.PoolClient): Promise<void> => {
       "INSERT INTO ckpt_meta (key, value) SELECT 'chain_migrated_up_to', coalesce(max(position), 0)::text FROM ckpt_events UNION ALL SELECT 'chain_migrated_at', $1",
       [new Date().toISOString()],
     );
-    await client.query('INSERT INTO ckpt_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
+    await client.query('INSERT INTO ckpt_schema (version) VALUES (2)');
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {});

@@ -10,16 +10,17 @@ import { closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync } fro
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { interval, merge, Subject, filter, share, type Observable } from 'rxjs';
-import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
+import { SnapshotNotWritableError, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
+import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
 
 /**
  * 1: events and streams; 2: the digest chain (events.digest and .previous as 32-byte BLOBs, half
- * the size of hex text; streams.digest, the head, as hex; meta).
+ * the size of hex text; streams.digest, the head, as hex; meta); 3: read-model snapshots.
  */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 const INSERT_CHUNK = 64;
 
 export interface SqliteOptions {
@@ -90,6 +91,12 @@ export class SqliteEventStore implements EventStore {
       ),
       meta: db.prepare<[string], string>('SELECT value FROM meta WHERE key = ?').pluck(),
       digest: db.prepare<[number], string | null>(`SELECT ${HEX('digest')} FROM events WHERE position = ?`).pluck(),
+      snapshot: db.prepare<[string, string], Snapshot & { checksum: string }>(
+        'SELECT model, key, code_version AS version, schema, position, digest, CAST(state AS TEXT) AS state, checksum FROM snapshots WHERE model = ? AND key = ?',
+      ),
+      saveSnapshot: db.prepare<[string, string, number, string, number, string, string, string, string]>(
+        'INSERT OR REPLACE INTO snapshots (model, key, code_version, schema, position, digest, state, checksum, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
     };
     // Group commit: appends issued together share one transaction and one fsync. Each stays
     // atomic on its own: a nested transaction is a savepoint, so a conflict undoes only its append.
@@ -246,6 +253,24 @@ export class SqliteEventStore implements EventStore {
     },
   };
 
+  readonly snapshots: SnapshotStore = {
+    load: async (model, key) => {
+      const row = this.#sql.snapshot.get(model, key);
+      if (!row) return undefined;
+      const { checksum, ...snapshot } = row;
+      return checkedSnapshot(snapshot, checksum);
+    },
+    save: async (s) => {
+      try {
+        this.#sql.saveSnapshot.run(s.model, s.key, s.version, s.schema, s.position, s.digest, s.state, snapshotChecksum(s), new Date().toISOString());
+      } catch (error) {
+        const code = (error as { code?: string }).code ?? '';
+        if (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_PERM') throw new SnapshotNotWritableError(`${this.location} is read-only here (${code})`);
+        throw error;
+      }
+    },
+  };
+
   async close(): Promise<void> {
     this.#appended.complete();
     if (this.#db.open) this.#db.close();
@@ -299,7 +324,8 @@ const migrate = (db: Database.Database): void => {
       throw new Error(`${db.name} has event log schema ${version}, newer than this ckpt understands (${SCHEMA_VERSION}): upgrade ckpt`);
     }
     if (version === SCHEMA_VERSION) return;
-    if (version === 1) return chainExistingRows(db);
+    if (version === 1) chainExistingRows(db);
+    if (version === 1 || version === 2) return addSnapshots(db);
     db.exec(`
       CREATE TABLE streams (
         id       INTEGER PRIMARY KEY,
@@ -321,9 +347,31 @@ const migrate = (db: Database.Database): void => {
       );
       CREATE UNIQUE INDEX events_stream_revision ON events (stream_id, revision);
       CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      ${SNAPSHOTS}
       PRAGMA user_version = ${SCHEMA_VERSION};
     `);
   }).immediate();
+};
+
+/** Read-model snapshots (projections/snapshot-read.ts), one per model and key; rebuilt from the log at will. */
+const SNAPSHOTS = `
+  CREATE TABLE snapshots (
+    model        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    code_version INTEGER NOT NULL,
+    schema       TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    digest       TEXT NOT NULL,
+    state        BLOB NOT NULL,
+    checksum     TEXT NOT NULL,
+    saved_at     TEXT NOT NULL,
+    PRIMARY KEY (model, key)
+  );`;
+
+/** Schema 2 → 3: the snapshot table, empty (reads fill it). */
+const addSnapshots = (db: Database.Database): void => {
+  db.exec(SNAPSHOTS);
+  db.pragma(`user_version = ${SCHEMA_VERSION}`);
 };
 
 /**
@@ -362,5 +410,4 @@ const chainExistingRows = (db: Database.Database): void => {
   }
   const head = db.prepare('SELECT coalesce(max(position), 0) FROM events').pluck().get() as number;
   db.prepare("INSERT INTO meta (key, value) VALUES ('chain_migrated_up_to', ?), ('chain_migrated_at', ?)").run(String(head), new Date().toISOString());
-  db.pragma(`user_version = ${SCHEMA_VERSION}`);
 };

@@ -1,6 +1,7 @@
 import { allJobs } from '../../../projections/jobs.js';
-import { foldAudit, type AuditEntry } from '../../../projections/audit.js';
-import { readJobStream } from '../../../projections/checkpoints.js';
+import { auditEntries, auditModel, type AuditEntry } from '../../../projections/audit.js';
+import { readModel } from '../../../projections/read-model.js';
+import { VERBOSE, verboseNotes } from '../verbose.js';
 import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
 import { describeChain, verifyChain } from '../../store/chain.js';
@@ -43,7 +44,7 @@ const row = (e: AuditEntry): string[] => {
 export const auditCommand: Command = {
   name: 'audit',
   summary: 'Every checkpoint, restart and prune of a job (or of all jobs): who, when, what came of it.',
-  usage: '[JOB] [--json] [--verify]',
+  usage: '[JOB] [--json] [--verify] [--verbose]',
   description: [
     'Folded from the log: each request with who asked (user and uid), when, the version (and restart',
     'number), outcome, reason, duration, bytes, units, and the job’s running processes at that moment',
@@ -53,10 +54,12 @@ export const auditCommand: Command = {
     'altered, missing or inserted event by position), every committed version still on disk is checked',
     'against its manifest (size and SHA-256 of every file), and each manifest against the SHA-256 the log',
     'recorded when it was committed; exit status 1 on any problem.',
+    'Read from each job’s audit snapshot in the store and the events after it (--verbose says how).',
   ].join('\n'),
   options: [
     { name: 'json', description: 'a JSON array per job: {job, entries: [{kind, request, requestedBy, requestedAt, version, restart, outcome, reason, durationMs, bytes, units (each with CRIU’s stats), processes, membership}], images, chain}; chain (with --verify) is the whole log’s: {events, streams, problem, heads}' },
     { name: 'verify', description: 'check the log’s digest chain, and the images and manifest of every committed version against the log' },
+    VERBOSE,
   ],
   examples: ['ckpt audit', 'ckpt audit nightly --verify', 'ckpt audit nightly --json | jq ".[0].entries[] | select(.kind == \\"restart\\")"'],
   async run(args) {
@@ -69,19 +72,19 @@ export const auditCommand: Command = {
       // The chain first: a damaged log is reported as such before any of it is folded.
       const chain = verify ? await verifyChain(store, { heads: flag(args, 'json') }) : undefined;
       if (chain?.problem) process.stderr.write(`${describeChain(chain)}\n`);
-      const jobs = only ? [only] : (await allJobs(store)).map((j) => j.job);
+      const jobs = only ? [only] : (await allJobs(store)).map((j) => j.job.job);
       const home = ckptHome();
       const reports = [];
       for (const job of jobs) {
-        const events = await readJobStream(store, job);
-        if (!events) {
+        const read = await readModel(store, auditModel, job);
+        verboseNotes(args, 'audit', read);
+        if (read.position < 0) {
           process.stderr.write(`ckpt audit: unknown job "${job}" (ckpt jobs lists them)\n`);
           return EXIT.failed;
         }
-        const entries = foldAudit(job, events);
-        const committed = entries.flatMap((e) => (e.kind === 'checkpoint' && e.outcome === 'committed' && e.version !== null ? [e.version] : []));
-        const manifests = new Map(events.flatMap((e) => (e.type === 'CheckpointCommitted' ? [[e.data.version, e.data.manifest] as const] : [])));
-        const images = verify ? committed.map((v) => checkImages(home, job, v, manifests.get(v))) : undefined;
+        const entries = auditEntries(read.state);
+        const committed = entries.flatMap((e) => (e.kind === 'checkpoint' && e.outcome === 'committed' && e.version !== null ? [[e.version, e.manifest] as const] : []));
+        const images = verify ? committed.map(([v, manifest]) => checkImages(home, job, v, manifest)) : undefined;
         reports.push({ job, entries, ...(images && { images }) });
       }
       const damaged = reports.flatMap((r) => (r.images ?? []).filter((i) => i.state === 'damaged').map((i) => ({ job: r.job, ...i })));

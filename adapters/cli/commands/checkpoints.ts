@@ -1,4 +1,6 @@
-import { foldCheckpoints, readJobStream } from '../../../projections/checkpoints.js';
+import { checkpointsModel, checkpointSummaries } from '../../../projections/checkpoints.js';
+import { readModel } from '../../../projections/read-model.js';
+import { VERBOSE, verboseNotes } from '../verbose.js';
 import { listVersions, imagesRoot } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
 import { checkName, flag, UsageError } from '../args.js';
@@ -10,7 +12,7 @@ import { checkpointReport } from './checkpoint.js';
 export const checkpointsCommand: Command = {
   name: 'checkpoints',
   summary: 'List a job’s checkpoints: versions, outcome, size, durations, and refused requests.',
-  usage: 'JOB [--json]',
+  usage: 'JOB [--json] [--verbose]',
   description: [
     'Every checkpoint request of the job, oldest first, folded from its history: the version it',
     'became (or why it was refused), outcome (committed, aborted, in progress), processes captured,',
@@ -18,8 +20,12 @@ export const checkpointsCommand: Command = {
     'abort, whether the committed images are still on disk ($CKPT_HOME/images/JOB/vN), and CRIU’s',
     'own figures of the dump (CRIU column: the longest time CRIU kept a unit frozen, pages written;',
     '--json has every unit’s stats: freezing, frozen, memdump, memwrite ms; pages scanned, written…).',
+    'Read from the job’s checkpoints snapshot in the store and the events after it (--verbose says how).',
   ].join('\n'),
-  options: [{ name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats), processes, files, bytes, durationMs, frozenMs, manifest, images, onDisk, requestedAt, requestedBy}' }],
+  options: [
+    { name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats), processes, files, bytes, durationMs, frozenMs, manifest, images, onDisk, requestedAt, requestedBy}' },
+    VERBOSE,
+  ],
   examples: ['ckpt checkpoints nightly', 'ckpt checkpoints nightly --json | jq ".[] | select(.outcome == \\"committed\\") | .version"'],
   async run(args) {
     const [job, ...extra] = args.positionals;
@@ -27,14 +33,15 @@ export const checkpointsCommand: Command = {
     checkName('job', job);
     const store = openStore(args);
     try {
-      const events = await readJobStream(store, job);
-      if (!events) {
+      const read = await readModel(store, checkpointsModel, job);
+      verboseNotes(args, 'checkpoints', read);
+      if (read.position < 0) {
         process.stderr.write(`ckpt checkpoints: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
       const home = ckptHome();
       const onDisk = new Set(listVersions(imagesRoot(home), job).filter((v) => v.committed).map((v) => v.version));
-      const rows = foldCheckpoints(events).map((c) => ({
+      const rows = checkpointSummaries(read.state).map((c) => ({
         ...checkpointReport(job, c, home),
         onDisk: c.version !== null && onDisk.has(c.version),
         requestedAt: c.requestedAt,

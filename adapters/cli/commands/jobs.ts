@@ -1,20 +1,18 @@
-import { runningMembers, type JobMembership } from '../../../domain/membership.js';
-import { valuesOf } from '../../../domain/persistent-map.js';
-import { allJobs } from '../../../projections/jobs.js';
+import { listJobs, readJobs, type JobListing } from '../../../projections/jobs.js';
 import { flag } from '../args.js';
+import { VERBOSE, verboseNotes } from '../verbose.js';
 import { EXIT, type Command } from '../command.js';
 import { table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
-export const jobSummary = (j: JobMembership) => {
-  const members = [...valuesOf(j.members)];
+export const jobSummary = ({ job: j, running, total }: JobListing) => {
   return {
     job: j.job,
     state: j.phase === 'ended' ? `ended (${j.outcome})` : j.phase,
     owner: j.owner ?? null,
     submittedAt: j.submittedAt ?? null,
     units: Object.values(j.units).map((u) => ({ unit: u.unit, node: u.node, phase: u.phase, exitStatus: u.exitStatus, signal: u.signal, command: u.command })),
-    processes: { running: runningMembers(j).length, total: members.length },
+    processes: { running, total },
     lostEvents: j.lostEvents,
   };
 };
@@ -22,14 +20,23 @@ export const jobSummary = (j: JobMembership) => {
 export const jobsCommand: Command = {
   name: 'jobs',
   summary: 'List jobs: state, owner, units and how many processes run.',
-  usage: '[--json]',
-  description: 'Every job in the event log, oldest first, derived by folding the log.',
-  options: [{ name: 'json', description: 'a JSON array for machines' }],
+  usage: '[--json] [--verbose]',
+  description: [
+    'Every job in the event log, oldest first, derived by folding the log: from the jobs snapshot',
+    'kept in the store and the events after it (a snapshot that no longer matches the log or this',
+    'ckpt is rebuilt from the whole log; --verbose says which).',
+  ].join('\n'),
+  options: [
+    { name: 'json', description: 'a JSON array for machines' },
+    VERBOSE,
+  ],
   examples: ['ckpt jobs', 'ckpt jobs --json | jq ".[] | select(.state == \\"running\\") | .job"'],
   async run(args) {
     const store = openStore(args);
     try {
-      const jobs = (await allJobs(store)).map(jobSummary);
+      const read = await readJobs(store);
+      verboseNotes(args, 'jobs', read);
+      const jobs = listJobs(read.state).map(jobSummary);
       if (flag(args, 'json')) {
         await writeOut(JSON.stringify(jobs, null, 2) + '\n');
         return EXIT.ok;

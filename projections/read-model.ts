@@ -1,0 +1,130 @@
+// Read models kept as snapshots: a read loads the model's snapshot and folds only what the log
+// got since, instead of the whole history. A snapshot is a cache, never a source of truth: it is
+// used only while its fold's code version, the catalogue's schema versions and the digest of the
+// last event it folded (still in the log at that position) all match; otherwise it is rebuilt from
+// the log and saved again. Every read says what it did (`notes`, shown with --verbose).
+// Pure apart from the ports it is given (the store and its snapshot table).
+import { SnapshotNotWritableError, type EventStore, type RecordedEvent, type Snapshot, type SnapshotStore } from '../domain/event-store.js';
+import { catalogue } from '../domain/events/catalogue.js';
+
+export interface ReadModel<S> {
+  /** Names the snapshot (with the key). */
+  readonly name: string;
+  /** Bump whenever the fold or the encoding changes: older snapshots are then rebuilt. */
+  readonly version: number;
+  /** A per-stream model folds one stream (positions are its revisions); a whole-log model the log. */
+  readonly stream?: (key: string) => string;
+  readonly initial: (key: string) => S;
+  readonly evolve: (state: S, event: RecordedEvent) => S;
+  /** To JSON-able values and back (decode may throw on anything it does not recognise). */
+  readonly encode: (state: S) => unknown;
+  readonly decode: (encoded: unknown, key: string) => S;
+}
+
+export interface ModelRead<S> {
+  readonly state: S;
+  /** Revision (per-stream; -1: no events) or global position (whole log; 0: none) of the last event folded. */
+  readonly position: number;
+  /** Events folded by this read (after the snapshot, or all of them). */
+  readonly folded: number;
+  readonly notes: readonly string[];
+}
+
+/** The catalogue's schema versions, as a snapshot records them. */
+export const CATALOGUE_SCHEMAS = catalogue.map((d) => `${d.type}@${d.schemaVersion}`).join(',');
+
+/** A read that folded more than this many events saves a new snapshot. */
+export const SAVE_AFTER = 1000;
+const PAGE = 2000;
+
+export interface ReadOptions {
+  /** Save when more than this many events were folded (default SAVE_AFTER). */
+  readonly saveAfter?: number;
+  /** Fold from the start, neither loading nor saving a snapshot (what `verify` and `--at` do). */
+  readonly ignoreSnapshots?: boolean;
+}
+
+/** Stores that refused a write once are not asked again (a reader's role on PostgreSQL). */
+const readOnly = new WeakSet<SnapshotStore>();
+
+/** The model's state as of now: from its snapshot when that still holds, else from the log. */
+export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: string, options: ReadOptions = {}): Promise<ModelRead<S>> => {
+  if (store.models && !options.ignoreSnapshots) {
+    const remote = await store.models.read(model.name, key);
+    return { ...remote, state: model.decode(remote.state, key) };
+  }
+  const what = `snapshot ${model.name}${key ? `/${key}` : ''}`;
+  const at = model.stream ? 'revision' : 'position';
+  const notes: string[] = [];
+  const snapshots = options.ignoreSnapshots ? undefined : store.snapshots;
+  const start = { state: model.initial(key), position: model.stream ? -1 : 0 };
+  const loaded = snapshots && (await usableSnapshot(snapshots, model, key, (problem) => notes.push(`${what} ${problem}: rebuilt from the log`)));
+  let discarded = notes.length > 0;
+  // Fold from the snapshot's own event on: it must still be there with the digest it had.
+  const pages = model.stream ? streamPages(store, model.stream(key)) : allPages(store);
+  let from = loaded ?? start;
+  let page = await pages(loaded ? loaded.position : start.position + 1);
+  let last: RecordedEvent | undefined;
+  let skip = 0;
+  if (loaded) {
+    const e = page[0];
+    const there = e !== undefined && (model.stream ? e.revision : e.position) === loaded.position;
+    if (there && e.digest === loaded.digest) (last = e), (skip = 1);
+    else {
+      notes.push(`${what} at ${at} ${loaded.position} no longer matches the log (${there ? 'that event’s digest differs' : 'that event is gone'}): rebuilt from the log`);
+      discarded = true;
+      from = start;
+      page = await pages(start.position + 1);
+    }
+  }
+  let { state, position } = from;
+  let folded = 0;
+  for (;;) {
+    for (let i = skip; i < page.length; i++) state = model.evolve(state, page[i]!);
+    folded += page.length - skip;
+    skip = 0;
+    last = page[page.length - 1] ?? last;
+    if (last) position = model.stream ? last.revision : last.position;
+    if (page.length < PAGE) break;
+    page = await pages(position + 1);
+  }
+  if (from !== start) notes.push(`${what} at ${at} ${from.position} used: ${folded} event(s) folded after it`);
+  else if (!snapshots) notes.push(`snapshots not used: ${folded} event(s) folded from the log`);
+  else if (!discarded) notes.push(`${what}: none yet, ${folded} event(s) folded from the log`);
+  if (snapshots && last && (discarded || folded > (options.saveAfter ?? SAVE_AFTER))) {
+    const digest = last.digest;
+    if (digest === undefined) notes.push(`${what} not saved: the store gives no digest for ${at} ${position}`);
+    else notes.push(`${what} ${await save(snapshots, { model: model.name, key, version: model.version, schema: CATALOGUE_SCHEMAS, position, digest, state: JSON.stringify(model.encode(state)) }, at)}`);
+  }
+  return { state, position, folded, notes };
+};
+
+/** The stored snapshot and its decoded state, if it was folded by this code with these schemas. */
+const usableSnapshot = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, key: string, discard: (problem: string) => void) => {
+  const s = await snapshots.load(model.name, key).catch((error: Error) => ({ damaged: `cannot be read (${error.message})` }));
+  if (!s) return undefined;
+  if ('damaged' in s) return void discard(s.damaged);
+  if (s.version !== model.version) return void discard(`was folded by code version ${s.version} (this ckpt folds with ${model.version})`);
+  if (s.schema !== CATALOGUE_SCHEMAS) return void discard('was folded with other event schema versions');
+  try {
+    return { state: model.decode(JSON.parse(s.state), key), position: s.position, digest: s.digest };
+  } catch (error) {
+    return void discard(`does not decode (${(error as Error).message})`);
+  }
+};
+
+/** Saves unless this store refused before; says what came of it. */
+const save = async (snapshots: SnapshotStore, snapshot: Snapshot, at: string): Promise<string> => {
+  if (readOnly.has(snapshots)) return 'not saved: this connection may not write snapshots';
+  try {
+    await snapshots.save(snapshot);
+    return `saved at ${at} ${snapshot.position}`;
+  } catch (error) {
+    if (!(error instanceof SnapshotNotWritableError)) throw error;
+    readOnly.add(snapshots);
+    return `not saved: ${error.message}`;
+  }
+};
+
+const streamPages = (store: EventStore, stream: string) => (from: number) => store.readStream(stream, { from: Math.max(0, from), limit: PAGE });
+const allPages = (store: EventStore) => (from: number) => store.readAll({ from: Math.max(1, from), limit: PAGE });

@@ -1,0 +1,399 @@
+// Read models kept as snapshots in the store (projections/read-model.ts), on real SQLite and
+// PostgreSQL and the memory store: a snapshot is used (reads fold only what came after it), is
+// advanced, is discarded and rebuilt when its code version, the event schemas or the log at its
+// position changed or a byte of it changed, and every model gives what a fold of the whole
+// history gives, at every step of a history with checkpoints, restarts, aborts and a prune.
+import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { suite, type Test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { EventStore, ProposedEvent } from '../domain/event-store.js';
+import { classify, evolveMembership, initialMembership, membersOf, runningMembers, type JobMembership } from '../domain/membership.js';
+import { openEventStore } from '../adapters/store/open.js';
+import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
+import { auditEntries, auditModel, foldAudit } from '../projections/audit.js';
+import { checkpointsModel, checkpointSummaries, foldCheckpoints } from '../projections/checkpoints.js';
+import { jobMembership, jobsModel, listJobs, membershipModel, readMembership } from '../projections/jobs.js';
+import { readWholeStream } from '../projections/project.js';
+import { readModel, type ReadModel } from '../projections/read-model.js';
+import { foldRestarts, restartsModel } from '../projections/restarts.js';
+import { jobPhases } from './support/history.js';
+import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
+import { suiteRequiring } from './support/prerequisites.js';
+
+interface Setup {
+  /** A new, empty store. */
+  fresh(): Promise<{ store: EventStore; sql?: (query: string, ...params: unknown[]) => Promise<void> }>;
+  /** SQL that gives an event a digest it was not written with. */
+  readonly alterDigest?: string;
+  /** SQL that changes one byte of a snapshot's state. */
+  readonly alterSnapshot?: string;
+  after?(): Promise<void>;
+}
+
+/** JSON as the commands print it: what a user sees of a state. */
+const shown = (value: unknown) => JSON.parse(JSON.stringify(value));
+const membershipShown = (m: JobMembership) => shown({ ...m, members: membersOf(m) });
+
+const readsSuite = (name: string, setup: Setup, missing?: string) => {
+  const test: Test = missing === undefined ? suite(`read-model snapshots: ${name}`) : suiteRequiring(`read-model snapshots: ${name}`, missing);
+  test.after(async () => setup.after?.());
+
+  /** Appends a job's whole history, phase by phase. */
+  const append = async (store: EventStore, job: string, phases: ProposedEvent[][]) => {
+    for (const phase of phases) for (let i = 0; i < phase.length; i += 500) await store.append(`job-${job}`, phase.slice(i, i + 500));
+  };
+
+  test('a snapshot is used: a read folds only the events after it, and advances it', async () => {
+    const { store } = await setup.fresh();
+    try {
+      const [first, ...rest] = jobPhases('j', 100);
+      await append(store, 'j', [first!, rest[0]!]);
+      const one = await readMembership(store, 'j', { saveAfter: 10 });
+      assert.is(one.folded, first!.length + rest[0]!.length);
+      assert.match(one.notes.join('\n'), 'none yet');
+      assert.match(one.notes.join('\n'), `saved at revision ${one.position}`);
+      const two = await readMembership(store, 'j', { saveAfter: 10 });
+      assert.is(two.folded, 0, 'nothing new: nothing folded');
+      assert.match(two.notes.join('\n'), `used: 0 event(s) folded after it`);
+      assert.equal(membershipShown(two.state), membershipShown(one.state));
+      await append(store, 'j', [rest[1]!]);
+      const three = await readMembership(store, 'j', { saveAfter: 10 });
+      assert.is(three.folded, rest[1]!.length, 'only the new events are folded');
+      const four = await readMembership(store, 'j', { saveAfter: 10 });
+      assert.is(four.folded, 0, 'the snapshot advanced to them');
+      assert.is(four.position, three.position);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('every model gives what the whole history gives, after every phase (checkpoints, an abort, restarts, a prune)', async () => {
+    const { store } = await setup.fresh();
+    try {
+      const phases = jobPhases('j', 40);
+      const others = jobPhases('k', 5);
+      for (let i = 0; i < phases.length; i++) {
+        await append(store, 'j', [phases[i]!]);
+        if (others[i]) await append(store, 'k', [others[i]!]);
+        const events = await readWholeStream(store, 'job-j');
+        const full = events.reduce(evolveMembership, initialMembership('j'));
+        // saveAfter 0: every read that folded anything saves, so each phase is read from the last one's snapshot.
+        const membership = await readModel(store, membershipModel, 'j', { saveAfter: 0 });
+        assert.equal(membershipShown(membership.state), membershipShown(full), `membership after phase ${i}`);
+        const checkpoints = await readModel(store, checkpointsModel, 'j', { saveAfter: 0 });
+        assert.equal(shown(checkpointSummaries(checkpoints.state)), shown(foldCheckpoints(events)), `checkpoints after phase ${i}`);
+        const restarts = await readModel(store, restartsModel, 'j', { saveAfter: 0 });
+        assert.equal(shown(restarts.state.list), shown(foldRestarts(events)), `restarts after phase ${i}`);
+        const audit = await readModel(store, auditModel, 'j', { saveAfter: 0 });
+        assert.equal(shown(auditEntries(audit.state)), shown(foldAudit('j', events)), `audit after phase ${i}`);
+        const jobs = await readModel(store, jobsModel, '', { saveAfter: 0 });
+        const listed = listJobs(jobs.state).find((l) => l.job.job === 'j')!;
+        assert.equal([listed.running, listed.total, listed.job.phase, listed.job.outcome, shown(listed.job.units)], [runningMembers(full).length, full.members.size, full.phase, full.outcome, shown(full.units)], `jobs after phase ${i}`);
+        if (i > 0) assert.ok(membership.folded === phases[i]!.length, `phase ${i}: only its ${phases[i]!.length} events folded (got ${membership.folded})`);
+      }
+      const entries = auditEntries((await readModel(store, auditModel, 'j')).state);
+      assert.equal(entries.map((e) => `${e.kind} ${e.outcome}`), ['checkpoint committed', 'checkpoint aborted', 'checkpoint rejected', 'restart restored', 'restart failed', 'prune pruned']);
+      // Who ran at each request, as the whole membership (every process ever) says: the audit
+      // forgets ended processes that no checkpoint held, and still lists the same.
+      let full = initialMembership('j');
+      const ranAt = new Map<string, unknown>();
+      for (const e of await readWholeStream(store, 'job-j')) {
+        full = evolveMembership(full, e);
+        if (e.type === 'CheckpointRequested' || e.type === 'RestartRequested') {
+          ranAt.set(e.data.request, runningMembers(full).map((m) => ({ unit: m.unit, node: m.node, pid: m.pid, startTime: m.startTime, comm: m.comm, reason: classify(full, m).reason })));
+        }
+      }
+      for (const e of entries) if (e.kind !== 'prune') assert.equal(e.membership, ranAt.get(e.request), `who ran at ${e.request}`);
+      assert.ok(entries.some((e) => e.kind === 'restart' && e.membership.length > 0 && e.membership.some((m) => m.reason === 'escaped')), 'the restored processes keep what they were (an escaped daemon)');
+      assert.equal(listJobs((await readModel(store, jobsModel, '')).state).map((l) => l.job.job), ['j', 'k']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a snapshot from another code version, or of other event schemas, is rebuilt from the log, not trusted', async () => {
+    const { store } = await setup.fresh();
+    try {
+      await append(store, 'j', jobPhases('j', 20));
+      const total = (await readWholeStream(store, 'job-j')).length;
+      await readModel(store, checkpointsModel, 'j', { saveAfter: 0 });
+      const next: ReadModel<ReturnType<typeof checkpointsModel.initial>> = { ...checkpointsModel, version: checkpointsModel.version + 1 };
+      const rebuilt = await readModel(store, next, 'j', { saveAfter: 0 });
+      assert.is(rebuilt.folded, total, 'the whole stream is folded again');
+      assert.match(rebuilt.notes.join('\n'), `was folded by code version ${checkpointsModel.version} (this ckpt folds with ${next.version}): rebuilt from the log`);
+      assert.is((await readModel(store, next, 'j')).folded, 0, 'saved again with the new version');
+      // The old version, in turn, does not take the new one's snapshot.
+      assert.is((await readModel(store, checkpointsModel, 'j')).folded, total);
+      const snapshot = await store.snapshots!.load('checkpoints', 'j');
+      assert.ok(snapshot && !('damaged' in snapshot));
+      await store.snapshots!.save({ ...snapshot, schema: snapshot.schema.replace('CheckpointRequested@1', 'CheckpointRequested@9') });
+      const schemas = await readModel(store, checkpointsModel, 'j');
+      assert.is(schemas.folded, total);
+      assert.match(schemas.notes.join('\n'), 'was folded with other event schema versions: rebuilt from the log');
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a snapshot that decodes to nothing sensible is rebuilt; reads at a position and verify never use snapshots', async () => {
+    const { store } = await setup.fresh();
+    try {
+      await append(store, 'j', jobPhases('j', 20));
+      const truth = await readModel(store, membershipModel, 'j', { saveAfter: 0 });
+      const snapshot = (await store.snapshots!.load('membership', 'j')) as Exclude<Awaited<ReturnType<NonNullable<EventStore['snapshots']>['load']>>, { damaged: string } | undefined>;
+      // A forged snapshot (checksum and digest right, content wrong) is what a read trusts…
+      const forged = JSON.parse(snapshot.state);
+      forged.phase = 'ended';
+      await store.snapshots!.save({ ...snapshot, state: JSON.stringify(forged) });
+      assert.is((await jobMembership(store, 'j'))!.phase, 'ended');
+      // …but `--at` and verify fold the whole history.
+      const events = await readWholeStream(store, 'job-j');
+      assert.is((await jobMembership(store, 'j', events.at(-1)!.position))!.phase, truth.state.phase);
+      assert.is((await readModel(store, membershipModel, 'j', { ignoreSnapshots: true })).state.phase, truth.state.phase);
+      await store.snapshots!.save({ ...snapshot, state: JSON.stringify({ units: 'garbage' }) });
+      const garbage = await readModel(store, membershipModel, 'j');
+      assert.match(garbage.notes.join('\n'), 'does not decode');
+      assert.equal(membershipShown(garbage.state), membershipShown(truth.state));
+    } finally {
+      await store.close();
+    }
+  });
+
+  if (setup.alterDigest && setup.alterSnapshot) {
+    test('a snapshot whose event no longer has its digest in the log is rebuilt', async () => {
+      const { store, sql } = await setup.fresh();
+      try {
+        await append(store, 'j', jobPhases('j', 20));
+        const first = await readModel(store, restartsModel, 'j', { saveAfter: 0 });
+        const at = (await readWholeStream(store, 'job-j')).find((e) => e.revision === first.position)!;
+        await sql!(setup.alterDigest!, at.position);
+        const again = await readModel(store, restartsModel, 'j', { saveAfter: 0 });
+        assert.match(again.notes.join('\n'), `snapshot restarts/j at revision ${first.position} no longer matches the log (that event’s digest differs): rebuilt from the log`);
+        assert.is(again.folded, first.folded);
+        assert.equal(shown(again.state), shown(first.state));
+        // The jobs list (whole log, global positions) checks the same way.
+        const jobs = await readModel(store, jobsModel, '', { saveAfter: 0 });
+        await sql!(setup.alterDigest!, jobs.position);
+        const jobsAgain = await readModel(store, jobsModel, '');
+        assert.match(jobsAgain.notes.join('\n'), `snapshot jobs at position ${jobs.position} no longer matches the log`);
+        assert.is(jobsAgain.folded, jobs.folded);
+      } finally {
+        await store.close();
+      }
+    });
+
+    test('a snapshot with a changed byte is rejected and rebuilt', async () => {
+      const { store, sql } = await setup.fresh();
+      try {
+        await append(store, 'j', jobPhases('j', 20));
+        const first = await readModel(store, auditModel, 'j', { saveAfter: 0 });
+        await sql!(setup.alterSnapshot!, 'audit');
+        const again = await readModel(store, auditModel, 'j');
+        assert.match(again.notes.join('\n'), 'snapshot audit/j its content no longer matches its checksum: rebuilt from the log');
+        assert.is(again.folded, first.folded);
+        assert.equal(shown(auditEntries(again.state)), shown(auditEntries(first.state)));
+        assert.is((await readModel(store, auditModel, 'j')).folded, 0, 'saved again, whole');
+      } finally {
+        await store.close();
+      }
+    });
+  }
+  return test;
+};
+
+// --- memory -----------------------------------------------------------------------------------
+readsSuite('memory store', { fresh: async () => ({ store: openEventStore('memory:') }) }).run();
+
+// --- SQLite -----------------------------------------------------------------------------------
+const dir = mkdtempSync(join(tmpdir(), 'ckpt-reads-'));
+let files = 0;
+readsSuite('SQLite', {
+  fresh: async () => {
+    const path = join(dir, `events-${++files}.db`);
+    const store = openEventStore(`sqlite:${path}`);
+    const sql = async (query: string, ...params: unknown[]) => {
+      const db = new Database(path);
+      try {
+        db.prepare(query).run(...params);
+      } finally {
+        db.close();
+      }
+    };
+    return { store, sql };
+  },
+  alterDigest: 'UPDATE events SET digest = randomblob(32) WHERE position = ?',
+  alterSnapshot: "UPDATE snapshots SET state = CAST(replace(CAST(state AS TEXT), '\"running\"', '\"runninG\"') AS BLOB) WHERE model = ?",
+  after: async () => rmSync(dir, { recursive: true, force: true }),
+}).run();
+
+// --- PostgreSQL -------------------------------------------------------------------------------
+let cluster: PostgresCluster | undefined;
+const pgQuery = (url: string) => async (query: string, ...params: unknown[]) => {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(query, params);
+  } finally {
+    await client.end();
+  }
+};
+const pgSuite = readsSuite(
+  'PostgreSQL',
+  {
+    fresh: async () => {
+      cluster ??= await startPostgres();
+      const url = await cluster.database();
+      return { store: openEventStore(url), sql: pgQuery(url) };
+    },
+    alterDigest: "UPDATE ckpt_events SET digest = md5(digest) || md5(digest) WHERE position = $1",
+    alterSnapshot: "UPDATE ckpt_snapshots SET state = replace(state, '\"running\"', '\"runninG\"') WHERE model = $1",
+  },
+  needPostgres(),
+);
+
+pgSuite('PostgreSQL: the agents’ role writes snapshots; a reader’s role reads without saving; both get the same answer', async () => {
+  cluster ??= await startPostgres();
+  const admin = await cluster.admin();
+  await admin.query(`DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ckpt_agents') THEN
+      CREATE ROLE ckpt_agents NOLOGIN; CREATE ROLE ckpt_readers NOLOGIN;
+      CREATE ROLE snap_agent LOGIN IN ROLE ckpt_agents; CREATE ROLE snap_reader LOGIN IN ROLE ckpt_readers;
+    END IF; END $$`);
+  await admin.end();
+  const url = await cluster.database();
+  const as = (role: string) => url.replace('postgres://postgres@', `postgres://${role}@`);
+  const owner = openEventStore(url);
+  const agent = openEventStore(as('snap_agent'));
+  const reader = openEventStore(as('snap_reader'));
+  try {
+    await owner.append('job-j', jobPhases('j', 20).flat()); // the owner creates the schema and grants the roles
+    const read = await readModel(reader, checkpointsModel, 'j', { saveAfter: 0 });
+    assert.match(read.notes.join('\n'), 'not saved: this role may not write snapshots');
+    assert.is(await reader.snapshots!.load('checkpoints', 'j'), undefined);
+    const written = await readModel(agent, checkpointsModel, 'j', { saveAfter: 0 });
+    assert.match(written.notes.join('\n'), 'saved at revision');
+    const used = await readModel(reader, checkpointsModel, 'j');
+    assert.is(used.folded, 0, 'the reader uses the agent’s snapshot');
+    assert.equal(shown(checkpointSummaries(used.state)), shown(checkpointSummaries(read.state)));
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    const { rows } = await client.query<{ saved_by: string }>("SELECT saved_by FROM ckpt_snapshots WHERE model = 'checkpoints'");
+    await client.end();
+    assert.equal(rows.map((r) => r.saved_by), ['snap_agent']);
+  } finally {
+    await Promise.all([owner.close(), agent.close(), reader.close()]);
+  }
+});
+pgSuite.after(async () => {
+  await cluster?.stop();
+});
+pgSuite.run();
+
+
+
+// --- fold versions ----------------------------------------------------------------------------
+// A snapshot is trusted only by its model's code version: a change to a fold (or to the code it
+// calls, or to its encoding) without a version bump would let old snapshots answer wrongly. Each
+// model's version is recorded here with a digest of its sources; a change to them fails this test
+// until the model's version is bumped and the new digest recorded with it.
+const sources = (...files: string[]) =>
+  createHash('sha256').update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0')).digest('hex').slice(0, 16);
+const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
+  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b6057b466becf05' },
+  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b6057b466becf05' },
+  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '41bcc28a3979b8b0' },
+  { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'c855349471fed1c4' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 1, digest: 'ed2bf25fa25ef8f4' },
+] as never;
+const versions = suite('read-model snapshots: fold versions');
+versions('every model’s version was bumped when its fold changed', () => {
+  for (const f of FOLDS) {
+    const now = sources(...f.files);
+    assert.ok(
+      f.model.version === f.version && now === f.digest,
+      `the ${f.model.name} fold changed (${f.files.join(', ')}): if what it folds to changed, bump its version (now ${f.model.version}), so older snapshots are rebuilt; then record {version: ${f.model.version}, digest: '${now}'} for it in test/read-models.test.ts`,
+    );
+  }
+});
+versions.run();
+
+const maps = suite('read-model snapshots: persistent maps rebuilt at once');
+maps('mapOf(entriesOf(m)) is the trie setIn built; removeIn takes one key out', () => {
+  let m = emptyMap<number>();
+  for (let i = 0; i < 5000; i++) m = setIn(m, `n1/${i}@${i * 7}`, i);
+  m = setIn(m, 'n1/3@21', -3); // a replaced value keeps its place
+  assert.equal(mapOf(entriesOf(m)), m);
+  const less = removeIn(m, 'n1/10@70');
+  assert.is(less.size, 4999);
+  assert.is(getIn(less, 'n1/10@70'), undefined);
+  assert.is(getIn(m, 'n1/10@70'), 10, 'the original is unchanged');
+  assert.is(removeIn(less, 'n1/10@70'), less, 'removing an absent key changes nothing');
+  assert.equal([...valuesOf(less)].sort((a, b) => a - b), [...valuesOf(m)].filter((v) => v !== 10).sort((a, b) => a - b));
+});
+maps.run();
+
+const cli = suite('read-model snapshots: the commands say how they read (--verbose)');
+cli('jobs, checkpoints and audit: the first read folds the log and saves, the next uses the snapshot; the answers are the same', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'ckpt-reads-cli-'));
+  const url = `sqlite:${join(home, 'events.db')}`;
+  const store = openEventStore(url);
+  try {
+    for (const phase of jobPhases('j', 400)) await store.append('job-j', phase);
+    const events = (await readWholeStream(store, 'job-j')).length;
+    const run = (...args: string[]) => {
+      const r = spawnSync(process.execPath, [fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url)), ...args, '--store', url, '--verbose'], { encoding: 'utf8', env: { ...process.env, CKPT_HOME: home } });
+      assert.is(r.status, 0, r.stderr);
+      return { out: r.stdout, err: r.stderr };
+    };
+    for (const [command, ...args] of [['jobs', '--json'], ['checkpoints', 'j', '--json'], ['audit', 'j', '--json']] as const) {
+      const first = run(command, ...args);
+      assert.match(first.err, `ckpt ${command}: ${events} event(s) folded`);
+      assert.match(first.err, 'saved at');
+      const later = run(command, ...args);
+      assert.match(later.err, 'used: 0 event(s) folded after it');
+      assert.match(later.err, `ckpt ${command}: 0 event(s) folded`);
+      assert.is(later.out, first.out);
+    }
+    assert.not.match(run('jobs').err.replace(/ckpt jobs: .*\n/g, ''), /\S/, 'nothing but the notes on stderr');
+  } finally {
+    await store.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+cli.run();
+
+const migration = suite('read-model snapshots: a log of schema 2 gets the snapshot table');
+migration('SQLite: opened by this ckpt, a schema-2 log gains an empty snapshot table and keeps its events', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'ckpt-reads-v2-'));
+  const path = join(home, 'events.db');
+  try {
+    const before = openEventStore(`sqlite:${path}`);
+    await before.append('job-j', jobPhases('j', 5)[0]!);
+    await before.close();
+    const db = new Database(path);
+    db.exec('DROP TABLE snapshots; PRAGMA user_version = 2;'); // as a ckpt before snapshots left it
+    db.close();
+    const after = openEventStore(`sqlite:${path}`);
+    try {
+      const read = await readModel(after, membershipModel, 'j', { saveAfter: 0 });
+      assert.is(read.state.phase, 'running');
+      assert.match(read.notes.join('\n'), 'saved at revision');
+      assert.is((await readModel(after, membershipModel, 'j')).folded, 0);
+    } finally {
+      await after.close();
+    }
+    const check = new Database(path);
+    assert.is(check.pragma('user_version', { simple: true }), 3);
+    check.close();
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+migration.run();
