@@ -53,26 +53,6 @@ export const setIn = <V>(map: PersistentMap<V>, key: string, value: V): Persiste
   return { size: map.size + (added ? 1 : 0), root };
 };
 
-/** The map without `key` (the same map when it has none). */
-export const removeIn = <V>(map: PersistentMap<V>, key: string): PersistentMap<V> => {
-  const h = hash(key);
-  const path: Array<Branch<V>> = [];
-  let node: Branch<V> | Leaf<V> | undefined = map.root;
-  for (let level = 0; level < DEPTH && node; level++) {
-    path.push(node as Branch<V>);
-    node = (node as Branch<V>)[(h >>> (level * BITS)) & (WIDTH - 1)];
-  }
-  const leaf = node as Leaf<V> | undefined;
-  if (!leaf?.some(([k]) => k === key)) return map;
-  let replaced: Branch<V> | Leaf<V> | undefined = leaf.length === 1 ? undefined : leaf.filter(([k]) => k !== key);
-  for (let level = DEPTH - 1; level >= 0; level--) {
-    const copy = path[level]!.slice();
-    copy[(h >>> (level * BITS)) & (WIDTH - 1)] = replaced;
-    replaced = copy;
-  }
-  return { size: map.size - 1, root: replaced as Branch<V> };
-};
-
 /** Values in no particular order (callers sort what they show). */
 export function* valuesOf<V>(map: PersistentMap<V>): Generator<V> {
   const walk = function* (node: Branch<V> | Leaf<V> | undefined, level: number): Generator<V> {

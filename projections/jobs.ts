@@ -49,7 +49,7 @@ export const decodeMembership = (encoded: unknown): JobMembership => {
 /** A job's membership: every process it ever had, folded from its stream. */
 export const membershipModel: ReadModel<JobMembership> = {
   name: 'membership',
-  version: 1,
+  version: 2,
   stream: jobStream,
   initial: initialMembership,
   evolve: evolveMembership,
@@ -138,7 +138,7 @@ export const evolveListing = (l: JobListing, e: RecordedEvent): JobListing => {
 /** Every job in the log (a whole-log model: positions are global). */
 export const jobsModel: ReadModel<PersistentMap<JobListing>> = {
   name: 'jobs',
-  version: 1,
+  version: 2,
   initial: () => emptyMap(),
   evolve: (jobs, e) => {
     if (!e.stream.startsWith('job-')) return jobs;
