@@ -19,7 +19,11 @@
 //   recorded as dependents: looked for (a pass over every process's descriptors and mappings, by
 //   far the dearest read) dependencyScanMs (1 s) after a member was added or exec'd, then ever
 //   more rarely while nothing happens, doubling to DEPENDENCY_SCAN_MAX_MS (8 s): a dependent that
-//   joins a quiet job (an outsider opening a member's FIFO) is noticed within 8 s;
+//   joins a quiet job (an outsider opening a member's FIFO) is noticed within 8 s. A member's own
+//   descriptors and mappings are read again when it exec'd or joined, when its number of open
+//   descriptors or its mapped size changed (readResourceSignature: two small reads instead of
+//   every descriptor and mapping), and at the latest when MEMBER_RESOURCES_MAX_AGE_MS (30–45 s)
+//   old: a descriptor a quiet member swapped for another (dup2) is seen within that age;
 // - ckpt's own processes (this agent and its helpers: proc connector, criu, unshare) are never either.
 import type { Subscription } from 'rxjs';
 import type { ProposedEvent } from '../../domain/event-store.js';
@@ -28,7 +32,7 @@ import { processKey, type NodeId, type ProcessRef, type UnitId } from '../../dom
 import { runningMembers, type Unit } from '../../domain/membership.js';
 import { inUnit, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
-import { clockTicksPerSecond, descendantsOf, findDependents, primaryCgroup, readCgroups, readCmdline, readStat, scanProcesses, type ProcStat } from '../tracking/procfs.js';
+import { clockTicksPerSecond, descendantsOf, findDependents, primaryCgroup, readCgroups, readCmdline, readMemberResources, readResourceSignature, readStat, scanProcesses, type MemberResources, type ProcStat } from '../tracking/procfs.js';
 import type { JobsView } from './coordinator-host.js';
 import { RereadSchedule } from './reread-schedule.js';
 
@@ -86,6 +90,8 @@ const unitKey = (job: string, unit: UnitId) => `${job}/${unit}`;
 const VANISH_GRACE_MS = 2000;
 /** The longest a quiet job goes without a dependency scan (adaptive re-reads). */
 const DEPENDENCY_SCAN_MAX_MS = 8000;
+/** How long a quiet member's resources are taken as read (plus up to 15 s, by pid, so not all expire at once). */
+const MEMBER_RESOURCES_MAX_AGE_MS = 30_000;
 /** Adaptive re-reads: every 100 ms for 1 s after activity, then doubling to 3.2 s; at most 200 per tick (2,000/s). */
 const REREAD = { minMs: 100, hotMs: 1000, maxMs: 3200, budget: 200 };
 
@@ -110,6 +116,8 @@ export class ProcessTracker {
   #membersChanged = true;
   #dependencyScanDue = 0;
   #dependencyScanMs = 0;
+  /** Members' resources as last read for a dependency scan, and when (adaptive re-reads). */
+  readonly #resources = new Map<number, { at: number; signature: string; resources: MemberResources }>();
 
   constructor(options: ProcessTrackerOptions) {
     this.#o = options;
@@ -186,6 +194,7 @@ export class ProcessTracker {
     this.#tracked.set(t.pid, t);
     this.#childrenOf(t.ppid).add(t);
     this.#schedule.soon(t.pid, Date.now());
+    this.#resources.delete(t.pid);
     this.#membersChanged = true;
     return t;
   }
@@ -194,6 +203,7 @@ export class ProcessTracker {
     this.#tracked.delete(t.pid);
     this.#missing.delete(t.pid);
     this.#schedule.forget(t.pid);
+    this.#resources.delete(t.pid);
     const siblings = this.#byParent.get(t.ppid);
     siblings?.delete(t);
     if (siblings?.size === 0) this.#byParent.delete(t.ppid);
@@ -268,6 +278,7 @@ export class ProcessTracker {
         this.#o.emit(t.job, { type: 'ProcessExecd', data: { ...this.#on(t), comm: t.comm, ...(argv ? { argv } : {}) } });
         this.#schedule.soon(t.pid, Date.now()); // a shell's child often changes its group around exec
         this.#membersChanged = true; // and its descriptors
+        this.#resources.delete(t.pid);
         return;
       }
       case 'exit': {
@@ -459,7 +470,7 @@ export class ProcessTracker {
     const tick = this.#o.dependencyScanMs ?? 1000;
     if (this.#o.rereads === 'fixed') return this.#scanDependencies();
     const now = Date.now();
-    if (!this.#membersChanged && now < this.#dependencyScanDue) return;
+    if (this.#tracked.size === 0 || (!this.#membersChanged && now < this.#dependencyScanDue)) return;
     this.#dependencyScanMs = this.#membersChanged ? tick : Math.min(this.#dependencyScanMs * 2, DEPENDENCY_SCAN_MAX_MS);
     this.#membersChanged = false;
     this.#dependencyScanDue = now + this.#dependencyScanMs;
@@ -479,7 +490,8 @@ export class ProcessTracker {
     for (const job of this.#o.jobs.jobs()) for (const u of this.#o.jobs.myUnits(job)) for (const i of u.stdio) stdio.add(i);
     let dependents;
     try {
-      dependents = findDependents(members, all, { ignore: this.#helpers(all) });
+      const readMember = this.#o.rereads === 'fixed' ? undefined : (pid: number) => this.#memberResources(pid);
+      dependents = findDependents(members, all, { ignore: this.#helpers(all), readMember });
     } catch (error) {
       this.#o.log(`dependency scan failed: ${(error as Error).message}`);
       return;
@@ -502,6 +514,19 @@ export class ProcessTracker {
         data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode, ...(d.name && { name: d.name }) },
       });
     }
+  }
+
+  /** A member's resources: as read before while it has been quiet (see the head of this file), else from /proc. */
+  #memberResources(pid: number): MemberResources | undefined {
+    const now = Date.now();
+    const kept = this.#resources.get(pid);
+    const signature = readResourceSignature(pid);
+    if (signature === undefined) return undefined; // gone
+    if (kept && kept.signature === signature && now - kept.at < MEMBER_RESOURCES_MAX_AGE_MS + (pid % 16) * 1000) return kept.resources;
+    const resources = readMemberResources(pid);
+    if (resources) this.#resources.set(pid, { at: now, signature, resources });
+    else this.#resources.delete(pid);
+    return resources;
   }
 
   /**
