@@ -5,7 +5,8 @@
 // - what it does not report is found by re-reading /proc, targeted (RereadSchedule): a process
 //   is re-read soon after it forked, exec'd or changed, a quiet one ever more rarely. How soon a
 //   change is noticed:
-//     setsid, exec, comm, exit ............ at once (kernel events);
+//     setsid, exec, comm, exit ............ at once (kernel events; uid/gid changes and ptrace
+//                                           attaches make the process re-read soon);
 //     reparenting ......................... at once: every exit event, of a member or of any other
 //                                           parent of one, re-reads the exited process's children;
 //     setpgid, a cgroup move .............. within REREAD.minMs (100 ms) during the REREAD.hotMs
@@ -305,6 +306,15 @@ export class ProcessTracker {
         if (!t || t.comm === e.comm) return;
         t.comm = e.comm;
         this.#o.emit(t.job, { type: 'ProcessRenamed', data: { ...this.#on(t), comm: e.comm } });
+        return;
+      }
+      case 'uid':
+      case 'gid':
+      case 'ptrace': {
+        // Nothing recorded of these; but a process that changes credentials or is attached to is
+        // busy (a daemon dropping privileges around setsid, a debugger): re-read it soon.
+        const t = e.pid === e.tgid ? this.#tracked.get(e.pid) : undefined;
+        if (t) this.#schedule.soon(t.pid, Date.now());
         return;
       }
       case 'overrun': {
