@@ -1,5 +1,6 @@
 // The node agent: one per node and store, as root. Its rooms, each in its own file, wired here:
-// - process tracking (process-tracker.ts): the kernel's process events and /proc → observations;
+// - process tracking (process-tracker.ts, with reread-schedule.ts and dependency-scan.ts): the
+//   kernel's process events and /proc → observations;
 // - the launch protocol (launch-protocol.ts): a unit's cgroups, its root tracked, its end;
 // - the coordinator host (coordinator-host.ts): follows the log, folds each job's state, runs the
 //   job's work (job-work.ts: deciders and this node's commands) and the deadline timer;

@@ -17,14 +17,7 @@
 // - lost kernel events (ENOBUFS) are recorded as ObservationGap and followed by a /proc
 //   reconciliation over the unit's cgroups and the descendants of known members;
 // - processes outside the job that share a pipe, unix socket or SysV shm with a member are
-//   recorded as dependents: looked for (a pass over every process's descriptors and mappings, by
-//   far the dearest read) dependencyScanMs (1 s) after a member was added or exec'd, then ever
-//   more rarely while nothing happens, doubling to DEPENDENCY_SCAN_MAX_MS (8 s): a dependent that
-//   joins a quiet job (an outsider opening a member's FIFO) is noticed within 8 s. A member's own
-//   descriptors and mappings are read again when it exec'd or joined, when its number of open
-//   descriptors or its mapped size changed (readResourceSignature: two small reads instead of
-//   every descriptor and mapping), and at the latest when MEMBER_RESOURCES_MAX_AGE_MS (30–45 s)
-//   old: a descriptor a quiet member swapped for another (dup2) is seen within that age;
+//   recorded as dependents (dependency-scan.ts: how often, and how soon one is noticed);
 // - ckpt's own processes (this agent and its helpers: proc connector, criu, unshare) are never either.
 import type { Subscription } from 'rxjs';
 import type { ProposedEvent } from '../../domain/event-store.js';
@@ -33,7 +26,8 @@ import { processKey, type NodeId, type ProcessRef, type UnitId } from '../../dom
 import { runningMembers, type Unit } from '../../domain/membership.js';
 import { inUnit, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
-import { clockTicksPerSecond, descendantsOf, findDependents, primaryCgroup, readCgroups, readCmdline, readMemberResources, readResourceSignature, readStat, scanProcesses, type MemberResources, type ProcStat } from '../tracking/procfs.js';
+import { clockTicksPerSecond, descendantsOf, primaryCgroup, readCgroups, readCmdline, readStat, scanProcesses, type ProcStat } from '../tracking/procfs.js';
+import { DependencyScan } from './dependency-scan.js';
 import type { JobsView } from './coordinator-host.js';
 import { RereadSchedule } from './reread-schedule.js';
 
@@ -89,10 +83,6 @@ export interface Tracked {
 const unitKey = (job: string, unit: UnitId) => `${job}/${unit}`;
 /** How long a process may be missing from /proc before its exit counts as lost (see #suspectGone). */
 const VANISH_GRACE_MS = 2000;
-/** The longest a quiet job goes without a dependency scan (adaptive re-reads). */
-const DEPENDENCY_SCAN_MAX_MS = 8000;
-/** How long a quiet member's resources are taken as read (plus up to 15 s, by pid, so not all expire at once). */
-const MEMBER_RESOURCES_MAX_AGE_MS = 30_000;
 /** Adaptive re-reads: every 100 ms for 1 s after activity, then doubling to 3.2 s; at most 200 per tick (2,000/s). */
 const REREAD = { minMs: 100, hotMs: 1000, maxMs: 3200, budget: 200 };
 
@@ -104,7 +94,6 @@ export class ProcessTracker {
   readonly #byParent = new Map<number, Set<Tracked>>();
   readonly #schedule: RereadSchedule;
   readonly #rootExits = new Map<string, RootExit>();
-  readonly #dependencies = new Set<string>();
   /** Tracked processes missing from /proc, and since when: their exit event may still be queued. */
   readonly #missing = new Map<number, number>();
   #kernel: Subscription | undefined;
@@ -113,17 +102,28 @@ export class ProcessTracker {
   #reconcileTimer: NodeJS.Timeout | undefined;
   #lostReported = 0;
   #ticks = 0;
-  /** Dependency scans: a member was added or exec'd since the last one; the next one is due at; the interval. */
-  #membersChanged = true;
-  #dependencyScanDue = 0;
-  #dependencyScanMs = 0;
-  /** Members' resources as last read for a dependency scan, and when (adaptive re-reads). */
-  readonly #resources = new Map<number, { at: number; signature: string; resources: MemberResources }>();
+  readonly #dependencies: DependencyScan;
 
   constructor(options: ProcessTrackerOptions) {
     this.#o = options;
     const tick = options.tickMs ?? REREAD.minMs;
     this.#schedule = new RereadSchedule({ ...REREAD, minMs: tick });
+    this.#dependencies = new DependencyScan({
+      jobs: options.jobs,
+      tracked: this.#tracked,
+      helpers: (all) => this.#helpers(all),
+      found: (member, stat, d) => {
+        const t = this.track(member.job, member.unit, stat, undefined);
+        t.dependent = true;
+        this.#o.emit(member.job, {
+          type: 'DependencyObserved',
+          data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode, ...(d.name && { name: d.name }) },
+        });
+      },
+      adaptive: options.rereads !== 'fixed',
+      tickMs: options.dependencyScanMs ?? 1000,
+      log: options.log,
+    });
   }
 
   /** Subscribes to the kernel's process events; resolves once the kernel acknowledged. Events are held until goLive. */
@@ -159,7 +159,7 @@ export class ProcessTracker {
   startScans(): void {
     const tick = this.#o.tickMs ?? REREAD.minMs;
     this.#timers.push(setInterval(() => (this.#o.rereads === 'fixed' ? this.#rescanAll() : this.#reread()), tick));
-    this.#timers.push(setInterval(() => this.#maybeScanDependencies(), this.#o.dependencyScanMs ?? 1000));
+    this.#timers.push(setInterval(() => this.#dependencies.tick(), this.#o.dependencyScanMs ?? 1000));
   }
 
   stop(): void {
@@ -195,8 +195,7 @@ export class ProcessTracker {
     this.#tracked.set(t.pid, t);
     this.#childrenOf(t.ppid).add(t);
     this.#schedule.soon(t.pid, Date.now());
-    this.#resources.delete(t.pid);
-    this.#membersChanged = true;
+    this.#dependencies.changed(t.pid);
     return t;
   }
 
@@ -204,7 +203,7 @@ export class ProcessTracker {
     this.#tracked.delete(t.pid);
     this.#missing.delete(t.pid);
     this.#schedule.forget(t.pid);
-    this.#resources.delete(t.pid);
+    this.#dependencies.forget(t.pid);
     const siblings = this.#byParent.get(t.ppid);
     siblings?.delete(t);
     if (siblings?.size === 0) this.#byParent.delete(t.ppid);
@@ -278,8 +277,7 @@ export class ProcessTracker {
         const argv = readCmdline(e.pid);
         this.#o.emit(t.job, { type: 'ProcessExecd', data: { ...this.#on(t), comm: t.comm, ...(argv ? { argv } : {}) } });
         this.#schedule.soon(t.pid, Date.now()); // a shell's child often changes its group around exec
-        this.#membersChanged = true; // and its descriptors
-        this.#resources.delete(t.pid);
+        this.#dependencies.changed(t.pid); // and its descriptors
         return;
       }
       case 'exit': {
@@ -473,70 +471,6 @@ export class ProcessTracker {
         }
       }
     }
-  }
-
-  /** Adaptive: a scan every tick while members come and exec, backing off while none do (see the head). */
-  #maybeScanDependencies() {
-    const tick = this.#o.dependencyScanMs ?? 1000;
-    if (this.#o.rereads === 'fixed') return this.#scanDependencies();
-    const now = Date.now();
-    if (this.#tracked.size === 0 || (!this.#membersChanged && now < this.#dependencyScanDue)) return;
-    this.#dependencyScanMs = this.#membersChanged ? tick : Math.min(this.#dependencyScanMs * 2, DEPENDENCY_SCAN_MAX_MS);
-    this.#membersChanged = false;
-    this.#dependencyScanDue = now + this.#dependencyScanMs;
-    this.#scanDependencies();
-  }
-
-  #scanDependencies() {
-    const all = scanProcesses();
-    const now = new Map(all.map((p) => [p.pid, p.startTime]));
-    // Only the job's own processes make others dependents: dependency is not transitive, or a
-    // shell reading a dependent's output would be pulled in, and whatever that shell touches.
-    // A member whose exit is not seen yet may have left its PID to another process (after a PID
-    // wrap, even to this agent): only the members still alive as themselves are read.
-    const members = [...this.#tracked.values()].filter((t) => !t.dependent && now.get(t.pid) === t.startTime).map((t) => t.pid);
-    if (members.length === 0) return;
-    const stdio = new Set<string>();
-    for (const job of this.#o.jobs.jobs()) for (const u of this.#o.jobs.myUnits(job)) for (const i of u.stdio) stdio.add(i);
-    let dependents;
-    try {
-      const readMember = this.#o.rereads === 'fixed' ? undefined : (pid: number) => this.#memberResources(pid);
-      dependents = findDependents(members, all, { ignore: this.#helpers(all), readMember });
-    } catch (error) {
-      this.#o.log(`dependency scan failed: ${(error as Error).message}`);
-      return;
-    }
-    for (const d of dependents) {
-      // The terminal or pipe the job was started with is how the user talks to it, not a dependency.
-      // (Only pipe and socket inodes are compared: a shm file's inode number may equal a pipe's.)
-      const viaStdio = d.via === 'pipe' || d.via === 'unix-socket';
-      if (viaStdio && (stdio.has(d.inode) || (d.memberInode && stdio.has(d.memberInode)))) continue;
-      const member = this.#tracked.get(d.member);
-      const key = `${d.pid}@${d.startTime} ${d.via} ${d.inode}`;
-      if (!member || this.#tracked.has(d.pid) || this.#dependencies.has(key)) continue;
-      const stat = readStat(d.pid);
-      if (!stat || stat.startTime !== d.startTime) continue;
-      this.#dependencies.add(key);
-      const t = this.track(member.job, member.unit, stat, undefined);
-      t.dependent = true;
-      this.#o.emit(member.job, {
-        type: 'DependencyObserved',
-        data: { ...this.#on(t), ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, member: this.#ref(member), via: d.via, inode: d.inode, ...(d.name && { name: d.name }) },
-      });
-    }
-  }
-
-  /** A member's resources: as read before while it has been quiet (see the head of this file), else from /proc. */
-  #memberResources(pid: number): MemberResources | undefined {
-    const now = Date.now();
-    const kept = this.#resources.get(pid);
-    const signature = readResourceSignature(pid);
-    if (signature === undefined) return undefined; // gone
-    if (kept && kept.signature === signature && now - kept.at < MEMBER_RESOURCES_MAX_AGE_MS + (pid % 16) * 1000) return kept.resources;
-    const resources = readMemberResources(pid);
-    if (resources) this.#resources.set(pid, { at: now, signature, resources });
-    else this.#resources.delete(pid);
-    return resources;
   }
 
   /**
