@@ -105,7 +105,7 @@ export interface ProcConnectorOptions {
   readonly helperPath?: string;
 }
 
-const EVENT_KINDS: ReadonlySet<string> = new Set(['ready', 'fork', 'exec', 'exit', 'sid', 'comm', 'overrun']);
+const EVENT_KINDS: ReadonlySet<string> = new Set(['ready', 'fork', 'exec', 'exit', 'sid', 'comm', 'uid', 'gid', 'ptrace', 'overrun']);
 const MAX_PENDING_CHARS = 1 << 20; // no helper line is anywhere near this long
 const MAX_STDERR_CHARS = 8192;
 const KILL_GRACE_MS = 2000;
