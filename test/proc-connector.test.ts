@@ -204,6 +204,21 @@ test('setsid produces a sid event', async () => {
   }
 });
 
+test('setgid and setuid produce gid and uid events with the new ids', async () => {
+  const w = watch();
+  try {
+    await w.ready;
+    const child = await run('setpriv', ['--regid', '65534', '--reuid', '65534', '--clear-groups', 'true']);
+    assert.is(child.code, 0);
+    await w.waitFor(isExitOf(child.pid), 'exit of setpriv');
+    const ids = w.events.flatMap((e) => ((e.e === 'uid' || e.e === 'gid') && e.tgid === child.pid ? [[e.e, e.real, e.effective]] : []));
+    assert.ok(ids.some(([kind, real, effective]) => kind === 'gid' && real === 65534 && effective === 65534), JSON.stringify(ids));
+    assert.ok(ids.some(([kind, real, effective]) => kind === 'uid' && real === 65534 && effective === 65534), JSON.stringify(ids));
+  } finally {
+    w.stop();
+  }
+});
+
 test('a tiny receive buffer reports overruns and keeps going', async () => {
   const w = watch({ rcvbuf: 4096 });
   try {

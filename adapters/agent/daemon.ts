@@ -39,8 +39,43 @@ export const storeId = (store: string): string => createHash('sha256').update(re
 export const agentFiles = (home: string, node: string, store: string) => {
   const dir = join(home, 'agent');
   const id = `${node}-${storeId(store)}`;
-  return { dir, pidFile: join(dir, `${id}.json`), log: join(dir, `${id}.log`) };
+  return { dir, pidFile: join(dir, `${id}.json`), log: join(dir, `${id}.log`), startFile: join(dir, `${id}.starting.json`) };
 };
+
+/**
+ * How far a starting agent has come, in its start file (0600 root, replaced atomically, removed
+ * once it is ready): the log folded so far (events, of the head position when it began), then the
+ * checkpointer's probe. `ckpt agent start` waits as long as this moves; `agent status` shows it.
+ */
+export interface StartProgress {
+  readonly pid: number;
+  readonly startTime: number;
+  readonly phase: 'log' | 'probe';
+  readonly folded: number;
+  readonly head: number;
+}
+
+export const writeStartProgress = (home: string, node: string, store: string, progress: StartProgress): void => {
+  const { dir, startFile } = agentFiles(home, node, store);
+  makePrivateDir(dir);
+  replacePrivateFile(startFile, JSON.stringify(progress));
+};
+
+export const removeStartProgress = (home: string, node: string, store: string): void => rmSync(agentFiles(home, node, store).startFile, { force: true });
+
+/** The progress of the agent for this node and store that is starting now (its process alive), if any. */
+export const startingAgent = (home: string, node: string, store: string): StartProgress | undefined => {
+  try {
+    const progress = JSON.parse(readFileSync(agentFiles(home, node, store).startFile, 'utf8')) as StartProgress;
+    return isAlive(progress) ? progress : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/** "catching up: 120,000 of 1,000,000 events" / "probing the checkpointer". */
+export const describeStart = (p: Pick<StartProgress, 'phase' | 'folded' | 'head'>): string =>
+  p.phase === 'probe' ? 'probing the checkpointer' : `catching up: ${p.folded.toLocaleString('en-US')} of ${p.head.toLocaleString('en-US')} events`;
 
 /** Where agents listen for requests: root's, readable by all (identity comes from the kernel). */
 export const SOCKET_DIR = '/run/ckpt';
@@ -153,12 +188,70 @@ const isAlive = (info: Pick<AgentInfo, 'pid' | 'startTime'>): boolean => {
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
-/** Starts the agent in the background (new session, output to its log) and waits until it is ready
- *  (a first start probes CRIU with a real dump and restore: seconds on a loaded machine; a start
- *  that fails ends the agent at once, so a long limit costs nothing then). */
-export const startAgent = async (home: string, node: string, store: string, extraArgs: readonly string[] = [], timeoutMs = 60_000): Promise<AgentInfo> => {
+/**
+ * How long a starting agent may show no progress before `startAgent` gives up on it: before its
+ * first report (opening the store, the lock, the kernel subscription), between two reports while
+ * it folds the log (one per 10,000 events), and while it probes the checkpointer (a real dump and
+ * restore: seconds on a loaded machine). A start that fails ends the agent at once, so a long
+ * limit costs nothing then.
+ */
+export type StallLimits = Readonly<Record<'before' | StartProgress['phase'], number>>;
+export const START_STALL_MS: StallLimits = { before: 30_000, log: 30_000, probe: 90_000 };
+
+export interface StartOptions {
+  readonly extraArgs?: readonly string[];
+  /** Called on each new progress report of the starting agent. */
+  readonly progress?: (p: StartProgress) => void;
+  readonly stallMs?: StallLimits;
+}
+
+/**
+ * Starts the agent in the background (new session, output to its log) and waits until it is
+ * ready, however long that takes while it makes progress (a long log takes long to fold): it
+ * fails when the agent exits, or when its progress stops for a while, saying which.
+ */
+export const startAgent = async (home: string, node: string, store: string, options: StartOptions = {}): Promise<AgentInfo> => {
   const running = runningAgent(home, node, store);
   if (running) return running;
+  const { log } = agentFiles(home, node, store);
+  // One already starting (another `ckpt run`, a service manager) is waited for, not raced.
+  const starting = startingAgent(home, node, store);
+  const agent = starting ? { pid: starting.pid, exitStatus: () => (isAlive(starting) ? undefined : null) } : spawnAgent(home, node, store, options.extraArgs ?? []);
+  const stall = options.stallMs ?? START_STALL_MS;
+  let last: StartProgress | undefined;
+  let movedAt = Date.now();
+  for (;;) {
+    const info = runningAgent(home, node, store);
+    // Ready means answering requests: the socket is opened right after the pid file is claimed.
+    if (info && existsSync(agentSocket(node, store))) return info;
+    const now = startingAgent(home, node, store);
+    if (now && now.pid === agent.pid && (now.phase !== last?.phase || now.folded !== last.folded)) {
+      last = now;
+      movedAt = Date.now();
+      options.progress?.(now);
+    }
+    const exited = agent.exitStatus();
+    const limit = stall[last?.phase ?? 'before'];
+    if (exited !== undefined || Date.now() - movedAt > limit) {
+      const tail = (() => {
+        try {
+          return readFileSync(log, 'utf8').trim().split('\n').slice(-5).join('\n');
+        } catch {
+          return '';
+        }
+      })();
+      const why =
+        exited !== undefined
+          ? ` (it exited${exited === null ? '' : ` with status ${exited}`})${last ? ` while ${describeStart(last)}` : ''}`
+          : `: it made no progress for ${limit / 1000} s (${last ? `last: ${describeStart(last)}` : 'it never reported any'}); it still runs as pid ${agent.pid} (ckpt agent stop ends it)`;
+      throw new Error(`the node agent for ${node} did not start${why}; its log ${log} says:\n${tail}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+};
+
+/** The agent in the background: a new session, its output to its log. Its exit status, once it exited. */
+const spawnAgent = (home: string, node: string, store: string, extraArgs: readonly string[]) => {
   const { dir, log } = agentFiles(home, node, store);
   mkdirSync(home, { recursive: true, mode: 0o700 });
   makePrivateDir(dir);
@@ -173,27 +266,11 @@ export const startAgent = async (home: string, node: string, store: string, extr
   child.unref();
   let exited: number | null | undefined;
   child.once('exit', (code) => (exited = code));
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const info = runningAgent(home, node, store);
-    // Ready means answering requests: the socket is opened right after the pid file is claimed.
-    if (info && existsSync(agentSocket(node, store))) return info;
-    if (exited !== undefined || Date.now() > end) {
-      const tail = (() => {
-        try {
-          return readFileSync(log, 'utf8').trim().split('\n').slice(-5).join('\n');
-        } catch {
-          return '';
-        }
-      })();
-      throw new Error(`the node agent for ${node} did not start${exited !== undefined ? ` (it exited with status ${exited})` : ''}; its log ${log} says:\n${tail}`);
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  return { pid: child.pid, exitStatus: () => exited };
 };
 
 /** Stops the agent (SIGTERM) and waits until it is gone. */
-export const stopAgent = async (info: AgentInfo, timeoutMs = 10_000): Promise<void> => {
+export const stopAgent = async (info: Pick<AgentInfo, 'pid' | 'startTime'>, timeoutMs = 10_000): Promise<void> => {
   try {
     process.kill(info.pid, 'SIGTERM');
   } catch {

@@ -12,6 +12,8 @@
  *                                                 (-1 for threads), status/termsig decoded
  *   {"e":"sid","ts":T,"pid":P,"tgid":T}
  *   {"e":"comm","ts":T,"pid":P,"tgid":T,"comm":"..."}
+ *   {"e":"uid"|"gid","ts":T,"pid":P,"tgid":T,"real":R,"effective":E}   setuid/setgid and kin
+ *   {"e":"ptrace","ts":T,"pid":P,"tgid":T,"tracer":TT}   attached (TT = tracer's tgid) or detached (0)
  *   {"e":"overrun","count":N,"lost":M}           recv failed with ENOBUFS: N = such failures so
  *                                                 far, M = events the kernel dropped so far
  *                                                 (SO_MEMINFO drops; omitted if unavailable).
@@ -19,7 +21,7 @@
  *                                                 more were dropped silently before the queue
  *                                                 drained (one ENOBUFS per congestion episode).
  *   {"e":"error","message":"..."}                fatal; also on stderr; then exit status 1
- * ts = the kernel's timestamp_ns (ns since boot). uid/gid/ptrace/coredump events are ignored.
+ * ts = the kernel's timestamp_ns (ns since boot). Coredump (and newer) events are ignored.
  * Exits 0 on SIGTERM/SIGINT/SIGHUP, on EPIPE on stdout, and when its parent dies.
  *
  * Build: gcc -O2 -Wall -Wextra -o proc-connector proc-connector.c   (needs root to run)
@@ -391,7 +393,29 @@ static void handle_event(const struct cn_msg *cn_hdr, const unsigned char *data,
       PUT_LIT("}\n");
       break;
     }
-    default: /* uid, gid, ptrace, coredump and anything newer */
+    case PROC_EVENT_UID:
+    case PROC_EVENT_GID: {
+      const struct id_proc_event *id = &ev.event_data.id; /* r and e are unions: ruid/rgid, euid/egid */
+      if (ev.what == PROC_EVENT_UID)
+        emit_ts_pid("{\"e\":\"uid\"", 10, ev.timestamp_ns, id->process_pid, id->process_tgid);
+      else
+        emit_ts_pid("{\"e\":\"gid\"", 10, ev.timestamp_ns, id->process_pid, id->process_tgid);
+      PUT_LIT(",\"real\":");
+      put_u64(id->r.ruid);
+      PUT_LIT(",\"effective\":");
+      put_u64(id->e.euid);
+      PUT_LIT("}\n");
+      break;
+    }
+    case PROC_EVENT_PTRACE: {
+      const struct ptrace_proc_event *pt = &ev.event_data.ptrace;
+      emit_ts_pid("{\"e\":\"ptrace\"", 13, ev.timestamp_ns, pt->process_pid, pt->process_tgid);
+      PUT_LIT(",\"tracer\":");
+      put_i64(pt->tracer_tgid);
+      PUT_LIT("}\n");
+      break;
+    }
+    default: /* coredump and anything newer */
       break;
   }
 }

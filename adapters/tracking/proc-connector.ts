@@ -1,4 +1,4 @@
-// Kernel process events (fork, exec, exit, setsid, comm) from the Linux proc connector, read
+// Kernel process events (fork, exec, exit, setsid, comm, uid/gid, ptrace) from the Linux proc connector, read
 // through the small C helper adapters/tracking/proc-connector.c (built by scripts/build-native.sh
 // into dist/native/proc-connector). The helper prints one JSON object per line; see the C file.
 //
@@ -61,6 +61,17 @@ export interface KernelComm extends TaskEvent {
   readonly e: 'comm';
   readonly comm: string;
 }
+/** A process's real or effective user (uid) or group (gid) changed. */
+export interface KernelIds extends TaskEvent {
+  readonly e: 'uid' | 'gid';
+  readonly real: number;
+  readonly effective: number;
+}
+/** A tracer attached to the task (tracer: its tgid) or detached (tracer 0). */
+export interface KernelPtrace extends TaskEvent {
+  readonly e: 'ptrace';
+  readonly tracer: number;
+}
 /** The kernel dropped events because the receive buffer was full; the stream continues. */
 export interface KernelOverrun {
   readonly e: 'overrun';
@@ -77,6 +88,8 @@ export type KernelProcessEvent =
   | KernelExit
   | KernelSid
   | KernelComm
+  | KernelIds
+  | KernelPtrace
   | KernelOverrun;
 
 /** The helper's fatal-error line; never emitted: the Observable errors with its message instead. */
@@ -92,7 +105,7 @@ export interface ProcConnectorOptions {
   readonly helperPath?: string;
 }
 
-const EVENT_KINDS: ReadonlySet<string> = new Set(['ready', 'fork', 'exec', 'exit', 'sid', 'comm', 'overrun']);
+const EVENT_KINDS: ReadonlySet<string> = new Set(['ready', 'fork', 'exec', 'exit', 'sid', 'comm', 'uid', 'gid', 'ptrace', 'overrun']);
 const MAX_PENDING_CHARS = 1 << 20; // no helper line is anywhere near this long
 const MAX_STDERR_CHARS = 8192;
 const KILL_GRACE_MS = 2000;

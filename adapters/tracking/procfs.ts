@@ -72,6 +72,8 @@ export interface Dependent {
 export interface FindDependentsOptions {
   /** Pids never reported (e.g. the ckpt CLI that launched the job and reads its stdout). */
   readonly ignore?: ReadonlySet<number>;
+  /** How a member's resources are read (default readMemberResources; the agent keeps quiet members' a while). */
+  readonly readMember?: (pid: number) => MemberResources | undefined;
   /**
    * Called for each candidate whose fds or maps cannot be read (EACCES/EPERM: even root may be
    * denied, e.g. by an LSM, or another user namespace's init). Such a candidate is skipped; it
@@ -636,6 +638,42 @@ export const unixSocketPeers = (options: { netnsOf?: number } = {}): Map<string,
 
 const netnsOf = (pid: number): string | undefined => orGone(`/proc/${pid}/ns/net`, () => readlinkSync(`/proc/${pid}/ns/net`));
 
+/** What findDependents reads of a member: its descriptors, the shared memory and FIFOs it holds, its network namespace. */
+export interface MemberResources {
+  readonly links: FdLinks;
+  readonly sysv: readonly string[];
+  readonly files: readonly SharedFile[];
+  readonly ns: string;
+}
+
+/**
+ * A cheap fingerprint of what a process holds: its number of open descriptors (the size the
+ * kernel reports for /proc/PID/fd, Linux ≥ 6.2) and its mapped size in pages (/proc/PID/statm).
+ * Unchanged, the process has most likely opened and mapped nothing new (replacing one descriptor
+ * by another, dup2 onto an open one, is what it misses). Undefined when the process is gone.
+ */
+export const readResourceSignature = (pid: number): string | undefined => {
+  const fds = orGone(`/proc/${pid}/fd`, () => statSync(`/proc/${pid}/fd`).size);
+  const statm = orGone(`/proc/${pid}/statm`, () => readFileSync(`/proc/${pid}/statm`, 'latin1'));
+  return fds === undefined || statm === undefined ? undefined : `${fds} ${statm.slice(0, statm.indexOf(' '))}`;
+};
+
+/** A member's resources from /proc; undefined when it is gone. */
+export const readMemberResources = (pid: number): MemberResources | undefined => {
+  const links = readFdLinks(pid);
+  const maps = readMappings(pid);
+  const ns = netnsOf(pid);
+  if (!links || !maps || ns === undefined) return undefined;
+  const files = [...maps.files];
+  // Members are few: stat every path fd to find FIFOs (their links look like any file's).
+  for (const [fd, link] of links.paths) {
+    if (link.startsWith('/dev/') && !link.startsWith(SHM_DIR)) continue;
+    const f = statSharedFd(pid, fd, link);
+    if (f) files.push(f);
+  }
+  return { links, sysv: maps.sysv, files, ns };
+};
+
 /**
  * Non-member processes sharing a pipe, a unix socket connection, a SysV shm segment, a POSIX shm
  * file, a memfd or a named FIFO with a member. Reads members' fds and maps first; then, only if
@@ -665,16 +703,14 @@ export const findDependents = (
     else if (f) sharedMemory = true;
   };
 
+  const readMember = options.readMember ?? readMemberResources;
   for (const pid of members) {
-    const links = readFdLinks(pid);
-    const maps = readMappings(pid);
-    const ns = netnsOf(pid);
-    if (!links || !maps || ns === undefined) continue; // gone
+    const member = readMember(pid);
+    if (!member) continue; // gone
+    const { links, ns } = member;
     for (const p of links.pipes) if (!pipeOwner.has(p)) pipeOwner.set(p, pid);
-    for (const s of maps.sysv) if (!shmOwner.has(s)) shmOwner.set(s, pid);
-    for (const f of maps.files) own(pid, f);
-    // Members are few: stat every path fd to find FIFOs (their links look like any file's).
-    for (const [fd, link] of links.paths) if (!link.startsWith('/dev/') || link.startsWith(SHM_DIR)) own(pid, statSharedFd(pid, fd, link));
+    for (const s of member.sysv) if (!shmOwner.has(s)) shmOwner.set(s, pid);
+    for (const f of member.files) own(pid, f);
     if (links.sockets.size > 0) {
       let unix = unixByNetns.get(ns);
       if (!unix) {

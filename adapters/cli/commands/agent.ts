@@ -7,10 +7,10 @@ import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { defaultAppendContext } from '../../store/batch.js';
 import { ckptHome } from '../../store/open.js';
 import { redactStoreUrl } from '../../store/redact.js';
-import { agentFiles, agentSocket, defaultNode, holdAgentLock, storeId, removePidFile, runningAgent, stalePidFile, startAgent, stopAgent, writePidFile, type AgentInfo } from '../../agent/daemon.js';
-import { NodeAgent } from '../../agent/node-agent.js';
+import { agentFiles, agentSocket, defaultNode, describeStart, START_STALL_MS, holdAgentLock, removePidFile, removeStartProgress, runningAgent, stalePidFile, startAgent, startingAgent, stopAgent, storeId, writePidFile, writeStartProgress, type AgentInfo, type StartProgress } from '../../agent/daemon.js';
+import { NodeAgent, type StartStep } from '../../agent/node-agent.js';
 import { readStat } from '../../tracking/procfs.js';
-import { flag, integerOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
+import { durationOption, flag, integerOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { needRoot, openStore, storeUrlOf } from '../store.js';
 import { version } from '../version.js';
@@ -43,6 +43,32 @@ const refuseSteerableHome = (home: string) => {
   }
 };
 
+/**
+ * `agent start`'s progress on stderr: one line rewritten on a terminal, else a line every 5 s
+ * (none with --json unless stderr is a terminal: stdout stays the JSON answer either way).
+ */
+const startProgressPrinter = (json: boolean) => {
+  const tty = process.stderr.isTTY;
+  let printedAt = 0;
+  let shown = false;
+  return {
+    show: (p: StartProgress) => {
+      if (json && !tty) return;
+      const line = `the node agent is starting: ${describeStart(p)}`;
+      if (tty) {
+        process.stderr.write(`\r\x1b[K${line}`);
+        shown = true;
+      } else if (printedAt === 0 || Date.now() - printedAt >= 5000) {
+        printedAt = Date.now();
+        process.stderr.write(`${line}\n`);
+      }
+    },
+    done: () => {
+      if (shown) process.stderr.write('\r\x1b[K');
+    },
+  };
+};
+
 const describe = (a: AgentInfo) => `node agent for ${a.node} running: pid ${a.pid}, since ${a.startedAt}, store ${a.store}, log ${a.log}`;
 
 /** The agent's log line: a log that cannot be written (its disk full, its reader gone) is never fatal. */
@@ -62,6 +88,28 @@ const failStart = async (why: string, agent?: NodeAgent): Promise<never> => {
   log(`the node agent could not start: ${why}`);
   await Promise.race([agent?.stop(`could not start: ${why}`).catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
   process.exit(EXIT.failed);
+};
+
+/**
+ * The agent's start progress, to its start file (daemon.ts) for `agent start` and `agent status`:
+ * at most every 250 ms while it folds the log, and at each change of phase. A file that cannot be
+ * written costs the start nothing (it is only shown).
+ */
+const reportStart = (home: string, node: string, url: string, startTime: number) => {
+  let writtenAt = 0;
+  let phase: StartStep['phase'] | undefined;
+  return (step: StartStep) => {
+    const now = Date.now();
+    if (step.phase === phase && now - writtenAt < 250) return;
+    writtenAt = now;
+    phase = step.phase;
+    const progress: StartProgress = step.phase === 'log' ? { pid: process.pid, startTime, phase: 'log', folded: step.folded, head: step.head } : { pid: process.pid, startTime, phase: 'probe', folded: 0, head: 0 };
+    try {
+      writeStartProgress(home, node, url, progress);
+    } catch (error) {
+      log(`could not record the start's progress: ${(error as Error).message}`);
+    }
+  };
 };
 
 /** Held for the agent's whole life (kept referenced here, never closed: the kernel releases it at exit). */
@@ -90,13 +138,15 @@ const run = async (args: ParsedArgs): Promise<number> => {
   // The URL may hold a password (startAgent passes it here in the environment): the processes the
   // agent starts (CRIU, restores) need not inherit it.
   delete process.env.CKPT_STORE;
-  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, log });
+  const self = readStat(process.pid)!;
+  const rereads = process.env.CKPT_TRACKING_REREADS === 'fixed' ? 'fixed' : 'adaptive';
+  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, rereads, starting: reportStart(home, node, url, self.startTime), log });
   try {
     await agent.start();
   } catch (error) {
+    removeStartProgress(home, node, url);
     return failStart((error as Error).message, agent);
   }
-  const self = readStat(process.pid)!;
   const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: redactStoreUrl(url), startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
   writePidFile(home, info);
   try {
@@ -105,6 +155,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
     removePidFile(home, info);
     return failStart(`could not open the request socket ${agentSocket(node, url)}: ${(error as Error).message}`, agent);
   }
+  removeStartProgress(home, node, url);
   log(`${describe(info)}; requests on ${agentSocket(node, url)}; ready`);
   const signal = await new Promise<string>((resolve) => {
     for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
@@ -158,14 +209,18 @@ export const agentCommand: Command = {
     'shown redacted (postgres://user:***@host/db) in its status, pid file and messages. If the agent',
     'cannot start (for example a corrupt row in the log) it exits with status 1 and says which event.',
     '  run     run the agent in the foreground (what `start` launches; for service managers)',
-    '  start   start it in the background unless it is running; wait until it is ready',
-    '  status  show whether it runs, its pid, store and log file (exit 1 when not running); for a',
+    '  start   start it in the background unless it is running; wait until it is ready, as long as it',
+    '          makes progress (folding a long log takes a while: shown on stderr as "catching up: N of',
+    '          M events"); fail when it exits, or shows no progress for --stall (the reason says which)',
+    '  status  show whether it runs, its pid, store and log file (exit 1 when not running), or how far',
+    '          a starting agent has come ("catching up: N of M events"); for a',
     '          user other than root: whether it answers on its socket',
     '  stop    stop it and wait until it is gone',
   ].join('\n'),
   options: [
     { name: 'node', value: 'NAME', description: 'node name (default: $CKPT_NODE, else the host name)' },
     { name: 'json', description: 'machine-readable output (status, start)' },
+    { name: 'stall', value: 'DURATION', description: `start: give up when the starting agent shows no progress this long (default ${START_STALL_MS.log / 1000}s; its checkpointer probe may take ${START_STALL_MS.probe / 1000}s)` },
     { name: 'rcvbuf', value: 'BYTES', description: 'proc connector receive buffer (default 16 MiB; tests use tiny ones)' },
   ],
   examples: ['sudo ckpt agent start', 'ckpt agent status --json', 'sudo ckpt agent stop'],
@@ -180,7 +235,16 @@ export const agentCommand: Command = {
       case 'start': {
         needRoot('the node agent');
         const rcvbuf = stringOption(args, 'rcvbuf');
-        const info = await startAgent(home, nodeOf(args), storeUrlOf(args), rcvbuf ? ['--rcvbuf', rcvbuf] : []);
+        const stall = durationOption(args, 'stall');
+        const stallMs = stall === undefined ? START_STALL_MS : { ...START_STALL_MS, before: stall, log: stall };
+        const node = nodeOf(args);
+        const shown = startProgressPrinter(json);
+        let info;
+        try {
+          info = await startAgent(home, node, storeUrlOf(args), { extraArgs: rcvbuf ? ['--rcvbuf', rcvbuf] : [], progress: shown.show, stallMs });
+        } finally {
+          shown.done();
+        }
         console.log(json ? JSON.stringify({ running: true, ...info }) : describe(info));
         return EXIT.ok;
       }
@@ -188,6 +252,14 @@ export const agentCommand: Command = {
         const node = nodeOf(args);
         if (process.getuid?.() !== 0) return statusFromSocket(node, storeUrlOf(args), json);
         const info = runningAgent(home, node, storeUrlOf(args));
+        const starting = info ? undefined : startingAgent(home, node, storeUrlOf(args));
+        if (starting) {
+          // Running, not ready yet: it answers no request until it has folded the log.
+          const { pid, phase, folded, head } = starting;
+          if (json) console.log(JSON.stringify({ running: true, ready: false, node, pid, phase, folded, head }));
+          else console.log(`node agent for ${node} starting: pid ${pid}, ${describeStart(starting)}`);
+          return EXIT.ok;
+        }
         if (json) console.log(JSON.stringify(info ? { running: true, ...info } : { running: false, node }));
         else if (info) console.log(describe(info));
         else {
@@ -199,7 +271,7 @@ export const agentCommand: Command = {
       }
       case 'stop': {
         const node = nodeOf(args);
-        const info = runningAgent(home, node, storeUrlOf(args));
+        const info = runningAgent(home, node, storeUrlOf(args)) ?? startingAgent(home, node, storeUrlOf(args));
         if (!info) {
           const stale = stalePidFile(home, node, storeUrlOf(args));
           if (stale) removePidFile(home, stale);
@@ -207,6 +279,7 @@ export const agentCommand: Command = {
           return EXIT.ok;
         }
         await stopAgent(info);
+        removeStartProgress(home, node, storeUrlOf(args));
         console.log(`stopped the node agent for ${node} (pid ${info.pid})`);
         return EXIT.ok;
       }

@@ -8,7 +8,7 @@ import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { WrongExpectedRevisionError } from '../../../domain/event-store.js';
 import type { Limits } from '../../../domain/events/job.js';
 import { newUnitNameProblem } from '../../../domain/identity.js';
-import { startAgent } from '../../agent/daemon.js';
+import { describeStart, startAgent } from '../../agent/daemon.js';
 import { launchUnit, MAIN_UNIT, resolveCommand } from '../../agent/launcher.js';
 import { ckptHome } from '../../store/open.js';
 import { flag, integerOption, sizeOption, stringOption, UsageError } from '../args.js';
@@ -88,7 +88,7 @@ export const runCommand: Command = {
     // Root starts this node's agent on demand; anyone else needs one running (the store says so).
     if (process.getuid?.() === 0) {
       progress('starting the node agent');
-      await startAgent(home, node, storeUrlOf(args));
+      await startAgent(home, node, storeUrlOf(args), { progress: (p) => progress(`starting the node agent: ${describeStart(p)}`) });
     }
     const store = openStoreAsUser(args);
     let stdio: Parameters<typeof launchUnit>[0]['stdio'] = ['inherit', 'inherit', 'inherit'];
