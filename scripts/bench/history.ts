@@ -1,0 +1,390 @@
+// Long-history benchmark: a log of 1M (or 10M) events made of realistic jobs, then what every read
+// costs on it — agent start-up (to "ready": caught up with the log), the agent's RSS after it, and
+// each read command of the CLI — printed as a table (--json for machines).
+//
+// The jobs are copies of jobs the real agent recorded a moment earlier in a private home (a fork
+// loop checkpointed once, a long-lived loop checkpointed twice, a small job), so every event is
+// shaped exactly as the agent writes it. Copies get fresh ids (request ids, causation and
+// correlation ids mapped consistently), their own job names, and decidedAt re-pointed at the new
+// position of their cause (`ckpt verify` re-derives them). A fork loop is made long by stamping
+// more fork → exec → exit cycles of its shell (shaped like the captured ones) into its history;
+// one job keeps 200k processes of history with 1,000 still running. Everything is appended
+// directly, in large batches, into a fresh store.
+//
+//   npm run build && node dist/scripts/bench/history.js [--events 1M] [--live-processes 200k] [--keep DIR] [--store postgres://…] [--runs 1] [--json]
+//
+// --keep DIR builds the SQLite log there once and reuses it (a 10M log takes minutes to build);
+// each measurement works on a copy, so the agent's own appends never change the kept log.
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
+import { openEventStore } from '../../adapters/store/open.js';
+import { benchHome, DEFAULT_CLI } from './harness.js';
+import { exec, sleep, watch } from './run.js';
+
+const { values } = parseArgs({
+  options: {
+    events: { type: 'string', default: '1M' },
+    keep: { type: 'string' },
+    store: { type: 'string' },
+    runs: { type: 'string', default: '1' },
+    'live-processes': { type: 'string', default: '200k' },
+    json: { type: 'boolean', default: false },
+  },
+});
+
+const count = (text: string): number => {
+  const m = /^(\d+(?:\.\d+)?)([kKmM]?)$/.exec(text);
+  if (!m) throw new Error(`--events needs a count such as 1000000, 500k or 10M, got "${text}"`);
+  return Math.round(Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]!) ? 1e3 : 1e6));
+};
+const EVENTS = count(values.events!);
+const RUNS = Number(values.runs);
+/** Processes in the history of the one big live job (of which 1,000 still run). */
+const LIVE = count(values['live-processes']!);
+const say = (text: string) => process.stderr.write(`${text}\n`);
+
+// ── templates: jobs the real agent records ───────────────────────────────────────────────────
+
+interface Templates {
+  /** Stream name → its events, as recorded. */
+  readonly jobs: Record<'loop' | 'long' | 'small', RecordedEvent[]>;
+  readonly node: RecordedEvent[];
+  readonly jobNames: Record<'loop' | 'long' | 'small', string>;
+}
+
+const TEMPLATE_JOBS = { loop: 'tmplloop', long: 'tmpllong', small: 'tmplsmall' } as const;
+
+/** Runs three jobs under a private agent, checkpoints two, kills them and returns their histories. */
+const recordTemplates = async (): Promise<Templates> => {
+  const node = `bench-tmpl-${process.pid}`;
+  const h = benchHome('history', node);
+  try {
+    await h.start({ job: TEMPLATE_JOBS.loop, command: ['sh', '-c', 'while :; do /bin/true; done'], processes: 1, ready: () => true });
+    await h.start({ job: TEMPLATE_JOBS.long, command: ['sh', '-c', 'while :; do sleep 0.3; done'], processes: 1, ready: () => true });
+    await h.start({ job: TEMPLATE_JOBS.small, command: ['sh', '-c', 'echo small; sleep 1'], processes: 1, ready: () => true });
+    await sleep(1500);
+    for (const job of [TEMPLATE_JOBS.loop, TEMPLATE_JOBS.long, TEMPLATE_JOBS.long]) {
+      const c = await h.checkpoint(job);
+      say(`  template ${job}: checkpoint ${c.outcome}${c.reason ? ` (${c.reason})` : ''}`);
+    }
+    await sleep(500);
+    const store = openEventStore(`sqlite:${join(h.home, 'events.db')}`);
+    try {
+      // Each unit's init leads its own process group: killing the group ends the loop and its children.
+      for (const r of h.seen.values()) if (r.reason === 'root' && r.pgid === r.pid && r.pid > 1) process.kill(-r.pid, 'SIGKILL');
+      for (const job of Object.values(TEMPLATE_JOBS)) await watch(store, `job-${job}`, 0, 30_000, (e) => (e.type === 'JobEnded' ? true : undefined));
+      const read = async (stream: string) => {
+        const all: RecordedEvent[] = [];
+        for (let from = 0; ; ) {
+          const page = await store.readStream(stream, { from, limit: 1000 });
+          all.push(...page);
+          if (page.length < 1000) return all;
+          from = page[page.length - 1]!.revision + 1;
+        }
+      };
+      return {
+        jobs: { loop: await read(`job-${TEMPLATE_JOBS.loop}`), long: await read(`job-${TEMPLATE_JOBS.long}`), small: await read(`job-${TEMPLATE_JOBS.small}`) },
+        node: await read(`node-${node}`),
+        jobNames: TEMPLATE_JOBS,
+      };
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await h.cleanup();
+  }
+};
+
+// ── copies ───────────────────────────────────────────────────────────────────────────────────
+
+const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
+
+/** One process's fork → exec → exit in a loop's history, found in the template: the shapes to stamp. */
+interface Cycle {
+  /** Index in the template of the exit: cycles are stamped in right after it. */
+  readonly after: number;
+  readonly fork: RecordedEvent & { type: 'ProcessForked' };
+  readonly execd: RecordedEvent & { type: 'ProcessExecd' };
+  readonly exited: RecordedEvent & { type: 'ProcessExited' };
+}
+
+const cycleOf = (events: readonly RecordedEvent[]): Cycle => {
+  for (let i = 0; i < events.length; i++) {
+    const fork = events[i]!;
+    if (fork.type !== 'ProcessForked') continue;
+    const same = (e: RecordedEvent) => 'process' in e.data && (e.data as { process: { pid: number; startTime: number } }).process.pid === fork.data.child.pid && (e.data as { process: { startTime: number } }).process.startTime === fork.data.child.startTime;
+    const execAt = events.findIndex((e, j) => j > i && e.type === 'ProcessExecd' && same(e));
+    const exitAt = events.findIndex((e, j) => j > i && e.type === 'ProcessExited' && same(e));
+    if (execAt > i && exitAt > execAt) return { after: exitAt, fork, execd: events[execAt] as Cycle['execd'], exited: events[exitAt] as Cycle['exited'] };
+  }
+  throw new Error('the fork loop template has no complete fork → exec → exit: did the loop run?');
+};
+
+/** A planned job: a template copy with `cycles` extra processes (and `running` of them left running). */
+interface Plan {
+  readonly kind: 'loop' | 'long' | 'small' | 'live';
+  readonly job: string;
+  readonly cycles: number;
+  readonly running: number;
+}
+
+/** Events of one job copy, made lazily: a 200k-process job is not held twice. */
+function* copyOf(t: Templates, plan: Plan, nextPid: () => number): Generator<{ event: ProposedEvent; old?: number; cause?: number }> {
+  const template = t.jobs[plan.kind === 'live' ? 'loop' : plan.kind];
+  const oldName = t.jobNames[plan.kind === 'live' ? 'loop' : plan.kind];
+  const ids = new Map<string, string>();
+  const fresh = (text: string) => text.replace(UUID, (u) => ids.get(u) ?? (ids.set(u, randomUUID()), ids.get(u)!));
+  const rename = (text: string) => fresh(text.split(oldName).join(plan.job));
+  const copy = (e: RecordedEvent): ProposedEvent => {
+    const { actor, correlationId, causationId } = e.metadata;
+    return {
+      id: fresh(e.id),
+      type: e.type,
+      data: JSON.parse(rename(JSON.stringify(e.data))),
+      metadata: { actor, ...(correlationId && { correlationId: fresh(correlationId) }), ...(causationId && { causationId: fresh(causationId) }) },
+    } as ProposedEvent;
+  };
+  const cycle = plan.cycles > 0 || plan.running > 0 ? cycleOf(template) : undefined;
+  // The live job stops where the stamped processes end: it is still running (no checkpoints, no end).
+  const upTo = plan.kind === 'live' ? cycle!.after + 1 : template.length;
+  let stamp = 0;
+  const stamped = (shape: RecordedEvent, data: object): ProposedEvent => ({ ...copy(shape), id: randomUUID(), data: { ...JSON.parse(rename(JSON.stringify(shape.data))), ...data } } as ProposedEvent);
+  for (let i = 0; i < upTo; i++) {
+    const e = template[i]!;
+    yield { event: copy(e), old: e.position, ...(e.metadata.decidedAt !== undefined && { cause: e.metadata.decidedAt }) };
+    if (i !== cycle?.after) continue;
+    for (let k = 0; k < plan.cycles + plan.running; k++) {
+      // Start times far above any real one: every stamped process is a new identity.
+      const child = { pid: nextPid(), startTime: 1e10 + ++stamp };
+      const on = { process: child };
+      yield { event: stamped(cycle.fork, { child }) };
+      const running = k >= plan.cycles;
+      yield { event: stamped(cycle.execd, running ? { ...on, comm: 'sleep', argv: ['sleep', '3600'] } : on) };
+      if (!running) yield { event: stamped(cycle.exited, { ...on, status: 0, signal: null }) };
+    }
+  }
+}
+
+/** The mix: one live job of 200k processes (1,000 running), fork loops, long-lived jobs and many small ones. */
+const planFor = (t: Templates, events: number): Plan[] => {
+  const per = (kind: 'loop' | 'long' | 'small') => t.jobs[kind].length;
+  const plans: Plan[] = [{ kind: 'live', job: 'live-forks', cycles: LIVE - 1000, running: 1000 }];
+  let left = events - ((LIVE - 1000) * 3 + 1000 * 2 + cycleOf(t.jobs.loop).after);
+  // Of the rest: 50% fork loops of 10k processes, 25% long-lived jobs of 1k, 25% small jobs.
+  const loops = Math.max(1, Math.floor((left * 0.5) / (per('loop') + 30_000)));
+  const longs = Math.max(1, Math.floor((left * 0.25) / (per('long') + 3000)));
+  for (let i = 0; i < loops; i++) plans.push({ kind: 'loop', job: `loop-${i}`, cycles: 10_000, running: 0 });
+  for (let i = 0; i < longs; i++) plans.push({ kind: 'long', job: `long-${i}`, cycles: 1000, running: 0 });
+  left -= loops * (per('loop') + 30_000) + longs * (per('long') + 3000);
+  for (let i = 0; left > 0; i++, left -= per('small')) plans.push({ kind: 'small', job: `small-${i}`, cycles: 0, running: 0 });
+  return plans;
+};
+
+/**
+ * Appends every planned job, interleaved (up to 64 jobs at a time, batches of up to 1,000 events),
+ * as one writer: positions are known before each append (and checked after it), so a decision's
+ * decidedAt can name its cause's new position.
+ */
+const build = async (store: EventStore, t: Templates, plans: readonly Plan[]): Promise<number> => {
+  let position = await store.headPosition();
+  if (position !== 0) throw new Error(`the store ${store.location} is not empty (head ${position}): the benchmark builds into a fresh one`);
+  for (const e of t.node) await appendChecked(store, e.stream, [{ id: randomUUID(), type: e.type, data: e.data, metadata: { actor: e.metadata.actor } } as ProposedEvent], (position += 1));
+  let pid = 300;
+  const nextPid = () => (pid = pid >= 4_000_000 ? 300 : pid + 1);
+  const queue = [...plans];
+  const active: Array<{ plan: Plan; events: ReturnType<typeof copyOf>; positions: Map<number, number>; done: boolean }> = [];
+  const started = performance.now();
+  let reported = started;
+  while (queue.length > 0 || active.length > 0) {
+    while (active.length < 64 && queue.length > 0) {
+      const plan = queue.shift()!;
+      active.push({ plan, events: copyOf(t, plan, nextPid), positions: new Map(), done: false });
+    }
+    for (const job of active) {
+      const batch: ProposedEvent[] = [];
+      while (batch.length < 1000) {
+        const next = job.events.next();
+        if (next.done) {
+          job.done = true;
+          break;
+        }
+        const { event, old, cause } = next.value;
+        const at = position + batch.length + 1;
+        if (old !== undefined) job.positions.set(old, at);
+        const decidedAt = cause === undefined ? undefined : causePosition(job.positions, cause);
+        batch.push(decidedAt === undefined ? event : ({ ...event, metadata: { ...event.metadata, decidedAt } } as ProposedEvent));
+      }
+      if (batch.length > 0) await appendChecked(store, `job-${job.plan.job}`, batch, (position += batch.length));
+    }
+    for (let i = active.length - 1; i >= 0; i--) if (active[i]!.done) active.splice(i, 1);
+    if (performance.now() - reported > 5000) {
+      reported = performance.now();
+      say(`  ${position.toLocaleString('en-US')} events appended (${Math.round(position / ((reported - started) / 1000)).toLocaleString('en-US')}/s)`);
+    }
+  }
+  return position;
+};
+
+/** The new position of a decision's cause: the copy of the template event at or before it. */
+const causePosition = (positions: ReadonlyMap<number, number>, cause: number): number | undefined => {
+  let best: number | undefined;
+  let bestOld = -1;
+  for (const [old, now] of positions) if (old <= cause && old > bestOld) (best = now), (bestOld = old);
+  return best;
+};
+
+const appendChecked = async (store: EventStore, stream: string, events: ProposedEvent[], last: number) => {
+  const r = await store.append(stream, events);
+  if (r.position !== last) throw new Error(`${stream}: the batch ended at position ${r.position}, not ${last}: another writer is using the store, so decidedAt positions would be wrong`);
+};
+
+// ── measuring ────────────────────────────────────────────────────────────────────────────────
+
+interface Measure {
+  readonly what: string;
+  readonly seconds: number;
+  readonly exit: number | null;
+  readonly note?: string;
+}
+
+const timed = async (args: readonly string[], env: NodeJS.ProcessEnv): Promise<Measure> => {
+  const times: number[] = [];
+  let code: number | null = 0;
+  let out = '';
+  for (let i = 0; i < RUNS; i++) {
+    const t0 = performance.now();
+    const r = await exec(process.execPath, [DEFAULT_CLI, ...args], env);
+    times.push((performance.now() - t0) / 1000);
+    code = r.code;
+    out = r.out;
+  }
+  times.sort((a, b) => a - b);
+  return { what: `ckpt ${args.join(' ')}`, seconds: times[times.length >> 1]!, exit: code, ...(code !== 0 && { note: out.trim().split('\n').slice(-1)[0] }) };
+};
+
+/** Starts `ckpt agent run` on the log and waits for its "ready" line: start-up time and RSS then. */
+const agentStartUp = async (home: string, store: string, node: string) => {
+  const env = { ...process.env, CKPT_HOME: home, CKPT_STORE: store, CKPT_NODE: node };
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  const logFile = join(home, `agent-${node}.out`);
+  let log = '';
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [DEFAULT_CLI, 'agent', 'run', '--node', node], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const s of [child.stdout, child.stderr]) s.on('data', (d: Buffer) => (log += d.toString()));
+  let exited: number | null | undefined;
+  child.once('exit', (code) => (exited = code));
+  while (!/; ready\b/.test(log)) {
+    if (exited !== undefined) throw new Error(`the agent exited with ${exited} before it was ready:\n${log}`);
+    if (performance.now() - t0 > 30 * 60_000) throw new Error('the agent was not ready after 30 minutes');
+    await sleep(20);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]) * 1024;
+  const stop = async () => {
+    writeFileSync(logFile, log);
+    if (exited === undefined) {
+      const gone = new Promise((r) => child.once('exit', r));
+      process.kill(child.pid!, 'SIGTERM');
+      await gone;
+    }
+  };
+  return { seconds, rss, stop, env };
+};
+
+const main = async () => {
+  const work = mkdtempSync(join(tmpdir(), 'ckpt-bench-history-'));
+  const keep = values.keep;
+  const kept = keep && existsSync(join(keep, 'plan.json')) ? (JSON.parse(readFileSync(join(keep, 'plan.json'), 'utf8')) as { events: number; plans: Plan[] }) : undefined;
+  try {
+    let plans: Plan[];
+    let built: number;
+    let url: string;
+    if (kept && !values.store) {
+      say(`reusing the log of ${kept.events.toLocaleString('en-US')} events in ${keep}`);
+      plans = kept.plans;
+      built = kept.events;
+      copyFileSync(join(keep!, 'events.db'), join(work, 'events.db'));
+      url = `sqlite:${join(work, 'events.db')}`;
+    } else {
+      say('recording template jobs with the real agent (fork loop, long-lived loop, small job; 3 checkpoints)…');
+      const t = await recordTemplates();
+      plans = planFor(t, EVENTS);
+      const target = values.store ?? `sqlite:${join(keep ?? work, 'events.db')}`;
+      if (keep) mkdirSync(keep, { recursive: true });
+      say(`building ${EVENTS.toLocaleString('en-US')} events: ${plans.length} jobs into ${target.replace(/:[^:@/]*@/, ':***@')}…`);
+      const t0 = performance.now();
+      const store = openEventStore(target.startsWith('sqlite:') ? `${target}?synchronous=normal` : target);
+      try {
+        built = await build(store, t, plans);
+      } finally {
+        await store.close();
+      }
+      say(`  built ${built.toLocaleString('en-US')} events in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+      if (keep && !values.store) {
+        writeFileSync(join(keep, 'plan.json'), JSON.stringify({ events: built, plans }));
+        copyFileSync(join(keep, 'events.db'), join(work, 'events.db'));
+        url = `sqlite:${join(work, 'events.db')}`;
+      } else url = target;
+    }
+    const size = url.startsWith('sqlite:') ? statSync(url.slice(7)).size : undefined;
+    const node = `bench-reader-${process.pid}`;
+    // A first start probes CRIU (a real dump and restore) and caches the result in the home: done on
+    // an empty log first, which is also the start-up time the long log is compared with.
+    const home = join(work, 'home');
+    const empty = await agentStartUp(home, `sqlite:${join(work, 'empty.db')}`, node);
+    await empty.stop();
+    const emptyAgain = await agentStartUp(home, `sqlite:${join(work, 'empty.db')}`, node);
+    await emptyAgain.stop();
+    say('starting the agent on the long log…');
+    const agent = await agentStartUp(home, url, node);
+    const rows: Measure[] = [
+      { what: 'agent start-up, empty log (to ready)', seconds: emptyAgain.seconds, exit: 0, note: `RSS ${(emptyAgain.rss / 2 ** 20).toFixed(0)} MiB` },
+      { what: 'agent start-up (to ready)', seconds: agent.seconds, exit: 0, note: `RSS ${(agent.rss / 2 ** 20).toFixed(0)} MiB after start-up` },
+    ];
+    try {
+      const loop = plans.find((p) => p.kind === 'loop')!.job;
+      const env = agent.env;
+      for (const args of [
+        ['jobs'],
+        ['ps', 'live-forks'],
+        ['ps', 'live-forks', '--json'],
+        ['history', 'live-forks', '--tail', '100'],
+        ['log', '--tail', '100'],
+        ['checkpoints', loop],
+        ['audit', loop],
+        ['verify', loop],
+      ]) {
+        say(`  ckpt ${args.join(' ')}…`);
+        rows.push(await timed(args, env));
+      }
+    } finally {
+      await agent.stop();
+    }
+    const result = {
+      events: built,
+      jobs: plans.length,
+      mix: { liveProcesses: plans[0]!.cycles + plans[0]!.running, running: 1000, loops: plans.filter((p) => p.kind === 'loop').length, longLived: plans.filter((p) => p.kind === 'long').length, small: plans.filter((p) => p.kind === 'small').length },
+      store: url.startsWith('sqlite:') ? 'sqlite' : 'postgres',
+      bytes: size,
+      runs: RUNS,
+      agentRssBytes: agent.rss,
+      rows,
+    };
+    if (values.json) console.log(JSON.stringify(result, null, 2));
+    else {
+      const m = result.mix;
+      console.log(`${built.toLocaleString('en-US')} events in ${plans.length} jobs (${result.store}${size ? `, ${(size / 2 ** 20).toFixed(0)} MiB` : ''}): live-forks with ${m.liveProcesses.toLocaleString('en-US')} processes of history (1,000 running), ${m.loops} fork loops of 10k processes, ${m.longLived} long-lived jobs, ${m.small} small jobs; median of ${RUNS} run(s)`);
+      const width = Math.max(...rows.map((r) => r.what.length));
+      for (const r of rows) console.log(`  ${r.what.padEnd(width)}  ${r.seconds.toFixed(2).padStart(8)} s${r.exit === 0 ? '' : `  exit ${r.exit}`}${r.note ? `  ${r.note}` : ''}`);
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+};
+
+await main();
