@@ -11,10 +11,13 @@
 // one job keeps 200k processes of history with 1,000 still running. Everything is appended
 // directly, in large batches, into a fresh store.
 //
-//   npm run build && node dist/scripts/bench/history.js [--events 1M] [--live-processes 200k] [--keep DIR] [--store postgres://…] [--runs 1] [--json]
+//   npm run build && node dist/scripts/bench/history.js [--events 1M] [--live-processes 200k] [--keep DIR]
+//       [--store postgres://…] [--runs 1] [--compare OTHER/dist/adapters/cli/main.js] [--build-only] [--json]
 //
 // --keep DIR builds the SQLite log there once and reuses it (a 10M log takes minutes to build);
 // each measurement works on a copy, so the agent's own appends never change the kept log.
+// --compare CLI times each read command through another build too (e.g. the commit before a
+// change), right after this one's, on the same log: before and after in one run.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -22,6 +25,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
+import { defaultAppendContext } from '../../adapters/store/batch.js';
 import { openEventStore } from '../../adapters/store/open.js';
 import { benchHome, DEFAULT_CLI } from './harness.js';
 import { exec, sleep, watch } from './run.js';
@@ -34,6 +38,8 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1' },
     'live-processes': { type: 'string', default: '200k' },
     json: { type: 'boolean', default: false },
+    'build-only': { type: 'boolean', default: false },
+    compare: { type: 'string' },
   },
 });
 
@@ -64,9 +70,10 @@ const recordTemplates = async (): Promise<Templates> => {
   const node = `bench-tmpl-${process.pid}`;
   const h = benchHome('history', node);
   try {
-    await h.start({ job: TEMPLATE_JOBS.loop, command: ['sh', '-c', 'while :; do /bin/true; done'], processes: 1, ready: () => true });
+    // The small job first: it must still run when `ps` first looks (the loop keeps the machine busy).
+    await h.start({ job: TEMPLATE_JOBS.small, command: ['sh', '-c', 'echo small; sleep 5'], processes: 1, ready: () => true });
     await h.start({ job: TEMPLATE_JOBS.long, command: ['sh', '-c', 'while :; do sleep 0.3; done'], processes: 1, ready: () => true });
-    await h.start({ job: TEMPLATE_JOBS.small, command: ['sh', '-c', 'echo small; sleep 1'], processes: 1, ready: () => true });
+    await h.start({ job: TEMPLATE_JOBS.loop, command: ['sh', '-c', 'while :; do /bin/true; done'], processes: 1, ready: () => true });
     await sleep(1500);
     for (const job of [TEMPLATE_JOBS.loop, TEMPLATE_JOBS.long, TEMPLATE_JOBS.long]) {
       const c = await h.checkpoint(job);
@@ -75,14 +82,16 @@ const recordTemplates = async (): Promise<Templates> => {
     await sleep(500);
     const store = openEventStore(`sqlite:${join(h.home, 'events.db')}`);
     try {
-      // Each unit's init leads its own process group: killing the group ends the loop and its children.
-      for (const r of h.seen.values()) if (r.reason === 'root' && r.pgid === r.pid && r.pid > 1) process.kill(-r.pid, 'SIGKILL');
+      // Each unit's init leads its own process group: killing the group ends a loop and its
+      // children (the small job ends by itself; its cgroup path names it).
+      for (const r of h.seen.values()) if (r.reason === 'root' && r.pgid === r.pid && r.pid > 1 && !r.cgroup.includes(`/${TEMPLATE_JOBS.small}/`)) process.kill(-r.pid, 'SIGKILL');
       for (const job of Object.values(TEMPLATE_JOBS)) await watch(store, `job-${job}`, 0, 30_000, (e) => (e.type === 'JobEnded' ? true : undefined));
       const read = async (stream: string) => {
         const all: RecordedEvent[] = [];
         for (let from = 0; ; ) {
           const page = await store.readStream(stream, { from, limit: 1000 });
-          all.push(...page);
+          // Plain objects (a stored event parses its metadata lazily, behind a getter): they are saved as JSON.
+          for (const e of page) all.push({ position: e.position, stream: e.stream, revision: e.revision, id: e.id, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata } as RecordedEvent);
           if (page.length < 1000) return all;
           from = page[page.length - 1]!.revision + 1;
         }
@@ -134,7 +143,18 @@ interface Plan {
 }
 
 /** Events of one job copy, made lazily: a 200k-process job is not held twice. */
-function* copyOf(t: Templates, plan: Plan, nextPid: () => number): Generator<{ event: ProposedEvent; old?: number; cause?: number }> {
+interface CopiedEvent {
+  readonly event: ProposedEvent;
+  /** The template event's position and recording time (absent for stamped processes). */
+  readonly old?: number;
+  readonly at?: string;
+  /** A decision: its template cause's position. */
+  readonly cause?: number;
+  /** Some decision answers this event: it must be appended with its template time (see build). */
+  readonly answered?: boolean;
+}
+
+function* copyOf(t: Templates, plan: Plan, nextPid: () => number): Generator<CopiedEvent> {
   const template = t.jobs[plan.kind === 'live' ? 'loop' : plan.kind];
   const oldName = t.jobNames[plan.kind === 'live' ? 'loop' : plan.kind];
   const ids = new Map<string, string>();
@@ -152,11 +172,18 @@ function* copyOf(t: Templates, plan: Plan, nextPid: () => number): Generator<{ e
   const cycle = plan.cycles > 0 || plan.running > 0 ? cycleOf(template) : undefined;
   // The live job stops where the stamped processes end: it is still running (no checkpoints, no end).
   const upTo = plan.kind === 'live' ? cycle!.after + 1 : template.length;
+  const answered = new Set(template.flatMap((e) => (e.metadata.causationId && e.metadata.decidedAt !== undefined ? [e.metadata.causationId] : [])));
   let stamp = 0;
-  const stamped = (shape: RecordedEvent, data: object): ProposedEvent => ({ ...copy(shape), id: randomUUID(), data: { ...JSON.parse(rename(JSON.stringify(shape.data))), ...data } } as ProposedEvent);
+  // The shapes' renamed copies are made once: a stamped process costs three object spreads.
+  const shapes = new Map<RecordedEvent, ProposedEvent>();
+  const stamped = (shape: RecordedEvent, data: object): ProposedEvent => {
+    let base = shapes.get(shape);
+    if (!base) shapes.set(shape, (base = copy(shape)));
+    return { ...base, id: randomUUID(), data: { ...(base.data as object), ...data } } as ProposedEvent;
+  };
   for (let i = 0; i < upTo; i++) {
     const e = template[i]!;
-    yield { event: copy(e), old: e.position, ...(e.metadata.decidedAt !== undefined && { cause: e.metadata.decidedAt }) };
+    yield { event: copy(e), old: e.position, at: e.metadata.recordedAt, answered: answered.has(e.id), ...(e.metadata.decidedAt !== undefined && { cause: e.metadata.decidedAt }) };
     if (i !== cycle?.after) continue;
     for (let k = 0; k < plan.cycles + plan.running; k++) {
       // Start times far above any real one: every stamped process is a new identity.
@@ -188,38 +215,58 @@ const planFor = (t: Templates, events: number): Plan[] => {
 /**
  * Appends every planned job, interleaved (up to 64 jobs at a time, batches of up to 1,000 events),
  * as one writer: positions are known before each append (and checked after it), so a decision's
- * decidedAt can name its cause's new position.
+ * decidedAt can name its cause's new position. A batch is recorded at the template time of its
+ * first event (`clock`), and an event a decision answers starts a batch: deciders derive times
+ * from their cause's recordedAt (a deadline), so the copied decisions stay the ones re-derived.
  */
-const build = async (store: EventStore, t: Templates, plans: readonly Plan[]): Promise<number> => {
+const build = async (store: EventStore, clock: { at: string }, t: Templates, plans: readonly Plan[]): Promise<number> => {
   let position = await store.headPosition();
   if (position !== 0) throw new Error(`the store ${store.location} is not empty (head ${position}): the benchmark builds into a fresh one`);
-  for (const e of t.node) await appendChecked(store, e.stream, [{ id: randomUUID(), type: e.type, data: e.data, metadata: { actor: e.metadata.actor } } as ProposedEvent], (position += 1));
+  for (const e of t.node) {
+    clock.at = e.metadata.recordedAt;
+    await appendChecked(store, e.stream, [{ id: randomUUID(), type: e.type, data: e.data, metadata: { actor: e.metadata.actor } } as ProposedEvent], (position += 1));
+  }
   let pid = 300;
   const nextPid = () => (pid = pid >= 4_000_000 ? 300 : pid + 1);
   const queue = [...plans];
-  const active: Array<{ plan: Plan; events: ReturnType<typeof copyOf>; positions: Map<number, number>; done: boolean }> = [];
+  interface Active { plan: Plan; events: Generator<CopiedEvent>; held?: CopiedEvent; at: string; positions: Map<number, number>; done: boolean }
+  const active: Active[] = [];
   const started = performance.now();
   let reported = started;
   while (queue.length > 0 || active.length > 0) {
     while (active.length < 64 && queue.length > 0) {
       const plan = queue.shift()!;
-      active.push({ plan, events: copyOf(t, plan, nextPid), positions: new Map(), done: false });
+      active.push({ plan, events: copyOf(t, plan, nextPid), at: '', positions: new Map(), done: false });
     }
     for (const job of active) {
       const batch: ProposedEvent[] = [];
+      let batchAt: string | undefined;
       while (batch.length < 1000) {
-        const next = job.events.next();
-        if (next.done) {
-          job.done = true;
+        let item = job.held;
+        job.held = undefined;
+        if (!item) {
+          const next = job.events.next();
+          if (next.done) {
+            job.done = true;
+            break;
+          }
+          item = next.value;
+        }
+        if (item.answered && batch.length > 0) {
+          job.held = item;
           break;
         }
-        const { event, old, cause } = next.value;
+        const { event, old, cause } = item;
+        if (item.at) job.at = item.at;
+        batchAt ??= job.at;
         const at = position + batch.length + 1;
         if (old !== undefined) job.positions.set(old, at);
         const decidedAt = cause === undefined ? undefined : causePosition(job.positions, cause);
         batch.push(decidedAt === undefined ? event : ({ ...event, metadata: { ...event.metadata, decidedAt } } as ProposedEvent));
       }
-      if (batch.length > 0) await appendChecked(store, `job-${job.plan.job}`, batch, (position += batch.length));
+      if (batch.length === 0) continue;
+      clock.at = batchAt!;
+      await appendChecked(store, `job-${job.plan.job}`, batch, (position += batch.length));
     }
     for (let i = active.length - 1; i >= 0; i--) if (active[i]!.done) active.splice(i, 1);
     if (performance.now() - reported > 5000) {
@@ -250,15 +297,17 @@ interface Measure {
   readonly seconds: number;
   readonly exit: number | null;
   readonly note?: string;
+  /** The same command through the --compare CLI, measured right after. */
+  readonly compared?: { readonly seconds: number; readonly exit: number | null; readonly note?: string };
 }
 
-const timed = async (args: readonly string[], env: NodeJS.ProcessEnv): Promise<Measure> => {
+const timed = async (cli: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<Measure> => {
   const times: number[] = [];
   let code: number | null = 0;
   let out = '';
   for (let i = 0; i < RUNS; i++) {
     const t0 = performance.now();
-    const r = await exec(process.execPath, [DEFAULT_CLI, ...args], env);
+    const r = await exec(process.execPath, [cli, ...args], env);
     times.push((performance.now() - t0) / 1000);
     code = r.code;
     out = r.out;
@@ -311,16 +360,29 @@ const main = async () => {
       copyFileSync(join(keep!, 'events.db'), join(work, 'events.db'));
       url = `sqlite:${join(work, 'events.db')}`;
     } else {
-      say('recording template jobs with the real agent (fork loop, long-lived loop, small job; 3 checkpoints)…');
-      const t = await recordTemplates();
+      const saved = keep ? join(keep, 'templates.json') : undefined;
+      let t: Templates;
+      if (saved && existsSync(saved)) {
+        say(`using the template jobs recorded in ${saved}`);
+        t = JSON.parse(readFileSync(saved, 'utf8')) as Templates;
+      } else {
+        say('recording template jobs with the real agent (fork loop, long-lived loop, small job; 3 checkpoints)…');
+        t = await recordTemplates();
+        if (saved) {
+          mkdirSync(keep!, { recursive: true });
+          writeFileSync(saved, JSON.stringify(t));
+        }
+      }
       plans = planFor(t, EVENTS);
       const target = values.store ?? `sqlite:${join(keep ?? work, 'events.db')}`;
       if (keep) mkdirSync(keep, { recursive: true });
       say(`building ${EVENTS.toLocaleString('en-US')} events: ${plans.length} jobs into ${target.replace(/:[^:@/]*@/, ':***@')}…`);
       const t0 = performance.now();
-      const store = openEventStore(target.startsWith('sqlite:') ? `${target}?synchronous=normal` : target);
+      const clock = { at: new Date().toISOString() };
+      const context = { ...defaultAppendContext(), now: () => new Date(clock.at) };
+      const store = openEventStore(target.startsWith('sqlite:') ? `${target}?synchronous=normal` : target, context);
       try {
-        built = await build(store, t, plans);
+        built = await build(store, clock, t, plans);
       } finally {
         await store.close();
       }
@@ -331,6 +393,7 @@ const main = async () => {
         url = `sqlite:${join(work, 'events.db')}`;
       } else url = target;
     }
+    if (values['build-only']) return;
     const size = url.startsWith('sqlite:') ? statSync(url.slice(7)).size : undefined;
     const node = `bench-reader-${process.pid}`;
     // A first start probes CRIU (a real dump and restore) and caches the result in the home: done on
@@ -350,6 +413,7 @@ const main = async () => {
       const loop = plans.find((p) => p.kind === 'loop')!.job;
       const env = agent.env;
       for (const args of [
+        ['--version'],
         ['jobs'],
         ['ps', 'live-forks'],
         ['ps', 'live-forks', '--json'],
@@ -360,7 +424,9 @@ const main = async () => {
         ['verify', loop],
       ]) {
         say(`  ckpt ${args.join(' ')}…`);
-        rows.push(await timed(args, env));
+        const now = await timed(DEFAULT_CLI, args, env);
+        const before = values.compare ? await timed(values.compare, args, env) : undefined;
+        rows.push(before ? { ...now, compared: { seconds: before.seconds, exit: before.exit, ...(before.note && { note: before.note }) } } : now);
       }
     } finally {
       await agent.stop();
@@ -372,6 +438,7 @@ const main = async () => {
       store: url.startsWith('sqlite:') ? 'sqlite' : 'postgres',
       bytes: size,
       runs: RUNS,
+      compare: values.compare ?? null,
       agentRssBytes: agent.rss,
       rows,
     };
@@ -380,7 +447,9 @@ const main = async () => {
       const m = result.mix;
       console.log(`${built.toLocaleString('en-US')} events in ${plans.length} jobs (${result.store}${size ? `, ${(size / 2 ** 20).toFixed(0)} MiB` : ''}): live-forks with ${m.liveProcesses.toLocaleString('en-US')} processes of history (1,000 running), ${m.loops} fork loops of 10k processes, ${m.longLived} long-lived jobs, ${m.small} small jobs; median of ${RUNS} run(s)`);
       const width = Math.max(...rows.map((r) => r.what.length));
-      for (const r of rows) console.log(`  ${r.what.padEnd(width)}  ${r.seconds.toFixed(2).padStart(8)} s${r.exit === 0 ? '' : `  exit ${r.exit}`}${r.note ? `  ${r.note}` : ''}`);
+      const cell = (m: { seconds: number; exit: number | null }) => `${m.seconds.toFixed(2).padStart(8)} s${m.exit === 0 ? '        ' : ` exit ${String(m.exit).padEnd(2)}`}`;
+      if (values.compare) console.log(`  ${''.padEnd(width)}  ${'this ckpt'.padStart(18)}  ${'--compare'.padStart(18)}`);
+      for (const r of rows) console.log(`  ${r.what.padEnd(width)}  ${cell(r)}${r.compared ? `  ${cell(r.compared)}` : ''}${r.note ? `  ${r.note}` : ''}${r.compared?.note ? `  (--compare: ${r.compared.note})` : ''}`);
     }
   } finally {
     rmSync(work, { recursive: true, force: true });
