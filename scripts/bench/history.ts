@@ -12,7 +12,7 @@
 // directly, in large batches, into a fresh store.
 //
 //   npm run build && node dist/scripts/bench/history.js [--events 1M] [--live-processes 200k] [--keep DIR]
-//       [--store postgres://…] [--runs 1] [--compare OTHER/dist/adapters/cli/main.js] [--build-only] [--json]
+//       [--store postgres://…] [--runs 1] [--limit 600] [--compare OTHER/dist/adapters/cli/main.js] [--build-only] [--json]
 //
 // --keep DIR builds the SQLite log there once and reuses it (a 10M log takes minutes to build);
 // each measurement works on a copy, so the agent's own appends never change the kept log.
@@ -27,8 +27,9 @@ import { parseArgs } from 'node:util';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { defaultAppendContext } from '../../adapters/store/batch.js';
 import { openEventStore } from '../../adapters/store/open.js';
+import { readWholeStream } from '../../projections/project.js';
 import { benchHome, DEFAULT_CLI } from './harness.js';
-import { exec, sleep, watch } from './run.js';
+import { sleep, watch } from './run.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     store: { type: 'string' },
     runs: { type: 'string', default: '1' },
     'live-processes': { type: 'string', default: '200k' },
+    limit: { type: 'string', default: '600' },
     json: { type: 'boolean', default: false },
     'build-only': { type: 'boolean', default: false },
     compare: { type: 'string' },
@@ -50,6 +52,8 @@ const count = (text: string): number => {
 };
 const EVENTS = count(values.events!);
 const RUNS = Number(values.runs);
+/** Seconds a read command may take before it is killed and reported as unfinished. */
+const LIMIT = Number(values.limit);
 /** Processes in the history of the one big live job (of which 1,000 still run). */
 const LIVE = count(values['live-processes']!);
 const say = (text: string) => process.stderr.write(`${text}\n`);
@@ -86,16 +90,9 @@ const recordTemplates = async (): Promise<Templates> => {
       // children (the small job ends by itself; its cgroup path names it).
       for (const r of h.seen.values()) if (r.reason === 'root' && r.pgid === r.pid && r.pid > 1 && !r.cgroup.includes(`/${TEMPLATE_JOBS.small}/`)) process.kill(-r.pid, 'SIGKILL');
       for (const job of Object.values(TEMPLATE_JOBS)) await watch(store, `job-${job}`, 0, 30_000, (e) => (e.type === 'JobEnded' ? true : undefined));
-      const read = async (stream: string) => {
-        const all: RecordedEvent[] = [];
-        for (let from = 0; ; ) {
-          const page = await store.readStream(stream, { from, limit: 1000 });
-          // Plain objects (a stored event parses its metadata lazily, behind a getter): they are saved as JSON.
-          for (const e of page) all.push({ position: e.position, stream: e.stream, revision: e.revision, id: e.id, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata } as RecordedEvent);
-          if (page.length < 1000) return all;
-          from = page[page.length - 1]!.revision + 1;
-        }
-      };
+      // Plain objects (a stored event parses its metadata lazily, behind a getter): they are saved as JSON.
+      const read = async (stream: string) =>
+        (await readWholeStream(store, stream)).map((e) => ({ position: e.position, stream: e.stream, revision: e.revision, id: e.id, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata }) as RecordedEvent);
       return {
         jobs: { loop: await read(`job-${TEMPLATE_JOBS.loop}`), long: await read(`job-${TEMPLATE_JOBS.long}`), small: await read(`job-${TEMPLATE_JOBS.small}`) },
         node: await read(`node-${node}`),
@@ -122,16 +119,29 @@ interface Cycle {
   readonly exited: RecordedEvent & { type: 'ProcessExited' };
 }
 
+/**
+ * The loop's body: of the first forks that exec and exit, the shortest-lived (a /bin/true the loop
+ * shell forked, not the shell itself, which lives until the job is killed).
+ */
 const cycleOf = (events: readonly RecordedEvent[]): Cycle => {
-  for (let i = 0; i < events.length; i++) {
+  let best: Cycle | undefined;
+  let found = 0;
+  for (let i = 0; i < events.length && found < 50; i++) {
     const fork = events[i]!;
     if (fork.type !== 'ProcessForked') continue;
-    const same = (e: RecordedEvent) => 'process' in e.data && (e.data as { process: { pid: number; startTime: number } }).process.pid === fork.data.child.pid && (e.data as { process: { startTime: number } }).process.startTime === fork.data.child.startTime;
+    const { pid, startTime } = fork.data.child;
+    const same = (e: RecordedEvent) => {
+      const p = (e.data as { process?: { pid: number; startTime: number } }).process;
+      return p?.pid === pid && p.startTime === startTime;
+    };
     const execAt = events.findIndex((e, j) => j > i && e.type === 'ProcessExecd' && same(e));
     const exitAt = events.findIndex((e, j) => j > i && e.type === 'ProcessExited' && same(e));
-    if (execAt > i && exitAt > execAt) return { after: exitAt, fork, execd: events[execAt] as Cycle['execd'], exited: events[exitAt] as Cycle['exited'] };
+    if (execAt < 0 || exitAt < execAt) continue;
+    found++;
+    if (!best || exitAt - i < best.after - events.indexOf(best.fork)) best = { after: exitAt, fork, execd: events[execAt] as Cycle['execd'], exited: events[exitAt] as Cycle['exited'] };
   }
-  throw new Error('the fork loop template has no complete fork → exec → exit: did the loop run?');
+  if (!best) throw new Error('the fork loop template has no complete fork → exec → exit: did the loop run?');
+  return best;
 };
 
 /** A planned job: a template copy with `cycles` extra processes (and `running` of them left running). */
@@ -301,19 +311,37 @@ interface Measure {
   readonly compared?: { readonly seconds: number; readonly exit: number | null; readonly note?: string };
 }
 
+/** Runs one command to its end, or kills it (that one pid) after `limitS` seconds. */
+const runFor = (cli: string, args: readonly string[], env: NodeJS.ProcessEnv, limitS: number) =>
+  new Promise<{ code: number | null; out: string; timedOut: boolean }>((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let out = '';
+    let timedOut = false;
+    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-2000)));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, limitS * 1000);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, timedOut });
+    });
+  });
+
 const timed = async (cli: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<Measure> => {
   const times: number[] = [];
-  let code: number | null = 0;
-  let out = '';
+  let last: { code: number | null; out: string; timedOut: boolean } | undefined;
   for (let i = 0; i < RUNS; i++) {
     const t0 = performance.now();
-    const r = await exec(process.execPath, [cli, ...args], env);
+    last = await runFor(cli, args, env, LIMIT);
     times.push((performance.now() - t0) / 1000);
-    code = r.code;
-    out = r.out;
+    if (last.timedOut) break;
   }
   times.sort((a, b) => a - b);
-  return { what: `ckpt ${args.join(' ')}`, seconds: times[times.length >> 1]!, exit: code, ...(code !== 0 && { note: out.trim().split('\n').slice(-1)[0] }) };
+  const what = `ckpt ${args.join(' ')}`;
+  if (last!.timedOut) return { what, seconds: LIMIT, exit: null, note: `did not finish in ${LIMIT} s (killed)` };
+  return { what, seconds: times[times.length >> 1]!, exit: last!.code, ...(last!.code !== 0 && { note: last!.out.trim().split('\n').slice(-1)[0] }) };
 };
 
 /** Starts `ckpt agent run` on the log and waits for its "ready" line: start-up time and RSS then. */
@@ -447,7 +475,8 @@ const main = async () => {
       const m = result.mix;
       console.log(`${built.toLocaleString('en-US')} events in ${plans.length} jobs (${result.store}${size ? `, ${(size / 2 ** 20).toFixed(0)} MiB` : ''}): live-forks with ${m.liveProcesses.toLocaleString('en-US')} processes of history (1,000 running), ${m.loops} fork loops of 10k processes, ${m.longLived} long-lived jobs, ${m.small} small jobs; median of ${RUNS} run(s)`);
       const width = Math.max(...rows.map((r) => r.what.length));
-      const cell = (m: { seconds: number; exit: number | null }) => `${m.seconds.toFixed(2).padStart(8)} s${m.exit === 0 ? '        ' : ` exit ${String(m.exit).padEnd(2)}`}`;
+      const cell = (m: { seconds: number; exit: number | null }) =>
+        m.exit === null ? `${`> ${m.seconds.toFixed(0)}`.padStart(8)} s killed ` : `${m.seconds.toFixed(2).padStart(8)} s${m.exit === 0 ? '        ' : ` exit ${String(m.exit).padEnd(2)}`}`;
       if (values.compare) console.log(`  ${''.padEnd(width)}  ${'this ckpt'.padStart(18)}  ${'--compare'.padStart(18)}`);
       for (const r of rows) console.log(`  ${r.what.padEnd(width)}  ${cell(r)}${r.compared ? `  ${cell(r.compared)}` : ''}${r.note ? `  ${r.note}` : ''}${r.compared?.note ? `  (--compare: ${r.compared.note})` : ''}`);
     }
