@@ -341,7 +341,7 @@ const timed = async (cli: string, args: readonly string[], env: NodeJS.ProcessEn
   times.sort((a, b) => a - b);
   const what = `ckpt ${args.join(' ')}`;
   if (last!.timedOut) return { what, seconds: LIMIT, exit: null, note: `did not finish in ${LIMIT} s (killed)` };
-  return { what, seconds: times[times.length >> 1]!, exit: last!.code, ...(last!.code !== 0 && { note: last!.out.trim().split('\n').slice(-1)[0] }) };
+  return { what, seconds: times[times.length >> 1]!, exit: last!.code, ...(last!.code !== 0 && { note: last!.out.trim().split('\n')[0] }) };
 };
 
 /** Starts `ckpt agent run` on the log and waits for its "ready" line: start-up time and RSS then. */
