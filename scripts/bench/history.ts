@@ -12,11 +12,12 @@
 // directly, in large batches, into a fresh store.
 //
 //   npm run build && node dist/scripts/bench/history.js [--events 1M] [--live-processes 200k] [--keep DIR]
-//       [--store postgres://…] [--runs 1] [--limit 600] [--compare OTHER/dist/adapters/cli/main.js] [--build-only] [--json]
+//       [--store postgres | postgres://…] [--runs 1] [--limit 600] [--compare OTHER/dist/adapters/cli/main.js] [--build-only] [--json]
 //
 // --keep DIR builds the SQLite log there once and reuses it (a 10M log takes minutes to build);
 // each measurement works on a copy, so the agent's own appends never change the kept log.
-// --compare CLI times each read command through another build too (e.g. the commit before a
+// --store postgres builds into a throwaway PostgreSQL cluster of its own (a URL: into that database,
+// which must be empty). --compare CLI times each read command through another build too (e.g. the commit before a
 // change), right after this one's, on the same log: before and after in one run.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -28,6 +29,7 @@ import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/even
 import { defaultAppendContext } from '../../adapters/store/batch.js';
 import { openEventStore } from '../../adapters/store/open.js';
 import { readWholeStream } from '../../projections/project.js';
+import { needPostgres, startPostgres, type PostgresCluster } from '../../test/support/postgres.js';
 import { benchHome, DEFAULT_CLI } from './harness.js';
 import { sleep, watch } from './run.js';
 
@@ -377,7 +379,15 @@ const main = async () => {
   const work = mkdtempSync(join(tmpdir(), 'ckpt-bench-history-'));
   const keep = values.keep;
   const kept = keep && existsSync(join(keep, 'plan.json')) ? (JSON.parse(readFileSync(join(keep, 'plan.json'), 'utf8')) as { events: number; plans: Plan[] }) : undefined;
+  // `--store postgres`: a throwaway cluster of this run's own (fsync on), removed at the end.
+  let cluster: PostgresCluster | undefined;
   try {
+    if (values.store === 'postgres') {
+      const missing = needPostgres();
+      if (missing) throw new Error(`--store postgres: ${missing}`);
+      cluster = await startPostgres({ durable: true });
+      values.store = await cluster.database();
+    }
     let plans: Plan[];
     let built: number;
     let url: string;
@@ -481,6 +491,7 @@ const main = async () => {
       for (const r of rows) console.log(`  ${r.what.padEnd(width)}  ${cell(r)}${r.compared ? `  ${cell(r.compared)}` : ''}${r.note ? `  ${r.note}` : ''}${r.compared?.note ? `  (--compare: ${r.compared.note})` : ''}`);
     }
   } finally {
+    await cluster?.stop();
     rmSync(work, { recursive: true, force: true });
   }
 };
