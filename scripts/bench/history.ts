@@ -433,6 +433,14 @@ const main = async () => {
     }
     if (values['build-only']) return;
     const size = url.startsWith('sqlite:') ? statSync(url.slice(7)).size : undefined;
+    // The other build reads a copy of its own, made before any agent writes: it may migrate the
+    // log's schema, which this build would then refuse (or the other way round).
+    let compareStore: string | undefined;
+    if (values.compare) {
+      if (!url.startsWith('sqlite:')) throw new Error('--compare needs the SQLite log (each build reads its own copy of it)');
+      copyFileSync(url.slice(7), join(work, 'compare.db'));
+      compareStore = `sqlite:${join(work, 'compare.db')}`;
+    }
     const node = `bench-reader-${process.pid}`;
     // A first start probes CRIU (a real dump and restore) and caches the result in the home: done on
     // an empty log first, which is also the start-up time the long log is compared with.
@@ -463,7 +471,7 @@ const main = async () => {
       ]) {
         say(`  ckpt ${args.join(' ')}…`);
         const now = await timed(DEFAULT_CLI, args, env);
-        const before = values.compare ? await timed(values.compare, args, env) : undefined;
+        const before = compareStore ? await timed(values.compare!, args, { ...env, CKPT_HOME: join(work, 'compare-home'), CKPT_STORE: compareStore }) : undefined;
         rows.push(before ? { ...now, compared: { seconds: before.seconds, exit: before.exit, ...(before.note && { note: before.note }) } } : now);
       }
     } finally {

@@ -88,9 +88,9 @@ const parentOf = (m: Member, byPid: ReadonlyMap<string, readonly Member[]>): Mem
   m.forkedBy === undefined ? undefined : byPid.get(`${m.node}/${m.forkedBy}`)?.find((p) => p.since <= m.since && (p.until === undefined || p.until >= m.since));
 
 /**
- * A tree by who forked whom; processes whose parent is unknown (dependents, the root) start a
- * branch. Linear in the members (plus the lines' indentation): a fork loop's 200k children are
- * one list under their shell. A member whose parent is not among `members` starts a branch.
+ * A tree by who forked whom; processes whose parent is unknown or not among `members` (dependents,
+ * the root) start a branch. Linear in the members (plus the lines' indentation): a fork loop's 200k
+ * children are one list under their shell.
  */
 const tree = (job: JobMembership, members: readonly Member[], userOf: (m: Member) => ProcessUser | undefined): string[] => {
   const byPid = pidIndex(members);
@@ -242,7 +242,7 @@ export const psCommand: Command = {
         lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
         const all = byUnit.get(unit.unit) ?? [];
         const shown = flag(args, 'all') ? all : runningAndAncestors(all);
-        lines.push(...tree(state, shown, userOf));
+        for (const line of tree(state, shown, userOf)) lines.push(line); // not push(...): 200k arguments overflow the stack
         const hidden = all.length - shown.length;
         if (hidden > 0) lines.push(`(${hidden} exited process${hidden === 1 ? '' : 'es'} not shown: --all lists them)`);
       }
