@@ -7,7 +7,7 @@
 // shaped exactly as the agent writes it. Copies get fresh ids (request ids, causation and
 // correlation ids mapped consistently), their own job names, and decidedAt re-pointed at the new
 // position of their cause (`ckpt verify` re-derives them). A fork loop is made long by stamping
-// more fork → exec → exit cycles of its shell (shaped like the captured ones) into its history;
+// more fork → exec → exit cycles of its shell (shaped like its shortest-lived captured child);
 // one job keeps 200k processes of history with 1,000 still running. Everything is appended
 // directly, in large batches, into a fresh store.
 //
@@ -16,9 +16,10 @@
 //
 // --keep DIR builds the SQLite log there once and reuses it (a 10M log takes minutes to build);
 // each measurement works on a copy, so the agent's own appends never change the kept log.
-// --store postgres builds into a throwaway PostgreSQL cluster of its own (a URL: into that database,
-// which must be empty). --compare CLI times each read command through another build too (e.g. the commit before a
-// change), right after this one's, on the same log: before and after in one run.
+// --store postgres builds into a throwaway PostgreSQL cluster of its own (a URL: into that
+// database, which must be empty). --compare CLI times each read command through another build too
+// (e.g. the commit before a change), right after this one's, on its own copy of the same log:
+// before and after in one run. The template jobs are kept in --keep DIR too (templates.json).
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
