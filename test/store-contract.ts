@@ -165,6 +165,23 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
     assert.is.not(b!.id, a!.id);
   });
 
+  test('readStream pages a long stream backwards from its end, and forwards from any revision', async () => {
+    for (let i = 0; i < 25; i++) await store.append('job-long', Array.from({ length: 100 }, (_, j) => marker(`${i * 100 + j}`)));
+    await store.append('job-other', [marker('other')]);
+    const backwards: number[] = [];
+    for (let page = await store.readStream('job-long', { direction: 'backwards', limit: 700 }); page.length > 0; ) {
+      backwards.push(...page.map((e) => e.revision));
+      const from = page[page.length - 1]!.revision - 1;
+      page = from < 0 ? [] : await store.readStream('job-long', { direction: 'backwards', from, limit: 700 });
+    }
+    assert.equal(backwards, Array.from({ length: 2500 }, (_, i) => 2499 - i));
+    assert.equal((await store.readStream('job-long', { direction: 'backwards', limit: 3 })).map(markerOf), ['2499', '2498', '2497']);
+    assert.equal((await store.readStream('job-long', { direction: 'backwards', from: 10, limit: 2 })).map((e) => e.revision), [10, 9]);
+    assert.equal((await store.readStream('job-long', { direction: 'backwards', from: 9999, limit: 2 })).map((e) => e.revision), [2499, 2498]);
+    assert.equal((await store.readStream('job-long', { from: 2498, limit: 10 })).map((e) => e.revision), [2498, 2499]);
+    assert.equal(await store.readStream('job-nothing', { direction: 'backwards', limit: 5 }), []);
+  });
+
   test('readAll pages through interleaved streams in global order', async () => {
     for (let round = 0; round < 5; round++) {
       for (const stream of ['job-a', 'job-b', 'node-n1']) await store.append(stream, [marker(`${stream} ${round} 0`), marker(`${stream} ${round} 1`)]);

@@ -67,37 +67,93 @@ const identityOf = (key: string) => {
 const stateText = (m: Member) =>
   m.state === 'running' ? 'running' : m.state === 'vanished' ? 'vanished' : m.signal !== null ? `killed (signal ${m.signal})` : `exited (${m.exitStatus})`;
 
-/** A tree by who forked whom; processes whose parent is unknown (dependents, the root) start a branch. */
-const tree = (job: JobMembership, members: Member[], userOf: (m: Member) => ProcessUser | undefined): string[] => {
-  const byKey = new Map(members.map((m) => [m.key, m]));
-  const parentKey = (m: Member) => (m.forkedBy === undefined ? undefined : members.find((p) => p.pid === m.forkedBy && p.node === m.node && p.since <= m.since && (p.until === undefined || p.until >= m.since))?.key);
+/** Members by `node/pid`, in the order given. */
+const pidIndex = (members: readonly Member[]): Map<string, Member[]> => {
+  const byPid = new Map<string, Member[]>();
+  for (const m of members) {
+    const at = `${m.node}/${m.pid}`;
+    const same = byPid.get(at);
+    if (same) same.push(m);
+    else byPid.set(at, [m]);
+  }
+  return byPid;
+};
+
+/**
+ * The member that forked `m`: a member of the same unit on its node with the pid `m` was forked by,
+ * alive when `m` was first seen (pids are reused, so the pid alone is not enough). `byPid` lists the
+ * candidates by `node/pid` in `members` order; the first that fits wins.
+ */
+const parentOf = (m: Member, byPid: ReadonlyMap<string, readonly Member[]>): Member | undefined =>
+  m.forkedBy === undefined ? undefined : byPid.get(`${m.node}/${m.forkedBy}`)?.find((p) => p.since <= m.since && (p.until === undefined || p.until >= m.since));
+
+/**
+ * A tree by who forked whom; processes whose parent is unknown or not among `members` (dependents,
+ * the root) start a branch. Linear in the members (plus the lines' indentation): a fork loop's 200k
+ * children are one list under their shell.
+ */
+const tree = (job: JobMembership, members: readonly Member[], userOf: (m: Member) => ProcessUser | undefined): string[] => {
+  const byPid = pidIndex(members);
   const children = new Map<string | undefined, Member[]>();
   for (const m of members) {
-    const p = parentKey(m);
-    const at = p && byKey.has(p) ? p : undefined;
-    children.set(at, [...(children.get(at) ?? []), m]);
+    const at = parentOf(m, byPid)?.key;
+    const kids = children.get(at);
+    if (kids) kids.push(m);
+    else children.set(at, [m]);
   }
-  const lines: string[] = [];
   const whyOf = (m: Member) => {
     const { reason, escapes } = classify(job, m);
     return reason === 'escaped' ? `escaped: ${escapes.join(', ')}` : reason === 'dependent' ? `dependent: ${m.dependsOn!.via}${m.dependsOn!.name ? ` ${m.dependsOn!.name}` : ''} with ${m.dependsOn!.member}` : reason;
   };
-  const whyWidth = Math.max(8, ...members.map((m) => whyOf(m).length)) + 2;
   const userText = (m: Member) => {
     const u = userOf(m);
     return u === undefined ? '-' : (u.name ?? String(u.uid));
   };
-  const userWidth = Math.max(6, ...members.map((m) => userText(m).length)) + 2;
-  lines.push(`${'PID'.padEnd(8)}${'PPID'.padEnd(8)}${'PGID'.padEnd(8)}${'SID'.padEnd(8)}${'USER'.padEnd(userWidth)}${'STATE'.padEnd(20)}${'REASON'.padEnd(whyWidth)}COMMAND`);
-  const walk = (m: Member, prefix: string, last: boolean, top: boolean) => {
-    const cols = `${String(m.pid).padEnd(8)}${String(m.ppid).padEnd(8)}${String(m.pgid).padEnd(8)}${String(m.sid).padEnd(8)}${userText(m).padEnd(userWidth)}${stateText(m).padEnd(20)}${whyOf(m).padEnd(whyWidth)}`;
+  // Each member's columns once (a user is read from /proc), and the widest of each.
+  const why = new Map<Member, string>();
+  const user = new Map<Member, string>();
+  let whyWidth = 8;
+  let userWidth = 6;
+  for (const m of members) {
+    const w = whyOf(m);
+    const u = userText(m);
+    why.set(m, w);
+    user.set(m, u);
+    whyWidth = Math.max(whyWidth, w.length);
+    userWidth = Math.max(userWidth, u.length);
+  }
+  whyWidth += 2;
+  userWidth += 2;
+  const lines = [`${'PID'.padEnd(8)}${'PPID'.padEnd(8)}${'PGID'.padEnd(8)}${'SID'.padEnd(8)}${'USER'.padEnd(userWidth)}${'STATE'.padEnd(20)}${'REASON'.padEnd(whyWidth)}COMMAND`];
+  // Depth first without recursion: a chain of forks can be deeper than the call stack.
+  const stack: Array<{ m: Member; prefix: string; last: boolean; top: boolean }> = [];
+  const pushKids = (kids: readonly Member[] | undefined, prefix: string, top: boolean) => {
+    for (let i = (kids?.length ?? 0) - 1; i >= 0; i--) stack.push({ m: kids![i]!, prefix, last: i === kids!.length - 1, top });
+  };
+  pushKids(children.get(undefined), '', true);
+  for (let next = stack.pop(); next; next = stack.pop()) {
+    const { m, prefix, last, top } = next;
+    const cols = `${String(m.pid).padEnd(8)}${String(m.ppid).padEnd(8)}${String(m.pgid).padEnd(8)}${String(m.sid).padEnd(8)}${user.get(m)!.padEnd(userWidth)}${stateText(m).padEnd(20)}${why.get(m)!.padEnd(whyWidth)}`;
     const restored = m.restoredFrom === undefined ? '' : `  (restored; was pid ${identityOf(m.restoredFrom).pid})`;
     lines.push(`${cols}${top ? '' : prefix + (last ? '└─ ' : '├─ ')}${m.comm}${restored}`);
-    const kids = children.get(m.key) ?? [];
-    kids.forEach((k, i) => walk(k, top ? '' : prefix + (last ? '   ' : '│  '), i === kids.length - 1, false));
-  };
-  for (const m of children.get(undefined) ?? []) walk(m, '', true, true);
+    pushKids(children.get(m.key), top ? '' : prefix + (last ? '   ' : '│  '), false);
+  }
   return lines;
+};
+
+/**
+ * What the tree view draws of a unit by default: its running members and the exited ones they
+ * descend from (so each running process stays under whoever forked it). The rest are counted.
+ */
+const runningAndAncestors = (members: readonly Member[]): Member[] => {
+  const byPid = pidIndex(members);
+  const shown = new Set<Member>();
+  for (const m of members) {
+    if (m.state !== 'running') continue;
+    // Up the fork chain until a member already shown: each member is walked over once.
+    for (let at: Member | undefined = m; at && !shown.has(at); at = parentOf(at, byPid)) shown.add(at);
+  }
+  return members.filter((m) => shown.has(m));
 };
 
 const SCOPES: readonly CheckpointScope[] = ['tree', 'pgid', 'session', 'cgroup'];
@@ -121,12 +177,14 @@ const showCoverage = async (state: JobMembership, scope: CheckpointScope, json: 
 export const psCommand: Command = {
   name: 'ps',
   summary: 'Show every process of a job — including escaped and dependent ones — and why it belongs.',
-  usage: 'JOB [--json] [--running] [--at POSITION] [--scope tree|pgid|session|cgroup]',
+  usage: 'JOB [--json] [--running | --all] [--at POSITION] [--scope tree|pgid|session|cgroup]',
   description: [
     'Membership is derived from the job’s whole history, so a process that left its session or process',
     'group, moved cgroup, or was re-parented (a double-forked daemon) is still listed. REASON says why',
     'a process belongs: root (the unit’s first process), descendant, escaped (and how), or dependent',
     '(not a descendant, but shares a pipe, unix socket or SysV shared memory with a member).',
+    'The tree shows the running processes and the exited ones they were forked by; the other exited',
+    'processes are counted under each unit (--all draws them too; --json always lists every process).',
     'With --at, membership as it was at that log position (see ckpt history / ckpt log).',
     'With --scope, what a checkpointer of that scope would capture of each unit, and every process it',
     'would miss with the reason (e.g. `tree` misses a re-parented daemon).',
@@ -140,9 +198,10 @@ export const psCommand: Command = {
     { name: 'json', description: 'a JSON array of processes for machines' },
     { name: 'at', value: 'POSITION', description: 'membership as it was at this global log position' },
     { name: 'running', description: 'only the processes running now (or at --at)' },
+    { name: 'all', description: 'draw every process of the history, exited ones too (a fork loop’s can be many)' },
     { name: 'scope', value: 'SCOPE', description: 'what a tree, pgid, session or cgroup checkpointer would capture and miss, and why' },
   ],
-  examples: ['ckpt ps nightly', 'ckpt ps nightly --json | jq ".[] | select(.reason == \\"escaped\\")"', 'ckpt ps nightly --at 1200', 'ckpt ps nightly --scope tree'],
+  examples: ['ckpt ps nightly', 'ckpt ps nightly --all', 'ckpt ps nightly --json | jq ".[] | select(.reason == \\"escaped\\")"', 'ckpt ps nightly --at 1200', 'ckpt ps nightly --scope tree'],
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job');
@@ -158,17 +217,34 @@ export const psCommand: Command = {
         return EXIT.failed;
       }
       if (scope) return await showCoverage(state, scope as CheckpointScope, flag(args, 'json'));
+      if (flag(args, 'all') && flag(args, 'running')) throw new UsageError('--all and --running contradict each other: --all lists every process, --running only the running ones');
       const members = membersOf(state).filter((m) => !flag(args, 'running') || m.state === 'running');
       const userOf = liveUsers();
       if (flag(args, 'json')) {
-        await writeOut(JSON.stringify(members.map((m) => memberJson(state, m, userOf)), null, 2) + '\n');
+        // One object per line of the array: 200k members print as they are made, not as one huge string.
+        for (let i = 0; i < members.length; i += 1000) {
+          const page = members.slice(i, i + 1000).map((m) => JSON.stringify(memberJson(state, m, userOf), null, 2).replace(/^/gm, '  '));
+          await writeOut(`${i === 0 ? '[\n' : ',\n'}${page.join(',\n')}`);
+        }
+        await writeOut(members.length === 0 ? '[]\n' : '\n]\n');
         return EXIT.ok;
       }
-      const running = members.filter((m) => m.state === 'running').length;
+      const byUnit = new Map<string, Member[]>();
+      let running = 0;
+      for (const m of members) {
+        if (m.state === 'running') running++;
+        const same = byUnit.get(m.unit);
+        if (same) same.push(m);
+        else byUnit.set(m.unit, [m]);
+      }
       const lines = [`job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`];
       for (const unit of Object.values(state.units)) {
         lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
-        lines.push(...tree(state, members.filter((m) => m.unit === unit.unit), userOf));
+        const all = byUnit.get(unit.unit) ?? [];
+        const shown = flag(args, 'all') ? all : runningAndAncestors(all);
+        for (const line of tree(state, shown, userOf)) lines.push(line); // not push(...): 200k arguments overflow the stack
+        const hidden = all.length - shown.length;
+        if (hidden > 0) lines.push(`(${hidden} exited process${hidden === 1 ? '' : 'es'} not shown: --all lists them)`);
       }
       await writeOut(lines.join('\n') + '\n');
       return EXIT.ok;
