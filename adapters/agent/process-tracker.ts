@@ -374,8 +374,12 @@ export class ProcessTracker {
       if (!stat || stat.startTime !== t.startTime) {
         this.#suspectGone(t);
         if (this.#tracked.has(pid)) this.#schedule.after(pid, now, VANISH_GRACE_MS);
-      } else if (stat.state === 'Z' || stat.state === 'X') this.#schedule.quiet(pid, now);
-      else if (this.#observeChanges(t, stat, true)) this.#schedule.soon(pid, now);
+      } else if (stat.state === 'Z' || stat.state === 'X') {
+        // Exited: its exit event is queued, or came before it was tracked (a process restored
+        // and ended at once) — then, after the grace period, it has vanished.
+        this.#suspectGone(t);
+        if (this.#tracked.has(pid)) this.#schedule.after(pid, now, VANISH_GRACE_MS);
+      } else if (this.#observeChanges(t, stat, true)) this.#schedule.soon(pid, now);
       else this.#schedule.quiet(pid, now);
     }
   }

@@ -111,13 +111,20 @@ export class RestartSteps implements StepsOf<RestartStep> {
     const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
     const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));
     // A restored process may finish at once (a `sleep 0.1` of the job): only the root must be there.
+    // One that ended — gone, or a zombie, which has left its cgroups (its cgroup reads as "/") — is
+    // not recorded as running: its exit may have been reported before it was tracked.
+    const running = (pid: number | undefined) => {
+      const stat = pid === undefined ? undefined : readStat(pid);
+      return stat && stat.state !== 'Z' && stat.state !== 'X' ? stat : undefined;
+    };
     const processes: RestoredProcess[] = pids.flatMap((old) => {
       const pid = hostPid.get(old);
-      const stat = pid === undefined ? undefined : readStat(pid);
+      const stat = running(pid);
       if (!stat && old === pids[0]) throw new Error(`the unit’s root (pid ${old} in the images) is not running after the restore (log: ${join(workDir, 'restore.log')})`);
       if (!stat) return [];
       const groups = readCgroups(stat.pid);
       const cgroup = groups ? primaryCgroup(groups) : undefined;
+      if (old !== pids[0] && running(pid)?.startTime !== stat.startTime) return []; // ended while its cgroup was read
       const { ppid, pgid, sid, comm } = stat;
       return [{ was: was.get(old) ?? { pid: old, startTime: 0 }, now: { pid: stat.pid, startTime: stat.startTime }, nsPid: prepared.pidNamespace ? old : null, ppid, pgid, sid, comm, ...(cgroup && { cgroup }) }];
     });
