@@ -130,7 +130,9 @@ test('what only agents record is refused: a client cannot append UnitCgroupsCrea
 });
 
 test('a forged UnitLaunched pointing at a root process is refused and recorded; the process is untouched', async () => {
-  const victim = spawn('sleep', ['600'], { stdio: 'ignore' });
+  // A session of its own, as a root daemon has: under a runner whose session leader sits outside its PID
+  // namespace (CI), an inherited session id reads as 0, which no event may carry.
+  const victim = spawn('sleep', ['600'], { stdio: 'ignore', detached: true });
   outsiders.push(victim);
   const stat = await until('the victim', () => readStat(victim.pid!));
   const [submitted] = rawAsNobody({
