@@ -86,6 +86,10 @@ export const mapOf = <V>(entries: Iterable<readonly [string, V]>): PersistentMap
 };
 
 /** Entries in the order `valuesOf` gives them: `mapOf(entriesOf(m))` rebuilds the same trie. */
+export function* keysOf<V>(map: PersistentMap<V>): Generator<string> {
+  for (const [key] of entriesOf(map)) yield key;
+}
+
 export function* entriesOf<V>(map: PersistentMap<V>): Generator<readonly [string, V]> {
   const walk = function* (node: Branch<V> | Leaf<V> | undefined, level: number): Generator<readonly [string, V]> {
     if (!node) return;

@@ -42,6 +42,8 @@ export interface ReadOptions {
   readonly saveAfter?: number;
   /** Fold from the start, neither loading nor saving a snapshot (what `verify` and `--at` do). */
   readonly ignoreSnapshots?: boolean;
+  /** After each page folded: events folded so far by this read, and the position reached. */
+  readonly progress?: (folded: number, position: number) => void;
 }
 
 /** Stores that refused a write once are not asked again (a reader's role on PostgreSQL). */
@@ -85,18 +87,22 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
     skip = 0;
     last = page[page.length - 1] ?? last;
     if (last) position = model.stream ? last.revision : last.position;
+    options.progress?.(folded, position);
     if (page.length < PAGE) break;
     page = await pages(position + 1);
   }
   if (from !== start) notes.push(`${what} at ${at} ${from.position} used: ${folded} event(s) folded after it`);
   else if (!snapshots) notes.push(`snapshots not used: ${folded} event(s) folded from the log`);
   else if (!discarded) notes.push(`${what}: none yet, ${folded} event(s) folded from the log`);
-  if (snapshots && last && (discarded || folded > (options.saveAfter ?? SAVE_AFTER))) {
-    const digest = last.digest;
-    if (digest === undefined) notes.push(`${what} not saved: the store gives no digest for ${at} ${position}`);
-    else notes.push(`${what} ${await save(snapshots, { model: model.name, key, version: model.version, schema: CATALOGUE_SCHEMAS, position, digest, state: JSON.stringify(model.encode(state)) }, at)}`);
-  }
+  if (snapshots && last && (discarded || folded > (options.saveAfter ?? SAVE_AFTER))) notes.push(`${what} ${await saveModel(snapshots, model, key, state, last)}`);
   return { state, position, folded, notes };
+};
+
+/** Saves the model's state as folded up to `last` (whose digest pins it to the log); says what came of it. */
+export const saveModel = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, key: string, state: S, last: RecordedEvent): Promise<string> => {
+  const [at, position] = model.stream ? ['revision', last.revision] : ['position', last.position];
+  if (last.digest === undefined) return `not saved: the store gives no digest for ${at} ${position}`;
+  return save(snapshots, { model: model.name, key, version: model.version, schema: CATALOGUE_SCHEMAS, position, digest: last.digest, state: JSON.stringify(model.encode(state)) }, at);
 };
 
 /** The stored snapshot and its decoded state, if it was folded by this code with these schemas. */

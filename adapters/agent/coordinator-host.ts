@@ -1,15 +1,19 @@
-// The node agent's coordinator host: follows the log, folds each job's coordinator state (its
-// membership included) and the probes of every node's checkpointer, and feeds them to the job's
-// work (adapters/agent/job-work.ts: deciders and this node's commands) and to the deadline timer.
-// The rest of the agent reads jobs through it (JobsView), and hears of a job's change once live.
+// The node agent's coordinator host: follows the log, folds the agent's state (projections/
+// agent-state.ts: each job's coordinator state with its membership, its commands and undecided
+// causes; every node's checkpointer; pending deadlines), and feeds it to the jobs' work
+// (adapters/agent/job-work.ts: deciders and this node's commands) and to the deadline timer.
+// It starts from the state's snapshot and folds only what the log got since; while it runs it
+// saves a new snapshot every SAVE_EVERY events. The rest of the agent reads jobs through it
+// (JobsView), and hears of a job's change once live.
 import type { Subscription } from 'rxjs';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { NAME_PATTERN } from '../../domain/codecs.js';
 import { jobOfStream, type NodeId } from '../../domain/identity.js';
-import { evolveCheckpoint, initialCheckpointState, type NodeCheckpointer } from '../../domain/checkpoint-coordinator.js';
-import { evolveJobCoordinator, initialJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
 import type { JobMembership, Unit } from '../../domain/membership.js';
 import type { Checkpointer } from '../../domain/checkpointer.js';
+import { entriesOf, getIn, keysOf } from '../../domain/persistent-map.js';
+import { agentModel, evolveAgentState, initialAgentState, type AgentState } from '../../projections/agent-state.js';
+import { readModel, saveModel } from '../../projections/read-model.js';
 import { DeadlineTimer } from '../timer/deadline-timer.js';
 import { JobWork, type CheckpointWorkOptions } from './job-work.js';
 
@@ -46,13 +50,12 @@ export interface CoordinatorHostOptions {
 
 const RETRY_MS = 1000;
 const PROGRESS_EVERY = 10_000;
+/** Events folded while live between two snapshots of the agent's state. */
+const SAVE_EVERY = 20_000;
 
 export class CoordinatorHost implements JobsView {
   readonly #o: CoordinatorHostOptions;
-  /** Each job's coordinator state (its membership included), folded from the log. */
-  readonly #jobs = new Map<string, JobCoordinatorState>();
-  /** The latest probe of every node's checkpointer (node streams), for jobs seen later. */
-  #nodes: Record<string, NodeCheckpointer> = {};
+  #state: AgentState = initialAgentState;
   readonly #badStreams = new Set<string>();
   readonly work: JobWork;
   readonly #deadlines: DeadlineTimer;
@@ -62,6 +65,9 @@ export class CoordinatorHost implements JobsView {
   #stopped = false;
   #folded = 0;
   #head = 0;
+  #unsaved = 0;
+  #saving: Promise<void> | undefined;
+  #last: RecordedEvent | undefined;
 
   constructor(options: CoordinatorHostOptions) {
     this.#o = options;
@@ -72,12 +78,29 @@ export class CoordinatorHost implements JobsView {
     this.#deadlines = new DeadlineTimer({ store, log });
   }
 
-  /** Folds the whole log; resolves once caught up (nothing is acted on before goLive). */
+  /** Folds the log from the state's snapshot on; resolves once caught up (nothing is acted on before goLive). */
   async catchUp(): Promise<void> {
-    this.#head = await this.#o.store.headPosition();
-    this.#o.progress?.({ folded: 0, position: 0, head: this.#head });
-    await new Promise<void>((resolve, reject) => this.#follow(1, resolve, reject));
-    this.#o.progress?.({ folded: this.#folded, position: this.#position, head: Math.max(this.#head, this.#position) });
+    const { store, progress, log } = this.#o;
+    this.#head = await store.headPosition();
+    progress?.({ folded: 0, position: 0, head: this.#head });
+    let reported = 0;
+    const read = await readModel(store, agentModel, '', {
+      progress: (folded, position) => {
+        if (folded - reported < PROGRESS_EVERY) return;
+        reported = folded;
+        progress?.({ folded, position, head: Math.max(this.#head, position) });
+      },
+    });
+    for (const note of read.notes) log(note);
+    this.#state = read.state;
+    this.#position = read.position;
+    this.#folded = read.folded;
+    this.#unsaved = read.notes.some((n) => n.includes(' saved at ')) ? 0 : read.folded;
+    for (const [job, w] of entriesOf(this.#state.jobs)) this.work.updateState(job, w);
+    this.#deadlines.resume(this.#state.deadlines);
+    // What was appended while the snapshot was read and folded.
+    await new Promise<void>((resolve, reject) => this.#follow(this.#position + 1, resolve, reject));
+    progress?.({ folded: this.#folded, position: this.#position, head: Math.max(this.#head, this.#position) });
   }
 
   /** From now on decisions are made, commands executed and deadlines armed. */
@@ -87,18 +110,21 @@ export class CoordinatorHost implements JobsView {
     this.#deadlines.goLive();
   }
 
-  stop(): void {
+  /** Stops following the log; what was folded since the last snapshot is saved, for the next start. */
+  async stop(): Promise<void> {
     this.#stopped = true;
     this.#subscription?.unsubscribe();
     this.#deadlines.stop();
+    await this.#saving;
+    if (this.#unsaved > 0 && this.#last) await this.#save(this.#last);
   }
 
   jobs(): Iterable<string> {
-    return this.#jobs.keys();
+    return keysOf(this.#state.jobs);
   }
 
   membership(job: string): JobMembership | undefined {
-    return this.#jobs.get(job)?.checkpoint.job;
+    return getIn(this.#state.jobs, job)?.state.checkpoint.job;
   }
 
   myUnits(job: string): Unit[] {
@@ -124,14 +150,13 @@ export class CoordinatorHost implements JobsView {
 
   #onLogEvent(e: RecordedEvent) {
     this.#position = e.position;
-    if (!this.#caughtUp && ++this.#folded % PROGRESS_EVERY === 0) this.#o.progress?.({ folded: this.#folded, position: e.position, head: Math.max(this.#head, e.position) });
+    this.#last = e;
+    this.#state = evolveAgentState(this.#state, e);
     this.#deadlines.observe(e);
+    if (!this.#caughtUp && ++this.#folded % PROGRESS_EVERY === 0) this.#o.progress?.({ folded: this.#folded, position: e.position, head: Math.max(this.#head, e.position) });
+    if (++this.#unsaved >= SAVE_EVERY) this.#save(e);
     if (e.type === 'CheckpointerProbed') {
-      for (const [job, state] of this.#jobs) {
-        this.#jobs.set(job, evolveJobCoordinator(state, e));
-        this.work.updateState(job, this.#jobs.get(job)!);
-      }
-      this.#nodes = evolveCheckpoint({ ...initialCheckpointState(''), nodes: this.#nodes }, e).nodes;
+      for (const [job, w] of entriesOf(this.#state.jobs)) this.work.updateState(job, w);
       return;
     }
     const job = jobOfStream(e.stream);
@@ -142,10 +167,18 @@ export class CoordinatorHost implements JobsView {
       }
       return;
     }
-    const fresh = initialJobCoordinator(job);
-    const state = evolveJobCoordinator(this.#jobs.get(job) ?? { ...fresh, checkpoint: { ...fresh.checkpoint, nodes: this.#nodes } }, e);
-    this.#jobs.set(job, state);
-    this.work.fold(job, state, e);
+    this.work.fold(job, getIn(this.#state.jobs, job)!);
     if (this.#caughtUp) this.#o.changed(job, e);
+  }
+
+  /** The state is immutable: it is encoded and saved beside the fold, which goes on. */
+  #save(last: RecordedEvent): Promise<void> | undefined {
+    if (this.#saving || !this.#o.store.snapshots) return this.#saving;
+    this.#unsaved = 0;
+    this.#saving = saveModel(this.#o.store.snapshots, agentModel, '', this.#state, last)
+      .then((what) => void (what.startsWith('saved') || this.#o.log(`agent state ${what}`)))
+      .catch((error: Error) => this.#o.log(`could not save the agent state's snapshot: ${error.message}`))
+      .finally(() => (this.#saving = undefined));
+    return this.#saving;
   }
 }

@@ -11,8 +11,8 @@
 //   Each step is a handler in one table (steps/): it returns its step's done event; #execute
 //   records every outcome, a failure once what the handler registered to undo is undone.
 import type { Checkpointer } from '../../domain/checkpointer.js';
-import { evolveCommands, noCommands, pendingOn, type CheckpointCommands, type PendingCommand, type Step } from '../../domain/checkpoint-commands.js';
-import { decideJobCoordinator, type JobCoordinatorState } from '../../domain/job-coordinator.js';
+import { noCommands, pendingOn, type PendingCommand, type Step } from '../../domain/checkpoint-commands.js';
+import { isRequest, type JobProgress, type Undecided } from '../../projections/agent-state.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
@@ -20,7 +20,7 @@ import { requestDeadline } from '../../domain/requests.js';
 import { freezerOf, thawUnit, unitFreezeState } from '../cgroups/unit-cgroups.js';
 import { FrozenUnits } from './steps/frozen-units.js';
 import { stepTable } from './steps/step-table.js';
-import { failed, handlerFor, type Outcome, type StepHandler, type StepTable } from './steps/step.js';
+import { failed, handlerFor, type JobView, type Outcome, type StepHandler, type StepTable } from './steps/step.js';
 
 export interface CheckpointWorkOptions {
   readonly store: EventStore;
@@ -45,30 +45,19 @@ export interface CheckpointWorkOptions {
   readonly log: (line: string) => void;
 }
 
-/** A cause whose decisions are not yet recorded, with what the coordinator decided on it. */
-interface Undecided {
-  readonly cause: RecordedEvent;
-  readonly decisions: ProposedEvent[];
-}
-
-type RequestEvent = RecordedEvent & { type: 'CheckpointRequested' | 'RestartRequested'; data: { request: string; timeoutMs: number } };
-const isRequest = (e: RecordedEvent): e is RequestEvent => e.type === 'CheckpointRequested' || e.type === 'RestartRequested';
-
-interface JobProgress {
-  state: JobCoordinatorState;
-  commands: CheckpointCommands;
-  /** Revision of the last event of the job stream folded. */
-  revision: number;
-  /** Causes whose decisions are not in the log yet, in log order. */
-  undecided: Undecided[];
+/** A job's progress as the host last folded it, and whether a decision is being appended. */
+interface JobWorkState {
+  progress: JobProgress;
   appending: boolean;
+  /** What a step sees: always the latest fold (the job moves on while a step runs). */
+  readonly view: JobView;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class JobWork {
   readonly #o: CheckpointWorkOptions;
-  readonly #jobs = new Map<string, JobProgress>();
+  readonly #jobs = new Map<string, JobWorkState>();
   /** Commands this process started (answered or not yet): never started twice. */
   readonly #started = new Set<string>();
   /** One step at a time per unit: an abort waits for a dump in progress. */
@@ -84,28 +73,28 @@ export class JobWork {
     this.#steps = stepTable(options, this.#frozen);
   }
 
-  /** Called for every event of a job's stream, with the coordinator state folded up to it. */
-  fold(job: string, state: JobCoordinatorState, e: RecordedEvent): void {
-    let w = this.#jobs.get(job);
-    if (!w) this.#jobs.set(job, (w = { state, commands: noCommands, revision: -1, undecided: [], appending: false }));
-    w.state = state;
-    const commands = w.commands;
-    w.commands = evolveCommands(commands, e);
-    w.revision = e.revision;
-    const cause = e.metadata.decidedAt !== undefined ? e.metadata.causationId : undefined;
-    if (cause !== undefined) w.undecided = w.undecided.filter((u) => u.cause.id !== cause);
-    // An expired request is never planned: its refusal is decided from the RequestExpired instead.
-    if (e.type === 'RequestExpired') w.undecided = w.undecided.filter((u) => !isRequest(u.cause) || u.cause.data.request !== e.data.request);
-    const decisions = decideJobCoordinator(state, e);
-    if (decisions.length > 0) w.undecided.push({ cause: e, decisions });
+  /** After every event of a job's stream, with the job's progress folded up to it. */
+  fold(job: string, progress: JobProgress): void {
+    const w = this.#job(job, progress);
+    const commands = w.progress.commands;
+    w.progress = progress;
     // Most events are process observations of a running job: nothing to decide, no new command.
-    if (this.#live && (w.undecided.length > 0 || w.commands !== commands)) this.#drive(job, w);
+    if (this.#live && (progress.undecided.length > 0 || progress.commands !== commands)) this.#drive(job, w);
   }
 
-  /** Node streams change what the coordinator may plan with; job states are updated by the caller. */
-  updateState(job: string, state: JobCoordinatorState): void {
-    const w = this.#jobs.get(job);
-    if (w) w.state = state;
+  /** A change from outside the job's stream (a node's probe): nothing to act on by itself. */
+  updateState(job: string, progress: JobProgress): void {
+    this.#job(job, progress).progress = progress;
+  }
+
+  #job(job: string, progress: JobProgress): JobWorkState {
+    let w = this.#jobs.get(job);
+    if (!w) {
+      const state: Omit<JobWorkState, 'view'> = { progress: { ...progress, commands: noCommands }, appending: false };
+      w = Object.assign(state, { view: { get state() { return state.progress.state; }, get commands() { return state.progress.commands; } } });
+      this.#jobs.set(job, w);
+    }
+    return w;
   }
 
   /** After the agent caught up with the log: no unit left frozen by accident, then everything pending. */
@@ -117,9 +106,9 @@ export class JobWork {
     }
   }
 
-  #drive(job: string, w: JobProgress) {
+  #drive(job: string, w: JobWorkState) {
     void this.#decide(job, w);
-    for (const command of pendingOn(w.commands, this.#o.node)) {
+    for (const command of pendingOn(w.progress.commands, this.#o.node)) {
       if (this.#started.has(`${job} ${command.key}`)) continue;
       this.#started.add(`${job} ${command.key}`);
       // One step at a time per unit — but the images check runs beside the restore it releases.
@@ -132,8 +121,8 @@ export class JobWork {
   // ── the coordinator ───────────────────────────────────────────────────────────────────────
 
   /** Check-and-append: decisions for the oldest undecided cause, with the revision last folded. */
-  async #decide(job: string, w: JobProgress): Promise<void> {
-    const next = w.undecided[0];
+  async #decide(job: string, w: JobWorkState): Promise<void> {
+    const next = w.progress.undecided[0];
     if (w.appending || !next) return;
     w.appending = true;
     const metadata = {
@@ -142,7 +131,7 @@ export class JobWork {
       decidedAt: next.cause.position,
       ...(next.cause.metadata.correlationId !== undefined && { correlationId: next.cause.metadata.correlationId }),
     };
-    const revision = w.revision;
+    const revision = w.progress.revision;
     const expired = this.#expired(next);
     try {
       await this.#o.store.append(jobStream(job), expired ? [expired] : next.decisions.map((d) => ({ ...d, metadata })), { expectedRevision: revision });
@@ -150,13 +139,13 @@ export class JobWork {
       // The next cause may have been folded while this append was under way: its decision is due
       // now, not at the next event (which may be minutes away). Until the fold has seen this
       // append, the attempt fails on the revision and waits for the fold.
-      if (w.undecided.length > 0) return this.#decide(job, w);
+      if (w.progress.undecided.length > 0) return this.#decide(job, w);
     } catch (error) {
       w.appending = false;
       if (error instanceof WrongExpectedRevisionError) {
         // Someone appended first (maybe this very decision, from another agent). Once the fold
         // has gone past what it decided on, it knows whether the decision is still missing.
-        if (w.revision !== revision) return this.#decide(job, w);
+        if (w.progress.revision !== revision) return this.#decide(job, w);
         return;
       }
       this.#o.log(`could not record the coordinator's decision for ${job}: ${(error as Error).message}; retrying`);
@@ -200,7 +189,7 @@ export class JobWork {
     const undo: Array<() => Promise<void> | void> = [];
     let outcome: Outcome<Step>;
     try {
-      outcome = await handler(c, { job, progress: this.#jobs.get(job)!, onFailure: (u) => undo.push(u) });
+      outcome = await handler(c, { job, progress: this.#jobs.get(job)!.view, onFailure: (u) => undo.push(u) });
     } catch (error) {
       for (const u of undo.reverse()) {
         try {
@@ -222,13 +211,13 @@ export class JobWork {
    * thawed now; its dump, should one be asked for later, is refused (the cut is gone).
    */
   releaseFrozen(why: string): void {
-    this.#frozen.releaseAll(why, (job, unit) => this.#jobs.get(job)?.state.checkpoint.job.units[unit]?.cgroups);
+    this.#frozen.releaseAll(why, (job, unit) => this.#jobs.get(job)?.progress.state.checkpoint.job.units[unit]?.cgroups);
   }
 
   /** A unit frozen while no checkpoint of its job is under way (a crash at the wrong moment): thaw it. */
-  #thawForgotten(job: string, w: JobProgress) {
-    if (w.state.checkpoint.active) return; // the abort or thaw commands of the checkpoint will
-    for (const unit of Object.values(w.state.checkpoint.job.units)) {
+  #thawForgotten(job: string, w: JobWorkState) {
+    if (w.progress.state.checkpoint.active) return; // the abort or thaw commands of the checkpoint will
+    for (const unit of Object.values(w.progress.state.checkpoint.job.units)) {
       if (unit.node !== this.#o.node || unit.phase !== 'running') continue;
       try {
         const cgroups = this.#o.ownCgroups(job, unit.unit, unit.cgroups);

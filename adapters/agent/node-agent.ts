@@ -152,7 +152,7 @@ export class NodeAgent {
   async stop(reason: string): Promise<void> {
     await this.#gateway?.close();
     this.#tracker?.stop();
-    this.#host?.stop();
+    await this.#host?.stop();
     await this.#outbox.flush();
     if (this.#self) {
       await this.#o.store

@@ -159,9 +159,9 @@ const verifyStream = async (
   head: number,
   count: (n: number) => void,
   headNow: (stream: string) => Promise<number | undefined>,
+  resume: { previous: string; expected: number; recheckedEnd: boolean } = { previous: GENESIS, expected: 0, recheckedEnd: false },
 ): Promise<ChainProblem | undefined> => {
-  let previous = GENESIS;
-  let expected = 0;
+  let { previous, expected, recheckedEnd } = resume;
   for (;;) {
     const rows = await log.rows(stream, expected, PAGE);
     count(rows.length);
@@ -187,6 +187,12 @@ const verifyStream = async (
       expected++;
     }
     if (rows.length < PAGE) break;
+  }
+  // Fewer rows than the head read when the walk began: only a read at least as new as that head may
+  // call them missing (an append may commit between two statements of the walk).
+  if (expected - 1 < head && !recheckedEnd) {
+    recheckedEnd = true;
+    if ((await log.rows(stream, expected, 1)).length > 0) return verifyStream(log, stream, head, count, headNow, { previous, expected, recheckedEnd });
   }
   if (expected - 1 < head) {
     const gap = head === expected ? `revision ${expected} is` : `revisions ${expected}–${head} are`;

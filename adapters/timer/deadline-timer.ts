@@ -4,7 +4,8 @@
 // deadline is reached exactly once.
 import type { Subscription } from 'rxjs';
 import { WrongExpectedRevisionError, type EventStore, type RecordedEvent } from '../../domain/event-store.js';
-import { evolveDeadlines, noDeadlines, pendingDeadlines, type Deadlines, type PendingDeadline } from '../../domain/deadlines.js';
+import { deadlineKey, evolveDeadlines, noDeadlines, pendingDeadlines, type Deadlines, type PendingDeadline } from '../../domain/deadlines.js';
+import { getIn } from '../../domain/persistent-map.js';
 
 export interface DeadlineTimerOptions {
   readonly store: EventStore;
@@ -44,13 +45,18 @@ export class DeadlineTimer {
     });
   }
 
+  /** For a caller that folded the log up to here already (the node agent, from its snapshot). */
+  resume(deadlines: Deadlines): void {
+    this.#deadlines = deadlines;
+  }
+
   /** For a caller that already follows the log (the node agent): every event, in order. */
   observe(e: RecordedEvent): void {
     if (e.type !== 'DeadlineScheduled' && e.type !== 'DeadlineReached' && e.type !== 'DeadlineCancelled') return;
     this.#deadlines = evolveDeadlines(this.#deadlines, e);
-    const key = `${e.stream} ${e.data.deadline}`;
+    const key = deadlineKey({ stream: e.stream, deadline: e.data.deadline });
     if (e.type === 'DeadlineScheduled') {
-      if (this.#live) this.#arm(pendingDeadlines(this.#deadlines).find((d) => `${d.stream} ${d.deadline}` === key)!);
+      if (this.#live) this.#arm(getIn(this.#deadlines, key)!);
     } else {
       clearTimeout(this.#armed.get(key));
       this.#armed.delete(key);
@@ -70,7 +76,7 @@ export class DeadlineTimer {
   }
 
   #arm(d: PendingDeadline) {
-    const key = `${d.stream} ${d.deadline}`;
+    const key = deadlineKey(d);
     clearTimeout(this.#armed.get(key));
     const delay = Date.parse(d.at) - (this.#o.now ?? Date.now)();
     const fire = () => void this.#reach(d).catch((error: Error) => this.#o.log?.(`could not record deadline ${d.deadline}: ${error.message}`));
