@@ -277,6 +277,11 @@ export const evolveLiveMembership = (state: JobMembership, event: RecordedEvent)
       const { [event.data.version]: _, ...captured } = live.captured;
       return letGo(next, { ...live, pins, captured }, keys);
     }
+    case 'JobEnded':
+      // Every unit ended with its cgroup empty: nothing of the job runs to be observed late. The
+      // departures it remembers (up to RECENT_EXITS keys) would only cost memory for as long as
+      // the log is kept; a restart brings processes of new identities.
+      return live.ring.size === 0 ? next : { ...next, live: { ...live, recent: emptyMap(), ring: emptyMap() } };
     default:
       return next;
   }

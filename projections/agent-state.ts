@@ -4,13 +4,17 @@
 // Nothing in it depends on which node folds it, so every agent of a store folds the same state and
 // one snapshot (model `agent`) serves them all: an agent starts from it and folds only what came
 // after, instead of the whole history. The agent's runtime (coordinator-host, job-work) acts on it.
+// A job that ended and has nothing under way (no checkpoint, restart, request, command or decision
+// pending) leaves the state: it costs nothing however many jobs the log holds. Should its stream
+// get another event (a restart, a prune, a late request), the job is folded again from its stream
+// first (`settledJob`, `withJobHistory`): the state it left with, exactly.
 import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
 import { evolveCommands, noCommands, type CheckpointCommands } from '../domain/checkpoint-commands.js';
 import { evolveCheckpoint, initialCheckpointState, type NodeCheckpointer } from '../domain/checkpoint-coordinator.js';
 import { deadlineKey, evolveDeadlines, noDeadlines, type Deadlines, type PendingDeadline } from '../domain/deadlines.js';
 import { jobOfStream, type NodeId } from '../domain/identity.js';
 import { decideJobCoordinator, evolveJobCoordinator, initialJobCoordinator, type JobCoordinatorState } from '../domain/job-coordinator.js';
-import { emptyMap, entriesOf, getIn, mapOf, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
+import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
 import { decodeMembership, encodeMembership } from './jobs.js';
 import type { ReadModel } from './read-model.js';
 
@@ -71,7 +75,33 @@ export const evolveAgentState = (s: AgentState, e: RecordedEvent): AgentState =>
   }
   const job = jobOfStream(e.stream);
   if (!job) return deadlines === s.deadlines ? s : { ...s, deadlines };
-  return { ...s, deadlines, jobs: setIn(s.jobs, job, evolveJobProgress(getIn(s.jobs, job) ?? newJob(job, s.nodes), e)) };
+  const w = evolveJobProgress(getIn(s.jobs, job) ?? newJob(job, s.nodes), e);
+  return { ...s, deadlines, jobs: isSettled(w) ? removeIn(s.jobs, job) : setIn(s.jobs, job, w) };
+};
+
+/** Ended, and nothing of it under way or undecided: nothing can happen to it but a new event of its stream. */
+const isSettled = (w: JobProgress): boolean => {
+  const { checkpoint, restart } = w.state;
+  return (
+    checkpoint.job.phase === 'ended' && !checkpoint.active && !restart.active && w.undecided.length === 0 &&
+    Object.keys(w.commands.pending).length === 0 && Object.keys(checkpoint.requests).length === 0 && restart.requests.length === 0
+  );
+};
+
+/** The job whose stream `e` continues although the state let it go when it settled: fold it again first. */
+export const settledJob = (s: AgentState, e: RecordedEvent): string | undefined => {
+  const job = e.revision > 0 ? jobOfStream(e.stream) : undefined;
+  return job !== undefined && getIn(s.jobs, job) === undefined ? job : undefined;
+};
+
+/**
+ * A settled job back, from its stream's events up to the one that follows them (`settledJob`): as it
+ * was when it settled. Nothing was undecided then, so nothing is decided again here.
+ */
+export const withJobHistory = (s: AgentState, job: string, events: readonly RecordedEvent[]): AgentState => {
+  let w = newJob(job, s.nodes);
+  for (const e of events) w = { ...w, state: evolveJobCoordinator(w.state, e), commands: evolveCommands(w.commands, e), revision: e.revision };
+  return { ...s, jobs: setIn(s.jobs, job, w) };
 };
 
 // ── the snapshot's encoding ────────────────────────────────────────────────────────────────────
@@ -92,7 +122,7 @@ const decodeJob = (j: EncodedJob, nodes: AgentState['nodes']): readonly [string,
 /** The agent's state, as a snapshot of the whole log (key ''). */
 export const agentModel: ReadModel<AgentState> = {
   name: 'agent',
-  version: 1,
+  version: 2,
   initial: () => initialAgentState,
   evolve: evolveAgentState,
   encode: (s) => ({ nodes: s.nodes, deadlines: [...valuesOf(s.deadlines)], jobs: [...entriesOf(s.jobs)].map(encodeJob) }),

@@ -46,11 +46,17 @@ export interface ReadOptions {
   readonly progress?: (folded: number, position: number) => void;
 }
 
+export interface PreparedReadOptions<S> extends ReadOptions {
+  /** Before an event is folded: a state to fold it into instead (a model whose state lets go of
+   *  what may come back: the agent's settled jobs), or undefined to go on as is. */
+  readonly prepare?: (state: S, event: RecordedEvent) => Promise<S> | undefined;
+}
+
 /** Stores that refused a write once are not asked again (a reader's role on PostgreSQL). */
 const readOnly = new WeakSet<SnapshotStore>();
 
 /** The model's state as of now: from its snapshot when that still holds, else from the log. */
-export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: string, options: ReadOptions = {}): Promise<ModelRead<S>> => {
+export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: string, options: PreparedReadOptions<S> = {}): Promise<ModelRead<S>> => {
   if (store.models && !options.ignoreSnapshots) {
     const remote = await store.models.read(model.name, key);
     return { ...remote, state: model.decode(remote.state, key) };
@@ -82,7 +88,12 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
   let { state, position } = from;
   let folded = 0;
   for (;;) {
-    for (let i = skip; i < page.length; i++) state = model.evolve(state, page[i]!);
+    const { prepare } = options;
+    for (let i = skip; i < page.length; i++) {
+      const prepared = prepare?.(state, page[i]!);
+      if (prepared) state = await prepared;
+      state = model.evolve(state, page[i]!);
+    }
     folded += page.length - skip;
     skip = 0;
     last = page[page.length - 1] ?? last;

@@ -12,7 +12,7 @@ import { openEventStore } from '../adapters/store/open.js';
 import type { RecordedEvent } from '../domain/event-store.js';
 import { jobOfStream } from '../domain/identity.js';
 import { getIn } from '../domain/persistent-map.js';
-import { agentModel, evolveAgentState, initialAgentState, type AgentState } from '../projections/agent-state.js';
+import { agentModel, evolveAgentState, initialAgentState, settledJob, withJobHistory, type AgentState } from '../projections/agent-state.js';
 import { jobHarness } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
@@ -65,6 +65,7 @@ test('a forking job checkpointed, the agent restarted from its snapshot, checkpo
     const store = openEventStore(url);
     const saved = await store.snapshots!.load('agent', '');
     assert.ok(saved && !('damaged' in saved), 'the stopped agent saved its state');
+    assert.equal((JSON.parse(saved.state) as { jobs: unknown[] }).jobs, [], 'the ended job settled: nothing of it is kept');
     await store.snapshots!.save({ ...saved, version: saved.version + 100 });
     await store.close();
   });
@@ -83,18 +84,29 @@ test('a forking job checkpointed, the agent restarted from its snapshot, checkpo
 test('the state encoded and decoded anywhere in that history folds on to the same state and decisions', async () => {
   const events = await allEvents();
   assert.ok(events.length > 500, `a real history (${events.length} events)`);
+  // What the host does: a settled job whose stream goes on is folded again from its stream first.
+  const fold = (state: AgentState, e: RecordedEvent) => {
+    const settled = settledJob(state, e);
+    const prepared = settled === undefined ? state : withJobHistory(state, settled, events.filter((x) => x.stream === e.stream && x.revision < e.revision));
+    return evolveAgentState(prepared, e);
+  };
   const states: AgentState[] = [];
   let s = initialAgentState;
-  for (const e of events) states.push((s = evolveAgentState(s, e)));
+  let settledOnce = false;
+  for (const e of events) {
+    settledOnce ||= settledJob(s, e) !== undefined;
+    states.push((s = fold(s, e)));
+  }
+  assert.ok(settledOnce, 'the job settled (ended by its --stop checkpoint) and its stream went on (the restart)');
   const cuts = [1, 10, 50, ...Array.from({ length: 12 }, (_, i) => Math.floor(((i + 1) * events.length) / 13))];
   for (const cut of cuts) {
     let resumed = agentModel.decode(JSON.parse(encoded(states[cut - 1]!)), '');
     assert.is(canonical(agentModel.encode(resumed)), canonical(agentModel.encode(states[cut - 1]!)), `decoded as encoded at event ${cut}`);
     for (let i = cut; i < events.length; i++) {
       const e = events[i]!;
-      resumed = evolveAgentState(resumed, e);
+      resumed = fold(resumed, e);
       const job = jobOfStream(e.stream);
-      if (job) assert.is(canonical(getIn(resumed.jobs, job)!.undecided), canonical(getIn(states[i]!.jobs, job)!.undecided), `decisions on event ${e.position} (resumed at ${cut})`);
+      if (job) assert.is(canonical(getIn(resumed.jobs, job)?.undecided), canonical(getIn(states[i]!.jobs, job)?.undecided), `decisions on event ${e.position} (resumed at ${cut})`);
     }
     assert.is(canonical(agentModel.encode(resumed)), canonical(agentModel.encode(states[states.length - 1]!)), `the state resumed at event ${cut} of ${events.length}`);
   }

@@ -17,6 +17,7 @@ import type { EventStore, ProposedEvent } from '../domain/event-store.js';
 import { classify, evolveMembership, initialMembership, membersOf, runningMembers, type JobMembership } from '../domain/membership.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
+import { agentModel } from '../projections/agent-state.js';
 import { auditEntries, auditModel, foldAudit } from '../projections/audit.js';
 import { checkpointsModel, checkpointSummaries, foldCheckpoints } from '../projections/checkpoints.js';
 import { jobMembership, jobsModel, listJobs, membershipModel, readMembership } from '../projections/jobs.js';
@@ -306,11 +307,17 @@ pgSuite.run();
 const sources = (...files: string[]) =>
   createHash('sha256').update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0')).digest('hex').slice(0, 16);
 const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
-  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '2fe9bd950339e1d4' },
-  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '2fe9bd950339e1d4' },
+  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '4dbc9afd1c781bb0' },
+  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '4dbc9afd1c781bb0' },
   { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '41bcc28a3979b8b0' },
   { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'c855349471fed1c4' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: 'a86eb956759120bb' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: 'd4c8a0617645c9d5' },
+  {
+    model: agentModel,
+    files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
+    version: 2,
+    digest: 'b2e88990be2c316f',
+  },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');
 versions('every model’s version was bumped when its fold changed', () => {

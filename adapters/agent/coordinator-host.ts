@@ -8,11 +8,12 @@
 import type { Subscription } from 'rxjs';
 import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { NAME_PATTERN } from '../../domain/codecs.js';
-import { jobOfStream, type NodeId } from '../../domain/identity.js';
+import { jobOfStream, jobStream, type NodeId } from '../../domain/identity.js';
 import type { JobMembership, Unit } from '../../domain/membership.js';
 import type { Checkpointer } from '../../domain/checkpointer.js';
 import { entriesOf, getIn, keysOf } from '../../domain/persistent-map.js';
-import { agentModel, evolveAgentState, initialAgentState, type AgentState } from '../../projections/agent-state.js';
+import { agentModel, evolveAgentState, initialAgentState, settledJob, withJobHistory, type AgentState } from '../../projections/agent-state.js';
+import { readWholeStream } from '../../projections/project.js';
 import { readModel, saveModel } from '../../projections/read-model.js';
 import { DeadlineTimer } from '../timer/deadline-timer.js';
 import { JobWork, type CheckpointWorkOptions } from './job-work.js';
@@ -43,6 +44,8 @@ export interface CoordinatorHostOptions {
   readonly units: Pick<CheckpointWorkOptions, 'reconcileUnit' | 'tracked' | 'restartCgroups' | 'ownCgroups' | 'adoptRestored'>;
   /** After the catch-up: a job's state changed (its event folded). */
   readonly changed: (job: string, e: RecordedEvent) => void;
+  /** A job settled (ended, nothing under way) and left the state: what is kept for it may go. */
+  readonly settled?: (job: string) => void;
   /** During the first catch-up, every PROGRESS_EVERY events (and once at its end). */
   readonly progress?: (p: CatchUpProgress) => void;
   readonly log: (line: string) => void;
@@ -68,6 +71,8 @@ export class CoordinatorHost implements JobsView {
   #unsaved = 0;
   #saving: Promise<void> | undefined;
   #last: RecordedEvent | undefined;
+  #waiting: RecordedEvent[] = [];
+  #whenDrained: (() => void) | undefined;
 
   constructor(options: CoordinatorHostOptions) {
     this.#o = options;
@@ -85,13 +90,17 @@ export class CoordinatorHost implements JobsView {
     progress?.({ folded: 0, position: 0, head: this.#head });
     let reported = 0;
     const read = await readModel(store, agentModel, '', {
+      prepare: (state, e) => {
+        const job = settledJob(state, e);
+        return job === undefined ? undefined : this.#unsettle(state, job, e);
+      },
       progress: (folded, position) => {
         if (folded - reported < PROGRESS_EVERY) return;
         reported = folded;
         progress?.({ folded, position, head: Math.max(this.#head, position) });
       },
     });
-    for (const note of read.notes) log(note);
+    if (read.folded > 0 || read.notes.some((n) => n.includes('rebuilt'))) for (const note of read.notes) log(note);
     this.#state = read.state;
     this.#position = read.position;
     this.#folded = read.folded;
@@ -138,14 +147,47 @@ export class CoordinatorHost implements JobsView {
    * position it folded, so no event is applied twice.
    */
   #follow(from: number, caughtUp?: () => void, failed?: (error: Error) => void) {
-    this.#subscription = this.#o.store.subscribeAll({ from, onCaughtUp: caughtUp }).subscribe({
-      next: (e) => this.#onLogEvent(e),
+    const onCaughtUp = caughtUp && (() => (this.#waiting.length > 0 ? (this.#whenDrained = caughtUp) : caughtUp()));
+    this.#subscription = this.#o.store.subscribeAll({ from, onCaughtUp }).subscribe({
+      next: (e) => (this.#waiting.length === 0 && settledJob(this.#state, e) === undefined ? this.#onLogEvent(e) : this.#wait(e)),
       error: (error: Error) => {
         if (failed && !this.#caughtUp) return failed(error);
         this.#o.log(`lost the event store (${error.message}); following it again in ${RETRY_MS} ms`);
         setTimeout(() => this.#stopped || this.#follow(this.#position + 1), RETRY_MS);
       },
     });
+  }
+
+  /** Events behind one whose settled job is being folded again from its stream: in order, after it. */
+  #wait(e: RecordedEvent) {
+    this.#waiting.push(e);
+    if (this.#waiting.length > 1) return;
+    void (async () => {
+      while (this.#waiting.length > 0 && !this.#stopped) {
+        const next = this.#waiting[0]!;
+        const job = settledJob(this.#state, next);
+        if (job !== undefined) {
+          try {
+            this.#state = await this.#unsettle(this.#state, job, next);
+          } catch (error) {
+            this.#o.log(`could not read the history of job ${job} (${(error as Error).message}); trying again in ${RETRY_MS} ms`);
+            await new Promise((r) => setTimeout(r, RETRY_MS));
+            continue;
+          }
+        }
+        this.#waiting.shift();
+        this.#onLogEvent(next);
+      }
+      const drained = this.#whenDrained;
+      this.#whenDrained = undefined;
+      drained?.();
+    })();
+  }
+
+  /** A settled job's stream goes on: the job as it settled, from the events before this one. */
+  async #unsettle(state: AgentState, job: string, e: RecordedEvent): Promise<AgentState> {
+    const before = (await readWholeStream(this.#o.store, jobStream(job))).filter((x) => x.revision < e.revision);
+    return withJobHistory(state, job, before);
   }
 
   #onLogEvent(e: RecordedEvent) {
@@ -167,7 +209,12 @@ export class CoordinatorHost implements JobsView {
       }
       return;
     }
-    this.work.fold(job, getIn(this.#state.jobs, job)!);
+    const progress = getIn(this.#state.jobs, job);
+    if (progress) this.work.fold(job, progress);
+    else {
+      this.work.forget(job);
+      this.#o.settled?.(job);
+    }
     if (this.#caughtUp) this.#o.changed(job, e);
   }
 

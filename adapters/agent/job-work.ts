@@ -82,6 +82,13 @@ export class JobWork {
     if (this.#live && (progress.undecided.length > 0 || progress.commands !== commands)) this.#drive(job, w);
   }
 
+  /** The job settled (ended, nothing under way): nothing of it is kept. */
+  forget(job: string): void {
+    if (!this.#jobs.delete(job)) return;
+    for (const key of this.#started) if (key.startsWith(`${job} `)) this.#started.delete(key);
+    for (const key of this.#unitQueue.keys()) if (key.startsWith(`${job}/`)) this.#unitQueue.delete(key);
+  }
+
   /** A change from outside the job's stream (a node's probe): nothing to act on by itself. */
   updateState(job: string, progress: JobProgress): void {
     this.#job(job, progress).progress = progress;

@@ -80,6 +80,11 @@ export class LaunchProtocol {
     return createUnitCgroups(this.#o.layout, unitCgroupPath(this.#o.cgroupPrefix, job, unit, restart), limits);
   }
 
+  /** The job settled: what was noted for its units goes (a restart would launch nothing anew: it restores). */
+  forget(job: string): void {
+    for (const key of this.#handled) if (key.slice(key.indexOf(' ') + 1).startsWith(`${job}/`)) this.#handled.delete(key);
+  }
+
   /** A restored unit lives again: its end will be recorded anew. */
   reopen(job: string, unit: UnitId): void {
     this.#handled.delete(`ended ${unitKey(job, unit)}`);

@@ -100,6 +100,7 @@ export class NodeAgent {
         if (e.type === 'UnitRestored' && e.data.node === node) tracker().reconcile('reconcile');
         launch().actOn(job);
       },
+      settled: (job) => launch().forget(job),
       progress: (p) => this.#o.starting?.({ phase: 'log', ...p }),
       log: this.#log,
     }));
