@@ -3,15 +3,20 @@
 // Reports the share committed (aim ≥ 99%), the longest freeze (UnitThawed.frozenMs: how long
 // the job stood still), the freeze step itself (UnitFrozen.durationMs), and why the others failed.
 //
-//   npm run bench:forkloop -- [--checkpoints 50] [--cli PATH/TO/dist/adapters/cli/main.js]
+//   npm run bench:forkloop -- [--checkpoints 50] [--cli PATH/TO/dist/adapters/cli/main.js] [--history 1M]
 // --cli runs another build of ckpt (e.g. the main branch's) for before/after figures.
+// --history N: the same checkpoints taken twice, while the job's history is young (~1,000 events)
+// and again once the loop has written N events of it (1M takes ~6 minutes), side by side: does a
+// long history slow a checkpoint down?
 import { parseArgs } from 'node:util';
 import { locateCriu } from '../../adapters/checkpointers/criu.js';
 import { benchHome, DEFAULT_CLI, type Checkpoint } from './harness.js';
 import { median, progress } from './run.js';
 
-const { values } = parseArgs({ options: { checkpoints: { type: 'string', default: '50' }, cli: { type: 'string', default: DEFAULT_CLI } } });
+const { values } = parseArgs({ options: { checkpoints: { type: 'string', default: '50' }, cli: { type: 'string', default: DEFAULT_CLI }, history: { type: 'string' } } });
 const N = Number(values.checkpoints);
+const HISTORY = values.history === undefined ? undefined : Math.round(Number(values.history.replace(/[kKmM]$/, '')) * ({ k: 1e3, K: 1e3, m: 1e6, M: 1e6 }[values.history.slice(-1)] ?? 1));
+if (HISTORY !== undefined && !(HISTORY > 0)) throw new Error(`--history takes a count of events such as 1M or 200k, got "${values.history}"`);
 if (!Number.isSafeInteger(N) || N < 1) throw new Error('--checkpoints takes an integer ≥ 1');
 const CRIU = locateCriu();
 if (!CRIU) throw new Error('no criu found: run scripts/install-criu.sh or set CKPT_CRIU');
@@ -24,10 +29,34 @@ try {
   console.log(`ckpt fork-loop benchmark: ${N} checkpoints in a row of sh -c '${LOOP}'; criu ${CRIU}; ckpt ${values.cli}`);
   progress('starting');
   await bench.start({ job: 'forkloop', command: ['sh', '-c', LOOP], processes: 5, ready: (rows) => rows.filter((r) => r.comm === 'sleep').length === 3 });
-  const results: Checkpoint[] = [];
-  for (let i = 1; i <= N; i++) {
-    progress(`checkpoint ${i}/${N}`);
-    results.push(await bench.checkpoint('forkloop'));
+  const checkpoints = async (what: string): Promise<Checkpoint[]> => {
+    const results: Checkpoint[] = [];
+    for (let i = 1; i <= N; i++) {
+      progress(`${what}checkpoint ${i}/${N}`);
+      results.push(await bench.checkpoint('forkloop'));
+    }
+    return results;
+  };
+  let results = await checkpoints('');
+  if (HISTORY !== undefined) {
+    const young = { events: await bench.events('forkloop'), results };
+    for (let n = young.events; n < HISTORY; n = await bench.events('forkloop')) {
+      progress(`the loop's history: ${n.toLocaleString('en-US')} of ${HISTORY.toLocaleString('en-US')} events`);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+    const old = await bench.events('forkloop');
+    results = await checkpoints(`history ${old.toLocaleString('en-US')} events: `);
+    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    const row = (label: string, k: 'frozen' | 'total', of: Checkpoint[]) => {
+      const ok = of.filter((r) => r.outcome === 'committed');
+      return `${label.padEnd(34)}${ok.length > 0 ? `median ${f1(median(ok.map((r) => r[k])))}, max ${f1(Math.max(...ok.map((r) => r[k])))}` : 'none committed'}`;
+    };
+    console.log(`\n  the job's history at the first ${N} checkpoints: ${young.events.toLocaleString('en-US')} events; at the last ${N}: ${old.toLocaleString('en-US')} events`);
+    console.log(`  ${row('young: request → completed ms', 'total', young.results)}`);
+    console.log(`  ${row('long:  request → completed ms', 'total', results)}`);
+    console.log(`  ${row('young: frozen ms', 'frozen', young.results)}`);
+    console.log(`  ${row('long:  frozen ms', 'frozen', results)}`);
+    console.log(`  (below: the checkpoints on the long history)`);
   }
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   const ok = results.filter((r) => r.outcome === 'committed');

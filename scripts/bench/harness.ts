@@ -134,5 +134,8 @@ export const benchHome = (name: string, node: string, cli = DEFAULT_CLI) => {
     rmSync(dir, { recursive: true, force: true });
   };
 
-  return { dir, home, env, ps, start, checkpoint, cleanup, seen };
+  /** Events in the job's stream so far. */
+  const events = async (job: string): Promise<number> => ((await store?.streamRevision(`job-${job}`)) ?? -1) + 1;
+
+  return { dir, home, env, ps, start, checkpoint, cleanup, seen, events };
 };
