@@ -2,7 +2,7 @@
 // as it was at a log position), or every job from the whole log — both kept as snapshots.
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
 import { jobStream, processKey } from '../domain/identity.js';
-import { evolveMembership, initialMembership, type JobMembership, type Member, type MemberState } from '../domain/membership.js';
+import { evolveMembership, initialMembership, type JobMembership, type LiveBookkeeping, type Member, type MemberState } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
 import { readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
@@ -27,11 +27,31 @@ export const encodeMembership = (m: JobMembership) => {
     strings.of(x.node)!, strings.of(x.unit)!, x.pid, x.startTime, x.ppid, x.forkedBy ?? null, x.pgid, x.sid, strings.of(x.comm)!, strings.of(x.cgroup),
     strings.of(x.state)!, x.exitStatus, x.signal, x.dependsOn ?? null, x.restoredFrom ?? null, x.since, x.until ?? null,
   ]);
-  return { ...m, members, strings: strings.table };
+  const { live, ...rest } = m;
+  return { ...rest, members, strings: strings.table, ...(live && { live: encodeLive(live) }) };
+};
+
+/** A live fold's bookkeeping: its maps as entry lists (a snapshot without `live` is a full fold's). */
+const encodeLive = (l: LiveBookkeeping) => ({
+  departed: l.departed,
+  captured: l.captured,
+  pins: [...entriesOf(l.pins)],
+  recent: [...entriesOf(l.recent)],
+  ring: [...entriesOf(l.ring)],
+});
+
+const decodeLive = (encoded: unknown): LiveBookkeeping => {
+  const l = encoded as ReturnType<typeof encodeLive>;
+  const entries = <V>(name: string, list: unknown) => {
+    if (!Array.isArray(list)) throw new Error(`membership: live.${name} is not a list of entries`);
+    return mapOf(list as Array<readonly [string, V]>);
+  };
+  if (typeof l?.departed !== 'number' || typeof l.captured !== 'object' || l.captured === null) throw new Error('membership: live.departed or live.captured missing');
+  return { departed: l.departed, captured: l.captured, pins: entries<number>('pins', l.pins), recent: entries<number>('recent', l.recent), ring: entries<string>('ring', l.ring) };
 };
 
 export const decodeMembership = (encoded: unknown): JobMembership => {
-  const { members, strings, ...rest } = encoded as ReturnType<typeof encodeMembership>;
+  const { members, strings, live, ...rest } = encoded as ReturnType<typeof encodeMembership>;
   if (!Array.isArray(members) || !Array.isArray(strings)) throw new Error('membership: members or strings missing');
   const s = (i: number | null) => (i === null ? undefined : strings[i]);
   // One literal with every field in newMember's order: decoded members share one shape, as folded ones do.
@@ -43,7 +63,7 @@ export const decodeMembership = (encoded: unknown): JobMembership => {
     };
     return [m.key, m];
   });
-  return { ...(rest as Omit<JobMembership, 'members'>), members: mapOf(decoded) };
+  return { ...(rest as Omit<JobMembership, 'members' | 'live'>), members: mapOf(decoded), ...(live !== undefined && { live: decodeLive(live) }) };
 };
 
 /** A job's membership: every process it ever had, folded from its stream. */
