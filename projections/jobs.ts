@@ -2,7 +2,7 @@
 // as it was at a log position), or every job from the whole log — both kept as snapshots.
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
 import { jobStream, processKey } from '../domain/identity.js';
-import { evolveMembership, initialMembership, type JobMembership, type LiveBookkeeping, type Member, type MemberState } from '../domain/membership.js';
+import { evolveMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
 import { readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
@@ -31,23 +31,43 @@ export const encodeMembership = (m: JobMembership) => {
   return { ...rest, members, strings: strings.table, ...(live && { live: encodeLive(live) }) };
 };
 
-/** A live fold's bookkeeping: its maps as entry lists (a snapshot without `live` is a full fold's). */
+/**
+ * A live fold's bookkeeping: its maps as entry lists (a snapshot without `live` is a full fold's).
+ * Of the fork tree only the parent links: the pid index and the child counts follow from them.
+ */
 const encodeLive = (l: LiveBookkeeping) => ({
   departed: l.departed,
+  departedByUnit: l.departedByUnit,
   captured: l.captured,
   pins: [...entriesOf(l.pins)],
   recent: [...entriesOf(l.recent)],
   ring: [...entriesOf(l.ring)],
+  ...(l.forks && { parents: [...entriesOf(l.forks.parent)] }),
 });
 
-const decodeLive = (encoded: unknown): LiveBookkeeping => {
+const decodeLive = (encoded: unknown, members: PersistentMap<Member>): LiveBookkeeping => {
   const l = encoded as ReturnType<typeof encodeLive>;
   const entries = <V>(name: string, list: unknown) => {
     if (!Array.isArray(list)) throw new Error(`membership: live.${name} is not a list of entries`);
     return mapOf(list as Array<readonly [string, V]>);
   };
-  if (typeof l?.departed !== 'number' || typeof l.captured !== 'object' || l.captured === null) throw new Error('membership: live.departed or live.captured missing');
-  return { departed: l.departed, captured: l.captured, pins: entries<number>('pins', l.pins), recent: entries<number>('recent', l.recent), ring: entries<string>('ring', l.ring) };
+  const isRecord = (x: unknown) => typeof x === 'object' && x !== null;
+  if (typeof l?.departed !== 'number' || !isRecord(l.departedByUnit) || !isRecord(l.captured)) throw new Error('membership: live.departed, departedByUnit or captured missing');
+  const live = { departed: l.departed, departedByUnit: l.departedByUnit, captured: l.captured, pins: entries<number>('pins', l.pins), recent: entries<number>('recent', l.recent), ring: entries<string>('ring', l.ring) };
+  return l.parents === undefined ? live : { ...live, forks: forkTree(entries<string>('parents', l.parents), members) };
+};
+
+/** The fork tree from its parent links: running members by `node/pid`, kept children per parent. */
+const forkTree = (parent: PersistentMap<string>, members: PersistentMap<Member>): ForkTree => {
+  const running = new Map<string, string[]>();
+  for (const m of valuesOf(members)) {
+    if (m.until !== undefined) continue;
+    const at = `${m.node}/${m.pid}`;
+    running.set(at, [...(running.get(at) ?? []), m.key]);
+  }
+  const children = new Map<string, number>();
+  for (const [, up] of entriesOf(parent)) children.set(up, (children.get(up) ?? 0) + 1);
+  return { running: mapOf(running), parent, children: mapOf(children) };
 };
 
 export const decodeMembership = (encoded: unknown): JobMembership => {
@@ -63,7 +83,8 @@ export const decodeMembership = (encoded: unknown): JobMembership => {
     };
     return [m.key, m];
   });
-  return { ...(rest as Omit<JobMembership, 'members' | 'live'>), members: mapOf(decoded), ...(live !== undefined && { live: decodeLive(live) }) };
+  const membersMap = mapOf(decoded);
+  return { ...(rest as Omit<JobMembership, 'members' | 'live'>), members: membersMap, ...(live !== undefined && { live: decodeLive(live, membersMap) }) };
 };
 
 /** A job's membership: every process it ever had, folded from its stream. */

