@@ -2,7 +2,7 @@
 // as it was at a log position), or every job from the whole log — both kept as snapshots.
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
 import { jobStream, processKey } from '../domain/identity.js';
-import { evolveMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState } from '../domain/membership.js';
+import { evolveMembership, evolveShownMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
 import { readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
@@ -121,6 +121,57 @@ export const jobMembership = async (store: EventStore, job: string, at?: Positio
 export const readMembership = (store: EventStore, job: string, options: ReadOptions = {}): Promise<ModelRead<JobMembership>> => readModel(store, membershipModel, job, options);
 
 /**
+ * What `ckpt ps` draws by default (and --running): the members that run, the exited ones they
+ * descend from, unit roots and what kept checkpoints captured; the others are counted per unit.
+ * As small as what runs, however long the history (evolveShownMembership).
+ */
+export const liveMembershipModel: ReadModel<JobMembership> = {
+  name: 'live-membership',
+  version: 1,
+  stream: jobStream,
+  initial: initialMembership,
+  evolve: evolveShownMembership,
+  encode: encodeMembership,
+  decode: decodeMembership,
+};
+
+/** A job's live membership (liveMembershipModel); undefined if the job is unknown. */
+export const liveMembership = async (store: EventStore, job: string, options: ReadOptions = {}): Promise<JobMembership | undefined> => {
+  const { state } = await readModel(store, liveMembershipModel, job, options);
+  return state.phase === 'new' ? undefined : state;
+};
+
+/** Events that change only members: the membership fold needs not see them for a job's info. */
+const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
+
+/**
+ * A job without its processes: units (node, phase, cgroups), owner, phase, outcome — the
+ * membership fold's own, with no members kept. (A restored unit's pgid, sid and cgroup come from
+ * its restored root as the event says; an older event that left them out reads 0 / none here.)
+ */
+export const evolveJobInfo = (job: JobMembership, e: RecordedEvent): JobMembership => {
+  const next = MEMBER_EVENTS.has(e.type) ? { ...job, position: e.position } : evolveMembership(job, e);
+  return next.members.size > 0 ? { ...next, members: emptyMap() } : next;
+};
+
+/** A job's info (evolveJobInfo) for the callers that need no processes: a snapshot of a few units. */
+export const jobInfoModel: ReadModel<JobMembership> = {
+  name: 'job',
+  version: 1,
+  stream: jobStream,
+  initial: initialMembership,
+  evolve: evolveJobInfo,
+  encode: encodeMembership,
+  decode: decodeMembership,
+};
+
+/** A job's info (jobInfoModel); undefined if the job is unknown (or not the caller's to read). */
+export const jobInfo = async (store: EventStore, job: string, options: ReadOptions = {}): Promise<JobMembership | undefined> => {
+  const { state } = await readModel(store, jobInfoModel, job, options);
+  return state.phase === 'new' ? undefined : state;
+};
+
+/**
  * What `ckpt jobs` shows of a job: its membership without the members — units, phase, owner and
  * outcome are the membership fold's own — and of its processes only which run now and how many
  * there were, so the list stays as small as what runs, however long the history.
@@ -135,9 +186,6 @@ export interface JobListing {
 }
 
 const initialListing = (job: string): JobListing => ({ job: initialMembership(job), processes: emptyMap(), running: 0, total: 0 });
-
-/** Events that change only members: the membership fold needs not see them here. */
-const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
 
 /**
  * Which processes run and how many members there were, as evolveMembership counts them. An ended
@@ -171,9 +219,8 @@ export const evolveListing = (l: JobListing, e: RecordedEvent): JobListing => {
       break;
     default:
   }
-  const job = MEMBER_EVENTS.has(e.type) ? { ...l.job, position: e.position } : evolveMembership(l.job, e);
-  // The members the membership fold added (a unit's root, restored processes) are counted above.
-  return { job: job.members.size > 0 ? { ...job, members: emptyMap() } : job, processes, running: processes.size, total };
+  // The members the membership fold adds (a unit's root, restored processes) are counted above.
+  return { job: evolveJobInfo(l.job, e), processes, running: processes.size, total };
 };
 
 /** Every job in the log (a whole-log model: positions are global). */

@@ -1,7 +1,7 @@
 import { scopeCoverage } from '../../../domain/grouping.js';
 import type { CheckpointScope } from '../../../domain/identity.js';
 import { classify, membersOf, type JobMembership, type Member } from '../../../domain/membership.js';
-import { jobMembership } from '../../../projections/jobs.js';
+import { jobMembership, liveMembership } from '../../../projections/jobs.js';
 import { defaultNode } from '../../agent/daemon.js';
 import { readCredentials, readStat, userNames } from '../../tracking/procfs.js';
 import { checkName, flag, integerOption, stringOption, UsageError } from '../args.js';
@@ -237,15 +237,18 @@ export const psCommand: Command = {
     const at = integerOption(args, 'at', 1);
     const scope = stringOption(args, 'scope');
     if (scope !== undefined && !SCOPES.includes(scope as CheckpointScope)) throw new UsageError(`--scope must be one of ${SCOPES.join(', ')}, got "${scope}"`);
+    if (flag(args, 'all') && flag(args, 'running')) throw new UsageError('--all and --running contradict each other: --all lists every process, --running only the running ones');
+    // Their answer is the whole history: --all, --json of every process, --at, --scope. The tree
+    // and --running read the live membership (what runs, what it descends from, counts of the rest).
+    const whole = flag(args, 'all') || (flag(args, 'json') && !flag(args, 'running')) || at !== undefined || scope !== undefined;
     const store = openStore(args);
     try {
-      const state = await jobMembership(store, job, at);
+      const state = whole ? await jobMembership(store, job, at) : await liveMembership(store, job);
       if (!state) {
         process.stderr.write(`ckpt ps: unknown job "${job}"${at ? ` at position ${at}` : ''} (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
       if (scope) return await showCoverage(state, scope as CheckpointScope, flag(args, 'json'));
-      if (flag(args, 'all') && flag(args, 'running')) throw new UsageError('--all and --running contradict each other: --all lists every process, --running only the running ones');
       const members = membersOf(state).filter((m) => !flag(args, 'running') || m.state === 'running');
       const userOf = liveUsers();
       if (flag(args, 'json')) {
