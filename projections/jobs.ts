@@ -87,23 +87,29 @@ export const decodeMembership = (encoded: unknown): JobMembership => {
   return { ...(rest as Omit<JobMembership, 'members' | 'live'>), members: membersMap, ...(live !== undefined && { live: decodeLive(live, membersMap) }) };
 };
 
-/** A job's membership: every process it ever had, folded from its stream. */
-export const membershipModel: ReadModel<JobMembership> = {
-  name: 'membership',
-  version: 2,
+/** A per-job model of a membership fold: its stream, encoded as memberships are. */
+const membershipFold = (name: string, version: number, evolve: ReadModel<JobMembership>['evolve']): ReadModel<JobMembership> => ({
+  name,
+  version,
   stream: jobStream,
   initial: initialMembership,
-  evolve: evolveMembership,
+  evolve,
   encode: encodeMembership,
   decode: decodeMembership,
+});
+
+/** A job's membership: every process it ever had, folded from its stream. */
+export const membershipModel = membershipFold('membership', 2, evolveMembership);
+
+/** A job's state in a membership model, from its snapshot and what came after; undefined if the job is unknown. */
+const knownJob = async (store: EventStore, model: ReadModel<JobMembership>, job: string, options: ReadOptions): Promise<JobMembership | undefined> => {
+  const { state } = await readModel(store, model, job, options);
+  return state.phase === 'new' ? undefined : state;
 };
 
 /** A job's membership from its stream; `at` stops at that global position (from the whole history). Undefined if unknown. */
 export const jobMembership = async (store: EventStore, job: string, at?: Position, options: ReadOptions = {}): Promise<JobMembership | undefined> => {
-  if (at === undefined) {
-    const { state } = await readMembership(store, job, options);
-    return state.phase === 'new' ? undefined : state;
-  }
+  if (at === undefined) return knownJob(store, membershipModel, job, options);
   let state = initialMembership(job);
   for (let from = 0; ; ) {
     const page = await store.readStream(jobStream(job), { from, limit: 1000 });
@@ -125,21 +131,10 @@ export const readMembership = (store: EventStore, job: string, options: ReadOpti
  * descend from, unit roots and what kept checkpoints captured; the others are counted per unit.
  * As small as what runs, however long the history (evolveShownMembership).
  */
-export const liveMembershipModel: ReadModel<JobMembership> = {
-  name: 'live-membership',
-  version: 1,
-  stream: jobStream,
-  initial: initialMembership,
-  evolve: evolveShownMembership,
-  encode: encodeMembership,
-  decode: decodeMembership,
-};
+export const liveMembershipModel = membershipFold('live-membership', 1, evolveShownMembership);
 
 /** A job's live membership (liveMembershipModel); undefined if the job is unknown. */
-export const liveMembership = async (store: EventStore, job: string, options: ReadOptions = {}): Promise<JobMembership | undefined> => {
-  const { state } = await readModel(store, liveMembershipModel, job, options);
-  return state.phase === 'new' ? undefined : state;
-};
+export const liveMembership = (store: EventStore, job: string, options: ReadOptions = {}) => knownJob(store, liveMembershipModel, job, options);
 
 /** Events that change only members: the membership fold needs not see them for a job's info. */
 const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
@@ -155,21 +150,10 @@ export const evolveJobInfo = (job: JobMembership, e: RecordedEvent): JobMembersh
 };
 
 /** A job's info (evolveJobInfo) for the callers that need no processes: a snapshot of a few units. */
-export const jobInfoModel: ReadModel<JobMembership> = {
-  name: 'job',
-  version: 1,
-  stream: jobStream,
-  initial: initialMembership,
-  evolve: evolveJobInfo,
-  encode: encodeMembership,
-  decode: decodeMembership,
-};
+export const jobInfoModel = membershipFold('job', 1, evolveJobInfo);
 
 /** A job's info (jobInfoModel); undefined if the job is unknown (or not the caller's to read). */
-export const jobInfo = async (store: EventStore, job: string, options: ReadOptions = {}): Promise<JobMembership | undefined> => {
-  const { state } = await readModel(store, jobInfoModel, job, options);
-  return state.phase === 'new' ? undefined : state;
-};
+export const jobInfo = (store: EventStore, job: string, options: ReadOptions = {}) => knownJob(store, jobInfoModel, job, options);
 
 /**
  * What `ckpt jobs` shows of a job: its membership without the members — units, phase, owner and
