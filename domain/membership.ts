@@ -81,8 +81,9 @@ export interface JobMembership {
 
 /** How a live fold stays as small as what runs, yet decides exactly as a fold of everything. */
 export interface LiveBookkeeping {
-  /** Members that exited (or vanished) and were let go. */
+  /** Members that exited (or vanished) and were let go, in all and per unit. */
   readonly departed: number;
+  readonly departedByUnit: Readonly<Record<UnitId, number>>;
   /** Member keys each checkpoint version's verified units captured: a restore links to them. */
   readonly captured: Readonly<Record<number, readonly string[]>>;
   /** How many kept versions captured each member (kept while > 0, even after it exited). */
@@ -91,6 +92,21 @@ export interface LiveBookkeeping {
    *  must not bring it back as a running member. */
   readonly recent: PersistentMap<number>;
   readonly ring: PersistentMap<string>;
+  /** Only in evolveShownMembership's fold: who forked whom among the kept members. */
+  readonly forks?: ForkTree;
+}
+
+/**
+ * Who forked whom, as `ckpt ps` draws it: a member's parent is the member of its unit and node
+ * with the pid it was forked by that ran when it appeared (the first such by when it was seen).
+ */
+export interface ForkTree {
+  /** Running members by `node/pid` (a missed exit can leave two on one pid). */
+  readonly running: PersistentMap<readonly string[]>;
+  /** Each kept member's parent. */
+  readonly parent: PersistentMap<string>;
+  /** How many kept members each member forked: while any is kept, so is it. */
+  readonly children: PersistentMap<number>;
 }
 
 export const initialMembership = (job: string): JobMembership => ({
@@ -238,21 +254,33 @@ const running = (m: Member | undefined): Member | undefined => (m?.state === 'ru
 /** How many departed members a live fold still recognises (a late observation of one is ignored). */
 export const RECENT_EXITS = 4096;
 
-const noBookkeeping: LiveBookkeeping = { departed: 0, captured: {}, pins: emptyMap(), recent: emptyMap(), ring: emptyMap() };
+const noBookkeeping: LiveBookkeeping = { departed: 0, departedByUnit: {}, captured: {}, pins: emptyMap(), recent: emptyMap(), ring: emptyMap() };
+const withForkTree: LiveBookkeeping = { ...noBookkeeping, forks: { running: emptyMap(), parent: emptyMap(), children: emptyMap() } };
 
 /**
  * The membership as decisions need it, in memory that follows what runs, not the history: a
  * member that exits is let go unless it is a unit's root or a kept checkpoint captured it (a
  * restore links its processes to those). Decisions read only running members, unit roots and
- * captured members, so they are the same as over evolveMembership; `ps`, `history` and the
- * read models fold everything with evolveMembership.
+ * captured members, so they are the same as over evolveMembership; `ps --all`, `history` and the
+ * audit fold everything with evolveMembership.
  */
-export const evolveLiveMembership = (state: JobMembership, event: RecordedEvent): JobMembership => {
-  const live = state.live ?? noBookkeeping;
+export const evolveLiveMembership = (state: JobMembership, event: RecordedEvent): JobMembership => evolveLive(state, event, noBookkeeping);
+
+/**
+ * What `ckpt ps` draws by default: the live fold, that also keeps every exited member a kept
+ * member was forked by — so the running processes and the exited ones they descend from, each
+ * under whoever forked it. Members let go are counted per unit (the tree's "N exited processes
+ * not shown"). A chain of exited ancestors is kept as long as what runs at its end.
+ */
+export const evolveShownMembership = (state: JobMembership, event: RecordedEvent): JobMembership => evolveLive(state, event, withForkTree);
+
+const evolveLive = (state: JobMembership, event: RecordedEvent, initial: LiveBookkeeping): JobMembership => {
+  let live = state.live ?? initial;
   if ((event.type === 'ProcessObserved' || event.type === 'DependencyObserved') && getIn(live.recent, keyOf(event.data.node, event.data.process)) !== undefined) {
     return { ...state, position: event.position }; // it left: evolveMembership would not revive it either
   }
   const next = evolveMembership(state, event);
+  if (live.forks) live = { ...live, forks: followForks(state, next, live.forks, event) };
   switch (event.type) {
     case 'ProcessExited':
     case 'ProcessVanished':
@@ -268,7 +296,7 @@ export const evolveLiveMembership = (state: JobMembership, event: RecordedEvent)
     case 'CheckpointAborted':
     case 'CheckpointPruned': {
       const keys = live.captured[event.data.version];
-      if (!keys) return next;
+      if (!keys) return live === state.live ? next : { ...next, live };
       let pins = live.pins;
       for (const k of keys) {
         const n = (getIn(pins, k) ?? 1) - 1;
@@ -281,19 +309,78 @@ export const evolveLiveMembership = (state: JobMembership, event: RecordedEvent)
       // Every unit ended with its cgroup empty: nothing of the job runs to be observed late. The
       // departures it remembers (up to RECENT_EXITS keys) would only cost memory for as long as
       // the log is kept; a restart brings processes of new identities.
-      return live.ring.size === 0 ? next : { ...next, live: { ...live, recent: emptyMap(), ring: emptyMap() } };
+      if (live.ring.size > 0) live = { ...live, recent: emptyMap(), ring: emptyMap() };
+      return live === state.live ? next : { ...next, live };
     default:
-      return next;
+      return live === state.live ? next : { ...next, live };
   }
 };
 
-/** Lets go of those of `keys` that no longer run and nothing keeps. */
+/** The processes an event may start, end or replace (the fork tree follows those). */
+const touched = (e: RecordedEvent): readonly string[] => {
+  switch (e.type) {
+    case 'UnitLaunched':
+      return [keyOf(e.data.node, e.data.root)];
+    case 'ProcessForked':
+      return [keyOf(e.data.node, e.data.child)];
+    case 'ProcessObserved':
+    case 'DependencyObserved':
+    case 'ProcessExited':
+    case 'ProcessVanished':
+      return [keyOf(e.data.node, e.data.process)];
+    case 'UnitRestored':
+      return e.data.processes.map((p) => keyOf(e.data.node, p.now));
+    default:
+      return [];
+  }
+};
+
+/**
+ * The fork tree after `event` took `before` to `after`: a member that stopped running leaves the
+ * pid index, a new one enters it and is linked to its parent. A member replaced by a new one of
+ * the same identity keeps its links: keeping more than ps draws is harmless, less is not.
+ */
+const followForks = (before: JobMembership, after: JobMembership, tree: ForkTree, event: RecordedEvent): ForkTree => {
+  let { running, parent, children } = tree;
+  const pidOf = (m: Member) => `${m.node}/${m.pid}`;
+  const born: Member[] = [];
+  for (const key of touched(event)) {
+    const was = getIn(before.members, key);
+    const now = getIn(after.members, key);
+    if (was === now) continue;
+    if (was && was.until === undefined && (now === undefined || now.until !== undefined || now.since !== was.since)) {
+      const rest = (getIn(running, pidOf(was)) ?? []).filter((k) => k !== key);
+      running = rest.length > 0 ? setIn(running, pidOf(was), rest) : removeIn(running, pidOf(was));
+    }
+    if (now && (!was || now.since !== was.since)) {
+      running = setIn(running, pidOf(now), [...(getIn(running, pidOf(now)) ?? []), key]);
+      born.push(now);
+    }
+  }
+  // Linked once all are indexed: processes restored together are each other's parents.
+  for (const m of born) {
+    if (m.forkedBy === undefined || getIn(parent, m.key) !== undefined) continue;
+    let first: Member | undefined;
+    for (const k of getIn(running, `${m.node}/${m.forkedBy}`) ?? []) {
+      const c = getIn(after.members, k);
+      if (c && c.unit === m.unit && c.since <= m.since && (!first || c.since < first.since)) first = c;
+    }
+    if (!first) continue;
+    parent = setIn(parent, m.key, first.key);
+    children = setIn(children, first.key, (getIn(children, first.key) ?? 0) + 1);
+  }
+  return { running, parent, children };
+};
+
+/** Lets go of those of `keys` that no longer run and nothing keeps, and of the parents only they kept. */
 const letGo = (s: JobMembership, live: LiveBookkeeping, keys: readonly string[]): JobMembership => {
   let { members } = s;
-  let { departed, recent, ring } = live;
-  for (const key of keys) {
+  let { departed, departedByUnit, recent, ring, forks } = live;
+  const roots = new Set(Object.values(s.units).map((u) => u.root));
+  for (const queue = [...keys]; queue.length > 0; ) {
+    const key = queue.pop()!;
     const m = getIn(members, key);
-    if (!m || m.state === 'running' || getIn(live.pins, key) !== undefined || Object.values(s.units).some((u) => u.root === key)) continue;
+    if (!m || m.state === 'running' || getIn(live.pins, key) !== undefined || roots.has(key) || (forks && getIn(forks.children, key) !== undefined)) continue;
     members = removeIn(members, key);
     const slot = departed % RECENT_EXITS;
     const evicted = getIn(ring, String(slot));
@@ -301,8 +388,15 @@ const letGo = (s: JobMembership, live: LiveBookkeeping, keys: readonly string[])
     ring = setIn(ring, String(slot), key);
     recent = setIn(recent, key, slot);
     departed++;
+    departedByUnit = { ...departedByUnit, [m.unit]: (departedByUnit[m.unit] ?? 0) + 1 };
+    const up = forks && getIn(forks.parent, key);
+    if (forks && up !== undefined) {
+      const n = getIn(forks.children, up)! - 1;
+      forks = { ...forks, parent: removeIn(forks.parent, key), children: n > 0 ? setIn(forks.children, up, n) : removeIn(forks.children, up) };
+      if (n === 0) queue.push(up);
+    }
   }
-  return { ...s, members, live: { ...live, departed, recent, ring } };
+  return { ...s, members, live: { ...live, departed, departedByUnit, recent, ring, forks } };
 };
 
 /** Older UnitVerified events name captured processes by PID only: the unit's running members. */

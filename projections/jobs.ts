@@ -2,7 +2,7 @@
 // as it was at a log position), or every job from the whole log — both kept as snapshots.
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
 import { jobStream, processKey } from '../domain/identity.js';
-import { evolveMembership, initialMembership, type JobMembership, type Member, type MemberState } from '../domain/membership.js';
+import { evolveMembership, evolveShownMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
 import { readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
@@ -27,11 +27,51 @@ export const encodeMembership = (m: JobMembership) => {
     strings.of(x.node)!, strings.of(x.unit)!, x.pid, x.startTime, x.ppid, x.forkedBy ?? null, x.pgid, x.sid, strings.of(x.comm)!, strings.of(x.cgroup),
     strings.of(x.state)!, x.exitStatus, x.signal, x.dependsOn ?? null, x.restoredFrom ?? null, x.since, x.until ?? null,
   ]);
-  return { ...m, members, strings: strings.table };
+  const { live, ...rest } = m;
+  return { ...rest, members, strings: strings.table, ...(live && { live: encodeLive(live) }) };
+};
+
+/**
+ * A live fold's bookkeeping: its maps as entry lists (a snapshot without `live` is a full fold's).
+ * Of the fork tree only the parent links: the pid index and the child counts follow from them.
+ */
+const encodeLive = (l: LiveBookkeeping) => ({
+  departed: l.departed,
+  departedByUnit: l.departedByUnit,
+  captured: l.captured,
+  pins: [...entriesOf(l.pins)],
+  recent: [...entriesOf(l.recent)],
+  ring: [...entriesOf(l.ring)],
+  ...(l.forks && { parents: [...entriesOf(l.forks.parent)] }),
+});
+
+const decodeLive = (encoded: unknown, members: PersistentMap<Member>): LiveBookkeeping => {
+  const l = encoded as ReturnType<typeof encodeLive>;
+  const entries = <V>(name: string, list: unknown) => {
+    if (!Array.isArray(list)) throw new Error(`membership: live.${name} is not a list of entries`);
+    return mapOf(list as Array<readonly [string, V]>);
+  };
+  const isRecord = (x: unknown) => typeof x === 'object' && x !== null;
+  if (typeof l?.departed !== 'number' || !isRecord(l.departedByUnit) || !isRecord(l.captured)) throw new Error('membership: live.departed, departedByUnit or captured missing');
+  const live = { departed: l.departed, departedByUnit: l.departedByUnit, captured: l.captured, pins: entries<number>('pins', l.pins), recent: entries<number>('recent', l.recent), ring: entries<string>('ring', l.ring) };
+  return l.parents === undefined ? live : { ...live, forks: forkTree(entries<string>('parents', l.parents), members) };
+};
+
+/** The fork tree from its parent links: running members by `node/pid`, kept children per parent. */
+const forkTree = (parent: PersistentMap<string>, members: PersistentMap<Member>): ForkTree => {
+  const running = new Map<string, string[]>();
+  for (const m of valuesOf(members)) {
+    if (m.until !== undefined) continue;
+    const at = `${m.node}/${m.pid}`;
+    running.set(at, [...(running.get(at) ?? []), m.key]);
+  }
+  const children = new Map<string, number>();
+  for (const [, up] of entriesOf(parent)) children.set(up, (children.get(up) ?? 0) + 1);
+  return { running: mapOf(running), parent, children: mapOf(children) };
 };
 
 export const decodeMembership = (encoded: unknown): JobMembership => {
-  const { members, strings, ...rest } = encoded as ReturnType<typeof encodeMembership>;
+  const { members, strings, live, ...rest } = encoded as ReturnType<typeof encodeMembership>;
   if (!Array.isArray(members) || !Array.isArray(strings)) throw new Error('membership: members or strings missing');
   const s = (i: number | null) => (i === null ? undefined : strings[i]);
   // One literal with every field in newMember's order: decoded members share one shape, as folded ones do.
@@ -43,26 +83,33 @@ export const decodeMembership = (encoded: unknown): JobMembership => {
     };
     return [m.key, m];
   });
-  return { ...(rest as Omit<JobMembership, 'members'>), members: mapOf(decoded) };
+  const membersMap = mapOf(decoded);
+  return { ...(rest as Omit<JobMembership, 'members' | 'live'>), members: membersMap, ...(live !== undefined && { live: decodeLive(live, membersMap) }) };
 };
 
-/** A job's membership: every process it ever had, folded from its stream. */
-export const membershipModel: ReadModel<JobMembership> = {
-  name: 'membership',
-  version: 2,
+/** A per-job model of a membership fold: its stream, encoded as memberships are. */
+const membershipFold = (name: string, version: number, evolve: ReadModel<JobMembership>['evolve']): ReadModel<JobMembership> => ({
+  name,
+  version,
   stream: jobStream,
   initial: initialMembership,
-  evolve: evolveMembership,
+  evolve,
   encode: encodeMembership,
   decode: decodeMembership,
+});
+
+/** A job's membership: every process it ever had, folded from its stream. */
+export const membershipModel = membershipFold('membership', 2, evolveMembership);
+
+/** A job's state in a membership model, from its snapshot and what came after; undefined if the job is unknown. */
+const knownJob = async (store: EventStore, model: ReadModel<JobMembership>, job: string, options: ReadOptions): Promise<JobMembership | undefined> => {
+  const { state } = await readModel(store, model, job, options);
+  return state.phase === 'new' ? undefined : state;
 };
 
 /** A job's membership from its stream; `at` stops at that global position (from the whole history). Undefined if unknown. */
 export const jobMembership = async (store: EventStore, job: string, at?: Position, options: ReadOptions = {}): Promise<JobMembership | undefined> => {
-  if (at === undefined) {
-    const { state } = await readMembership(store, job, options);
-    return state.phase === 'new' ? undefined : state;
-  }
+  if (at === undefined) return knownJob(store, membershipModel, job, options);
   let state = initialMembership(job);
   for (let from = 0; ; ) {
     const page = await store.readStream(jobStream(job), { from, limit: 1000 });
@@ -80,6 +127,35 @@ export const jobMembership = async (store: EventStore, job: string, at?: Positio
 export const readMembership = (store: EventStore, job: string, options: ReadOptions = {}): Promise<ModelRead<JobMembership>> => readModel(store, membershipModel, job, options);
 
 /**
+ * What `ckpt ps` draws by default (and --running): the members that run, the exited ones they
+ * descend from, unit roots and what kept checkpoints captured; the others are counted per unit.
+ * As small as what runs, however long the history (evolveShownMembership).
+ */
+export const liveMembershipModel = membershipFold('live-membership', 1, evolveShownMembership);
+
+/** A job's live membership (liveMembershipModel); undefined if the job is unknown. */
+export const liveMembership = (store: EventStore, job: string, options: ReadOptions = {}) => knownJob(store, liveMembershipModel, job, options);
+
+/** Events that change only members: the membership fold needs not see them for a job's info. */
+const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
+
+/**
+ * A job without its processes: units (node, phase, cgroups), owner, phase, outcome — the
+ * membership fold's own, with no members kept. (A restored unit's pgid, sid and cgroup come from
+ * its restored root as the event says; an older event that left them out reads 0 / none here.)
+ */
+export const evolveJobInfo = (job: JobMembership, e: RecordedEvent): JobMembership => {
+  const next = MEMBER_EVENTS.has(e.type) ? { ...job, position: e.position } : evolveMembership(job, e);
+  return next.members.size > 0 ? { ...next, members: emptyMap() } : next;
+};
+
+/** A job's info (evolveJobInfo) for the callers that need no processes: a snapshot of a few units. */
+export const jobInfoModel = membershipFold('job', 1, evolveJobInfo);
+
+/** A job's info (jobInfoModel); undefined if the job is unknown (or not the caller's to read). */
+export const jobInfo = (store: EventStore, job: string, options: ReadOptions = {}) => knownJob(store, jobInfoModel, job, options);
+
+/**
  * What `ckpt jobs` shows of a job: its membership without the members — units, phase, owner and
  * outcome are the membership fold's own — and of its processes only which run now and how many
  * there were, so the list stays as small as what runs, however long the history.
@@ -94,9 +170,6 @@ export interface JobListing {
 }
 
 const initialListing = (job: string): JobListing => ({ job: initialMembership(job), processes: emptyMap(), running: 0, total: 0 });
-
-/** Events that change only members: the membership fold needs not see them here. */
-const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
 
 /**
  * Which processes run and how many members there were, as evolveMembership counts them. An ended
@@ -130,9 +203,8 @@ export const evolveListing = (l: JobListing, e: RecordedEvent): JobListing => {
       break;
     default:
   }
-  const job = MEMBER_EVENTS.has(e.type) ? { ...l.job, position: e.position } : evolveMembership(l.job, e);
-  // The members the membership fold added (a unit's root, restored processes) are counted above.
-  return { job: job.members.size > 0 ? { ...job, members: emptyMap() } : job, processes, running: processes.size, total };
+  // The members the membership fold adds (a unit's root, restored processes) are counted above.
+  return { job: evolveJobInfo(l.job, e), processes, running: processes.size, total };
 };
 
 /** Every job in the log (a whole-log model: positions are global). */

@@ -1,13 +1,15 @@
 // The read models a client may ask the node agent for, by name.
 import { auditModel } from './audit.js';
 import { checkpointsModel } from './checkpoints.js';
-import { jobsModel, membershipModel } from './jobs.js';
+import { jobInfoModel, jobsModel, liveMembershipModel, membershipModel } from './jobs.js';
 import type { ReadModel } from './read-model.js';
 import { restartsModel } from './restarts.js';
 
 export const readModels: Readonly<Record<string, ReadModel<any>>> = {
   [jobsModel.name]: jobsModel,
   [membershipModel.name]: membershipModel,
+  [liveMembershipModel.name]: liveMembershipModel,
+  [jobInfoModel.name]: jobInfoModel,
   [checkpointsModel.name]: checkpointsModel,
   [restartsModel.name]: restartsModel,
   [auditModel.name]: auditModel,

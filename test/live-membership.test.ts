@@ -6,7 +6,8 @@ import * as assert from 'uvu/assert';
 import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
 import { decideJobCoordinator, evolveJobCoordinator, jobCoordinator, type JobCoordinatorState } from '../domain/job-coordinator.js';
 import { evolveLiveMembership, evolveMembership, initialMembership, memberOf, RECENT_EXITS, runningMembers, type JobMembership } from '../domain/membership.js';
-import { emptyMap, getIn, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
+import { emptyMap, entriesOf, getIn, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
+import { decodeMembership, encodeMembership } from '../projections/jobs.js';
 import { p, worldOf } from './support/coordinator.js';
 
 const test = suite('live membership');
@@ -111,6 +112,60 @@ test('an aborted checkpoint keeps nothing', async () => {
   const { live } = agree(await w.store.readAll({ limit: 10_000 }));
   assert.equal([...valuesOf(live.members)].map((m) => m.pid).sort(), [100]);
   assert.equal(live.live!.captured, {});
+});
+
+/** A membership as JSON it can be compared by: members and the live maps as sorted entries. */
+const comparable = (m: JobMembership) => {
+  const sorted = <V>(map: Parameters<typeof entriesOf<V>>[0]) => [...entriesOf(map)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const live = m.live && { ...m.live, pins: sorted(m.live.pins), recent: sorted(m.live.recent), ring: sorted(m.live.ring) };
+  return JSON.parse(JSON.stringify({ ...m, members: sorted(m.members), live }));
+};
+const throughSnapshot = (m: JobMembership) => decodeMembership(JSON.parse(JSON.stringify(encodeMembership(m))));
+
+test('a live membership through its snapshot encoding folds on and decides as the one never encoded', async () => {
+  // Every kind of bookkeeping: departed storm children, pins and captures of a kept version,
+  // a restore linked to them, a prune that lets them go.
+  const w = await world(['n1']);
+  const storm: ProposedEvent[] = [];
+  for (let i = 0; i < 300; i++) storm.push(fork(102, 1000 + i), exit(1000 + i));
+  await w.store.append('job-j', [...storm, fork(102, 103)]);
+  await w.said({ type: 'CheckpointRequested', data: { request: 'c1', stop: false, timeoutMs: 30_000 } });
+  await w.said(ck('UnitFrozen', { processes: 4, durationMs: 1 }));
+  await w.said(ck('UnitDumped', { files: 3, bytes: 100, durationMs: 5 }));
+  await w.said(ck('UnitVerified', { captured: [100, 101, 102, 103], processes: [p(100), p(101), p(102), p(103)] }));
+  await w.said({ type: 'CheckpointCommitted', data: { version: 1, files: 3, bytes: 100, durationMs: 1, manifest: 'b'.repeat(64) } });
+  await w.said(ck('UnitThawed', { frozenMs: 9 }));
+  await w.store.append('job-j', [exit(103), exit(102), exit(101), exit(100)]);
+  await w.said({ type: 'RestartRequested', data: { request: 'r1', version: null, placement: [], timeoutMs: 30_000 } });
+  await w.said(rs('UnitRestorePrepared', { cgroups: [], pidNamespace: false, waitedMs: 3 }));
+  await w.said(rs('UnitRestored', { processes: [100, 101, 102, 103].map((pid) => ({ was: p(pid), now: p(pid + 5000), nsPid: null })), durationMs: 50 }));
+  await w.said(rs('UnitImagesVerified', { files: 3, bytes: 100 }));
+  await w.store.append('job-j', [fork(5102, 6000), exit(6000), fork(5102, 6001)]);
+  await w.said({ type: 'CheckpointPruned', data: { version: 1, bytes: 100 } });
+  const history = (await w.store.readAll({ limit: 100_000 })).filter((e) => coordinator.concerns(e));
+  // Cut the fold at points where the bookkeeping holds something, snapshot it, fold on both ways.
+  const cuts = history.map((_, i) => i).filter((i) => i % 40 === 0 || !history[i]!.type.startsWith('Process'));
+  let checked = 0;
+  for (const cut of cuts) {
+    let plain: JobCoordinatorState = coordinator.initial;
+    for (const e of history.slice(0, cut + 1)) plain = evolveJobCoordinator(plain, e);
+    let restored: JobCoordinatorState = { ...plain, checkpoint: { ...plain.checkpoint, job: throughSnapshot(plain.checkpoint.job) } };
+    assert.equal(comparable(restored.checkpoint.job), comparable(plain.checkpoint.job), `decoded as encoded after ${history[cut]!.type} at ${history[cut]!.position}`);
+    for (const e of history.slice(cut + 1)) {
+      plain = evolveJobCoordinator(plain, e);
+      restored = evolveJobCoordinator(restored, e);
+      assert.equal(decideJobCoordinator(restored, e), decideJobCoordinator(plain, e), `decisions on ${e.type} at ${e.position}, snapshot after ${cut}`);
+    }
+    assert.equal(comparable(restored.checkpoint.job), comparable(plain.checkpoint.job), `folded on from the snapshot after ${history[cut]!.type}`);
+    checked++;
+  }
+  const end = agree(history).live;
+  assert.ok(end.live!.departed > 300 && checked > 10, `departed ${end.live!.departed}, ${checked} cuts`);
+  assert.ok(Object.keys(end.live!.captured).length === 0 && (await w.last('RestartCommitted')), 'restarted, then pruned');
+  // A full fold's snapshot (no live bookkeeping) still decodes as it did.
+  const full = history.filter((e) => e.stream === 'job-j').reduce(evolveMembership, initialMembership('j'));
+  assert.is(encodeMembership(full).live, undefined);
+  assert.equal(comparable(throughSnapshot(full)), comparable(full));
 });
 
 test('departed processes are remembered for the last RECENT_EXITS only (bounded), in order', () => {

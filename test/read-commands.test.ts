@@ -11,12 +11,13 @@ import type { ProposedEvent } from '../domain/event-store.js';
 import { classify, membersOf, type JobMembership, type Member } from '../domain/membership.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { jobMembership } from '../projections/jobs.js';
-import { memberJson } from '../adapters/cli/commands/ps.js';
+import { memberJson, treeView } from '../adapters/cli/commands/ps.js';
 import { CLI } from './support/jobs.js';
 
 const test = suite('read commands over a long history');
 const home = mkdtempSync(join(tmpdir(), 'ckpt-read-'));
 const url = `sqlite:${join(home, 'events.db')}`;
+const nobody = (): undefined => undefined;
 const env = { ...process.env, CKPT_HOME: home, CKPT_STORE: url };
 const ckpt = (...args: string[]) => {
   const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8', maxBuffer: 1 << 30 });
@@ -139,6 +140,26 @@ test('ps draws the running processes and the exited ones they descend from, and 
   assert.equal(ckpt('ps', 'big', '--running').out.split('\n').filter((l) => /^\d/.test(l)).length, 5);
   const both = ckpt('ps', 'big', '--all', '--running');
   assert.equal([both.code, /--all and --running contradict/.test(both.err)], [2, true]);
+});
+
+test('ps and ps --running print from the live membership what the whole membership prints', async () => {
+  const store = openEventStore(url);
+  try {
+    const r = ckpt('ps', 'big');
+    assert.is(r.code, 0, r.err);
+    assert.is(r.out, treeView(state, {}, nobody).join('\n') + '\n');
+    const saved = await store.snapshots!.load('live-membership', 'big');
+    assert.ok(saved && 'state' in saved, 'ps read (and saved) the live membership');
+    const live = JSON.parse(saved.state) as { members: unknown[] };
+    assert.ok(live.members.length < 20, `it keeps ${live.members.length} of ${state.members.size} members`);
+    // From its snapshot now, the same again; --running and --json --running too.
+    assert.is(ckpt('ps', 'big').out, r.out);
+    assert.is(ckpt('ps', 'big', '--running').out, treeView(state, { running: true }, nobody).join('\n') + '\n');
+    const running = JSON.parse(ckpt('ps', 'big', '--json', '--running').out);
+    assert.equal(running, membersOf(state).filter((m) => m.state === 'running').map((m) => memberJson(state, m)));
+  } finally {
+    await store.close();
+  }
 });
 
 test('ps --json lists every process, formatted as one JSON array', () => {

@@ -18,9 +18,10 @@ import { classify, evolveMembership, initialMembership, membersOf, runningMember
 import { openEventStore } from '../adapters/store/open.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
 import { agentModel } from '../projections/agent-state.js';
+import { treeView } from '../adapters/cli/commands/ps.js';
 import { auditEntries, auditModel, foldAudit } from '../projections/audit.js';
 import { checkpointsModel, checkpointSummaries, foldCheckpoints } from '../projections/checkpoints.js';
-import { jobMembership, jobsModel, listJobs, membershipModel, readMembership } from '../projections/jobs.js';
+import { jobInfoModel, jobMembership, jobsModel, listJobs, liveMembershipModel, membershipModel, readMembership } from '../projections/jobs.js';
 import { readWholeStream } from '../projections/project.js';
 import { readModel, type ReadModel } from '../projections/read-model.js';
 import { foldRestarts, restartsModel } from '../projections/restarts.js';
@@ -41,6 +42,7 @@ interface Setup {
 /** JSON as the commands print it: what a user sees of a state. */
 const shown = (value: unknown) => JSON.parse(JSON.stringify(value));
 const membershipShown = (m: JobMembership) => shown({ ...m, members: membersOf(m) });
+const nobody = (): undefined => undefined;
 
 const readsSuite = (name: string, setup: Setup, missing?: string) => {
   const test: Test = missing === undefined ? suite(`read-model snapshots: ${name}`) : suiteRequiring(`read-model snapshots: ${name}`, missing);
@@ -88,6 +90,14 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
         // saveAfter 0: every read that folded anything saves, so each phase is read from the last one's snapshot.
         const membership = await readModel(store, membershipModel, 'j', { saveAfter: 0 });
         assert.equal(membershipShown(membership.state), membershipShown(full), `membership after phase ${i}`);
+        // The live membership draws the same tree (and keeps fewer), the job info is the membership without members.
+        const live = await readModel(store, liveMembershipModel, 'j', { saveAfter: 0 });
+        assert.equal(treeView(live.state, {}, nobody), treeView(full, {}, nobody), `live membership after phase ${i}`);
+        assert.equal(treeView(live.state, { running: true }, nobody), treeView(full, { running: true }, nobody));
+        assert.ok(live.state.members.size <= full.members.size && (i < phases.length - 1 || live.state.members.size < full.members.size), `the live membership keeps ${live.state.members.size} of ${full.members.size}`);
+        const info = await readModel(store, jobInfoModel, 'j', { saveAfter: 0 });
+        assert.equal(shown({ ...info.state, members: [] }), shown({ ...full, members: [] }), `job info after phase ${i}`);
+        assert.is(info.state.members.size, 0);
         const checkpoints = await readModel(store, checkpointsModel, 'j', { saveAfter: 0 });
         assert.equal(shown(checkpointSummaries(checkpoints.state)), shown(foldCheckpoints(events)), `checkpoints after phase ${i}`);
         const restarts = await readModel(store, restartsModel, 'j', { saveAfter: 0 });
@@ -307,16 +317,18 @@ pgSuite.run();
 const sources = (...files: string[]) =>
   createHash('sha256').update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0')).digest('hex').slice(0, 16);
 const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
-  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '4dbc9afd1c781bb0' },
-  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '4dbc9afd1c781bb0' },
+  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '5e1fe4a3f7fa737c' },
+  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '5e1fe4a3f7fa737c' },
+  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '5e1fe4a3f7fa737c' },
+  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '5e1fe4a3f7fa737c' },
   { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '41bcc28a3979b8b0' },
   { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'c855349471fed1c4' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: 'd4c8a0617645c9d5' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: '59a989e625a5a1b4' },
   {
     model: agentModel,
     files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
-    version: 2,
-    digest: 'b2e88990be2c316f',
+    version: 3,
+    digest: 'b701de25c0a7f7b8',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');

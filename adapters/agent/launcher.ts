@@ -16,7 +16,7 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { filter, firstValueFrom, timeout } from 'rxjs';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
-import { jobMembership } from '../../projections/jobs.js';
+import { jobInfo } from '../../projections/jobs.js';
 import type { JobOptions, Limits } from '../../domain/events/job.js';
 import { jobStream, type NodeId, type ProcessRef } from '../../domain/identity.js';
 import { readStat } from '../tracking/procfs.js';
@@ -101,7 +101,7 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
     .append(jobStream(r.job), [{ type: 'JobSubmitted', data: { job: r.job, owner: r.owner, ...(r.options && Object.values(r.options).some(Boolean) && { options: r.options }) } }, assigned], { expectedRevision: 'no_stream' })
     .catch(async (error) => {
       if (!(error instanceof WrongExpectedRevisionError) || !r.join) throw error;
-      const job = await jobMembership(r.store, r.job);
+      const job = await jobInfo(r.store, r.job);
       if (job?.units[unit]) throw new LaunchError(`job ${r.job} already has a unit ${unit} (on ${job.units[unit].node}): choose another --unit`);
       if (job?.phase === 'ended') throw new LaunchError(`job ${r.job} has ended: units cannot join it`);
       return r.store.append(jobStream(r.job), [assigned], { expectedRevision: 'stream_exists' });

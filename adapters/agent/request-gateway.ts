@@ -29,7 +29,7 @@ import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
 import { readJobStream } from '../../projections/checkpoints.js';
-import { jobMembership, withoutProcesses, type JobListing } from '../../projections/jobs.js';
+import { jobInfo, withoutProcesses, type JobListing } from '../../projections/jobs.js';
 import { readModels } from '../../projections/models.js';
 import { readModel } from '../../projections/read-model.js';
 import { valuesOf, type PersistentMap } from '../../domain/persistent-map.js';
@@ -325,8 +325,8 @@ export class RequestGateway {
     }
     if (proposed.length !== 1) throw new RequestRefused('invalid', `one request per append (got ${types.join(', ')})`);
     const [request] = proposed as [ProposedEvent];
-    const membership = await jobMembership(this.#o.store, job);
-    if (!membership) throw new RequestRefused('not-found', `unknown job "${job}" (ckpt jobs lists them)`);
+    const info = await jobInfo(this.#o.store, job);
+    if (!info) throw new RequestRefused('not-found', `unknown job "${job}" (ckpt jobs lists them)`);
     switch (request.type) {
       case 'CheckpointRequested':
       case 'RestartRequested':
@@ -334,14 +334,14 @@ export class RequestGateway {
         // decision that `ckpt verify` re-derives.
         return this.#o.store.append(stream, [request], expectedRevision === undefined ? {} : { expectedRevision });
       case 'UnitAssigned':
-        await this.#authorize(membership, actor, `add a unit to`, request);
+        await this.#authorize(info, actor, `add a unit to`, request);
         return this.#o.store.append(stream, [request], { expectedRevision: 'stream_exists' });
       case 'UnitLaunchFailed':
-        await this.#authorize(membership, actor, 'launch a unit of', request);
+        await this.#authorize(info, actor, 'launch a unit of', request);
         return this.#o.store.append(stream, [request]);
       case 'UnitLaunched': {
-        await this.#authorize(membership, actor, 'launch a unit of', request);
-        const launch = this.#launching.then(() => this.#launch(caller, membership, request as ProposedEvent & { type: 'UnitLaunched' }));
+        await this.#authorize(info, actor, 'launch a unit of', request);
+        const launch = this.#launching.then(() => this.#launch(caller, info, request as ProposedEvent & { type: 'UnitLaunched' }));
         this.#launching = launch.catch(() => undefined);
         return launch;
       }

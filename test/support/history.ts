@@ -20,6 +20,10 @@ export const forkStorm = (first: number, count: number, parent = 100): ProposedE
     { type: 'ProcessExited', data: { ...on(first + i), status: 0, signal: null } },
   ]).flat();
 
+/** `count` children of `parent`, pids from `first`, that keep running. */
+export const longLived = (first: number, count: number, parent = 100): ProposedEvent[] =>
+  Array.from({ length: count }, (_, i): ProposedEvent => ({ type: 'ProcessForked', data: { node, unit, parent: p(parent), child: p(first + i) } }));
+
 export const submitted = (job: string, owner = 1000): ProposedEvent[] => [
   { type: 'JobSubmitted', data: { job, owner: { uid: owner, gid: owner } }, metadata: { actor: { ...user, uid: owner, gid: owner } } },
   { type: 'UnitAssigned', data: { unit, node, command: ['sh', '-c', 'loop'], cwd: '/', limits: {} } },

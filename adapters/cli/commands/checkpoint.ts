@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { foldCheckpoints, type CheckpointSummary } from '../../../projections/checkpoints.js';
-import { jobMembership } from '../../../projections/jobs.js';
+import { jobInfo } from '../../../projections/jobs.js';
 import { jobStream } from '../../../domain/identity.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
 import { ckptHome } from '../../store/open.js';
@@ -95,12 +95,12 @@ export const checkpointCommand: Command = {
     try {
       // Someone else's job reads as empty here (the agent shows a user only their own jobs): it
       // exists if its stream does, and the coordinator refuses the request on record.
-      const membership = await jobMembership(store, job);
-      if (!membership && (await store.streamRevision(jobStream(job))) === undefined) {
+      const info = await jobInfo(store, job);
+      if (!info && (await store.streamRevision(jobStream(job))) === undefined) {
         process.stderr.write(`ckpt checkpoint: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
-      if (Object.values(membership?.units ?? {}).some((u) => u.node === nodeOf(args))) await ensureAgent(args);
+      if (Object.values(info?.units ?? {}).some((u) => u.node === nodeOf(args))) await ensureAgent(args);
 
       const request = randomUUID();
       const { summary, timedOut } = await submitRequest({

@@ -1,7 +1,7 @@
 import { scopeCoverage } from '../../../domain/grouping.js';
 import type { CheckpointScope } from '../../../domain/identity.js';
 import { classify, membersOf, type JobMembership, type Member } from '../../../domain/membership.js';
-import { jobMembership } from '../../../projections/jobs.js';
+import { jobMembership, liveMembership } from '../../../projections/jobs.js';
 import { defaultNode } from '../../agent/daemon.js';
 import { readCredentials, readStat, userNames } from '../../tracking/procfs.js';
 import { checkName, flag, integerOption, stringOption, UsageError } from '../args.js';
@@ -156,6 +156,34 @@ const runningAndAncestors = (members: readonly Member[]): Member[] => {
   return members.filter((m) => shown.has(m));
 };
 
+/**
+ * The tree view, unit by unit: the running members and the exited ones they descend from (`all`:
+ * every member; `running`: only the running ones). From a live fold (evolveShownMembership) the
+ * same lines as from the whole membership: it keeps what is drawn and counts what it let go.
+ */
+export const treeView = (state: JobMembership, show: { readonly all?: boolean; readonly running?: boolean }, userOf: (m: Member) => ProcessUser | undefined): string[] => {
+  const members = membersOf(state).filter((m) => !show.running || m.state === 'running');
+  const gone = (unit?: string) => (show.running || !state.live ? 0 : unit === undefined ? state.live.departed : (state.live.departedByUnit[unit] ?? 0));
+  const byUnit = new Map<string, Member[]>();
+  let running = 0;
+  for (const m of members) {
+    if (m.state === 'running') running++;
+    const same = byUnit.get(m.unit);
+    if (same) same.push(m);
+    else byUnit.set(m.unit, [m]);
+  }
+  const lines = [`job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length + gone()} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`];
+  for (const unit of Object.values(state.units)) {
+    lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
+    const all = byUnit.get(unit.unit) ?? [];
+    const shown = show.all ? all : runningAndAncestors(all);
+    for (const line of tree(state, shown, userOf)) lines.push(line); // not push(...): 200k arguments overflow the stack
+    const hidden = all.length - shown.length + gone(unit.unit);
+    if (hidden > 0) lines.push(`(${hidden} exited process${hidden === 1 ? '' : 'es'} not shown: --all lists them)`);
+  }
+  return lines;
+};
+
 const SCOPES: readonly CheckpointScope[] = ['tree', 'pgid', 'session', 'cgroup'];
 
 /** What one checkpointer scope would capture of each unit's running members, and what it would miss. */
@@ -185,6 +213,9 @@ export const psCommand: Command = {
     '(not a descendant, but shares a pipe, unix socket or SysV shared memory with a member).',
     'The tree shows the running processes and the exited ones they were forked by; the other exited',
     'processes are counted under each unit (--all draws them too; --json always lists every process).',
+    'The tree and --running read the job’s live membership (what runs, what it was forked by, counts of',
+    'the rest), kept as a snapshot: as quick with 200k processes in the history as with 20. --all,',
+    '--json (without --running), --at and --scope read the whole membership: their answer is the history.',
     'With --at, membership as it was at that log position (see ckpt history / ckpt log).',
     'With --scope, what a checkpointer of that scope would capture of each unit, and every process it',
     'would miss with the reason (e.g. `tree` misses a re-parented daemon).',
@@ -209,15 +240,18 @@ export const psCommand: Command = {
     const at = integerOption(args, 'at', 1);
     const scope = stringOption(args, 'scope');
     if (scope !== undefined && !SCOPES.includes(scope as CheckpointScope)) throw new UsageError(`--scope must be one of ${SCOPES.join(', ')}, got "${scope}"`);
+    if (flag(args, 'all') && flag(args, 'running')) throw new UsageError('--all and --running contradict each other: --all lists every process, --running only the running ones');
+    // Their answer is the whole history: --all, --json of every process, --at, --scope. The tree
+    // and --running read the live membership (what runs, what it descends from, counts of the rest).
+    const whole = flag(args, 'all') || (flag(args, 'json') && !flag(args, 'running')) || at !== undefined || scope !== undefined;
     const store = openStore(args);
     try {
-      const state = await jobMembership(store, job, at);
+      const state = whole ? await jobMembership(store, job, at) : await liveMembership(store, job);
       if (!state) {
         process.stderr.write(`ckpt ps: unknown job "${job}"${at ? ` at position ${at}` : ''} (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
       if (scope) return await showCoverage(state, scope as CheckpointScope, flag(args, 'json'));
-      if (flag(args, 'all') && flag(args, 'running')) throw new UsageError('--all and --running contradict each other: --all lists every process, --running only the running ones');
       const members = membersOf(state).filter((m) => !flag(args, 'running') || m.state === 'running');
       const userOf = liveUsers();
       if (flag(args, 'json')) {
@@ -229,23 +263,7 @@ export const psCommand: Command = {
         await writeOut(members.length === 0 ? '[]\n' : '\n]\n');
         return EXIT.ok;
       }
-      const byUnit = new Map<string, Member[]>();
-      let running = 0;
-      for (const m of members) {
-        if (m.state === 'running') running++;
-        const same = byUnit.get(m.unit);
-        if (same) same.push(m);
-        else byUnit.set(m.unit, [m]);
-      }
-      const lines = [`job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`];
-      for (const unit of Object.values(state.units)) {
-        lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
-        const all = byUnit.get(unit.unit) ?? [];
-        const shown = flag(args, 'all') ? all : runningAndAncestors(all);
-        for (const line of tree(state, shown, userOf)) lines.push(line); // not push(...): 200k arguments overflow the stack
-        const hidden = all.length - shown.length;
-        if (hidden > 0) lines.push(`(${hidden} exited process${hidden === 1 ? '' : 'es'} not shown: --all lists them)`);
-      }
+      const lines = treeView(state, { all: flag(args, 'all'), running: flag(args, 'running') }, userOf);
       await writeOut(lines.join('\n') + '\n');
       return EXIT.ok;
     } finally {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
-import { jobMembership } from '../../../projections/jobs.js';
+import { jobInfo } from '../../../projections/jobs.js';
 import { jobStream } from '../../../domain/identity.js';
 import { foldRestarts, type RestartSummary } from '../../../projections/restarts.js';
 import { checkName, durationOption, flag, integerOption, listOption, UsageError } from '../args.js';
@@ -77,8 +77,8 @@ export const restartCommand: Command = {
     try {
       // Someone else's job reads as empty here (the agent shows a user only their own jobs): it
       // exists if its stream does, and the coordinator refuses the request on record.
-      const membership = await jobMembership(store, job);
-      if (!membership && (await store.streamRevision(jobStream(job))) === undefined) {
+      const info = await jobInfo(store, job);
+      if (!info && (await store.streamRevision(jobStream(job))) === undefined) {
         process.stderr.write(`ckpt restart: unknown job "${job}" (ckpt jobs lists them)\n`);
         return EXIT.failed;
       }
