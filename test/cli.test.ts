@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { table } from '../adapters/cli/output.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { forked, marker } from './support/events.js';
 
@@ -35,6 +36,14 @@ test('every command has complete help', () => {
     assert.is(r.code, 0);
     for (const text of ['Usage: ckpt log', '--from POSITION', '--follow', '--json', '--store URL', 'Examples:', 'Exit status']) assert.match(r.out, text);
   }
+});
+
+test('a table of 200,000 rows (jobs of a 10M-event log) is drawn, columns as wide as their widest cell', () => {
+  const rows = Array.from({ length: 200_000 }, (_, i) => [`job-${i}`, i === 123_456 ? 'running, the longest state' : 'ended']);
+  const lines = table(['JOB', 'STATE'], rows).trimEnd().split('\n');
+  assert.is(lines.length, 200_001);
+  assert.is(lines[0], 'JOB         STATE');
+  assert.is(lines[123_457], 'job-123456  running, the longest state');
 });
 
 test('--version prints the package version', () => {

@@ -30,7 +30,9 @@ export const eventJson = (e: RecordedEvent): string => JSON.stringify(e);
 
 /** Left-aligned columns, two spaces apart. */
 export const table = (header: readonly string[], rows: ReadonlyArray<readonly string[]>): string => {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  // A loop, not Math.max(...column): 150k jobs as arguments overflow the stack.
+  const widths = header.map((h) => h.length);
+  for (const r of rows) for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i]!, r[i]!.length);
   const line = (r: readonly string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
 };
