@@ -214,9 +214,15 @@ export const readCgroups = (pid: number): ProcCgroups | undefined => {
   return text === undefined ? undefined : parseCgroups(text);
 };
 
-/** One display string: the freezer path, else the unified path, else name=systemd, else any v1 path, else "/". */
-export const primaryCgroup = (parsed: ProcCgroups): string =>
-  parsed.v1['freezer'] ?? parsed.unified ?? parsed.v1['name=systemd'] ?? Object.values(parsed.v1)[0] ?? '/';
+/** The hierarchy primaryCgroup reads: 'freezer', else 'unified' (cgroup2), else 'name=systemd', else any v1 one (undefined: none). */
+export const primaryHierarchy = (parsed: ProcCgroups): string | undefined =>
+  parsed.v1['freezer'] !== undefined ? 'freezer' : parsed.unified !== undefined ? 'unified' : parsed.v1['name=systemd'] !== undefined ? 'name=systemd' : Object.keys(parsed.v1)[0];
+
+/** One display string: the path in primaryHierarchy (the freezer path, else the unified path, ...), else "/". */
+export const primaryCgroup = (parsed: ProcCgroups): string => {
+  const hierarchy = primaryHierarchy(parsed);
+  return hierarchy === undefined ? '/' : hierarchy === 'unified' ? parsed.unified! : parsed.v1[hierarchy]!;
+};
 
 /** argv; [] for kernel threads and zombies. */
 export const readCmdline = (pid: number): string[] | undefined => {
