@@ -31,6 +31,8 @@ export interface ProcStat {
   readonly startTime: number;
   /** Number of threads (field 20). */
   readonly threads: number;
+  /** Bytes of address space mapped (field 23, vsize); absent where a ProcStat was not read. */
+  readonly vsize?: number;
 }
 
 export interface ProcCgroups {
@@ -142,6 +144,7 @@ export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined
   let pgid = 0;
   let sid = 0;
   let threads = 0;
+  let startTime = 0;
   let value = 0;
   for (; i < length; i++) {
     const c = buf[i]!;
@@ -151,7 +154,8 @@ export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined
         case 5: pgid = value; break;
         case 6: sid = value; break;
         case 20: threads = value; break;
-        case 22: return { pid, comm, state, ppid, pgid, sid, startTime: value, threads };
+        case 22: startTime = value; break;
+        case 23: return { pid, comm, state, ppid, pgid, sid, startTime, threads, vsize: value };
       }
       field++;
       value = 0;
@@ -159,6 +163,7 @@ export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined
       value = value * 10 + (c - 0x30);
     }
   }
+  if (field === 23) return { pid, comm, state, ppid, pgid, sid, startTime, threads, vsize: value };
   return field === 22 ? { pid, comm, state, ppid, pgid, sid, startTime: value, threads } : undefined;
 };
 
@@ -654,14 +659,13 @@ export interface MemberResources {
 
 /**
  * A cheap fingerprint of what a process holds: its number of open descriptors (the size the
- * kernel reports for /proc/PID/fd, Linux ≥ 6.2) and its mapped size in pages (/proc/PID/statm).
- * Unchanged, the process has most likely opened and mapped nothing new (replacing one descriptor
- * by another, dup2 onto an open one, is what it misses). Undefined when the process is gone.
+ * kernel reports for /proc/PID/fd, Linux ≥ 6.2) and its mapped size (vsize, from the `stat` just
+ * read of it). Unchanged, the process has most likely opened and mapped nothing new (replacing one
+ * descriptor by another, dup2 onto an open one, is what it misses). Undefined when it is gone.
  */
-export const readResourceSignature = (pid: number): string | undefined => {
-  const fds = orGone(`/proc/${pid}/fd`, () => statSync(`/proc/${pid}/fd`).size);
-  const statm = orGone(`/proc/${pid}/statm`, () => readFileSync(`/proc/${pid}/statm`, 'latin1'));
-  return fds === undefined || statm === undefined ? undefined : `${fds} ${statm.slice(0, statm.indexOf(' '))}`;
+export const resourceSignature = (stat: ProcStat): string | undefined => {
+  const fds = orGone(`/proc/${stat.pid}/fd`, () => statSync(`/proc/${stat.pid}/fd`).size);
+  return fds === undefined ? undefined : `${fds} ${stat.vsize}`;
 };
 
 /** A member's resources from /proc; undefined when it is gone. */
