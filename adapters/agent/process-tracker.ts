@@ -30,7 +30,7 @@ import { runningMembers, type Unit } from '../../domain/membership.js';
 import { CgroupThreadLists } from '../cgroups/thread-lists.js';
 import { inUnit, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
-import { clockTicksPerSecond, descendantsOf, primaryCgroup, readCgroups, readCmdline, readStat, scanProcesses, type ProcStat } from '../tracking/procfs.js';
+import { clockTicksPerSecond, descendantsOf, HeldStatFiles, primaryCgroup, readCgroups, readCmdline, readStat, scanProcesses, type ProcStat } from '../tracking/procfs.js';
 import { DependencyScan } from './dependency-scan.js';
 import type { JobsView } from './coordinator-host.js';
 import { RereadSchedule } from './reread-schedule.js';
@@ -99,6 +99,8 @@ export class ProcessTracker {
   readonly #schedule: RereadSchedule;
   /** Whether a quiet process is still in its cgroup, from the cgroup's own list: read once a round of quiet re-reads. */
   readonly #cgroupLists = new CgroupThreadLists(REREAD.hotMs);
+  /** Quiet processes' /proc/PID/stat, held open (one pread a re-read) until they leave. */
+  readonly #statFiles = new HeldStatFiles();
   readonly #rootExits = new Map<string, RootExit>();
   /** Tracked processes missing from /proc, and since when: their exit event may still be queued. */
   readonly #missing = new Map<number, number>();
@@ -172,6 +174,7 @@ export class ProcessTracker {
     for (const t of this.#timers) clearInterval(t);
     clearTimeout(this.#reconcileTimer);
     this.#kernel?.unsubscribe();
+    this.#statFiles.releaseAll();
   }
 
   /** The processes tracked in a unit (dependents aside): pid → start time. */
@@ -198,6 +201,7 @@ export class ProcessTracker {
   #add(t: Tracked): Tracked {
     const old = this.#tracked.get(t.pid);
     if (old) this.#byParent.get(old.ppid)?.delete(old);
+    this.#statFiles.release(t.pid); // a file held for another process
     this.#tracked.set(t.pid, t);
     this.#childrenOf(t.ppid).add(t);
     this.#schedule.soon(t.pid, Date.now());
@@ -209,6 +213,7 @@ export class ProcessTracker {
     this.#tracked.delete(t.pid);
     this.#missing.delete(t.pid);
     this.#schedule.forget(t.pid);
+    this.#statFiles.release(t.pid);
     this.#dependencies.forget(t.pid);
     const siblings = this.#byParent.get(t.ppid);
     siblings?.delete(t);
@@ -369,8 +374,9 @@ export class ProcessTracker {
 
   /**
    * Adaptive: only the processes due (see the head of this file), their cgroup with them. A quiet
-   * one's cgroup is read from the cgroup's list of threads, read once a round for all of them;
-   * only one no longer listed there has its own /proc/PID/cgroup read, to say where it went.
+   * one's stat is read through its file held open, and its cgroup from the cgroup's list of
+   * threads, read once a round for all of them; only one no longer listed there has its own
+   * /proc/PID/cgroup read, to say where it went.
    */
   #reread() {
     const now = Date.now();
@@ -380,7 +386,7 @@ export class ProcessTracker {
         this.#schedule.forget(pid);
         continue;
       }
-      const stat = readStat(t.pid);
+      const stat = this.#statFiles.read(pid, this.#schedule.isQuiet(pid));
       if (!stat || stat.startTime !== t.startTime) {
         this.#suspectGone(t);
         if (this.#tracked.has(pid)) this.#schedule.after(pid, now, VANISH_GRACE_MS);

@@ -192,6 +192,70 @@ export const readStat = (pid: number): ProcStat | undefined => {
   return stat;
 };
 
+/** The soft limit on open files of this process (/proc/self/limits); undefined if unreadable. */
+const openFilesLimit = (): number | undefined => {
+  const limit = /^Max open files\s+(\d+)/m.exec(orGone('/proc/self/limits', () => readFileSync('/proc/self/limits', 'utf8')) ?? '')?.[1];
+  return limit === undefined ? undefined : Number(limit);
+};
+
+/**
+ * /proc/PID/stat files held open, for processes read again and again (an agent's quiet members):
+ * a re-read is one pread where readStat opens, reads and closes; and a held file stays bound to
+ * its process: once that is gone (reaped) it reads as gone, whoever has the PID since. At most
+ * `max` are held (default a quarter of the open-files limit); beyond that, readStat.
+ */
+export class HeldStatFiles {
+  readonly #fds = new Map<number, number>();
+  readonly #max: number;
+
+  constructor(max = Math.floor((openFilesLimit() ?? 1024) / 4)) {
+    this.#max = max;
+  }
+
+  get size(): number {
+    return this.#fds.size;
+  }
+
+  /** readStat(pid), through its held file if one is; `hold`: open one to hold if there is room. */
+  read(pid: number, hold: boolean): ProcStat | undefined {
+    let fd = this.#fds.get(pid);
+    if (fd === undefined && (!hold || this.#fds.size >= this.#max)) return readStat(pid);
+    const path = `/proc/${pid}/stat`;
+    if (fd === undefined) {
+      try {
+        fd = openSync(path, 'r');
+      } catch (err) {
+        if (isGone(err)) return undefined;
+        return fail(path, err);
+      }
+      this.#fds.set(pid, fd);
+    }
+    let n: number;
+    try {
+      n = readSync(fd, statBuffer, 0, statBuffer.length, 0);
+    } catch (err) {
+      if (isGone(err)) return undefined; // ESRCH: its process is gone; held until let go
+      this.release(pid);
+      return fail(path, err);
+    }
+    const stat = parseStat(statBuffer, n);
+    if (!stat) throw new Error(`procfs: ${path}: cannot parse ${JSON.stringify(statBuffer.toString('utf8', 0, n))}`);
+    return stat;
+  }
+
+  /** Closes the file held for `pid`, if any. */
+  release(pid: number): void {
+    const fd = this.#fds.get(pid);
+    if (fd === undefined) return;
+    this.#fds.delete(pid);
+    closeSync(fd);
+  }
+
+  releaseAll(): void {
+    for (const pid of [...this.#fds.keys()]) this.release(pid);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // cgroups, cmdline, exe
 
