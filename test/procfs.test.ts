@@ -1,6 +1,6 @@
 // adapters/tracking/procfs against real processes (needs root: other processes' fds and maps).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, copyFileSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
@@ -9,6 +9,7 @@ import {
   clockTicksPerSecond,
   descendantsOf,
   findDependents,
+  HeldStatFiles,
   listPids,
   openResources,
   parseCgroups,
@@ -106,7 +107,7 @@ const fdInode = (pid: number, fd: number) => /\[(\d+)\]/.exec(readlinkSync(`/pro
 test('readStat of a sleep matches ps and field 22', async () => {
   const child = await start('sleep', ['100']);
   const pid = child.pid!;
-  const s = readStat(pid);
+  const s = await until('it to sleep', () => readStat(pid)?.state === 'S' && readStat(pid)); // not still running just after exec
   assert.ok(s);
   const [ppid, pgid, sid, comm] = ps(pid, 'ppid=,pgid=,sid=,comm=').split(/\s+/);
   assert.equal(s.pid, pid);
@@ -128,7 +129,8 @@ test('readStat parses a comm with spaces and parentheses (takes the last ")")', 
   copyFileSync('/bin/sleep', exe);
   execFileSync('chmod', ['+x', exe]);
   const pid = (await start(exe, ['100'])).pid!;
-  const s = readStat(pid);
+  // Just exec'd, it may still be running on a busy machine: read it once it sleeps.
+  const s = await until('it to sleep', () => readStat(pid)?.state === 'S' && readStat(pid));
   assert.ok(s);
   assert.equal(s.comm, 'x) (y) z');
   assert.equal(s.state, 'S');
@@ -499,6 +501,42 @@ test('parseSsUnix: header, unconnected sockets, paths with spaces, names to sett
       ['7', '8'],
     ],
   );
+});
+
+const ident = (s: ProcStat | undefined) => s && [s.pid, s.startTime, s.ppid, s.comm];
+
+test('a held stat file reads what readStat reads, and once its process is gone reads it gone, though its PID is another process’s (ns_last_pid)', async () => {
+  const held = new HeldStatFiles();
+  for (let attempt = 1; ; attempt++) {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const pid = child.pid!;
+    await until('sleep to exec', () => readStat(pid)?.comm === 'sleep');
+    assert.equal(ident(held.read(pid, true)), ident(readStat(pid)));
+    assert.is(held.size, 1);
+    kill(pid);
+    await new Promise((r) => child.once('exit', r)); // reaped by us
+    writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
+    const other = spawn('sleep', ['60'], { stdio: 'ignore' });
+    started.push(other);
+    if (other.pid !== pid) {
+      held.release(pid);
+      if (attempt < 20) continue; // another process took the PID first
+      assert.unreachable(`could not make PID ${pid} be reused in 20 attempts`);
+    }
+    await until('the new process', () => readStat(pid) !== undefined);
+    assert.is(held.read(pid, true), undefined, 'the held file reads its own process: gone');
+    assert.ok(readStat(pid), 'the PID is taken');
+    held.release(pid);
+    assert.is(held.size, 0);
+    return;
+  }
+});
+
+test('no room to hold a stat file: read as readStat does', async () => {
+  const none = new HeldStatFiles(0);
+  const pid = (await start('sleep', ['60'])).pid!;
+  assert.equal(ident(none.read(pid, true)), ident(readStat(pid)));
+  assert.is(none.size, 0);
 });
 
 test.run();

@@ -6,10 +6,11 @@
 //   nothing happens, doubling to MAX_INTERVAL_MS (8 s): a dependent that joins a quiet job (an
 //   outsider opening a member's FIFO, connecting to its socket) is noticed within 8 s;
 // - a member's own descriptors and mappings are read again when it joined or exec'd, when its
-//   number of open descriptors or its mapped size changed (readResourceSignature: two small reads
-//   instead of every descriptor and mapping), and at the latest when MEMBER_MAX_AGE_MS (30–45 s)
+//   number of open descriptors or its mapped size changed (resourceSignature: one stat of its fd
+//   directory, with its mapped size from the scan's own /proc/PID/stat read, instead of every
+//   descriptor and mapping), and at the latest when MEMBER_MAX_AGE_MS (30–45 s)
 //   old: a descriptor a quiet member swapped for another (dup2) is seen within that age.
-import { findDependents, readMemberResources, readResourceSignature, readStat, scanProcesses, type Dependent, type MemberResources, type ProcStat } from '../tracking/procfs.js';
+import { findDependents, readMemberResources, readStat, resourceSignature, scanProcesses, type Dependent, type MemberResources, type ProcStat } from '../tracking/procfs.js';
 import type { JobsView } from './coordinator-host.js';
 import type { Tracked } from './process-tracker.js';
 
@@ -68,19 +69,19 @@ export class DependencyScan {
 
   #scan() {
     const all = scanProcesses();
-    const now = new Map(all.map((p) => [p.pid, p.startTime]));
+    const now = new Map(all.map((p) => [p.pid, p]));
     const { tracked } = this.#o;
     // Only the job's own processes make others dependents: dependency is not transitive, or a
     // shell reading a dependent's output would be pulled in, and whatever that shell touches.
     // A member whose exit is not seen yet may have left its PID to another process (after a PID
     // wrap, even to this agent): only the members still alive as themselves are read.
-    const members = [...tracked.values()].filter((t) => !t.dependent && now.get(t.pid) === t.startTime).map((t) => t.pid);
+    const members = [...tracked.values()].filter((t) => !t.dependent && now.get(t.pid)?.startTime === t.startTime).map((t) => t.pid);
     if (members.length === 0) return;
     const stdio = new Set<string>();
     for (const job of this.#o.jobs.jobs()) for (const u of this.#o.jobs.myUnits(job)) for (const i of u.stdio) stdio.add(i);
     let dependents;
     try {
-      const readMember = this.#o.adaptive ? (pid: number) => this.#memberResources(pid) : undefined;
+      const readMember = this.#o.adaptive ? (pid: number) => this.#memberResources(now.get(pid)!) : undefined;
       dependents = findDependents(members, all, { ignore: this.#o.helpers(all), readMember });
     } catch (error) {
       this.#o.log(`dependency scan failed: ${(error as Error).message}`);
@@ -101,11 +102,12 @@ export class DependencyScan {
     }
   }
 
-  /** A member's resources: as read before while it has been quiet, else from /proc. */
-  #memberResources(pid: number): MemberResources | undefined {
+  /** A member's resources (`stat`: as the scan read it): as read before while it has been quiet, else from /proc. */
+  #memberResources(stat: ProcStat): MemberResources | undefined {
+    const { pid } = stat;
     const now = Date.now();
     const kept = this.#resources.get(pid);
-    const signature = readResourceSignature(pid);
+    const signature = resourceSignature(stat);
     if (signature === undefined) return undefined; // gone
     if (kept && kept.signature === signature && now - kept.at < MEMBER_MAX_AGE_MS + (pid % 16) * 1000) return kept.resources;
     const resources = readMemberResources(pid);

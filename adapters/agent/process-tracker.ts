@@ -11,7 +11,10 @@
 //                                           parent of one, re-reads the exited process's children;
 //     setpgid, a cgroup move .............. within REREAD.minMs (100 ms) during the REREAD.hotMs
 //                                           (1 s) after a fork, exec or change; then within the
-//                                           process's interval, doubling to REREAD.maxMs (3.2 s);
+//                                           process's interval, doubling to REREAD.maxMs (3.2 s),
+//                                           when all quiet ones are re-read in one round (a quiet
+//                                           one's cgroup move from its cgroup's list, read once a
+//                                           round: seen within 3.2 s + REREAD.hotMs);
 //                                           later only when more than REREAD.budget are due at once;
 //     an exit the kernel stream lost ...... VANISH_GRACE_MS after the re-read that missed it;
 // - lost kernel events (ENOBUFS) are recorded as ObservationGap and followed by a /proc
@@ -24,9 +27,10 @@ import type { ProposedEvent } from '../../domain/event-store.js';
 import type { UnitCgroup } from '../../domain/events/job.js';
 import { processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
 import { runningMembers, type Unit } from '../../domain/membership.js';
+import { CgroupThreadLists } from '../cgroups/thread-lists.js';
 import { inUnit, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
-import { clockTicksPerSecond, descendantsOf, primaryCgroup, readCgroups, readCmdline, readStat, scanProcesses, type ProcStat } from '../tracking/procfs.js';
+import { clockTicksPerSecond, descendantsOf, HeldStatFiles, primaryCgroup, readCgroups, readCmdline, readStat, scanProcesses, type ProcStat } from '../tracking/procfs.js';
 import { DependencyScan } from './dependency-scan.js';
 import type { JobsView } from './coordinator-host.js';
 import { RereadSchedule } from './reread-schedule.js';
@@ -93,6 +97,10 @@ export class ProcessTracker {
   /** Tracked processes by their parent's pid: an exit re-reads its children without a full pass. */
   readonly #byParent = new Map<number, Set<Tracked>>();
   readonly #schedule: RereadSchedule;
+  /** Whether a quiet process is still in its cgroup, from the cgroup's own list: read once a round of quiet re-reads. */
+  readonly #cgroupLists = new CgroupThreadLists(REREAD.hotMs);
+  /** Quiet processes' /proc/PID/stat, held open (one pread a re-read) until they leave. */
+  readonly #statFiles = new HeldStatFiles();
   readonly #rootExits = new Map<string, RootExit>();
   /** Tracked processes missing from /proc, and since when: their exit event may still be queued. */
   readonly #missing = new Map<number, number>();
@@ -166,6 +174,7 @@ export class ProcessTracker {
     for (const t of this.#timers) clearInterval(t);
     clearTimeout(this.#reconcileTimer);
     this.#kernel?.unsubscribe();
+    this.#statFiles.releaseAll();
   }
 
   /** The processes tracked in a unit (dependents aside): pid → start time. */
@@ -192,6 +201,7 @@ export class ProcessTracker {
   #add(t: Tracked): Tracked {
     const old = this.#tracked.get(t.pid);
     if (old) this.#byParent.get(old.ppid)?.delete(old);
+    this.#statFiles.release(t.pid); // a file held for another process
     this.#tracked.set(t.pid, t);
     this.#childrenOf(t.ppid).add(t);
     this.#schedule.soon(t.pid, Date.now());
@@ -203,6 +213,7 @@ export class ProcessTracker {
     this.#tracked.delete(t.pid);
     this.#missing.delete(t.pid);
     this.#schedule.forget(t.pid);
+    this.#statFiles.release(t.pid);
     this.#dependencies.forget(t.pid);
     const siblings = this.#byParent.get(t.ppid);
     siblings?.delete(t);
@@ -361,7 +372,12 @@ export class ProcessTracker {
 
   // ── /proc: re-reads, reconciliation, dependents ─────────────────────────────────────────────
 
-  /** Adaptive: only the processes due (see the head of this file), their cgroup with them. */
+  /**
+   * Adaptive: only the processes due (see the head of this file), their cgroup with them. A quiet
+   * one's stat is read through its file held open, and its cgroup from the cgroup's list of
+   * threads, read once a round for all of them; only one no longer listed there has its own
+   * /proc/PID/cgroup read, to say where it went.
+   */
   #reread() {
     const now = Date.now();
     for (const pid of this.#schedule.take(now)) {
@@ -370,7 +386,7 @@ export class ProcessTracker {
         this.#schedule.forget(pid);
         continue;
       }
-      const stat = readStat(t.pid);
+      const stat = this.#statFiles.read(pid, this.#schedule.isQuiet(pid));
       if (!stat || stat.startTime !== t.startTime) {
         this.#suspectGone(t);
         if (this.#tracked.has(pid)) this.#schedule.after(pid, now, VANISH_GRACE_MS);
@@ -379,9 +395,14 @@ export class ProcessTracker {
         // and ended at once) — then, after the grace period, it has vanished.
         this.#suspectGone(t);
         if (this.#tracked.has(pid)) this.#schedule.after(pid, now, VANISH_GRACE_MS);
-      } else if (this.#observeChanges(t, stat, true)) this.#schedule.soon(pid, now);
+      } else if (this.#observeChanges(t, stat, !this.#stillListed(t, now))) this.#schedule.soon(pid, now);
       else this.#schedule.quiet(pid, now);
     }
+  }
+
+  /** A quiet process its cgroup still lists (else its own cgroup file is read). */
+  #stillListed(t: Tracked, now: number): boolean {
+    return t.cgroup !== undefined && this.#schedule.isQuiet(t.pid) && this.#cgroupLists.holds(t.cgroup, t.pid, now);
   }
 
   /** Fixed: every tracked process every tick, its cgroup every 10th tick. */

@@ -6,10 +6,10 @@
 // an expected-revision check is one primary-key lookup. Appends take the write lock up front
 // (BEGIN IMMEDIATE), which also makes positions commit in order: a reader never sees position
 // N+1 before N. Appends issued concurrently in one process are committed as a group.
-import { closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { interval, merge, Subject, filter, share, type Observable } from 'rxjs';
+import { merge, Observable, Subject, filter, share } from 'rxjs';
 import { SnapshotNotWritableError, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
@@ -27,13 +27,47 @@ export interface SqliteOptions {
   /** `full` (default) syncs the WAL at every commit: a committed event survives power loss.
    *  `normal` survives a process crash (kill -9) but may lose the last commits on power loss. */
   readonly synchronous?: 'full' | 'normal';
-  /** How often subscribers look for commits made by other processes. */
+  /** How often subscribers look for commits made by other processes (default: 5 ms, or 1 s while the WAL file is watched). */
   readonly pollMs?: number;
   readonly context?: AppendContext;
 }
 
 /** Another process's commit reaches subscribers within this; a data_version check costs ~10 µs. */
 const POLL_MS = 5;
+/** While the WAL file is watched (inotify: every commit writes it), a poll this rare only backs the watch up. */
+const WATCHED_POLL_MS = 1000;
+
+/**
+ * When to look for another process's commit: at every write to the WAL file, as inotify reports
+ * it, and every WATCHED_POLL_MS; or, with no file to watch (in memory, a watch refused), every
+ * POLL_MS — 200 wake-ups a second, what an idle agent spent most of its CPU on.
+ */
+const commitSignals = (path: string, pollMs: number | undefined): Observable<void> =>
+  new Observable<void>((subscriber) => {
+    const signal = () => subscriber.next();
+    let watcher: FSWatcher | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const poll = (ms: number) => {
+      clearInterval(timer);
+      timer = setInterval(signal, ms);
+    };
+    if (path !== ':memory:') {
+      try {
+        watcher = watch(`${path}-wal`, { persistent: false }, signal).on('error', () => {
+          watcher?.close();
+          watcher = undefined;
+          poll(pollMs ?? POLL_MS);
+        });
+      } catch {
+        watcher = undefined;
+      }
+    }
+    poll(pollMs ?? (watcher ? WATCHED_POLL_MS : POLL_MS));
+    return () => {
+      clearInterval(timer);
+      watcher?.close();
+    };
+  });
 
 interface PendingAppend {
   readonly stream: string;
@@ -111,10 +145,10 @@ export class SqliteEventStore implements EventStore {
       }),
     );
     this.#commitGroup = (appends) => group.immediate(appends);
-    // Commits by other processes are seen by polling PRAGMA data_version, which changes only when
-    // another connection committed: a cheap check, so the poll can be frequent.
+    // Commits by other processes are seen by checking PRAGMA data_version, which changes only when
+    // another connection committed: a cheap check, made whenever the WAL file was written.
     let seen = this.#sql.dataVersion.get();
-    const otherCommits = interval(options.pollMs ?? POLL_MS).pipe(
+    const otherCommits = commitSignals(path, options.pollMs).pipe(
       filter(() => {
         if (!this.#db.open) return false;
         const now = this.#sql.dataVersion.get();

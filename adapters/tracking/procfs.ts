@@ -31,6 +31,8 @@ export interface ProcStat {
   readonly startTime: number;
   /** Number of threads (field 20). */
   readonly threads: number;
+  /** Bytes of address space mapped (field 23, vsize); absent where a ProcStat was not read. */
+  readonly vsize?: number;
 }
 
 export interface ProcCgroups {
@@ -142,6 +144,7 @@ export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined
   let pgid = 0;
   let sid = 0;
   let threads = 0;
+  let startTime = 0;
   let value = 0;
   for (; i < length; i++) {
     const c = buf[i]!;
@@ -151,7 +154,8 @@ export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined
         case 5: pgid = value; break;
         case 6: sid = value; break;
         case 20: threads = value; break;
-        case 22: return { pid, comm, state, ppid, pgid, sid, startTime: value, threads };
+        case 22: startTime = value; break;
+        case 23: return { pid, comm, state, ppid, pgid, sid, startTime, threads, vsize: value };
       }
       field++;
       value = 0;
@@ -159,6 +163,7 @@ export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined
       value = value * 10 + (c - 0x30);
     }
   }
+  if (field === 23) return { pid, comm, state, ppid, pgid, sid, startTime, threads, vsize: value };
   return field === 22 ? { pid, comm, state, ppid, pgid, sid, startTime: value, threads } : undefined;
 };
 
@@ -187,6 +192,70 @@ export const readStat = (pid: number): ProcStat | undefined => {
   return stat;
 };
 
+/** The soft limit on open files of this process (/proc/self/limits); undefined if unreadable. */
+const openFilesLimit = (): number | undefined => {
+  const limit = /^Max open files\s+(\d+)/m.exec(orGone('/proc/self/limits', () => readFileSync('/proc/self/limits', 'utf8')) ?? '')?.[1];
+  return limit === undefined ? undefined : Number(limit);
+};
+
+/**
+ * /proc/PID/stat files held open, for processes read again and again (an agent's quiet members):
+ * a re-read is one pread where readStat opens, reads and closes; and a held file stays bound to
+ * its process: once that is gone (reaped) it reads as gone, whoever has the PID since. At most
+ * `max` are held (default a quarter of the open-files limit); beyond that, readStat.
+ */
+export class HeldStatFiles {
+  readonly #fds = new Map<number, number>();
+  readonly #max: number;
+
+  constructor(max = Math.floor((openFilesLimit() ?? 1024) / 4)) {
+    this.#max = max;
+  }
+
+  get size(): number {
+    return this.#fds.size;
+  }
+
+  /** readStat(pid), through its held file if one is; `hold`: open one to hold if there is room. */
+  read(pid: number, hold: boolean): ProcStat | undefined {
+    let fd = this.#fds.get(pid);
+    if (fd === undefined && (!hold || this.#fds.size >= this.#max)) return readStat(pid);
+    const path = `/proc/${pid}/stat`;
+    if (fd === undefined) {
+      try {
+        fd = openSync(path, 'r');
+      } catch (err) {
+        if (isGone(err)) return undefined;
+        return fail(path, err);
+      }
+      this.#fds.set(pid, fd);
+    }
+    let n: number;
+    try {
+      n = readSync(fd, statBuffer, 0, statBuffer.length, 0);
+    } catch (err) {
+      if (isGone(err)) return undefined; // ESRCH: its process is gone; held until let go
+      this.release(pid);
+      return fail(path, err);
+    }
+    const stat = parseStat(statBuffer, n);
+    if (!stat) throw new Error(`procfs: ${path}: cannot parse ${JSON.stringify(statBuffer.toString('utf8', 0, n))}`);
+    return stat;
+  }
+
+  /** Closes the file held for `pid`, if any. */
+  release(pid: number): void {
+    const fd = this.#fds.get(pid);
+    if (fd === undefined) return;
+    this.#fds.delete(pid);
+    closeSync(fd);
+  }
+
+  releaseAll(): void {
+    for (const pid of [...this.#fds.keys()]) this.release(pid);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // cgroups, cmdline, exe
 
@@ -214,9 +283,15 @@ export const readCgroups = (pid: number): ProcCgroups | undefined => {
   return text === undefined ? undefined : parseCgroups(text);
 };
 
-/** One display string: the freezer path, else the unified path, else name=systemd, else any v1 path, else "/". */
-export const primaryCgroup = (parsed: ProcCgroups): string =>
-  parsed.v1['freezer'] ?? parsed.unified ?? parsed.v1['name=systemd'] ?? Object.values(parsed.v1)[0] ?? '/';
+/** The hierarchy primaryCgroup reads: 'freezer', else 'unified' (cgroup2), else 'name=systemd', else any v1 one (undefined: none). */
+export const primaryHierarchy = (parsed: ProcCgroups): string | undefined =>
+  parsed.v1['freezer'] !== undefined ? 'freezer' : parsed.unified !== undefined ? 'unified' : parsed.v1['name=systemd'] !== undefined ? 'name=systemd' : Object.keys(parsed.v1)[0];
+
+/** One display string: the path in primaryHierarchy (the freezer path, else the unified path, ...), else "/". */
+export const primaryCgroup = (parsed: ProcCgroups): string => {
+  const hierarchy = primaryHierarchy(parsed);
+  return hierarchy === undefined ? '/' : hierarchy === 'unified' ? parsed.unified! : parsed.v1[hierarchy]!;
+};
 
 /** argv; [] for kernel threads and zombies. */
 export const readCmdline = (pid: number): string[] | undefined => {
@@ -648,14 +723,13 @@ export interface MemberResources {
 
 /**
  * A cheap fingerprint of what a process holds: its number of open descriptors (the size the
- * kernel reports for /proc/PID/fd, Linux ≥ 6.2) and its mapped size in pages (/proc/PID/statm).
- * Unchanged, the process has most likely opened and mapped nothing new (replacing one descriptor
- * by another, dup2 onto an open one, is what it misses). Undefined when the process is gone.
+ * kernel reports for /proc/PID/fd, Linux ≥ 6.2) and its mapped size (vsize, from the `stat` just
+ * read of it). Unchanged, the process has most likely opened and mapped nothing new (replacing one
+ * descriptor by another, dup2 onto an open one, is what it misses). Undefined when it is gone.
  */
-export const readResourceSignature = (pid: number): string | undefined => {
-  const fds = orGone(`/proc/${pid}/fd`, () => statSync(`/proc/${pid}/fd`).size);
-  const statm = orGone(`/proc/${pid}/statm`, () => readFileSync(`/proc/${pid}/statm`, 'latin1'));
-  return fds === undefined || statm === undefined ? undefined : `${fds} ${statm.slice(0, statm.indexOf(' '))}`;
+export const resourceSignature = (stat: ProcStat): string | undefined => {
+  const fds = orGone(`/proc/${stat.pid}/fd`, () => statSync(`/proc/${stat.pid}/fd`).size);
+  return fds === undefined ? undefined : `${fds} ${stat.vsize}`;
 };
 
 /** A member's resources from /proc; undefined when it is gone. */
