@@ -72,6 +72,8 @@ export class CoordinatorHost implements JobsView {
   #saving: Promise<void> | undefined;
   #last: RecordedEvent | undefined;
   #waiting: RecordedEvent[] = [];
+  /** The last position the subscription delivered. */
+  #received = 0;
   #whenDrained: (() => void) | undefined;
 
   constructor(options: CoordinatorHostOptions) {
@@ -144,16 +146,22 @@ export class CoordinatorHost implements JobsView {
   /**
    * Follows the log from a position. If the store goes away later (a PostgreSQL restart), the
    * agent keeps tracking — observations wait in the outbox — and follows again from the last
-   * position it folded, so no event is applied twice.
+   * position it received (folded, or waiting behind a settled job's history), so no event is
+   * applied twice.
    */
   #follow(from: number, caughtUp?: () => void, failed?: (error: Error) => void) {
+    this.#received = from - 1;
     const onCaughtUp = caughtUp && (() => (this.#waiting.length > 0 ? (this.#whenDrained = caughtUp) : caughtUp()));
     this.#subscription = this.#o.store.subscribeAll({ from, onCaughtUp }).subscribe({
-      next: (e) => (this.#waiting.length === 0 && settledJob(this.#state, e) === undefined ? this.#onLogEvent(e) : this.#wait(e)),
+      next: (e) => {
+        this.#received = e.position;
+        if (this.#waiting.length === 0 && settledJob(this.#state, e) === undefined) this.#onLogEvent(e);
+        else this.#wait(e);
+      },
       error: (error: Error) => {
         if (failed && !this.#caughtUp) return failed(error);
         this.#o.log(`lost the event store (${error.message}); following it again in ${RETRY_MS} ms`);
-        setTimeout(() => this.#stopped || this.#follow(this.#position + 1), RETRY_MS);
+        setTimeout(() => this.#stopped || this.#follow(this.#received + 1), RETRY_MS);
       },
     });
   }
