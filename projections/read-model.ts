@@ -28,6 +28,8 @@ export interface ModelRead<S> {
   /** Events folded by this read (after the snapshot, or all of them). */
   readonly folded: number;
   readonly notes: readonly string[];
+  /** This read saved a new snapshot at `position`. */
+  readonly saved?: boolean;
 }
 
 /** The catalogue's schema versions, as a snapshot records them. */
@@ -105,8 +107,13 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
   if (from !== start) notes.push(`${what} at ${at} ${from.position} used: ${folded} event(s) folded after it`);
   else if (!snapshots) notes.push(`snapshots not used: ${folded} event(s) folded from the log`);
   else if (!discarded) notes.push(`${what}: none yet, ${folded} event(s) folded from the log`);
-  if (snapshots && last && (discarded || folded > (options.saveAfter ?? SAVE_AFTER))) notes.push(`${what} ${await saveModel(snapshots, model, key, state, last)}`);
-  return { state, position, folded, notes };
+  let saved = false;
+  if (snapshots && last && (discarded || folded > (options.saveAfter ?? SAVE_AFTER))) {
+    const outcome = await saveModel(snapshots, model, key, state, last);
+    saved = outcome.startsWith('saved');
+    notes.push(`${what} ${outcome}`);
+  }
+  return { state, position, folded, notes, saved };
 };
 
 /** Saves the model's state as folded up to `last` (whose digest pins it to the log); says what came of it. */

@@ -106,7 +106,7 @@ export class CoordinatorHost implements JobsView {
     this.#state = read.state;
     this.#position = read.position;
     this.#folded = read.folded;
-    this.#unsaved = read.notes.some((n) => n.includes(' saved at ')) ? 0 : read.folded;
+    this.#unsaved = read.saved ? 0 : read.folded;
     for (const [job, w] of entriesOf(this.#state.jobs)) this.work.updateState(job, w);
     this.#deadlines.resume(this.#state.deadlines);
     // What was appended while the snapshot was read and folded.

@@ -75,8 +75,8 @@ export class JobWork {
 
   /** After every event of a job's stream, with the job's progress folded up to it. */
   fold(job: string, progress: JobProgress): void {
+    const commands = this.#jobs.get(job)?.progress.commands ?? noCommands;
     const w = this.#job(job, progress);
-    const commands = w.progress.commands;
     w.progress = progress;
     // Most events are process observations of a running job: nothing to decide, no new command.
     if (this.#live && (progress.undecided.length > 0 || progress.commands !== commands)) this.#drive(job, w);
@@ -97,7 +97,7 @@ export class JobWork {
   #job(job: string, progress: JobProgress): JobWorkState {
     let w = this.#jobs.get(job);
     if (!w) {
-      const state: Omit<JobWorkState, 'view'> = { progress: { ...progress, commands: noCommands }, appending: false };
+      const state: Omit<JobWorkState, 'view'> = { progress, appending: false };
       w = Object.assign(state, { view: { get state() { return state.progress.state; }, get commands() { return state.progress.commands; } } });
       this.#jobs.set(job, w);
     }

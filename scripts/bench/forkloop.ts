@@ -11,12 +11,11 @@
 import { parseArgs } from 'node:util';
 import { locateCriu } from '../../adapters/checkpointers/criu.js';
 import { benchHome, DEFAULT_CLI, type Checkpoint } from './harness.js';
-import { median, progress } from './run.js';
+import { count, median, progress } from './run.js';
 
 const { values } = parseArgs({ options: { checkpoints: { type: 'string', default: '50' }, cli: { type: 'string', default: DEFAULT_CLI }, history: { type: 'string' } } });
 const N = Number(values.checkpoints);
-const HISTORY = values.history === undefined ? undefined : Math.round(Number(values.history.replace(/[kKmM]$/, '')) * ({ k: 1e3, K: 1e3, m: 1e6, M: 1e6 }[values.history.slice(-1)] ?? 1));
-if (HISTORY !== undefined && !(HISTORY > 0)) throw new Error(`--history takes a count of events such as 1M or 200k, got "${values.history}"`);
+const HISTORY = values.history === undefined ? undefined : count('history', values.history);
 if (!Number.isSafeInteger(N) || N < 1) throw new Error('--checkpoints takes an integer ≥ 1');
 const CRIU = locateCriu();
 if (!CRIU) throw new Error('no criu found: run scripts/install-criu.sh or set CKPT_CRIU');

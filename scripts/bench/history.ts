@@ -33,7 +33,7 @@ import { openEventStore } from '../../adapters/store/open.js';
 import { readWholeStream } from '../../projections/project.js';
 import { needPostgres, startPostgres, type PostgresCluster } from '../../test/support/postgres.js';
 import { benchHome, DEFAULT_CLI } from './harness.js';
-import { sleep, watch } from './run.js';
+import { count, sleep, watch } from './run.js';
 
 const { values } = parseArgs({
   options: {
@@ -49,17 +49,12 @@ const { values } = parseArgs({
   },
 });
 
-const count = (text: string): number => {
-  const m = /^(\d+(?:\.\d+)?)([kKmM]?)$/.exec(text);
-  if (!m) throw new Error(`--events needs a count such as 1000000, 500k or 10M, got "${text}"`);
-  return Math.round(Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]!) ? 1e3 : 1e6));
-};
-const EVENTS = count(values.events!);
+const EVENTS = count('events', values.events!);
 const RUNS = Number(values.runs);
 /** Seconds a read command may take before it is killed and reported as unfinished. */
 const LIMIT = Number(values.limit);
 /** Processes in the history of the one big live job (of which 1,000 still run). */
-const LIVE = count(values['live-processes']!);
+const LIVE = count('live-processes', values['live-processes']!);
 const say = (text: string) => process.stderr.write(`${text}\n`);
 
 // ── templates: jobs the real agent records ───────────────────────────────────────────────────

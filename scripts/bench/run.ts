@@ -31,6 +31,12 @@ int main(int argc, char **argv) {
 }
 `;
 
+/** A count as a flag gives it: 1000000, 500k or 10M. */
+export const count = (flag: string, text: string): number => {
+  const m = /^(\d+(?:\.\d+)?)([kKmM]?)$/.exec(text);
+  if (!m) throw new Error(`--${flag} needs a count such as 1000000, 500k or 10M, got "${text}"`);
+  return Math.round(Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]!) ? 1e3 : 1e6));
+};
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const progress = (what: string) => process.stderr.isTTY && process.stderr.write(`\r\x1b[K${what}…`);
 export const median = (xs: readonly number[]) => {
