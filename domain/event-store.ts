@@ -121,8 +121,10 @@ export interface Snapshot {
 export interface SnapshotStore {
   /** The snapshot of a model and key; `damaged` when its bytes no longer match its checksum. */
   load(model: string, key: string): Promise<Snapshot | { readonly damaged: string } | undefined>;
-  /** Replaces the snapshot; throws SnapshotNotWritableError when this connection may not write them. */
-  save(snapshot: Snapshot): Promise<void>;
+  /** Every snapshot of a model (a model's rows: one per key), each checked as `load` checks it. */
+  loadAll(model: string): Promise<Array<Snapshot | { readonly key: string; readonly damaged: string }>>;
+  /** Replaces the snapshots, all or none; throws SnapshotNotWritableError when this connection may not write them. */
+  save(...snapshots: Snapshot[]): Promise<void>;
 }
 
 export class SnapshotNotWritableError extends Error {
@@ -140,7 +142,8 @@ export interface RemoteModelRead {
 }
 
 export interface RemoteReadModels {
-  read(model: string, key: string): Promise<RemoteModelRead>;
+  /** `all`: the whole of a model that keeps rows (every job, not only those its snapshot keeps). */
+  read(model: string, key: string, options?: { readonly all?: boolean }): Promise<RemoteModelRead>;
 }
 
 /** A row as stored, undecoded: what the digest chain is checked against. */

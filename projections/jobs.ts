@@ -4,7 +4,7 @@ import type { EventStore, Position, RecordedEvent } from '../domain/event-store.
 import { jobStream, processKey } from '../domain/identity.js';
 import { evolveMembership, evolveShownMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
-import { readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
+import { loadRow, loadRows, readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
 /** Strings that repeat across members (node, unit, comm, cgroup, state) are written once. */
 const interning = () => {
@@ -207,38 +207,153 @@ export const evolveListing = (l: JobListing, e: RecordedEvent): JobListing => {
   return { job: evolveJobInfo(l.job, e), processes, running: processes.size, total };
 };
 
+/** Ended jobs `ckpt jobs` shows without --all: the ones that ended last. */
+export const RECENT_ENDED = 20;
+
+/**
+ * Every job in the log, kept as small as what runs: a job that ended leaves the list's snapshot
+ * at its next save, into a row of its own (`jobs.rows`, one per job), so that a list of 150,000
+ * jobs loads the few that run and the last few that ended, not all of them. An ended job that gets
+ * events again (a restart, a late exit) is read back from its row before it is folded on.
+ */
+export interface JobsList {
+  /** Jobs that have not ended. */
+  readonly active: PersistentMap<JobListing>;
+  /** Jobs that ended since the list was last saved (then written as rows and dropped from here). */
+  readonly ended: PersistentMap<JobListing>;
+  /** How many rows of this list the store holds (not counting ended jobs read back since);
+   *  UNKNOWN_ROWS in a list the agent filtered for a user (the rows are everyone's). */
+  readonly rows: number;
+  /** Which rows are this list's: position and digest of its first save. A list rebuilt from the
+   *  log starts a lineage of its own, so the rows of the one before are never mistaken for its own. */
+  readonly lineage?: string;
+  /** The RECENT_ENDED jobs that ended last, in the order they ended. */
+  readonly recent: readonly JobListing[];
+}
+
+export const UNKNOWN_ROWS = -1;
+
+const emptyList = (): JobsList => ({ active: emptyMap(), ended: emptyMap(), rows: 0, recent: [] });
+
+const encodeListing = (l: JobListing) => ({ job: encodeMembership(l.job), running: [...entriesOf(l.processes)].map(([key]) => key), total: l.total });
+
+const decodeListing = (encoded: unknown): JobListing => {
+  const l = encoded as ReturnType<typeof encodeListing>;
+  if (!Array.isArray(l?.running) || typeof l.total !== 'number') throw new Error('jobs: a listing without running or total');
+  const job = decodeMembership(l.job);
+  const processes = mapOf(l.running.map((key) => [key, true] as const));
+  return { job, processes, running: processes.size, total: l.total };
+};
+
+const listingMap = (name: string, list: unknown): PersistentMap<JobListing> => {
+  if (!Array.isArray(list)) throw new Error(`jobs: ${name} is not a list`);
+  return mapOf(list.map((l) => decodeListing(l)).map((l) => [l.job.job, l] as const));
+};
+
 /** Every job in the log (a whole-log model: positions are global). */
-export const jobsModel: ReadModel<PersistentMap<JobListing>> = {
+export const jobsModel: ReadModel<JobsList> = {
   name: 'jobs',
-  version: 2,
-  initial: () => emptyMap(),
-  evolve: (jobs, e) => {
-    if (!e.stream.startsWith('job-')) return jobs;
+  version: 3,
+  initial: emptyList,
+  evolve: (list, e) => {
+    if (!e.stream.startsWith('job-')) return list;
     const job = e.stream.slice(4);
-    return setIn(jobs, job, evolveListing(getIn(jobs, job) ?? initialListing(job), e));
+    const before = getIn(list.active, job) ?? getIn(list.ended, job);
+    const wasEnded = before?.job.phase === 'ended';
+    const next = evolveListing(before ?? initialListing(job), e);
+    if (next.job.phase !== 'ended') {
+      if (!wasEnded) return { ...list, active: setIn(list.active, job, next) };
+      return { ...list, active: setIn(list.active, job, next), ended: removeIn(list.ended, job), recent: list.recent.filter((l) => l.job.job !== job) };
+    }
+    const recent = wasEnded ? list.recent.map((l) => (l.job.job === job ? next : l)) : [...list.recent.filter((l) => l.job.job !== job), next].slice(-RECENT_ENDED);
+    return { ...list, active: wasEnded ? list.active : removeIn(list.active, job), ended: setIn(list.ended, job, next), recent };
   },
-  encode: (jobs) => [...valuesOf(jobs)].map((l) => ({ job: encodeMembership(l.job), running: [...entriesOf(l.processes)].map(([key]) => key), total: l.total })),
+  encode: (list) => ({
+    active: [...valuesOf(list.active)].map(encodeListing),
+    ended: [...valuesOf(list.ended)].map(encodeListing),
+    rows: list.rows,
+    lineage: list.lineage ?? null,
+    recent: list.recent.map(encodeListing),
+  }),
   decode: (encoded) => {
-    if (!Array.isArray(encoded)) throw new Error('jobs: expected a list');
-    return mapOf(
-      encoded.map((l: { job: unknown; running: string[]; total: number }): readonly [string, JobListing] => {
-        const job = decodeMembership(l.job);
-        const processes = mapOf(l.running.map((key) => [key, true] as const));
-        return [job.job, { job, processes, running: processes.size, total: l.total }];
-      }),
-    );
+    const e = encoded as { active: unknown; ended: unknown; rows: unknown; lineage: unknown; recent: unknown };
+    if (typeof e?.rows !== 'number' || (e.lineage !== null && typeof e.lineage !== 'string') || !Array.isArray(e.recent)) throw new Error('jobs: rows, lineage or recent missing');
+    return { active: listingMap('active', e.active), ended: listingMap('ended', e.ended), rows: e.rows, ...(e.lineage !== null && { lineage: e.lineage }), recent: e.recent.map(decodeListing) };
   },
+  rows: (list, last) => {
+    const lineage = list.lineage ?? `${last.position}:${last.digest}`;
+    const rows = [...valuesOf(list.ended)].map((l) => [l.job.job, { lineage, listing: encodeListing(l) }] as const);
+    return { state: { ...list, ended: emptyMap(), rows: list.rows + rows.length, lineage }, rows };
+  },
+};
+
+/** A row of the list, if it is of this lineage. */
+const rowOf = (lineage: string | undefined) => (row: unknown): JobListing | undefined => {
+  const r = row as { lineage?: unknown; listing?: unknown };
+  return lineage !== undefined && r?.lineage === lineage ? decodeListing(r.listing) : undefined;
+};
+
+/** An ended job's row is not there to be read back (deleted, damaged, of another lineage). */
+class RowMissing extends Error {}
+
+/**
+ * Before an event of a job the list does not hold: if it ended before the list's last save, its
+ * row, read back (and no longer counted as a row). A job's first event is its revision 0: any
+ * later one is of a job the list has seen, so its row must be there.
+ */
+const readBack = (store: EventStore) => (list: JobsList, e: RecordedEvent): Promise<JobsList> | undefined => {
+  if (!e.stream.startsWith('job-') || e.revision === 0 || list.rows === 0 || !store.snapshots) return undefined;
+  const job = e.stream.slice(4);
+  if (getIn(list.active, job) || getIn(list.ended, job)) return undefined;
+  return loadRow(store.snapshots, jobsModel, job, rowOf(list.lineage)).then((l) => {
+    if (!l) throw new RowMissing(`the row of ended job ${job} cannot be used`);
+    return { ...list, ended: setIn(list.ended, job, l), rows: list.rows - 1 };
+  });
 };
 
 const bySubmission = (a: JobListing, b: JobListing) => (a.job.submittedAt ?? '').localeCompare(b.job.submittedAt ?? '') || a.job.job.localeCompare(b.job.job);
 
 /** The list without each job's process keys (what a client of the agent needs: the counts). */
-export const withoutProcesses = (jobs: Iterable<JobListing>): PersistentMap<JobListing> => mapOf([...jobs].map((l) => [l.job.job, { ...l, processes: emptyMap<true>() }] as const));
+export const withoutProcesses = (l: JobListing): JobListing => ({ ...l, processes: emptyMap<true>() });
 
-/** Every job in the log, oldest first, as the list shows them. */
-export const listJobs = (jobs: PersistentMap<JobListing>): JobListing[] => [...valuesOf(jobs)].filter((j) => j.job.phase !== 'new').sort(bySubmission);
+/** What `ckpt jobs` shows by default: every job that has not ended and the last ones that did, oldest first. */
+export const listJobs = (list: JobsList): JobListing[] => [...valuesOf(list.active), ...list.recent].filter((j) => j.job.phase !== 'new').sort(bySubmission);
 
-/** Every job in the log, from the jobs snapshot and what came after it. */
-export const allJobs = async (store: EventStore, options: ReadOptions = {}): Promise<JobListing[]> => listJobs((await readJobs(store, options)).state);
+/** How many ended jobs the default list leaves out, if known. */
+export const hiddenJobs = (list: JobsList): number | undefined => (list.rows === UNKNOWN_ROWS ? undefined : list.rows + list.ended.size - list.recent.length);
 
-export const readJobs = (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<PersistentMap<JobListing>>> => readModel(store, jobsModel, '', options);
+/** The list from its snapshot and what came after it (only the jobs it keeps: see readAllJobs). */
+export const readJobs = async (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<JobsList>> => {
+  try {
+    return await readModel(store, jobsModel, '', { ...options, prepare: readBack(store) });
+  } catch (error) {
+    if (!(error instanceof RowMissing)) throw error;
+    return readModel(store, jobsModel, '', { ...options, rebuild: error.message });
+  }
+};
+
+/**
+ * Every job in the log, oldest first: the list with all its rows. Rows that cannot be trusted
+ * (a changed byte, one missing) make it rebuild the list from the log, saying why.
+ */
+export const readAllJobs = async (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<JobListing[]>> => {
+  if (store.models && !options.ignoreSnapshots) {
+    const remote = await store.models.read(jobsModel.name, '', { all: true });
+    return { ...remote, state: listAll(jobsModel.decode(remote.state, ''), []) };
+  }
+  const read = await readJobs(store, options);
+  const list = read.state;
+  if (list.rows === 0 || !store.snapshots) return { ...read, state: listAll(list, []) };
+  const { rows, problems } = await loadRows(store.snapshots, jobsModel, rowOf(list.lineage));
+  for (const job of [...rows.keys()]) if (getIn(list.active, job) || getIn(list.ended, job)) rows.delete(job);
+  if (problems.length === 0 && rows.size === list.rows) return { ...read, state: listAll(list, rows.values()) };
+  const why = problems.length > 0 ? [...problems.slice(0, 3), ...(problems.length > 3 ? [`and ${problems.length - 3} more`] : [])].join('; ') : `${list.rows} row(s) expected, ${rows.size} found`;
+  const rebuilt = await readModel(store, jobsModel, '', { ...options, rebuild: `its rows cannot be used (${why})` });
+  return { ...rebuilt, notes: [...read.notes, ...rebuilt.notes], state: listAll(rebuilt.state, []) };
+};
+
+const listAll = (list: JobsList, rows: Iterable<JobListing>): JobListing[] =>
+  [...valuesOf(list.active), ...valuesOf(list.ended), ...rows].filter((j) => j.job.phase !== 'new').sort(bySubmission);
+
+/** Every job in the log (readAllJobs). */
+export const allJobs = async (store: EventStore, options: ReadOptions = {}): Promise<JobListing[]> => (await readAllJobs(store, options)).state;

@@ -19,7 +19,19 @@ export interface ReadModel<S> {
   /** To JSON-able values and back (decode may throw on anything it does not recognise). */
   readonly encode: (state: S) => unknown;
   readonly decode: (encoded: unknown, key: string) => S;
+  /**
+   * A whole-log model that would otherwise grow with the history keeps what rarely changes again
+   * (ended jobs) as rows of their own: snapshots of model `rowsOf(model)`, one per key, written with
+   * its snapshot in one save. Given the state and the event it is saved at: the rows to write
+   * (encoded) and the state the snapshot keeps. Reading rows back is the model's (loadRow, loadRows).
+   */
+  readonly rows?: (state: S, last: RecordedEvent) => { readonly state: S; readonly rows: ReadonlyArray<readonly [key: string, row: unknown]> };
 }
+
+type ModelName = Pick<ReadModel<unknown>, 'name' | 'version'>;
+
+/** The model name a model's rows are saved under. */
+export const rowsOf = (model: ModelName): string => `${model.name}.rows`;
 
 export interface ModelRead<S> {
   readonly state: S;
@@ -44,6 +56,8 @@ export interface ReadOptions {
   readonly saveAfter?: number;
   /** Fold from the start, neither loading nor saving a snapshot (what `verify` and `--at` do). */
   readonly ignoreSnapshots?: boolean;
+  /** Fold from the start and save: the snapshot cannot be used, for this reason. */
+  readonly rebuild?: string;
   /** After each page folded: events folded so far by this read, and the position reached. */
   readonly progress?: (folded: number, position: number) => void;
 }
@@ -68,7 +82,8 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
   const notes: string[] = [];
   const snapshots = options.ignoreSnapshots ? undefined : store.snapshots;
   const start = { state: model.initial(key), position: model.stream ? -1 : 0 };
-  const loaded = snapshots && (await usableSnapshot(snapshots, model, key, (problem) => notes.push(`${what} ${problem}: rebuilt from the log`)));
+  if (options.rebuild) notes.push(`${what} ${options.rebuild}: rebuilt from the log`);
+  const loaded = snapshots && !options.rebuild ? await usableSnapshot(snapshots, model, key, (problem) => notes.push(`${what} ${problem}: rebuilt from the log`)) : undefined;
   let discarded = notes.length > 0;
   // Fold from the snapshot's own event on: it must still be there with the digest it had.
   const pages = model.stream ? streamPages(store, model.stream(key)) : allPages(store);
@@ -120,7 +135,44 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
 export const saveModel = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, key: string, state: S, last: RecordedEvent): Promise<string> => {
   const [at, position] = model.stream ? ['revision', last.revision] : ['position', last.position];
   if (last.digest === undefined) return `not saved: the store gives no digest for ${at} ${position}`;
-  return save(snapshots, { model: model.name, key, version: model.version, schema: CATALOGUE_SCHEMAS, position, digest: last.digest, state: JSON.stringify(model.encode(state)) }, at);
+  const stamp = { version: model.version, schema: CATALOGUE_SCHEMAS, position, digest: last.digest };
+  const split = model.rows?.(state, last) ?? { state, rows: [] };
+  const rows = split.rows.map(([rowKey, row]) => ({ model: rowsOf(model), key: rowKey, ...stamp, state: JSON.stringify(row) }));
+  const outcome = await save(snapshots, [...rows, { model: model.name, key, ...stamp, state: JSON.stringify(model.encode(split.state)) }], at);
+  return rows.length > 0 && outcome.startsWith('saved') ? `${outcome} (with ${rows.length} row(s) of ${rowsOf(model)})` : outcome;
+};
+
+/**
+ * A model's rows as saved by this code with these schemas, the decoded ones and why any could not
+ * be used (a changed byte, another code version); `row` says whether one belongs to the state
+ * at hand (e.g. to its lineage: a rebuilt model does not delete the rows of the one before).
+ */
+export const loadRows = async <R>(snapshots: SnapshotStore, model: ModelName, decode: (row: unknown, key: string) => R | undefined): Promise<{ rows: Map<string, R>; problems: string[] }> => {
+  const rows = new Map<string, R>();
+  const problems: string[] = [];
+  for (const s of await snapshots.loadAll(rowsOf(model))) {
+    const problem = rowProblem(model, s);
+    if (problem) {
+      problems.push(`${rowsOf(model)}/${s.key} ${problem}`);
+      continue;
+    }
+    const row = decode(JSON.parse((s as Snapshot).state), s.key);
+    if (row !== undefined) rows.set(s.key, row);
+  }
+  return { rows, problems };
+};
+
+/** One row (loadRows), or undefined when there is none this code can use. */
+export const loadRow = async <R>(snapshots: SnapshotStore, model: ModelName, key: string, decode: (row: unknown, key: string) => R | undefined): Promise<R | undefined> => {
+  const s = await snapshots.load(rowsOf(model), key);
+  return s && !rowProblem(model, s) ? decode(JSON.parse((s as Snapshot).state), key) : undefined;
+};
+
+const rowProblem = (model: ModelName, s: Snapshot | { damaged: string }): string | undefined => {
+  if ('damaged' in s) return s.damaged;
+  if (s.version !== model.version) return `was folded by code version ${s.version} (this ckpt folds with ${model.version})`;
+  if (s.schema !== CATALOGUE_SCHEMAS) return 'was folded with other event schema versions';
+  return undefined;
 };
 
 /** The stored snapshot and its decoded state, if it was folded by this code with these schemas. */
@@ -138,11 +190,11 @@ const usableSnapshot = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, 
 };
 
 /** Saves unless this store refused before; says what came of it. */
-const save = async (snapshots: SnapshotStore, snapshot: Snapshot, at: string): Promise<string> => {
+const save = async (snapshots: SnapshotStore, all: Snapshot[], at: string): Promise<string> => {
   if (readOnly.has(snapshots)) return 'not saved: this connection may not write snapshots';
   try {
-    await snapshots.save(snapshot);
-    return `saved at ${at} ${snapshot.position}`;
+    await snapshots.save(...all);
+    return `saved at ${at} ${all[0]!.position}`;
   } catch (error) {
     if (!(error instanceof SnapshotNotWritableError)) throw error;
     readOnly.add(snapshots);

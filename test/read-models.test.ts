@@ -21,11 +21,11 @@ import { agentModel } from '../projections/agent-state.js';
 import { treeView } from '../adapters/cli/commands/ps.js';
 import { auditEntries, auditModel, foldAudit } from '../projections/audit.js';
 import { checkpointsModel, checkpointSummaries, foldCheckpoints } from '../projections/checkpoints.js';
-import { jobInfoModel, jobMembership, jobsModel, listJobs, liveMembershipModel, membershipModel, readMembership } from '../projections/jobs.js';
+import { hiddenJobs, jobInfoModel, jobMembership, jobsModel, listJobs, liveMembershipModel, membershipModel, readAllJobs, readJobs, readMembership } from '../projections/jobs.js';
 import { readWholeStream } from '../projections/project.js';
 import { readModel, type ReadModel } from '../projections/read-model.js';
 import { foldRestarts, restartsModel } from '../projections/restarts.js';
-import { jobPhases } from './support/history.js';
+import { jobPhases, submitted } from './support/history.js';
 import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
 import { suiteRequiring } from './support/prerequisites.js';
 
@@ -36,6 +36,8 @@ interface Setup {
   readonly alterDigest?: string;
   /** SQL that changes one byte of a snapshot's state. */
   readonly alterSnapshot?: string;
+  /** SQL that deletes a snapshot (model, key). */
+  readonly deleteSnapshot?: string;
   after?(): Promise<void>;
 }
 
@@ -129,6 +131,53 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
     }
   });
 
+  /** Jobs e00…e29 that ended and r1 that runs. */
+  const endedAndRunning = async (store: EventStore) => {
+    const done: ProposedEvent[] = [{ type: 'UnitEnded', data: { unit: 'main', node: 'n1', status: 0, signal: null } }, { type: 'JobEnded', data: { outcome: 'succeeded', status: 0, signal: null } }];
+    for (let i = 0; i < 30; i++) {
+      const job = `e${String(i).padStart(2, '0')}`;
+      await append(store, job, [submitted(job), done]);
+    }
+    await append(store, 'r1', [submitted('r1')]);
+  };
+  /** Every job as a fold of the whole log lists it. */
+  const everyJob = async (store: EventStore) => shown((await readAllJobs(store, { ignoreSnapshots: true })).state);
+  const names = (jobs: ReadonlyArray<{ job: { job: string } }>) => jobs.map((l) => l.job.job);
+
+  test('the jobs list keeps what runs and the last jobs that ended; ended jobs leave it for rows, read back when they get events again', async () => {
+    const { store } = await setup.fresh();
+    try {
+      await endedAndRunning(store);
+      const first = await readJobs(store, { saveAfter: 0 });
+      assert.match(first.notes.join('\n'), 'with 30 row(s) of jobs.rows');
+      const saved = await store.snapshots!.load('jobs', '');
+      assert.ok(saved && !('damaged' in saved));
+      const kept = JSON.parse(saved.state);
+      assert.equal([kept.active.length, kept.ended.length, kept.recent.length, kept.rows], [1, 0, 20, 30], 'the snapshot keeps the running job and the last 20 that ended');
+      const again = await readJobs(store);
+      assert.is(again.folded, 0);
+      const tail = Array.from({ length: 20 }, (_, i) => `e${i + 10}`);
+      assert.equal(names(listJobs(again.state)), [...tail, 'r1']);
+      assert.is(hiddenJobs(again.state), 10);
+      const all = await readAllJobs(store);
+      assert.equal(shown(all.state), await everyJob(store));
+      assert.is(all.state.length, 31);
+      // e05 runs again (a unit launched): it is read back from its row and folded on.
+      await store.append('job-e05', [{ type: 'UnitLaunched', data: { unit: 'main', node: 'n1', root: { pid: 300, startTime: 3000 }, pgid: 300, sid: 300, comm: 'sh', cgroup: '/ckpt/s/e05/main' } }]);
+      const revived = await readJobs(store, { saveAfter: 0 });
+      assert.is(revived.folded, 1);
+      assert.equal(names(listJobs(revived.state)), ['e05', ...tail, 'r1']);
+      assert.is(listJobs(revived.state)[0]!.job.phase, 'running');
+      assert.is(hiddenJobs(revived.state), 9);
+      assert.equal(shown((await readAllJobs(store)).state), await everyJob(store));
+      const after = await readAllJobs(store);
+      assert.is(after.folded, 0);
+      assert.equal(shown(after.state), await everyJob(store));
+    } finally {
+      await store.close();
+    }
+  });
+
   test('a snapshot from another code version, or of other event schemas, is rebuilt from the log, not trusted', async () => {
     const { store } = await setup.fresh();
     try {
@@ -200,6 +249,34 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
       }
     });
 
+    test('rows of the jobs list with a changed byte, or one missing, are not trusted: the list is rebuilt from the log', async () => {
+      const { store, sql } = await setup.fresh();
+      try {
+        await endedAndRunning(store);
+        await readJobs(store, { saveAfter: 0 });
+        const truth = await everyJob(store);
+        await sql!(setup.alterSnapshot!, 'jobs.rows');
+        const damaged = await readAllJobs(store);
+        assert.match(damaged.notes.join('\n'), /snapshot jobs its rows cannot be used \(jobs\.rows\/e00 its content no longer matches its checksum;.*: rebuilt from the log/);
+        assert.equal(shown(damaged.state), truth);
+        const rebuilt = await readAllJobs(store);
+        assert.is(rebuilt.folded, 0, 'saved again with new rows');
+        assert.not.match(rebuilt.notes.join('\n'), 'rebuilt');
+        await sql!(setup.deleteSnapshot!, 'jobs.rows', 'e07');
+        const missing = await readAllJobs(store);
+        assert.match(missing.notes.join('\n'), 'its rows cannot be used (30 row(s) expected, 29 found): rebuilt from the log');
+        assert.equal(shown(missing.state), truth);
+        // A job whose row is gone gets an event: the list is rebuilt, not folded from nothing.
+        await sql!(setup.deleteSnapshot!, 'jobs.rows', 'e03');
+        await store.append('job-e03', [{ type: 'UnitLaunched', data: { unit: 'main', node: 'n1', root: { pid: 300, startTime: 3000 }, pgid: 300, sid: 300, comm: 'sh', cgroup: '/ckpt/s/e03/main' } }]);
+        const gone = await readJobs(store);
+        assert.match(gone.notes.join('\n'), 'the row of ended job e03 cannot be used: rebuilt from the log');
+        assert.equal(shown((await readAllJobs(store)).state), await everyJob(store));
+      } finally {
+        await store.close();
+      }
+    });
+
     test('a snapshot with a changed byte is rejected and rebuilt', async () => {
       const { store, sql } = await setup.fresh();
       try {
@@ -241,6 +318,7 @@ readsSuite('SQLite', {
   },
   alterDigest: 'UPDATE events SET digest = randomblob(32) WHERE position = ?',
   alterSnapshot: "UPDATE snapshots SET state = CAST(replace(CAST(state AS TEXT), '\"running\"', '\"runninG\"') AS BLOB) WHERE model = ?",
+  deleteSnapshot: 'DELETE FROM snapshots WHERE model = ? AND key = ?',
   after: async () => rmSync(dir, { recursive: true, force: true }),
 }).run();
 
@@ -265,6 +343,7 @@ const pgSuite = readsSuite(
     },
     alterDigest: "UPDATE ckpt_events SET digest = md5(digest) || md5(digest) WHERE position = $1",
     alterSnapshot: "UPDATE ckpt_snapshots SET state = replace(state, '\"running\"', '\"runninG\"') WHERE model = $1",
+    deleteSnapshot: 'DELETE FROM ckpt_snapshots WHERE model = $1 AND key = $2',
   },
   needPostgres(),
 );
@@ -317,18 +396,18 @@ pgSuite.run();
 const sources = (...files: string[]) =>
   createHash('sha256').update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0')).digest('hex').slice(0, 16);
 const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
-  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '5e1fe4a3f7fa737c' },
-  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '5e1fe4a3f7fa737c' },
-  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '5e1fe4a3f7fa737c' },
-  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '5e1fe4a3f7fa737c' },
-  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '41bcc28a3979b8b0' },
-  { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'c855349471fed1c4' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: '59a989e625a5a1b4' },
+  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '85d312fc112b9dad' },
+  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '85d312fc112b9dad' },
+  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '85d312fc112b9dad' },
+  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 3, digest: '85d312fc112b9dad' },
+  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: 'c7a40430669bc9d7' },
+  { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: '1d52702ff75b3ed7' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: '90d99b704945f16d' },
   {
     model: agentModel,
     files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
     version: 3,
-    digest: 'b701de25c0a7f7b8',
+    digest: '4dffaf0ef749dadb',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');

@@ -8,7 +8,7 @@
 //   {id, op: 'readAll', from?, limit?}                     → the events the caller may read
 //   {id, op: 'subscribe', stream?, from?}                  → {id, event} lines, {id, caughtUp: true}, until the client closes
 //   {id, op: 'prune', job, keep}                           → {pruned, kept}
-//   {id, op: 'model', model, key}                          → {state, position, folded, notes}: a read model
+//   {id, op: 'model', model, key, all?}                    → {state, position, folded, notes}: a read model
 //                                                            (projections/models.ts) as the caller may see it
 // Answers: {id, ok: true, result} or {id, ok: false, error: {name, message, …}}.
 // The rules: the actor of every request is the caller; a job belongs to who submitted it and only
@@ -19,7 +19,10 @@ import { randomUUID } from 'node:crypto';
 import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { concatMap, from as fromPromise, Observable, type Subscription } from 'rxjs';
+import type { Subscription } from 'rxjs';
+import { concatMap } from 'rxjs/internal/operators/concatMap';
+import { from as fromPromise } from 'rxjs/internal/observable/from';
+import { Observable } from 'rxjs/internal/Observable';
 import { WrongExpectedRevisionError, type EventStore, type ExpectedRevision, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import * as E from 'fp-ts/lib/Either.js';
 import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
@@ -29,10 +32,10 @@ import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
 import { readJobStream } from '../../projections/checkpoints.js';
-import { jobInfo, withoutProcesses, type JobListing } from '../../projections/jobs.js';
+import { jobInfo, jobsModel, readAllJobs, readJobs, UNKNOWN_ROWS, withoutProcesses, type JobListing } from '../../projections/jobs.js';
 import { readModels } from '../../projections/models.js';
 import { readModel } from '../../projections/read-model.js';
-import { valuesOf, type PersistentMap } from '../../domain/persistent-map.js';
+import { emptyMap, mapOf, valuesOf } from '../../domain/persistent-map.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
 import { listVersions, pruneVersions } from '../images/image-store.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
@@ -172,7 +175,7 @@ export class RequestGateway {
       case 'prune':
         return this.#prune(caller, r.job, r.keep);
       case 'model':
-        return this.#model(caller, r.model, r.key);
+        return this.#model(caller, r.model, r.key, r.all === true);
       default:
         throw new RequestRefused('invalid', `unknown request "${String(r.op)}": use append, read, revision, head, readAll, subscribe, prune or model`);
     }
@@ -202,16 +205,11 @@ export class RequestGateway {
    * own jobs (all for root), and a job model of a job the caller may not read is folded, without
    * snapshots, from the events of it they may see (their own requests and the refusals of them).
    */
-  async #model(caller: Caller, name: unknown, key: unknown) {
+  async #model(caller: Caller, name: unknown, key: unknown, all: boolean) {
     const model = typeof name === 'string' && Object.hasOwn(readModels, name) ? readModels[name]! : undefined;
     if (!model) throw new RequestRefused('invalid', `model: unknown read model ${JSON.stringify(name)} (one of ${Object.keys(readModels).join(', ')})`);
     const { store } = this.#o;
-    if (!model.stream) {
-      const read = await readModel(store, model, '');
-      // The counts travel, not every process key: the caller folds nothing further.
-      const jobs = [...valuesOf(read.state as PersistentMap<JobListing>)];
-      return { ...read, state: model.encode(withoutProcesses(caller.uid === 0 ? jobs : jobs.filter((l) => l.job.owner?.uid === caller.uid))) };
-    }
+    if (!model.stream) return this.#jobs(caller, all);
     const stream = typeof key === 'string' ? model.stream(key) : undefined;
     if (typeof key !== 'string' || jobOfStream(stream!) !== key) throw new RequestRefused('invalid', `model: key must be a job name, got ${JSON.stringify(key)}`);
     if (await this.#mayRead(caller, stream!)) {
@@ -221,6 +219,25 @@ export class RequestGateway {
     const visible = await this.#readStream(caller, stream!, {});
     const state = visible.reduce(model.evolve, model.initial(key));
     return { state: model.encode(state), position: visible.at(-1)?.revision ?? -1, folded: visible.length, notes: [`${model.name}/${key}: folded from the ${visible.length} event(s) of it you may see (not your job)`] };
+  }
+
+  /**
+   * The jobs list as the caller may see it: their own jobs (all for root), without each job's
+   * process keys (the counts travel; the caller folds nothing further). How many ended jobs the
+   * list leaves out is said only to root: the rows are everyone's.
+   */
+  async #jobs(caller: Caller, all: boolean) {
+    const mine = (l: JobListing) => caller.uid === 0 || l.job.owner?.uid === caller.uid;
+    const only = (jobs: Iterable<JobListing>) => mapOf([...jobs].filter(mine).map((l) => [l.job.job, withoutProcesses(l)] as const));
+    const { store } = this.#o;
+    if (all) {
+      const read = await readAllJobs(store);
+      return { ...read, state: jobsModel.encode({ active: emptyMap(), ended: only(read.state), rows: 0, recent: [] }) };
+    }
+    const read = await readJobs(store);
+    const l = read.state;
+    const list = { active: only(valuesOf(l.active)), ended: only(valuesOf(l.ended)), rows: caller.uid === 0 ? l.rows : UNKNOWN_ROWS, recent: l.recent.filter(mine) };
+    return { ...read, state: jobsModel.encode(list) };
   }
 
   /** A page of the caller's events: full (limit) unless the log ends, so paging readers stop right. */

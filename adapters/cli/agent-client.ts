@@ -3,7 +3,7 @@
 // caller (the kernel says who that is); reads go to the store directly when the caller may open
 // it (root), else through the agent, which shows a user only their own jobs and the node streams.
 import { connect, type Socket } from 'node:net';
-import { Observable } from 'rxjs';
+import { Observable } from 'rxjs/internal/Observable';
 import {
   WrongExpectedRevisionError,
   type AppendResult,
@@ -22,7 +22,7 @@ import {
 } from '../../domain/event-store.js';
 import { InvalidEventError } from '../../domain/events/decode.js';
 import { agentSocket, startAgent, storeSockets } from '../agent/daemon.js';
-import { ckptHome } from '../store/open.js';
+import { ckptHome } from '../store/url.js';
 
 /** What the agent refused (not the owner, not a request a client may make, …): its message says why. */
 export class RequestRefusedError extends Error {
@@ -192,7 +192,7 @@ export class GatewayEventStore implements EventStore {
   /** Read models (snapshot-backed) folded by the agent, when the caller cannot open the store. */
   get models(): RemoteReadModels | undefined {
     if (this.#o.direct) return undefined;
-    return { read: (model, key) => this.#ask<RemoteModelRead>('model', { model, key }) };
+    return { read: (model, key, options) => this.#ask<RemoteModelRead>('model', { model, key, ...(options?.all && { all: true }) }) };
   }
 
   /** Read-model snapshots: in the store, for callers who can open it (root); the agent keeps them for others. */

@@ -1,12 +1,12 @@
 import type { OptionSpec, ParsedArgs } from './args.js';
+import type { CommandEntry } from './catalogue.js';
 
 /** Exit codes, the same for every command. */
 /** timedOut: --wait reached the deadline before any agent recorded the outcome. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, timedOut: 3 } as const;
 
+/** A command's help and implementation; its name and one-line summary are in catalogue.ts. */
 export interface Command {
-  readonly name: string;
-  readonly summary: string;
   /** Arguments after the command name, e.g. `[--from POSITION] [--follow]`. */
   readonly usage: string;
   readonly description: string;
@@ -26,11 +26,11 @@ const optionLine = (o: OptionSpec): string => {
   return `  ${names.padEnd(26)} ${o.description}`;
 };
 
-export const commandHelp = (c: Command): string =>
+export const commandHelp = (entry: CommandEntry, c: Command): string =>
   [
-    `Usage: ckpt ${c.name} ${c.usage}`.trimEnd(),
+    `Usage: ckpt ${entry.name} ${c.usage}`.trimEnd(),
     '',
-    c.summary,
+    entry.summary,
     '',
     c.description,
     '',

@@ -1,27 +1,10 @@
 #!/usr/bin/env node
 // The `ckpt` command: a driving adapter over the event log. Exit 0 success, 1 failure, 2 usage.
-import { InvalidEventError } from '../../domain/events/decode.js';
-import { WrongExpectedRevisionError } from '../../domain/event-store.js';
-import { StoreUrlError } from '../store/open.js';
+import { StoreUrlError } from '../store/url.js';
 import { parseArgs, UsageError } from './args.js';
-import { commandHelp, commonOptions, EXIT, type Command } from './command.js';
-import { agentCommand } from './commands/agent.js';
-import { checkpointCommand } from './commands/checkpoint.js';
-import { checkpointsCommand } from './commands/checkpoints.js';
-import { restartCommand } from './commands/restart.js';
-import { auditCommand } from './commands/audit.js';
-import { pruneCommand } from './commands/prune.js';
-import { demoCommand } from './commands/demo.js';
-import { verifyCommand } from './commands/verify.js';
-import { historyCommand } from './commands/history.js';
-import { jobsCommand } from './commands/jobs.js';
-import { logCommand } from './commands/log.js';
-import { psCommand } from './commands/ps.js';
-import { runCommand } from './commands/run.js';
+import { catalogue } from './catalogue.js';
+import { commandHelp, commonOptions, EXIT } from './command.js';
 import { version } from './version.js';
-
-const commands: readonly Command[] = [demoCommand, runCommand, checkpointCommand, checkpointsCommand, restartCommand, auditCommand, pruneCommand, verifyCommand, jobsCommand, psCommand, historyCommand, logCommand, agentCommand];
-
 
 const topHelp = (): string =>
   [
@@ -32,7 +15,7 @@ const topHelp = (): string =>
     'is derived from that log.',
     '',
     'Commands:',
-    ...commands.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`),
+    ...catalogue.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`),
     `  ${'help'.padEnd(12)} Show help for a command: ckpt help COMMAND`,
     '',
     'Options:',
@@ -49,7 +32,6 @@ const topHelp = (): string =>
 /** Turns what went wrong into a message that says what to do. */
 const explain = (error: unknown): string => {
   const e = error as NodeJS.ErrnoException & { code?: string };
-  if (e instanceof InvalidEventError || e instanceof WrongExpectedRevisionError) return e.message;
   if (e?.code === 'ECONNREFUSED' || e?.code === 'ENOTFOUND' || e?.code === 'EHOSTUNREACH' || e?.code === 'ETIMEDOUT') {
     return `cannot reach the event store (${e.message}): is the server running? Choose the store with --store or CKPT_STORE.`;
   }
@@ -74,32 +56,33 @@ export const main = async (argv: readonly string[]): Promise<number> => {
     return EXIT.ok;
   }
   const wanted = first === 'help' ? rest[0] : first;
-  const command = commands.find((c) => c.name === wanted);
+  const entry = catalogue.find((c) => c.name === wanted);
   if (first === 'help' && wanted === undefined) {
     console.log(topHelp());
     return EXIT.ok;
   }
-  if (!command) {
+  if (!entry) {
     process.stderr.write(`ckpt: unknown command "${wanted}"\n\n${topHelp()}\n`);
     return EXIT.usage;
   }
+  const command = await entry.load();
   if (first === 'help') {
-    console.log(commandHelp(command));
+    console.log(commandHelp(entry, command));
     return EXIT.ok;
   }
   try {
-    const args = parseArgs(rest, [...command.options, ...commonOptions], `ckpt ${command.name}`);
+    const args = parseArgs(rest, [...command.options, ...commonOptions], `ckpt ${entry.name}`);
     if (args.options.has('help')) {
-      console.log(commandHelp(command));
+      console.log(commandHelp(entry, command));
       return EXIT.ok;
     }
     return await command.run(args);
   } catch (error) {
     if (error instanceof UsageError || error instanceof StoreUrlError) {
-      process.stderr.write(`ckpt ${command.name}: ${error.message}\n\n${commandHelp(command)}\n`);
+      process.stderr.write(`ckpt ${entry.name}: ${error.message}\n\n${commandHelp(entry, command)}\n`);
       return EXIT.usage;
     }
-    process.stderr.write(`ckpt ${command.name}: ${explain(error)}\n`);
+    process.stderr.write(`ckpt ${entry.name}: ${explain(error)}\n`);
     return EXIT.failed;
   }
 };

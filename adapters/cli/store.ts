@@ -1,7 +1,8 @@
 import type { EventStore } from '../../domain/event-store.js';
 import { defaultNode } from '../agent/daemon.js';
 import type { AppendContext } from '../store/batch.js';
-import { openEventStore, storeUrl } from '../store/open.js';
+import { openEventStore } from '../store/open.js';
+import { storeUrl } from '../store/url.js';
 import { GatewayEventStore } from './agent-client.js';
 import { stringOption, type ParsedArgs } from './args.js';
 

@@ -1,6 +1,6 @@
 // In-memory EventStore for pure projection tests and `--store memory:`. Same contract as the
 // durable stores (test/store-contract.ts), nothing survives the process.
-import { Subject } from 'rxjs';
+import { Subject } from 'rxjs/internal/Subject';
 import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, GENESIS } from './chain.js';

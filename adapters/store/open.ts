@@ -1,25 +1,12 @@
-// Choosing the event store: `--store URL`, else CKPT_STORE, else the SQLite file in CKPT_HOME.
-import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+// Opening the event store a URL names (url.ts says which URL that is).
+import { resolve } from 'node:path';
 import type { EventStore } from '../../domain/event-store.js';
 import type { AppendContext } from './batch.js';
 import { MemoryEventStore } from './memory.js';
 import { PostgresEventStore } from './postgres.js';
 import { redactStoreUrl } from './redact.js';
 import { SqliteEventStore } from './sqlite.js';
-
-/** The password of a PostgreSQL URL comes from PGPASSWORD or a 0600 PGPASSFILE (~/.pgpass), never argv. */
-export const STORE_URL_FORMS = 'sqlite:PATH, postgres://USER@HOST:PORT/DATABASE (password from PGPASSWORD or PGPASSFILE) or memory:';
-
-export class StoreUrlError extends Error {
-  override readonly name = 'StoreUrlError';
-}
-
-/** `$CKPT_HOME`, default `~/.ckpt`. */
-export const ckptHome = (env: NodeJS.ProcessEnv = process.env): string => resolve(env.CKPT_HOME || join(homedir(), '.ckpt'));
-
-export const storeUrl = (flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string =>
-  flag || env.CKPT_STORE || `sqlite:${join(ckptHome(env), 'events.db')}`;
+import { STORE_URL_FORMS, StoreUrlError } from './url.js';
 
 export const openEventStore = (url: string, context?: AppendContext): EventStore => {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return new PostgresEventStore(url, { context });

@@ -8,13 +8,18 @@
 // "everything after position P" is a complete answer at any moment. The cost is that appends
 // from all nodes are serialised; each is a single round trip (one function call), so the lock
 // is held for well under a millisecond per batch.
-import pg from 'pg';
-import { interval, merge, Observable, Subject, share } from 'rxjs';
+import { createRequire } from 'node:module';
+import type pg from 'pg';
+import { interval } from 'rxjs/internal/observable/interval';
+import { merge } from 'rxjs/internal/observable/merge';
+import { Observable } from 'rxjs/internal/Observable';
+import { Subject } from 'rxjs/internal/Subject';
+import { share } from 'rxjs/internal/operators/share';
 import { SnapshotNotWritableError, WrongExpectedRevisionError, type Snapshot, type SnapshotStore, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { redactStoreUrl } from './redact.js';
-import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
+import { checkedSnapshot, keyed, snapshotChecksum } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 
 /** 1: events and streams; 2: the digest chain, the appending role, ckpt_append SECURITY DEFINER; 3: read-model snapshots. */
@@ -24,6 +29,9 @@ const MIGRATION_LOCK = 0x636b7074_0001;
 const APPEND_LOCK = 0x636b7074_0002;
 const CHANNEL = 'ckpt_events';
 const CONFLICT = 'CK409';
+
+/** The client library, loaded when a PostgreSQL store is opened rather than by every command that could open one. */
+const pgLibrary = (): typeof pg => createRequire(import.meta.url)('pg') as typeof pg;
 
 export interface PostgresOptions {
   /** Fallback poll for subscribers, in case a notification is lost with a connection. */
@@ -47,7 +55,7 @@ export class PostgresEventStore implements EventStore {
   constructor(readonly url: string, private readonly options: PostgresOptions = {}) {
     this.location = redactStoreUrl(url);
     this.#context = options.context ?? defaultAppendContext();
-    this.#pool = new pg.Pool({ connectionString: url, max: 4 });
+    this.#pool = new (pgLibrary().Pool)({ connectionString: url, max: 4 });
     // An idle pooled connection that dies (server restart) must not crash the process.
     this.#pool.on('error', () => {});
     this.#wakeups = merge(this.#appended, this.#notifications(), interval(options.pollMs ?? 1000)).pipe(share());
@@ -91,7 +99,7 @@ export class PostgresEventStore implements EventStore {
   /** Wake-ups from NOTIFY, on one dedicated connection while anyone subscribes (shared). */
   #notifications(): Observable<void> {
     return new Observable<void>((subscriber) => {
-      const listener = new pg.Client({ connectionString: this.url });
+      const listener = new (pgLibrary().Client)({ connectionString: this.url });
       this.#listener = listener;
       listener.on('notification', () => subscriber.next());
       listener.on('error', (error) => subscriber.error(new Error(`lost the connection to ${this.location}: ${error.message}`)));
@@ -216,14 +224,25 @@ export class PostgresEventStore implements EventStore {
       const { checksum, ...snapshot } = rows[0];
       return checkedSnapshot({ ...snapshot, position: Number(snapshot.position) }, checksum);
     },
-    save: async (s) => {
+    loadAll: async (model) => {
       await this.#schema();
+      const { rows } = await this.#pool.query<Snapshot & { checksum: string; position: string }>(
+        'SELECT model, key, code_version AS version, schema, position, digest, state, checksum FROM ckpt_snapshots WHERE model = $1 ORDER BY key',
+        [model],
+      );
+      return rows.map(({ checksum, ...snapshot }) => keyed({ ...snapshot, position: Number(snapshot.position) }, checksum));
+    },
+    save: async (...snapshots) => {
+      await this.#schema();
+      const column = <K extends keyof Snapshot>(k: K) => snapshots.map((s) => s[k]);
       try {
+        // One statement: all or none.
         await this.#pool.query(
-          `INSERT INTO ckpt_snapshots (model, key, code_version, schema, position, digest, state, checksum) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+          `INSERT INTO ckpt_snapshots (model, key, code_version, schema, position, digest, state, checksum)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[])
            ON CONFLICT (model, key) DO UPDATE SET code_version = excluded.code_version, schema = excluded.schema, position = excluded.position,
              digest = excluded.digest, state = excluded.state, checksum = excluded.checksum, saved_at = now(), saved_by = session_user`,
-          [s.model, s.key, s.version, s.schema, s.position, s.digest, s.state, snapshotChecksum(s)],
+          [column('model'), column('key'), column('version'), column('schema'), column('position'), column('digest'), column('state'), snapshots.map(snapshotChecksum)],
         );
       } catch (error) {
         if ((error as { code?: string }).code === '42501') throw new SnapshotNotWritableError(`this role may not write snapshots in ${this.location} (${(error as Error).message})`);

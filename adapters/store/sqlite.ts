@@ -9,11 +9,15 @@
 import { closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { merge, Observable, Subject, filter, share } from 'rxjs';
+import { merge } from 'rxjs/internal/observable/merge';
+import { Observable } from 'rxjs/internal/Observable';
+import { Subject } from 'rxjs/internal/Subject';
+import { filter } from 'rxjs/internal/operators/filter';
+import { share } from 'rxjs/internal/operators/share';
 import { SnapshotNotWritableError, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
-import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
+import { checkedSnapshot, keyed, snapshotChecksum } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
 
 /**
@@ -127,6 +131,9 @@ export class SqliteEventStore implements EventStore {
       digest: db.prepare<[number], string | null>(`SELECT ${HEX('digest')} FROM events WHERE position = ?`).pluck(),
       snapshot: db.prepare<[string, string], Snapshot & { checksum: string }>(
         'SELECT model, key, code_version AS version, schema, position, digest, CAST(state AS TEXT) AS state, checksum FROM snapshots WHERE model = ? AND key = ?',
+      ),
+      modelSnapshots: db.prepare<[string], Snapshot & { checksum: string }>(
+        'SELECT model, key, code_version AS version, schema, position, digest, CAST(state AS TEXT) AS state, checksum FROM snapshots WHERE model = ? ORDER BY key',
       ),
       saveSnapshot: db.prepare<[string, string, number, string, number, string, string, string, string]>(
         'INSERT OR REPLACE INTO snapshots (model, key, code_version, schema, position, digest, state, checksum, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
@@ -294,9 +301,13 @@ export class SqliteEventStore implements EventStore {
       const { checksum, ...snapshot } = row;
       return checkedSnapshot(snapshot, checksum);
     },
-    save: async (s) => {
+    loadAll: async (model) => this.#sql.modelSnapshots.all(model).map(({ checksum, ...snapshot }) => keyed(snapshot, checksum)),
+    save: async (...snapshots) => {
       try {
-        this.#sql.saveSnapshot.run(s.model, s.key, s.version, s.schema, s.position, s.digest, s.state, snapshotChecksum(s), new Date().toISOString());
+        const savedAt = new Date().toISOString();
+        this.#db.transaction(() => {
+          for (const s of snapshots) this.#sql.saveSnapshot.run(s.model, s.key, s.version, s.schema, s.position, s.digest, s.state, snapshotChecksum(s), savedAt);
+        })();
       } catch (error) {
         const code = (error as { code?: string }).code ?? '';
         if (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_PERM') throw new SnapshotNotWritableError(`${this.location} is read-only here (${code})`);

@@ -5,7 +5,7 @@ import { checkPrivateTree, makePrivateDir, UnsafePathError } from '../../fs/safe
 import { imagesRoot } from '../../images/image-store.js';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { defaultAppendContext } from '../../store/batch.js';
-import { ckptHome } from '../../store/open.js';
+import { ckptHome } from '../../store/url.js';
 import { redactStoreUrl } from '../../store/redact.js';
 import { agentFiles, agentSocket, defaultNode, describeStart, START_STALL_MS, holdAgentLock, removePidFile, removeStartProgress, runningAgent, stalePidFile, startAgent, startingAgent, stopAgent, storeId, writePidFile, writeStartProgress, type AgentInfo, type StartProgress } from '../../agent/daemon.js';
 import { NodeAgent, type StartStep } from '../../agent/node-agent.js';
@@ -188,8 +188,6 @@ const statusFromSocket = async (node: string, url: string, json: boolean): Promi
 };
 
 export const agentCommand: Command = {
-  name: 'agent',
-  summary: 'Run, start, stop or inspect the node agent that tracks this node’s jobs.',
   usage: 'run|start|status|stop [--node NAME] [--json]',
   description: [
     'The node agent follows the kernel’s process events (proc connector) and /proc for every job on this',

@@ -3,7 +3,7 @@ import { auditEntries, auditModel, type AuditEntry } from '../../../projections/
 import { readModel } from '../../../projections/read-model.js';
 import { VERBOSE, verboseNotes } from '../verbose.js';
 import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../../images/image-store.js';
-import { ckptHome } from '../../store/open.js';
+import { ckptHome } from '../../store/url.js';
 import { describeChain, verifyChain } from '../../store/chain.js';
 import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
@@ -42,8 +42,6 @@ const row = (e: AuditEntry): string[] => {
 };
 
 export const auditCommand: Command = {
-  name: 'audit',
-  summary: 'Every checkpoint, restart and prune of a job (or of all jobs): who, when, what came of it.',
   usage: '[JOB] [--json] [--verify] [--verbose]',
   description: [
     'Folded from the log: each request with who asked (user and uid), when, the version (and restart',

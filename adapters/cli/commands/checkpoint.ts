@@ -3,7 +3,7 @@ import { foldCheckpoints, type CheckpointSummary } from '../../../projections/ch
 import { jobInfo } from '../../../projections/jobs.js';
 import { jobStream } from '../../../domain/identity.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
-import { ckptHome } from '../../store/open.js';
+import { ckptHome } from '../../store/url.js';
 import { checkName, durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
@@ -43,8 +43,6 @@ const progressLine = (c: CheckpointSummary): string => {
 };
 
 export const checkpointCommand: Command = {
-  name: 'checkpoint',
-  summary: 'Checkpoint a running job: every unit frozen, dumped, verified and committed together.',
   usage: 'JOB [--wait] [--timeout DURATION] [--freeze-budget DURATION] [--stop] [--tcp-established] [--file-locks] [--json]',
   description: [
     'Records a CheckpointRequested event; the coordinator (it runs inside every node agent) plans',

@@ -2,7 +2,7 @@ import { checkpointsModel, checkpointSummaries } from '../../../projections/chec
 import { readModel } from '../../../projections/read-model.js';
 import { VERBOSE, verboseNotes } from '../verbose.js';
 import { listVersions, imagesRoot } from '../../images/image-store.js';
-import { ckptHome } from '../../store/open.js';
+import { ckptHome } from '../../store/url.js';
 import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { formatBytes, table, whyLine, writeOut } from '../output.js';
@@ -10,8 +10,6 @@ import { openStore } from '../store.js';
 import { checkpointReport } from './checkpoint.js';
 
 export const checkpointsCommand: Command = {
-  name: 'checkpoints',
-  summary: 'List a job’s checkpoints: versions, outcome, size, durations, and refused requests.',
   usage: 'JOB [--json] [--verbose]',
   description: [
     'Every checkpoint request of the job, oldest first, folded from its history: the version it',

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { unitInitPath } from '../../agent/launcher.js';
 import { procConnectorPath } from '../../tracking/proc-connector.js';
 import { readStat } from '../../tracking/procfs.js';
-import { ckptHome } from '../../store/open.js';
+import { ckptHome } from '../../store/url.js';
 import { flag } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { needRoot } from '../store.js';
@@ -74,8 +74,6 @@ const useWorkingCriu = () => {
 const counterOf = (file: string): number => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim() || 0) : 0);
 
 export const demoCommand: Command = {
-  name: 'demo',
-  summary: 'Show the whole story: run a job, checkpoint it, kill it, restart it, audit it.',
   usage: '[--keep]',
   description: [
     'Installs what is missing (a C compiler for the native helpers, iproute2, CRIU 4.2 into .criu/ unless a criu',

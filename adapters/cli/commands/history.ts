@@ -22,8 +22,6 @@ export const streamTail = async (store: EventStore, stream: string, n: number): 
 };
 
 export const historyCommand: Command = {
-  name: 'history',
-  summary: 'Print one job’s events in order: its complete, replayable history.',
   usage: 'JOB [--tail N | --from REVISION] [--limit N] [--json]',
   description: [
     'Every event of the job’s stream, oldest first: submission, units, every process observation,',

@@ -1,4 +1,4 @@
-import { listJobs, readJobs, type JobListing } from '../../../projections/jobs.js';
+import { hiddenJobs, listJobs, readAllJobs, readJobs, type JobListing } from '../../../projections/jobs.js';
 import { flag } from '../args.js';
 import { VERBOSE, verboseNotes } from '../verbose.js';
 import { EXIT, type Command } from '../command.js';
@@ -18,35 +18,48 @@ export const jobSummary = ({ job: j, running, total }: JobListing) => {
 };
 
 export const jobsCommand: Command = {
-  name: 'jobs',
-  summary: 'List jobs: state, owner, units and how many processes run.',
-  usage: '[--json] [--verbose]',
+  usage: '[--all] [--json] [--verbose]',
   description: [
-    'Every job in the event log, oldest first, derived by folding the log: from the jobs snapshot',
-    'kept in the store and the events after it (a snapshot that no longer matches the log or this',
-    'ckpt is rebuilt from the whole log; --verbose says which).',
+    'Jobs in the event log, oldest first: every job that has not ended and the last 20 that did',
+    '(--all: every job ever run). Derived by folding the log: from the jobs snapshot kept in the',
+    'store and the events after it. A job that ends leaves the snapshot for a row of its own, so the',
+    'list costs what runs, not what ever ran; --all reads the rows too. A snapshot that no longer',
+    'matches the log or this ckpt is rebuilt from the whole log (--verbose says which).',
   ].join('\n'),
   options: [
-    { name: 'json', description: 'a JSON array for machines' },
+    { name: 'all', short: 'a', description: 'every job, ended ones included (reads one row per ended job)' },
+    { name: 'json', description: 'a JSON array for machines (the same jobs as the table)' },
     VERBOSE,
   ],
-  examples: ['ckpt jobs', 'ckpt jobs --json | jq ".[] | select(.state == \\"running\\") | .job"'],
+  examples: ['ckpt jobs', 'ckpt jobs --all', 'ckpt jobs --json | jq ".[] | select(.state == \\"running\\") | .job"'],
   async run(args) {
     const store = openStore(args);
     try {
-      const read = await readJobs(store);
-      verboseNotes(args, 'jobs', read);
-      const jobs = listJobs(read.state).map(jobSummary);
+      const all = flag(args, 'all');
+      let listed: JobListing[];
+      let hidden: number | undefined = 0;
+      if (all) {
+        const read = await readAllJobs(store);
+        verboseNotes(args, 'jobs', read);
+        listed = read.state;
+      } else {
+        const read = await readJobs(store);
+        verboseNotes(args, 'jobs', read);
+        listed = listJobs(read.state);
+        hidden = hiddenJobs(read.state);
+      }
+      const jobs = listed.map(jobSummary);
       if (flag(args, 'json')) {
         await writeOut(JSON.stringify(jobs, null, 2) + '\n');
         return EXIT.ok;
       }
+      const more = hidden === undefined ? 'older ended jobs are not shown' : hidden > 0 ? `${hidden} older ended job(s) not shown` : '';
       if (jobs.length === 0) {
-        console.log('no jobs yet (start one with: ckpt run -- COMMAND)');
+        console.log(more ? `no job runs now; ${more}: ckpt jobs --all` : 'no jobs yet (start one with: ckpt run -- COMMAND)');
         return EXIT.ok;
       }
       const rows = jobs.map((j) => [j.job, j.state, j.owner ? `uid ${j.owner.uid}` : '-', j.units.map((u) => `${u.unit}@${u.node}`).join(','), `${j.processes.running}/${j.processes.total}`, j.submittedAt ?? '-']);
-      await writeOut(table(['JOB', 'STATE', 'OWNER', 'UNITS', 'RUNNING/ALL', 'SUBMITTED'], rows));
+      await writeOut(table(['JOB', 'STATE', 'OWNER', 'UNITS', 'RUNNING/ALL', 'SUBMITTED'], rows) + (more ? `(${more}: ckpt jobs --all)\n` : ''));
       return EXIT.ok;
     } finally {
       await store.close();

@@ -26,8 +26,6 @@ export const logTail = async (store: EventStore, head: Position, n: number): Pro
 };
 
 export const logCommand: Command = {
-  name: 'log',
-  summary: 'Print the event log: every event of every job and node, in global order.',
   usage: '[--tail N | --from POSITION] [--limit N] [--follow] [--json]',
   description: [
     'One line per event for people: position, time recorded, stream#revision, type, and the data as',

@@ -5,8 +5,6 @@ import { formatBytes, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
 
 export const pruneCommand: Command = {
-  name: 'prune',
-  summary: 'Remove a job’s old checkpoint images, keeping the newest N committed versions that verify.',
   usage: 'JOB --keep N [--json]',
   description: [
     'Asks the node agent to prune: it records a PruneRequested event, then removes the images of every',

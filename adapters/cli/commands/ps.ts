@@ -203,8 +203,6 @@ const showCoverage = async (state: JobMembership, scope: CheckpointScope, json: 
 };
 
 export const psCommand: Command = {
-  name: 'ps',
-  summary: 'Show every process of a job — including escaped and dependent ones — and why it belongs.',
   usage: 'JOB [--json] [--running | --all] [--at POSITION] [--scope tree|pgid|session|cgroup]',
   description: [
     'Membership is derived from the job’s whole history, so a process that left its session or process',

@@ -38,8 +38,6 @@ const placementOf = (values: readonly string[]) =>
   });
 
 export const restartCommand: Command = {
-  name: 'restart',
-  summary: 'Restart a job from a committed checkpoint: every unit restored, with its limits, tracked again.',
   usage: 'JOB [--version N] [--place UNIT=NODE]… [--wait] [--timeout DURATION] [--json]',
   description: [
     'Records a RestartRequested event; the coordinator (inside every node agent) plans the restart',

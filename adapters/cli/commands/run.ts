@@ -10,7 +10,7 @@ import type { Limits } from '../../../domain/events/job.js';
 import { newUnitNameProblem } from '../../../domain/identity.js';
 import { describeStart, startAgent } from '../../agent/daemon.js';
 import { launchUnit, MAIN_UNIT, resolveCommand } from '../../agent/launcher.js';
-import { ckptHome } from '../../store/open.js';
+import { ckptHome } from '../../store/url.js';
 import { flag, integerOption, sizeOption, stringOption, UsageError } from '../args.js';
 import { relayAppended, type Relay } from '../output-relay.js';
 import { EXIT, type Command } from '../command.js';
@@ -24,8 +24,6 @@ const generateJobId = (command: string): string => {
 };
 
 export const runCommand: Command = {
-  name: 'run',
-  summary: 'Run a command as a tracked job unit on this node.',
   usage: '[--job NAME] [--unit NAME] [--node NAME] [--memory SIZE] [--pids N] [--tcp-established] [--file-locks] [--detach] [--json] -- COMMAND [ARGS…]',
   description: [
     'Starts COMMAND in a new session, inside the unit’s own cgroups (with the limits given), with no',

@@ -23,8 +23,6 @@ export const decisionHistory = async (store: EventStore, job: string): Promise<R
 };
 
 export const verifyCommand: Command = {
-  name: 'verify',
-  summary: 'Re-derive every decision recorded for a job and report any that the code would not make again.',
   usage: 'JOB [--json]',
   description: [
     'Every decision of the checkpoint coordinator (plans, deadlines, freeze/dump/verify/commit/thaw/',
