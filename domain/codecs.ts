@@ -1,6 +1,6 @@
 // Refined io-ts codecs for the catalogue. They decode to plain `number` / `string` (no brands)
 // so events stay easy to build, while still rejecting what the kernel or a user could never mean.
-import * as t from 'io-ts';
+import * as t from './io-ts.js';
 
 const refine = <A>(name: string, is: (u: unknown) => u is A): t.Type<A, A, unknown> =>
   new t.Type<A, A, unknown>(name, is, (u, c) => (is(u) ? t.success(u) : t.failure(u, c)), t.identity);

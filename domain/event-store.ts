@@ -123,9 +123,12 @@ export interface SnapshotStore {
   load(model: string, key: string): Promise<Snapshot | { readonly damaged: string } | undefined>;
   /** Every snapshot of a model (a model's rows: one per key), each checked as `load` checks it. */
   loadAll(model: string): Promise<Array<Snapshot | { readonly key: string; readonly damaged: string }>>;
-  /** Replaces the snapshots, all or none; throws SnapshotNotWritableError when this connection may not write them. */
-  save(...snapshots: Snapshot[]): Promise<void>;
+  /** Replaces the snapshot, or the snapshots, all or none; throws SnapshotNotWritableError when this connection may not write them. */
+  save(snapshots: Snapshot | readonly Snapshot[]): Promise<void>;
 }
+
+/** One snapshot or many, as a list. */
+export const snapshotList = (s: Snapshot | readonly Snapshot[]): readonly Snapshot[] => ('model' in s ? [s as Snapshot] : (s as readonly Snapshot[]));
 
 export class SnapshotNotWritableError extends Error {
   override readonly name = 'SnapshotNotWritableError';

@@ -2,7 +2,7 @@
 // thing went wrong), the first relevant message (the checkpointer's own, when it has one), and a
 // hint (what to do). Every Unit…Failed outcome may carry one; the CLI and the audit show it on
 // one line, --json has the fields. Pure: the classes and hints are data, the agent fills them in.
-import * as t from 'io-ts';
+import * as t from './io-ts.js';
 import { literals, record } from './codecs.js';
 
 export const FAILURE_CLASSES = [

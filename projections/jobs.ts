@@ -2,7 +2,7 @@
 // as it was at a log position), or every job from the whole log — both kept as snapshots.
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
 import { jobStream, processKey } from '../domain/identity.js';
-import { evolveMembership, evolveShownMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState } from '../domain/membership.js';
+import { evolveMembership, evolveShownMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState, type Unit } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
 import { loadRow, loadRows, readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
@@ -207,28 +207,61 @@ export const evolveListing = (l: JobListing, e: RecordedEvent): JobListing => {
   return { job: evolveJobInfo(l.job, e), processes, running: processes.size, total };
 };
 
+/** What the list shows of a job (`ckpt jobs`, `--json`): all it keeps of a job that ended. */
+export interface JobRow {
+  readonly job: string;
+  readonly phase: JobMembership['phase'];
+  readonly outcome?: JobMembership['outcome'];
+  readonly owner?: JobMembership['owner'];
+  readonly submittedAt?: string;
+  readonly units: ReadonlyArray<Pick<Unit, 'unit' | 'node' | 'phase' | 'exitStatus' | 'signal' | 'command'>>;
+  /** Members that run, and how many the job ever had. */
+  readonly running: number;
+  readonly total: number;
+  readonly lostEvents: number;
+}
+
+export const rowOf = ({ job: j, running, total }: JobListing): JobRow => ({
+  job: j.job,
+  phase: j.phase,
+  ...(j.outcome !== undefined && { outcome: j.outcome }),
+  ...(j.owner !== undefined && { owner: j.owner }),
+  ...(j.submittedAt !== undefined && { submittedAt: j.submittedAt }),
+  units: Object.values(j.units).map(({ unit, node, phase, exitStatus, signal, command }) => ({ unit, node, phase, exitStatus, signal, command })),
+  running,
+  total,
+  lostEvents: j.lostEvents,
+});
+
+const decodeRow = (r: unknown): JobRow => {
+  const row = r as JobRow;
+  if (typeof row?.job !== 'string' || typeof row.phase !== 'string' || !Array.isArray(row.units) || typeof row.total !== 'number') throw new Error('jobs: a row without job, phase, units or total');
+  return row;
+};
+
 /** Ended jobs `ckpt jobs` shows without --all: the ones that ended last. */
 export const RECENT_ENDED = 20;
 
 /**
- * Every job in the log, kept as small as what runs: a job that ended leaves the list's snapshot
- * at its next save, into a row of its own (`jobs.rows`, one per job), so that a list of 150,000
- * jobs loads the few that run and the last few that ended, not all of them. An ended job that gets
- * events again (a restart, a late exit) is read back from its row before it is folded on.
+ * Every job in the log, kept as small as what runs: a job that ended is kept as its row only
+ * (what the list shows of it), and at the list's next save that row leaves the snapshot for a
+ * snapshot of its own (`jobs.rows`, one per job), so that a list of 150,000 jobs loads the few
+ * that run and the last few that ended, not all of them. An ended job that gets events again (a
+ * restart, a late exit) is folded again from its stream before the event (readJobs does it).
  */
 export interface JobsList {
-  /** Jobs that have not ended. */
+  /** Jobs that have not ended, folded on. */
   readonly active: PersistentMap<JobListing>;
   /** Jobs that ended since the list was last saved (then written as rows and dropped from here). */
-  readonly ended: PersistentMap<JobListing>;
-  /** How many rows of this list the store holds (not counting ended jobs read back since);
+  readonly ended: PersistentMap<JobRow>;
+  /** How many rows of this list the store holds (not counting ended jobs folded again since);
    *  UNKNOWN_ROWS in a list the agent filtered for a user (the rows are everyone's). */
   readonly rows: number;
   /** Which rows are this list's: position and digest of its first save. A list rebuilt from the
    *  log starts a lineage of its own, so the rows of the one before are never mistaken for its own. */
   readonly lineage?: string;
   /** The RECENT_ENDED jobs that ended last, in the order they ended. */
-  readonly recent: readonly JobListing[];
+  readonly recent: readonly JobRow[];
 }
 
 export const UNKNOWN_ROWS = -1;
@@ -245,90 +278,113 @@ const decodeListing = (encoded: unknown): JobListing => {
   return { job, processes, running: processes.size, total: l.total };
 };
 
-const listingMap = (name: string, list: unknown): PersistentMap<JobListing> => {
-  if (!Array.isArray(list)) throw new Error(`jobs: ${name} is not a list`);
-  return mapOf(list.map((l) => decodeListing(l)).map((l) => [l.job.job, l] as const));
+const list = <T>(name: string, value: unknown, decode: (x: unknown) => T): T[] => {
+  if (!Array.isArray(value)) throw new Error(`jobs: ${name} is not a list`);
+  return value.map(decode);
 };
 
-/** Every job in the log (a whole-log model: positions are global). */
+/** Every job in the log (a whole-log model: positions are global). Fold it with readJobs. */
 export const jobsModel: ReadModel<JobsList> = {
   name: 'jobs',
-  version: 3,
+  version: 4,
   initial: emptyList,
-  evolve: (list, e) => {
-    if (!e.stream.startsWith('job-')) return list;
+  evolve: (jobs, e) => {
+    if (!e.stream.startsWith('job-')) return jobs;
     const job = e.stream.slice(4);
-    const before = getIn(list.active, job) ?? getIn(list.ended, job);
-    const wasEnded = before?.job.phase === 'ended';
+    const before = getIn(jobs.active, job);
+    if (!before && e.revision > 0) throw new Error(`jobs: event ${e.position} is of job ${job}, which ended: fold the list with readJobs, which folds it again first`);
     const next = evolveListing(before ?? initialListing(job), e);
+    const wasEnded = before?.job.phase === 'ended';
     if (next.job.phase !== 'ended') {
-      if (!wasEnded) return { ...list, active: setIn(list.active, job, next) };
-      return { ...list, active: setIn(list.active, job, next), ended: removeIn(list.ended, job), recent: list.recent.filter((l) => l.job.job !== job) };
+      return { ...jobs, active: setIn(jobs.active, job, next), ...(wasEnded && { recent: jobs.recent.filter((r) => r.job !== job) }) };
     }
-    const recent = wasEnded ? list.recent.map((l) => (l.job.job === job ? next : l)) : [...list.recent.filter((l) => l.job.job !== job), next].slice(-RECENT_ENDED);
-    return { ...list, active: wasEnded ? list.active : removeIn(list.active, job), ended: setIn(list.ended, job, next), recent };
+    const row = rowOf(next);
+    const recent = wasEnded && jobs.recent.some((r) => r.job === job) ? jobs.recent.map((r) => (r.job === job ? row : r)) : [...jobs.recent.filter((r) => r.job !== job), row].slice(-RECENT_ENDED);
+    return { ...jobs, active: removeIn(jobs.active, job), ended: setIn(jobs.ended, job, row), recent };
   },
-  encode: (list) => ({
-    active: [...valuesOf(list.active)].map(encodeListing),
-    ended: [...valuesOf(list.ended)].map(encodeListing),
-    rows: list.rows,
-    lineage: list.lineage ?? null,
-    recent: list.recent.map(encodeListing),
+  encode: (jobs) => ({
+    active: [...valuesOf(jobs.active)].map(encodeListing),
+    ended: [...valuesOf(jobs.ended)],
+    rows: jobs.rows,
+    lineage: jobs.lineage ?? null,
+    recent: jobs.recent,
   }),
   decode: (encoded) => {
     const e = encoded as { active: unknown; ended: unknown; rows: unknown; lineage: unknown; recent: unknown };
-    if (typeof e?.rows !== 'number' || (e.lineage !== null && typeof e.lineage !== 'string') || !Array.isArray(e.recent)) throw new Error('jobs: rows, lineage or recent missing');
-    return { active: listingMap('active', e.active), ended: listingMap('ended', e.ended), rows: e.rows, ...(e.lineage !== null && { lineage: e.lineage }), recent: e.recent.map(decodeListing) };
+    if (typeof e?.rows !== 'number' || (e.lineage !== null && typeof e.lineage !== 'string')) throw new Error('jobs: rows or lineage missing');
+    return {
+      active: mapOf(list('active', e.active, decodeListing).map((l) => [l.job.job, l] as const)),
+      ended: mapOf(list('ended', e.ended, decodeRow).map((r) => [r.job, r] as const)),
+      rows: e.rows,
+      ...(e.lineage !== null && { lineage: e.lineage }),
+      recent: list('recent', e.recent, decodeRow),
+    };
   },
-  rows: (list, last) => {
-    const lineage = list.lineage ?? `${last.position}:${last.digest}`;
-    const rows = [...valuesOf(list.ended)].map((l) => [l.job.job, { lineage, listing: encodeListing(l) }] as const);
-    return { state: { ...list, ended: emptyMap(), rows: list.rows + rows.length, lineage }, rows };
+  rows: (jobs, last) => {
+    const lineage = jobs.lineage ?? `${last.position}:${last.digest!.slice(0, 16)}`;
+    const rows = [...valuesOf(jobs.ended)].map((r) => [r.job, { lineage, row: r }] as const);
+    return { state: { ...jobs, ended: emptyMap(), rows: jobs.rows + rows.length, lineage }, rows };
   },
 };
 
-/** A row of the list, if it is of this lineage. */
-const rowOf = (lineage: string | undefined) => (row: unknown): JobListing | undefined => {
-  const r = row as { lineage?: unknown; listing?: unknown };
-  return lineage !== undefined && r?.lineage === lineage ? decodeListing(r.listing) : undefined;
+/** A stored row of the list, if it is of this lineage. */
+const storedRow = (lineage: string | undefined) => (stored: unknown): JobRow | undefined => {
+  const r = stored as { lineage?: unknown; row?: unknown };
+  return lineage !== undefined && r?.lineage === lineage ? decodeRow(r.row) : undefined;
 };
 
-/** An ended job's row is not there to be read back (deleted, damaged, of another lineage). */
+/** An ended job's row is not there (deleted, damaged, of another lineage): the list cannot go on from its snapshot. */
 class RowMissing extends Error {}
 
-/**
- * Before an event of a job the list does not hold: if it ended before the list's last save, its
- * row, read back (and no longer counted as a row). A job's first event is its revision 0: any
- * later one is of a job the list has seen, so its row must be there.
- */
-const readBack = (store: EventStore) => (list: JobsList, e: RecordedEvent): Promise<JobsList> | undefined => {
-  if (!e.stream.startsWith('job-') || e.revision === 0 || list.rows === 0 || !store.snapshots) return undefined;
-  const job = e.stream.slice(4);
-  if (getIn(list.active, job) || getIn(list.ended, job)) return undefined;
-  return loadRow(store.snapshots, jobsModel, job, rowOf(list.lineage)).then((l) => {
-    if (!l) throw new RowMissing(`the row of ended job ${job} cannot be used`);
-    return { ...list, ended: setIn(list.ended, job, l), rows: list.rows - 1 };
-  });
+/** A job's listing folded from its stream, up to a revision. */
+const foldListing = async (store: EventStore, job: string, upTo: number): Promise<JobListing> => {
+  let l = initialListing(job);
+  for (let from = 0; from <= upTo; ) {
+    const page = await store.readStream(jobStream(job), { from, limit: Math.min(2000, upTo - from + 1) });
+    for (const e of page) l = evolveListing(l, e);
+    if (page.length === 0) break;
+    from = page[page.length - 1]!.revision + 1;
+  }
+  return l;
 };
 
-const bySubmission = (a: JobListing, b: JobListing) => (a.job.submittedAt ?? '').localeCompare(b.job.submittedAt ?? '') || a.job.job.localeCompare(b.job.job);
+/**
+ * Before an event of a job that ended (any event but a job's first, revision 0, of a job the list
+ * does not hold as active): the job folded again from its stream up to that event, back among the
+ * active ones, its row no longer counted (the event may end it again).
+ */
+const foldAgain = (store: EventStore) => (jobs: JobsList, e: RecordedEvent): Promise<JobsList> | undefined => {
+  if (!e.stream.startsWith('job-') || e.revision === 0) return undefined;
+  const job = e.stream.slice(4);
+  if (getIn(jobs.active, job)) return undefined;
+  return (async () => {
+    const inMemory = getIn(jobs.ended, job) !== undefined;
+    if (!inMemory && !(store.snapshots && jobs.rows > 0 && (await loadRow(store.snapshots, jobsModel, job, storedRow(jobs.lineage))))) {
+      throw new RowMissing(`the row of ended job ${job} cannot be used`);
+    }
+    const listing = await foldListing(store, job, e.revision - 1);
+    return { ...jobs, active: setIn(jobs.active, job, listing), ended: removeIn(jobs.ended, job), rows: inMemory ? jobs.rows : jobs.rows - 1 };
+  })();
+};
 
-/** The list without each job's process keys (what a client of the agent needs: the counts). */
+const bySubmission = (a: JobRow, b: JobRow) => (a.submittedAt ?? '').localeCompare(b.submittedAt ?? '') || a.job.localeCompare(b.job);
+
+/** A listing without its process keys (what a client of the agent needs: the counts). */
 export const withoutProcesses = (l: JobListing): JobListing => ({ ...l, processes: emptyMap<true>() });
 
 /** What `ckpt jobs` shows by default: every job that has not ended and the last ones that did, oldest first. */
-export const listJobs = (list: JobsList): JobListing[] => [...valuesOf(list.active), ...list.recent].filter((j) => j.job.phase !== 'new').sort(bySubmission);
+export const listJobs = (jobs: JobsList): JobRow[] => [...[...valuesOf(jobs.active)].map(rowOf), ...jobs.recent].filter((r) => r.phase !== 'new').sort(bySubmission);
 
 /** How many ended jobs the default list leaves out, if known. */
-export const hiddenJobs = (list: JobsList): number | undefined => (list.rows === UNKNOWN_ROWS ? undefined : list.rows + list.ended.size - list.recent.length);
+export const hiddenJobs = (jobs: JobsList): number | undefined => (jobs.rows === UNKNOWN_ROWS ? undefined : jobs.rows + jobs.ended.size - jobs.recent.length);
 
 /** The list from its snapshot and what came after it (only the jobs it keeps: see readAllJobs). */
 export const readJobs = async (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<JobsList>> => {
   try {
-    return await readModel(store, jobsModel, '', { ...options, prepare: readBack(store) });
+    return await readModel(store, jobsModel, '', { ...options, prepare: foldAgain(store) });
   } catch (error) {
     if (!(error instanceof RowMissing)) throw error;
-    return readModel(store, jobsModel, '', { ...options, rebuild: error.message });
+    return readModel(store, jobsModel, '', { ...options, prepare: foldAgain(store), rebuild: error.message });
   }
 };
 
@@ -336,24 +392,24 @@ export const readJobs = async (store: EventStore, options: ReadOptions = {}): Pr
  * Every job in the log, oldest first: the list with all its rows. Rows that cannot be trusted
  * (a changed byte, one missing) make it rebuild the list from the log, saying why.
  */
-export const readAllJobs = async (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<JobListing[]>> => {
+export const readAllJobs = async (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<JobRow[]>> => {
   if (store.models && !options.ignoreSnapshots) {
     const remote = await store.models.read(jobsModel.name, '', { all: true });
     return { ...remote, state: listAll(jobsModel.decode(remote.state, ''), []) };
   }
   const read = await readJobs(store, options);
-  const list = read.state;
-  if (list.rows === 0 || !store.snapshots) return { ...read, state: listAll(list, []) };
-  const { rows, problems } = await loadRows(store.snapshots, jobsModel, rowOf(list.lineage));
-  for (const job of [...rows.keys()]) if (getIn(list.active, job) || getIn(list.ended, job)) rows.delete(job);
-  if (problems.length === 0 && rows.size === list.rows) return { ...read, state: listAll(list, rows.values()) };
-  const why = problems.length > 0 ? [...problems.slice(0, 3), ...(problems.length > 3 ? [`and ${problems.length - 3} more`] : [])].join('; ') : `${list.rows} row(s) expected, ${rows.size} found`;
-  const rebuilt = await readModel(store, jobsModel, '', { ...options, rebuild: `its rows cannot be used (${why})` });
+  const jobs = read.state;
+  if (jobs.rows === 0 || !store.snapshots) return { ...read, state: listAll(jobs, []) };
+  const { rows, problems } = await loadRows(store.snapshots, jobsModel, storedRow(jobs.lineage));
+  for (const job of [...rows.keys()]) if (getIn(jobs.active, job) || getIn(jobs.ended, job)) rows.delete(job);
+  if (problems.length === 0 && rows.size === jobs.rows) return { ...read, state: listAll(jobs, rows.values()) };
+  const why = problems.length > 0 ? [...problems.slice(0, 3), ...(problems.length > 3 ? [`and ${problems.length - 3} more`] : [])].join('; ') : `${jobs.rows} row(s) expected, ${rows.size} found`;
+  const rebuilt = await readModel(store, jobsModel, '', { ...options, prepare: foldAgain(store), rebuild: `its rows cannot be used (${why})` });
   return { ...rebuilt, notes: [...read.notes, ...rebuilt.notes], state: listAll(rebuilt.state, []) };
 };
 
-const listAll = (list: JobsList, rows: Iterable<JobListing>): JobListing[] =>
-  [...valuesOf(list.active), ...valuesOf(list.ended), ...rows].filter((j) => j.job.phase !== 'new').sort(bySubmission);
+const listAll = (jobs: JobsList, rows: Iterable<JobRow>): JobRow[] =>
+  [...[...valuesOf(jobs.active)].map(rowOf), ...valuesOf(jobs.ended), ...rows].filter((r) => r.phase !== 'new').sort(bySubmission);
 
 /** Every job in the log (readAllJobs). */
-export const allJobs = async (store: EventStore, options: ReadOptions = {}): Promise<JobListing[]> => (await readAllJobs(store, options)).state;
+export const allJobs = async (store: EventStore, options: ReadOptions = {}): Promise<JobRow[]> => (await readAllJobs(store, options)).state;

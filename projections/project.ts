@@ -1,8 +1,7 @@
 // A projection is a pure fold of events into state: `scan` over an `evolve` function, so its
 // result equals `events.reduce(evolve, initial)`. No clocks, no randomness, no I/O here.
-import type { OperatorFunction } from 'rxjs';
-import { scan } from 'rxjs/internal/operators/scan';
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
+import { scan, type OperatorFunction } from '../domain/rx.js';
 
 export type Evolve<S, E = RecordedEvent> = (state: S, event: E) => S;
 

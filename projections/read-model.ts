@@ -138,8 +138,9 @@ export const saveModel = async <S>(snapshots: SnapshotStore, model: ReadModel<S>
   const stamp = { version: model.version, schema: CATALOGUE_SCHEMAS, position, digest: last.digest };
   const split = model.rows?.(state, last) ?? { state, rows: [] };
   const rows = split.rows.map(([rowKey, row]) => ({ model: rowsOf(model), key: rowKey, ...stamp, state: JSON.stringify(row) }));
-  const outcome = await save(snapshots, [...rows, { model: model.name, key, ...stamp, state: JSON.stringify(model.encode(split.state)) }], at);
-  return rows.length > 0 && outcome.startsWith('saved') ? `${outcome} (with ${rows.length} row(s) of ${rowsOf(model)})` : outcome;
+  rows.push({ model: model.name, key, ...stamp, state: JSON.stringify(model.encode(split.state)) });
+  const outcome = await save(snapshots, rows, at);
+  return rows.length > 1 && outcome.startsWith('saved') ? `${outcome} (with ${rows.length - 1} row(s) of ${rowsOf(model)})` : outcome;
 };
 
 /**
@@ -193,8 +194,8 @@ const usableSnapshot = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, 
 const save = async (snapshots: SnapshotStore, all: Snapshot[], at: string): Promise<string> => {
   if (readOnly.has(snapshots)) return 'not saved: this connection may not write snapshots';
   try {
-    await snapshots.save(...all);
-    return `saved at ${at} ${all[0]!.position}`;
+    await snapshots.save(all);
+    return `saved at ${at} ${all.at(-1)!.position}`;
   } catch (error) {
     if (!(error instanceof SnapshotNotWritableError)) throw error;
     readOnly.add(snapshots);

@@ -231,6 +231,9 @@ test('nobody runs a job of their own through the agent: it runs as them, in its 
   assert.is(actorOf(events[3]!).uid, NOBODY, 'the launch is recorded as its requester');
   const jobs = (JSON.parse(asNobody(['jobs', '--json']).out) as Array<{ job: string }>).map((j) => j.job).sort();
   assert.equal(jobs, ['forge', 'forged-owner', 'mine']);
+  // --all through the agent: the ended jobs' rows too, still only the caller's own.
+  const all = (JSON.parse(asNobody(['jobs', '--all', '--json']).out) as Array<{ job: string }>).map((j) => j.job).sort();
+  assert.equal(all, jobs);
   const verbose = asNobody(['jobs', '--verbose']);
   assert.match(verbose.err, /ckpt jobs: snapshot jobs/, 'the agent answers from the jobs snapshot and says how');
   assert.ok(json<Array<{ job: string }>>(['jobs']).some((j) => j.job === 'rootjob'), 'root sees every job');

@@ -14,14 +14,12 @@ import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { filter } from 'rxjs/internal/operators/filter';
-import { firstValueFrom } from 'rxjs/internal/firstValueFrom';
-import { timeout } from 'rxjs/internal/operators/timeout';
 import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
 import { jobInfo } from '../../projections/jobs.js';
 import type { JobOptions, Limits } from '../../domain/events/job.js';
 import { jobStream, type NodeId, type ProcessRef } from '../../domain/identity.js';
 import { readStat } from '../tracking/procfs.js';
+import { filter, firstValueFrom, timeout } from '../../domain/rx.js';
 
 export const MAIN_UNIT = 'main';
 

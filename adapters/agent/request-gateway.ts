@@ -19,12 +19,8 @@ import { randomUUID } from 'node:crypto';
 import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import type { Subscription } from 'rxjs';
-import { concatMap } from 'rxjs/internal/operators/concatMap';
-import { from as fromPromise } from 'rxjs/internal/observable/from';
-import { Observable } from 'rxjs/internal/Observable';
 import { WrongExpectedRevisionError, type EventStore, type ExpectedRevision, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
-import * as E from 'fp-ts/lib/Either.js';
+import { either as E } from '../../domain/io-ts.js';
 import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
 import type { JobOwner, UnitCgroup } from '../../domain/events/job.js';
 import { jobOfStream, jobStream, newUnitNameProblem, type Actor, type NodeId } from '../../domain/identity.js';
@@ -32,7 +28,7 @@ import { jobCoordinator } from '../../domain/job-coordinator.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
 import { readJobStream } from '../../projections/checkpoints.js';
-import { jobInfo, jobsModel, readAllJobs, readJobs, UNKNOWN_ROWS, withoutProcesses, type JobListing } from '../../projections/jobs.js';
+import { jobInfo, jobsModel, readAllJobs, readJobs, UNKNOWN_ROWS, withoutProcesses, type JobRow } from '../../projections/jobs.js';
 import { readModels } from '../../projections/models.js';
 import { readModel } from '../../projections/read-model.js';
 import { emptyMap, mapOf, valuesOf } from '../../domain/persistent-map.js';
@@ -41,6 +37,7 @@ import { listVersions, pruneVersions } from '../images/image-store.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 import { rootProblem } from './launch-claim.js';
 import { peerCredentials, type Caller } from './peer-credentials.js';
+import { concatMap, from as fromPromise, Observable, type Subscription } from '../../domain/rx.js';
 
 export interface RequestGatewayOptions {
   readonly store: EventStore;
@@ -227,16 +224,17 @@ export class RequestGateway {
    * list leaves out is said only to root: the rows are everyone's.
    */
   async #jobs(caller: Caller, all: boolean) {
-    const mine = (l: JobListing) => caller.uid === 0 || l.job.owner?.uid === caller.uid;
-    const only = (jobs: Iterable<JobListing>) => mapOf([...jobs].filter(mine).map((l) => [l.job.job, withoutProcesses(l)] as const));
+    const mine = (owner: JobRow['owner']) => caller.uid === 0 || owner?.uid === caller.uid;
+    const rows = (jobs: Iterable<JobRow>) => mapOf([...jobs].filter((r) => mine(r.owner)).map((r) => [r.job, r] as const));
     const { store } = this.#o;
     if (all) {
       const read = await readAllJobs(store);
-      return { ...read, state: jobsModel.encode({ active: emptyMap(), ended: only(read.state), rows: 0, recent: [] }) };
+      return { ...read, state: jobsModel.encode({ active: emptyMap(), ended: rows(read.state), rows: 0, recent: [] }) };
     }
     const read = await readJobs(store);
     const l = read.state;
-    const list = { active: only(valuesOf(l.active)), ended: only(valuesOf(l.ended)), rows: caller.uid === 0 ? l.rows : UNKNOWN_ROWS, recent: l.recent.filter(mine) };
+    const active = mapOf([...valuesOf(l.active)].filter((a) => mine(a.job.owner)).map((a) => [a.job.job, withoutProcesses(a)] as const));
+    const list = { active, ended: rows(valuesOf(l.ended)), rows: caller.uid === 0 ? l.rows : UNKNOWN_ROWS, recent: l.recent.filter((r) => mine(r.owner)) };
     return { ...read, state: jobsModel.encode(list) };
   }
 

@@ -3,7 +3,6 @@
 // caller (the kernel says who that is); reads go to the store directly when the caller may open
 // it (root), else through the agent, which shows a user only their own jobs and the node streams.
 import { connect, type Socket } from 'node:net';
-import { Observable } from 'rxjs/internal/Observable';
 import {
   WrongExpectedRevisionError,
   type AppendResult,
@@ -23,6 +22,7 @@ import {
 import { InvalidEventError } from '../../domain/events/decode.js';
 import { agentSocket, startAgent, storeSockets } from '../agent/daemon.js';
 import { ckptHome } from '../store/url.js';
+import { Observable } from '../../domain/rx.js';
 
 /** What the agent refused (not the owner, not a request a client may make, …): its message says why. */
 export class RequestRefusedError extends Error {

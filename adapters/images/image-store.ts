@@ -22,7 +22,7 @@ import {
   readFileSync, readSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeSync, type Dirent, type Stats,
 } from 'node:fs';
 import { join } from 'node:path';
-import * as t from 'io-ts';
+import * as t from '../../domain/io-ts.js';
 import { NAME_PATTERN, NonNegativeInt, NonNegativeNumber, PositiveInt, Sha256, Timestamp, nullable, record } from '../../domain/codecs.js';
 import { removeTree, resolveUnder, UnsafePathError } from '../fs/safe-fs.js';
 

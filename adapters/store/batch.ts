@@ -1,8 +1,8 @@
 // What every store adapter does the same way before and after touching storage: validate and
 // encode a proposed batch, check the expected revision, and turn stored rows back into events.
 import { randomUUID } from 'node:crypto';
-import * as E from 'fp-ts/lib/Either.js';
-import * as t from 'io-ts';
+import { either as E } from '../../domain/io-ts.js';
+import * as t from '../../domain/io-ts.js';
 import { definitionOf } from '../../domain/events/catalogue.js';
 import { decodeEvent, describeProblem, InvalidEventError } from '../../domain/events/decode.js';
 import {

@@ -2,9 +2,9 @@
 // until a short page, then waits for a wake-up (a local append, a NOTIFY, a poll that saw a
 // change) and reads again. The cursor only moves past delivered events, so nothing is skipped
 // or delivered twice, whatever the wake-ups do.
-import { Observable } from 'rxjs/internal/Observable';
 import type { RecordedEvent, SubscribeOptions } from '../../domain/event-store.js';
 import { PAGE_SIZE } from './batch.js';
+import { Observable } from '../../domain/rx.js';
 
 export interface LiveReadOptions<E> {
   /** Up to `pageSize` events at or after the cursor, in order. */

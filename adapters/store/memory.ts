@@ -1,11 +1,11 @@
 // In-memory EventStore for pure projection tests and `--store memory:`. Same contract as the
 // durable stores (test/store-contract.ts), nothing survives the process.
-import { Subject } from 'rxjs/internal/Subject';
 import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, GENESIS } from './chain.js';
 import { MemorySnapshotStore } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
+import { Subject } from '../../domain/rx.js';
 
 export class MemoryEventStore implements EventStore {
   readonly location = 'memory:';

@@ -10,17 +10,13 @@
 // is held for well under a millisecond per batch.
 import { createRequire } from 'node:module';
 import type pg from 'pg';
-import { interval } from 'rxjs/internal/observable/interval';
-import { merge } from 'rxjs/internal/observable/merge';
-import { Observable } from 'rxjs/internal/Observable';
-import { Subject } from 'rxjs/internal/Subject';
-import { share } from 'rxjs/internal/operators/share';
-import { SnapshotNotWritableError, WrongExpectedRevisionError, type Snapshot, type SnapshotStore, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
+import { SnapshotNotWritableError, snapshotList, WrongExpectedRevisionError, type Snapshot, type SnapshotStore, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { redactStoreUrl } from './redact.js';
 import { checkedSnapshot, keyed, snapshotChecksum } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
+import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
 
 /** 1: events and streams; 2: the digest chain, the appending role, ckpt_append SECURITY DEFINER; 3: read-model snapshots. */
 const SCHEMA_VERSION = 3;
@@ -29,6 +25,8 @@ const MIGRATION_LOCK = 0x636b7074_0001;
 const APPEND_LOCK = 0x636b7074_0002;
 const CHANNEL = 'ckpt_events';
 const CONFLICT = 'CK409';
+/** Snapshots per INSERT when many are saved together. */
+const SAVE_CHUNK = 5000;
 
 /** The client library, loaded when a PostgreSQL store is opened rather than by every command that could open one. */
 const pgLibrary = (): typeof pg => createRequire(import.meta.url)('pg') as typeof pg;
@@ -232,21 +230,31 @@ export class PostgresEventStore implements EventStore {
       );
       return rows.map(({ checksum, ...snapshot }) => keyed({ ...snapshot, position: Number(snapshot.position) }, checksum));
     },
-    save: async (...snapshots) => {
+    save: async (snapshots) => {
       await this.#schema();
-      const column = <K extends keyof Snapshot>(k: K) => snapshots.map((s) => s[k]);
+      const all = snapshotList(snapshots);
+      const client = await this.#pool.connect();
       try {
-        // One statement: all or none.
-        await this.#pool.query(
-          `INSERT INTO ckpt_snapshots (model, key, code_version, schema, position, digest, state, checksum)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[])
-           ON CONFLICT (model, key) DO UPDATE SET code_version = excluded.code_version, schema = excluded.schema, position = excluded.position,
-             digest = excluded.digest, state = excluded.state, checksum = excluded.checksum, saved_at = now(), saved_by = session_user`,
-          [column('model'), column('key'), column('version'), column('schema'), column('position'), column('digest'), column('state'), snapshots.map(snapshotChecksum)],
-        );
+        // One transaction, in statements of SAVE_CHUNK rows (a rebuilt jobs list writes one per job ever ended).
+        await client.query('BEGIN');
+        for (let i = 0; i < all.length; i += SAVE_CHUNK) {
+          const chunk = all.slice(i, i + SAVE_CHUNK);
+          const column = <K extends keyof Snapshot>(k: K) => chunk.map((s) => s[k]);
+          await client.query(
+            `INSERT INTO ckpt_snapshots (model, key, code_version, schema, position, digest, state, checksum)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[])
+             ON CONFLICT (model, key) DO UPDATE SET code_version = excluded.code_version, schema = excluded.schema, position = excluded.position,
+               digest = excluded.digest, state = excluded.state, checksum = excluded.checksum, saved_at = now(), saved_by = session_user`,
+            [column('model'), column('key'), column('version'), column('schema'), column('position'), column('digest'), column('state'), chunk.map(snapshotChecksum)],
+          );
+        }
+        await client.query('COMMIT');
       } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
         if ((error as { code?: string }).code === '42501') throw new SnapshotNotWritableError(`this role may not write snapshots in ${this.location} (${(error as Error).message})`);
         throw error;
+      } finally {
+        client.release();
       }
     },
   };

@@ -3,7 +3,7 @@
 // (Like the chain, the checksum has no secret: it catches damage and careless edits, not someone
 // who rewrites the row and its checksum; the snapshot's event digest still ties it to the log.)
 import { createHash } from 'node:crypto';
-import type { Snapshot, SnapshotStore } from '../../domain/event-store.js';
+import { snapshotList, type Snapshot, type SnapshotStore } from '../../domain/event-store.js';
 
 export const snapshotChecksum = (s: Snapshot): string =>
   createHash('sha256').update(JSON.stringify([s.model, s.key, s.version, s.schema, s.position, s.digest])).update('\n').update(s.state).digest('hex');
@@ -34,8 +34,9 @@ export class MemorySnapshotStore implements SnapshotStore {
       .map((row) => keyed(row.snapshot, row.checksum));
   }
 
-  async save(...snapshots: Snapshot[]): Promise<void> {
-    for (const s of snapshots) this.#rows.set(`${s.model}\u0000${s.key}`, { snapshot: { ...s }, checksum: snapshotChecksum(s) });
+  async save(snapshots: Snapshot | readonly Snapshot[]): Promise<void> {
+    const rows = snapshotList(snapshots).map((s) => ({ snapshot: { ...s }, checksum: snapshotChecksum(s) })); // all checked before any is kept
+    for (const row of rows) this.#rows.set(`${row.snapshot.model}\u0000${row.snapshot.key}`, row);
   }
 
   /** Tests: change the stored state without its checksum (a changed byte). */

@@ -8,17 +8,17 @@
 // N+1 before N. Appends issued concurrently in one process are committed as a group.
 import { closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
-import { merge } from 'rxjs/internal/observable/merge';
-import { Observable } from 'rxjs/internal/Observable';
-import { Subject } from 'rxjs/internal/Subject';
-import { filter } from 'rxjs/internal/operators/filter';
-import { share } from 'rxjs/internal/operators/share';
-import { SnapshotNotWritableError, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
+import { createRequire } from 'node:module';
+import type Database from 'better-sqlite3';
+import { SnapshotNotWritableError, snapshotList, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { checkedSnapshot, keyed, snapshotChecksum } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
+import { merge, Observable, Subject, filter, share } from '../../domain/rx.js';
+
+/** better-sqlite3, required (as domain/io-ts.ts explains). */
+const Sqlite = createRequire(import.meta.url)('better-sqlite3') as typeof Database;
 
 /**
  * 1: events and streams; 2: the digest chain (events.digest and .previous as 32-byte BLOBs, half
@@ -101,7 +101,7 @@ export class SqliteEventStore implements EventStore {
       ensureDirectory(dirname(path));
       createPrivate(path);
     }
-    const db = new Database(path);
+    const db = new Sqlite(path);
     this.#db = db;
     db.pragma('busy_timeout = 30000');
     db.pragma('journal_mode = WAL');
@@ -302,11 +302,11 @@ export class SqliteEventStore implements EventStore {
       return checkedSnapshot(snapshot, checksum);
     },
     loadAll: async (model) => this.#sql.modelSnapshots.all(model).map(({ checksum, ...snapshot }) => keyed(snapshot, checksum)),
-    save: async (...snapshots) => {
+    save: async (snapshots) => {
       try {
         const savedAt = new Date().toISOString();
         this.#db.transaction(() => {
-          for (const s of snapshots) this.#sql.saveSnapshot.run(s.model, s.key, s.version, s.schema, s.position, s.digest, s.state, snapshotChecksum(s), savedAt);
+          for (const s of snapshotList(snapshots)) this.#sql.saveSnapshot.run(s.model, s.key, s.version, s.schema, s.position, s.digest, s.state, snapshotChecksum(s), savedAt);
         })();
       } catch (error) {
         const code = (error as { code?: string }).code ?? '';

@@ -9,7 +9,7 @@
 // starts its own helper, so share one subscription (e.g. `share()`) rather than subscribing twice.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Observable } from 'rxjs/internal/Observable';
+import { Observable } from '../../domain/rx.js';
 
 /** dist/native/proc-connector, resolved from dist/adapters/tracking/proc-connector.js. */
 export const procConnectorPath: string = fileURLToPath(new URL('../../native/proc-connector', import.meta.url));

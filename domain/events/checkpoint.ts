@@ -1,6 +1,6 @@
 // Checkpoint phases (stream job-<id>). A checkpoint is identified by its version, numbered per job.
 // The coordinator decides *Requested events; node agents answer with done / failed outcomes.
-import * as t from 'io-ts';
+import * as t from '../io-ts.js';
 import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, Sha256, record } from '../codecs.js';
 import { CheckpointScope, NodeId, ProcessRef, UnitId } from '../identity.js';
 import { Failure } from '../failure.js';

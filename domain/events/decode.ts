@@ -1,7 +1,7 @@
 // Decoding untrusted events (from a user, an agent, an HTTP client) into catalogue events.
 // A failure names the event type, each field path, what was expected and the value found.
-import * as E from 'fp-ts/lib/Either.js';
-import * as t from 'io-ts';
+import { either as E, type Either } from '../io-ts.js';
+import * as t from '../io-ts.js';
 import { definitionOf, type DomainEvent } from './catalogue.js';
 
 export interface EventProblem {
@@ -56,7 +56,7 @@ const problemsOf = (errors: t.Errors): EventProblem[] => {
 };
 
 /** Decodes `{ type, data }`; unknown properties of data are stripped. */
-export const decodeEvent = (type: unknown, data: unknown): E.Either<InvalidEventError, DomainEvent> => {
+export const decodeEvent = (type: unknown, data: unknown): Either<InvalidEventError, DomainEvent> => {
   if (typeof type !== 'string' || type === '') {
     return E.left(new InvalidEventError(String(type), [{ path: 'type', expected: 'an event type name', value: type }]));
   }

@@ -1,5 +1,5 @@
 // Job and unit lifecycle (stream job-<id>). A job runs as units, one or more per node.
-import * as t from 'io-ts';
+import * as t from '../io-ts.js';
 import { literals, nullable, NonEmptyString, NonNegativeInt, PositiveInt, record } from '../codecs.js';
 import { JobId, NodeId, ProcessRef, UnitId } from '../identity.js';
 import { defineEvent } from './define.js';

@@ -1,5 +1,5 @@
 // Node registration and checkpointer capabilities (stream node-<id>).
-import * as t from 'io-ts';
+import * as t from '../io-ts.js';
 import { literals, nullable, NonEmptyString, record } from '../codecs.js';
 import { CheckpointScope, NodeId, ProcessRef } from '../identity.js';
 import { defineEvent } from './define.js';

@@ -1,6 +1,6 @@
 // Process observations (stream job-<id>): what the node agent saw of the job's processes, from
 // the proc connector, /proc and cgroups. Appended as observed, without an expected revision.
-import * as t from 'io-ts';
+import * as t from '../io-ts.js';
 import { literals, nullable, NonEmptyString, NonNegativeInt, PositiveInt, record } from '../codecs.js';
 import { NodeId, ProcessRef, UnitId } from '../identity.js';
 import { defineEvent } from './define.js';

@@ -1,5 +1,5 @@
 // Refusals are events too: an audit must show what was asked and refused, and why.
-import * as t from 'io-ts';
+import * as t from '../io-ts.js';
 import { literals, NonEmptyString, Timestamp, record } from '../codecs.js';
 import { defineEvent } from './define.js';
 

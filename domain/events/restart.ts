@@ -1,5 +1,5 @@
 // Restart phases (stream job-<id>). A restart is numbered per job and restores one committed version.
-import * as t from 'io-ts';
+import * as t from '../io-ts.js';
 import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, record } from '../codecs.js';
 import { NodeId, ProcessRef, UnitId } from '../identity.js';
 import { Failure } from '../failure.js';

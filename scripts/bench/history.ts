@@ -13,14 +13,16 @@
 // directly, in large batches, into a fresh store.
 //
 //   npm run build && node dist/scripts/bench/history.js [--events 1M] [--live-processes 200k] [--keep DIR]
-//       [--store postgres | postgres://…] [--runs 1] [--limit 600] [--compare OTHER/dist/adapters/cli/main.js] [--build-only] [--json]
+//       [--store postgres | postgres://…] [--runs 1] [--limit 600] [--compare OTHER/dist/adapters/cli/main.js] [--build-only | --reads-only] [--json]
 //
 // --keep DIR builds the SQLite log there once and reuses it (a 10M log takes minutes to build);
 // each measurement works on a copy, so the agent's own appends never change the kept log.
 // --store postgres builds into a throwaway PostgreSQL cluster of its own (a URL: into that
 // database, which must be empty). --compare CLI times each read command through another build too
 // (e.g. the commit before a change), right after this one's, on its own copy of the same log:
-// before and after in one run. The template jobs are kept in --keep DIR too (templates.json).
+// before and after in one run. --reads-only times the read commands with no agent running (the
+// agent's whole-log start takes minutes at 10M events). With --runs N > 1 the first run of each
+// command (the one that builds its snapshot) is reported beside the median. The template jobs are kept in --keep DIR too (templates.json).
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -45,6 +47,7 @@ const { values } = parseArgs({
     limit: { type: 'string', default: '600' },
     json: { type: 'boolean', default: false },
     'build-only': { type: 'boolean', default: false },
+    'reads-only': { type: 'boolean', default: false },
     compare: { type: 'string' },
   },
 });
@@ -330,17 +333,20 @@ const runFor = (cli: string, args: readonly string[], env: NodeJS.ProcessEnv, li
 
 const timed = async (cli: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<Measure> => {
   const times: number[] = [];
+  let first: number | undefined;
   let last: { code: number | null; out: string; timedOut: boolean } | undefined;
   for (let i = 0; i < RUNS; i++) {
     const t0 = performance.now();
     last = await runFor(cli, args, env, LIMIT);
     times.push((performance.now() - t0) / 1000);
+    first ??= times[0];
     if (last.timedOut) break;
   }
   times.sort((a, b) => a - b);
   const what = `ckpt ${args.join(' ')}`;
   if (last!.timedOut) return { what, seconds: LIMIT, exit: null, note: `did not finish in ${LIMIT} s (killed)` };
-  return { what, seconds: times[times.length >> 1]!, exit: last!.code, ...(last!.code !== 0 && { note: last!.out.trim().split('\n')[0] }) };
+  const note = last!.code !== 0 ? last!.out.trim().split('\n')[0] : RUNS > 1 ? `first run ${first!.toFixed(2)} s` : undefined;
+  return { what, seconds: times[times.length >> 1]!, exit: last!.code, ...(note && { note }) };
 };
 
 /** Starts `ckpt agent run` on the log and waits for its "ready" line: start-up time and RSS then. */
@@ -439,32 +445,38 @@ const main = async () => {
       compareStore = `sqlite:${join(work, 'compare.db')}`;
     }
     const node = `bench-reader-${process.pid}`;
-    // A first start probes CRIU (a real dump and restore) and caches the result in the home: done on
-    // an empty log first, which is also the start-up time the long log is compared with.
     const home = join(work, 'home');
-    const empty = await agentStartUp(home, `sqlite:${join(work, 'empty.db')}`, node);
-    await empty.stop();
-    const emptyAgain = await agentStartUp(home, `sqlite:${join(work, 'empty.db')}`, node);
-    await emptyAgain.stop();
-    // First with no snapshot of the agent's state (it folds the whole log, and saves one when it
-    // stops), then again from that snapshot: before and after in one run.
-    say('starting the agent on the long log (no snapshot of its state yet)…');
-    const cold = await agentStartUp(home, url, node);
-    await cold.stop();
-    say('starting it again (from the snapshot it saved when it stopped)…');
-    const agent = await agentStartUp(home, url, node);
     const mib = (bytes: number) => `RSS ${(bytes / 2 ** 20).toFixed(0)} MiB`;
-    const rows: Measure[] = [
-      { what: 'agent start-up, empty log (to ready)', seconds: emptyAgain.seconds, exit: 0, note: mib(emptyAgain.rss) },
-      { what: 'agent start-up, whole log folded (to ready)', seconds: cold.seconds, exit: 0, note: `${mib(cold.rss)} after start-up` },
-      { what: 'agent start-up from its snapshot (to ready)', seconds: agent.seconds, exit: 0, note: `${mib(agent.rss)} after start-up` },
-    ];
+    const rows: Measure[] = [];
+    let agent: Awaited<ReturnType<typeof agentStartUp>> | undefined;
+    let cold: Awaited<ReturnType<typeof agentStartUp>> | undefined;
+    if (!values['reads-only']) {
+      // A first start probes CRIU (a real dump and restore) and caches the result in the home: done on
+      // an empty log first, which is also the start-up time the long log is compared with.
+      const empty = await agentStartUp(home, `sqlite:${join(work, 'empty.db')}`, node);
+      await empty.stop();
+      const emptyAgain = await agentStartUp(home, `sqlite:${join(work, 'empty.db')}`, node);
+      await emptyAgain.stop();
+      // First with no snapshot of the agent's state (it folds the whole log, and saves one when it
+      // stops), then again from that snapshot: before and after in one run.
+      say('starting the agent on the long log (no snapshot of its state yet)…');
+      cold = await agentStartUp(home, url, node);
+      await cold.stop();
+      say('starting it again (from the snapshot it saved when it stopped)…');
+      agent = await agentStartUp(home, url, node);
+      rows.push(
+        { what: 'agent start-up, empty log (to ready)', seconds: emptyAgain.seconds, exit: 0, note: mib(emptyAgain.rss) },
+        { what: 'agent start-up, whole log folded (to ready)', seconds: cold.seconds, exit: 0, note: `${mib(cold.rss)} after start-up` },
+        { what: 'agent start-up from its snapshot (to ready)', seconds: agent.seconds, exit: 0, note: `${mib(agent.rss)} after start-up` },
+      );
+    } else mkdirSync(home, { recursive: true, mode: 0o700 });
     try {
       const loop = plans.find((p) => p.kind === 'loop')!.job;
-      const env = agent.env;
+      const env = agent?.env ?? { ...process.env, CKPT_HOME: home, CKPT_STORE: url, CKPT_NODE: node };
       for (const args of [
         ['--version'],
         ['jobs'],
+        ['jobs', '--all'],
         ['ps', 'live-forks'],
         ['ps', 'live-forks', '--json'],
         ['history', 'live-forks', '--tail', '100'],
@@ -479,7 +491,7 @@ const main = async () => {
         rows.push(before ? { ...now, compared: { seconds: before.seconds, exit: before.exit, ...(before.note && { note: before.note }) } } : now);
       }
     } finally {
-      await agent.stop();
+      await agent?.stop();
     }
     const result = {
       events: built,
@@ -489,7 +501,7 @@ const main = async () => {
       bytes: size,
       runs: RUNS,
       compare: values.compare ?? null,
-      agentRssBytes: { wholeLog: cold.rss, fromSnapshot: agent.rss },
+      agentRssBytes: cold && agent ? { wholeLog: cold.rss, fromSnapshot: agent.rss } : null,
       rows,
     };
     if (values.json) console.log(JSON.stringify(result, null, 2));

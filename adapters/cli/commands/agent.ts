@@ -8,7 +8,7 @@ import { defaultAppendContext } from '../../store/batch.js';
 import { ckptHome } from '../../store/url.js';
 import { redactStoreUrl } from '../../store/redact.js';
 import { agentFiles, agentSocket, defaultNode, describeStart, START_STALL_MS, holdAgentLock, removePidFile, removeStartProgress, runningAgent, stalePidFile, startAgent, startingAgent, stopAgent, storeId, writePidFile, writeStartProgress, type AgentInfo, type StartProgress } from '../../agent/daemon.js';
-import { NodeAgent, type StartStep } from '../../agent/node-agent.js';
+import type { NodeAgent, StartStep } from '../../agent/node-agent.js';
 import { readStat } from '../../tracking/procfs.js';
 import { durationOption, flag, integerOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
 import { EXIT, type Command } from '../command.js';
@@ -140,6 +140,8 @@ const run = async (args: ParsedArgs): Promise<number> => {
   delete process.env.CKPT_STORE;
   const self = readStat(process.pid)!;
   const rereads = process.env.CKPT_TRACKING_REREADS === 'fixed' ? 'fixed' : 'adaptive';
+  // Loaded here, not with this module: checkpoint, restart and run import it for nodeOf and ensureAgent.
+  const { NodeAgent } = await import('../../agent/node-agent.js');
   const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, rereads, starting: reportStart(home, node, url, self.startTime), log });
   try {
     await agent.start();

@@ -70,7 +70,7 @@ export const auditCommand: Command = {
       // The chain first: a damaged log is reported as such before any of it is folded.
       const chain = verify ? await verifyChain(store, { heads: flag(args, 'json') }) : undefined;
       if (chain?.problem) process.stderr.write(`${describeChain(chain)}\n`);
-      const jobs = only ? [only] : (await allJobs(store)).map((j) => j.job.job);
+      const jobs = only ? [only] : (await allJobs(store)).map((j) => j.job);
       const home = ckptHome();
       const reports = [];
       for (const job of jobs) {

@@ -1,21 +1,19 @@
-import { hiddenJobs, listJobs, readAllJobs, readJobs, type JobListing } from '../../../projections/jobs.js';
+import { hiddenJobs, listJobs, readAllJobs, readJobs, type JobRow } from '../../../projections/jobs.js';
 import { flag } from '../args.js';
 import { VERBOSE, verboseNotes } from '../verbose.js';
 import { EXIT, type Command } from '../command.js';
 import { table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
-export const jobSummary = ({ job: j, running, total }: JobListing) => {
-  return {
-    job: j.job,
-    state: j.phase === 'ended' ? `ended (${j.outcome})` : j.phase,
-    owner: j.owner ?? null,
-    submittedAt: j.submittedAt ?? null,
-    units: Object.values(j.units).map((u) => ({ unit: u.unit, node: u.node, phase: u.phase, exitStatus: u.exitStatus, signal: u.signal, command: u.command })),
-    processes: { running, total },
-    lostEvents: j.lostEvents,
-  };
-};
+export const jobSummary = (j: JobRow) => ({
+  job: j.job,
+  state: j.phase === 'ended' ? `ended (${j.outcome})` : j.phase,
+  owner: j.owner ?? null,
+  submittedAt: j.submittedAt ?? null,
+  units: j.units.map((u) => ({ unit: u.unit, node: u.node, phase: u.phase, exitStatus: u.exitStatus, signal: u.signal, command: u.command })),
+  processes: { running: j.running, total: j.total },
+  lostEvents: j.lostEvents,
+});
 
 export const jobsCommand: Command = {
   usage: '[--all] [--json] [--verbose]',
@@ -36,7 +34,7 @@ export const jobsCommand: Command = {
     const store = openStore(args);
     try {
       const all = flag(args, 'all');
-      let listed: JobListing[];
+      let listed: JobRow[];
       let hidden: number | undefined = 0;
       if (all) {
         const read = await readAllJobs(store);
