@@ -4,7 +4,7 @@ import type { EventStore, Position, RecordedEvent } from '../domain/event-store.
 import { jobStream, processKey } from '../domain/identity.js';
 import { evolveMembership, evolveShownMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState, type Unit } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
-import { loadRow, loadRows, readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
+import { loadRows, readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
 
 /** Strings that repeat across members (node, unit, comm, cgroup, state) are written once. */
 const interning = () => {
@@ -244,21 +244,25 @@ export const RECENT_ENDED = 20;
 
 /**
  * Every job in the log, kept as small as what runs: a job that ended is kept as its row only
- * (what the list shows of it), and at the list's next save that row leaves the snapshot for a
- * snapshot of its own (`jobs.rows`, one per job), so that a list of 150,000 jobs loads the few
- * that run and the last few that ended, not all of them. An ended job that gets events again (a
- * restart, a late exit) is folded again from its stream before the event (readJobs does it).
+ * (what the list shows of it), and at the list's next save the rows of the jobs that ended since
+ * leave the snapshot for a chunk of their own (a snapshot of `jobs.rows`, one per save that had
+ * any), so that a list of 150,000 jobs loads the few that run and the last few that ended, not all
+ * of them. An ended job that gets events again (a restart, a late exit) is folded again from its
+ * stream before the event (readJobs does it); its stored row is then stale, and a later one wins.
  */
 export interface JobsList {
   /** Jobs that have not ended, folded on. */
   readonly active: PersistentMap<JobListing>;
-  /** Jobs that ended since the list was last saved (then written as rows and dropped from here). */
+  /** Jobs that ended since the list was last saved (then written as a chunk and dropped from here). */
   readonly ended: PersistentMap<JobRow>;
-  /** How many rows of this list the store holds (not counting ended jobs folded again since);
-   *  UNKNOWN_ROWS in a list the agent filtered for a user (the rows are everyone's). */
+  /** Rows in the stored chunks, and how many of them are stale (their job was folded again since);
+   *  rows is UNKNOWN_ROWS in a list the agent filtered for a user (the rows are everyone's). */
   readonly rows: number;
-  /** Which rows are this list's: position and digest of its first save. A list rebuilt from the
-   *  log starts a lineage of its own, so the rows of the one before are never mistaken for its own. */
+  readonly stale: number;
+  /** Chunks stored: keys 0 … chunks-1. */
+  readonly chunks: number;
+  /** Which chunks are this list's: position and digest of its first save. A list rebuilt from the
+   *  log starts a lineage of its own, so the chunks of the one before are never mistaken for its own. */
   readonly lineage?: string;
   /** The RECENT_ENDED jobs that ended last, in the order they ended. */
   readonly recent: readonly JobRow[];
@@ -266,7 +270,10 @@ export interface JobsList {
 
 export const UNKNOWN_ROWS = -1;
 
-const emptyList = (): JobsList => ({ active: emptyMap(), ended: emptyMap(), rows: 0, recent: [] });
+const emptyList = (): JobsList => ({ active: emptyMap(), ended: emptyMap(), rows: 0, stale: 0, chunks: 0, recent: [] });
+
+/** A chunk's key: its number, zero-padded so keys sort in save order. */
+const chunkKey = (n: number) => String(n).padStart(8, '0');
 
 const encodeListing = (l: JobListing) => ({ job: encodeMembership(l.job), running: [...entriesOf(l.processes)].map(([key]) => key), total: l.total });
 
@@ -286,7 +293,7 @@ const list = <T>(name: string, value: unknown, decode: (x: unknown) => T): T[] =
 /** Every job in the log (a whole-log model: positions are global). Fold it with readJobs. */
 export const jobsModel: ReadModel<JobsList> = {
   name: 'jobs',
-  version: 4,
+  version: 5,
   initial: emptyList,
   evolve: (jobs, e) => {
     if (!e.stream.startsWith('job-')) return jobs;
@@ -306,35 +313,40 @@ export const jobsModel: ReadModel<JobsList> = {
     active: [...valuesOf(jobs.active)].map(encodeListing),
     ended: [...valuesOf(jobs.ended)],
     rows: jobs.rows,
+    stale: jobs.stale,
+    chunks: jobs.chunks,
     lineage: jobs.lineage ?? null,
     recent: jobs.recent,
   }),
   decode: (encoded) => {
-    const e = encoded as { active: unknown; ended: unknown; rows: unknown; lineage: unknown; recent: unknown };
-    if (typeof e?.rows !== 'number' || (e.lineage !== null && typeof e.lineage !== 'string')) throw new Error('jobs: rows or lineage missing');
+    const e = encoded as { active: unknown; ended: unknown; rows: unknown; stale: unknown; chunks: unknown; lineage: unknown; recent: unknown };
+    if (typeof e?.rows !== 'number' || typeof e.stale !== 'number' || typeof e.chunks !== 'number' || (e.lineage !== null && typeof e.lineage !== 'string')) throw new Error('jobs: rows, chunks or lineage missing');
     return {
       active: mapOf(list('active', e.active, decodeListing).map((l) => [l.job.job, l] as const)),
       ended: mapOf(list('ended', e.ended, decodeRow).map((r) => [r.job, r] as const)),
       rows: e.rows,
+      stale: e.stale,
+      chunks: e.chunks,
       ...(e.lineage !== null && { lineage: e.lineage }),
       recent: list('recent', e.recent, decodeRow),
     };
   },
   rows: (jobs, last) => {
+    if (jobs.ended.size === 0) return { state: jobs, rows: [] };
     const lineage = jobs.lineage ?? `${last.position}:${last.digest!.slice(0, 16)}`;
-    const rows = [...valuesOf(jobs.ended)].map((r) => [r.job, { lineage, row: r }] as const);
-    return { state: { ...jobs, ended: emptyMap(), rows: jobs.rows + rows.length, lineage }, rows };
+    const chunk = { lineage, rows: [...valuesOf(jobs.ended)] };
+    return { state: { ...jobs, ended: emptyMap(), rows: jobs.rows + chunk.rows.length, chunks: jobs.chunks + 1, lineage }, rows: [[chunkKey(jobs.chunks), chunk]] };
   },
 };
 
-/** A stored row of the list, if it is of this lineage. */
-const storedRow = (lineage: string | undefined) => (stored: unknown): JobRow | undefined => {
-  const r = stored as { lineage?: unknown; row?: unknown };
-  return lineage !== undefined && r?.lineage === lineage ? decodeRow(r.row) : undefined;
+/** The rows of a stored chunk, if it is of this lineage. */
+const chunkRows = (lineage: string | undefined) => (stored: unknown): JobRow[] | undefined => {
+  const c = stored as { lineage?: unknown; rows?: unknown };
+  return lineage !== undefined && c?.lineage === lineage ? list('chunk', c.rows, decodeRow) : undefined;
 };
 
-/** An ended job's row is not there (deleted, damaged, of another lineage): the list cannot go on from its snapshot. */
-class RowMissing extends Error {}
+/** The list's snapshot does not hold what an event needs (a job that ended with no rows stored). */
+class ListInconsistent extends Error {}
 
 /** A job's listing folded from its stream, up to a revision. */
 const foldListing = async (store: EventStore, job: string, upTo: number): Promise<JobListing> => {
@@ -351,20 +363,20 @@ const foldListing = async (store: EventStore, job: string, upTo: number): Promis
 /**
  * Before an event of a job that ended (any event but a job's first, revision 0, of a job the list
  * does not hold as active): the job folded again from its stream up to that event, back among the
- * active ones, its row no longer counted (the event may end it again).
+ * active ones (the event may end it again); a stored row of it is stale from now on.
  */
 const foldAgain = (store: EventStore) => (jobs: JobsList, e: RecordedEvent): Promise<JobsList> | undefined => {
   if (!e.stream.startsWith('job-') || e.revision === 0) return undefined;
   const job = e.stream.slice(4);
   if (getIn(jobs.active, job)) return undefined;
-  return (async () => {
-    const inMemory = getIn(jobs.ended, job) !== undefined;
-    if (!inMemory && !(store.snapshots && jobs.rows > 0 && (await loadRow(store.snapshots, jobsModel, job, storedRow(jobs.lineage))))) {
-      throw new RowMissing(`the row of ended job ${job} cannot be used`);
-    }
-    const listing = await foldListing(store, job, e.revision - 1);
-    return { ...jobs, active: setIn(jobs.active, job, listing), ended: removeIn(jobs.ended, job), rows: inMemory ? jobs.rows : jobs.rows - 1 };
-  })();
+  const inMemory = getIn(jobs.ended, job) !== undefined;
+  if (!inMemory && jobs.rows - jobs.stale <= 0) return Promise.reject(new ListInconsistent(`job ${job} has events after it ended, but the list stores no row of it`));
+  return foldListing(store, job, e.revision - 1).then((listing) => ({
+    ...jobs,
+    active: setIn(jobs.active, job, listing),
+    ended: removeIn(jobs.ended, job),
+    stale: inMemory ? jobs.stale : jobs.stale + 1,
+  }));
 };
 
 const bySubmission = (a: JobRow, b: JobRow) => (a.submittedAt ?? '').localeCompare(b.submittedAt ?? '') || a.job.localeCompare(b.job);
@@ -376,21 +388,21 @@ export const withoutProcesses = (l: JobListing): JobListing => ({ ...l, processe
 export const listJobs = (jobs: JobsList): JobRow[] => [...[...valuesOf(jobs.active)].map(rowOf), ...jobs.recent].filter((r) => r.phase !== 'new').sort(bySubmission);
 
 /** How many ended jobs the default list leaves out, if known. */
-export const hiddenJobs = (jobs: JobsList): number | undefined => (jobs.rows === UNKNOWN_ROWS ? undefined : jobs.rows + jobs.ended.size - jobs.recent.length);
+export const hiddenJobs = (jobs: JobsList): number | undefined => (jobs.rows === UNKNOWN_ROWS ? undefined : jobs.rows - jobs.stale + jobs.ended.size - jobs.recent.length);
 
 /** The list from its snapshot and what came after it (only the jobs it keeps: see readAllJobs). */
 export const readJobs = async (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<JobsList>> => {
   try {
     return await readModel(store, jobsModel, '', { ...options, prepare: foldAgain(store) });
   } catch (error) {
-    if (!(error instanceof RowMissing)) throw error;
+    if (!(error instanceof ListInconsistent)) throw error;
     return readModel(store, jobsModel, '', { ...options, prepare: foldAgain(store), rebuild: error.message });
   }
 };
 
 /**
- * Every job in the log, oldest first: the list with all its rows. Rows that cannot be trusted
- * (a changed byte, one missing) make it rebuild the list from the log, saying why.
+ * Every job in the log, oldest first: the list with all its stored rows. Chunks that cannot be
+ * trusted (a changed byte, one missing, rows missing) make it rebuild the list from the log, saying why.
  */
 export const readAllJobs = async (store: EventStore, options: ReadOptions = {}): Promise<ModelRead<JobRow[]>> => {
   if (store.models && !options.ignoreSnapshots) {
@@ -399,11 +411,22 @@ export const readAllJobs = async (store: EventStore, options: ReadOptions = {}):
   }
   const read = await readJobs(store, options);
   const jobs = read.state;
-  if (jobs.rows === 0 || !store.snapshots) return { ...read, state: listAll(jobs, []) };
-  const { rows, problems } = await loadRows(store.snapshots, jobsModel, storedRow(jobs.lineage));
-  for (const job of [...rows.keys()]) if (getIn(jobs.active, job) || getIn(jobs.ended, job)) rows.delete(job);
-  if (problems.length === 0 && rows.size === jobs.rows) return { ...read, state: listAll(jobs, rows.values()) };
-  const why = problems.length > 0 ? [...problems.slice(0, 3), ...(problems.length > 3 ? [`and ${problems.length - 3} more`] : [])].join('; ') : `${jobs.rows} row(s) expected, ${rows.size} found`;
+  if (jobs.chunks === 0 || !store.snapshots) return { ...read, state: listAll(jobs, []) };
+  const { rows: chunks, problems } = await loadRows(store.snapshots, jobsModel, chunkRows(jobs.lineage));
+  const stored = new Map<string, JobRow>(); // later chunks win: a job that ended again
+  let count = 0;
+  for (let n = 0; n < jobs.chunks; n++) {
+    const chunk = chunks.get(chunkKey(n));
+    if (!chunk) {
+      problems.push(`chunk ${chunkKey(n)} is missing`);
+      break;
+    }
+    count += chunk.length;
+    for (const row of chunk) stored.set(row.job, row);
+  }
+  if (problems.length === 0 && count !== jobs.rows) problems.push(`${jobs.rows} row(s) expected, ${count} found`);
+  if (problems.length === 0) return { ...read, state: listAll(jobs, [...stored.values()].filter((r) => !getIn(jobs.active, r.job) && !getIn(jobs.ended, r.job))) };
+  const why = [...problems.slice(0, 3), ...(problems.length > 3 ? [`and ${problems.length - 3} more`] : [])].join('; ');
   const rebuilt = await readModel(store, jobsModel, '', { ...options, prepare: foldAgain(store), rebuild: `its rows cannot be used (${why})` });
   return { ...rebuilt, notes: [...read.notes, ...rebuilt.notes], state: listAll(rebuilt.state, []) };
 };

@@ -140,13 +140,13 @@ export const saveModel = async <S>(snapshots: SnapshotStore, model: ReadModel<S>
   const rows = split.rows.map(([rowKey, row]) => ({ model: rowsOf(model), key: rowKey, ...stamp, state: JSON.stringify(row) }));
   rows.push({ model: model.name, key, ...stamp, state: JSON.stringify(model.encode(split.state)) });
   const outcome = await save(snapshots, rows, at);
-  return rows.length > 1 && outcome.startsWith('saved') ? `${outcome} (with ${rows.length - 1} row(s) of ${rowsOf(model)})` : outcome;
+  return rows.length > 1 && outcome.startsWith('saved') ? `${outcome} (and ${rows.length - 1} of ${rowsOf(model)})` : outcome;
 };
 
 /**
  * A model's rows as saved by this code with these schemas, the decoded ones and why any could not
- * be used (a changed byte, another code version); `row` says whether one belongs to the state
- * at hand (e.g. to its lineage: a rebuilt model does not delete the rows of the one before).
+ * be used (a changed byte, another code version); `decode` leaves out the ones that do not belong
+ * to the state at hand (e.g. to its lineage: a rebuilt model does not delete the rows of the one before).
  */
 export const loadRows = async <R>(snapshots: SnapshotStore, model: ModelName, decode: (row: unknown, key: string) => R | undefined): Promise<{ rows: Map<string, R>; problems: string[] }> => {
   const rows = new Map<string, R>();
@@ -161,12 +161,6 @@ export const loadRows = async <R>(snapshots: SnapshotStore, model: ModelName, de
     if (row !== undefined) rows.set(s.key, row);
   }
   return { rows, problems };
-};
-
-/** One row (loadRows), or undefined when there is none this code can use. */
-export const loadRow = async <R>(snapshots: SnapshotStore, model: ModelName, key: string, decode: (row: unknown, key: string) => R | undefined): Promise<R | undefined> => {
-  const s = await snapshots.load(rowsOf(model), key);
-  return s && !rowProblem(model, s) ? decode(JSON.parse((s as Snapshot).state), key) : undefined;
 };
 
 const rowProblem = (model: ModelName, s: Snapshot | { damaged: string }): string | undefined => {

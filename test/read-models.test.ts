@@ -150,7 +150,7 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
     try {
       await endedAndRunning(store);
       const first = await readJobs(store, { saveAfter: 0 });
-      assert.match(first.notes.join('\n'), 'with 30 row(s) of jobs.rows');
+      assert.match(first.notes.join('\n'), 'and 1 of jobs.rows'); // one chunk of 30 rows
       const saved = await store.snapshots!.load('jobs', '');
       assert.ok(saved && !('damaged' in saved));
       const kept = JSON.parse(saved.state);
@@ -277,20 +277,25 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
         const truth = await everyJob(store);
         await sql!(setup.alterSnapshot!, 'jobs.rows');
         const damaged = await readAllJobs(store);
-        assert.match(damaged.notes.join('\n'), /snapshot jobs its rows cannot be used \(jobs\.rows\/e00 its content no longer matches its checksum;.*: rebuilt from the log/);
+        assert.match(damaged.notes.join('\n'), /snapshot jobs its rows cannot be used \(jobs\.rows\/00000000 its content no longer matches its checksum; chunk 00000000 is missing\): rebuilt from the log/);
         assert.equal(shown(damaged.state), truth);
         const rebuilt = await readAllJobs(store);
         assert.is(rebuilt.folded, 0, 'saved again with new rows');
         assert.not.match(rebuilt.notes.join('\n'), 'rebuilt');
-        await sql!(setup.deleteSnapshot!, 'jobs.rows', 'e07');
-        const missing = await readAllJobs(store);
-        assert.match(missing.notes.join('\n'), 'its rows cannot be used (30 row(s) expected, 29 found): rebuilt from the log');
-        assert.equal(shown(missing.state), truth);
-        // A job whose row is gone gets an event: the list is rebuilt, not folded from nothing.
-        await sql!(setup.deleteSnapshot!, 'jobs.rows', 'e03');
+        // e03 runs again (folded again from its stream), e04 ends late; then the first chunk goes.
         await store.append('job-e03', [{ type: 'UnitLaunched', data: { unit: 'main', node: 'n1', root: { pid: 300, startTime: 3000 }, pgid: 300, sid: 300, comm: 'sh', cgroup: '/ckpt/s/e03/main' } }]);
-        const gone = await readJobs(store);
-        assert.match(gone.notes.join('\n'), 'the row of ended job e03 cannot be used: rebuilt from the log');
+        await readJobs(store, { saveAfter: 0 });
+        await store.append('job-e03', [{ type: 'UnitEnded', data: { unit: 'main', node: 'n1', status: 1, signal: null } }, { type: 'JobEnded', data: { outcome: 'failed', status: 1, signal: null } }]);
+        const again = await readJobs(store, { saveAfter: 0 });
+        assert.match(again.notes.join('\n'), 'and 1 of jobs.rows');
+        const twice = await readAllJobs(store);
+        assert.equal(shown(twice.state), await everyJob(store), 'the later row of a job that ended twice wins');
+        assert.is(twice.state.find((r) => r.job === 'e03')!.outcome, 'failed');
+        assert.is(hiddenJobs(again.state), 30 - 20);
+        await sql!(setup.deleteSnapshot!, 'jobs.rows', '00000000');
+        const missing = await readAllJobs(store);
+        assert.match(missing.notes.join('\n'), 'its rows cannot be used (chunk 00000000 is missing): rebuilt from the log');
+        assert.equal(shown(missing.state), await everyJob(store));
         assert.equal(shown((await readAllJobs(store)).state), await everyJob(store));
       } finally {
         await store.close();
@@ -416,18 +421,18 @@ pgSuite.run();
 const sources = (...files: string[]) =>
   createHash('sha256').update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0')).digest('hex').slice(0, 16);
 const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
-  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '949e521d15de33f4' },
-  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '949e521d15de33f4' },
-  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '949e521d15de33f4' },
-  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 4, digest: '949e521d15de33f4' },
+  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '6b4a269bb1cce468' },
+  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b4a269bb1cce468' },
+  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b4a269bb1cce468' },
+  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: '6b4a269bb1cce468' },
   { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '6b365c22ad112607' },
   { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'ce138307bb60c03a' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: '82c762405e0e9297' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: 'c5150dd193b294f2' },
   {
     model: agentModel,
     files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
     version: 3,
-    digest: '0d1b948848b5075d',
+    digest: '438880169e7f5f26',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');

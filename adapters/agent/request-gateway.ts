@@ -229,12 +229,12 @@ export class RequestGateway {
     const { store } = this.#o;
     if (all) {
       const read = await readAllJobs(store);
-      return { ...read, state: jobsModel.encode({ active: emptyMap(), ended: rows(read.state), rows: 0, recent: [] }) };
+      return { ...read, state: jobsModel.encode({ active: emptyMap(), ended: rows(read.state), rows: 0, stale: 0, chunks: 0, recent: [] }) };
     }
     const read = await readJobs(store);
     const l = read.state;
     const active = mapOf([...valuesOf(l.active)].filter((a) => mine(a.job.owner)).map((a) => [a.job.job, withoutProcesses(a)] as const));
-    const list = { active, ended: rows(valuesOf(l.ended)), rows: caller.uid === 0 ? l.rows : UNKNOWN_ROWS, recent: l.recent.filter((r) => mine(r.owner)) };
+    const list = { active, ended: rows(valuesOf(l.ended)), rows: caller.uid === 0 ? l.rows : UNKNOWN_ROWS, stale: l.stale, chunks: 0, recent: l.recent.filter((r) => mine(r.owner)) };
     return { ...read, state: jobsModel.encode(list) };
   }
 
