@@ -1,0 +1,169 @@
+// PostgreSQL append throughput with several agents: N store instances (one per "agent", each
+// with its own connection pool) append fork-heavy batches to their own job streams for a fixed
+// time while one follower reads the whole log live. Prints aggregate events/s and p50/p99 batch
+// latency per variant of the global ordering, side by side in one run (variants rotate within
+// each configuration; each run gets a fresh database):
+//   allocation  schema 4: the global lock is held only to take the xid and the positions;
+//               readers read rows whose transaction is older than their snapshot's xmin
+//   commit      schema 3: the global lock is held until commit; readers read by position
+//   none        no global lock; readers follow (txid, position) below xmin (Marten, Emmett) —
+//               positions no longer ascend in delivery order, so ckpt's position cursors break
+// The follower checks it saw every event once, in its variant's order.
+//
+//   npm run bench:pg-append -- [--seconds 4] [--agents 1,3,8] [--batch 20,100] [--variants allocation,commit,none] [--rounds 1]
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import type { EventStore } from '../../domain/event-store.js';
+import { PostgresEventStore, appendFunction, type GlobalOrder } from '../../adapters/store/postgres.js';
+import { startPostgres, needPostgres, type PostgresCluster } from '../../test/support/postgres.js';
+import { processEvents } from './process-events.js';
+import { count, median } from './run.js';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '4' },
+    agents: { type: 'string', default: '1,3,8' },
+    batch: { type: 'string', default: '20,100' },
+    variants: { type: 'string', default: 'allocation,commit,none' },
+    rounds: { type: 'string', default: '1' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const list = (flag: string, text: string) => text.split(',').map((t) => count(flag, t));
+const AGENTS = list('agents', values.agents);
+const BATCHES = list('batch', values.batch);
+const ROUNDS = count('rounds', values.rounds);
+const VARIANTS = values.variants.split(',') as GlobalOrder[];
+for (const v of VARIANTS) if (!['allocation', 'commit', 'none'].includes(v)) throw new Error(`--variants: unknown variant "${v}" (allocation, commit, none)`);
+/** Job streams per agent: appends go round-robin over them, as an agent's busy jobs do. */
+const STREAMS_PER_AGENT = 20;
+
+/** Each variant's gap-free page query for a follower: $1/$2 the cursor, rows in delivery order. */
+const FOLLOW: Record<GlobalOrder, { sql: string; cursor: (row: unknown[]) => [string, string] }> = {
+  allocation: {
+    sql: `SELECT position, txid::text, data::text, metadata::text FROM ckpt_events
+          WHERE position > $2 AND txid < (SELECT pg_snapshot_xmin(pg_current_snapshot())) ORDER BY position LIMIT 1000`,
+    cursor: (r) => ['0', r[0] as string],
+  },
+  commit: {
+    sql: 'SELECT position, txid::text, data::text, metadata::text FROM ckpt_events WHERE position > $2 AND $1::text IS NOT NULL ORDER BY position LIMIT 1000',
+    cursor: (r) => ['0', r[0] as string],
+  },
+  none: {
+    sql: `SELECT position, txid::text, data::text, metadata::text FROM ckpt_events
+          WHERE (txid, position) > ($1::xid8, $2) AND txid < (SELECT pg_snapshot_xmin(pg_current_snapshot())) ORDER BY txid, position LIMIT 1000`,
+    cursor: (r) => [r[1] as string, r[0] as string],
+  },
+};
+
+/** Reads the log live until stopped and caught up with `expected` events; checks its order as it goes. */
+const follower = (url: string, variant: GlobalOrder) => {
+  const client = new pg.Client({ connectionString: url });
+  let cursor: [string, string] = ['0', '0'];
+  let seen = 0;
+  let stopping = false;
+  let problem: string | undefined;
+  const run = (async () => {
+    await client.connect();
+    for (;;) {
+      const { rows } = await client.query<unknown[]>({ text: FOLLOW[variant].sql, values: cursor, rowMode: 'array' });
+      for (const row of rows) {
+        JSON.parse(row[2] as string); // a follower decodes what it reads
+        const next = FOLLOW[variant].cursor(row);
+        const after = BigInt(next[0]) > BigInt(cursor[0]) || (next[0] === cursor[0] && BigInt(next[1]) > BigInt(cursor[1]));
+        if (!after) problem ??= `delivered ${next} after ${cursor}`;
+        cursor = next;
+        seen++;
+      }
+      if (rows.length < 1000) {
+        if (stopping) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    await client.end();
+  })();
+  return {
+    /** After the appenders stopped: reads on until nothing is left, then reports. */
+    stop: async () => {
+      stopping = true;
+      await run;
+      return { seen, problem };
+    },
+  };
+};
+
+interface Result { events: number; seconds: number; latencies: number[]; followed: number; problem?: string }
+
+const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: number, batch: number): Promise<Result> => {
+  const url = await cluster.database();
+  const stores: EventStore[] = Array.from({ length: agents }, () => new PostgresEventStore(url));
+  await stores[0]!.headPosition(); // creates the schema (4)
+  if (variant !== 'allocation') {
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    await admin.query(appendFunction(variant));
+    if (variant === 'none') await admin.query('CREATE INDEX ckpt_events_txid ON ckpt_events (txid, position)');
+    await admin.end();
+  }
+  // Built before the clock starts: the benchmark measures the store, not the event generator.
+  const batches = Array.from({ length: 64 }, (_, k) => processEvents(k, k, batch));
+  const follow = follower(url, variant);
+  const latencies: number[] = [];
+  let events = 0;
+  const start = performance.now();
+  const end = start + SECONDS * 1000;
+  await Promise.all(
+    stores.map(async (store, a) => {
+      for (let k = 0; performance.now() < end; k++) {
+        const t = performance.now();
+        await store.append(`job-${a}-${k % STREAMS_PER_AGENT}`, batches[(a * 7 + k) % batches.length]!);
+        latencies.push(performance.now() - t);
+        events += batch;
+      }
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  const { seen, problem } = await follow.stop();
+  await Promise.all(stores.map((s) => s.close()));
+  return { events, seconds, latencies, followed: seen, ...(problem && { problem }) };
+};
+
+const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+
+const missing = needPostgres();
+if (missing) {
+  console.log(`PostgreSQL append benchmark: skipped, ${missing}`);
+} else {
+  const cluster = await startPostgres({ durable: true });
+  try {
+    console.log(`PostgreSQL append benchmark: ${SECONDS} s per run, agents ${AGENTS.join(', ')}, batches of ${BATCHES.join(', ')}, fsync on; node ${process.version}\n`);
+    console.log('batch  agents  variant      events/s   ×commit   p50 ms   p99 ms   follower');
+    for (const batch of BATCHES) {
+      for (const agents of AGENTS) {
+        const results = new Map<GlobalOrder, Result[]>(VARIANTS.map((v) => [v, []]));
+        for (let round = 0; round < ROUNDS; round++) {
+          // Rotate the order so no variant always runs first (cold) or last.
+          for (let i = 0; i < VARIANTS.length; i++) {
+            const variant = VARIANTS[(i + round + agents) % VARIANTS.length]!;
+            results.get(variant)!.push(await runOnce(cluster, variant, agents, batch));
+          }
+        }
+        const rate = (r: Result) => r.events / r.seconds;
+        const best = (v: GlobalOrder) => results.get(v)!.reduce((a, b) => (rate(b) > rate(a) ? b : a));
+        const base = results.has('commit') ? rate(best('commit')) : undefined;
+        for (const variant of VARIANTS) {
+          const r = best(variant);
+          const rates = results.get(variant)!.map(rate);
+          const followed = r.problem ? `OUT OF ORDER: ${r.problem}` : r.followed === r.events ? 'all, in order' : `MISSED ${r.events - r.followed} of ${r.events}`;
+          console.log(
+            `${String(batch).padStart(5)}  ${String(agents).padStart(6)}  ${variant.padEnd(10)} ${Math.round(rate(r)).toLocaleString('en-US').padStart(10)}` +
+              `   ${base ? (rate(r) / base).toFixed(2).padStart(7) : '      -'}  ${median(r.latencies).toFixed(1).padStart(7)}  ${percentile(r.latencies, 0.99).toFixed(1).padStart(7)}   ${followed}` +
+              (ROUNDS > 1 ? `   (runs: ${rates.map((x) => Math.round(x / 1000) + 'k').join(', ')})` : ''),
+          );
+        }
+      }
+    }
+  } finally {
+    await cluster.stop();
+  }
+}
