@@ -8,7 +8,9 @@
 //   commit      schema 3: the global lock is held until commit; readers read by position
 //   none        no global lock; readers follow (txid, position) below xmin (Marten, Emmett) —
 //               positions no longer ascend in delivery order, so ckpt's position cursors break
-// The follower checks it saw every event once, in its variant's order.
+// The follower checks it saw every event once, in its variant's order. "client CPU" is this
+// process's share of a core (the agents' encoding and hashing, the follower): the agents and the
+// server share this machine's cores, as they would not across hosts.
 //
 //   npm run bench:pg-append -- [--seconds 4] [--agents 1,3,8] [--batch 20,100] [--variants allocation,commit,none] [--rounds 1]
 import { parseArgs } from 'node:util';
@@ -42,7 +44,7 @@ const STREAMS_PER_AGENT = 20;
 const FOLLOW: Record<GlobalOrder, { sql: string; cursor: (row: unknown[]) => [string, string] }> = {
   allocation: {
     sql: `SELECT position, txid::text, data::text, metadata::text FROM ckpt_events
-          WHERE position > $2 AND txid < (SELECT pg_snapshot_xmin(pg_current_snapshot())) ORDER BY position LIMIT 1000`,
+          WHERE position > $2 AND $1::text IS NOT NULL AND txid < (SELECT pg_snapshot_xmin(pg_current_snapshot())) ORDER BY position LIMIT 1000`,
     cursor: (r) => ['0', r[0] as string],
   },
   commit: {
@@ -92,7 +94,7 @@ const follower = (url: string, variant: GlobalOrder) => {
   };
 };
 
-interface Result { events: number; seconds: number; latencies: number[]; followed: number; problem?: string }
+interface Result { events: number; seconds: number; latencies: number[]; followed: number; clientCpu: number; problem?: string }
 
 const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: number, batch: number): Promise<Result> => {
   const url = await cluster.database();
@@ -110,6 +112,7 @@ const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: n
   const follow = follower(url, variant);
   const latencies: number[] = [];
   let events = 0;
+  const cpu = process.cpuUsage();
   const start = performance.now();
   const end = start + SECONDS * 1000;
   await Promise.all(
@@ -123,9 +126,10 @@ const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: n
     }),
   );
   const seconds = (performance.now() - start) / 1000;
+  const { user, system } = process.cpuUsage(cpu);
   const { seen, problem } = await follow.stop();
   await Promise.all(stores.map((s) => s.close()));
-  return { events, seconds, latencies, followed: seen, ...(problem && { problem }) };
+  return { events, seconds, latencies, followed: seen, clientCpu: (user + system) / 1e6 / seconds, ...(problem && { problem }) };
 };
 
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
@@ -137,7 +141,7 @@ if (missing) {
   const cluster = await startPostgres({ durable: true });
   try {
     console.log(`PostgreSQL append benchmark: ${SECONDS} s per run, agents ${AGENTS.join(', ')}, batches of ${BATCHES.join(', ')}, fsync on; node ${process.version}\n`);
-    console.log('batch  agents  variant      events/s   ×commit   p50 ms   p99 ms   follower');
+    console.log('batch  agents  variant      events/s   ×commit   p50 ms   p99 ms   client CPU   follower');
     for (const batch of BATCHES) {
       for (const agents of AGENTS) {
         const results = new Map<GlobalOrder, Result[]>(VARIANTS.map((v) => [v, []]));
@@ -157,7 +161,7 @@ if (missing) {
           const followed = r.problem ? `OUT OF ORDER: ${r.problem}` : r.followed === r.events ? 'all, in order' : `MISSED ${r.events - r.followed} of ${r.events}`;
           console.log(
             `${String(batch).padStart(5)}  ${String(agents).padStart(6)}  ${variant.padEnd(10)} ${Math.round(rate(r)).toLocaleString('en-US').padStart(10)}` +
-              `   ${base ? (rate(r) / base).toFixed(2).padStart(7) : '      -'}  ${median(r.latencies).toFixed(1).padStart(7)}  ${percentile(r.latencies, 0.99).toFixed(1).padStart(7)}   ${followed}` +
+              `   ${base ? (rate(r) / base).toFixed(2).padStart(7) : '      -'}  ${median(r.latencies).toFixed(1).padStart(7)}  ${percentile(r.latencies, 0.99).toFixed(1).padStart(7)}   ${(r.clientCpu * 100).toFixed(0).padStart(7)}%    ${followed}` +
               (ROUNDS > 1 ? `   (runs: ${rates.map((x) => Math.round(x / 1000) + 'k').join(', ')})` : ''),
           );
         }
