@@ -283,10 +283,10 @@ DECLARE
   sequence text := pg_get_serial_sequence('ckpt_events', 'position');
   tx xid8;
   positions bigint[];
-  digests text[] := '{}';
-  previous text[] := '{}';
+  digests text[];
+  previous text[];
   d text;
-  ev record;
+  contents text[];
 BEGIN
   IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
     RAISE EXCEPTION 'ckpt_append must be the first write of its transaction: positions follow transaction ids';
@@ -303,13 +303,15 @@ BEGIN
   END IF;
   current := coalesce(current, -1);
   d := coalesce(head, '${GENESIS}');
-  FOR ev IN SELECT x.value, x.ord FROM json_array_elements(p_batch) WITH ORDINALITY AS x(value, ord) ORDER BY x.ord LOOP
-    IF coalesce(ev.value->>'c', '') !~ '^[0-9a-f]{64}$' THEN
-      RAISE EXCEPTION 'ckpt_append: event % of the batch has no content digest: this log has a digest chain, upgrade ckpt', ev.ord;
+  -- The batch is parsed twice (digests, then rows), not once per field and event.
+  SELECT array_agg(x.c ORDER BY x.ord) INTO contents FROM ROWS FROM (json_to_recordset(p_batch) AS (c text)) WITH ORDINALITY AS x(c, ord);
+  FOR i IN 1..n LOOP
+    IF coalesce(contents[i], '') !~ '^[0-9a-f]{64}$' THEN
+      RAISE EXCEPTION 'ckpt_append: event % of the batch has no content digest: this log has a digest chain, upgrade ckpt', i;
     END IF;
-    previous := previous || d;
-    d := encode(sha256(decode(d, 'hex') || decode(ev.value->>'c', 'hex') || int8send(current + ev.ord)), 'hex');
-    digests := digests || d;
+    previous[i] := d;
+    d := encode(sha256(decode(d, 'hex') || decode(contents[i], 'hex') || int8send(current + i)), 'hex');
+    digests[i] := d;
   END LOOP;${order === 'allocation' ? `
   PERFORM pg_advisory_lock(${APPEND_LOCK});
   BEGIN` : ''}
@@ -322,9 +324,8 @@ BEGIN
   PERFORM pg_advisory_unlock(${APPEND_LOCK});` : ''}
   INSERT INTO ckpt_events (position, txid, stream, revision, id, type, schema_version, data, metadata, digest, previous, appended_by)
   OVERRIDING SYSTEM VALUE
-  SELECT positions[e.ord], tx, p_stream, current + e.ord, (e.value->>'id')::uuid, e.value->>'type', (e.value->>'v')::int, e.value->'data', e.value->'metadata',
-         digests[e.ord], previous[e.ord], session_user
-  FROM json_array_elements(p_batch) WITH ORDINALITY AS e(value, ord)
+  SELECT positions[e.ord], tx, p_stream, current + e.ord, e.id, e.type, e.v, e.data, e.metadata, digests[e.ord], previous[e.ord], session_user
+  FROM ROWS FROM (json_to_recordset(p_batch) AS (id uuid, type text, v int, data jsonb, metadata jsonb)) WITH ORDINALITY AS e(id, type, v, data, metadata, ord)
   ORDER BY e.ord;
   INSERT INTO ckpt_streams AS s (name, revision, digest) VALUES (p_stream, current + n, d)
   ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, digest = excluded.digest;
