@@ -252,6 +252,17 @@ migration('a schema 3 log: old events keep their positions, the new ckpt_append 
   const before = await db.query<{ position: string; id: string }>('SELECT position, id FROM ckpt_events ORDER BY position');
   assert.is(before.rows.length, 3);
 
+  // A node agent's role may not migrate: it is told who can.
+  const admin = await cluster.admin();
+  await admin.query('CREATE ROLE ckpt_agents NOLOGIN; CREATE ROLE ckpt_agent_n1 LOGIN IN ROLE ckpt_agents');
+  await admin.end();
+  await db.query('GRANT EXECUTE ON FUNCTION ckpt_append(text, text, json) TO ckpt_agents; GRANT SELECT ON ckpt_schema, ckpt_streams, ckpt_events, ckpt_meta TO ckpt_agents');
+  const agent = openEventStore(url.replace('postgres://postgres@', 'postgres://ckpt_agent_n1@'));
+  const refused = await agent.headPosition().catch((e: Error) => e);
+  await agent.close();
+  assert.instance(refused, Error);
+  assert.match((refused as Error).message, 'has event log schema 3, this ckpt needs schema 4: run ckpt once as the role that owns');
+
   const store = openEventStore(url);
   try {
     const old = await store.readAll();
@@ -269,6 +280,12 @@ migration('a schema 3 log: old events keep their positions, the new ckpt_append 
     assert.equal((await store.readAll()).map(markerOf), ['old 0', 'old 1', 'old 2', 'new 0']);
     const report = await verifyChain(store);
     assert.equal([report.problem, report.events], [undefined, 4]);
+    // The agent appends through the new function, still recorded as itself.
+    const migrated = openEventStore(url.replace('postgres://postgres@', 'postgres://ckpt_agent_n1@'));
+    const byAgent = await migrated.append('job-old', [marker('by agent')]);
+    await migrated.close();
+    const who = await db.query<{ appended_by: string }>('SELECT appended_by FROM ckpt_events WHERE position = $1', [byAgent.position]);
+    assert.equal(who.rows, [{ appended_by: 'ckpt_agent_n1' }]);
   } finally {
     await db.end();
     await store.close();

@@ -89,6 +89,9 @@ export class PostgresEventStore implements EventStore {
         throw new Error(`${this.location} has event log schema ${found}, newer than this ckpt understands (${SCHEMA_VERSION}): upgrade ckpt`);
       }
       if (found === SCHEMA_VERSION) return;
+      if (found > 0 && !(await client.query<{ owner: boolean }>("SELECT pg_has_role((SELECT tableowner FROM pg_tables WHERE tablename = 'ckpt_events' AND schemaname = current_schema()), 'USAGE') AS owner")).rows[0]!.owner) {
+        throw new Error(`${this.location} has event log schema ${found}, this ckpt needs schema ${SCHEMA_VERSION}: run ckpt once as the role that owns the log's tables (e.g. ckpt jobs --store postgres://OWNER@…) to migrate it`);
+      }
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       await client.query('CREATE TABLE IF NOT EXISTS ckpt_schema (version int NOT NULL)');
       const current = await version();

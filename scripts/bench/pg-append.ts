@@ -10,9 +10,12 @@
 //               positions no longer ascend in delivery order, so ckpt's position cursors break
 // The follower checks it saw every event once, in its variant's order. "client CPU" is this
 // process's share of a core (the agents' encoding and hashing, the follower): the agents and the
-// server share this machine's cores, as they would not across hosts.
+// server share this machine's cores, as they would not across hosts. "server µs/event" is the CPU
+// the database's backends (agents' and follower's) spent per appended event: what one server core
+// could sustain without the rest of the machine's load.
 //
 //   npm run bench:pg-append -- [--seconds 4] [--agents 1,3,8] [--batch 20,100] [--variants allocation,commit,none] [--rounds 1]
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { EventStore } from '../../domain/event-store.js';
@@ -94,7 +97,22 @@ const follower = (url: string, variant: GlobalOrder) => {
   };
 };
 
-interface Result { events: number; seconds: number; latencies: number[]; followed: number; clientCpu: number; problem?: string }
+interface Result { events: number; seconds: number; latencies: number[]; followed: number; clientCpu: number; serverUs: number; problem?: string }
+
+/** CPU seconds used so far by each server process serving `url`'s database (utime + stime from /proc). */
+const serverCpu = async (admin: pg.Client): Promise<Map<number, number>> => {
+  const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
+  const ticks = new Map<number, number>();
+  for (const { pid } of rows) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks.set(pid, (Number(fields[11]) + Number(fields[12])) / 100); // utime, stime in USER_HZ (100)
+    } catch {
+      /* ended meanwhile */
+    }
+  }
+  return ticks;
+};
 
 const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: number, batch: number): Promise<Result> => {
   const url = await cluster.database();
@@ -112,6 +130,9 @@ const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: n
   const follow = follower(url, variant);
   const latencies: number[] = [];
   let events = 0;
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  const serverBefore = await serverCpu(admin);
   const cpu = process.cpuUsage();
   const start = performance.now();
   const end = start + SECONDS * 1000;
@@ -127,9 +148,13 @@ const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: n
   );
   const seconds = (performance.now() - start) / 1000;
   const { user, system } = process.cpuUsage(cpu);
+  const serverAfter = await serverCpu(admin); // the agents' and the follower's backends, while still connected
+  await admin.end();
+  let serverS = 0;
+  for (const [pid, s] of serverAfter) serverS += s - (serverBefore.get(pid) ?? 0);
   const { seen, problem } = await follow.stop(events);
   await Promise.all(stores.map((s) => s.close()));
-  return { events, seconds, latencies, followed: seen, clientCpu: (user + system) / 1e6 / seconds, ...(problem && { problem }) };
+  return { events, seconds, latencies, followed: seen, clientCpu: (user + system) / 1e6 / seconds, serverUs: (serverS / events) * 1e6, ...(problem && { problem }) };
 };
 
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
@@ -141,7 +166,7 @@ if (missing) {
   const cluster = await startPostgres({ durable: true });
   try {
     console.log(`PostgreSQL append benchmark: ${SECONDS} s per run, agents ${AGENTS.join(', ')}, batches of ${BATCHES.join(', ')}, fsync on; node ${process.version}\n`);
-    console.log('batch  agents  variant      events/s   ×commit   p50 ms   p99 ms   client CPU   follower');
+    console.log('batch  agents  variant      events/s   ×commit   p50 ms   p99 ms   client CPU   server µs/event   follower');
     for (const batch of BATCHES) {
       for (const agents of AGENTS) {
         const results = new Map<GlobalOrder, Result[]>(VARIANTS.map((v) => [v, []]));
@@ -161,7 +186,7 @@ if (missing) {
           const followed = r.problem ? `OUT OF ORDER: ${r.problem}` : r.followed === r.events ? 'all, in order' : `MISSED ${r.events - r.followed} of ${r.events}`;
           console.log(
             `${String(batch).padStart(5)}  ${String(agents).padStart(6)}  ${variant.padEnd(10)} ${Math.round(rate(r)).toLocaleString('en-US').padStart(10)}` +
-              `   ${base ? (rate(r) / base).toFixed(2).padStart(7) : '      -'}  ${median(r.latencies).toFixed(1).padStart(7)}  ${percentile(r.latencies, 0.99).toFixed(1).padStart(7)}   ${(r.clientCpu * 100).toFixed(0).padStart(7)}%    ${followed}` +
+              `   ${base ? (rate(r) / base).toFixed(2).padStart(7) : '      -'}  ${median(r.latencies).toFixed(1).padStart(7)}  ${percentile(r.latencies, 0.99).toFixed(1).padStart(7)}   ${(r.clientCpu * 100).toFixed(0).padStart(7)}%   ${r.serverUs.toFixed(1).padStart(15)}   ${followed}` +
               (ROUNDS > 1 ? `   (runs: ${rates.map((x) => Math.round(x / 1000) + 'k').join(', ')})` : ''),
           );
         }
