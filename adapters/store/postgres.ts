@@ -260,7 +260,7 @@ export class PostgresEventStore implements EventStore {
  * How appends are ordered globally. 'allocation' is ckpt's (schema 4, see the top); the others
  * exist for `npm run bench:pg-append`: 'commit' holds the global lock to commit (schema 3), 'none'
  * takes no global lock — positions then do not ascend with txid, and a gap-free reader has to
- * follow (txid, position) instead, as Marten and Emmett do.
+ * follow (txid, position) instead, as Emmett does.
  */
 export type GlobalOrder = 'allocation' | 'commit' | 'none';
 

@@ -6,7 +6,7 @@
 //   allocation  schema 4: the global lock is held only to take the xid and the positions;
 //               readers read rows whose transaction is older than their snapshot's xmin
 //   commit      schema 3: the global lock is held until commit; readers read by position
-//   none        no global lock; readers follow (txid, position) below xmin (Marten, Emmett) —
+//   none        no global lock; readers follow (txid, position) below xmin (as Emmett does) —
 //               positions no longer ascend in delivery order, so ckpt's position cursors break
 // The follower checks it saw every event once, in its variant's order. "client CPU" is this
 // process's share of a core (the agents' encoding and hashing, the follower): the agents and the
@@ -14,32 +14,19 @@
 // the database's backends (agents' and follower's) spent per appended event: what one server core
 // could sustain without the rest of the machine's load.
 //
-//   npm run bench:pg-append -- [--seconds 4] [--agents 1,3,8] [--batch 20,100] [--variants allocation,commit,none] [--rounds 1]
+//   npm run bench:pg-append -- [--seconds 3] [--agents 1,3,8] [--batch 20,100] [--variants allocation,commit,none] [--rounds 3]
+//
+// measureAppends runs one configuration against any database (the multi-host bench's server).
 import { readFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { EventStore } from '../../domain/event-store.js';
 import { PostgresEventStore, appendFunction, type GlobalOrder } from '../../adapters/store/postgres.js';
-import { startPostgres, needPostgres, type PostgresCluster } from '../../test/support/postgres.js';
+import { startPostgres, needPostgres } from '../../test/support/postgres.js';
 import { processEvents } from './process-events.js';
 import { count, median } from './run.js';
 
-const { values } = parseArgs({
-  options: {
-    seconds: { type: 'string', default: '4' },
-    agents: { type: 'string', default: '1,3,8' },
-    batch: { type: 'string', default: '20,100' },
-    variants: { type: 'string', default: 'allocation,commit,none' },
-    rounds: { type: 'string', default: '1' },
-  },
-});
-const SECONDS = Number(values.seconds);
-const list = (flag: string, text: string) => text.split(',').map((t) => count(flag, t));
-const AGENTS = list('agents', values.agents);
-const BATCHES = list('batch', values.batch);
-const ROUNDS = count('rounds', values.rounds);
-const VARIANTS = values.variants.split(',') as GlobalOrder[];
-for (const v of VARIANTS) if (!['allocation', 'commit', 'none'].includes(v)) throw new Error(`--variants: unknown variant "${v}" (allocation, commit, none)`);
 /** Job streams per agent: appends go round-robin over them, as an agent's busy jobs do. */
 const STREAMS_PER_AGENT = 20;
 
@@ -97,7 +84,7 @@ const follower = (url: string, variant: GlobalOrder) => {
   };
 };
 
-interface Result { events: number; seconds: number; latencies: number[]; followed: number; clientCpu: number; serverUs: number; problem?: string }
+export interface AppendResult { events: number; seconds: number; latencies: number[]; followed: number; clientCpu: number; serverUs: number; problem?: string }
 
 /** CPU seconds used so far by each server process serving `url`'s database (utime + stime from /proc). */
 const serverCpu = async (admin: pg.Client): Promise<Map<number, number>> => {
@@ -114,8 +101,11 @@ const serverCpu = async (admin: pg.Client): Promise<Map<number, number>> => {
   return ticks;
 };
 
-const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: number, batch: number): Promise<Result> => {
-  const url = await cluster.database();
+/**
+ * One run: `agents` stores append batches of `batch` events for `seconds` to a fresh, empty
+ * database at `url` (its owner's URL: the variants other than ckpt's replace ckpt_append).
+ */
+export const measureAppends = async (url: string, { variant, agents, batch, seconds: duration }: { variant: GlobalOrder; agents: number; batch: number; seconds: number }): Promise<AppendResult> => {
   const stores: EventStore[] = Array.from({ length: agents }, () => new PostgresEventStore(url));
   await stores[0]!.headPosition(); // creates the schema (4)
   if (variant !== 'allocation') {
@@ -135,7 +125,7 @@ const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: n
   const serverBefore = await serverCpu(admin);
   const cpu = process.cpuUsage();
   const start = performance.now();
-  const end = start + SECONDS * 1000;
+  const end = start + duration * 1000;
   await Promise.all(
     stores.map(async (store, a) => {
       for (let k = 0; performance.now() < end; k++) {
@@ -159,40 +149,62 @@ const runOnce = async (cluster: PostgresCluster, variant: GlobalOrder, agents: n
 
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
-const missing = needPostgres();
-if (missing) {
-  console.log(`PostgreSQL append benchmark: skipped, ${missing}`);
-} else {
-  const cluster = await startPostgres({ durable: true });
-  try {
-    console.log(`PostgreSQL append benchmark: ${SECONDS} s per run, agents ${AGENTS.join(', ')}, batches of ${BATCHES.join(', ')}, fsync on; node ${process.version}\n`);
-    console.log('batch  agents  variant      events/s   ×commit   p50 ms   p99 ms   client CPU   server µs/event   follower');
-    for (const batch of BATCHES) {
-      for (const agents of AGENTS) {
-        const results = new Map<GlobalOrder, Result[]>(VARIANTS.map((v) => [v, []]));
-        for (let round = 0; round < ROUNDS; round++) {
-          // Rotate the order so no variant always runs first (cold) or last.
-          for (let i = 0; i < VARIANTS.length; i++) {
-            const variant = VARIANTS[(i + round + agents) % VARIANTS.length]!;
-            results.get(variant)!.push(await runOnce(cluster, variant, agents, batch));
+const main = async () => {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '3' },
+      agents: { type: 'string', default: '1,3,8' },
+      batch: { type: 'string', default: '20,100' },
+      variants: { type: 'string', default: 'allocation,commit,none' },
+      rounds: { type: 'string', default: '3' },
+    },
+  });
+  const SECONDS = Number(values.seconds);
+  const list = (flag: string, text: string) => text.split(',').map((t) => count(flag, t));
+  const AGENTS = list('agents', values.agents);
+  const BATCHES = list('batch', values.batch);
+  const ROUNDS = count('rounds', values.rounds);
+  const VARIANTS = values.variants.split(',') as GlobalOrder[];
+  for (const v of VARIANTS) if (!['allocation', 'commit', 'none'].includes(v)) throw new Error(`--variants: unknown variant "${v}" (allocation, commit, none)`);
+  const missing = needPostgres();
+  if (missing) {
+    console.log(`PostgreSQL append benchmark: skipped, ${missing}`);
+  } else {
+    const cluster = await startPostgres({ durable: true });
+    try {
+      console.log(`PostgreSQL append benchmark: ${SECONDS} s per run, agents ${AGENTS.join(', ')}, batches of ${BATCHES.join(', ')}, fsync on; node ${process.version}\n`);
+      console.log('batch  agents  variant      events/s   ×commit   p50 ms   p99 ms   client CPU   server µs/event   follower');
+      for (const batch of BATCHES) {
+        for (const agents of AGENTS) {
+          const results = new Map<GlobalOrder, AppendResult[]>(VARIANTS.map((v) => [v, []]));
+          for (let round = 0; round < ROUNDS; round++) {
+            // Rotate the order so no variant always runs first (cold) or last.
+            for (let i = 0; i < VARIANTS.length; i++) {
+              const variant = VARIANTS[(i + round + agents) % VARIANTS.length]!;
+              results.get(variant)!.push(await measureAppends(await cluster.database(), { variant, agents, batch, seconds: SECONDS }));
+            }
+          }
+          const rate = (r: AppendResult) => r.events / r.seconds;
+          const best = (v: GlobalOrder) => results.get(v)!.reduce((a, b) => (rate(b) > rate(a) ? b : a));
+          const base = results.has('commit') ? rate(best('commit')) : undefined;
+          for (const variant of VARIANTS) {
+            const r = best(variant);
+            const rates = results.get(variant)!.map(rate);
+            // Any run's follower that went wrong is reported, not only the best run's.
+            const wrong = results.get(variant)!.find((x) => x.problem || x.followed !== x.events);
+            const followed = !wrong ? 'all, in order' : wrong.problem ? `OUT OF ORDER: ${wrong.problem}` : `MISSED ${wrong.events - wrong.followed} of ${wrong.events}`;
+            console.log(
+              `${String(batch).padStart(5)}  ${String(agents).padStart(6)}  ${variant.padEnd(10)} ${Math.round(rate(r)).toLocaleString('en-US').padStart(10)}` +
+                `   ${base ? (rate(r) / base).toFixed(2).padStart(7) : '      -'}  ${median(r.latencies).toFixed(1).padStart(7)}  ${percentile(r.latencies, 0.99).toFixed(1).padStart(7)}   ${(r.clientCpu * 100).toFixed(0).padStart(7)}%   ${r.serverUs.toFixed(1).padStart(15)}   ${followed}` +
+                (ROUNDS > 1 ? `   (runs: ${rates.map((x) => Math.round(x / 1000) + 'k').join(', ')})` : ''),
+            );
           }
         }
-        const rate = (r: Result) => r.events / r.seconds;
-        const best = (v: GlobalOrder) => results.get(v)!.reduce((a, b) => (rate(b) > rate(a) ? b : a));
-        const base = results.has('commit') ? rate(best('commit')) : undefined;
-        for (const variant of VARIANTS) {
-          const r = best(variant);
-          const rates = results.get(variant)!.map(rate);
-          const followed = r.problem ? `OUT OF ORDER: ${r.problem}` : r.followed === r.events ? 'all, in order' : `MISSED ${r.events - r.followed} of ${r.events}`;
-          console.log(
-            `${String(batch).padStart(5)}  ${String(agents).padStart(6)}  ${variant.padEnd(10)} ${Math.round(rate(r)).toLocaleString('en-US').padStart(10)}` +
-              `   ${base ? (rate(r) / base).toFixed(2).padStart(7) : '      -'}  ${median(r.latencies).toFixed(1).padStart(7)}  ${percentile(r.latencies, 0.99).toFixed(1).padStart(7)}   ${(r.clientCpu * 100).toFixed(0).padStart(7)}%   ${r.serverUs.toFixed(1).padStart(15)}   ${followed}` +
-              (ROUNDS > 1 ? `   (runs: ${rates.map((x) => Math.round(x / 1000) + 'k').join(', ')})` : ''),
-          );
-        }
       }
+    } finally {
+      await cluster.stop();
     }
-  } finally {
-    await cluster.stop();
   }
-}
+};
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main();
