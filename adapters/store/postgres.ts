@@ -12,8 +12,9 @@
 // that stream's own lock (expected revision, digest chain). The price: a committed event becomes
 // readable only once every older transaction in the cluster has ended (an append in flight,
 // autovacuum's ANALYZE, a long write elsewhere) — it is delayed, never skipped.
-// Schema 3 held one advisory lock until commit instead: 2–3× slower with several appenders
-// (`npm run bench:pg-append` compares both, and an (xid, position) cursor with no lock at all).
+// Schema 3 held one advisory lock until commit instead: with 3–8 appenders schema 4 measured
+// 1.1–1.6× its throughput (`npm run bench:pg-append` compares both, and an (xid, position)
+// cursor with no global lock at all, which did no better).
 import pg from 'pg';
 import { interval, merge, Observable, Subject, share } from 'rxjs';
 import { SnapshotNotWritableError, WrongExpectedRevisionError, type Snapshot, type SnapshotStore, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
