@@ -18,6 +18,7 @@ import { defaultAppendContext, encodeBatch, storedEvent } from '../../adapters/s
 import { canonicalJson, chainDigest, contentDigest, GENESIS } from '../../adapters/store/chain.js';
 import { replay } from '../../projections/project.js';
 import { startPostgres, needPostgres } from '../../test/support/postgres.js';
+import { processEvents } from './process-events.js';
 
 const { values } = parseArgs({
   options: {
@@ -31,24 +32,7 @@ const EVENTS = Number(values.events);
 const STREAMS = Number(values.streams);
 const BATCH = Number(values.batch);
 
-/** What a node agent records for a busy job: forks, execs, exits and some group changes. */
-const syntheticBatch = (stream: number, seq: number): ProposedEvent[] =>
-  Array.from({ length: BATCH }, (_, i): ProposedEvent => {
-    const n = seq * BATCH + i;
-    const pid = 10_000 + (n % 50_000);
-    const process = { pid, startTime: 1_000_000 + n };
-    const on = { node: `node-${stream % 16}`, unit: `unit-${stream % 4}` };
-    switch (n % 4) {
-      case 0:
-        return { type: 'ProcessForked', data: { ...on, parent: { pid: 9000 + stream, startTime: 500 }, child: process, pgid: 9000 + stream, sid: 9000 + stream, comm: 'worker', cgroup: `/ckpt/job-${stream}/${on.unit}` } };
-      case 1:
-        return { type: 'ProcessExecd', data: { ...on, process, comm: 'solver', argv: ['/usr/bin/solver', '--chunk', String(n)] } };
-      case 2:
-        return { type: 'ProcessGroupChanged', data: { ...on, process, pgid: pid } };
-      default:
-        return { type: 'ProcessExited', data: { ...on, process, status: n % 7 === 0 ? 1 : 0, signal: null } };
-    }
-  });
+const syntheticBatch = (stream: number, seq: number): ProposedEvent[] => processEvents(stream, seq, BATCH);
 
 /** The fold both paths compute: counts per type and how many processes are alive. */
 interface Tally { readonly events: number; readonly forks: number; readonly exits: number; readonly failed: number }
