@@ -121,8 +121,6 @@ export interface Snapshot {
 export interface SnapshotStore {
   /** The snapshot of a model and key; `damaged` when its bytes no longer match its checksum. */
   load(model: string, key: string): Promise<Snapshot | { readonly damaged: string } | undefined>;
-  /** Every snapshot of a model (a model's rows: one per key), each checked as `load` checks it. */
-  loadAll(model: string): Promise<Array<Snapshot | { readonly key: string; readonly damaged: string }>>;
   /** Replaces the snapshot, or the snapshots, all or none; throws SnapshotNotWritableError when this connection may not write them. */
   save(snapshots: Snapshot | readonly Snapshot[]): Promise<void>;
 }

@@ -412,15 +412,12 @@ export const readAllJobs = async (store: EventStore, options: ReadOptions = {}):
   const read = await readJobs(store, options);
   const jobs = read.state;
   if (jobs.chunks === 0 || !store.snapshots) return { ...read, state: listAll(jobs, []) };
-  const { rows: chunks, problems } = await loadRows(store.snapshots, jobsModel, chunkRows(jobs.lineage));
+  const keys = Array.from({ length: jobs.chunks }, (_, n) => chunkKey(n));
+  const { rows: chunks, problems } = await loadRows(store.snapshots, jobsModel, keys, chunkRows(jobs.lineage));
   const stored = new Map<string, JobRow>(); // later chunks win: a job that ended again
   let count = 0;
-  for (let n = 0; n < jobs.chunks; n++) {
-    const chunk = chunks.get(chunkKey(n));
-    if (!chunk) {
-      problems.push(`chunk ${chunkKey(n)} is missing`);
-      break;
-    }
+  for (const key of keys) {
+    const chunk = chunks.get(key) ?? [];
     count += chunk.length;
     for (const row of chunk) stored.set(row.job, row);
   }

@@ -144,21 +144,19 @@ export const saveModel = async <S>(snapshots: SnapshotStore, model: ReadModel<S>
 };
 
 /**
- * A model's rows as saved by this code with these schemas, the decoded ones and why any could not
- * be used (a changed byte, another code version); `decode` leaves out the ones that do not belong
- * to the state at hand (e.g. to its lineage: a rebuilt model does not delete the rows of the one before).
+ * Rows of a model by key, as saved by this code with these schemas, and why any of them cannot be
+ * used (missing, a changed byte, another code version, or not the state's: `decode` leaves out
+ * rows of another lineage — a rebuilt model does not delete the rows of the one before).
  */
-export const loadRows = async <R>(snapshots: SnapshotStore, model: ModelName, decode: (row: unknown, key: string) => R | undefined): Promise<{ rows: Map<string, R>; problems: string[] }> => {
+export const loadRows = async <R>(snapshots: SnapshotStore, model: ModelName, keys: readonly string[], decode: (row: unknown, key: string) => R | undefined): Promise<{ rows: Map<string, R>; problems: string[] }> => {
   const rows = new Map<string, R>();
   const problems: string[] = [];
-  for (const s of await snapshots.loadAll(rowsOf(model))) {
-    const problem = rowProblem(model, s);
-    if (problem) {
-      problems.push(`${rowsOf(model)}/${s.key} ${problem}`);
-      continue;
-    }
-    const row = decode(JSON.parse((s as Snapshot).state), s.key);
-    if (row !== undefined) rows.set(s.key, row);
+  for (const key of keys) {
+    const s = await snapshots.load(rowsOf(model), key);
+    const problem = !s ? 'is missing' : rowProblem(model, s);
+    const row = problem ? undefined : decode(JSON.parse((s as Snapshot).state), key);
+    if (row !== undefined) rows.set(key, row);
+    else problems.push(`${rowsOf(model)}/${key} ${problem ?? 'is of another lineage'}`);
   }
   return { rows, problems };
 };

@@ -59,6 +59,8 @@ test('a forking job checkpointed, the agent restarted from its snapshot, checkpo
   assert.is(r.code, 0, r.err);
   r = ckpt(['checkpoint', 'loop', '--stop', '--wait']);
   assert.is(r.code, 0, r.err);
+  // The checkpoint's outcome is recorded before the agent has seen every process go.
+  await until('the job ended', () => ckpt(['history', 'loop', '--tail', '50', '--json']).out.includes('"JobEnded"'), 30_000, 200);
 
   // A snapshot folded by other code is not trusted: rebuilt from the log, and the agent works on.
   said = await restartAgent(async () => {

@@ -21,7 +21,7 @@ import { SnapshotNotWritableError, snapshotList, WrongExpectedRevisionError, typ
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { redactStoreUrl } from './redact.js';
-import { checkedSnapshot, keyed, snapshotChecksum } from './snapshots.js';
+import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
 
@@ -239,14 +239,6 @@ export class PostgresEventStore implements EventStore {
       if (!rows[0]) return undefined;
       const { checksum, ...snapshot } = rows[0];
       return checkedSnapshot({ ...snapshot, position: Number(snapshot.position) }, checksum);
-    },
-    loadAll: async (model) => {
-      await this.#schema();
-      const { rows } = await this.#pool.query<Snapshot & { checksum: string; position: string }>(
-        'SELECT model, key, code_version AS version, schema, position, digest, state, checksum FROM ckpt_snapshots WHERE model = $1 ORDER BY key',
-        [model],
-      );
-      return rows.map(({ checksum, ...snapshot }) => keyed({ ...snapshot, position: Number(snapshot.position) }, checksum));
     },
     save: async (snapshots) => {
       await this.#schema();

@@ -12,12 +12,6 @@ export const snapshotChecksum = (s: Snapshot): string =>
 export const checkedSnapshot = (s: Snapshot, checksum: string): Snapshot | { damaged: string } =>
   snapshotChecksum(s) === checksum ? s : { damaged: `its content no longer matches its checksum` };
 
-/** The same, naming the row's key when it is damaged (loadAll). */
-export const keyed = (s: Snapshot, checksum: string): Snapshot | { key: string; damaged: string } => {
-  const checked = checkedSnapshot(s, checksum);
-  return 'damaged' in checked ? { key: s.key, ...checked } : checked;
-};
-
 /** The memory store's: kept as the durable stores keep them (text and checksum), for the same checks. */
 export class MemorySnapshotStore implements SnapshotStore {
   readonly #rows = new Map<string, { snapshot: Snapshot; checksum: string }>();
@@ -25,13 +19,6 @@ export class MemorySnapshotStore implements SnapshotStore {
   async load(model: string, key: string) {
     const row = this.#rows.get(`${model}\u0000${key}`);
     return row && checkedSnapshot(row.snapshot, row.checksum);
-  }
-
-  async loadAll(model: string) {
-    return [...this.#rows.values()]
-      .filter((row) => row.snapshot.model === model)
-      .sort((a, b) => (a.snapshot.key < b.snapshot.key ? -1 : 1))
-      .map((row) => keyed(row.snapshot, row.checksum));
   }
 
   async save(snapshots: Snapshot | readonly Snapshot[]): Promise<void> {

@@ -13,7 +13,7 @@ import type Database from 'better-sqlite3';
 import { SnapshotNotWritableError, snapshotList, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
-import { checkedSnapshot, keyed, snapshotChecksum } from './snapshots.js';
+import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
 import { merge, Observable, Subject, filter, share } from '../../domain/rx.js';
 
@@ -131,9 +131,6 @@ export class SqliteEventStore implements EventStore {
       digest: db.prepare<[number], string | null>(`SELECT ${HEX('digest')} FROM events WHERE position = ?`).pluck(),
       snapshot: db.prepare<[string, string], Snapshot & { checksum: string }>(
         'SELECT model, key, code_version AS version, schema, position, digest, CAST(state AS TEXT) AS state, checksum FROM snapshots WHERE model = ? AND key = ?',
-      ),
-      modelSnapshots: db.prepare<[string], Snapshot & { checksum: string }>(
-        'SELECT model, key, code_version AS version, schema, position, digest, CAST(state AS TEXT) AS state, checksum FROM snapshots WHERE model = ? ORDER BY key',
       ),
       saveSnapshot: db.prepare<[string, string, number, string, number, string, string, string, string]>(
         'INSERT OR REPLACE INTO snapshots (model, key, code_version, schema, position, digest, state, checksum, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
@@ -301,7 +298,6 @@ export class SqliteEventStore implements EventStore {
       const { checksum, ...snapshot } = row;
       return checkedSnapshot(snapshot, checksum);
     },
-    loadAll: async (model) => this.#sql.modelSnapshots.all(model).map(({ checksum, ...snapshot }) => keyed(snapshot, checksum)),
     save: async (snapshots) => {
       try {
         const savedAt = new Date().toISOString();
