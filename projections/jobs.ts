@@ -117,6 +117,7 @@ export const jobMembership = async (store: EventStore, job: string, at?: Positio
       if (e.position > at) return state.phase === 'new' ? undefined : state;
       state = evolveMembership(state, e);
     }
+    options.progress?.(from + page.length, page.at(-1)?.revision ?? from);
     if (page.length < 1000) break;
     from = page[page.length - 1]!.revision + 1;
   }

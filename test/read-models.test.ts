@@ -419,18 +419,18 @@ pgSuite.run();
 const sources = (...files: string[]) =>
   createHash('sha256').update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0')).digest('hex').slice(0, 16);
 const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
-  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: 'fc739a93ecea718b' },
-  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'fc739a93ecea718b' },
-  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'fc739a93ecea718b' },
-  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: 'fc739a93ecea718b' },
+  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: '6b1941b3692aaa0b' },
+  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b1941b3692aaa0b' },
+  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: '6b1941b3692aaa0b' },
+  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: '6b1941b3692aaa0b' },
   { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '6b365c22ad112607' },
   { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'ce138307bb60c03a' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: '74d984a926fda7c9' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: '5cfd281aae77290a' },
   {
     model: agentModel,
     files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
     version: 3,
-    digest: 'aab0fa13bd4c60b0',
+    digest: '464725458e149550',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');
@@ -483,6 +483,11 @@ cli('jobs, checkpoints and audit: the first read folds the log and saves, the ne
       assert.is(later.out, first.out);
     }
     assert.not.match(run('jobs').err.replace(/ckpt jobs: .*\n/g, ''), /\S/, 'nothing but the notes on stderr');
+    // A long fold shows its progress (here from the first page on): a new job's history.
+    for (const phase of jobPhases('k', 400)) await store.append('job-k', phase);
+    const slow = spawnSync(process.execPath, [fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url)), 'jobs', '--store', url], { encoding: 'utf8', env: { ...process.env, CKPT_HOME: home, CKPT_PROGRESS_AFTER_MS: '0' } });
+    assert.is(slow.status, 0, slow.stderr);
+    assert.match(slow.stderr, /^ckpt jobs: folding the log: [\d,]+ event\(s\) so far \(position [\d,]+\); its snapshot is saved when done$/m);
   } finally {
     await store.close();
     rmSync(home, { recursive: true, force: true });

@@ -1,7 +1,7 @@
 import { allJobs } from '../../../projections/jobs.js';
 import { auditEntries, auditModel, type AuditEntry } from '../../../projections/audit.js';
 import { readModel } from '../../../projections/read-model.js';
-import { VERBOSE, verboseNotes } from '../verbose.js';
+import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
 import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../../images/image-store.js';
 import { ckptHome } from '../../store/url.js';
 import { describeChain, verifyChain } from '../../store/chain.js';
@@ -74,7 +74,9 @@ export const auditCommand: Command = {
       const home = ckptHome();
       const reports = [];
       for (const job of jobs) {
-        const read = await readModel(store, auditModel, job);
+        const fold = foldProgress('audit', flag(args, 'json'));
+        const read = await readModel(store, auditModel, job, fold);
+        fold.done();
         verboseNotes(args, 'audit', read);
         if (read.position < 0) {
           process.stderr.write(`ckpt audit: unknown job "${job}" (ckpt jobs lists them)\n`);

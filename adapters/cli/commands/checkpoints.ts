@@ -1,6 +1,6 @@
 import { checkpointsModel, checkpointSummaries } from '../../../projections/checkpoints.js';
 import { readModel } from '../../../projections/read-model.js';
-import { VERBOSE, verboseNotes } from '../verbose.js';
+import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
 import { listVersions, imagesRoot } from '../../images/image-store.js';
 import { ckptHome } from '../../store/url.js';
 import { checkName, flag, UsageError } from '../args.js';
@@ -31,7 +31,9 @@ export const checkpointsCommand: Command = {
     checkName('job', job);
     const store = openStore(args);
     try {
-      const read = await readModel(store, checkpointsModel, job);
+      const fold = foldProgress('checkpoints', flag(args, 'json'));
+      const read = await readModel(store, checkpointsModel, job, fold);
+      fold.done();
       verboseNotes(args, 'checkpoints', read);
       if (read.position < 0) {
         process.stderr.write(`ckpt checkpoints: unknown job "${job}" (ckpt jobs lists them)\n`);

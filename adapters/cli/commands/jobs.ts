@@ -1,6 +1,6 @@
 import { hiddenJobs, listJobs, readAllJobs, readJobs, type JobRow } from '../../../projections/jobs.js';
 import { flag } from '../args.js';
-import { VERBOSE, verboseNotes } from '../verbose.js';
+import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
 import { EXIT, type Command } from '../command.js';
 import { table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
@@ -34,14 +34,17 @@ export const jobsCommand: Command = {
     const store = openStore(args);
     try {
       const all = flag(args, 'all');
+      const fold = foldProgress('jobs', flag(args, 'json'));
       let listed: JobRow[];
       let hidden: number | undefined = 0;
       if (all) {
-        const read = await readAllJobs(store);
+        const read = await readAllJobs(store, fold);
+        fold.done();
         verboseNotes(args, 'jobs', read);
         listed = read.state;
       } else {
-        const read = await readJobs(store);
+        const read = await readJobs(store, fold);
+        fold.done();
         verboseNotes(args, 'jobs', read);
         listed = listJobs(read.state);
         hidden = hiddenJobs(read.state);

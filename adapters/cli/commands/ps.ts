@@ -7,6 +7,7 @@ import { readCredentials, readStat, userNames } from '../../tracking/procfs.js';
 import { checkName, flag, integerOption, stringOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { writeOut } from '../output.js';
+import { foldProgress } from '../verbose.js';
 import { openStore } from '../store.js';
 
 /** Whom a process runs as: its real uid, and that uid's name when /etc/passwd has one. */
@@ -244,7 +245,9 @@ export const psCommand: Command = {
     const whole = flag(args, 'all') || (flag(args, 'json') && !flag(args, 'running')) || at !== undefined || scope !== undefined;
     const store = openStore(args);
     try {
-      const state = whole ? await jobMembership(store, job, at) : await liveMembership(store, job);
+      const fold = foldProgress('ps', flag(args, 'json'));
+      const state = whole ? await jobMembership(store, job, at, fold) : await liveMembership(store, job, fold);
+      fold.done();
       if (!state) {
         process.stderr.write(`ckpt ps: unknown job "${job}"${at ? ` at position ${at}` : ''} (ckpt jobs lists them)\n`);
         return EXIT.failed;
