@@ -245,7 +245,8 @@ host_down() {
     [ -z "$(ip netns pids "$ns")" ] || say "processes still in $ns: $(ip netns pids "$ns" | tr '\n' ' ')"
     ip netns del "$ns"
   fi
-  ! link_exists "ckpt-v$k" || ip link del "ckpt-v$k"
+  # The namespace's end of the veth takes ours with it, a moment later: gone either way is fine.
+  ip link del "ckpt-v$k" 2>/dev/null || ! link_exists "ckpt-v$k" || die "could not remove the link ckpt-v$k"
   rm -rf -- "${dir:?}/host$k"
 }
 
