@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs every compiled uvu suite (dist/test/**/*.test.js), each in its own process, and ends with
 // the plain line "N passed, N failed, N skipped". Exits non-zero on any failure.
-// Usage: node scripts/run-tests.mjs [SUBSTRING…]   (only files whose path contains a substring)
+// Usage: node scripts/run-tests.mjs [SUBSTRING…]   (only files whose path below dist/test contains one)
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -18,7 +18,9 @@ const find = (dir) =>
   });
 
 const files = find(testDir)
-  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  // Matched against the path below dist/test: a checkout whose own path holds the word (a worktree
+  // named after a suite) must not select every file.
+  .filter((f) => filters.length === 0 || filters.some((s) => relative(testDir, f).includes(s)))
   .sort();
 
 // A suite must end by itself: one still running 10 s after uvu's summary left handles open (a

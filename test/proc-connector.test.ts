@@ -1,6 +1,8 @@
 // The proc connector helper against the real kernel (needs root and `bash scripts/build-native.sh`).
 import { execFileSync, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import {
   procConnectorPath,
@@ -119,6 +121,7 @@ test('ready comes first and reports the receive buffer', async () => {
     const first = w.events[0];
     assert.ok(first && first.e === 'ready');
     if (first?.e === 'ready') assert.ok(first.rcvbuf >= 16 * 1024 * 1024, `rcvbuf ${first.rcvbuf}`);
+    if (first?.e === 'ready') assert.is(first.netns, 'initial');
   } finally {
     w.stop();
   }
@@ -253,6 +256,66 @@ test('unsubscribing terminates the helper', async () => {
   const deadline = Date.now() + 5000;
   while (helperPids('123457').length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   assert.is(helperPids('123457').length, 0);
+});
+
+/**
+ * The helper started in a network namespace of its own (as under an agent of a testbed host), by
+ * a wrapper: `unshare --net [setpriv …] HELPER ARGS`. The initial namespace is named by this test
+ * process's own (/proc/PID/ns/net), which works where /proc/1 is closed to root.
+ */
+const wrappers = mkdtempSync(join(tmpdir(), 'ckpt-pc-netns-'));
+test.after(() => rmSync(wrappers, { recursive: true, force: true }));
+const inOwnNetns = (name: 'plain' | 'no-sys-admin'): string => {
+  const wrapper = join(wrappers, name);
+  const drop = name === 'no-sys-admin' ? 'setpriv --bounding-set -sys_admin -- ' : '';
+  writeFileSync(wrapper, `#!/bin/sh\nexec unshare --net -- ${drop}"$CKPT_TEST_HELPER" "$@"\n`, { mode: 0o755 });
+  process.env.CKPT_TEST_HELPER = procConnectorPath;
+  return wrapper;
+};
+const initialNetns = `/proc/${process.pid}/ns/net`;
+
+test('a helper in another network namespace opens its socket in the initial one and sees processes', async () => {
+  const w = watch({ helperPath: inOwnNetns('plain'), initialNetns });
+  try {
+    await w.ready;
+    const first = w.events[0];
+    assert.ok(first?.e === 'ready' && first.netns === 'entered', JSON.stringify(first));
+    const child = await run('sh', ['-c', 'exit 4']);
+    assert.is((await w.waitFor(isExitOf(child.pid), 'the exit of a process started after ready')).status, 4);
+  } finally {
+    w.stop();
+  }
+});
+
+test('a helper that cannot enter the initial network namespace says so', async () => {
+  const w = watch({ helperPath: inOwnNetns('no-sys-admin'), initialNetns });
+  try {
+    await w.ready;
+    assert.unreachable('should have failed');
+  } catch (err) {
+    assert.match((err as Error).message, /not in the initial one \(\/proc\/\d+\/ns\/net, net:\[\d+\]\) where the proc connector works, and cannot enter it: setns: Operation not permitted/);
+  } finally {
+    w.stop();
+  }
+});
+
+test('a helper given a namespace that is not the initial one says so', async () => {
+  const other = spawn('unshare', ['--net', '--', 'sleep', '30'], { stdio: 'ignore' });
+  try {
+    await waitUntil(() => other.pid !== undefined && readlinkSync(`/proc/${other.pid}/ns/net`) !== readlinkSync(initialNetns), 'unshare');
+    const w = watch({ helperPath: inOwnNetns('plain'), initialNetns: `/proc/${other.pid}/ns/net` });
+    try {
+      await w.ready;
+      assert.unreachable('should have failed');
+    } catch (err) {
+      // Where PID 1's namespace can be read the path is checked against it; elsewhere the kernel refuses.
+      assert.match((err as Error).message, /not PID 1's \(net:\[\d+\]\), the initial one|the proc connector exists only in the initial network namespace/);
+    } finally {
+      w.stop();
+    }
+  } finally {
+    other.kill('SIGKILL');
+  }
 });
 
 test('a missing helper errors with a hint to build it', async () => {

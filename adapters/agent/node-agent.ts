@@ -38,6 +38,8 @@ export interface NodeAgentOptions {
   readonly criuProbeCache?: string;
   /** Proc connector receive buffer (bytes); tests force a tiny one to provoke overruns. */
   readonly rcvbuf?: number;
+  /** The initial network namespace as a file, for an agent running in another one (a testbed host's). */
+  readonly initialNetns?: string;
   /** The tick of /proc re-reads, and the shortest interval between two of one process (default 100 ms). */
   readonly rescanMs?: number;
   /** How tracked processes are re-read (default adaptive; see process-tracker.ts). */
@@ -112,6 +114,7 @@ export class NodeAgent {
       ownCgroups: (job, unit) => launch().ownOrNone(job, unit),
       unitEmpty: (job, unit, root) => launch().ended(job, unit, root),
       rcvbuf: this.#o.rcvbuf,
+      initialNetns: this.#o.initialNetns,
       tickMs: this.#o.rescanMs,
       rereads: this.#o.rereads,
       dependencyScanMs: this.#o.dependencyScanMs,

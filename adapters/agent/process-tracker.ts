@@ -59,6 +59,8 @@ export interface ProcessTrackerOptions {
   readonly unitEmpty: (job: string, unit: UnitId, root: RootExit) => void;
   /** Proc connector receive buffer (bytes); tests force a tiny one to provoke overruns. */
   readonly rcvbuf?: number;
+  /** The initial network namespace as a file, for an agent outside it (see proc-connector.ts). */
+  readonly initialNetns?: string;
   /** The re-read tick, and the shortest interval (default 100 ms). */
   readonly tickMs?: number;
   readonly rereads?: Rereads;
@@ -137,7 +139,7 @@ export class ProcessTracker {
   /** Subscribes to the kernel's process events; resolves once the kernel acknowledged. Events are held until goLive. */
   watchKernel(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.#kernel = watchKernelProcessEvents({ rcvbuf: this.#o.rcvbuf }).subscribe({
+      this.#kernel = watchKernelProcessEvents({ rcvbuf: this.#o.rcvbuf, initialNetns: this.#o.initialNetns }).subscribe({
         next: (e) => {
           if (e.e === 'ready') return resolve();
           if (this.#buffered) this.#buffered.push(e);

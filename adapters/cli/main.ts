@@ -25,6 +25,9 @@ const topHelp = (): string =>
     'Environment:',
     '  CKPT_HOME         where ckpt keeps its data (default ~/.ckpt)',
     '  CKPT_STORE        event store URL (default sqlite:$CKPT_HOME/events.db); --store overrides it',
+    '  CKPT_NODE         this node’s name (default: the host name); --node overrides it',
+    '  CKPT_INITIAL_NETNS  the initial network namespace as a file, for an agent in another one where',
+    '                    /proc/1/ns/net cannot be read (scripts/testbed.sh sets it)',
     '',
     'Exit status: 0 success, 1 failure (the message says what failed), 2 wrong usage.',
   ].join('\n');

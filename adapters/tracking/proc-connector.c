@@ -2,9 +2,12 @@
  * proc-connector — print Linux process events (NETLINK_CONNECTOR / CN_IDX_PROC) as JSON lines.
  *
  * Used by adapters/tracking/proc-connector.ts. One JSON object per line on stdout:
- *   {"e":"ready","rcvbuf":N}                      once the kernel acknowledged the subscription
+ *   {"e":"ready","rcvbuf":N,"netns":W}            once the kernel acknowledged the subscription
  *                                                 (N = effective SO_RCVBUF, the kernel doubles
- *                                                 the requested size); always the first line
+ *                                                 the requested size); always the first line.
+ *                                                 W = "initial" (the helper runs in the initial
+ *                                                 network namespace) or "entered" (it runs in another
+ *                                                 one and opened its socket in the initial one: below)
  *   {"e":"fork","ts":T,"ppid":P,"ptgid":PT,"pid":C,"tgid":CT}     threads too (pid != tgid)
  *   {"e":"exec","ts":T,"pid":P,"tgid":T}
  *   {"e":"exit","ts":T,"pid":P,"tgid":T,"code":C,"signal":S,"ppid":PP,"ptgid":PPT,
@@ -24,6 +27,21 @@
  * ts = the kernel's timestamp_ns (ns since boot). Coredump (and newer) events are ignored.
  * Exits 0 on SIGTERM/SIGINT/SIGHUP, on EPIPE on stdout, and when its parent dies.
  *
+ * Network namespaces: the kernel's proc connector exists only in the initial network namespace;
+ * from any other one PROC_CN_MCAST_LISTEN is refused ("Connection refused"). An agent whose jobs
+ * live in their host's own namespace (the testbed's hosts, scripts/testbed.sh) runs there itself,
+ * and so does this helper, its child. So when the helper's namespace is not PID 1's, it enters
+ * PID 1's (setns on /proc/1/ns/net) just to create its netlink socket — a socket stays bound to
+ * the namespace it was made in — checks that it really is there (the nsfs inode of its own
+ * /proc/self/ns/net against the fstat of the /proc/1/ns/net it opened), and goes back to its own
+ * namespace at once, checked too: all it does afterwards is read that socket and write stdout, an
+ * inherited pipe no namespace affects. Process events are global (one PID namespace), so the
+ * events it reports are the same either way. Each failing step is named (needs root:
+ * CAP_SYS_ADMIN). Where /proc/1 is closed even to root (some sandboxes), --netns PATH names the
+ * initial namespace instead (a bind mount such as `ip netns attach NAME PID` makes; the agent
+ * passes $CKPT_INITIAL_NETNS), checked against PID 1's whenever that can be read; a wrong one
+ * ends in the kernel's refusal, reported as such.
+ *
  * Build: gcc -O2 -Wall -Wextra -o proc-connector proc-connector.c   (needs root to run)
  */
 #define _GNU_SOURCE
@@ -38,7 +56,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -308,12 +328,15 @@ static void emit_ts_pid(const char *head, size_t head_len, uint64_t ts, int pid,
   put_i64(tgid);
 }
 
+static int entered_initial_netns;
+
 static void become_ready(void) {
   ready = 1;
   reserve_line();
   PUT_LIT("{\"e\":\"ready\",\"rcvbuf\":");
   put_i64(effective_rcvbuf);
-  PUT_LIT("}\n");
+  if (entered_initial_netns) PUT_LIT(",\"netns\":\"entered\"}\n");
+  else PUT_LIT(",\"netns\":\"initial\"}\n");
   if (overruns) emit_overrun();
   flush_out();
 }
@@ -452,14 +475,74 @@ static long long now_ms(void) {
   return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* ---------- network namespace (see the top of the file) ---------- */
+
+static int same_inode(const struct stat *a, const struct stat *b) { return a->st_dev == b->st_dev && a->st_ino == b->st_ino; }
+
+#define DEFAULT_NETNS "/proc/1/ns/net"
+static const char *netns_path = DEFAULT_NETNS;
+static int netns_given;
+
+/* Enters the initial network namespace (netns_path) unless the helper is in it already. Returns
+   an fd of the helper's own namespace to go back to, or -1 when it did not move. Where /proc/1
+   is closed even to root (some sandboxes) and no --netns was given, it stays: the kernel's
+   acknowledgement, or its refusal, says whether it is in the right one. */
+static int enter_initial_netns(void) {
+  struct stat own, initial, pid1, now;
+  int initial_fd, own_fd;
+  if (stat("/proc/self/ns/net", &own) != 0) fatal("cannot read the helper's network namespace (/proc/self/ns/net): %s", strerror(errno));
+  initial_fd = open(netns_path, O_RDONLY | O_CLOEXEC);
+  if (initial_fd < 0) {
+    if (!netns_given) return -1;
+    fatal("cannot open %s, given as the initial network namespace: %s", netns_path, strerror(errno));
+  }
+  if (fstat(initial_fd, &initial) != 0) fatal("cannot stat %s: %s", netns_path, strerror(errno));
+  if (same_inode(&own, &initial)) {
+    close(initial_fd);
+    return -1;
+  }
+  /* A path given is checked against PID 1's namespace whenever that one can be read. */
+  if (netns_given && stat(DEFAULT_NETNS, &pid1) == 0 && !same_inode(&pid1, &initial))
+    fatal("%s is network namespace net:[%llu], not PID 1's (net:[%llu]), the initial one where the proc connector works",
+          netns_path, (unsigned long long)initial.st_ino, (unsigned long long)pid1.st_ino);
+  own_fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (own_fd < 0) fatal("cannot open the helper's own network namespace (/proc/self/ns/net): %s", strerror(errno));
+  if (setns(initial_fd, CLONE_NEWNET) != 0)
+    fatal("the helper runs in network namespace net:[%llu], not in the initial one (%s, net:[%llu]) where the proc "
+          "connector works, and cannot enter it: setns: %s (it needs root: CAP_SYS_ADMIN in the initial user namespace)",
+          (unsigned long long)own.st_ino, netns_path, (unsigned long long)initial.st_ino, strerror(errno));
+  if (stat("/proc/self/ns/net", &now) != 0 || !same_inode(&now, &initial))
+    fatal("entering the network namespace %s (net:[%llu]) left the helper in net:[%llu]", netns_path,
+          (unsigned long long)initial.st_ino, (unsigned long long)now.st_ino);
+  close(initial_fd);
+  entered_initial_netns = 1;
+  return own_fd;
+}
+
+/* Back to the helper's own network namespace (own_fd from enter_initial_netns), checked. */
+static void leave_initial_netns(int own_fd) {
+  struct stat own, now;
+  if (own_fd < 0) return;
+  if (fstat(own_fd, &own) != 0) fatal("cannot stat the helper's own network namespace: %s", strerror(errno));
+  if (setns(own_fd, CLONE_NEWNET) != 0)
+    fatal("cannot go back to the helper's own network namespace net:[%llu] after opening the proc connector socket: setns: %s",
+          (unsigned long long)own.st_ino, strerror(errno));
+  if (stat("/proc/self/ns/net", &now) != 0 || !same_inode(&now, &own))
+    fatal("going back to the helper's own network namespace net:[%llu] left it in net:[%llu]", (unsigned long long)own.st_ino,
+          (unsigned long long)now.st_ino);
+  close(own_fd);
+}
+
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: proc-connector [--rcvbuf BYTES]\n"
+          "usage: proc-connector [--rcvbuf BYTES] [--netns PATH]\n"
           "Prints Linux process events (fork, exec, exit, setsid, comm) from the kernel proc\n"
           "connector as JSON lines on stdout. Needs root (CAP_NET_ADMIN).\n"
           "  --rcvbuf BYTES  netlink receive buffer (default %d; SO_RCVBUFFORCE, else SO_RCVBUF)\n"
+          "  --netns PATH    the initial network namespace, where the proc connector works (default %s);\n"
+          "                  a helper in another one opens its socket there (setns) and comes back\n"
           "  --help          this text\n",
-          DEFAULT_RCVBUF);
+          DEFAULT_RCVBUF, DEFAULT_NETNS);
 }
 
 static int parse_size(const char *s, int *value) {
@@ -488,6 +571,7 @@ int main(int argc, char **argv) {
   struct sigaction sa;
   sigset_t wait_mask;
   long long deadline;
+  int own_netns;
   int i;
 
   for (i = 1; i < argc; i++) {
@@ -497,6 +581,10 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--rcvbuf") == 0) {
       if (!parse_size(i + 1 < argc ? argv[i + 1] : NULL, &rcvbuf)) fatal("--rcvbuf needs a size in bytes (1..%d)", INT_MAX);
       i++;
+    } else if (strcmp(argv[i], "--netns") == 0) {
+      if (i + 1 >= argc || argv[i + 1][0] != '/') fatal("--netns needs an absolute path to a network namespace file");
+      netns_path = argv[++i];
+      netns_given = 1;
     } else if (strncmp(argv[i], "--rcvbuf=", 9) == 0) {
       if (!parse_size(argv[i] + 9, &rcvbuf)) fatal("--rcvbuf needs a size in bytes (1..%d)", INT_MAX);
     } else {
@@ -530,8 +618,10 @@ int main(int argc, char **argv) {
 
   enlarge_stdout();
 
+  own_netns = enter_initial_netns();
   nl_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
   if (nl_fd < 0) fatal("socket(AF_NETLINK, NETLINK_CONNECTOR): %s", strerror(errno));
+  leave_initial_netns(own_netns);
   if (setsockopt(nl_fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0 &&
       setsockopt(nl_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0)
     fatal("setsockopt(SO_RCVBUF, %d): %s", rcvbuf, strerror(errno));
@@ -555,6 +645,11 @@ int main(int argc, char **argv) {
   if (sendto(nl_fd, listen_msg, listen_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) {
     if (errno == EPERM || errno == EACCES)
       fatal("cannot subscribe to the proc connector (%s): it needs root / CAP_NET_ADMIN", strerror(errno));
+    if (errno == ECONNREFUSED)
+      fatal("sending PROC_CN_MCAST_LISTEN: %s: the proc connector exists only in the initial network namespace, and "
+            "the helper's socket is not in it (%s cannot be read here: give a bind mount of the initial namespace with "
+            "--netns PATH, e.g. one made by `ip netns attach NAME PID` for a PID in it; the agent passes $CKPT_INITIAL_NETNS)",
+            strerror(errno), DEFAULT_NETNS);
     fatal("sending PROC_CN_MCAST_LISTEN: %s", strerror(errno));
   }
   subscribed = 1;

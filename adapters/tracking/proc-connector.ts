@@ -28,6 +28,11 @@ export interface KernelReady {
   readonly e: 'ready';
   /** Effective SO_RCVBUF in bytes (the kernel reports twice the requested size). */
   readonly rcvbuf: number;
+  /**
+   * 'initial': the helper runs in the initial network namespace; 'entered': it runs in another one
+   * (a testbed host's) and opened its socket in the initial one (see the C file).
+   */
+  readonly netns?: 'initial' | 'entered';
 }
 /** A new task: a process when pid === tgid, otherwise a thread of process tgid. */
 export interface KernelFork {
@@ -103,6 +108,11 @@ export interface ProcConnectorOptions {
   readonly rcvbuf?: number;
   /** Helper executable; defaults to procConnectorPath. */
   readonly helperPath?: string;
+  /**
+   * The initial network namespace, as a file (default /proc/1/ns/net): a helper in another one
+   * opens its socket there. Needed only where /proc/1 is closed to root (some sandboxes).
+   */
+  readonly initialNetns?: string;
 }
 
 const EVENT_KINDS: ReadonlySet<string> = new Set(['ready', 'fork', 'exec', 'exit', 'sid', 'comm', 'uid', 'gid', 'ptrace', 'overrun']);
@@ -126,6 +136,13 @@ export const watchKernelProcessEvents = (options: ProcConnectorOptions = {}): Ob
         return;
       }
       args.push('--rcvbuf', String(options.rcvbuf));
+    }
+    if (options.initialNetns !== undefined) {
+      if (!options.initialNetns.startsWith('/')) {
+        subscriber.error(new RangeError(`the initial network namespace must be an absolute path, got ${JSON.stringify(options.initialNetns)}`));
+        return;
+      }
+      args.push('--netns', options.initialNetns);
     }
 
     const child = spawn(helper, args, { stdio: ['ignore', 'pipe', 'pipe'] });

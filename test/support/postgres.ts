@@ -18,7 +18,8 @@ const binDir = (): string | undefined => {
 export const needPostgres = (): Missing =>
   binDir() ? undefined : 'needs the PostgreSQL server (install: apt-get install -y postgresql)';
 
-const freePort = (): Promise<number> =>
+/** A TCP port nothing listens on now (asked of the kernel on loopback). */
+export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const server = createServer();
     server.listen(0, '127.0.0.1', () => {

@@ -140,9 +140,12 @@ const run = async (args: ParsedArgs): Promise<number> => {
   delete process.env.CKPT_STORE;
   const self = readStat(process.pid)!;
   const rereads = process.env.CKPT_TRACKING_REREADS === 'fixed' ? 'fixed' : 'adaptive';
+  // An agent in a host's own network namespace (scripts/testbed.sh) opens the proc connector in the
+  // initial one: /proc/1/ns/net, or this file where /proc/1 is closed to root.
+  const initialNetns = process.env.CKPT_INITIAL_NETNS || undefined;
   // Loaded here, not with this module: checkpoint, restart and run import it for nodeOf and ensureAgent.
   const { NodeAgent } = await import('../../agent/node-agent.js');
-  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, rereads, starting: reportStart(home, node, url, self.startTime), log });
+  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, initialNetns, rereads, starting: reportStart(home, node, url, self.startTime), log });
   try {
     await agent.start();
   } catch (error) {
@@ -208,6 +211,9 @@ export const agentCommand: Command = {
     '(~/.pgpass); a URL that holds one is passed to the background agent in its environment, and',
     'shown redacted (postgres://user:***@host/db) in its status, pid file and messages. If the agent',
     'cannot start (for example a corrupt row in the log) it exits with status 1 and says which event.',
+    'An agent may run in a network namespace of its own (a host of scripts/testbed.sh): its jobs and its',
+    'store traffic live there, while its proc connector helper opens its socket in the initial namespace',
+    '(/proc/1/ns/net, or $CKPT_INITIAL_NETNS where /proc/1 is closed to root), the only one the kernel serves.',
     '  run     run the agent in the foreground (what `start` launches; for service managers)',
     '  start   start it in the background unless it is running; wait until it is ready, as long as it',
     '          makes progress (folding a long log takes a while: shown on stderr as "catching up: N of',
