@@ -411,11 +411,20 @@ export const readAllJobs = async (store: EventStore, options: ReadOptions = {}):
     return { ...remote, state: listAll(jobsModel.decode(remote.state, ''), []) };
   }
   const read = await readJobs(store, options);
-  const jobs = read.state;
-  if (jobs.chunks === 0 || !store.snapshots) return { ...read, state: listAll(jobs, []) };
+  const first = await withRows(store, read.state);
+  if (!('why' in first)) return { ...read, state: first };
+  const rebuilt = await readModel(store, jobsModel, '', { ...options, prepare: foldAgain(store), rebuild: `its rows cannot be used (${first.why})` });
+  const again = await withRows(store, rebuilt.state);
+  if ('why' in again) throw new Error(`the jobs list was rebuilt from the log and saved, and its rows still cannot be read back (${again.why}): check the store`);
+  return { ...rebuilt, notes: [...read.notes, ...rebuilt.notes], state: again };
+};
+
+/** Every job: the list's own and the rows of its stored chunks (later chunks win: a job that ended again), or why they cannot be used. */
+const withRows = async (store: EventStore, jobs: JobsList): Promise<JobRow[] | { why: string }> => {
+  if (jobs.chunks === 0 || !store.snapshots) return listAll(jobs, []);
   const keys = Array.from({ length: jobs.chunks }, (_, n) => chunkKey(n));
   const { rows: chunks, problems } = await loadRows(store.snapshots, jobsModel, keys, chunkRows(jobs.lineage));
-  const stored = new Map<string, JobRow>(); // later chunks win: a job that ended again
+  const stored = new Map<string, JobRow>();
   let count = 0;
   for (const key of keys) {
     const chunk = chunks.get(key) ?? [];
@@ -423,10 +432,8 @@ export const readAllJobs = async (store: EventStore, options: ReadOptions = {}):
     for (const row of chunk) stored.set(row.job, row);
   }
   if (problems.length === 0 && count !== jobs.rows) problems.push(`${jobs.rows} row(s) expected, ${count} found`);
-  if (problems.length === 0) return { ...read, state: listAll(jobs, [...stored.values()].filter((r) => !getIn(jobs.active, r.job) && !getIn(jobs.ended, r.job))) };
-  const why = [...problems.slice(0, 3), ...(problems.length > 3 ? [`and ${problems.length - 3} more`] : [])].join('; ');
-  const rebuilt = await readModel(store, jobsModel, '', { ...options, prepare: foldAgain(store), rebuild: `its rows cannot be used (${why})` });
-  return { ...rebuilt, notes: [...read.notes, ...rebuilt.notes], state: listAll(rebuilt.state, []) };
+  if (problems.length > 0) return { why: [...problems.slice(0, 3), ...(problems.length > 3 ? [`and ${problems.length - 3} more`] : [])].join('; ') };
+  return listAll(jobs, [...stored.values()].filter((r) => !getIn(jobs.active, r.job) && !getIn(jobs.ended, r.job)));
 };
 
 const listAll = (jobs: JobsList, rows: Iterable<JobRow>): JobRow[] =>

@@ -49,11 +49,16 @@ export const CATALOGUE_SCHEMAS = catalogue.map((d) => `${d.type}@${d.schemaVersi
 
 /** A read that folded more than this many events saves a new snapshot. */
 export const SAVE_AFTER = 1000;
+/** A long fold (a model rebuilt from a long log) saves what it has every this many events, so an
+ *  interrupted one resumes from there. */
+export const SAVE_EVERY = 500_000;
 const PAGE = 2000;
 
 export interface ReadOptions {
   /** Save when more than this many events were folded (default SAVE_AFTER). */
   readonly saveAfter?: number;
+  /** Save on the way every this many events (default SAVE_EVERY). */
+  readonly saveEvery?: number;
   /** Fold from the start, neither loading nor saving a snapshot (what `verify` and `--at` do). */
   readonly ignoreSnapshots?: boolean;
   /** Fold from the start and save: the snapshot cannot be used, for this reason. */
@@ -104,6 +109,7 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
   }
   let { state, position } = from;
   let folded = 0;
+  let savedAt = 0;
   for (;;) {
     const { prepare } = options;
     for (let i = skip; i < page.length; i++) {
@@ -117,13 +123,18 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
     if (last) position = model.stream ? last.revision : last.position;
     options.progress?.(folded, position);
     if (page.length < PAGE) break;
+    if (snapshots && last && folded - savedAt >= (options.saveEvery ?? SAVE_EVERY)) {
+      const on = await saveSplit(snapshots, model, key, state, last);
+      if (on.saved) (state = on.kept), (savedAt = folded);
+    }
     page = await pages(position + 1);
   }
+  if (savedAt > 0) notes.push(`${what} saved on the way, every ${(options.saveEvery ?? SAVE_EVERY).toLocaleString('en-US')} events folded`);
   if (from !== start) notes.push(`${what} at ${at} ${from.position} used: ${folded} event(s) folded after it`);
   else if (!snapshots) notes.push(`snapshots not used: ${folded} event(s) folded from the log`);
   else if (!discarded) notes.push(`${what}: none yet, ${folded} event(s) folded from the log`);
   let saved = false;
-  if (snapshots && last && (discarded || folded > (options.saveAfter ?? SAVE_AFTER))) {
+  if (snapshots && last && folded > savedAt && (discarded || folded > (options.saveAfter ?? SAVE_AFTER))) {
     const outcome = await saveModel(snapshots, model, key, state, last);
     saved = outcome.startsWith('saved');
     notes.push(`${what} ${outcome}`);
@@ -132,15 +143,20 @@ export const readModel = async <S>(store: EventStore, model: ReadModel<S>, key: 
 };
 
 /** Saves the model's state as folded up to `last` (whose digest pins it to the log); says what came of it. */
-export const saveModel = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, key: string, state: S, last: RecordedEvent): Promise<string> => {
+export const saveModel = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, key: string, state: S, last: RecordedEvent): Promise<string> =>
+  (await saveSplit(snapshots, model, key, state, last)).note;
+
+/** The same, with the state the snapshot kept (without the rows written beside it), to fold on from. */
+const saveSplit = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, key: string, state: S, last: RecordedEvent) => {
   const [at, position] = model.stream ? ['revision', last.revision] : ['position', last.position];
-  if (last.digest === undefined) return `not saved: the store gives no digest for ${at} ${position}`;
+  if (last.digest === undefined) return { note: `not saved: the store gives no digest for ${at} ${position}`, saved: false, kept: state };
   const stamp = { version: model.version, schema: CATALOGUE_SCHEMAS, position, digest: last.digest };
   const split = model.rows?.(state, last) ?? { state, rows: [] };
   const rows = split.rows.map(([rowKey, row]) => ({ model: rowsOf(model), key: rowKey, ...stamp, state: JSON.stringify(row) }));
   rows.push({ model: model.name, key, ...stamp, state: JSON.stringify(model.encode(split.state)) });
   const outcome = await save(snapshots, rows, at);
-  return rows.length > 1 && outcome.startsWith('saved') ? `${outcome} (and ${rows.length - 1} of ${rowsOf(model)})` : outcome;
+  const saved = outcome.startsWith('saved');
+  return { note: rows.length > 1 && saved ? `${outcome} (and ${rows.length - 1} of ${rowsOf(model)})` : outcome, saved, kept: saved ? split.state : state };
 };
 
 /**
