@@ -3,6 +3,7 @@ import { auditModel } from './audit.js';
 import { checkpointsModel } from './checkpoints.js';
 import { jobInfoModel, jobsModel, liveMembershipModel, membershipModel } from './jobs.js';
 import type { ReadModel } from './read-model.js';
+import { nodesModel } from './nodes.js';
 import { restartsModel } from './restarts.js';
 
 export const readModels: Readonly<Record<string, ReadModel<any>>> = {
@@ -13,4 +14,5 @@ export const readModels: Readonly<Record<string, ReadModel<any>>> = {
   [checkpointsModel.name]: checkpointsModel,
   [restartsModel.name]: restartsModel,
   [auditModel.name]: auditModel,
+  [nodesModel.name]: nodesModel,
 };

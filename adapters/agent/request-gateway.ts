@@ -206,7 +206,12 @@ export class RequestGateway {
     const model = typeof name === 'string' && Object.hasOwn(readModels, name) ? readModels[name]! : undefined;
     if (!model) throw new RequestRefused('invalid', `model: unknown read model ${JSON.stringify(name)} (one of ${Object.keys(readModels).join(', ')})`);
     const { store } = this.#o;
-    if (!model.stream) return this.#jobs(caller, all);
+    if (model === jobsModel) return this.#jobs(caller, all);
+    if (!model.stream) {
+      // The nodes list: node streams are readable by all.
+      const read = await readModel(store, model, '');
+      return { ...read, state: model.encode(read.state) };
+    }
     const stream = typeof key === 'string' ? model.stream(key) : undefined;
     if (typeof key !== 'string' || jobOfStream(stream!) !== key) throw new RequestRefused('invalid', `model: key must be a job name, got ${JSON.stringify(key)}`);
     if (await this.#mayRead(caller, stream!)) {
