@@ -22,6 +22,7 @@ import { treeView } from '../adapters/cli/commands/ps.js';
 import { auditEntries, auditModel, foldAudit } from '../projections/audit.js';
 import { checkpointsModel, checkpointSummaries, foldCheckpoints } from '../projections/checkpoints.js';
 import { hiddenJobs, jobInfoModel, jobMembership, jobsModel, listJobs, liveMembershipModel, membershipModel, readAllJobs, readJobs, readMembership } from '../projections/jobs.js';
+import { nodesModel } from '../projections/nodes.js';
 import { readWholeStream } from '../projections/project.js';
 import { readModel, type ReadModel } from '../projections/read-model.js';
 import { foldRestarts, restartsModel } from '../projections/restarts.js';
@@ -447,6 +448,7 @@ const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number
   { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: 'e1194b7135a68221' },
   { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '6b365c22ad112607' },
   { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'ce138307bb60c03a' },
+  { model: nodesModel, files: ['projections/nodes.ts'], version: 1, digest: 'fa27f95070187f89' },
   { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: 'cd7e4f0e24de5169' },
   {
     model: agentModel,
