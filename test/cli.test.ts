@@ -92,6 +92,16 @@ test('log prints one line per event; --json prints NDJSON; --from starts at a po
   assert.is(ckpt('log', '--from', '99').out, '');
 });
 
+test('history keeps one line per event when a command spans several lines (control characters escaped)', async () => {
+  const store = openEventStore(`sqlite:${join(home, 'events.db')}`);
+  await store.append('job-ml', [{ type: 'UnitAssigned', data: { unit: 'main', node: 'n1', command: ['sh', '-c', 'echo one\nsleep 1\tthen\u0007'], cwd: '/tmp\nx', limits: {} } }]);
+  await store.close();
+  const r = ckpt('history', 'ml');
+  assert.is(r.code, 0, r.err);
+  assert.is(r.out.trimEnd().split('\n').length, 1, r.out);
+  assert.match(r.out, 'command=sh,-c,echo one\\nsleep 1\\tthen\\u0007 cwd=/tmp\\nx');
+});
+
 test('log --follow prints new events as they are committed, and stops on SIGTERM with exit 0', async () => {
   const url = `sqlite:${join(home, 'follow.db')}`;
   const follower = spawn(process.execPath, [CLI, 'log', '--follow', '--store', url], { env });

@@ -11,14 +11,19 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 export const writeOut = (text: string): Promise<void> =>
   new Promise((resolve) => (process.stdout.write(text) ? resolve() : process.stdout.once('drain', resolve)));
 
-/** A compact `key=value …` rendering of event data; a process reference reads `pid@startTime`. */
+const ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+/** A value on one line: newlines and other control characters escaped (a unit's command may hold any). */
+const oneLine = (v: unknown): string =>
+  typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : JSON.stringify(v);
+
+/** A compact `key=value …` rendering of event data, one line; a process reference reads `pid@startTime`. */
 export const summarize = (value: unknown, prefix = ''): string[] => {
-  if (value === null || typeof value !== 'object') return [`${prefix}=${typeof value === 'string' ? value.replace(/\n/g, '\\n') : JSON.stringify(value)}`];
+  if (value === null || typeof value !== 'object') return [`${prefix}=${oneLine(value)}`];
   const o = value as Record<string, unknown>;
   if (Object.keys(o).length === 2 && typeof o.pid === 'number' && typeof o.startTime === 'number') return [`${prefix}=${o.pid}@${o.startTime}`];
   if (Array.isArray(value)) {
     const simple = value.every((v) => v === null || typeof v !== 'object');
-    return [`${prefix}=${simple ? value.join(',') : `[${value.length}]`}`];
+    return [`${prefix}=${simple ? value.map((v) => (typeof v === 'string' ? oneLine(v) : v === null ? '' : String(v))).join(',') : `[${value.length}]`}`];
   }
   return Object.entries(o).flatMap(([k, v]) => summarize(v, prefix ? `${prefix}.${k}` : k));
 };
