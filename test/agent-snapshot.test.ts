@@ -3,7 +3,7 @@
 // restarted, the agent restarted between each step. And the fold itself: the state encoded and
 // decoded at any point of that real history folds on to exactly the state, and the decisions,
 // of one never encoded.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { agentFiles } from '../adapters/agent/daemon.js';
@@ -81,6 +81,14 @@ test('a forking job checkpointed, the agent restarted from its snapshot, checkpo
   assert.is(r.code, 0, r.err);
   r = ckpt(['verify', 'loop']);
   assert.is(r.code, 0, r.out + r.err);
+  // The same history exported, and re-derived from the file alone (what test/histories keeps).
+  const exported = ckpt(['export', 'loop']);
+  assert.is(exported.code, 0, exported.err);
+  const file = join(h.home, 'loop.ndjson');
+  writeFileSync(file, exported.out);
+  r = ckpt(['verify', '--history', file]);
+  assert.is(r.code, 0, r.out + r.err);
+  assert.match(r.out, /loop: all \d+ recorded decisions re-derived identically/);
 });
 
 test('the state encoded and decoded anywhere in that history folds on to the same state and decisions', async () => {

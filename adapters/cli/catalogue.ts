@@ -18,6 +18,7 @@ export const catalogue: readonly CommandEntry[] = [
   { name: 'audit', summary: 'Every checkpoint, restart and prune of a job (or of all jobs): who, when, what came of it.', load: async () => (await import('./commands/audit.js')).auditCommand },
   { name: 'prune', summary: 'Remove a job’s old checkpoint images, keeping the newest N committed versions that verify.', load: async () => (await import('./commands/prune.js')).pruneCommand },
   { name: 'verify', summary: 'Re-derive every decision recorded for a job and report any that the code would not make again.', load: async () => (await import('./commands/verify.js')).verifyCommand },
+  { name: 'export', summary: 'Write a job’s history as self-describing NDJSON, to replay or verify anywhere.', load: async () => (await import('./commands/export.js')).exportCommand },
   { name: 'jobs', summary: 'List jobs: state, owner, units and how many processes run.', load: async () => (await import('./commands/jobs.js')).jobsCommand },
   { name: 'ps', summary: 'Show every process of a job — including escaped and dependent ones — and why it belongs.', load: async () => (await import('./commands/ps.js')).psCommand },
   { name: 'history', summary: 'Print one job’s events in order: its complete, replayable history.', load: async () => (await import('./commands/history.js')).historyCommand },
