@@ -55,6 +55,8 @@ test('a file that is not what it says: refused, naming the line and what is wron
     [[rows[0], { ...rows[1], schemaVersion: 7 }], /:2: \w+ was recorded with schema version 7; this ckpt reads version 1 and has no upcaster for it/],
     [[rows[0], { ...rows[1], data: { ...rows[1]!.data, node: 42 } }], /:2: \w+: field /],
     [[rows[0], rows[2], rows[1]], /:3: position must be an integer after/],
+    [[rows[0], { ...rows[1], metadata: { recordedAt: rows[1]!.metadata.recordedAt } }], /:2: \w+: field metadata: expected an object with actor and recordedAt/],
+    [rows.slice(0, -1), /: the header says \d+ events, the file holds \d+ \(an export cut short\?\)/],
   ];
   for (const [i, [content, expected]] of cases.entries()) {
     const r = verify(write(`bad-${i}.ndjson`, content));

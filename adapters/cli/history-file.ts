@@ -1,11 +1,11 @@
-// Reading an exported history (`ckpt export`): its header checked, every event checked against the
-// catalogue as a store's rows are, so a file that is not what it says is refused line by line.
+// Reading an exported history (`ckpt export`): its header checked, every event read as a store
+// reads its rows (storedEvent: data against the catalogue, metadata), so a file that is not what
+// it says is refused line by line, and one cut short (an interrupted export) is refused too.
 import { readFileSync } from 'node:fs';
-import type { RecordedEvent } from '../../domain/event-store.js';
+import { CorruptEventError, type RecordedEvent } from '../../domain/event-store.js';
 import { NAME_PATTERN } from '../../domain/codecs.js';
 import { definitionOf } from '../../domain/events/catalogue.js';
-import { decodeEvent, describeProblem } from '../../domain/events/decode.js';
-import { either as E } from '../../domain/io-ts.js';
+import { storedEvent } from '../store/batch.js';
 
 export const HISTORY_FORMAT = { format: 'ckpt-history', formatVersion: 1 } as const;
 
@@ -49,16 +49,20 @@ export const readHistoryFile = (file: string): { job: string; ckpt: string; even
     if (typeof e.stream !== 'string' || !isInt(e.revision) || typeof e.id !== 'string' || typeof e.type !== 'string' || !isInt(e.schemaVersion)) {
       throw new HistoryFileError(`${at}: an event needs stream, revision, id, type and schemaVersion`);
     }
-    const meta = e.metadata as { recordedAt?: unknown } | undefined;
-    if (!meta || typeof meta.recordedAt !== 'string') throw new HistoryFileError(`${at}: event ${e.type} has no metadata.recordedAt`);
     const current = definitionOf(e.type)?.schemaVersion;
     if (current !== undefined && e.schemaVersion !== current) {
       throw new HistoryFileError(`${at}: ${e.type} was recorded with schema version ${e.schemaVersion}; this ckpt reads version ${current} and has no upcaster for it`);
     }
-    const decoded = decodeEvent(e.type, e.data);
-    if (E.isLeft(decoded)) throw new HistoryFileError(`${at}: ${e.type}: ${decoded.left.problems.map((p) => `field ${describeProblem(p)}`).join('; ')}`);
-    events.push({ ...e, data: decoded.right.data } as unknown as RecordedEvent);
+    try {
+      const event = storedEvent(e.position, e.stream, e.revision, e.id, e.type, e.schemaVersion, JSON.stringify(e.data), JSON.stringify(e.metadata ?? null), typeof e.digest === 'string' ? e.digest : null);
+      void event.metadata; // read lazily by stores: checked here, where the line is known
+      events.push(event);
+    } catch (error) {
+      if (error instanceof CorruptEventError) throw new HistoryFileError(`${at}: ${e.type}: ${error.problem}`);
+      throw error;
+    }
     previous = e.position;
   }
+  if (header.events !== events.length) throw new HistoryFileError(`${file}: the header says ${JSON.stringify(header.events)} events, the file holds ${events.length} (an export cut short?)`);
   return { job: header.job, ckpt: String(header.ckpt), events };
 };
