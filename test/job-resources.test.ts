@@ -26,14 +26,20 @@ test.after(() => {
   rmSync(shmName, { force: true });
 });
 
-// A parent and its child share MODE (shm FILE | memfd | fifo FILE): the child counts into it, the
-// parent copies what it reads to OUT. OUT going on after a restart from about the checkpointed
-// value shows the content came back; OUT still growing shows the two still share it.
-const PAIR = `import mmap, os, struct, sys, time
-mode, out = sys.argv[1], sys.argv[2]
-def report(v):
+// Writes V to OUT (whole, by rename) and appends it to OUT.log, each opened anew: no file the
+// images would pin.
+const REPORT = `def report(v):
     with open(out + '.tmp', 'w') as f: f.write(str(v))
     os.rename(out + '.tmp', out)
+    with open(out + '.log', 'a') as f: f.write(f'{v}\\n')`;
+
+// A parent and its child share MODE (shm FILE | memfd | fifo FILE): the child counts into it, the
+// parent copies what it reads to OUT and appends it to OUT.log (opened anew each time: no file the
+// images would pin). The log going back after a restart to about the checkpointed value shows the
+// content came back; the log still growing shows the two still share it.
+const PAIR = `import mmap, os, struct, sys, time
+mode, out = sys.argv[1], sys.argv[2]
+${REPORT}
 if mode == 'fifo':
     if not os.path.exists(sys.argv[3]): os.mkfifo(sys.argv[3])
     if os.fork() == 0:
@@ -71,6 +77,7 @@ while True:
 // A job with its own terminal: the child counts on the pty slave, the parent reads the master.
 const OWN_PTY = `import os, pty, sys
 out = sys.argv[1]
+${REPORT}
 pid, master = pty.fork()
 if pid == 0:
     os.execvp('sh', ['sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done'])
@@ -78,9 +85,7 @@ buf = b''
 while True:
     buf += os.read(master, 4096)
     lines = buf.split(b'\\r\\n'); buf = lines.pop()
-    if lines:
-        with open(out + '.tmp', 'w') as f: f.write(lines[-1].decode())
-        os.rename(out + '.tmp', out)
+    if lines: report(lines[-1].decode())
 `;
 
 // Runs argv on a new pseudo-terminal and drains its master: a user's terminal, outside any job.
@@ -122,19 +127,29 @@ const counter = (file: string) => (existsSync(file) ? Number(readFileSync(file, 
 
 /** Checkpoint, kill -9 every process, restart: the counter in `out` resumes from the checkpoint and goes on. */
 const survivesRestart = async (job: string, out: string) => {
+  const logged = () => (existsSync(`${out}.log`) ? readFileSync(`${out}.log`, 'utf8').split('\n').filter(Boolean).map(Number) : []);
   await until(`${job} counting`, () => counter(out) > 5);
+  const beforeCheckpoint = counter(out);
   checkpoint(job);
   const atCheckpoint = counter(out);
-  // Far enough past the checkpoint (5 s at 20 a second) that the restored count is told apart from
-  // the killed one for seconds, however late the restart's report comes on a loaded machine.
   await until(`${job} to go on`, () => counter(out) > atCheckpoint + 100);
   killAll(job);
+  const atKill = logged().length;
+  const killedAt = Math.max(...logged());
   const { code, err, reason } = restart(job);
   assert.is(code, 0, `${err} ${reason}`);
-  // Back below the value at the kill, not from 0: the shared content came back with the images.
-  const resumed = await until(`${job} restored`, () => counter(out) < atCheckpoint + 80 && counter(out) >= atCheckpoint - 1 && counter(out));
-  // Still moving: the parent reads what the child writes, so they share it again.
-  await until(`${job} to count on after the restart`, () => counter(out) > resumed + 10);
+  // What the parent reported after the restart, however late the restart's own report came: it went
+  // back to the count of the checkpoint (between the last value seen before it and the first after),
+  // not to 0 and not on from the kill — the shared content came back with the images…
+  const sinceRestart = () => logged().slice(atKill);
+  const resumed = await until(`${job} restored`, () => {
+    const i = sinceRestart().findIndex((v) => v >= beforeCheckpoint && v <= atCheckpoint + 1);
+    return i >= 0 && { at: atKill + i, value: sinceRestart()[i]! };
+  }).catch((e: Error) => {
+    throw new Error(`${e.message}: expected a count in ${beforeCheckpoint}..${atCheckpoint + 1}, the parent reported ${sinceRestart().slice(0, 20).join(' ')}`);
+  });
+  // …and goes on from there: the parent reads what the child writes, so they share it again.
+  await until(`${job} to count on from ${resumed.value} after the restart (killed at ${killedAt})`, () => logged().slice(resumed.at).some((v) => v >= resumed.value + 10 && v < killedAt));
   killAll(job);
 };
 
