@@ -22,7 +22,7 @@ export interface PendingCommand {
   readonly version: number;
   /** Every step but commit is for one unit. */
   readonly unit?: UnitId;
-  /** Who executes it: the unit's node; the commit, the node of the plan's first unit. */
+  /** Who executes it: the unit's node; a commit, each node holding units of the version (its own). */
   readonly node: NodeId;
   /** The request event: its id becomes the outcome's causationId. */
   readonly request: { readonly id: string; readonly recordedAt: string };
@@ -44,8 +44,8 @@ export interface VersionRecord {
   /** The identities each unit's images hold (UnitVerified), by the PID the images give each
    *  (its PID in the unit's PID namespace): what restored processes were. */
   readonly captured: Readonly<Record<UnitId, readonly CapturedProcess[]>>;
-  /** SHA-256 of the committed manifest (CheckpointCommitted): a restart checks it. */
-  readonly manifest?: string;
+  /** SHA-256 of each node's committed manifest (CheckpointCommitted): a restart checks its own. */
+  readonly manifests?: Readonly<Record<NodeId, string>>;
 }
 
 export interface RestartRecord {
@@ -83,7 +83,7 @@ export const STEP_OUTCOMES = {
   thaw: ['UnitThawed', 'UnitThawFailed'],
   stop: ['UnitStopped', 'UnitStopFailed'],
   abort: ['UnitAborted', 'UnitAbortFailed'],
-  commit: ['CheckpointCommitted', 'CheckpointCommitFailed'],
+  commit: ['NodeCommitted', 'CheckpointCommitFailed'],
   'images-verify': ['UnitImagesVerified', 'UnitImagesVerifyFailed'],
   'restore-prepare': ['UnitRestorePrepared', 'UnitRestorePrepareFailed'],
   restore: ['UnitRestored', 'UnitRestoreFailed'],
@@ -95,6 +95,9 @@ const OUTCOMES: Readonly<Record<string, Step>> = Object.fromEntries(
 );
 
 export const commandKey = (step: Step, n: number, unit?: UnitId): string => `${step} ${RESTART_STEPS.has(step) ? 'r' : 'v'}${n}${unit ? ` ${unit}` : ''}`;
+
+/** A commit is per node: its key names the node. */
+export const commitKey = (version: number, node: NodeId): string => `${commandKey('commit', version)} ${node}`;
 
 const numberOf = (data: object): number => ('version' in data ? (data.version as number) : (data as { restart: number }).restart);
 
@@ -123,15 +126,28 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
     if (v) s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, captured: { ...v.captured, [e.data.unit]: captured } } } };
   }
   if (e.type === 'CheckpointCommitRequested') {
-    const node = s.versions[e.data.version]?.units[0]?.node;
-    if (!node) return s;
-    const key = commandKey('commit', e.data.version);
-    return { ...s, pending: { ...s.pending, [key]: { key, step: 'commit', version: e.data.version, node, request: { id: e.id, recordedAt: e.metadata.recordedAt } } } };
+    // Each node commits its own units on its own disk: nothing assumes a shared filesystem.
+    const nodes = [...new Set(s.versions[e.data.version]?.units.map((u) => u.node))];
+    const request = { id: e.id, recordedAt: e.metadata.recordedAt };
+    const commits = nodes.map((node): PendingCommand => ({ key: commitKey(e.data.version, node), step: 'commit', version: e.data.version, node, request }));
+    return { ...s, pending: { ...s.pending, ...Object.fromEntries(commits.map((c) => [c.key, c])) } };
   }
-  if (e.type === 'CheckpointCommitted' && s.versions[e.data.version]) {
-    s = { ...s, versions: { ...s.versions, [e.data.version]: { ...s.versions[e.data.version]!, manifest: e.data.manifest } } };
+  if (e.type === 'NodeCommitted' || (e.type === 'CheckpointCommitFailed' && e.data.node !== undefined)) {
+    return { ...s, pending: without(s.pending, commitKey(e.data.version, e.data.node!)) };
   }
-  if (e.type === 'CheckpointCommitted' || e.type === 'CheckpointCommitFailed') return { ...s, pending: without(s.pending, commandKey('commit', e.data.version)) };
+  if (e.type === 'CheckpointCommitted' || e.type === 'CheckpointCommitFailed') {
+    const v = s.versions[e.data.version];
+    if (v && e.type === 'CheckpointCommitted') {
+      // Before commits were per node, one manifest held every unit (the nodes shared a filesystem).
+      const legacy = e.data.manifest;
+      const manifests = e.data.nodes
+        ? Object.fromEntries(Object.entries(e.data.nodes).map(([node, m]) => [node, m.manifest]))
+        : legacy ? Object.fromEntries(v.units.map((u) => [u.node, legacy])) : {};
+      s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, manifests } } };
+    }
+    const prefix = commandKey('commit', e.data.version);
+    return { ...s, pending: Object.fromEntries(Object.entries(s.pending).filter(([key]) => key !== prefix && !key.startsWith(`${prefix} `))) };
+  }
   if (e.type === 'RestartPlanned') {
     const units = e.data.units.map(({ unit, node, limits }) => ({ unit, node, limits }));
     return { ...s, restarts: { ...s.restarts, [e.data.restart]: { version: e.data.version, units, prepared: {} } } };

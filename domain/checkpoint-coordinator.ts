@@ -5,12 +5,12 @@
 //
 //   CheckpointRequested → CheckpointPlanned (+ deadline) → UnitFreezeRequested (every unit)
 //   all frozen → UnitDumpRequested → all dumped → UnitVerifyRequested → all verified →
-//   CheckpointCommitRequested → committed → UnitThawRequested (or UnitStopRequested, --stop)
+//   CheckpointCommitRequested → every node holding units NodeCommitted → CheckpointCommitted → UnitThawRequested (or UnitStopRequested, --stop)
 //   → all done → CheckpointCompleted. Any failure, or the deadline → CheckpointAbortRequested →
 //   UnitAbortRequested (thaw, delete partial images) → all aborted → CheckpointAborted.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
 import type { Capabilities } from './events/node.js';
-import type { CheckpointOptions, PlannedUnit } from './events/checkpoint.js';
+import type { CheckpointOptions, NodeManifest, PlannedUnit } from './events/checkpoint.js';
 import type { CheckpointScope, NodeId, UnitId } from './identity.js';
 import type { Decider } from './decider.js';
 import type { Failure } from './failure.js';
@@ -43,6 +43,8 @@ export interface ActiveCheckpoint {
   readonly failure?: Failure;
   /** The event (a failure, the deadline) that ended the checkpoint: the one the abort answers. */
   readonly abortCause?: string;
+  /** What each node committed of its units (NodeCommitted), while committing. */
+  readonly committed?: Readonly<Record<NodeId, NodeManifest & { readonly durationMs: number }>>;
 }
 
 export interface CheckpointState {
@@ -140,6 +142,11 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
       return { ...s, job, active: step(a, e, 'running', 'verified') };
     case 'CheckpointCommitRequested':
       return { ...s, job, active: a?.version === e.data.version && a.phase === 'running' ? { ...a, phase: 'committing' } : a };
+    case 'NodeCommitted': {
+      if (a?.version !== e.data.version || a.phase !== 'committing') return { ...s, job };
+      const { node, units, files, bytes, manifest, durationMs } = e.data;
+      return { ...s, job, active: { ...a, committed: { ...a.committed, [node]: { units, files, bytes, manifest, durationMs } } } };
+    }
     case 'CheckpointCommitted':
       return a?.version === e.data.version && a.phase === 'committing' ? { ...s, job, lastCommitted: e.data.version, active: { ...a, phase: 'finishing' } } : { ...s, job };
     case 'UnitThawRequested':
@@ -231,6 +238,28 @@ export const planUnits = (s: CheckpointState, version: number): { units: Planned
 const everyUnit = (a: ActiveCheckpoint, phase: UnitPhase) => Object.values(a.units).every((u) => u.phase === phase);
 const eachUnit = (a: ActiveCheckpoint, make: (unit: UnitId, node: NodeId) => ProposedEvent) => Object.entries(a.units).map(([unit, u]) => make(unit, u.node));
 
+/** The version is committed once every node holding units has committed them on its own disk. */
+const committedEverywhere = (a: ActiveCheckpoint): ProposedEvent[] => {
+  const nodes = [...new Set(Object.values(a.units).map((u) => u.node))];
+  const committed = a.committed ?? {};
+  if (!nodes.every((n) => committed[n])) return [];
+  const manifests = nodes.map((n) => [n, committed[n]!] as const);
+  return [
+    {
+      type: 'CheckpointCommitted',
+      data: {
+        version: a.version,
+        files: manifests.reduce((sum, [, m]) => sum + m.files, 0),
+        bytes: manifests.reduce((sum, [, m]) => sum + m.bytes, 0),
+        // The nodes commit side by side: the commit took as long as the slowest.
+        durationMs: Math.max(...manifests.map(([, m]) => m.durationMs)),
+        ...(nodes.length === 1 && { manifest: manifests[0]![1].manifest }),
+        nodes: Object.fromEntries(manifests.map(([n, { units, files, bytes, manifest }]) => [n, { units, files, bytes, manifest }])),
+      },
+    },
+  ];
+};
+
 const abort = (a: ActiveCheckpoint, reason: string): ProposedEvent[] => [
   { type: 'CheckpointAbortRequested', data: { version: a.version, reason, ...(a.failure && { failure: a.failure }) } },
   ...eachUnit(a, (unit, node) => ({ type: 'UnitAbortRequested', data: { version: a.version, unit, node } })),
@@ -269,6 +298,8 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
       return a?.phase === 'running' && everyUnit(a, 'dumped') ? eachUnit(a, (unit, node) => ({ type: 'UnitVerifyRequested', data: { version: a.version, unit, node } })) : [];
     case 'UnitVerified':
       return a?.phase === 'running' && everyUnit(a, 'verified') ? [{ type: 'CheckpointCommitRequested', data: { version: a.version } }] : [];
+    case 'NodeCommitted':
+      return a?.phase === 'committing' && event.data.version === a.version ? committedEverywhere(a) : [];
     case 'CheckpointCommitted': {
       if (!a || a.phase !== 'finishing') return [];
       return eachUnit(a, (unit, node) => ({ type: a.stop ? 'UnitStopRequested' : 'UnitThawRequested', data: { version: a.version, unit, node } }) as ProposedEvent);

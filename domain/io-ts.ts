@@ -11,7 +11,7 @@ export type * from 'io-ts';
 const require = createRequire(import.meta.url);
 const t = require('io-ts') as typeof IoTs;
 
-export const { ExactType, IntersectionType, UnionType, array, boolean, exact, failure, identity, intersection, literal, number, partial, string, success, type, union } = t;
+export const { ExactType, IntersectionType, UnionType, array, boolean, exact, failure, identity, intersection, literal, number, partial, record, string, success, type, union } = t;
 const nullCodec = t.null;
 export { nullCodec as null };
 export const Type = t.Type;

@@ -28,6 +28,8 @@ export interface UnitFigures {
   /** The unit's failure, if it failed a step: the event and reason, and its class and hint. */
   readonly failed?: string;
   readonly failure?: Failure;
+  /** The step the unit was asked for and has not answered yet (freeze, dump, verify, …). */
+  readonly awaiting?: string;
 }
 
 export type CheckpointOutcome = 'rejected' | 'in progress' | 'committed' | 'aborted';
@@ -49,7 +51,9 @@ export interface CheckpointSummary {
   readonly units: readonly UnitFigures[];
   readonly files: number;
   readonly bytes: number;
+  /** SHA-256 of the manifest when one node holds every unit; `manifests` has each node's. */
   readonly manifest?: string;
+  readonly manifests?: Readonly<Record<string, string>>;
   readonly commitMs?: number;
   /** Request to completion (or abort), by the log's clock. */
   readonly durationMs?: number;
@@ -74,8 +78,33 @@ const withDraft = (s: CheckpointsState, index: number | undefined, change: (d: D
 const withUnit = (s: CheckpointsState, version: number, unit: string, change: Partial<UnitFigures>): CheckpointsState =>
   withDraft(s, s.byVersion[version], (d) => (d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, ...change } : u)) } : d));
 
+const UNIT_REQUESTS: Readonly<Record<string, string>> = { UnitFreezeRequested: 'freeze', UnitDumpRequested: 'dump', UnitVerifyRequested: 'verify', UnitThawRequested: 'thaw', UnitStopRequested: 'stop', UnitAbortRequested: 'abort' };
+const UNIT_OUTCOMES: Readonly<Record<string, true>> = Object.fromEntries(
+  ['UnitFrozen', 'UnitFreezeFailed', 'UnitDumped', 'UnitDumpFailed', 'UnitVerified', 'UnitVerifyFailed', 'UnitThawed', 'UnitThawFailed', 'UnitStopped', 'UnitStopFailed', 'UnitAborted', 'UnitAbortFailed'].map((t) => [t, true]),
+);
+
+/**
+ * A deadline's abort names who kept everyone waiting: the units (and their nodes) that had not
+ * answered their step — a host cut off, an agent gone. Derived here, on the read side, so recorded
+ * decisions (whose reason is the deadline's) re-derive unchanged.
+ */
+const withStragglers = (d: Draft, reason: string): string => {
+  const waiting = reason.startsWith('the deadline') ? d.units.filter((u) => u.awaiting) : [];
+  return waiting.length === 0 ? reason : `${reason}: no answer from ${waiting.map((u) => `unit ${u.unit} on ${u.node} (${u.awaiting})`).join(', ')}`;
+};
+
+/** Which step each unit was asked for and has not answered. */
+const trackAwaiting = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
+  const step = UNIT_REQUESTS[e.type];
+  if (!step && !UNIT_OUTCOMES[e.type]) return s;
+  const { version, unit } = e.data as { version: number; unit: string };
+  return withUnit(s, version, unit, { awaiting: step });
+};
+
 /** One event of a job's stream into its checkpoints (a pure evolve: nothing is changed in place). */
-export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
+export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => evolvePhases(trackAwaiting(s, e), e);
+
+const evolvePhases = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
   switch (e.type) {
     case 'CheckpointRequested': {
       const draft: Draft = {
@@ -111,10 +140,13 @@ export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): Checkp
     case 'UnitStopFailed':
     case 'UnitAbortFailed':
       return withUnit(s, e.data.version, e.data.unit, { failed: `${e.type}: ${e.data.reason}`, ...(e.data.failure && { failure: e.data.failure }) });
-    case 'CheckpointCommitted':
-      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, outcome: 'committed', phase: 'committed', files: e.data.files, bytes: e.data.bytes, manifest: e.data.manifest, commitMs: e.data.durationMs }));
+    case 'CheckpointCommitted': {
+      const { manifest, nodes } = e.data;
+      const manifests = nodes && Object.fromEntries(Object.entries(nodes).map(([node, m]) => [node, m.manifest]));
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, outcome: 'committed', phase: 'committed', files: e.data.files, bytes: e.data.bytes, ...(manifest && { manifest }), ...(manifests && { manifests }), commitMs: e.data.durationMs }));
+    }
     case 'CheckpointAbortRequested':
-      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, phase: 'aborting', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }));
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, phase: 'aborting', reason: withStragglers(d, e.data.reason), ...(e.data.failure && { failure: e.data.failure }) }));
     case 'CheckpointAborted':
       return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, outcome: 'aborted', phase: 'aborted', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }), endedAt: e.metadata.recordedAt }));
     case 'CheckpointCompleted':

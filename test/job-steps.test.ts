@@ -56,7 +56,7 @@ const dumpedAndCommitted: Answers = {
   freeze: (c) => done(c, { processes: 3, durationMs: 1 }),
   dump: (c) => done(c, { files: 3, bytes: 100, durationMs: 5 }),
   verify: (c) => done(c, { captured: [100, 101, 102] }),
-  commit: (c) => done(c, { files: 3, bytes: 100, durationMs: 1, manifest: 'b'.repeat(64) }),
+  commit: (c) => done(c, { units: ['u1'], files: 3, bytes: 100, durationMs: 1, manifest: 'b'.repeat(64) }),
 };
 const seen = new Set<Step>();
 

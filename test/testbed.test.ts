@@ -5,7 +5,8 @@
 // its node, a checkpoint on one host commits into that host's own CKPT_HOME. Then `down` leaves
 // nothing: no namespaces, links, mounts, processes, cgroups, files.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { storeId } from '../adapters/agent/daemon.js';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { readStat } from '../adapters/tracking/procfs.js';
-import { CLI, type PsRow, type Result } from './support/jobs.js';
+import { CLI, killMembers, type PsRow, type Result } from './support/jobs.js';
 import { freePort, needPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
@@ -142,6 +143,94 @@ test('a checkpoint on one host commits into that host’s own CKPT_HOME', () => 
   assert.ok(existsSync(join(dir, 'tb', 'host2', 'images', 'tb2', `v${report.version}`)), 'images on host2');
   assert.not.ok(existsSync(join(dir, 'tb', 'host1', 'images', 'tb2')), 'nothing of it on host1');
   assert.is(jsonOn<PsRow[]>(2, ['ps', 'tb2']).filter((m) => m.state === 'running' && m.comm === 'sleep').length, 2, 'thawed and running');
+});
+
+// A ring across the hosts: unit K listens on 10.77.0.K:PORT, connects to the next host, and passes
+// a token (round, running checksum) on over TCP, each hop folding its host and round into the
+// checksum. Unit 1 starts the rounds and, after ROUNDS, writes the checksum to OUT and sends END
+// round the ring. OUT.progressK holds the last round host K saw, OUT.progressK.log every one; files
+// are opened anew each time, so the images pin none of them.
+const RING = `import hashlib, os, socket, sys, time
+k, n, rounds, port, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def note(path, text):
+    with open(path + '.tmp', 'w') as f: f.write(text)
+    os.rename(path + '.tmp', path)
+    with open(path + '.log', 'a') as f: f.write(text + '\\n')
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((f'10.77.0.{k}', port)); server.listen(1)
+nxt = socket.socket()
+while True:
+    try: nxt.connect((f'10.77.0.{k % n + 1}', port)); break
+    except OSError: nxt.close(); nxt = socket.socket(); time.sleep(0.1)
+prev, _ = server.accept(); server.close()
+reader = prev.makefile('r')
+if k == 1: nxt.sendall(b'1 0\\n')
+for line in reader:
+    if line.startswith('END'):
+        if k != 1: nxt.sendall(b'END\\n')
+        break
+    r, checksum = line.split()
+    r = int(r)
+    checksum = hashlib.sha256(f'{checksum}:{k}:{r}'.encode()).hexdigest()[:16]
+    note(f'{out}.progress{k}', str(r))
+    time.sleep(0.02)
+    if k == 1 and r == rounds:
+        note(out, checksum); nxt.sendall(b'END\\n')
+    else:
+        nxt.sendall(f'{r + 1 if k == 1 else r} {checksum}\\n'.encode())
+`;
+
+/** What an uninterrupted ring computes: the checksum folded hop by hop. */
+const ringResult = (hosts: number, rounds: number): string => {
+  let checksum = '0';
+  for (let r = 1; r <= rounds; r++) for (const k of [...Array.from({ length: hosts - 1 }, (_, i) => i + 2), 1]) checksum = createHash('sha256').update(`${checksum}:${k}:${r}`).digest('hex').slice(0, 16);
+  return checksum;
+};
+
+test('a job whose units on 3 hosts talk over TCP is checkpointed as one, killed on every host, restarted: the same result as an uninterrupted run', async () => {
+  const rounds = 300;
+  const ring = join(dir, 'ring.py');
+  writeFileSync(ring, RING);
+  const out = join(dir, 'ring.out');
+  const progress = (k: number) => Number(existsSync(`${out}.progress${k}`) ? readFileSync(`${out}.progress${k}`, 'utf8') : 0);
+  // Hosts 3 and 2 first: each unit's listener is up before the one that connects to it needs it.
+  for (const k of [3, 2, 1]) {
+    const r = ckptOn(k, ['run', '--detach', '--job', 'ring', '--unit', `u${k}`, '--tcp-established', '--', 'python3', ring, String(k), '3', String(rounds), '7000', out]);
+    assert.is(r.code, 0, r.err);
+  }
+  await until('the ring turning', () => progress(1) >= 20, 60_000, 100);
+  const r = ckptOn(1, ['checkpoint', 'ring', '--wait', '--json']);
+  assert.is(r.code, 0, r.err + r.out);
+  const report = JSON.parse(r.out) as { version: number; outcome: string; units: Array<{ unit: string; node: string }> };
+  assert.is(report.outcome, 'committed', r.out);
+  assert.equal(report.units.map((u) => `${u.unit}@${u.node}`).sort(), ['u1@host1', 'u2@host2', 'u3@host3']);
+  for (const k of HOSTS) assert.ok(existsSync(join(dir, 'tb', `host${k}`, 'images', 'ring', `v${report.version}`)), `u${k}'s images on host${k}`);
+  const atCheckpoint = progress(1);
+  await until('the ring going on past the checkpoint', () => progress(1) > atCheckpoint + 10, 60_000, 100);
+  const members = (k: number) => jsonOn<PsRow[]>(k, ['ps', 'ring']).filter((m) => m.state === 'running' && m.node === `host${k}`);
+  for (const k of HOSTS) killMembers(members(k));
+  for (const k of HOSTS) await until(`every process of u${k} gone`, () => members(k).length === 0, 30_000, 200);
+  const rounds1 = () => readFileSync(`${out}.progress1.log`, 'utf8').split('\n').filter(Boolean).map(Number);
+  const killedAt = rounds1().length;
+  const restarted = ckptOn(1, ['restart', 'ring', '--wait', '--json']);
+  assert.is(restarted.code, 0, restarted.err + restarted.out);
+  for (const k of HOSTS) {
+    const restored = await until(`u${k} running again on host${k}`, () => members(k).length > 0 && members(k), 30_000, 200);
+    for (const m of restored) assert.is(netnsOf(m.pid), hostNetns(k), `u${k} restored into host${k}'s network namespace`);
+  }
+  const result = await until('the ring to finish', () => existsSync(out) && readFileSync(out, 'utf8'), 120_000, 200);
+  // The restored ring took up the rounds from the checkpoint, not from where it was killed…
+  const after = rounds1().slice(killedAt);
+  assert.ok(after[0]! <= atCheckpoint + 1 && after[0]! >= atCheckpoint - 10, `host1 went on from round ${after[0]} (checkpointed near ${atCheckpoint}, killed at ${rounds1()[killedAt - 1]})`);
+  // …and ended with what an uninterrupted ring computes.
+  assert.is(result, ringResult(3, rounds), `the restarted ring computes what an uninterrupted one does`);
+  const audit = jsonOn<Array<{ entries: Array<{ kind: string; outcome: string; units: Array<{ unit: string; node: string }> }> }>>(2, ['audit', 'ring']);
+  for (const kind of ['checkpoint', 'restart']) {
+    const entry = audit[0]!.entries.find((e) => e.kind === kind)!;
+    assert.equal(entry.units.map((u) => `${u.unit}@${u.node}`).sort(), ['u1@host1', 'u2@host2', 'u3@host3'], `the audit shows each unit of the ${kind} on its host`);
+  }
+  const verified = ckptOn(1, ['verify', 'ring']);
+  assert.is(verified.code, 0, verified.err + verified.out);
 });
 
 test('down leaves nothing: namespaces, links, mounts, processes, cgroups, files', () => {

@@ -87,19 +87,34 @@ export const CheckpointCommitRequested = defineEvent(
   'CheckpointCommitRequested',
   'decision',
   record(version),
-  'Every unit is dumped and verified: write the manifest and make the version durable.',
+  'Every unit is dumped and verified: each node holding units writes their manifest and makes them durable.',
+);
+/** What one node committed: its units' manifest, on its own disk. */
+const nodeManifest = { units: t.array(UnitId), files: NonNegativeInt, bytes: NonNegativeInt, manifest: Sha256 };
+export const NodeManifest = record(nodeManifest);
+export type NodeManifest = t.TypeOf<typeof NodeManifest>;
+export const NodeCommitted = defineEvent(
+  'NodeCommitted',
+  'outcome',
+  record({ ...version, node: NodeId, durationMs: NonNegativeNumber, ...nodeManifest }),
+  'A node made its units’ images of the version durable (fsync) on its own disk, with a manifest of every file’s size and SHA-256.',
 );
 export const CheckpointCommitted = defineEvent(
   'CheckpointCommitted',
   'outcome',
-  record({ ...version, files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber, manifest: Sha256 }),
-  'The version is durable on disk (fsync) with a manifest of every file’s size and SHA-256.',
+  record(
+    { ...version, files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber },
+    /** manifest: the SHA-256 of the one manifest when one node holds every unit; nodes: each node's
+     *  manifest (absent before commits were per node: then manifest names the only one). */
+    { manifest: Sha256, nodes: t.record(NodeId, NodeManifest) },
+  ),
+  'The version is durable: every node that holds units committed them (decided once the last NodeCommitted is in; recorded by the node itself before commits were per node).',
 );
 export const CheckpointCommitFailed = defineEvent(
   'CheckpointCommitFailed',
   'outcome',
-  record({ ...version, reason: t.string }, { failure: Failure }),
-  'The version could not be made durable.',
+  record({ ...version, reason: t.string }, { failure: Failure, node: NodeId }),
+  'A node could not make its units’ images of the version durable.',
 );
 export const CheckpointAbortRequested = defineEvent(
   'CheckpointAbortRequested',
@@ -138,7 +153,7 @@ export const checkpointEvents = [
   UnitFreezeRequested, UnitFrozen, UnitFreezeFailed,
   UnitDumpRequested, UnitDumped, UnitDumpFailed,
   UnitVerifyRequested, UnitVerified, UnitVerifyFailed,
-  CheckpointCommitRequested, CheckpointCommitted, CheckpointCommitFailed,
+  CheckpointCommitRequested, NodeCommitted, CheckpointCommitted, CheckpointCommitFailed,
   UnitThawRequested, UnitThawed, UnitThawFailed,
   UnitStopRequested, UnitStopped, UnitStopFailed,
   CheckpointAbortRequested,

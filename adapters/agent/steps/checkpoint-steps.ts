@@ -11,7 +11,7 @@ import { getIn } from '../../../domain/persistent-map.js';
 import { criuWritingTo } from '../../checkpointers/criu-checkpointer.js';
 import { classifyCriuFailure } from '../../checkpointers/criu-failure.js';
 import { freezerOf, inUnit, unitProcesses } from '../../cgroups/unit-cgroups.js';
-import { commitVersion, hashFile, ImageStoreError, manifestPath, readManifest, unitImagesDir } from '../../images/image-store.js';
+import { commitVersion, hashFile, ImageStoreError, manifestPath, readManifest, removeVersion, unitImagesDir } from '../../images/image-store.js';
 import { hostPidsByNamespacePid } from '../../tracking/pids.js';
 import { readStat, scanProcesses } from '../../tracking/procfs.js';
 import { FreezeGuard } from '../freeze-guard.js';
@@ -110,28 +110,34 @@ export class CheckpointSteps implements StepsOf<CheckpointStep> {
     const c = forUnit(command);
     const u = this.#target(job, w, c);
     await this.#waitForCriu(u.imagesDir);
+    // This node committed its units but another node could not: the version as a whole never was
+    // committed, so this node's part goes, manifest first (never a committed-looking leftover).
+    const a = w.state.checkpoint.active;
+    if (a?.version === c.version && a.phase === 'aborting' && existsSync(manifestPath(this.#o.imagesRoot, job, c.version))) removeVersion(this.#o.imagesRoot, job, c.version);
     const aborted = await this.#o.checkpointer.abort(u);
     this.#frozen.disarm(unitKey(job, c.unit));
     return done(c, aborted);
   };
 
-  /** Writes the manifest (fsynced) once every unit is dumped; after a crash, finds a manifest already written. */
+  /** Writes the manifest of this node's units (fsynced) once every unit is dumped; after a crash,
+   *  finds a manifest already written. Every other node commits its own units on its own disk. */
   readonly commit: StepHandler<'commit'> = async (c, { job, progress: w }) => {
     const a = w.state.checkpoint.active;
     if (a?.version !== c.version || a.phase !== 'committing') throw new Error(`checkpoint v${c.version} is no longer committing (${a?.reason ?? 'ended'})`);
     const v = w.commands.versions[c.version]!;
-    const units = v.units.map((u) => {
+    const units = v.units.filter((u) => u.node === c.node).map((u) => {
       const dump = v.dumps[u.unit];
       return { unit: u.unit, node: u.node, durationMs: dump?.durationMs ?? 0, ...(dump?.images && { files: dump.images }) };
     });
+    const names = units.map((u) => u.unit);
     try {
       const committed = commitVersion(this.#o.imagesRoot, { job, version: c.version, parent: v.parent, units, createdAt: c.request.recordedAt });
-      return done(c, { files: committed.manifest.files, bytes: committed.manifest.bytes, durationMs: committed.durationMs, manifest: committed.manifestSha256 });
+      return done(c, { units: names, files: committed.manifest.files, bytes: committed.manifest.bytes, durationMs: committed.durationMs, manifest: committed.manifestSha256 });
     } catch (error) {
       const manifest = error instanceof ImageStoreError ? readManifest(this.#o.imagesRoot, job, c.version) : undefined;
       if (!manifest) throw error;
       // Committed by this node before a crash, the outcome not yet recorded.
-      return done(c, { files: manifest.files, bytes: manifest.bytes, durationMs: 0, manifest: hashFile(manifestPath(this.#o.imagesRoot, job, c.version)).sha256 });
+      return done(c, { units: names, files: manifest.files, bytes: manifest.bytes, durationMs: 0, manifest: hashFile(manifestPath(this.#o.imagesRoot, job, c.version)).sha256 });
     }
   };
 

@@ -50,7 +50,7 @@ export class RestartSteps implements StepsOf<RestartStep> {
     makeWorkDir();
     try {
       stillRunning();
-      const manifestSha256 = w.commands.versions[r.version]?.manifest;
+      const manifestSha256 = w.commands.versions[r.version]?.manifests?.[c.node];
       const options = { unit, ...(manifestSha256 && { manifestSha256 }) };
       // A worker thread costs ~40 ms to start: worth it only when hashing would hold the agent longer.
       const bytes = w.commands.versions[r.version]?.dumps[unit]?.bytes ?? Infinity;

@@ -45,7 +45,7 @@ export type StepsOf<K extends Step> = { readonly [S in K]: StepHandler<S> };
 export type StepTable = StepsOf<Step>;
 
 const identity = (c: PendingCommand) =>
-  RESTART_STEPS.has(c.step) ? { restart: c.version, unit: c.unit, node: c.node } : c.unit ? { version: c.version, unit: c.unit, node: c.node } : { version: c.version };
+  RESTART_STEPS.has(c.step) ? { restart: c.version, unit: c.unit, node: c.node } : c.unit ? { version: c.version, unit: c.unit, node: c.node } : { version: c.version, node: c.node };
 
 export const done = <S extends Step>(c: Command<S>, facts: Facts<S>): Done<S> =>
   ({ type: STEP_OUTCOMES[c.step][0], data: { ...identity(c), ...facts } }) as Done<S>;
