@@ -238,23 +238,26 @@ export const planUnits = (s: CheckpointState, version: number): { units: Planned
 const everyUnit = (a: ActiveCheckpoint, phase: UnitPhase) => Object.values(a.units).every((u) => u.phase === phase);
 const eachUnit = (a: ActiveCheckpoint, make: (unit: UnitId, node: NodeId) => ProposedEvent) => Object.entries(a.units).map(([unit, u]) => make(unit, u.node));
 
-/** The version is committed once every node holding units has committed them on its own disk. */
+/**
+ * The version is committed once every node holding units has committed them. Nodes sharing the
+ * images' filesystem report the one manifest they share: it is counted once.
+ */
 const committedEverywhere = (a: ActiveCheckpoint): ProposedEvent[] => {
   const nodes = [...new Set(Object.values(a.units).map((u) => u.node))];
   const committed = a.committed ?? {};
   if (!nodes.every((n) => committed[n])) return [];
-  const manifests = nodes.map((n) => [n, committed[n]!] as const);
+  const manifests = [...new Map(nodes.map((n) => [committed[n]!.manifest, committed[n]!])).values()];
   return [
     {
       type: 'CheckpointCommitted',
       data: {
         version: a.version,
-        files: manifests.reduce((sum, [, m]) => sum + m.files, 0),
-        bytes: manifests.reduce((sum, [, m]) => sum + m.bytes, 0),
+        files: manifests.reduce((sum, m) => sum + m.files, 0),
+        bytes: manifests.reduce((sum, m) => sum + m.bytes, 0),
         // The nodes commit side by side: the commit took as long as the slowest.
-        durationMs: Math.max(...manifests.map(([, m]) => m.durationMs)),
-        ...(nodes.length === 1 && { manifest: manifests[0]![1].manifest }),
-        nodes: Object.fromEntries(manifests.map(([n, { units, files, bytes, manifest }]) => [n, { units, files, bytes, manifest }])),
+        durationMs: Math.max(...nodes.map((n) => committed[n]!.durationMs)),
+        ...(manifests.length === 1 && { manifest: manifests[0]!.manifest }),
+        nodes: Object.fromEntries(nodes.map((n) => [n, { units: committed[n]!.units, files: committed[n]!.files, bytes: committed[n]!.bytes, manifest: committed[n]!.manifest }])),
       },
     },
   ];

@@ -12,6 +12,8 @@
 #   scripts/testbed.sh run K -- CMD…   run CMD in host K's network namespace with its environment:
 #                                      CKPT_HOME, CKPT_STORE (the PostgreSQL URL), CKPT_NODE=hostK,
 #                                      CKPT_INITIAL_NETNS (see below)
+#   scripts/testbed.sh cut K           take host K's link down: it reaches nobody (the store neither)
+#   scripts/testbed.sh mend K          bring host K's link back up
 #
 # Commands run in a host through nsenter --net, not `ip netns exec`: the latter gives each command
 # a mount namespace of its own with a fresh /sys, which hides the cgroup hierarchies the agent
@@ -43,7 +45,7 @@ die() {
 say() { echo "testbed: $*" >&2; }
 
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -311,7 +313,19 @@ run() {
     CKPT_INITIAL_NETNS="/run/netns/$initial_ns" "$@"
 }
 
+# A host cut off: its bridge port goes down, so packets to and from it are dropped (no reset):
+# its connections stall as across a failed switch, and resume when the link comes back.
+link() {
+  local k="${1:-}" state="$2"
+  [ -n "$k" ] || usage
+  host_number "$k"
+  link_exists "ckpt-v$k" || die "host $k does not exist (scripts/testbed.sh up)"
+  ip link set "ckpt-v$k" "$state"
+}
+
 case "${1:-}" in
+  cut) [ $# -eq 2 ] || usage; link "$2" down ;;
+  mend) [ $# -eq 2 ] || usage; link "$2" up ;;
   up) [ $# -le 2 ] || usage; up "${2:-3}" ;;
   down) [ $# -eq 1 ] || usage; down ;;
   status) [ $# -eq 1 ] || usage; status ;;

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
 import { storeId } from '../adapters/agent/daemon.js';
+import { STEP_OUTCOMES } from '../domain/checkpoint-commands.js';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { readStat } from '../adapters/tracking/procfs.js';
 import { CLI, killMembers, type PsRow, type Result } from './support/jobs.js';
@@ -231,6 +232,76 @@ test('a job whose units on 3 hosts talk over TCP is checkpointed as one, killed 
   }
   const verified = ckptOn(1, ['verify', 'ring']);
   assert.is(verified.code, 0, verified.err + verified.out);
+});
+
+/** Starts job JOB with a unit uK on each host counting into OUT.K (by rename: nothing held open). */
+const counting = (job: string, out: string) => {
+  for (const k of HOSTS) {
+    const loop = `i=0; while :; do i=$((i+1)); echo $i > ${out}.${k}.tmp; mv ${out}.${k}.tmp ${out}.${k}; sleep 0.1; done`;
+    const r = ckptOn(k, ['run', '--detach', '--job', job, '--unit', `u${k}`, '--', 'sh', '-c', loop]);
+    assert.is(r.code, 0, r.err);
+  }
+  return (k: number) => Number(existsSync(`${out}.${k}`) ? readFileSync(`${out}.${k}`, 'utf8').trim() || 0 : 0);
+};
+type Summary = { version: number; outcome: string; phase: string; reason: string | null; units: Array<{ unit: string; node: string }> };
+const checkpointsOf = (k: number, job: string) => jsonOn<Summary[]>(k, ['checkpoints', job]);
+
+test('a host cut off during a checkpoint: aborted at the deadline naming it, the other units thawed at once; once it is back, the next checkpoint commits', async () => {
+  const count = counting('cut', join(dir, 'cut'));
+  await until('every unit counting', () => HOSTS.every((k) => count(k) > 3), 60_000, 100);
+  assert.is(testbed(['cut', '2']).code, 0);
+  try {
+    const r = ckptOn(1, ['checkpoint', 'cut', '--wait', '--timeout', '8s', '--json']);
+    assert.is(r.code, 3, `--wait gives up at the deadline (exit 3): ${r.code} ${r.err}`);
+    // Host 1 and 3 go on counting at once, not when host 2 comes back.
+    const [c1, c3] = [count(1), count(3)];
+    await until('units on hosts 1 and 3 thawed and counting', () => count(1) > c1 + 3 && count(3) > c3 + 3, 10_000, 100);
+    const aborting = await until('the abort naming host2', () => checkpointsOf(1, 'cut').find((c) => c.reason?.includes('host2')), 30_000, 200);
+    assert.match(aborting.reason!, 'the deadline');
+    assert.match(aborting.reason!, /unit u2 on host2 \((freeze|dump|verify)\)/);
+    assert.not.match(aborting.reason!, 'host1');
+  } finally {
+    assert.is(testbed(['mend', '2']).code, 0);
+  }
+  // Back on the link, host 2's agent catches up: it answers what it missed (too late to freeze),
+  // the abort completes, and a new checkpoint of all three units commits.
+  await until('the first checkpoint aborted', () => checkpointsOf(1, 'cut')[0]?.outcome === 'aborted', 120_000, 500);
+  const c2 = count(2);
+  await until('host2’s unit counting', () => count(2) > c2 + 3, 10_000, 100);
+  const next = ckptOn(1, ['checkpoint', 'cut', '--wait', '--json']);
+  assert.is(next.code, 0, next.err + next.out);
+  assert.is((JSON.parse(next.out) as Summary).outcome, 'committed');
+  for (const k of HOSTS) killMembers(jsonOn<PsRow[]>(k, ['ps', 'cut']).filter((m) => m.state === 'running' && m.node === `host${k}`));
+});
+
+test('kill -9 of one host’s agent mid-checkpoint: committed or cleanly aborted, nothing frozen on any host, no step executed twice', async () => {
+  const count = counting('crash', join(dir, 'crash'));
+  await until('every unit counting', () => HOSTS.every((k) => count(k) > 3), 60_000, 100);
+  const agent2 = agents[1]!;
+  const requested = ckptOn(1, ['checkpoint', 'crash', '--timeout', '10s', '--json']);
+  assert.is(requested.code, 0, requested.err);
+  await until('host2 has frozen its unit or answered', () => jsonOn<Array<{ type: string; data: { unit?: string } }>>(1, ['history', 'crash']).some((e) => e.type !== 'UnitFreezeRequested' && e.data.unit === 'u2' && e.type.startsWith('Unit')), 30_000, 20).catch(() => undefined);
+  process.kill(agent2.pid, 'SIGKILL');
+  const outcome = await until('the checkpoint ended', () => {
+    const c = checkpointsOf(1, 'crash')[0];
+    return c && (c.outcome === 'committed' || c.phase === 'aborting' || c.outcome === 'aborted') && c;
+  }, 60_000, 200);
+  // Whatever the outcome, every host counts again (the guard thawed host 2's unit if it was frozen).
+  const before = HOSTS.map(count);
+  await until('every unit counting', () => HOSTS.every((k, i) => count(k) > before[i]! + 3), 30_000, 100);
+  const again = ckptOn(2, ['agent', 'start', '--json']);
+  assert.is(again.code, 0, again.err);
+  agents[1] = JSON.parse(again.out) as { pid: number; startTime: number };
+  const ended = await until('the checkpoint settled', () => {
+    const c = checkpointsOf(1, 'crash')[0];
+    return c && (c.phase === 'completed' || c.outcome === 'aborted') && c;
+  }, 60_000, 200);
+  assert.ok(ended.outcome === 'committed' || ended.outcome === 'aborted', `${outcome.outcome} then ${ended.outcome}`);
+  const history = jsonOn<Array<{ type: string; data: { unit?: string; node?: string; version?: number } }>>(1, ['history', 'crash']).filter((e) => e.data.version === ended.version && !e.type.endsWith('Requested'));
+  const stepOf = new Map(Object.entries(STEP_OUTCOMES).flatMap(([step, outcomes]) => outcomes.map((type) => [type as string, step])));
+  const answers = history.filter((e) => stepOf.has(e.type)).map((e) => `${stepOf.get(e.type)} ${e.data.unit ?? e.data.node}`);
+  assert.equal(answers.length, new Set(answers).size, `no step answered twice: ${answers.join(', ')}`);
+  for (const k of HOSTS) killMembers(jsonOn<PsRow[]>(k, ['ps', 'crash']).filter((m) => m.state === 'running' && m.node === `host${k}`));
 });
 
 test('down leaves nothing: namespaces, links, mounts, processes, cgroups, files', () => {

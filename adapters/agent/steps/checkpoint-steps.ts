@@ -119,25 +119,43 @@ export class CheckpointSteps implements StepsOf<CheckpointStep> {
     return done(c, aborted);
   };
 
-  /** Writes the manifest of this node's units (fsynced) once every unit is dumped; after a crash,
-   *  finds a manifest already written. Every other node commits its own units on its own disk. */
+  /**
+   * Makes this node's units of the version durable (fsync) under a manifest. On its own disk a node
+   * sees only its units' images and commits them. Where nodes share the images' filesystem it sees
+   * every unit's: then the node of the plan's first unit writes one manifest for all, and the
+   * others report that manifest once it is there. After a crash, a manifest already written is
+   * reported as it is.
+   */
   readonly commit: StepHandler<'commit'> = async (c, { job, progress: w }) => {
-    const a = w.state.checkpoint.active;
-    if (a?.version !== c.version || a.phase !== 'committing') throw new Error(`checkpoint v${c.version} is no longer committing (${a?.reason ?? 'ended'})`);
+    const root = this.#o.imagesRoot;
+    const committing = () => w.state.checkpoint.active?.version === c.version && w.state.checkpoint.active.phase === 'committing';
+    if (!committing()) throw new Error(`checkpoint v${c.version} is no longer committing (${w.state.checkpoint.active?.reason ?? 'ended'})`);
     const v = w.commands.versions[c.version]!;
-    const units = v.units.filter((u) => u.node === c.node).map((u) => {
+    const visible = v.units.filter((u) => u.node === c.node || existsSync(unitImagesDir(root, job, c.version, u.unit)));
+    const writer = visible[0]!.node;
+    const written = () => {
+      const manifest = readManifest(root, job, c.version);
+      return manifest && { units: manifest.units.map((u) => u.unit), files: manifest.files, bytes: manifest.bytes, durationMs: 0, manifest: hashFile(manifestPath(root, job, c.version)).sha256 };
+    };
+    if (writer !== c.node) {
+      for (;;) {
+        const found = written();
+        if (found) return done(c, found);
+        if (!committing()) throw new Error(`checkpoint v${c.version} ended before ${writer} wrote the manifest this node shares (${w.state.checkpoint.active?.reason ?? 'ended'})`);
+        await sleep(20);
+      }
+    }
+    const units = visible.map((u) => {
       const dump = v.dumps[u.unit];
       return { unit: u.unit, node: u.node, durationMs: dump?.durationMs ?? 0, ...(dump?.images && { files: dump.images }) };
     });
-    const names = units.map((u) => u.unit);
     try {
-      const committed = commitVersion(this.#o.imagesRoot, { job, version: c.version, parent: v.parent, units, createdAt: c.request.recordedAt });
-      return done(c, { units: names, files: committed.manifest.files, bytes: committed.manifest.bytes, durationMs: committed.durationMs, manifest: committed.manifestSha256 });
+      const committed = commitVersion(root, { job, version: c.version, parent: v.parent, units, createdAt: c.request.recordedAt });
+      return done(c, { units: units.map((u) => u.unit), files: committed.manifest.files, bytes: committed.manifest.bytes, durationMs: committed.durationMs, manifest: committed.manifestSha256 });
     } catch (error) {
-      const manifest = error instanceof ImageStoreError ? readManifest(this.#o.imagesRoot, job, c.version) : undefined;
-      if (!manifest) throw error;
-      // Committed by this node before a crash, the outcome not yet recorded.
-      return done(c, { units: names, files: manifest.files, bytes: manifest.bytes, durationMs: 0, manifest: hashFile(manifestPath(this.#o.imagesRoot, job, c.version)).sha256 });
+      const found = error instanceof ImageStoreError ? written() : undefined;
+      if (!found) throw error;
+      return done(c, found); // committed by this node before a crash, the outcome not yet recorded
     }
   };
 
