@@ -1,0 +1,267 @@
+// KurrentDB (formerly EventStoreDB) store, through the official client. How ckpt's streams,
+// revisions, gap-free positions and metadata map onto KurrentDB, and why: kurrentdb-mapping.ts.
+//
+// Appends: read the stream's head (revision and digest, for the expected revision and the chain)
+// and the log's head, then write the events and their pointers in one multi-stream append that
+// expects exactly both heads. A writer that loses the race on either re-reads and tries again;
+// a caller's exact expectation that no longer holds is then a WrongExpectedRevisionError, as on
+// every store. Appends of one store instance go one at a time (they would only race each other).
+// Subscriptions are the shared catch-up loop (live.ts) over the positions stream, woken by local
+// appends, by a KurrentDB catch-up subscription to the positions stream's end, and by a slow poll.
+// Not exercised against a server on the machine ckpt is developed on (none can be installed
+// there): test/store-kurrentdb.test.ts runs the store contract when KURRENTDB_URL is set.
+import { createRequire } from 'node:module';
+import type * as Kurrent from '@kurrent/kurrentdb-client';
+import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
+import { CorruptEventError } from '../../domain/event-store.js';
+import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
+import { chainDigest, GENESIS } from './chain.js';
+import { ckptStream, exactState, headOf, kurrentStream, parseKurrentUrl, pointerData, pointerOf, pointerRevision, positionsStream, POINTER_TYPE, revisionOf, rowOf, runsOf, toKurrentMetadata, type KurrentRecord, type Pointer } from './kurrentdb-mapping.js';
+import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
+
+/** The client library, loaded when a KurrentDB store is opened rather than by every command that could open one. */
+const kurrentLibrary = (): typeof Kurrent => createRequire(import.meta.url)('@kurrent/kurrentdb-client') as typeof Kurrent;
+
+/** Lost races on the heads before an append gives up (each retry re-reads both heads). */
+const ATTEMPTS = 200;
+
+export interface KurrentOptions {
+  /** Fallback poll for subscribers, in case the server's subscription misses a wake-up. */
+  readonly pollMs?: number;
+  readonly context?: AppendContext;
+}
+
+export class KurrentEventStore implements EventStore {
+  readonly location: string;
+  readonly #prefix: string;
+  readonly #positions: string;
+  readonly #lib: typeof Kurrent;
+  readonly #client: Kurrent.KurrentDBClient;
+  readonly #context: AppendContext;
+  readonly #appended = new Subject<void>();
+  readonly #wakeups: Observable<unknown>;
+  /** The tail of this instance's appends: the next one starts when it settles. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(url: string, options: KurrentOptions = {}) {
+    const target = parseKurrentUrl(url);
+    this.location = target.location;
+    this.#prefix = target.prefix;
+    this.#positions = positionsStream(target.prefix);
+    this.#context = options.context ?? defaultAppendContext();
+    this.#lib = kurrentLibrary();
+    this.#client = this.#lib.KurrentDBClient.connectionString(target.connectionString);
+    this.#wakeups = merge(this.#appended, this.#serverWakeups(), interval(options.pollMs ?? 1000)).pipe(share());
+  }
+
+  /** The client's errors, with the store they came from (never the password) and, for an unreachable server, what to check. */
+  #failed(doing: string, error: unknown): Error {
+    const unreachable = error instanceof this.#lib.UnavailableError || (error as { code?: unknown })?.code === 14; // gRPC UNAVAILABLE
+    const why = unreachable
+      ? 'no KurrentDB server answers there: is it running, and does ?tls= match how it serves (tls=false for an insecure node)?'
+      : ((error as Error)?.message ?? String(error));
+    return new Error(`${this.location}: ${doing}: ${why}`, { cause: error });
+  }
+
+  /** Every event of a KurrentDB stream in a range; a stream that does not exist reads as empty. */
+  async #read(name: string, options: Kurrent.ReadStreamOptions): Promise<KurrentRecord[]> {
+    const records: KurrentRecord[] = [];
+    try {
+      for await (const resolved of this.#client.readStream(name, options)) if (resolved.event) records.push(resolved.event as KurrentRecord);
+    } catch (error) {
+      if (error instanceof this.#lib.StreamNotFoundError) return [];
+      throw this.#failed(`reading ${name}`, error);
+    }
+    return records;
+  }
+
+  /** A stream's last event as a row (revision and digest), undefined for none. */
+  async #head(stream: string): Promise<ChainedRow | undefined> {
+    const [last] = await this.#read(kurrentStream(this.#prefix, stream), { direction: this.#lib.BACKWARDS, fromRevision: this.#lib.END, maxCount: 1 });
+    return last && rowOf(this.#prefix, last);
+  }
+
+  async #lastPointer(): Promise<Revision | undefined> {
+    const [last] = await this.#read(this.#positions, { direction: this.#lib.BACKWARDS, fromRevision: this.#lib.END, maxCount: 1 });
+    return last && revisionOf(last.revision);
+  }
+
+  append(stream: string, events: readonly ProposedEvent[], options: { expectedRevision?: ExpectedRevision } = {}): Promise<AppendResult> {
+    const expected = validExpectedRevision(options.expectedRevision ?? 'any');
+    const encoded = encodeBatch(stream, events, this.#context);
+    const appended = this.#queue.then(() => this.#append(stream, encoded, expected));
+    this.#queue = appended.catch(() => {});
+    return appended;
+  }
+
+  async #append(stream: string, encoded: ReturnType<typeof encodeBatch>, expected: ExpectedRevision): Promise<AppendResult> {
+    const lib = this.#lib;
+    for (let attempt = 1; ; attempt++) {
+      const [head, lastPointer] = await Promise.all([this.#head(stream), this.#lastPointer()]);
+      const current = head?.revision;
+      checkExpectedRevision(stream, expected, current);
+      const first = headOf(lastPointer) + 1;
+      if (encoded.length === 0) return { revision: current ?? -1, position: first - 1 };
+      let previous = head?.digest ?? GENESIS;
+      const records = encoded.map((e, i) => {
+        const revision = (current ?? -1) + 1 + i;
+        const digest = chainDigest(previous, e.content, revision);
+        const metadata = toKurrentMetadata(e.metadata, { position: first + i, schemaVersion: e.schemaVersion, digest, previous });
+        previous = digest;
+        return { id: e.id, contentType: 'application/json' as const, type: e.type, data: JSON.parse(e.data) as Kurrent.JSONType, metadata };
+      });
+      const pointers = records.map((_, i) => ({
+        id: this.#context.newId(),
+        contentType: 'application/json' as const,
+        type: POINTER_TYPE,
+        data: pointerData(stream, (current ?? -1) + 1 + i),
+        metadata: undefined,
+      }));
+      try {
+        await this.#client.multiStreamAppend([
+          { streamName: kurrentStream(this.#prefix, stream), expectedState: exactState(current), events: records },
+          { streamName: this.#positions, expectedState: exactState(lastPointer), events: pointers },
+        ]);
+      } catch (error) {
+        if (error instanceof lib.WrongExpectedVersionError && attempt < ATTEMPTS) {
+          // Another writer moved a head since it was read: back off a little (more after each loss) and re-read.
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 2)));
+          continue;
+        }
+        if (error instanceof lib.UnsupportedError) throw this.#failed('appending needs multi-stream appends (KurrentDB 25.1 or later)', error);
+        throw this.#failed(`appending to ${stream}`, error);
+      }
+      this.#appended.next();
+      return { revision: (current ?? -1) + encoded.length, position: first + encoded.length - 1 };
+    }
+  }
+
+  /** A row as an event; one that was never placed in the log's order is damage, named by the row. */
+  #event(row: ChainedRow, position = row.position): RecordedEvent {
+    if (row.position === 0 || row.position !== position) {
+      const problem = row.position === 0 ? 'metadata: no position: the event was not written by ckpt' : `metadata: position ${row.position}, but the positions stream has it at ${position}`;
+      throw new CorruptEventError(position, row.stream, row.revision, row.type, problem);
+    }
+    return storedEvent(row.position, row.stream, row.revision, row.id, row.type, row.schemaVersion, row.data, row.metadata, row.digest);
+  }
+
+  async #rows(stream: string, options: Kurrent.ReadStreamOptions): Promise<ChainedRow[]> {
+    return (await this.#read(kurrentStream(this.#prefix, stream), options)).map((r) => rowOf(this.#prefix, r));
+  }
+
+  async readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    const lib = this.#lib;
+    const maxCount = pageLimit(options.limit);
+    if (options.direction === 'backwards') {
+      // From past the end reads from the end, as the other stores do.
+      const head = options.from === undefined ? undefined : await this.streamRevision(stream);
+      if (head === undefined && options.from !== undefined) return [];
+      const from = head === undefined ? lib.END : BigInt(Math.min(options.from!, head));
+      return (await this.#rows(stream, { direction: lib.BACKWARDS, fromRevision: from, maxCount })).map((r) => this.#event(r));
+    }
+    return (await this.#rows(stream, { direction: lib.FORWARDS, fromRevision: BigInt(options.from ?? 0), maxCount })).map((r) => this.#event(r));
+  }
+
+  async streamRevision(stream: string): Promise<Revision | undefined> {
+    return (await this.#head(stream))?.revision;
+  }
+
+  /** A page of pointers, then each run of them (an appended batch) in one read of its stream. */
+  async readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
+    const maxCount = pageLimit(options.limit);
+    const pointers: Pointer[] = [];
+    for (const record of await this.#read(this.#positions, { direction: this.#lib.FORWARDS, fromRevision: pointerRevision(options.from ?? 1), maxCount })) {
+      const pointer = pointerOf(record);
+      if ('problem' in pointer) throw this.#failed('reading the log', new Error(`${pointer.problem}; the log is damaged`));
+      pointers.push(pointer);
+    }
+    const events: RecordedEvent[] = [];
+    for (const run of runsOf(pointers)) {
+      const rows = await this.#rows(run.stream, { direction: this.#lib.FORWARDS, fromRevision: BigInt(run.from), maxCount: run.count });
+      for (let i = 0; i < run.count; i++) {
+        const row = rows[i];
+        if (!row || row.revision !== run.from + i) {
+          throw new CorruptEventError(run.position + i, run.stream, run.from + i, '?', 'the positions stream points at this event, and it is not in its stream; the log is damaged');
+        }
+        events.push(this.#event(row, run.position + i));
+      }
+    }
+    return events;
+  }
+
+  async headPosition(): Promise<number> {
+    return headOf(await this.#lastPointer());
+  }
+
+  /** Wake-ups from the server: a catch-up subscription to the end of the positions stream, while anyone subscribes (shared). */
+  #serverWakeups(): Observable<void> {
+    return new Observable<void>((subscriber) => {
+      const subscription = this.#client.subscribeToStream(this.#positions, { fromRevision: this.#lib.END });
+      subscription.on('data', () => subscriber.next());
+      subscription.on('error', (error: Error) => subscriber.error(this.#failed('lost the subscription to the log', error)));
+      subscriber.next(); // anything appended while subscribing is read now
+      return () => void subscription.unsubscribe().catch(() => {});
+    });
+  }
+
+  subscribeAll(options: SubscribeOptions = {}) {
+    return subscribeAllWith((from, limit) => this.readAll({ from, limit }), this.#wakeups, options);
+  }
+
+  subscribeStream(stream: string, options: SubscribeOptions = {}) {
+    return subscribeStreamWith((from, limit) => this.readStream(stream, { from, limit }), this.#wakeups, options);
+  }
+
+  /**
+   * The chain's view: the streams and heads the positions stream records (pointer data, read
+   * once per store instance and then from where it stopped), the rows as the streams hold them.
+   */
+  readonly #known = { streams: new Map<string, Revision>(), read: 0 };
+
+  async #knownStreams(): Promise<Map<string, Revision>> {
+    const known = this.#known;
+    for (;;) {
+      const page = await this.#read(this.#positions, { direction: this.#lib.FORWARDS, fromRevision: BigInt(known.read), maxCount: 4096 });
+      for (const record of page) {
+        const pointer = pointerOf(record);
+        if ('problem' in pointer) throw this.#failed('reading the log', new Error(`${pointer.problem}; the log is damaged`));
+        known.streams.set(pointer.stream, Math.max(known.streams.get(pointer.stream) ?? -1, pointer.revision));
+        known.read = pointer.position;
+      }
+      if (page.length < 4096) return known.streams;
+    }
+  }
+
+  readonly chain: ChainedLog = {
+    streams: async (after, limit) =>
+      [...(await this.#knownStreams())]
+        .filter(([name]) => after === undefined || name > after)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .slice(0, limit)
+        .map(([name, revision]) => ({ name, revision })),
+    rows: (stream, from, limit) => this.#rows(stream, { direction: this.#lib.FORWARDS, fromRevision: BigInt(from), maxCount: limit }),
+    // A stream of the store's prefix that no pointer names was written behind the store's back:
+    // found by reading $all, filtered to the prefix on the server.
+    strayRow: async () => {
+      const known = await this.#knownStreams();
+      const prefix = `${this.#prefix}-`;
+      try {
+        for await (const resolved of this.#client.readAll({ filter: this.#lib.streamNameFilter({ prefixes: [prefix] }) })) {
+          const record = resolved.event as KurrentRecord | undefined;
+          const stream = record && ckptStream(this.#prefix, record.streamId);
+          if (record && stream !== undefined && !known.has(stream)) return rowOf(this.#prefix, record);
+        }
+      } catch (error) {
+        throw this.#failed('reading $all for streams no pointer names', error);
+      }
+      return undefined;
+    },
+    chainedByMigration: async () => undefined, // every event is chained as it is appended
+  };
+
+  async close(): Promise<void> {
+    this.#appended.complete();
+    await this.#client.dispose();
+  }
+}

@@ -1,0 +1,233 @@
+// KurrentDB's mapping (adapters/store/kurrentdb-mapping.ts), without a server: URLs, stream names,
+// expected states, positions, metadata and pointers. Runs everywhere; the store itself runs the
+// contract in store-kurrentdb.test.ts when KURRENTDB_URL names a server.
+import { createServer, type AddressInfo } from 'node:net';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { CorruptEventError } from '../domain/event-store.js';
+import { defaultAppendContext, encodeBatch, storedEvent } from '../adapters/store/batch.js';
+import { chainDigest, contentDigest, GENESIS } from '../adapters/store/chain.js';
+import {
+  actualRevision,
+  ckptStream,
+  exactState,
+  headOf,
+  kurrentStream,
+  parseKurrentUrl,
+  pointerData,
+  pointerOf,
+  pointerRevision,
+  positionsStream,
+  POINTER_TYPE,
+  revisionOf,
+  rowOf,
+  runsOf,
+  toKurrentMetadata,
+  type KurrentRecord,
+} from '../adapters/store/kurrentdb-mapping.js';
+import { openEventStore } from '../adapters/store/open.js';
+import { StoreUrlError } from '../adapters/store/url.js';
+import { forked, marker } from './support/events.js';
+
+const test = suite('KurrentDB mapping (no server)');
+
+test('store URLs: the client gets its connection string, ckpt keeps the prefix, esdb is spelled kurrentdb', () => {
+  assert.equal(parseKurrentUrl('kurrentdb://localhost:2113?tls=false'), { connectionString: 'kurrentdb://localhost:2113?tls=false', prefix: 'ckpt', location: 'kurrentdb://localhost:2113?tls=false' });
+  assert.equal(parseKurrentUrl('esdb://db1:2113,db2:2113?tls=false&prefix=lab_7&nodePreference=leader'), {
+    connectionString: 'kurrentdb://db1:2113,db2:2113?tls=false&nodePreference=leader',
+    prefix: 'lab_7',
+    location: 'esdb://db1:2113,db2:2113?tls=false&prefix=lab_7&nodePreference=leader',
+  });
+  assert.equal(parseKurrentUrl('kurrentdb+discover://cluster.example/?prefix=p').connectionString, 'kurrentdb+discover://cluster.example/');
+  assert.equal(parseKurrentUrl('esdb+discover://[::1]:2113').connectionString, 'kurrentdb+discover://[::1]:2113');
+  const withPassword = parseKurrentUrl('kurrentdb://admin:changeit@db1:2113?tls=false');
+  assert.is(withPassword.location, 'kurrentdb://admin:***@db1:2113?tls=false', 'a password never shows in messages');
+  assert.is(withPassword.connectionString, 'kurrentdb://admin:changeit@db1:2113?tls=false', 'but reaches the client');
+});
+
+test('a bad KurrentDB URL is refused saying what is wrong and what to write', () => {
+  for (const [url, says] of [
+    ['kurrentdb://', 'names no host'],
+    ['kurrentdb://admin:secret@?tls=false', 'names no host'],
+    ['kurrentdb://db1:99999', '"db1:99999" is not HOST or HOST:PORT'],
+    ['kurrentdb://db1:2113,', '"" is not HOST or HOST:PORT'],
+    ['kurrentdb://db1:2113/ckpt', 'KurrentDB has no databases to name in a path; keep stores apart with ?prefix=NAME'],
+    ['kurrentdb://db1?prefix=my-jobs', 'prefix must be 1–64 letters, digits or _'],
+    ['kurrentdb://db1?prefix=', 'prefix must be'],
+    ['kurrentdb://db1?prefix=a&prefix=b', 'gives prefix 2 times'],
+    ['eventstore://db1', 'is not a KurrentDB URL: use kurrentdb://HOST:PORT'],
+  ] as const) {
+    try {
+      parseKurrentUrl(url);
+      assert.unreachable(`${url} must be refused`);
+    } catch (error) {
+      assert.instance(error, StoreUrlError, url);
+      assert.match((error as Error).message, says, url);
+    }
+  }
+  const secret = (() => {
+    try {
+      parseKurrentUrl('kurrentdb://admin:hunter2@db1:2113/x');
+    } catch (error) {
+      return (error as Error).message;
+    }
+  })();
+  assert.ok(secret && !secret.includes('hunter2') && secret.includes('admin:***@'), 'the refusal shows the URL redacted');
+  // openEventStore sends these URLs here, before the client library is loaded.
+  assert.throws(() => openEventStore('esdb://db1:2113/events'), (e: Error) => e instanceof StoreUrlError && /no databases/.test(e.message));
+  assert.throws(() => openEventStore('kurrentdb+gossip://db1'), (e: Error) => e instanceof StoreUrlError && /unknown store URL .*kurrentdb:\/\/HOST:PORT/.test(e.message));
+});
+
+test('stream names: PREFIX-STREAM both ways, the positions stream apart from every store stream', () => {
+  assert.is(kurrentStream('ckpt', 'job-nightly'), 'ckpt-job-nightly');
+  assert.is(ckptStream('ckpt', 'ckpt-job-nightly'), 'job-nightly');
+  assert.is(ckptStream('ckpt', 'ckpt2-job'), undefined, 'another store’s stream');
+  assert.is(ckptStream('ckpt', 'ckpt-'), undefined);
+  assert.is(ckptStream('ckpt', positionsStream('ckpt')), undefined);
+  assert.is(positionsStream('lab'), 'lab.positions');
+  // A stream named like the positions stream stays a store stream.
+  assert.is.not(kurrentStream('ckpt', '.positions'), positionsStream('ckpt'));
+  assert.is(ckptStream('a', kurrentStream('a', 'b-c')), 'b-c');
+  assert.is(ckptStream('a_b', kurrentStream('a', 'b-c')), undefined, 'prefixes cannot hold "-", so stores never share a stream');
+});
+
+test('revisions ↔ expected stream state, and positions ↔ pointer revisions', () => {
+  assert.is(exactState(undefined), 'no_stream');
+  assert.is(exactState(0), 0n);
+  assert.is(exactState(41), 41n);
+  assert.is(actualRevision(7n), 7);
+  assert.is(actualRevision('no_stream'), 'no_stream');
+  assert.is(actualRevision(-5n), 'no_stream', 'a deleted stream reads as no stream');
+  assert.is(revisionOf(12n), 12);
+  assert.throws(() => revisionOf(2n ** 60n), /beyond what ckpt counts/);
+  assert.is(headOf(undefined), 0, 'no positions stream: an empty log');
+  assert.is(headOf(0), 1);
+  assert.is(headOf(1499), 1500);
+  assert.is(pointerRevision(1), 0n);
+  assert.is(pointerRevision(101), 100n);
+  assert.is(pointerRevision(0), 0n, 'from 0 reads from the start, as from 1');
+});
+
+/** What the client hands back for an event written with these fields: JSON data and metadata parsed. */
+const asRead = (streamId: string, revision: number, e: { id: string; type: string; data: string }, metadata: Record<string, string>): KurrentRecord => ({
+  streamId,
+  id: e.id,
+  revision: BigInt(revision),
+  type: e.type,
+  data: JSON.parse(e.data),
+  metadata: JSON.parse(JSON.stringify(metadata)),
+});
+
+test('metadata round trip: what encodeBatch wrote reads back equal, with its digest chain intact', () => {
+  const clock = new Date('2026-05-06T07:08:09.010Z');
+  const context = { ...defaultAppendContext({ kind: 'node', node: 'n3' }), now: () => clock };
+  const encoded = encodeBatch('job-a', [
+    { ...forked(10), metadata: { correlationId: 'corr-1', causationId: 'cause-1', decidedAt: 41 } },
+    { ...marker('b'), metadata: { actor: { kind: 'user', uid: 1000, user: 'ann' } } },
+    marker('c'),
+  ], context);
+  let previous = GENESIS;
+  const written = encoded.map((e, i) => {
+    const digest = chainDigest(previous, e.content, i);
+    const metadata = toKurrentMetadata(e.metadata, { position: 20 + i, schemaVersion: e.schemaVersion, digest, previous });
+    previous = digest;
+    return { e, metadata };
+  });
+  const first = written[0]!.metadata;
+  assert.is(first.$correlationId, 'corr-1', 'correlation under KurrentDB’s own key');
+  assert.is(first.$causationId, 'cause-1');
+  assert.is(first.decidedAt, '41');
+  assert.is(first.position, '20');
+  assert.ok(Object.values(first).every((v) => typeof v === 'string'), 'flat strings: what a multi-stream append takes');
+  assert.is(written[2]!.metadata.$correlationId, undefined);
+
+  let chained = GENESIS;
+  written.forEach(({ e, metadata }, i) => {
+    const row = rowOf('ckpt', asRead('ckpt-job-a', i, e, metadata));
+    assert.equal([row.position, row.stream, row.revision, row.id, row.type, row.schemaVersion], [20 + i, 'job-a', i, e.id, e.type, e.schemaVersion]);
+    assert.equal(JSON.parse(row.metadata), JSON.parse(e.metadata), `event ${i}: ckpt's metadata as it was written`);
+    assert.equal(JSON.parse(row.data), JSON.parse(e.data));
+    const event = storedEvent(row.position, row.stream, row.revision, row.id, row.type, row.schemaVersion, row.data, row.metadata, row.digest);
+    const content = contentDigest({ stream: event.stream, id: event.id, type: event.type, schemaVersion: event.schemaVersion, data: event.data, metadata: event.metadata });
+    assert.is(content, e.content, `event ${i}: the content digest recomputed from what was read`);
+    assert.is(row.previous, chained);
+    assert.is(row.digest, chainDigest(chained, content, i));
+    chained = row.digest!;
+  });
+  assert.equal(JSON.parse(rowOf('ckpt', asRead('ckpt-job-a', 0, encoded[0]!, written[0]!.metadata)).metadata), {
+    actor: { kind: 'node', node: 'n3' },
+    correlationId: 'corr-1',
+    causationId: 'cause-1',
+    decidedAt: 41,
+    recordedAt: clock.toISOString(),
+  });
+  assert.throws(() => toKurrentMetadata('{"actor":{"kind":"user","uid":0},"recordedAt":"x","tenant":"t1"}', { position: 1, schemaVersion: 1, digest: GENESIS, previous: GENESIS }), /metadata field tenant has no place/);
+});
+
+test('an event written behind the store’s back: no position, no chain, and reading it names it', () => {
+  const row = rowOf('ckpt', { streamId: 'ckpt-job-x', id: '3f0c7a52-95c4-4b7e-9d0e-2a4c1b7e6f10', revision: 3n, type: 'DeadlineScheduled', data: marker('z').data, metadata: undefined });
+  assert.equal([row.position, row.digest, row.previous, row.stream, row.revision], [0, null, null, 'job-x', 3]);
+  const bytes = rowOf('ckpt', { streamId: 'ckpt-job-x', id: 'i', revision: 0n, type: 'T', data: new TextEncoder().encode('{"a":1}'), metadata: new TextEncoder().encode('{"position":"5","actor":"{\\"kind\\":\\"user\\",\\"uid\\":0}","recordedAt":"r"}') });
+  assert.equal([bytes.position, bytes.data, JSON.parse(bytes.metadata)], [5, '{"a":1}', { actor: { kind: 'user', uid: 0 }, recordedAt: 'r' }], 'bytes are read as the JSON they hold');
+  const damaged = rowOf('ckpt', { streamId: 'ckpt-job-x', id: 'i', revision: 0n, type: 'DeadlineScheduled', data: marker('z').data, metadata: { position: '9', actor: 'not json', recordedAt: 'r' } });
+  assert.throws(
+    () => storedEvent(damaged.position, damaged.stream, damaged.revision, damaged.id, damaged.type, 1, damaged.data, damaged.metadata).metadata,
+    (e: Error) => e instanceof CorruptEventError && /position 9 \(stream job-x, revision 0, type DeadlineScheduled\): field metadata: expected an object with actor/.test(e.message),
+  );
+});
+
+test('pointers: one per event, gap-free positions, read back in runs of one stream', () => {
+  assert.equal(pointerData('job-a', 4), { stream: 'job-a', revision: 4 });
+  assert.equal(pointerOf({ revision: 9n, type: POINTER_TYPE, data: pointerData('job-a', 4) }), { position: 10, stream: 'job-a', revision: 4 });
+  for (const [type, data] of [
+    ['SomethingElse', pointerData('job-a', 4)],
+    [POINTER_TYPE, { stream: 'job-a', revision: -1 }],
+    [POINTER_TYPE, { stream: 7, revision: 1 }],
+    [POINTER_TYPE, 'text'],
+  ] as const) {
+    const result = pointerOf({ revision: 2n, type, data });
+    assert.ok('problem' in result && /position 3: the positions stream holds a .* event that is not a ckpt pointer/.test(result.problem), JSON.stringify(data));
+  }
+  const pointers = [
+    { position: 1, stream: 'a', revision: 0 },
+    { position: 2, stream: 'a', revision: 1 },
+    { position: 3, stream: 'b', revision: 0 },
+    { position: 4, stream: 'a', revision: 2 },
+    { position: 5, stream: 'a', revision: 3 },
+    { position: 6, stream: 'a', revision: 5 },
+  ];
+  assert.equal(runsOf(pointers), [
+    { stream: 'a', from: 0, count: 2, position: 1 },
+    { stream: 'b', from: 0, count: 1, position: 3 },
+    { stream: 'a', from: 2, count: 2, position: 4 },
+    { stream: 'a', from: 5, count: 1, position: 6 },
+  ]);
+  assert.equal(runsOf([]), []);
+});
+
+test('the client, where no server answers: each call fails naming the store, the step and what to check', async () => {
+  // A port that was just free: connecting is refused at once.
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  const store = openEventStore(`kurrentdb://admin:hunter2@127.0.0.1:${port}?tls=false&maxDiscoverAttempts=1&prefix=nowhere`);
+  try {
+    assert.is(store.location, `kurrentdb://admin:***@127.0.0.1:${port}?tls=false&maxDiscoverAttempts=1&prefix=nowhere`);
+    for (const [call, step] of [
+      [() => store.headPosition(), 'reading nowhere.positions'],
+      [() => store.append('job-a', [marker('a')]), 'reading nowhere-job-a'],
+      [() => store.readAll(), 'reading nowhere.positions'],
+    ] as const) {
+      const error = await (call as () => Promise<unknown>)().then(() => undefined, (e: Error) => e);
+      assert.instance(error, Error, step);
+      assert.match(error!.message, `kurrentdb://admin:***@127.0.0.1:${port}`);
+      assert.match(error!.message, `${step}: no KurrentDB server answers there`);
+      assert.not.match(error!.message, 'hunter2');
+    }
+  } finally {
+    await store.close();
+  }
+});
+
+test.run();
