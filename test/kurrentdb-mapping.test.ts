@@ -5,6 +5,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CorruptEventError } from '../domain/event-store.js';
+import { InvalidEventError } from '../domain/events/decode.js';
 import { defaultAppendContext, encodeBatch, storedEvent } from '../adapters/store/batch.js';
 import { chainDigest, contentDigest, GENESIS } from '../adapters/store/chain.js';
 import {
@@ -214,6 +215,9 @@ test('the client, where no server answers: each call fails naming the store, the
   const store = openEventStore(`kurrentdb://admin:hunter2@127.0.0.1:${port}?tls=false&maxDiscoverAttempts=1&prefix=nowhere`);
   try {
     assert.is(store.location, `kurrentdb://admin:***@127.0.0.1:${port}?tls=false&maxDiscoverAttempts=1&prefix=nowhere`);
+    // A batch refused before anything is sent is a rejection (Promise.allSettled over appends relies on it), not a throw.
+    const refused = store.append('bad stream name', [marker('a')]);
+    assert.instance(await refused.then(() => undefined, (e: Error) => e), InvalidEventError);
     for (const [call, step] of [
       [() => store.headPosition(), 'reading nowhere.positions'],
       [() => store.append('job-a', [marker('a')]), 'reading nowhere-job-a'],

@@ -87,7 +87,8 @@ export class KurrentEventStore implements EventStore {
     return last && revisionOf(last.revision);
   }
 
-  append(stream: string, events: readonly ProposedEvent[], options: { expectedRevision?: ExpectedRevision } = {}): Promise<AppendResult> {
+  /** Async: a batch refused before anything is sent is a rejection, like every other failure. */
+  async append(stream: string, events: readonly ProposedEvent[], options: { expectedRevision?: ExpectedRevision } = {}): Promise<AppendResult> {
     const expected = validExpectedRevision(options.expectedRevision ?? 'any');
     const encoded = encodeBatch(stream, events, this.#context);
     const appended = this.#queue.then(() => this.#append(stream, encoded, expected));
