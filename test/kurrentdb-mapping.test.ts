@@ -4,10 +4,10 @@
 import { createServer, type AddressInfo } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CorruptEventError } from '../domain/event-store.js';
+import { CorruptEventError, WrongExpectedRevisionError, type ChainedRow } from '../domain/event-store.js';
 import { InvalidEventError } from '../domain/events/decode.js';
 import { defaultAppendContext, encodeBatch, storedEvent } from '../adapters/store/batch.js';
-import { chainDigest, contentDigest, GENESIS } from '../adapters/store/chain.js';
+import { chainDigest, contentDigest, GENESIS, verifyChain } from '../adapters/store/chain.js';
 import {
   actualRevision,
   ckptStream,
@@ -15,6 +15,7 @@ import {
   headOf,
   kurrentStream,
   parseKurrentUrl,
+  planAppend,
   pointerData,
   pointerOf,
   pointerRevision,
@@ -22,6 +23,7 @@ import {
   POINTER_TYPE,
   revisionOf,
   rowOf,
+  rowsOfRun,
   runsOf,
   toKurrentMetadata,
   type KurrentRecord,
@@ -206,6 +208,61 @@ test('pointers: one per event, gap-free positions, read back in runs of one stre
   assert.equal(runsOf([]), []);
 });
 
+test('an append planned from the heads read: exact states, chained to the stream head, placed after the log head; read back, the chain check passes', async () => {
+  const context = { ...defaultAppendContext({ kind: 'node', node: 'n1' }), now: () => new Date('2026-01-02T03:04:05.000Z') };
+  let ids = 0;
+  const newId = () => `00000000-0000-4000-8000-${String(++ids).padStart(12, '0')}`;
+  const first = encodeBatch('job-a', [marker('a0'), { ...marker('a1'), metadata: { correlationId: 'c1', decidedAt: 0 } }], context);
+  const plan1 = planAppend('job-a', 'no_stream', first, undefined, undefined, newId);
+  assert.equal([plan1.stream.state, plan1.positions.state, plan1.result], ['no_stream', 'no_stream', { revision: 1, position: 2 }]);
+  assert.equal(plan1.positions.events.map((p) => [p.type, p.data, p.id]), [
+    [POINTER_TYPE, { stream: 'job-a', revision: 0 }, '00000000-0000-4000-8000-000000000001'],
+    [POINTER_TYPE, { stream: 'job-a', revision: 1 }, '00000000-0000-4000-8000-000000000002'],
+  ]);
+  assert.equal(plan1.stream.events.map((e) => [e.id, e.type, e.metadata!.position, e.metadata!.previous === GENESIS]), [
+    [first[0]!.id, 'DeadlineScheduled', '1', true],
+    [first[1]!.id, 'DeadlineScheduled', '2', false],
+  ]);
+  const rows = plan1.stream.events.map((e, i) => rowOf('ckpt', asRead('ckpt-job-a', i, { ...e, data: JSON.stringify(e.data) }, e.metadata!)));
+  // Other streams took positions 3 and 4 (pointer revisions 2 and 3) since.
+  const second = encodeBatch('job-a', [marker('a2'), marker('a3')], context);
+  const plan2 = planAppend('job-a', 1, second, rows[1], 3, newId);
+  assert.equal([plan2.stream.state, plan2.positions.state, plan2.result], [1n, 3n, { revision: 3, position: 6 }]);
+  assert.is(plan2.stream.events[0]!.metadata!.previous, rows[1]!.digest, 'chained to the head that was read');
+  rows.push(...plan2.stream.events.map((e, i) => rowOf('ckpt', asRead('ckpt-job-a', 2 + i, { ...e, data: JSON.stringify(e.data) }, e.metadata!))));
+  assert.equal(rows.map((r) => [r.revision, r.position]), [[0, 1], [1, 2], [2, 5], [3, 6]]);
+
+  // The chain check of every store (chain.ts), over the rows as the KurrentDB store reads them.
+  const log = (stored: ChainedRow[]) => ({
+    streamRevision: async () => 3,
+    chain: {
+      streams: async (after: string | undefined) => (after === undefined ? [{ name: 'job-a', revision: 3 }] : []),
+      rows: async (_: string, from: number, limit: number) => stored.slice(from, from + limit),
+      strayRow: async () => undefined,
+      chainedByMigration: async () => undefined,
+    },
+  });
+  const intact = await verifyChain(log(rows));
+  assert.equal([intact.events, intact.problem], [4, undefined]);
+  const altered = rows.map((r) => (r.revision === 2 ? { ...r, data: r.data.replace('a2', 'a9') } : r));
+  assert.equal((await verifyChain(log(altered))).problem?.kind, 'altered');
+
+  // An expectation that does not hold is refused before anything is planned; an empty batch only reads.
+  assert.throws(() => planAppend('job-a', 'no_stream', second, rows[3], 5, newId), (e: Error) => e instanceof WrongExpectedRevisionError && e.actual === 3);
+  assert.throws(() => planAppend('job-b', 'stream_exists', second, undefined, 5, newId), (e: Error) => e instanceof WrongExpectedRevisionError && e.actual === 'no_stream');
+  assert.equal(planAppend('job-a', 'any', [], rows[3], 5, newId).result, { revision: 3, position: 6 });
+  assert.equal(planAppend('job-new', 'any', [], undefined, undefined, newId).result, { revision: -1, position: 0 });
+});
+
+test('a run of pointers read back: each event where its pointer says, or the damage named by position', () => {
+  const row = (revision: number, position: number): ChainedRow => ({ position, stream: 'job-a', revision, id: 'i', type: 'T', schemaVersion: 1, data: '{}', metadata: '{}', digest: null, previous: null });
+  const run = { stream: 'job-a', from: 4, count: 2, position: 10 };
+  assert.equal(rowsOfRun(run, [row(4, 10), row(5, 11)]).map((r) => r.position), [10, 11]);
+  assert.throws(() => rowsOfRun(run, [row(4, 10)]), (e: Error) => e instanceof CorruptEventError && /position 11 \(stream job-a, revision 5, type \?\): the positions stream points at this event, and it is not in its stream/.test(e.message));
+  assert.throws(() => rowsOfRun(run, [row(4, 10), row(5, 12)]), (e: Error) => e instanceof CorruptEventError && /position 11 .*metadata: position 12, but the positions stream has it at 11/.test(e.message));
+  assert.throws(() => rowsOfRun(run, [row(4, 0), row(5, 11)]), (e: Error) => e instanceof CorruptEventError && /position 10 .*metadata: no position: the event was not written by ckpt/.test(e.message));
+});
+
 test('the client, where no server answers: each call fails naming the store, the step and what to check', async () => {
   // A port that was just free: connecting is refused at once.
   const probe = createServer();
@@ -219,14 +276,15 @@ test('the client, where no server answers: each call fails naming the store, the
     const refused = store.append('bad stream name', [marker('a')]);
     assert.instance(await refused.then(() => undefined, (e: Error) => e), InvalidEventError);
     for (const [call, step] of [
-      [() => store.headPosition(), 'reading nowhere.positions'],
-      [() => store.append('job-a', [marker('a')]), 'reading nowhere-job-a'],
-      [() => store.readAll(), 'reading nowhere.positions'],
+      [() => store.headPosition(), /reading nowhere\.positions/],
+      // An append reads both heads at once: whichever read fails first is named.
+      [() => store.append('job-a', [marker('a')]), /reading nowhere(-job-a|\.positions)/],
+      [() => store.readAll(), /reading nowhere\.positions/],
     ] as const) {
       const error = await (call as () => Promise<unknown>)().then(() => undefined, (e: Error) => e);
-      assert.instance(error, Error, step);
+      assert.instance(error, Error, step.source);
       assert.match(error!.message, `kurrentdb://admin:***@127.0.0.1:${port}`);
-      assert.match(error!.message, `${step}: no KurrentDB server answers there`);
+      assert.match(error!.message, new RegExp(`${step.source}: no KurrentDB server answers there`));
       assert.not.match(error!.message, 'hunter2');
     }
   } finally {

@@ -21,7 +21,9 @@
 // (KurrentDB ≥ 25.1). Pointers are ordinary JSON events of ckpt's own type rather than KurrentDB
 // link events (`$>`), so reading them depends on no link resolution: a page of pointers is read,
 // then each run of consecutive revisions of one stream (an appended batch) in one read.
-import type { ChainedRow, Position, Revision } from '../../domain/event-store.js';
+import { CorruptEventError, type AppendResult, type ChainedRow, type ExpectedRevision, type Position, type Revision } from '../../domain/event-store.js';
+import { checkExpectedRevision, type EncodedEvent } from './batch.js';
+import { chainDigest, GENESIS } from './chain.js';
 import { redactStoreUrl } from './redact.js';
 import { StoreUrlError } from './url.js';
 
@@ -234,3 +236,77 @@ export const runsOf = (pointers: readonly Pointer[]): Run[] => {
   }
   return runs;
 };
+
+/** An event as the client appends it (its JSON event data). */
+export interface KurrentEventData {
+  readonly id: string;
+  readonly contentType: 'application/json';
+  readonly type: string;
+  readonly data: Record<string, unknown>;
+  readonly metadata: Record<string, string> | undefined;
+}
+
+/** One attempt at an append: what to send, expecting which heads, and what it returns when it lands. */
+export interface AppendPlan {
+  readonly stream: { readonly state: 'no_stream' | bigint; readonly events: readonly KurrentEventData[] };
+  readonly positions: { readonly state: 'no_stream' | bigint; readonly events: readonly KurrentEventData[] };
+  readonly result: AppendResult;
+}
+
+/**
+ * An append planned from the heads just read: the stream's last event (revision and digest) and
+ * the positions stream's last revision. Throws WrongExpectedRevisionError when the caller's
+ * expectation does not hold; otherwise each event is chained to the head, placed after the log's
+ * head, and both heads are expected exactly (a writer that moved either makes the attempt fail,
+ * and the store plans again from the new heads).
+ */
+export const planAppend = (
+  stream: string,
+  expected: ExpectedRevision,
+  encoded: readonly EncodedEvent[],
+  head: { readonly revision: Revision; readonly digest: string | null } | undefined,
+  lastPointer: Revision | undefined,
+  newId: () => string,
+): AppendPlan => {
+  checkExpectedRevision(stream, expected, head?.revision);
+  const firstRevision = (head?.revision ?? -1) + 1;
+  const firstPosition = headOf(lastPointer) + 1;
+  let previous = head?.digest ?? GENESIS;
+  const events = encoded.map((e, i): KurrentEventData => {
+    const digest = chainDigest(previous, e.content, firstRevision + i);
+    const metadata = toKurrentMetadata(e.metadata, { position: firstPosition + i, schemaVersion: e.schemaVersion, digest, previous });
+    previous = digest;
+    return { id: e.id, contentType: 'application/json', type: e.type, data: JSON.parse(e.data) as Record<string, unknown>, metadata };
+  });
+  const pointers = encoded.map((_, i): KurrentEventData => ({ id: newId(), contentType: 'application/json', type: POINTER_TYPE, data: pointerData(stream, firstRevision + i), metadata: undefined }));
+  return {
+    stream: { state: exactState(head?.revision), events },
+    positions: { state: exactState(lastPointer), events: pointers },
+    result: { revision: firstRevision + encoded.length - 1, position: firstPosition + encoded.length - 1 },
+  };
+};
+
+/**
+ * The rows a run of pointers names, in order, or the damage: a pointer whose event is not in its
+ * stream, or an event whose own position is not the pointer's.
+ */
+export const rowsOfRun = (run: Run, rows: readonly ChainedRow[]): ChainedRow[] =>
+  Array.from({ length: run.count }, (_, i) => {
+    const row = rows[i];
+    const position = run.position + i;
+    if (!row || row.revision !== run.from + i) {
+      throw new CorruptEventError(position, run.stream, run.from + i, '?', 'the positions stream points at this event, and it is not in its stream');
+    }
+    if (row.position !== position) throw misplaced(row, position);
+    return row;
+  });
+
+/** A row whose metadata gives no position, or another than the positions stream does. */
+export const misplaced = (row: ChainedRow, position: Position = row.position): CorruptEventError =>
+  new CorruptEventError(
+    position,
+    row.stream,
+    row.revision,
+    row.type,
+    row.position === 0 ? 'metadata: no position: the event was not written by ckpt' : `metadata: position ${row.position}, but the positions stream has it at ${position}`,
+  );

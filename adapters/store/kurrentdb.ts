@@ -13,10 +13,8 @@
 import { createRequire } from 'node:module';
 import type * as Kurrent from '@kurrent/kurrentdb-client';
 import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
-import { CorruptEventError } from '../../domain/event-store.js';
-import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
-import { chainDigest, GENESIS } from './chain.js';
-import { ckptStream, exactState, headOf, kurrentStream, parseKurrentUrl, pointerData, pointerOf, pointerRevision, positionsStream, POINTER_TYPE, revisionOf, rowOf, runsOf, toKurrentMetadata, type KurrentRecord, type Pointer } from './kurrentdb-mapping.js';
+import { defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
+import { ckptStream, headOf, kurrentStream, misplaced, parseKurrentUrl, planAppend, pointerOf, pointerRevision, positionsStream, revisionOf, rowOf, rowsOfRun, runsOf, type KurrentRecord, type Pointer } from './kurrentdb-mapping.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
 
@@ -100,33 +98,16 @@ export class KurrentEventStore implements EventStore {
     const lib = this.#lib;
     for (let attempt = 1; ; attempt++) {
       const [head, lastPointer] = await Promise.all([this.#head(stream), this.#lastPointer()]);
-      const current = head?.revision;
-      checkExpectedRevision(stream, expected, current);
-      const first = headOf(lastPointer) + 1;
-      if (encoded.length === 0) return { revision: current ?? -1, position: first - 1 };
-      let previous = head?.digest ?? GENESIS;
-      const records = encoded.map((e, i) => {
-        const revision = (current ?? -1) + 1 + i;
-        const digest = chainDigest(previous, e.content, revision);
-        const metadata = toKurrentMetadata(e.metadata, { position: first + i, schemaVersion: e.schemaVersion, digest, previous });
-        previous = digest;
-        return { id: e.id, contentType: 'application/json' as const, type: e.type, data: JSON.parse(e.data) as Kurrent.JSONType, metadata };
-      });
-      const pointers = records.map((_, i) => ({
-        id: this.#context.newId(),
-        contentType: 'application/json' as const,
-        type: POINTER_TYPE,
-        data: pointerData(stream, (current ?? -1) + 1 + i),
-        metadata: undefined,
-      }));
+      const plan = planAppend(stream, expected, encoded, head, lastPointer, this.#context.newId);
+      if (encoded.length === 0) return plan.result;
       try {
         await this.#client.multiStreamAppend([
-          { streamName: kurrentStream(this.#prefix, stream), expectedState: exactState(current), events: records },
-          { streamName: this.#positions, expectedState: exactState(lastPointer), events: pointers },
+          { streamName: kurrentStream(this.#prefix, stream), expectedState: plan.stream.state, events: [...plan.stream.events] },
+          { streamName: this.#positions, expectedState: plan.positions.state, events: [...plan.positions.events] },
         ]);
       } catch (error) {
         if (error instanceof lib.WrongExpectedVersionError && attempt < ATTEMPTS) {
-          // Another writer moved a head since it was read: back off a little (more after each loss) and re-read.
+          // Another writer moved a head since it was read: back off a little (more after each loss) and plan again.
           await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, attempt * 2)));
           continue;
         }
@@ -134,16 +115,13 @@ export class KurrentEventStore implements EventStore {
         throw this.#failed(`appending to ${stream}`, error);
       }
       this.#appended.next();
-      return { revision: (current ?? -1) + encoded.length, position: first + encoded.length - 1 };
+      return plan.result;
     }
   }
 
-  /** A row as an event; one that was never placed in the log's order is damage, named by the row. */
-  #event(row: ChainedRow, position = row.position): RecordedEvent {
-    if (row.position === 0 || row.position !== position) {
-      const problem = row.position === 0 ? 'metadata: no position: the event was not written by ckpt' : `metadata: position ${row.position}, but the positions stream has it at ${position}`;
-      throw new CorruptEventError(position, row.stream, row.revision, row.type, problem);
-    }
+  /** A row read from its stream as an event; one never placed in the log's order is damage, named by the row. */
+  #event(row: ChainedRow): RecordedEvent {
+    if (row.position === 0) throw misplaced(row);
     return storedEvent(row.position, row.stream, row.revision, row.id, row.type, row.schemaVersion, row.data, row.metadata, row.digest);
   }
 
@@ -180,13 +158,7 @@ export class KurrentEventStore implements EventStore {
     const events: RecordedEvent[] = [];
     for (const run of runsOf(pointers)) {
       const rows = await this.#rows(run.stream, { direction: this.#lib.FORWARDS, fromRevision: BigInt(run.from), maxCount: run.count });
-      for (let i = 0; i < run.count; i++) {
-        const row = rows[i];
-        if (!row || row.revision !== run.from + i) {
-          throw new CorruptEventError(run.position + i, run.stream, run.from + i, '?', 'the positions stream points at this event, and it is not in its stream; the log is damaged');
-        }
-        events.push(this.#event(row, run.position + i));
-      }
+      for (const row of rowsOfRun(run, rows)) events.push(this.#event(row));
     }
     return events;
   }
