@@ -182,6 +182,8 @@ test('an event written behind the store’s back: no position, no chain, and rea
 test('pointers: one per event, gap-free positions, read back in runs of one stream', () => {
   assert.equal(pointerData('job-a', 4), { stream: 'job-a', revision: 4 });
   assert.equal(pointerOf({ revision: 9n, type: POINTER_TYPE, data: pointerData('job-a', 4) }), { position: 10, stream: 'job-a', revision: 4 });
+  const bytes = new TextEncoder().encode(JSON.stringify(pointerData('job-a', 4)));
+  assert.equal(pointerOf({ revision: 9n, type: POINTER_TYPE, data: bytes }), { position: 10, stream: 'job-a', revision: 4 }, 'the same pointer, should it come back as bytes');
   for (const [type, data] of [
     ['SomethingElse', pointerData('job-a', 4)],
     [POINTER_TYPE, { stream: 'job-a', revision: -1 }],

@@ -209,7 +209,9 @@ export const pointerData = (stream: string, revision: Revision) => ({ stream, re
 /** A pointer event back as a pointer, or why it is not one (a positions stream written by someone else). */
 export const pointerOf = (record: Pick<KurrentRecord, 'revision' | 'type' | 'data'>): Pointer | { problem: string } => {
   const position = revisionOf(record.revision) + 1;
-  const d = record.data as { stream?: unknown; revision?: unknown } | null;
+  // JSON as the client parsed it, or bytes/text should the server not mark the event as JSON.
+  const data = typeof record.data === 'object' && !(record.data instanceof Uint8Array) ? record.data : jsonValue(text(record.data));
+  const d = data as { stream?: unknown; revision?: unknown } | null;
   if (record.type !== POINTER_TYPE || typeof d !== 'object' || d === null || typeof d.stream !== 'string' || !Number.isSafeInteger(d.revision) || (d.revision as number) < 0) {
     return { problem: `position ${position}: the positions stream holds a ${record.type} event that is not a ckpt pointer ({"stream", "revision"})` };
   }
