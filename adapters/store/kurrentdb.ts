@@ -58,7 +58,9 @@ export class KurrentEventStore implements EventStore {
     const unreachable = error instanceof this.#lib.UnavailableError || (error as { code?: unknown })?.code === 14; // gRPC UNAVAILABLE
     const why = unreachable
       ? 'no KurrentDB server answers there: is it running, and does ?tls= match how it serves (tls=false for an insecure node)?'
-      : ((error as Error)?.message ?? String(error));
+      : error instanceof this.#lib.AccessDeniedError
+        ? `access denied to the user the URL names (${(error as Error).message}): it must read and write the store's streams (PREFIX-*, PREFIX.positions), and read $all for the chain check`
+        : ((error as Error)?.message ?? String(error));
     return new Error(`${this.location}: ${doing}: ${why}`, { cause: error });
   }
 
