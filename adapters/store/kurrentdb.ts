@@ -23,6 +23,8 @@ const kurrentLibrary = (): typeof Kurrent => createRequire(import.meta.url)('@ku
 
 /** Lost races on the heads before an append gives up (each retry re-reads both heads). */
 const ATTEMPTS = 200;
+/** Stream reads in flight at once while a page of the log is read. */
+const RUNS_AT_ONCE = 32;
 
 export interface KurrentOptions {
   /** Fallback poll for subscribers, in case the server's subscription misses a wake-up. */
@@ -148,7 +150,7 @@ export class KurrentEventStore implements EventStore {
     return (await this.#head(stream))?.revision;
   }
 
-  /** A page of pointers, then each run of them (an appended batch) in one read of its stream. */
+  /** A page of pointers, then each run of them (an appended batch) in one read of its stream, in position order. */
   async readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
     const maxCount = pageLimit(options.limit);
     const pointers: Pointer[] = [];
@@ -157,10 +159,15 @@ export class KurrentEventStore implements EventStore {
       if ('problem' in pointer) throw this.#failed('reading the log', new Error(`${pointer.problem}; the log is damaged`));
       pointers.push(pointer);
     }
+    // Interleaved streams make short runs (down to one event each): read RUNS_AT_ONCE of them at a time.
+    const runs = runsOf(pointers);
     const events: RecordedEvent[] = [];
-    for (const run of runsOf(pointers)) {
-      const rows = await this.#rows(run.stream, { direction: this.#lib.FORWARDS, fromRevision: BigInt(run.from), maxCount: run.count });
-      for (const row of rowsOfRun(run, rows)) events.push(this.#event(row));
+    for (let i = 0; i < runs.length; i += RUNS_AT_ONCE) {
+      const chunk = runs.slice(i, i + RUNS_AT_ONCE);
+      const read = await Promise.all(chunk.map((run) => this.#rows(run.stream, { direction: this.#lib.FORWARDS, fromRevision: BigInt(run.from), maxCount: run.count })));
+      chunk.forEach((run, k) => {
+        for (const row of rowsOfRun(run, read[k]!)) events.push(this.#event(row));
+      });
     }
     return events;
   }
