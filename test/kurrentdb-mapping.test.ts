@@ -13,6 +13,7 @@ import {
   ckptStream,
   exactState,
   headOf,
+  KURRENT_URL_FORM,
   kurrentStream,
   parseKurrentUrl,
   planAppend,
@@ -42,7 +43,9 @@ test('store URLs: the client gets its connection string, ckpt keeps the prefix, 
     location: 'esdb://db1:2113,db2:2113?tls=false&prefix=lab_7&nodePreference=leader',
   });
   assert.equal(parseKurrentUrl('kurrentdb+discover://cluster.example/?prefix=p').connectionString, 'kurrentdb+discover://cluster.example/');
-  assert.equal(parseKurrentUrl('esdb+discover://[::1]:2113').connectionString, 'kurrentdb+discover://[::1]:2113');
+  assert.equal(parseKurrentUrl('kurrentdb://db1?tlsCAFile=/etc/ckpt/ca.pem&prefix=p&keepAliveInterval=10000').connectionString, 'kurrentdb://db1?tlsCAFile=/etc/ckpt/ca.pem&keepAliveInterval=10000', 'the client’s options as written');
+  assert.equal(parseKurrentUrl('esdb+discover://db.example:2113').connectionString, 'kurrentdb+discover://db.example:2113');
+  assert.equal(parseKurrentUrl('kurrentdb://db1?TLS=false&node_preference=follower').connectionString, 'kurrentdb://db1?TLS=false&node_preference=follower', 'option names as loosely as the client reads them');
   const withPassword = parseKurrentUrl('kurrentdb://admin:changeit@db1:2113?tls=false');
   assert.is(withPassword.location, 'kurrentdb://admin:***@db1:2113?tls=false', 'a password never shows in messages');
   assert.is(withPassword.connectionString, 'kurrentdb://admin:changeit@db1:2113?tls=false', 'but reaches the client');
@@ -59,6 +62,8 @@ test('a bad KurrentDB URL is refused saying what is wrong and what to write', ()
     ['kurrentdb://db1?prefix=', 'prefix must be'],
     ['kurrentdb://db1?prefix=a&prefix=b', 'gives prefix 2 times'],
     ['eventstore://db1', 'is not a KurrentDB URL: use kurrentdb://HOST:PORT'],
+    ['kurrentdb://[::1]:2113', '"[::1]:2113" is not HOST or HOST:PORT'],
+    ['kurrentdb://admin:secret@db1?tls=false&tlsverify=false', 'unknown option "tlsverify": the KurrentDB client takes tls, tlsVerifyCert,'],
   ] as const) {
     try {
       parseKurrentUrl(url);
@@ -76,6 +81,8 @@ test('a bad KurrentDB URL is refused saying what is wrong and what to write', ()
     }
   })();
   assert.ok(secret && !secret.includes('hunter2') && secret.includes('admin:***@'), 'the refusal shows the URL redacted');
+  // What the client's own parser refuses is a StoreUrlError too, without the URL's text.
+  assert.throws(() => openEventStore('kurrentdb://admin:hunter2@db1?tls=maybe'), (e: Error) => e instanceof StoreUrlError && e.message === 'store URL "kurrentdb://admin:***@db1?tls=maybe": the KurrentDB client cannot read it (it expected true or false): use ' + KURRENT_URL_FORM);
   // openEventStore sends these URLs here, before the client library is loaded.
   assert.throws(() => openEventStore('esdb://db1:2113/events'), (e: Error) => e instanceof StoreUrlError && /no databases/.test(e.message));
   assert.throws(() => openEventStore('kurrentdb+gossip://db1'), (e: Error) => e instanceof StoreUrlError && /unknown store URL .*kurrentdb:\/\/HOST:PORT/.test(e.message));

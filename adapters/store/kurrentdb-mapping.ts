@@ -32,6 +32,12 @@ export const KURRENT_URL_FORM = 'kurrentdb://HOST:PORT[,HOST:PORT…][?tls=false
 export const DEFAULT_PREFIX = 'ckpt';
 const PREFIX = /^[A-Za-z0-9_]{1,64}$/;
 
+/** The options @kurrent/kurrentdb-client's connection strings take, by their case- and `_`/`-`-blind spelling, as it compares them. */
+const flatCase = (key: string): string => key.trim().toLowerCase().replace(/[_-]/g, '');
+const CLIENT_OPTIONS = new Map(
+  ['tls', 'tlsVerifyCert', 'tlsCAFile', 'userCertFile', 'userKeyFile', 'nodePreference', 'connectionName', 'defaultDeadline', 'maxDiscoverAttempts', 'discoveryInterval', 'gossipTimeout', 'keepAliveInterval', 'keepAliveTimeout', 'throwOnAppendFailure'].map((k) => [flatCase(k), k]),
+);
+
 export interface KurrentTarget {
   /** What the client is given: the URL without ckpt's own `prefix` parameter, `esdb` spelled `kurrentdb`. */
   readonly connectionString: string;
@@ -57,7 +63,7 @@ export const parseKurrentUrl = (url: string): KurrentTarget => {
   const hosts = authority.slice(authority.lastIndexOf('@') + 1);
   if (hosts === '') throw new StoreUrlError(`store URL "${location}" names no host: use ${KURRENT_URL_FORM}`);
   for (const host of hosts.split(',')) {
-    const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+)(?::(\d+))?$/.exec(host);
+    const m = /^([^:[\]]+)(?::(\d+))?$/.exec(host); // the client takes no [IPv6] literal
     const port = m?.[2] === undefined ? 2113 : Number(m[2]);
     if (!m || port < 1 || port > 65535) throw new StoreUrlError(`store URL "${location}": "${host}" is not HOST or HOST:PORT (a port 1–65535; default 2113)`);
   }
@@ -67,8 +73,15 @@ export const parseKurrentUrl = (url: string): KurrentTarget => {
   if (!PREFIX.test(prefix)) {
     throw new StoreUrlError(`store URL "${location}": prefix must be 1–64 letters, digits or _ (it begins every stream name of the store), got "${prefix}"`);
   }
-  query.delete('prefix');
-  const kept = query.toString();
+  // The client's own options pass on as written (re-encoding would turn tlsCAFile=/a/b into %2Fa%2Fb).
+  const kept = queryAt < 0 ? '' : rest.slice(queryAt + 1).split('&').filter((p) => p !== '' && p.split('=')[0] !== 'prefix').join('&');
+  for (const option of kept === '' ? [] : kept.split('&')) {
+    const key = option.split('=')[0]!;
+    // The client would only warn about an unknown option, printing the whole URL, password included.
+    if (!CLIENT_OPTIONS.has(flatCase(key))) {
+      throw new StoreUrlError(`store URL "${location}": unknown option "${key}": the KurrentDB client takes ${[...CLIENT_OPTIONS.values()].join(', ')}, and ckpt takes prefix`);
+    }
+  }
   const connectionString = `kurrentdb${scheme[2] ?? ''}://${authorityAndPath}${kept ? `?${kept}` : ''}`;
   return { connectionString, prefix, location };
 };

@@ -14,7 +14,8 @@ import { createRequire } from 'node:module';
 import type * as Kurrent from '@kurrent/kurrentdb-client';
 import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
 import { defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
-import { ckptStream, headOf, kurrentStream, misplaced, parseKurrentUrl, planAppend, pointerOf, pointerRevision, positionsStream, revisionOf, rowOf, rowsOfRun, runsOf, type KurrentRecord, type Pointer } from './kurrentdb-mapping.js';
+import { ckptStream, headOf, KURRENT_URL_FORM, kurrentStream, misplaced, parseKurrentUrl, planAppend, pointerOf, pointerRevision, positionsStream, revisionOf, rowOf, rowsOfRun, runsOf, type KurrentRecord, type KurrentTarget, type Pointer } from './kurrentdb-mapping.js';
+import { StoreUrlError } from './url.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
 
@@ -25,6 +26,16 @@ const kurrentLibrary = (): typeof Kurrent => createRequire(import.meta.url)('@ku
 const ATTEMPTS = 200;
 /** Stream reads in flight at once while a page of the log is read. */
 const RUNS_AT_ONCE = 32;
+
+/** The client for a parsed URL; what its own parser refuses is a StoreUrlError, without the URL's text (it may hold a password). */
+const clientFor = (lib: typeof Kurrent, target: KurrentTarget): Kurrent.KurrentDBClient => {
+  try {
+    return lib.KurrentDBClient.connectionString(target.connectionString);
+  } catch (error) {
+    const expected = (error as { expected?: unknown }).expected;
+    throw new StoreUrlError(`store URL "${target.location}": the KurrentDB client cannot read it${typeof expected === 'string' ? ` (it expected ${expected})` : ''}: use ${KURRENT_URL_FORM}`);
+  }
+};
 
 export interface KurrentOptions {
   /** Fallback poll for subscribers, in case the server's subscription misses a wake-up. */
@@ -51,7 +62,7 @@ export class KurrentEventStore implements EventStore {
     this.#positions = positionsStream(target.prefix);
     this.#context = options.context ?? defaultAppendContext();
     this.#lib = kurrentLibrary();
-    this.#client = this.#lib.KurrentDBClient.connectionString(target.connectionString);
+    this.#client = clientFor(this.#lib, target);
     this.#wakeups = merge(this.#appended, this.#serverWakeups(), interval(options.pollMs ?? 1000)).pipe(share());
   }
 
