@@ -89,14 +89,18 @@ export class KurrentEventStore implements EventStore {
     return records;
   }
 
-  /** A stream's last event as a row (revision and digest), undefined for none. */
-  async #head(stream: string): Promise<ChainedRow | undefined> {
-    const [last] = await this.#read(kurrentStream(this.#prefix, stream), { direction: this.#lib.BACKWARDS, fromRevision: this.#lib.END, maxCount: 1 });
+  /**
+   * A stream's last event as a row (revision and digest), undefined for none. An append reads the
+   * heads from the leader (`leader`): a follower's may lag, and an append planned on it would only
+   * lose its race again and again.
+   */
+  async #head(stream: string, leader = false): Promise<ChainedRow | undefined> {
+    const [last] = await this.#read(kurrentStream(this.#prefix, stream), { direction: this.#lib.BACKWARDS, fromRevision: this.#lib.END, maxCount: 1, requiresLeader: leader });
     return last && rowOf(this.#prefix, last);
   }
 
-  async #lastPointer(): Promise<Revision | undefined> {
-    const [last] = await this.#read(this.#positions, { direction: this.#lib.BACKWARDS, fromRevision: this.#lib.END, maxCount: 1 });
+  async #lastPointer(leader = false): Promise<Revision | undefined> {
+    const [last] = await this.#read(this.#positions, { direction: this.#lib.BACKWARDS, fromRevision: this.#lib.END, maxCount: 1, requiresLeader: leader });
     return last && revisionOf(last.revision);
   }
 
@@ -112,7 +116,7 @@ export class KurrentEventStore implements EventStore {
   async #append(stream: string, encoded: ReturnType<typeof encodeBatch>, expected: ExpectedRevision): Promise<AppendResult> {
     const lib = this.#lib;
     for (let attempt = 1; ; attempt++) {
-      const [head, lastPointer] = await Promise.all([this.#head(stream), this.#lastPointer()]);
+      const [head, lastPointer] = await Promise.all([this.#head(stream, true), this.#lastPointer(true)]);
       const plan = planAppend(stream, expected, encoded, head, lastPointer, this.#context.newId);
       if (encoded.length === 0) return plan.result;
       try {
