@@ -1,6 +1,7 @@
 // The checkpoints of a job, as a read model of its stream: every request (refused or planned),
 // every version with its phases, per-unit figures, outcome and reason. `ckpt checkpoint --wait`
 // reports from it, `ckpt checkpoints` lists it (and `ckpt audit` will).
+import { STEP_OUTCOMES } from '../domain/checkpoint-commands.js';
 import type { EventStore, RecordedEvent } from '../domain/event-store.js';
 import type { DumpStats } from '../domain/events/checkpoint.js';
 import type { Failure } from '../domain/failure.js';
@@ -83,8 +84,9 @@ const withUnit = (s: CheckpointsState, version: number, unit: string, change: Pa
 const withStepTimes = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
   const version = (e.data as { version?: number }).version;
   if (version === undefined) return s;
-  if (e.type === 'CheckpointCommitRequested' || e.type === 'CheckpointCommitted' || e.type === 'CheckpointCommitFailed') {
-    const edge = e.type === 'CheckpointCommitRequested' ? 'requested' : e.type === 'CheckpointCommitted' ? 'done' : 'failed';
+  const [committed, commitFailed] = STEP_OUTCOMES.commit;
+  if (e.type === 'CheckpointCommitRequested' || e.type === committed || e.type === commitFailed) {
+    const edge = e.type === 'CheckpointCommitRequested' ? 'requested' : e.type === committed ? 'done' : 'failed';
     return withDraft(s, s.byVersion[version], (d) => ({ ...d, commit: stepAfter(d.commit, edge, e) }));
   }
   const unit = (e.data as { unit?: string }).unit;

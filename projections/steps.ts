@@ -2,42 +2,25 @@
 // step (Unit…Requested) and when the node agent answered (the done or failed outcome), with the
 // positions of both. Shared by the checkpoints and restarts folds, `ckpt explain` and `ckpt stats`.
 // Pure: times are the events' recordedAt, never the clock.
+import { STEP_OUTCOMES, STEP_REQUESTS, type Step } from '../domain/checkpoint-commands.js';
 import type { RecordedEvent } from '../domain/event-store.js';
 
-export const CHECKPOINT_STEPS = ['freeze', 'dump', 'verify', 'thaw', 'stop', 'abort'] as const;
-export const RESTART_STEPS = ['images', 'prepare', 'restore', 'rollback'] as const;
-export type UnitStep = (typeof CHECKPOINT_STEPS)[number] | (typeof RESTART_STEPS)[number];
-
-/** The phase name in the event types (UnitFreezeRequested, UnitFreezeFailed) and its done outcome. */
-const PHASES: Readonly<Record<UnitStep, readonly [phase: string, done: string]>> = {
-  freeze: ['Freeze', 'UnitFrozen'],
-  dump: ['Dump', 'UnitDumped'],
-  verify: ['Verify', 'UnitVerified'],
-  thaw: ['Thaw', 'UnitThawed'],
-  stop: ['Stop', 'UnitStopped'],
-  abort: ['Abort', 'UnitAborted'],
-  images: ['ImagesVerify', 'UnitImagesVerified'],
-  prepare: ['RestorePrepare', 'UnitRestorePrepared'],
-  restore: ['Restore', 'UnitRestored'],
-  rollback: ['Rollback', 'UnitRolledBack'],
-};
+/** A unit's step (every step but the checkpoint's commit, which is the version's). */
+export type UnitStep = Exclude<Step, 'commit'>;
 
 export type StepEdge = 'requested' | 'done' | 'failed';
 
 type Edge = { readonly step: UnitStep; readonly edge: StepEdge };
-const EDGES: ReadonlyMap<string, Edge> = new Map(
-  (Object.entries(PHASES) as Array<[UnitStep, readonly [string, string]]>).flatMap(([step, [phase, done]]): Array<[string, Edge]> => [
-    [`Unit${phase}Requested`, { step, edge: 'requested' }],
-    [done, { step, edge: 'done' }],
-    [`Unit${phase}Failed`, { step, edge: 'failed' }],
-  ]),
-);
+/** Each unit step's request and outcomes, from the domain's tables of them. */
+const EDGES = new Map<string, Edge>(Object.entries(STEP_REQUESTS).flatMap(([type, step]): Array<[string, Edge]> => (step === 'commit' ? [] : [[type, { step, edge: 'requested' }]])));
+for (const [step, [done, failed]] of Object.entries(STEP_OUTCOMES) as Array<[Step, readonly [string, string]]>) {
+  if (step === 'commit') continue;
+  EDGES.set(done, { step, edge: 'done' });
+  EDGES.set(failed, { step, edge: 'failed' });
+}
 
 /** Which unit step an event type starts or ends, if any. */
 export const unitStepOf = (type: string) => EDGES.get(type);
-
-/** The event type that asks for a step (what `explain` names as the command). */
-export const stepCommand = (step: UnitStep): string => `Unit${PHASES[step][0]}Requested`;
 
 /** One step of one unit (or the checkpoint's commit), by the log's clock. */
 export interface StepTimes {

@@ -137,7 +137,7 @@ projection('a committed checkpoint with a failed stop, a restart, and operations
   assert.is(v1.cause, null, 'nothing failed');
   const r1 = explain(multi.events, { kind: 'restart', restart: 1 });
   assert.equal([r1.outcome, r1.version, r1.cause], ['restored', 2, null]);
-  assert.equal(r1.units.map((u) => [u.unit, u.steps.map((s) => `${s.step}:${s.result}`)]), [['a', ['prepare:done', 'images:done', 'restore:done']], ['b', ['prepare:done', 'images:done', 'restore:done']]]);
+  assert.equal(r1.units.map((u) => [u.unit, u.steps.map((s) => `${s.step}:${s.result}`)]), [['a', ['restore-prepare:done', 'images-verify:done', 'restore:done']], ['b', ['restore-prepare:done', 'images-verify:done', 'restore:done']]]);
 
   const none = foldExplain({ kind: 'checkpoint', version: 9 }, multi.events);
   assert.is(explanation(none), undefined);

@@ -31,7 +31,7 @@ export const explainText = (job: string, x: Explanation): string => {
   }
   if (x.commit) out.push('  commit', stepLine(x.commit));
   if (x.cause) {
-    out.push('', 'why:');
+    out.push('', x.cause.chain.length > 0 ? 'why it ended so:' : 'failed steps:');
     x.cause.chain.forEach((c, i) => out.push(`  ${i === 0 ? '' : '← '}${at(c)}  ${summarize(c.data).join(' ')}`));
     for (const w of x.cause.waitingFor) out.push(`  still waiting then for unit ${w.unit} on ${w.node}: ${w.step} (asked by #${w.command.position} ${w.command.type})`);
     for (const f of x.cause.failures) {
@@ -40,7 +40,7 @@ export const explainText = (job: string, x: Explanation): string => {
     }
   }
   out.push('', 'decisions:');
-  for (const d of x.decisions) out.push(`  ${offset(d.recordedAt).padStart(11)}  ${at(d)}  ${summarize(d.data).join(' ')}`, `               because of ${d.cause ? at(d.cause) : 'an event outside the job’s stream'}${d.decidedAt === null ? '' : `, decided at #${d.decidedAt}`}`);
+  for (const d of x.decisions) out.push(`  ${offset(d.recordedAt).padStart(11)}  ${at(d)}  ${summarize(d.data).join(' ')}`, `               because of ${d.cause ? at(d.cause) : 'an event not in the job’s stream since the request'}${d.decidedAt === null ? '' : `, decided at #${d.decidedAt}`}`);
   return out.join('\n') + '\n';
 };
 
@@ -48,9 +48,9 @@ export const explainCommand: Command = {
   usage: 'JOB (--version N | --restart N) [--json]',
   description: [
     'One checkpoint (--version) or restart (--restart) of the job, folded from its history: each unit’s',
-    'steps (freeze, dump, verify, thaw or stop, abort; a restart’s images, prepare, restore, rollback, and',
-    'the checkpoint’s commit) with when the coordinator asked, when the node agent answered, the duration',
-    'and the result; each unit’s frozen window; every decision of the coordinator with the event it was',
+    'steps (freeze, dump, verify, thaw or stop, abort; a restart’s images-verify, restore-prepare, restore,',
+    'rollback; the checkpoint’s commit) with when the coordinator asked, when the node agent answered, the',
+    'duration and the result; each unit’s frozen window; every decision of the coordinator with the event it was',
     'decided on; and, when it failed, why: the chain of causes from the decision that ended it back to its',
     'first cause (each event by log position), the steps still unanswered when a deadline was reached, and',
     'each unit’s failed step (unit, node, the command it answered, the checkpointer’s failure class,',

@@ -45,7 +45,7 @@ export const statsCommand: Command = {
     'Analytics of checkpoints and restarts, folded from the log (every job, or JOB): one row per checkpoint',
     'and restart request — kind, version or restart number, outcome, failure class, duration from request to',
     'end, each step’s duration (from the first unit’s request to the last unit’s answer: freeze, dump,',
-    'verify, commit, thaw, stop, abort; images, prepare, restore, rollback), the longest time a unit stayed',
+    'verify, commit, thaw, stop, abort; images-verify, restore-prepare, restore, rollback), the longest time a unit stayed',
     'frozen (its agent’s measure, else by the log), bytes (committed images; for an abort what units wrote',
     'before it; for a restart the images verified), CRIU’s pages (written by dumps, restored by restores),',
     'processes, units and nodes — then aggregates per job and per node: committed/attempted checkpoints,',
