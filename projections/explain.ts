@@ -60,10 +60,11 @@ export const evolveExplain = (s: ExplainState, e: RecordedEvent): ExplainState =
   let next: ExplainState = { ...s, checkpoints: evolveCheckpoints(s.checkpoints, e), restarts: evolveRestarts(s.restarts, e) };
   if (s.phase === 'before') {
     if (e.type === k.requested) next = { ...next, unplanned: { ...s.unplanned, [field(e, 'request') as string]: e } };
-    if (e.type === k.planned) {
-      const request = field(e, 'request') as string;
+    // A request leaves the pending ones when it is planned, refused, or expired unplanned.
+    const request = field(e, 'request');
+    if (typeof request === 'string' && request in next.unplanned && (e.type === k.planned || e.type === 'RequestRejected' || e.type === 'RequestExpired')) {
       const { [request]: requested, ...unplanned } = next.unplanned;
-      if (field(e, k.key) === k.number) return { ...next, unplanned: {}, phase: 'open', events: requested ? [requested, e] : [e], window: setIn(next.window, e.id, e) };
+      if (e.type === k.planned && field(e, k.key) === k.number) return { ...next, unplanned: {}, phase: 'open', events: [requested!, e], window: setIn(next.window, e.id, e) };
       next = { ...next, unplanned };
     }
     // Nothing pending that could become the target: nothing before this can have caused it.

@@ -143,6 +143,14 @@ projection('a committed checkpoint with a failed stop, a restart, and operations
   assert.is(explanation(none), undefined);
   assert.equal(knownOperations(none), [1, 2, 3, 4]);
   assert.equal(knownOperations(foldExplain({ kind: 'restart', restart: 2 }, multi.events)), [1]);
+  // A refused request stops being a candidate: nothing after it is kept for causes.
+  const base = multi.events.find((e) => e.type === 'CheckpointRequested')!;
+  const asked = { ...base, metadata: base.metadata, id: '00000000-0000-4000-8000-000000000001', data: { request: 'refused', stop: false, timeoutMs: 1000 } } as RecordedEvent;
+  const refused = { ...asked, id: '00000000-0000-4000-8000-000000000002', type: 'RequestRejected', data: { request: 'refused', command: 'checkpoint', code: 'busy', reason: 'busy' } } as RecordedEvent;
+  const forked = multi.events.find((e) => e.type === 'ProcessForked')!;
+  const target: Operation = { kind: 'checkpoint', version: 9 };
+  assert.is(foldExplain(target, [asked, forked]).window.size, 2, 'while a request may become the target, events are kept for its causes');
+  assert.is(foldExplain(target, [asked, refused, forked]).window.size, 0);
   // A fold like any other: the same as reducing the events one by one.
   assert.equal(multi.events.reduce(evolveExplain, initialExplain({ kind: 'checkpoint', version: 4 })), foldExplain({ kind: 'checkpoint', version: 4 }, multi.events));
 });
