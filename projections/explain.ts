@@ -60,11 +60,14 @@ export const evolveExplain = (s: ExplainState, e: RecordedEvent): ExplainState =
   let next: ExplainState = { ...s, checkpoints: evolveCheckpoints(s.checkpoints, e), restarts: evolveRestarts(s.restarts, e) };
   if (s.phase === 'before') {
     if (e.type === k.requested) next = { ...next, unplanned: { ...s.unplanned, [field(e, 'request') as string]: e } };
-    // A request leaves the pending ones when it is planned, refused, or expired unplanned.
     const request = field(e, 'request');
+    if (e.type === k.planned && field(e, k.key) === k.number) {
+      const requested = next.unplanned[request as string];
+      return { ...next, unplanned: {}, phase: 'open', events: requested ? [requested, e] : [e], window: setIn(next.window, e.id, e) };
+    }
+    // A request leaves the pending ones when it is planned (as another operation), refused, or expired unplanned.
     if (typeof request === 'string' && request in next.unplanned && (e.type === k.planned || e.type === 'RequestRejected' || e.type === 'RequestExpired')) {
-      const { [request]: requested, ...unplanned } = next.unplanned;
-      if (e.type === k.planned && field(e, k.key) === k.number) return { ...next, unplanned: {}, phase: 'open', events: [requested!, e], window: setIn(next.window, e.id, e) };
+      const { [request]: _, ...unplanned } = next.unplanned;
       next = { ...next, unplanned };
     }
     // Nothing pending that could become the target: nothing before this can have caused it.

@@ -186,4 +186,4 @@ export const stats = (jobs: readonly JobOperations[], since?: string): Stats => 
 };
 
 /** The columns of a row as a flat record (CSV, tables): every step a column, in lifecycle order. */
-export const PHASE_COLUMNS: readonly StatsPhase[] = ['freeze', 'dump', 'verify', 'commit', 'thaw', 'stop', 'abort', 'images-verify', 'restore-prepare', 'restore', 'rollback'];
+export const PHASE_COLUMNS: readonly StatsPhase[] = ['freeze', 'dump', 'verify', 'commit', 'thaw', 'stop', 'abort', 'restore-prepare', 'images-verify', 'restore', 'rollback'];

@@ -1,5 +1,6 @@
-import { readJobStream } from '../../../projections/checkpoints.js';
-import { explanation, foldExplain, knownOperations, type EventRef, type ExplainedStep, type Explanation, type Operation } from '../../../projections/explain.js';
+import { jobStream } from '../../../domain/identity.js';
+import { evolveExplain, explanation, initialExplain, knownOperations, type EventRef, type ExplainedStep, type Explanation, type Operation } from '../../../projections/explain.js';
+import { foldStream } from '../../../projections/project.js';
 import { checkName, flag, integerOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { actorName, summarize, whyLine, writeOut } from '../output.js';
@@ -83,12 +84,12 @@ export const explainCommand: Command = {
     const target: Operation = version !== undefined ? { kind: 'checkpoint', version } : { kind: 'restart', restart: restart! };
     const store = openStore(args);
     try {
-      const events = await readJobStream(store, job);
-      if (!events) {
+      // Page by page: only the operation's events and those around it are kept.
+      const { state, events } = await foldStream(store, jobStream(job), evolveExplain, initialExplain(target));
+      if (events === 0) {
         process.stderr.write(`ckpt explain: unknown job "${job}" (ckpt jobs --all lists them)\n`);
         return EXIT.failed;
       }
-      const state = foldExplain(target, events);
       const x = explanation(state);
       if (!x) {
         const known = knownOperations(state);

@@ -26,7 +26,7 @@ const n = (v: number | null) => (v === null ? '' : String(Math.round(v * 1000) /
 const ms = (v: number | null | undefined) => (v === null || v === undefined ? '-' : `${Math.round(v)} ms`);
 const pct = (v: number | null) => (v === null ? '-' : `${Math.round(v * 1000) / 10} %`);
 
-export const CSV_HEADER = ['job', 'kind', 'number', 'version', 'outcome', 'failure_class', 'requested_at', 'duration_ms', ...PHASE_COLUMNS.map((p) => `${p}_ms`), 'frozen_ms', 'bytes', 'pages', 'processes', 'units', 'nodes'];
+export const CSV_HEADER = ['job', 'kind', 'number', 'version', 'outcome', 'failure_class', 'requested_at', 'duration_ms', ...PHASE_COLUMNS.map((p) => `${p.replace('-', '_')}_ms`), 'frozen_ms', 'bytes', 'pages', 'processes', 'units', 'nodes'];
 
 const csvRow = (r: StatsRow): string[] => [
   r.job, r.kind, n(r.number), n(r.version), r.outcome, r.failureClass ?? '', r.requestedAt, n(r.durationMs),
