@@ -46,14 +46,18 @@ export const replay = <S>(store: EventStore, evolve: Evolve<S>, initial: S, from
   });
 
 
-/** Folds one stream, page by page, from its start: the state and how many events it had. */
-export const foldStream = async <S>(store: EventStore, stream: string, evolve: Evolve<S>, initial: S): Promise<{ state: S; events: number }> => {
+/** Folds one stream, page by page, from its start: the state and how many events it had
+ *  (progress: after each page, the events folded so far and the position reached). */
+export const foldStream = async <S>(
+  store: EventStore, stream: string, evolve: Evolve<S>, initial: S, progress?: (folded: number, position: Position) => void,
+): Promise<{ state: S; events: number }> => {
   let state = initial;
   let events = 0;
   for (let from = 0; ; ) {
     const page = await store.readStream(stream, { from, limit: 1000 });
     for (const e of page) state = evolve(state, e);
     events += page.length;
+    if (page.length > 0) progress?.(events, page[page.length - 1]!.position);
     if (page.length < 1000) return { state, events };
     from = page[page.length - 1]!.revision + 1;
   }

@@ -5,6 +5,7 @@ import { checkName, flag, integerOption, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { actorName, summarize, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
+import { foldProgress } from '../verbose.js';
 
 const at = (r: EventRef) => `#${r.position} ${r.type}${r.unit ? ` (unit ${r.unit}${r.node ? ` on ${r.node}` : ''})` : ''}`;
 const ms = (n: number | null | undefined) => (n === null || n === undefined ? '-' : `${Math.round(n)} ms`);
@@ -85,7 +86,9 @@ export const explainCommand: Command = {
     const store = openStore(args);
     try {
       // Page by page: only the operation's events and those around it are kept.
-      const { state, events } = await foldStream(store, jobStream(job), evolveExplain, initialExplain(target));
+      const fold = foldProgress('explain', flag(args, 'json'), false);
+      const { state, events } = await foldStream(store, jobStream(job), evolveExplain, initialExplain(target), fold.progress);
+      fold.done();
       if (events === 0) {
         process.stderr.write(`ckpt explain: unknown job "${job}" (ckpt jobs --all lists them)\n`);
         return EXIT.failed;
