@@ -1,6 +1,7 @@
 // The checkpoints of a job, as a read model of its stream: every request (refused or planned),
 // every version with its phases, per-unit figures, outcome and reason. `ckpt checkpoint --wait`
 // reports from it, `ckpt checkpoints` lists it (and `ckpt audit` will).
+import { STEP_OUTCOMES } from '../domain/checkpoint-commands.js';
 import type { EventStore, RecordedEvent } from '../domain/event-store.js';
 import type { DumpStats } from '../domain/events/checkpoint.js';
 import type { Failure } from '../domain/failure.js';
@@ -8,6 +9,7 @@ import type { Actor } from '../domain/identity.js';
 import { jobStream } from '../domain/identity.js';
 import { readWholeStream, withEntry, withRequest, type RequestList } from './project.js';
 import type { ReadModel } from './read-model.js';
+import { stepAfter, unitStepOf, withStepEvent, type StepTimes, type Steps } from './steps.js';
 
 export interface UnitFigures {
   readonly unit: string;
@@ -28,6 +30,8 @@ export interface UnitFigures {
   /** The unit's failure, if it failed a step: the event and reason, and its class and hint. */
   readonly failed?: string;
   readonly failure?: Failure;
+  /** Each step's request and answer by the log's clock (freeze, dump, verify, thaw, stop, abort). */
+  readonly steps?: Steps;
 }
 
 export type CheckpointOutcome = 'rejected' | 'in progress' | 'committed' | 'aborted';
@@ -51,6 +55,8 @@ export interface CheckpointSummary {
   readonly bytes: number;
   readonly manifest?: string;
   readonly commitMs?: number;
+  /** The commit step by the log's clock (CheckpointCommitRequested to its outcome). */
+  readonly commit?: StepTimes;
   /** Request to completion (or abort), by the log's clock. */
   readonly durationMs?: number;
   /** Longest time any unit stayed frozen. */
@@ -74,8 +80,24 @@ const withDraft = (s: CheckpointsState, index: number | undefined, change: (d: D
 const withUnit = (s: CheckpointsState, version: number, unit: string, change: Partial<UnitFigures>): CheckpointsState =>
   withDraft(s, s.byVersion[version], (d) => (d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, ...change } : u)) } : d));
 
+/** A unit step's request or answer, or the commit's, into the step times of its version. */
+const withStepTimes = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
+  const version = (e.data as { version?: number }).version;
+  if (version === undefined) return s;
+  const [committed, commitFailed] = STEP_OUTCOMES.commit;
+  if (e.type === 'CheckpointCommitRequested' || e.type === committed || e.type === commitFailed) {
+    const edge = e.type === 'CheckpointCommitRequested' ? 'requested' : e.type === committed ? 'done' : 'failed';
+    return withDraft(s, s.byVersion[version], (d) => ({ ...d, commit: stepAfter(d.commit, edge, e) }));
+  }
+  const unit = (e.data as { unit?: string }).unit;
+  if (unit === undefined || !unitStepOf(e.type)) return s;
+  return withDraft(s, s.byVersion[version], (d) => (d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, steps: withStepEvent(u.steps, e) } : u)) } : d));
+};
+
 /** One event of a job's stream into its checkpoints (a pure evolve: nothing is changed in place). */
-export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
+export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => withStepTimes(evolveFigures(s, e), e);
+
+const evolveFigures = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
   switch (e.type) {
     case 'CheckpointRequested': {
       const draft: Draft = {
@@ -149,7 +171,7 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
 /** A job's checkpoints as a read model of its stream, kept as a snapshot. */
 export const checkpointsModel: ReadModel<CheckpointsState> = {
   name: 'checkpoints',
-  version: 1,
+  version: 2,
   stream: jobStream,
   initial: () => initialCheckpoints,
   evolve: evolveCheckpoints,
