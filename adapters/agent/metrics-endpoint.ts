@@ -68,6 +68,7 @@ export class MetricsEndpoint {
     // Labels stay bounded: results are a fixed set, gaps are per node of the store, and only
     // tracked_processes is per job — the jobs with running members on this node now, so the series
     // of a job ends with it. Per-job history is `ckpt checkpoints` / `ckpt audit`, not labels here.
+    // The job's label is `ckpt_job`: Prometheus owns `job` (the scrape job) and would rename ours.
     for (const metric of [
       folded('ckpt_checkpoint_operations_total', 'counter', 'Checkpoints committed or aborted, in the whole log', () =>
         (['committed', 'aborted'] as const).map((result) => ({ labels: { result }, value: m().checkpoints[result] }))),
@@ -78,7 +79,7 @@ export class MetricsEndpoint {
         (['restored', 'failed'] as const).map((result) => ({ labels: { result }, value: m().restores[result] }))),
       histogram('ckpt_restore_duration_seconds', 'Request to commit of restored restarts, by the log’s clock', (x) => x.restoreSeconds, BOUNDS.restoreSeconds),
       folded('ckpt_tracked_processes', 'gauge', 'Running members of each job on this node, as the agent tracks them', () =>
-        Object.entries(trackedProcesses(options.agent.memberships(), options.node)).map(([job, value]) => ({ labels: { job }, value }))),
+        Object.entries(trackedProcesses(options.agent.memberships(), options.node)).map(([job, value]) => ({ labels: { ckpt_job: job }, value }))),
       folded('ckpt_observation_gaps_total', 'counter', 'Times a node agent lost kernel process events (then reconciled from /proc), per node', () =>
         Object.entries(m().gaps).map(([node, value]) => ({ labels: { node }, value }))),
       folded('ckpt_log_lag_events', 'gauge', 'Events in the log this agent has not folded yet', async () => [{ labels: {}, value: Math.max(0, (await options.store.headPosition()) - options.agent.position()) }]),
