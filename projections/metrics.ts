@@ -104,12 +104,21 @@ const countRestarts = (m: LogMetrics, before: RestartsState, after: RestartsStat
 
 const allEnded = (list: ReadonlyArray<{ readonly endedAt?: string }>): boolean => list.every((entry) => entry.endedAt !== undefined);
 
+/** An own entry of a record read back from JSON (a job or node named "constructor" is not Object's). */
+const own = <V>(record: Readonly<Record<string, V>>, key: string): V | undefined => (Object.hasOwn(record, key) ? record[key] : undefined);
+
 /** One event of the log into its figures (pure: time only from the events' recordedAt). */
 export const evolveMetrics = (m: LogMetrics, e: RecordedEvent): LogMetrics => {
-  if (e.type === 'ObservationGap') return { ...m, gaps: { ...m.gaps, [e.data.node]: (m.gaps[e.data.node] ?? 0) + 1 } };
-  const job = jobOfStream(e.stream);
-  if (job === undefined) return m;
-  const was = m.underWay[job] ?? { checkpoints: initialCheckpoints, restarts: initialRestarts };
+  if (e.type === 'ObservationGap') return { ...m, gaps: { ...m.gaps, [e.data.node]: (own(m.gaps, e.data.node) ?? 0) + 1 } };
+  if (!e.stream.startsWith('job-')) return m;
+  const job = e.stream.slice('job-'.length);
+  let was = own(m.underWay, job);
+  if (was === undefined) {
+    // Nothing of the job under way: only a request starts something (both folds ignore the rest
+    // until one), so the bulk of a log, its process events, costs a lookup.
+    if ((e.type !== 'CheckpointRequested' && e.type !== 'RestartRequested') || jobOfStream(e.stream) === undefined) return m;
+    was = { checkpoints: initialCheckpoints, restarts: initialRestarts };
+  }
   const now = { checkpoints: evolveCheckpoints(was.checkpoints, e), restarts: evolveRestarts(was.restarts, e) };
   if (now.checkpoints === was.checkpoints && now.restarts === was.restarts) return m;
   const counted = countRestarts(countCheckpoints(m, was.checkpoints, now.checkpoints), was.restarts, now.restarts);

@@ -74,6 +74,20 @@ const checkpoint = (job: string) => {
   return (JSON.parse(r.out) as { outcome: string }).outcome;
 };
 
+test('a metrics port in use ends the agent’s start, saying so', async () => {
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  const { port } = busy.address() as { port: number };
+  try {
+    const r = ckpt(['agent', 'start', '--metrics', `127.0.0.1:${port}`]);
+    assert.is(r.code, 1, r.err);
+    assert.match(r.err, `cannot serve metrics on 127.0.0.1:${port}: another process listens there: choose another port`);
+    assert.is(ckpt(['agent', 'status']).code, 1, 'no agent runs');
+  } finally {
+    busy.close();
+  }
+});
+
 test('Prometheus counts the committed checkpoints, before and after the agent restarts', async () => {
   const target = `127.0.0.1:${await freePort()}`;
   const started = ckpt(['agent', 'start', '--metrics', target]);
