@@ -1,7 +1,7 @@
 // The agent's metrics as a real Prometheus sees them: Debian's prometheus scrapes the real node
 // agent (`ckpt agent start --metrics`) every second while real checkpoints (CRIU) run, and its
-// HTTP API (/api/v1/query) must count exactly the committed checkpoints — also after the agent
-// was restarted, since the totals are folded from the log, not kept in the agent's memory.
+// HTTP API (/api/v1/query) must count exactly the committed checkpoints (and then a restore) —
+// also after the agent was restarted, since the totals are folded from the log, not kept in the agent's memory.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -92,6 +92,7 @@ test('Prometheus counts the committed checkpoints, before and after the agent re
   const target = `127.0.0.1:${await freePort()}`;
   const started = ckpt(['agent', 'start', '--metrics', target]);
   assert.is(started.code, 0, started.err);
+  assert.is((JSON.parse(ckpt(['agent', 'status', '--json']).out) as { metrics?: string }).metrics, `http://${target}/metrics`, 'status says where');
   const api = await startPrometheus(target);
   await scraped(api, 'up{job="ckpt"}', 1);
   await scraped(api, 'ckpt_checkpoint_operations_total{result="committed"}', 0);
@@ -121,6 +122,15 @@ test('Prometheus counts the committed checkpoints, before and after the agent re
   await scraped(api, 'ckpt_checkpoint_operations_total{result="aborted"}', 0);
   await scraped(api, 'ckpt_checkpoint_frozen_seconds_count', 3);
   await scraped(api, 'ckpt_log_lag_events', 0);
+
+  // Killed and restarted from its last version: one restore, restored.
+  killMembers(ps('scraped'));
+  const restarted = ckpt(['restart', 'scraped', '--wait', '--json']);
+  assert.is(restarted.code, 0, restarted.err);
+  assert.is((JSON.parse(restarted.out) as { outcome: string }).outcome, 'restored');
+  await scraped(api, 'ckpt_restore_operations_total{result="restored"}', 1);
+  await scraped(api, 'ckpt_restore_duration_seconds_count', 1);
+  await scraped(api, 'ckpt_restore_operations_total{result="failed"}', 0);
   killMembers(ps('scraped'));
 });
 

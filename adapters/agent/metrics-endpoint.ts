@@ -58,6 +58,9 @@ export class MetricsEndpoint {
   #unsaved = 0;
   #subscription: Subscription | undefined;
   #stopped = false;
+  #saving: Promise<void> | undefined;
+  /** Where it serves, once listening. */
+  url: string | undefined;
 
   constructor(options: MetricsEndpointOptions) {
     this.#o = options;
@@ -101,7 +104,8 @@ export class MetricsEndpoint {
       server.listen(address.port, address.host, resolve);
     });
     this.#server = server;
-    this.#o.log(`metrics on http://${where}/metrics`);
+    this.url = `http://${where}/metrics`;
+    this.#o.log(`metrics on ${this.url}`);
   }
 
   /** Folds the log's figures from their snapshot, then follows the log; scrapes are answered from then on. */
@@ -117,6 +121,7 @@ export class MetricsEndpoint {
     this.#stopped = true;
     this.#subscription?.unsubscribe();
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
+    await this.#saving;
     if (this.#unsaved > 0) await this.#save();
   }
 
@@ -135,11 +140,16 @@ export class MetricsEndpoint {
     });
   }
 
-  async #save(): Promise<void> {
+  /** The figures are immutable: saved beside the fold, which goes on (one save at a time). */
+  #save(): Promise<void> | undefined {
     const { snapshots } = this.#o.store;
-    if (!snapshots || !this.#last) return;
+    if (this.#saving || !snapshots || !this.#last) return this.#saving;
     this.#unsaved = 0;
-    await saveModel(snapshots, metricsModel, '', this.#metrics!, this.#last).catch((error: Error) => this.#o.log(`could not save the metrics snapshot: ${error.message}`));
+    this.#saving = saveModel(snapshots, metricsModel, '', this.#metrics!, this.#last)
+      .then((what) => void (what.startsWith('saved') || this.#o.log(`metrics ${what}`)))
+      .catch((error: Error) => this.#o.log(`could not save the metrics snapshot: ${error.message}`))
+      .finally(() => (this.#saving = undefined));
+    return this.#saving;
   }
 
   async #answer(method: string | undefined, url: string | undefined, response: import('node:http').ServerResponse) {

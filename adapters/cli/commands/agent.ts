@@ -70,7 +70,7 @@ const startProgressPrinter = (json: boolean) => {
   };
 };
 
-const describe = (a: AgentInfo) => `node agent for ${a.node} running: pid ${a.pid}, since ${a.startedAt}, store ${a.store}, log ${a.log}`;
+const describe = (a: AgentInfo) => `node agent for ${a.node} running: pid ${a.pid}, since ${a.startedAt}, store ${a.store}, log ${a.log}${a.metrics ? `, metrics ${a.metrics}` : ''}`;
 
 /** The agent's log line: a log that cannot be written (its disk full, its reader gone) is never fatal. */
 const log = (line: string) => {
@@ -163,7 +163,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
     await metrics?.stop();
     return failStart((error as Error).message, agent);
   }
-  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: redactStoreUrl(url), startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
+  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: redactStoreUrl(url), startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log, ...(metrics && { metrics: metrics.url }) };
   writePidFile(home, info);
   try {
     await agent.openGateway(agentSocket(node, url));
@@ -230,7 +230,7 @@ export const agentCommand: Command = {
     '  start   start it in the background unless it is running; wait until it is ready, as long as it',
     '          makes progress (folding a long log takes a while: shown on stderr as "catching up: N of',
     '          M events"); fail when it exits, or shows no progress for --stall (the reason says which)',
-    '  status  show whether it runs, its pid, store and log file (exit 1 when not running), or how far',
+    '  status  show whether it runs, its pid, store, log file and metrics address (exit 1 when not running), or how far',
     '          a starting agent has come ("catching up: N of M events"); for a',
     '          user other than root: whether it answers on its socket',
     '  stop    stop it and wait until it is gone',
