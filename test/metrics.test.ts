@@ -1,20 +1,27 @@
 // The log's metrics (projections/metrics.ts) as a pure fold: what a history of checkpoints and
 // restarts counts, durations from the events' recordedAt, a fold resumed from its encoded state
-// (an agent restarted from its snapshot) equal to the whole fold; and the agent's endpoint
+// (an agent restarted from its snapshot) equal to the whole fold, real recorded histories counted
+// as their checkpoints and restarts folds list them; and the agent's endpoint
 // (adapters/agent/metrics-endpoint.ts) over real HTTP on a memory store: the exposition format,
 // live updates, a busy port and a bad address refused with what to do.
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { from, lastValueFrom } from 'rxjs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { MetricsEndpoint } from '../adapters/agent/metrics-endpoint.js';
+import { readHistoryFile } from '../adapters/cli/history-file.js';
 import { defaultAppendContext } from '../adapters/store/batch.js';
 import { MemoryEventStore } from '../adapters/store/memory.js';
 import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
 import { evolveMembership, initialMembership } from '../domain/membership.js';
 import { BOUNDS, evolveMetrics, foldMetrics, initialMetrics, metricsModel, observe, trackedProcesses, type Histogram } from '../projections/metrics.js';
+import { foldCheckpoints } from '../projections/checkpoints.js';
 import { project } from '../projections/project.js';
+import { foldRestarts } from '../projections/restarts.js';
 import { CLI } from './support/jobs.js';
 import { checkpoints, jobPhases, restarts, submitted } from './support/history.js';
 import { until } from './support/wait.js';
@@ -111,6 +118,30 @@ test('the fold is a projection, and resumes from its encoded state (an agent res
     assert.equal(resumed, whole, `resumed after ${cut} events`);
   }
   assert.throws(() => metricsModel.decode({ checkpoints: {} }, ''), /metrics: expected checkpoints, restores, gaps, underWay and four histograms/);
+});
+
+test('recorded real histories: counted as they happen, the figures are what `ckpt checkpoints` and `ckpt audit` list in the end', () => {
+  const dir = fileURLToPath(new URL('../../test/histories/', import.meta.url));
+  const files = readdirSync(dir).filter((f) => f.endsWith('.ndjson'));
+  assert.ok(files.length > 0);
+  let aborted = 0;
+  for (const file of files) {
+    const { job, events } = readHistoryFile(join(dir, file));
+    const m = foldMetrics(events);
+    const cps = foldCheckpoints(events.filter((e) => e.stream === `job-${job}`));
+    const rss = foldRestarts(events.filter((e) => e.stream === `job-${job}`));
+    const outcomes = <T extends { outcome: string }>(list: readonly T[], outcome: string) => list.filter((x) => x.outcome === outcome);
+    assert.equal(m.checkpoints, { committed: outcomes(cps, 'committed').length, aborted: outcomes(cps, 'aborted').length }, file);
+    assert.equal(m.restores, { restored: outcomes(rss, 'restored').length, failed: outcomes(rss, 'failed').length }, file);
+    const committed = outcomes(cps, 'committed');
+    assert.is(m.checkpointSeconds.count, committed.length, `${file}: every committed checkpoint completed`);
+    near(m.checkpointSeconds.sum, committed.reduce((t, c) => t + c.durationMs! / 1000, 0), `${file}: durations`);
+    near(m.sizeBytes.sum, committed.reduce((t, c) => t + c.bytes, 0), `${file}: sizes`);
+    near(m.restoreSeconds.sum, outcomes(rss, 'restored').reduce((t, r) => t + r.durationMs! / 1000, 0), `${file}: restore durations`);
+    assert.equal(m.underWay, {}, `${file}: nothing left under way`);
+    aborted += m.checkpoints.aborted;
+  }
+  assert.ok(aborted > 0, 'the recorded set has an aborted checkpoint');
 });
 
 test('a value on a bound falls in that bucket, one above the last in +Inf', () => {
