@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { jobHarness, killMembers, sigkill } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
+import { freePort } from './support/postgres.js';
 import { until } from './support/wait.js';
 
 const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('prometheus', 'apt-get install -y prometheus'));
@@ -27,14 +28,6 @@ test.after(async () => {
   }
   cleanup(); // its TSDB is under the work directory, removed with it
 });
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 /** Prometheus scraping the agent's endpoint every second, its TSDB and log in the work directory. */
 const startPrometheus = async (target: string): Promise<string> => {

@@ -6,7 +6,6 @@
 // live updates, a busy port and a bad address refused with what to do.
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { from, lastValueFrom } from 'rxjs';
@@ -24,6 +23,7 @@ import { project } from '../projections/project.js';
 import { foldRestarts } from '../projections/restarts.js';
 import { CLI } from './support/jobs.js';
 import { checkpoints, jobPhases, restarts, submitted } from './support/history.js';
+import { freePort } from './support/postgres.js';
 import { until } from './support/wait.js';
 
 const test = suite('metrics: the log’s figures, folded and served');
@@ -160,14 +160,6 @@ test('tracked processes: the running members on this node, per job with any', as
 });
 
 // ── the endpoint, over HTTP ──────────────────────────────────────────────────────────────────────
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 /** The samples of an exposition, by series (name and labels as printed). */
 const samples = (text: string) => new Map(text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]));
