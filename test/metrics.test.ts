@@ -197,6 +197,8 @@ test('the endpoint serves the fold’s figures in Prometheus’s text format, an
     assert.is(s.get('ckpt_checkpoint_frozen_seconds_bucket{le="0.25"}'), 1);
     assert.is(s.get('ckpt_log_lag_events'), (await store.headPosition()) - agentPosition, 'lag: the log’s head minus what the agent folded');
     assert.equal([...s.keys()].filter((k) => k.startsWith('ckpt_tracked_processes')), [], 'no job tracked, no series');
+    assert.equal([...s.keys()].filter((k) => k.startsWith('ckpt_observation_gaps_total')), ['ckpt_observation_gaps_total{node="n1"}'], 'this node’s gaps, from 0');
+    assert.is(s.get('ckpt_observation_gaps_total{node="n1"}'), 0);
 
     // Live: another job's committed checkpoint, and the agent's fold catching up.
     await append('job-b', [...submitted('b'), ...checkpoints()]);

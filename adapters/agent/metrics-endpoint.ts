@@ -84,7 +84,7 @@ export class MetricsEndpoint {
       folded('ckpt_tracked_processes', 'gauge', 'Running members of each job on this node, as the agent tracks them', () =>
         Object.entries(trackedProcesses(options.agent.memberships(), options.node)).map(([job, value]) => ({ labels: { ckpt_job: job }, value }))),
       folded('ckpt_observation_gaps_total', 'counter', 'Times a node agent lost kernel process events (then reconciled from /proc), per node', () =>
-        Object.entries(m().gaps).map(([node, value]) => ({ labels: { node }, value }))),
+        Object.entries({ [options.node]: 0, ...m().gaps }).map(([node, value]) => ({ labels: { node }, value }))), // this node's from 0, so rate() works before a first gap
       folded('ckpt_log_lag_events', 'gauge', 'Events in the log this agent has not folded yet', async () => [{ labels: {}, value: Math.max(0, (await options.store.headPosition()) - options.agent.position()) }]),
     ]) this.#registry.registerMetric(metric);
   }
