@@ -63,7 +63,8 @@ export interface CheckpointCommands {
 
 export const noCommands: CheckpointCommands = { versions: {}, restarts: {}, pending: {} };
 
-const REQUESTS: Readonly<Record<string, Step>> = {
+/** Each step's request: what a node agent is asked to do. */
+export const STEP_REQUESTS: Readonly<Record<string, Step>> = {
   UnitFreezeRequested: 'freeze',
   UnitDumpRequested: 'dump',
   UnitVerifyRequested: 'verify',
@@ -157,7 +158,7 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
     const { cgroups, pidNamespace } = e.data;
     if (r) s = { ...s, restarts: { ...s.restarts, [e.data.restart]: { ...r, prepared: { ...r.prepared, [e.data.unit]: { cgroups, pidNamespace } } } } };
   }
-  const requested = REQUESTS[e.type];
+  const requested = STEP_REQUESTS[e.type];
   if (requested && 'unit' in e.data && 'node' in e.data) {
     const { unit, node } = e.data as { unit: UnitId; node: NodeId };
     const version = numberOf(e.data);

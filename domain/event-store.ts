@@ -1,5 +1,5 @@
 // The EventStore port: the one log every part of ckpt reads and appends to. Adapters (SQLite,
-// PostgreSQL, in-memory) implement it and pass the same contract suite (test/store-contract.ts).
+// PostgreSQL, KurrentDB, in-memory) implement it and pass the same contract suite (test/store-contract.ts).
 import type { Observable } from 'rxjs';
 import type { DomainEvent } from './events/catalogue.js';
 import type { Actor } from './identity.js';

@@ -8,6 +8,7 @@ import type { Actor } from '../domain/identity.js';
 import { jobStream } from '../domain/identity.js';
 import { readWholeStream, withEntry, withRequest, type RequestList } from './project.js';
 import type { ReadModel } from './read-model.js';
+import { stepAfter, unitStepOf, withStepEvent, type StepTimes, type Steps } from './steps.js';
 
 export interface UnitFigures {
   readonly unit: string;
@@ -28,8 +29,8 @@ export interface UnitFigures {
   /** The unit's failure, if it failed a step: the event and reason, and its class and hint. */
   readonly failed?: string;
   readonly failure?: Failure;
-  /** The step the unit was asked for and has not answered yet (freeze, dump, verify, …). */
-  readonly awaiting?: string;
+  /** Each step's request and answer by the log's clock (freeze, dump, verify, thaw, stop, abort). */
+  readonly steps?: Steps;
 }
 
 export type CheckpointOutcome = 'rejected' | 'in progress' | 'committed' | 'aborted';
@@ -55,6 +56,8 @@ export interface CheckpointSummary {
   readonly manifest?: string;
   readonly manifests?: Readonly<Record<string, string>>;
   readonly commitMs?: number;
+  /** The commit step by the log's clock (CheckpointCommitRequested to its outcome). */
+  readonly commit?: StepTimes;
   /** Request to completion (or abort), by the log's clock. */
   readonly durationMs?: number;
   /** Longest time any unit stayed frozen. */
@@ -78,10 +81,19 @@ const withDraft = (s: CheckpointsState, index: number | undefined, change: (d: D
 const withUnit = (s: CheckpointsState, version: number, unit: string, change: Partial<UnitFigures>): CheckpointsState =>
   withDraft(s, s.byVersion[version], (d) => (d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, ...change } : u)) } : d));
 
-const UNIT_REQUESTS: Readonly<Record<string, string>> = { UnitFreezeRequested: 'freeze', UnitDumpRequested: 'dump', UnitVerifyRequested: 'verify', UnitThawRequested: 'thaw', UnitStopRequested: 'stop', UnitAbortRequested: 'abort' };
-const UNIT_OUTCOMES: Readonly<Record<string, true>> = Object.fromEntries(
-  ['UnitFrozen', 'UnitFreezeFailed', 'UnitDumped', 'UnitDumpFailed', 'UnitVerified', 'UnitVerifyFailed', 'UnitThawed', 'UnitThawFailed', 'UnitStopped', 'UnitStopFailed', 'UnitAborted', 'UnitAbortFailed'].map((t) => [t, true]),
-);
+/** A unit step's request or answer, or the commit's, into the step times of its version. */
+const withStepTimes = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
+  const version = (e.data as { version?: number }).version;
+  if (version === undefined) return s;
+  // The version's commit: from the request to the last node's (CheckpointCommitted) or a failure.
+  if (e.type === 'CheckpointCommitRequested' || e.type === 'CheckpointCommitted' || e.type === 'CheckpointCommitFailed') {
+    const edge = e.type === 'CheckpointCommitRequested' ? 'requested' : e.type === 'CheckpointCommitted' ? 'done' : 'failed';
+    return withDraft(s, s.byVersion[version], (d) => ({ ...d, commit: stepAfter(d.commit, edge, e) }));
+  }
+  const unit = (e.data as { unit?: string }).unit;
+  if (unit === undefined || !unitStepOf(e.type)) return s;
+  return withDraft(s, s.byVersion[version], (d) => (d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, steps: withStepEvent(u.steps, e) } : u)) } : d));
+};
 
 /**
  * A deadline's abort names who kept everyone waiting: the units (and their nodes) that had not
@@ -89,22 +101,18 @@ const UNIT_OUTCOMES: Readonly<Record<string, true>> = Object.fromEntries(
  * decisions (whose reason is the deadline's) re-derive unchanged.
  */
 const withStragglers = (d: Draft, reason: string): string => {
-  const waiting = reason.startsWith('the deadline') ? d.units.filter((u) => u.awaiting) : [];
-  return waiting.length === 0 ? reason : `${reason}: no answer from ${waiting.map((u) => `unit ${u.unit} on ${u.node} (${u.awaiting})`).join(', ')}`;
-};
-
-/** Which step each unit was asked for and has not answered. */
-const trackAwaiting = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
-  const step = UNIT_REQUESTS[e.type];
-  if (!step && !UNIT_OUTCOMES[e.type]) return s;
-  const { version, unit } = e.data as { version: number; unit: string };
-  return withUnit(s, version, unit, { awaiting: step });
+  if (!reason.startsWith('the deadline')) return reason;
+  const waiting = d.units.flatMap((u) => {
+    const open = (Object.entries(u.steps ?? {}) as Array<[string, StepTimes]>).filter(([, t]) => !t.result).sort(([, a], [, b]) => b.requested - a.requested);
+    return open.length > 0 ? [`unit ${u.unit} on ${u.node} (${open[0]![0]})`] : [];
+  });
+  return waiting.length === 0 ? reason : `${reason}: no answer from ${waiting.join(', ')}`;
 };
 
 /** One event of a job's stream into its checkpoints (a pure evolve: nothing is changed in place). */
-export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => evolvePhases(trackAwaiting(s, e), e);
+export const evolveCheckpoints = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => withStepTimes(evolveFigures(s, e), e);
 
-const evolvePhases = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
+const evolveFigures = (s: CheckpointsState, e: RecordedEvent): CheckpointsState => {
   switch (e.type) {
     case 'CheckpointRequested': {
       const draft: Draft = {
@@ -181,7 +189,7 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
 /** A job's checkpoints as a read model of its stream, kept as a snapshot. */
 export const checkpointsModel: ReadModel<CheckpointsState> = {
   name: 'checkpoints',
-  version: 1,
+  version: 2,
   stream: jobStream,
   initial: () => initialCheckpoints,
   evolve: evolveCheckpoints,

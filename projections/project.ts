@@ -46,16 +46,26 @@ export const replay = <S>(store: EventStore, evolve: Evolve<S>, initial: S, from
   });
 
 
-/** Every event of one stream, in order (empty for a stream that does not exist). */
-export const readWholeStream = async (store: EventStore, stream: string): Promise<RecordedEvent[]> => {
-  const events: RecordedEvent[] = [];
+/** Folds one stream, page by page, from its start: the state and how many events it had
+ *  (progress: after each page, the events folded so far and the position reached). */
+export const foldStream = async <S>(
+  store: EventStore, stream: string, evolve: Evolve<S>, initial: S, progress?: (folded: number, position: Position) => void,
+): Promise<{ state: S; events: number }> => {
+  let state = initial;
+  let events = 0;
   for (let from = 0; ; ) {
     const page = await store.readStream(stream, { from, limit: 1000 });
-    events.push(...page);
-    if (page.length < 1000) return events;
+    for (const e of page) state = evolve(state, e);
+    events += page.length;
+    if (page.length > 0) progress?.(events, page[page.length - 1]!.position);
+    if (page.length < 1000) return { state, events };
     from = page[page.length - 1]!.revision + 1;
   }
 };
+
+/** Every event of one stream, in order (empty for a stream that does not exist). */
+export const readWholeStream = async (store: EventStore, stream: string): Promise<RecordedEvent[]> =>
+  (await foldStream<RecordedEvent[]>(store, stream, (events, e) => (events.push(e), events), [])).state;
 
 /** A fold's requests in order, found by request id (checkpoints, restarts). */
 export interface RequestList<T> {

@@ -6,6 +6,7 @@ import type { Failure } from '../domain/failure.js';
 import { jobStream, type Actor, type ProcessRef } from '../domain/identity.js';
 import { withEntry, withRequest, type RequestList } from './project.js';
 import type { ReadModel } from './read-model.js';
+import { unitStepOf, withStepEvent, type Steps } from './steps.js';
 
 export interface RestartUnitFigures {
   readonly unit: string;
@@ -19,6 +20,8 @@ export interface RestartUnitFigures {
   readonly stats?: RestoreStats;
   readonly failed?: string;
   readonly failure?: Failure;
+  /** Each step's request and answer by the log's clock (images, prepare, restore, rollback). */
+  readonly steps?: Steps;
 }
 
 export interface RestoredFigure {
@@ -63,8 +66,17 @@ const withUnit = (s: RestartsState, restart: number, unit: string, change: Parti
 
 const ended = (d: RestartSummary, change: Partial<RestartSummary>, at: string): RestartSummary => ({ ...d, ...change, endedAt: at, durationMs: Date.parse(at) - Date.parse(d.requestedAt) });
 
+/** A unit step's request or answer into the step times of its restart. */
+const withStepTimes = (s: RestartsState, e: RecordedEvent): RestartsState => {
+  const { restart, unit } = e.data as { restart?: number; unit?: string };
+  if (restart === undefined || unit === undefined || !unitStepOf(e.type)) return s;
+  return withDraft(s, s.byRestart[restart], (d) => ({ ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, steps: withStepEvent(u.steps, e) } : u)) }));
+};
+
 /** One event of a job's stream into its restarts (a pure evolve: nothing is changed in place). */
-export const evolveRestarts = (s: RestartsState, e: RecordedEvent): RestartsState => {
+export const evolveRestarts = (s: RestartsState, e: RecordedEvent): RestartsState => withStepTimes(evolveFigures(s, e), e);
+
+const evolveFigures = (s: RestartsState, e: RecordedEvent): RestartsState => {
   switch (e.type) {
     case 'RestartRequested': {
       const draft: RestartSummary = {
@@ -115,7 +127,7 @@ export const foldRestarts = (events: Iterable<RecordedEvent>): RestartSummary[] 
 /** A job's restarts as a read model of its stream, kept as a snapshot. */
 export const restartsModel: ReadModel<RestartsState> = {
   name: 'restarts',
-  version: 1,
+  version: 2,
   stream: jobStream,
   initial: () => initialRestarts,
   evolve: evolveRestarts,

@@ -446,15 +446,15 @@ const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number
   { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'e1194b7135a68221' },
   { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'e1194b7135a68221' },
   { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: 'e1194b7135a68221' },
-  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/project.ts'], version: 1, digest: '6b365c22ad112607' },
-  { model: restartsModel, files: ['projections/restarts.ts', 'projections/project.ts'], version: 1, digest: 'ce138307bb60c03a' },
+  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: 'c133086e301543e6' },
+  { model: restartsModel, files: ['projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: 'a096037d55f8d009' },
   { model: nodesModel, files: ['projections/nodes.ts'], version: 1, digest: 'fa27f95070187f89' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/audit.ts', 'projections/project.ts'], version: 2, digest: 'cd7e4f0e24de5169' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/audit.ts', 'projections/project.ts'], version: 3, digest: 'dd4f84587ac4fc4c' },
   {
     model: agentModel,
     files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
     version: 3,
-    digest: '206f4b6d536f71b8',
+    digest: 'b5b07a99d15b30d3',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');

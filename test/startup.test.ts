@@ -1,6 +1,7 @@
 // What `ckpt` loads to start (adapters/cli/catalogue.ts): a command loads its own module and what
-// that needs, never the agent, CRIU's protocol, PostgreSQL's client or all of RxJS for a read —
-// each of those costs tens of milliseconds at every start, most of a read's time on a short log.
+// that needs, never the agent, CRIU's protocol, PostgreSQL's or KurrentDB's client, prom-client (only
+// an agent given --metrics loads it) or all of RxJS for a read — each of those costs tens of
+// milliseconds at every start, most of a read's time on a short log.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,7 +24,7 @@ const loaded = (...args: string[]) => {
 };
 const any = (modules: string[], pattern: RegExp) => modules.filter((m) => pattern.test(m));
 
-const NEVER_FOR_A_READ = [/\/node_modules\/pg\//, /\/node_modules\/protobufjs\//, /\/node_modules\/rxjs\/dist\/cjs\/index\.js$/, /\/dist\/adapters\/agent\/node-agent\.js$/, /\/dist\/adapters\/checkpointers\//];
+const NEVER_FOR_A_READ = [/\/node_modules\/pg\//, /\/node_modules\/@kurrent\//, /\/node_modules\/@grpc\//, /\/node_modules\/prom-client\//, /\/node_modules\/protobufjs\//, /\/node_modules\/rxjs\/dist\/cjs\/index\.js$/, /\/dist\/adapters\/agent\/node-agent\.js$/, /\/dist\/adapters\/checkpointers\//];
 
 const test = suite('ckpt start-up: what each command loads');
 test.after(() => rmSync(home, { recursive: true, force: true }));
@@ -32,10 +33,10 @@ test('ckpt --version loads neither a store nor any command', () => {
   const r = loaded('--version');
   assert.is(r.code, 0, r.err);
   assert.ok(any(r.modules, /\/dist\/adapters\/cli\/main\.js$/).length === 1, 'the list has the modules the program loaded');
-  assert.equal(any(r.modules, /\/node_modules\/(rxjs|pg|better-sqlite3|protobufjs)\/|\/dist\/adapters\/(store\/(sqlite|postgres|memory)|agent|checkpointers|cli\/commands)\//), []);
+  assert.equal(any(r.modules, /\/node_modules\/(rxjs|pg|better-sqlite3|protobufjs|prom-client|@kurrent)\/|\/dist\/adapters\/(store\/(sqlite|postgres|kurrentdb|memory)|agent|checkpointers|cli\/commands)\//), []);
 });
 
-test('a read loads its store, and none of the agent, CRIU’s protocol, PostgreSQL’s client or the whole of RxJS', () => {
+test('a read loads its store, and none of the agent, CRIU’s protocol, PostgreSQL’s or KurrentDB’s client or the whole of RxJS', () => {
   for (const args of [['log', '--tail', '5'], ['jobs'], ['history', 'nosuchjob'], ['ps', 'nosuchjob'], ['checkpoints', 'nosuchjob'], ['audit', 'nosuchjob']]) {
     const r = loaded(...args);
     assert.ok(r.code === 0 || (r.code === 1 && /nosuchjob/.test(r.err)), `${args.join(' ')}: ${r.err}`);

@@ -1,4 +1,4 @@
-// The EventStore contract: one suite, run against every adapter (memory, SQLite, PostgreSQL).
+// The EventStore contract: one suite, run against every adapter (memory, SQLite, PostgreSQL, KurrentDB).
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';

@@ -134,6 +134,11 @@ export class CoordinatorHost implements JobsView {
     return keysOf(this.#state.jobs);
   }
 
+  /** The last log position folded. */
+  get position(): number {
+    return this.#position;
+  }
+
   membership(job: string): JobMembership | undefined {
     return getIn(this.#state.jobs, job)?.state.checkpoint.job;
   }

@@ -21,6 +21,8 @@ export interface AgentInfo {
   readonly store: string;
   readonly startedAt: string;
   readonly log: string;
+  /** Where it serves Prometheus metrics (--metrics), if it does. */
+  readonly metrics?: string;
 }
 
 /** This machine's node name: CKPT_NODE, else the host name made into a valid name. */

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { arch, hostname, release } from 'node:os';
 import type { EventStore } from '../../domain/event-store.js';
 import { nodeStream, type NodeId, type ProcessRef } from '../../domain/identity.js';
+import type { JobMembership } from '../../domain/membership.js';
 import { CriuCheckpointer } from '../checkpointers/criu-checkpointer.js';
 import { locateCriu } from '../checkpointers/criu.js';
 import { detectCgroups } from '../cgroups/unit-cgroups.js';
@@ -151,6 +152,21 @@ export class NodeAgent {
     const gateway = new RequestGateway({ store, node, socket, imagesRoot, ownCgroups: (job, unit, recorded) => this.#launch!.own(job, unit, recorded), log: this.#o.log });
     await gateway.open();
     this.#gateway = gateway;
+  }
+
+  /** The last log position the agent folded (its metrics' log lag). */
+  position(): number {
+    return this.#host?.position ?? 0;
+  }
+
+  /** Every job the agent's fold holds (ended ones leave it), as their membership. */
+  *memberships(): Iterable<JobMembership> {
+    const host = this.#host;
+    if (!host) return;
+    for (const job of host.jobs()) {
+      const membership = host.membership(job);
+      if (membership) yield membership;
+    }
   }
 
   async stop(reason: string): Promise<void> {

@@ -1,4 +1,5 @@
 // A small, strict argument parser: every option is declared, anything else is a usage error.
+import { isIP } from 'node:net';
 import { NAME_PATTERN } from '../../domain/codecs.js';
 
 export class UsageError extends Error {
@@ -68,6 +69,27 @@ export const integerOption = (args: ParsedArgs, name: string, min: number): numb
     throw new UsageError(`option --${name} needs an integer ≥ ${min}, got "${value}"`);
   }
   return n;
+};
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/**
+ * An address to serve on: `[HOST:]PORT`, HOST an IP address (IPv6 in brackets). Without HOST:
+ * localhost only, so nothing is exposed beyond the machine unless asked for.
+ */
+export const listenOption = (args: ParsedArgs, name: string): ListenAddress | undefined => {
+  const value = stringOption(args, name);
+  if (value === undefined) return undefined;
+  const match = /^(?:(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):)?(\d{1,5})$/.exec(value);
+  const host = match?.[1]?.replace(/^\[|\]$/g, '') ?? '127.0.0.1';
+  const port = Number(match?.[2]);
+  if (!match || !isIP(host) || port < 1 || port > 65535) {
+    throw new UsageError(`option --${name} needs [HOST:]PORT with HOST an IP address and PORT 1–65535 (e.g. 127.0.0.1:9464), got "${value}"`);
+  }
+  return { host, port };
 };
 
 const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };

@@ -47,3 +47,10 @@ export const formatBytes = (n: number): string =>
 
 /** Why something failed, on one line: the failure's class, message and hint when recorded, else the reason. */
 export const whyLine = (reason: string | null | undefined, failure?: Failure | null): string => (failure ? describeFailure(failure) : (reason ?? ''));
+
+const csvField = (v: string): string => (/[",\r\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
+/** CSV by RFC 4180: a header row, CRLF line ends, a field holding a comma, quote or line break quoted (its quotes doubled). */
+export const csv = (header: readonly string[], rows: ReadonlyArray<readonly string[]>): string => [header, ...rows].map((r) => r.map(csvField).join(',')).join('\r\n') + '\r\n';
+
+/** Who asked, in a few characters. */
+export const actorName = (a: { kind: string; uid?: number; user?: string } | null | undefined): string => (a?.kind === 'user' ? (a.user ?? `uid ${a.uid}`) : (a?.kind ?? '-'));

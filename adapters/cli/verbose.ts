@@ -15,9 +15,9 @@ export const verboseNotes = (args: ParsedArgs, command: string, read: { readonly
  * Progress of a long fold on stderr — a read model rebuilt from the log, or a snapshot far behind
  * it: after a second (CKPT_PROGRESS_AFTER_MS), the events folded so far (a line rewritten on a
  * terminal, else one every 5 s). `done` clears the line. A read from a snapshot near the log's end
- * shows nothing.
+ * shows nothing. `snapshot`: the fold is a read model's, saved when done (not so for `explain`).
  */
-export const foldProgress = (command: string, json = false) => {
+export const foldProgress = (command: string, json = false, snapshot = true) => {
   const out = progressWriter(json);
   const after = Number(process.env.CKPT_PROGRESS_AFTER_MS ?? 1000);
   const every = process.stderr.isTTY ? 200 : 5000;
@@ -29,7 +29,7 @@ export const foldProgress = (command: string, json = false) => {
       if (now < next) return;
       next = now + every;
       shown = true;
-      out.show(`ckpt ${command}: folding the log: ${folded.toLocaleString('en-US')} event(s) so far (position ${position.toLocaleString('en-US')}); its snapshot is saved when done`);
+      out.show(`ckpt ${command}: folding the log: ${folded.toLocaleString('en-US')} event(s) so far (position ${position.toLocaleString('en-US')})${snapshot ? '; its snapshot is saved when done' : ''}`);
     },
     done: () => shown && out.clear(),
   };

@@ -2,6 +2,8 @@
 import { resolve } from 'node:path';
 import type { EventStore } from '../../domain/event-store.js';
 import type { AppendContext } from './batch.js';
+import { KurrentEventStore } from './kurrentdb.js';
+import { KURRENT_URL } from './kurrentdb-mapping.js';
 import { MemoryEventStore } from './memory.js';
 import { PostgresEventStore } from './postgres.js';
 import { redactStoreUrl } from './redact.js';
@@ -10,6 +12,7 @@ import { STORE_URL_FORMS, StoreUrlError } from './url.js';
 
 export const openEventStore = (url: string, context?: AppendContext): EventStore => {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return new PostgresEventStore(url, { context });
+  if (KURRENT_URL.test(url)) return new KurrentEventStore(url, { context });
   if (url === 'memory:') return new MemoryEventStore(context);
   if (url.startsWith('sqlite:')) {
     const [path = '', query = ''] = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '').split('?');

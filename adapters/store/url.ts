@@ -4,7 +4,8 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 /** The password of a PostgreSQL URL comes from PGPASSWORD or a 0600 PGPASSFILE (~/.pgpass), never argv. */
-export const STORE_URL_FORMS = 'sqlite:PATH, postgres://USER@HOST:PORT/DATABASE (password from PGPASSWORD or PGPASSFILE) or memory:';
+export const STORE_URL_FORMS =
+  'sqlite:PATH, postgres://USER@HOST:PORT/DATABASE (password from PGPASSWORD or PGPASSFILE), kurrentdb://HOST:PORT[?tls=false][&prefix=NAME] (or esdb://…) or memory:';
 
 export class StoreUrlError extends Error {
   override readonly name = 'StoreUrlError';

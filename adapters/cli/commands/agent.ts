@@ -8,9 +8,10 @@ import { defaultAppendContext } from '../../store/batch.js';
 import { ckptHome } from '../../store/url.js';
 import { redactStoreUrl } from '../../store/redact.js';
 import { agentFiles, agentSocket, defaultNode, describeStart, START_STALL_MS, holdAgentLock, removePidFile, removeStartProgress, runningAgent, stalePidFile, startAgent, startingAgent, stopAgent, storeId, writePidFile, writeStartProgress, type AgentInfo, type StartProgress } from '../../agent/daemon.js';
+import type { MetricsEndpoint } from '../../agent/metrics-endpoint.js';
 import type { NodeAgent, StartStep } from '../../agent/node-agent.js';
 import { readStat } from '../../tracking/procfs.js';
-import { durationOption, flag, integerOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
+import { durationOption, flag, integerOption, listenOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { needRoot, openStore, storeUrlOf } from '../store.js';
 import { version } from '../version.js';
@@ -69,7 +70,7 @@ const startProgressPrinter = (json: boolean) => {
   };
 };
 
-const describe = (a: AgentInfo) => `node agent for ${a.node} running: pid ${a.pid}, since ${a.startedAt}, store ${a.store}, log ${a.log}`;
+const describe = (a: AgentInfo) => `node agent for ${a.node} running: pid ${a.pid}, since ${a.startedAt}, store ${a.store}, log ${a.log}${a.metrics ? `, metrics ${a.metrics}` : ''}`;
 
 /** The agent's log line: a log that cannot be written (its disk full, its reader gone) is never fatal. */
 const log = (line: string) => {
@@ -125,6 +126,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const node = nodeOf(args);
   const url = storeUrlOf(args);
   const rcvbuf = integerOption(args, 'rcvbuf', 1024);
+  const metricsAddress = listenOption(args, 'metrics');
   const home = ckptHome();
   // The lock first: a second agent for this node and store stops here, having touched nothing.
   lock = await holdAgentLock(node, url);
@@ -146,13 +148,22 @@ const run = async (args: ParsedArgs): Promise<number> => {
   // Loaded here, not with this module: checkpoint, restart and run import it for nodeOf and ensureAgent.
   const { NodeAgent } = await import('../../agent/node-agent.js');
   const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, initialNetns, rereads, starting: reportStart(home, node, url, self.startTime), log });
+  // The metrics address is bound before anything starts: a busy one ends the start with nothing done.
+  let metrics: MetricsEndpoint | undefined;
+  if (metricsAddress) {
+    const { MetricsEndpoint } = await import('../../agent/metrics-endpoint.js');
+    metrics = new MetricsEndpoint({ store, node, agent, log });
+    await metrics.listen(metricsAddress).catch((error: Error) => failStart(error.message));
+  }
   try {
     await agent.start();
+    await metrics?.follow();
   } catch (error) {
     removeStartProgress(home, node, url);
+    await metrics?.stop();
     return failStart((error as Error).message, agent);
   }
-  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: redactStoreUrl(url), startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log };
+  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: redactStoreUrl(url), startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log, ...(metrics && { metrics: metrics.url }) };
   writePidFile(home, info);
   try {
     await agent.openGateway(agentSocket(node, url));
@@ -166,6 +177,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
     for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(s, () => resolve(s));
   });
   log(`stopping (${signal})`);
+  await metrics?.stop();
   await agent.stop(`stopped by ${signal}`);
   removePidFile(home, info);
   await store.close();
@@ -193,7 +205,7 @@ const statusFromSocket = async (node: string, url: string, json: boolean): Promi
 };
 
 export const agentCommand: Command = {
-  usage: 'run|start|status|stop [--node NAME] [--json]',
+  usage: 'run|start|status|stop [--node NAME] [--json] [--metrics [HOST:]PORT]',
   description: [
     'The node agent follows the kernel’s process events (proc connector) and /proc for every job on this',
     'node and records them in the event log; it creates each unit’s cgroups. `ckpt run` starts it on',
@@ -218,18 +230,22 @@ export const agentCommand: Command = {
     '  start   start it in the background unless it is running; wait until it is ready, as long as it',
     '          makes progress (folding a long log takes a while: shown on stderr as "catching up: N of',
     '          M events"); fail when it exits, or shows no progress for --stall (the reason says which)',
-    '  status  show whether it runs, its pid, store and log file (exit 1 when not running), or how far',
+    '  status  show whether it runs, its pid, store, log file and metrics address (exit 1 when not running), or how far',
     '          a starting agent has come ("catching up: N of M events"); for a',
     '          user other than root: whether it answers on its socket',
     '  stop    stop it and wait until it is gone',
+    'With --metrics the agent serves Prometheus metrics (checkpoint and restore totals and histograms,',
+    'tracked processes, observation gaps, how far it is behind the log) at http://HOST:PORT/metrics; the',
+    'totals are counted from the log, so they survive a restart of the agent (README: Metrics).',
   ].join('\n'),
   options: [
     { name: 'node', value: 'NAME', description: 'node name (default: $CKPT_NODE, else the host name)' },
     { name: 'json', description: 'machine-readable output (status, start)' },
     { name: 'stall', value: 'DURATION', description: `start: give up when the starting agent shows no progress this long (default ${START_STALL_MS.log / 1000}s; its checkpointer probe may take ${START_STALL_MS.probe / 1000}s)` },
     { name: 'rcvbuf', value: 'BYTES', description: 'proc connector receive buffer (default 16 MiB; tests use tiny ones)' },
+    { name: 'metrics', value: '[HOST:]PORT', description: 'run, start: serve Prometheus metrics at http://HOST:PORT/metrics (default off; HOST defaults to 127.0.0.1 — give 0.0.0.0 to be scraped from elsewhere)' },
   ],
-  examples: ['sudo ckpt agent start', 'ckpt agent status --json', 'sudo ckpt agent stop'],
+  examples: ['sudo ckpt agent start', 'sudo ckpt agent start --metrics 127.0.0.1:9464', 'ckpt agent status --json', 'sudo ckpt agent stop'],
   async run(args) {
     const [action, ...extra] = args.positionals;
     if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
@@ -241,13 +257,15 @@ export const agentCommand: Command = {
       case 'start': {
         needRoot('the node agent');
         const rcvbuf = stringOption(args, 'rcvbuf');
+        const metricsAddress = listenOption(args, 'metrics'); // a bad address is refused here, before the agent starts
         const stall = durationOption(args, 'stall');
         const stallMs = stall === undefined ? START_STALL_MS : { ...START_STALL_MS, before: stall, log: stall };
         const node = nodeOf(args);
+        if (metricsAddress && runningAgent(home, node, storeUrlOf(args))) process.stderr.write('the node agent already runs: --metrics takes effect when it starts (ckpt agent stop, then start it again)\n');
         const shown = startProgressPrinter(json);
         let info;
         try {
-          info = await startAgent(home, node, storeUrlOf(args), { extraArgs: rcvbuf ? ['--rcvbuf', rcvbuf] : [], progress: shown.show, stallMs });
+          info = await startAgent(home, node, storeUrlOf(args), { extraArgs: [...(rcvbuf ? ['--rcvbuf', rcvbuf] : []), ...(metricsAddress ? ['--metrics', stringOption(args, 'metrics')!] : [])], progress: shown.show, stallMs });
         } finally {
           shown.done();
         }

@@ -7,7 +7,7 @@ import { ckptHome } from '../../store/url.js';
 import { describeChain, verifyChain } from '../../store/chain.js';
 import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
-import { formatBytes, table, whyLine, writeOut } from '../output.js';
+import { actorName, formatBytes, table, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
 type ImagesCheck = { version: number; state: 'ok' | 'pruned' | 'damaged'; problems?: string };
@@ -27,7 +27,7 @@ const checkImages = (home: string, job: string, version: number, manifestSha256:
   }
 };
 
-const who = (e: AuditEntry) => (e.requestedBy?.kind === 'user' ? (e.requestedBy.user ?? `uid ${e.requestedBy.uid}`) : (e.requestedBy?.kind ?? '-'));
+const who = (e: AuditEntry) => actorName(e.requestedBy);
 const ms = (n: number | undefined) => (n === undefined ? '-' : `${Math.round(n)} ms`);
 
 const row = (e: AuditEntry): string[] => {

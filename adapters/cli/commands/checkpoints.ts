@@ -21,7 +21,7 @@ export const checkpointsCommand: Command = {
     'Read from the job’s checkpoints snapshot in the store and the events after it (--verbose says how).',
   ].join('\n'),
   options: [
-    { name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats), processes, files, bytes, durationMs, frozenMs, manifest, images, onDisk, requestedAt, requestedBy}' },
+    { name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats and its steps by the log: {freeze: {requestedAt, requested, endedAt, ended, result}, …}), processes, files, bytes, durationMs, frozenMs, manifest, images, onDisk, requestedAt, requestedBy}' },
     VERBOSE,
   ],
   examples: ['ckpt checkpoints nightly', 'ckpt checkpoints nightly --json | jq ".[] | select(.outcome == \\"committed\\") | .version"'],
