@@ -20,6 +20,7 @@ import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf } from '..
 import { agentModel } from '../projections/agent-state.js';
 import { treeView } from '../adapters/cli/commands/ps.js';
 import { auditEntries, auditModel, foldAudit } from '../projections/audit.js';
+import { metricsModel } from '../projections/metrics.js';
 import { checkpointsModel, checkpointSummaries, foldCheckpoints } from '../projections/checkpoints.js';
 import { hiddenJobs, jobInfoModel, jobMembership, jobsModel, listJobs, liveMembershipModel, membershipModel, readAllJobs, readJobs, readMembership } from '../projections/jobs.js';
 import { nodesModel } from '../projections/nodes.js';
@@ -446,15 +447,16 @@ const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number
   { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'e1194b7135a68221' },
   { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'e1194b7135a68221' },
   { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: 'e1194b7135a68221' },
-  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: 'c133086e301543e6' },
+  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: '598c7126bbc6c4c6' },
   { model: restartsModel, files: ['projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: 'a096037d55f8d009' },
   { model: nodesModel, files: ['projections/nodes.ts'], version: 1, digest: 'fa27f95070187f89' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/audit.ts', 'projections/project.ts'], version: 3, digest: 'dd4f84587ac4fc4c' },
+  { model: metricsModel, files: ['projections/metrics.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 1, digest: '0845f38095c026df' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/audit.ts', 'projections/project.ts'], version: 3, digest: '0fecafa8a29be666' },
   {
     model: agentModel,
     files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
-    version: 3,
-    digest: 'b5b07a99d15b30d3',
+    version: 4,
+    digest: '6ff82584ba36cfcd',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');
