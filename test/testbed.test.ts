@@ -56,6 +56,8 @@ const jsonOn = <T>(k: number, args: string[]): T => {
   if (r.code !== 0 && r.out.trim() === '') throw new Error(`ckpt ${args.join(' ')} on host${k}: exit ${r.code}: ${r.err}`);
   return JSON.parse(r.out) as T;
 };
+type HistoryLine = { type: string; data: { unit?: string; node?: string; version?: number } };
+const historyOn = (k: number, job: string): HistoryLine[] => ckptOn(k, ['history', job, '--json']).out.trim().split('\n').map((l) => JSON.parse(l) as HistoryLine);
 const netnsOf = (pid: number) => readlinkSync(`/proc/${pid}/ns/net`);
 const hostNetns = (k: number) => `net:[${statSync(`/run/netns/ckpt-host${k}`).ino}]`;
 const cmdline = (pid: string) => {
@@ -127,7 +129,7 @@ test('an agent in each host tracks its own forking job; events carry their node'
     const own = jobs.find((j) => j.job === `tb${k}`);
     assert.ok(own, `host${k} lists its job`);
     assert.equal(own.units.map((u) => u.node), [`host${k}`]);
-    const history = ckptOn(k, ['history', `tb${k}`, '--json']).out.trim().split('\n').map((l) => JSON.parse(l) as { type: string; data: { node?: string } });
+    const history = historyOn(k, `tb${k}`);
     const forks = history.filter((e) => e.type === 'ProcessForked');
     assert.ok(forks.length >= 2, `the forks were recorded: ${history.map((e) => e.type).join(' ')}`);
     const nodes = new Set(history.flatMap((e) => (e.data.node ? [e.data.node] : [])));
@@ -280,7 +282,7 @@ test('kill -9 of one host’s agent mid-checkpoint: committed or cleanly aborted
   const agent2 = agents[1]!;
   const requested = ckptOn(1, ['checkpoint', 'crash', '--timeout', '10s', '--json']);
   assert.is(requested.code, 0, requested.err);
-  await until('host2 has frozen its unit or answered', () => jsonOn<Array<{ type: string; data: { unit?: string } }>>(1, ['history', 'crash']).some((e) => e.type !== 'UnitFreezeRequested' && e.data.unit === 'u2' && e.type.startsWith('Unit')), 30_000, 20).catch(() => undefined);
+  await until('host2 has frozen its unit or answered', () => historyOn(1, 'crash').some((e) => e.type !== 'UnitFreezeRequested' && e.data.unit === 'u2' && e.type.startsWith('Unit')), 30_000, 20).catch(() => undefined);
   process.kill(agent2.pid, 'SIGKILL');
   const outcome = await until('the checkpoint ended', () => {
     const c = checkpointsOf(1, 'crash')[0];
@@ -297,7 +299,7 @@ test('kill -9 of one host’s agent mid-checkpoint: committed or cleanly aborted
     return c && (c.phase === 'completed' || c.outcome === 'aborted') && c;
   }, 60_000, 200);
   assert.ok(ended.outcome === 'committed' || ended.outcome === 'aborted', `${outcome.outcome} then ${ended.outcome}`);
-  const history = jsonOn<Array<{ type: string; data: { unit?: string; node?: string; version?: number } }>>(1, ['history', 'crash']).filter((e) => e.data.version === ended.version && !e.type.endsWith('Requested'));
+  const history = historyOn(1, 'crash').filter((e) => e.data.version === ended.version && !e.type.endsWith('Requested'));
   const stepOf = new Map(Object.entries(STEP_OUTCOMES).flatMap(([step, outcomes]) => outcomes.map((type) => [type as string, step])));
   const answers = history.filter((e) => stepOf.has(e.type)).map((e) => `${stepOf.get(e.type)} ${e.data.unit ?? e.data.node}`);
   assert.equal(answers.length, new Set(answers).size, `no step answered twice: ${answers.join(', ')}`);
