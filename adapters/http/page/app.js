@@ -112,30 +112,32 @@ const timeline = (ops) => {
     ...ops.checkpoints.filter((c) => c.version !== null).map((c) => ({ id: `checkpoint-${c.version}`, at: c.requestedAt, title: `checkpoint v${c.version}: ${c.outcome === 'in progress' ? c.phase : c.outcome}`, c, outcome: c.outcome, units: c.units, commit: c.commit })),
     ...ops.restarts.filter((r) => r.restart !== null).map((r) => ({ id: `restart-${r.restart}`, at: r.requestedAt, title: `restart r${r.restart} of v${r.version}: ${r.outcome === 'in progress' ? r.phase : r.outcome}`, c: r, outcome: r.outcome, units: r.units })),
   ].sort((a, b) => a.at.localeCompare(b.at));
-  if (items.length === 0) return el('p', { class: 'muted' }, 'no checkpoint or restart yet');
-  return items.map((o) => el('div', { class: `op ${o.outcome.replace(' ', '-')}`, 'data-op': o.id, 'data-outcome': o.outcome },
+  if (items.length === 0) return [el('p', { class: 'muted' }, 'no checkpoint or restart yet')];
+  const shown = [...new Set(items.flatMap((o) => [...o.units.flatMap((u) => Object.keys(u.steps ?? {})), ...(o.commit ? ['commit'] : [])]))];
+  const legend = el('p', { class: 'legend' }, [...shown, 'failed'].map((step) => el('span', {}, svg('svg', { width: 12, height: 12 }, svg('rect', { width: 12, height: 12, class: `step-${step}` })), ` ${step} `)));
+  return [legend, ...items.map((o) => el('div', { class: `op ${o.outcome.replace(' ', '-')}`, 'data-op': o.id, 'data-outcome': o.outcome },
     el('div', { class: 'op-title' }, o.title, el('span', { class: 'muted' }, ` — requested ${o.at} by ${who(o.c.requestedBy)}, ${ms(o.c.durationMs)}${o.c.frozenMs !== undefined ? `, frozen ${ms(o.c.frozenMs)}` : ''}`)),
-    gantt(o.units, o.commit)));
+    gantt(o.units, o.commit)))];
 };
 
 /** A bar chart of one figure over the versions. */
 const bars = (title, points, format) => {
   if (points.length === 0) return null;
   const max = Math.max(...points.map((p) => p.value), 1);
-  const [w, h] = [36, 110];
+  const [w, h] = [64, 110];
   return el('figure', { class: 'chart', 'data-chart': title }, el('figcaption', {}, title),
     svg('svg', { width: points.length * w + 20, height: h + 30 },
       points.map((p, i) => {
         const bh = Math.max(1, (p.value / max) * h);
         return svg('g', {}, svg('rect', { x: i * w + 10, y: h - bh + 12, width: w - 8, height: bh, class: `bar ${p.outcome}` }, svg('title', {}, `${p.label}: ${format(p.value)}`)),
-          svg('text', { x: i * w + 10, y: h + 26 }, p.label));
+          svg('text', { x: i * w + 10, y: h + 26 }, p.label), svg('text', { x: i * w + 10, y: h - bh + 9 }, format(p.value)));
       })));
 };
 
 const charts = (ops) => {
   const rows = ops.rows.filter((r) => r.kind === 'checkpoint' && r.number !== null);
   const point = (value) => (r) => ({ label: `v${r.number}`, value: value(r) ?? 0, outcome: r.outcome });
-  return el('div', { class: 'charts', style: undefined },
+  return el('div', { class: 'charts' },
     bars('bytes by version', rows.filter((r) => r.outcome === 'committed').map(point((r) => r.bytes)), bytes),
     bars('duration by version (ms)', rows.map(point((r) => r.durationMs)), ms),
     bars('frozen by version (ms)', rows.map(point((r) => r.frozenMs)), ms));
@@ -197,7 +199,7 @@ const jobView = (job) => {
   };
   const refresh = async () => {
     const [o, a] = await Promise.all([api(`${base}/operations`), api(`${base}/audit`), drawMembership()]);
-    ops.replaceChildren(...[timeline(o)].flat());
+    ops.replaceChildren(...timeline(o));
     chartBox.replaceChildren(charts(o));
     audit.replaceChildren(auditTable(a));
     failed.replaceChildren(...(await failures(job, o)));
