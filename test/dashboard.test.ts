@@ -12,9 +12,9 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readHistoryFile } from '../adapters/cli/history-file.js';
 import { openEventStore } from '../adapters/store/open.js';
-import type { EventStore, ProposedEvent, RecordedEvent } from '../domain/event-store.js';
+import type { EventStore, ProposedEvent } from '../domain/event-store.js';
 import { explanation, foldExplain } from '../projections/explain.js';
-import { forkStorm, submitted } from './support/history.js';
+import { forkStorm, storeRecorded, submitted } from './support/history.js';
 import { CLI } from './support/jobs.js';
 import { freePort } from './support/postgres.js';
 import { until } from './support/wait.js';
@@ -66,14 +66,7 @@ let store: EventStore;
 
 test.before(async () => {
   // The recorded histories as they were recorded (ids, times, metadata), then the made-up jobs.
-  let now = new Date();
-  const recorded = openEventStore(url, { actor: { kind: 'node', node: 'rec' }, now: () => now, newId: () => { throw new Error('every event has its id'); } });
-  for (const e of [...multi.events, ...single.events.filter((x) => x.stream === `job-${single.job}`)]) {
-    now = new Date(e.metadata.recordedAt);
-    const { recordedAt: _, ...metadata } = e.metadata;
-    await recorded.append(e.stream, [{ id: e.id, type: e.type, data: e.data, metadata } as ProposedEvent]);
-  }
-  await recorded.close();
+  await storeRecorded(url, [...multi.events, ...single.events.filter((x) => x.stream === `job-${single.job}`)]);
   store = openEventStore(url);
   const hostile = submitted('hostile').map((e) => (e.type === 'UnitAssigned' ? ({ ...e, data: { ...e.data, command: ['sh', '-c', HOSTILE] } } as ProposedEvent) : e));
   await store.append('job-hostile', hostile);

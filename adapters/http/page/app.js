@@ -136,11 +136,12 @@ const bars = (title, points, format) => {
 
 const charts = (ops) => {
   const rows = ops.rows.filter((r) => r.kind === 'checkpoint' && r.number !== null);
-  const point = (value) => (r) => ({ label: `v${r.number}`, value: value(r) ?? 0, outcome: r.outcome });
+  // A version without the figure (never frozen, not finished) has no bar rather than a zero one.
+  const series = (value, of = rows) => of.filter((r) => value(r) !== null && value(r) !== undefined).map((r) => ({ label: `v${r.number}`, value: value(r), outcome: r.outcome }));
   return el('div', { class: 'charts' },
-    bars('bytes by version', rows.filter((r) => r.outcome === 'committed').map(point((r) => r.bytes)), bytes),
-    bars('duration by version (ms)', rows.map(point((r) => r.durationMs)), ms),
-    bars('frozen by version (ms)', rows.map(point((r) => r.frozenMs)), ms));
+    bars('bytes by version', series((r) => r.bytes, rows.filter((r) => r.outcome === 'committed')), bytes),
+    bars('duration by version (ms)', series((r) => r.durationMs), ms),
+    bars('frozen by version (ms)', series((r) => r.frozenMs), ms));
 };
 
 const auditTable = (audit) => audit.entries.length === 0 ? el('p', { class: 'muted' }, 'nothing audited yet') :
