@@ -147,7 +147,7 @@ test('bad paths are 404, bad parameters 400, and every method but GET and HEAD 4
     assert.is(r.status, 404, path);
     assert.ok(JSON.parse(r.body).error, path);
   }
-  for (const path of ['/api/jobs/Bad%20Name', '/api/jobs/multi?at=0', '/api/jobs/multi?at=x', '/api/jobs/multi/explain', '/api/jobs/multi/explain?version=1&restart=1']) {
+  for (const path of ['/api/jobs/Bad%20Name', '/api/jobs/%E0%A4%A', '/api/jobs/multi?at=0', '/api/jobs/multi?at=x', '/api/jobs/multi/explain', '/api/jobs/multi/explain?version=1&restart=1']) {
     const r = await http(base, path);
     assert.is(r.status, 400, `${path}: ${r.body}`);
   }

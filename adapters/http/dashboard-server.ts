@@ -189,7 +189,7 @@ export class DashboardServer {
     }
     const m = /^\/api\/jobs\/([^/]+)(?:\/(operations|audit|explain))?$/.exec(url.pathname);
     if (!m) return undefined;
-    const job = decodeURIComponent(m[1]!);
+    const job = decoded(m[1]!);
     if (!NAME_PATTERN.test(job)) throw new HttpError(400, `"${job}" is not a job name (letters, digits, '.', '_', '-'; ckpt jobs --all lists them)`);
     const found =
       m[2] === 'operations' ? await operationsView(store, job)
@@ -209,6 +209,14 @@ export class DashboardServer {
     request.on('close', () => this.#clients.delete(response));
   }
 }
+
+const decoded = (segment: string): string => {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, `"${segment}" is not a valid URL path segment (a '%' must start an escape such as %2F)`);
+  }
+};
 
 const count = (q: URLSearchParams, name: string): number => {
   const n = Number(q.get(name));

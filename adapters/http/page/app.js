@@ -184,6 +184,7 @@ const jobView = (job) => {
     const j = await api(at === null ? base : `${base}?at=${at}`);
     title.textContent = `job ${job}: ${j.phase}${j.outcome ? ` (${j.outcome})` : ''}`;
     slider.min = j.first ?? 1;
+    if (at === null && (j.last ?? 0) > dash.position) setPosition(j.last); // drawn from further on than the feed has said yet
     slider.max = Math.max(dash.position, j.last ?? 1);
     if (at === null) slider.value = slider.max;
     sliderLabel.textContent = at === null ? `live (position ${slider.max})` : `at log position ${at}`;
