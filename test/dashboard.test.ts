@@ -131,6 +131,9 @@ test('one job: its tree now and at a position (ps --at), and its operations, aud
   assert.equal(v1.units.map((u: { unit: string; steps: Record<string, { result: string }> }) => `${u.unit}: ${Object.keys(u.steps).join(',')}`).sort(), ['a: freeze,dump,verify,thaw', 'b: freeze,dump,verify,thaw']);
   assert.is(ops.rows.length, ops.checkpoints.length + ops.restarts.filter((r: { restart: number | null }) => r.restart !== null).length);
   assert.is(ops.aggregate.committed, 3);
+  const restarts = ops.restarts.filter((r: { restart: number | null }) => r.restart !== null);
+  assert.ok(restarts.length > 0);
+  for (const r of restarts) assert.ok(r.units.every((u: { steps?: Record<string, unknown> }) => Object.keys(u.steps ?? {}).includes('restore')), `restart r${r.restart} has each unit's restore step`);
 
   const audit = await json(base, `/api/jobs/${job}/audit`);
   assert.ok(audit.entries.some((e: { kind: string }) => e.kind === 'restart'));
