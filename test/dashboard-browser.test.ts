@@ -48,8 +48,9 @@ let base = '';
 test.before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   console.log(`artifacts: dashboard screenshots in ${ARTIFACTS}`);
-  // A job whose first child exits (the slider shows it), whose command line holds markup.
-  const r = ckpt(['run', '--detach', '--job', 'watched', '--', 'sh', '-c', `sleep 0.5; echo '${HOSTILE}' > /dev/null; exec sleep 1000`]);
+  // A job whose first child exits (the slider shows it), with a daemon that left the session
+  // (marked escaped), and whose command line holds markup.
+  const r = ckpt(['run', '--detach', '--job', 'watched', '--', 'sh', '-c', `sleep 0.5; echo '${HOSTILE}' > /dev/null; setsid sleep 1001 & exec sleep 1000`]);
   assert.is(r.code, 0, r.err);
   await until('the first sleep to exit', () => ps('watched').some((m) => m.comm === 'sleep' && m.state !== 'running'), 20_000);
   const port = await freePort();
@@ -101,6 +102,10 @@ test('the slider shows a process that has since exited; the command line is text
   assert.is(await page.evaluate(() => (globalThis as { pwned?: number }).pwned), undefined);
   await page.click('#at-live');
   await page.waitForSelector('#at-label:has-text("live")');
+  // The daemon that left the job's session is drawn, marked escaped, with how.
+  const daemon = page.locator('.member[data-reason="escaped"][data-state="running"]');
+  await daemon.waitFor();
+  assert.match((await daemon.textContent()) ?? '', /sleep — running\s*escaped: session, process-group/);
 });
 
 test('a checkpoint started while the page is open appears live, its steps in order', async () => {
