@@ -75,7 +75,9 @@ for (const file of files) {
   const name = relative(testDir, file);
   const status = result.failed > 0 ? 'FAIL' : 'ok  ';
   console.log(`${status} ${name}  (${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped, ${(result.ms / 1000).toFixed(1)} s)`);
-  const skipLines = result.output.split('\n').filter((l) => l.startsWith('skip:'));
+  // Shown even when a suite passes: what it skipped, the figures it reports, where it kept artifacts.
+  // (uvu prints a suite's title on the line of its first output, so a figure may start mid-line.)
+  const skipLines = result.output.split('\n').flatMap((l) => (l.startsWith('skip:') ? [l] : (/(?:figure|artifacts): .*/.exec(l) ?? [])));
   for (const line of skipLines) console.log(`     ${line}`);
   if (result.failed > 0) {
     const lines = result.output.split('\n');

@@ -14,13 +14,13 @@ import { readHistoryFile } from '../adapters/cli/history-file.js';
 import { explainText } from '../adapters/cli/commands/explain.js';
 import { CSV_HEADER } from '../adapters/cli/commands/stats.js';
 import { csv } from '../adapters/cli/output.js';
-import { openEventStore } from '../adapters/store/open.js';
-import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
+import type { RecordedEvent } from '../domain/event-store.js';
 import { definitionOf } from '../domain/events/catalogue.js';
 import { foldCheckpoints } from '../projections/checkpoints.js';
 import { evolveExplain, explanation, foldExplain, initialExplain, knownOperations, type Explanation, type Operation } from '../projections/explain.js';
 import { foldRestarts } from '../projections/restarts.js';
 import { stats, type Stats } from '../projections/stats.js';
+import { storeRecorded } from './support/history.js';
 import { CLI, killMembers, type PsRow } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
@@ -250,21 +250,8 @@ const ckpt = (...args: string[]) => {
 };
 cli.after(() => rmSync(home, { recursive: true, force: true }));
 
-cli.before(async () => {
-  // Appended one by one with the recorded clock, ids and metadata: the store's stream is the file's.
-  let now = new Date();
-  const store = openEventStore(url, { actor: { kind: 'node', node: 'rec' }, now: () => now, newId: () => { throw new Error('every event has its id'); } });
-  try {
-    // The node stream once (both files recorded the same node).
-    for (const e of [...multi.events, ...jobEvents(single)]) {
-      now = new Date(e.metadata.recordedAt);
-      const { recordedAt: _, ...metadata } = e.metadata;
-      await store.append(e.stream, [{ id: e.id, type: e.type, data: e.data, metadata } as ProposedEvent]);
-    }
-  } finally {
-    await store.close();
-  }
-});
+// The node stream once (both files recorded the same node).
+cli.before(() => storeRecorded(url, [...multi.events, ...jobEvents(single)]));
 
 cli('explain --json is the projection of the stored stream; the text names the unit, step and cause', () => {
   const r = ckpt('explain', 'multi', '--version', '4', '--json');

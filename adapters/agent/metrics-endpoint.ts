@@ -12,6 +12,7 @@ import type { JobMembership } from '../../domain/membership.js';
 import { BOUNDS, evolveMetrics, metricsModel, trackedProcesses, type Histogram, type LogMetrics } from '../../projections/metrics.js';
 import { readModel, saveModel } from '../../projections/read-model.js';
 import type { ListenAddress } from '../cli/args.js';
+import { hostPort, listenOn } from '../http/listen.js';
 
 /** What the endpoint reads of the agent when scraped. */
 export interface AgentFold {
@@ -92,17 +93,8 @@ export class MetricsEndpoint {
   /** Binds the address (before the agent starts: a bad or busy one ends the start with nothing done). */
   async listen(address: ListenAddress): Promise<void> {
     const server = createServer((request, response) => void this.#answer(request.method, request.url, response));
-    const where = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (error: NodeJS.ErrnoException) => {
-        const why =
-          error.code === 'EADDRINUSE' ? 'another process listens there: choose another port'
-          : error.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address'
-          : error.message;
-        reject(new Error(`cannot serve metrics on ${where}: ${why} (--metrics [HOST:]PORT)`));
-      });
-      server.listen(address.port, address.host, resolve);
-    });
+    const where = hostPort(address);
+    await listenOn(server, address, 'metrics', '--metrics');
     this.#server = server;
     this.url = `http://${where}/metrics`;
     this.#o.log(`metrics on ${this.url}`);

@@ -26,5 +26,6 @@ export const catalogue: readonly CommandEntry[] = [
   { name: 'history', summary: 'Print one job’s events in order: its complete, replayable history.', load: async () => (await import('./commands/history.js')).historyCommand },
   { name: 'log', summary: 'Print the event log: every event of every job and node, in global order.', load: async () => (await import('./commands/log.js')).logCommand },
   { name: 'nodes', summary: 'List the nodes: agent state, last seen, checkpointer, running units.', load: async () => (await import('./commands/nodes.js')).nodesCommand },
+  { name: 'dashboard', summary: 'Serve a live, read-only web page of jobs, membership, checkpoint timelines, audit and nodes (localhost; a token elsewhere).', load: async () => (await import('./commands/dashboard.js')).dashboardCommand },
   { name: 'agent', summary: 'Run, start, stop or inspect the node agent that tracks this node’s jobs.', load: async () => (await import('./commands/agent.js')).agentCommand },
 ];

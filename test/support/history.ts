@@ -2,7 +2,8 @@
 // and exits, a committed checkpoint, an aborted one, a refused request, a restart that restored
 // the job, one that failed, and a prune — in `phase`s, so a test can append part of it, read,
 // and append the rest. Used by the read-model tests and scripts/bench/reads.ts.
-import type { ProposedEvent } from '../../domain/event-store.js';
+import { openEventStore } from '../../adapters/store/open.js';
+import type { ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 
 const node = 'n1';
 const unit = 'main';
@@ -108,3 +109,18 @@ export const jobPhases = (job: string, forks = 50): ProposedEvent[][] => [
   restarts(),
   forkStorm(2000 + 2 * forks, forks, 501),
 ];
+
+/** Recorded events appended one by one with their recorded clock, ids and metadata: the store's streams are the recording's. */
+export const storeRecorded = async (url: string, events: readonly RecordedEvent[]): Promise<void> => {
+  let now = new Date();
+  const store = openEventStore(url, { actor: { kind: 'node', node: 'rec' }, now: () => now, newId: () => { throw new Error('every event has its id'); } });
+  try {
+    for (const e of events) {
+      now = new Date(e.metadata.recordedAt);
+      const { recordedAt: _, ...metadata } = e.metadata;
+      await store.append(e.stream, [{ id: e.id, type: e.type, data: e.data, metadata } as ProposedEvent]);
+    }
+  } finally {
+    await store.close();
+  }
+};

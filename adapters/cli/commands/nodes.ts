@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { readJobs } from '../../../projections/jobs.js';
 import { listNodes, nodesModel, type NodeView } from '../../../projections/nodes.js';
-import { readModel } from '../../../projections/read-model.js';
+import { readModel, type ReadOptions } from '../../../projections/read-model.js';
+import type { EventStore } from '../../../domain/event-store.js';
 import { valuesOf } from '../../../domain/persistent-map.js';
 import { readStat } from '../../tracking/procfs.js';
 import { flag } from '../args.js';
@@ -10,7 +11,7 @@ import { table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
 
-const thisBoot = (): string | undefined => {
+export const thisBoot = (): string | undefined => {
   try {
     return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
   } catch {
@@ -30,6 +31,31 @@ export const nodeState = (v: NodeView, boot: string | undefined): string => {
   return readStat(v.agent.pid)?.startTime === v.agent.startTime ? 'running' : 'dead (its agent ended without stopping)';
 };
 
+/** Every node as `--json` lists it (the dashboard's node page too), with what the read did. */
+export const nodeRows = async (store: EventStore, options: ReadOptions = {}) => {
+  const read = await readModel(store, nodesModel, '', options);
+  const running = new Map<string, string[]>();
+  for (const l of valuesOf((await readJobs(store)).state.active)) {
+    for (const u of Object.values(l.job.units)) {
+      if (u.phase === 'launched' || u.phase === 'running') running.set(u.node, [...(running.get(u.node) ?? []), `${l.job.job}/${u.unit}`]);
+    }
+  }
+  const boot = thisBoot();
+  const nodes = listNodes(read.state).map((v) => ({
+    node: v.node,
+    state: nodeState(v, boot),
+    stopped: v.stopped ?? null,
+    hostname: v.hostname ?? null,
+    kernel: v.kernel ?? null,
+    bootId: v.bootId ?? null,
+    agent: v.agent ?? null,
+    lastSeen: v.lastSeen,
+    checkpointer: v.checkpointer ?? null,
+    units: running.get(v.node) ?? [],
+  }));
+  return { read, nodes };
+};
+
 export const nodesCommand: Command = {
   usage: '[--json] [--verbose]',
   description: [
@@ -47,28 +73,9 @@ export const nodesCommand: Command = {
     try {
       const json = flag(args, 'json');
       const fold = foldProgress('nodes', json);
-      const read = await readModel(store, nodesModel, '', fold);
+      const { read, nodes } = await nodeRows(store, fold);
       fold.done();
       verboseNotes(args, 'nodes', read);
-      const running = new Map<string, string[]>();
-      for (const l of valuesOf((await readJobs(store)).state.active)) {
-        for (const u of Object.values(l.job.units)) {
-          if (u.phase === 'launched' || u.phase === 'running') running.set(u.node, [...(running.get(u.node) ?? []), `${l.job.job}/${u.unit}`]);
-        }
-      }
-      const boot = thisBoot();
-      const nodes = listNodes(read.state).map((v) => ({
-        node: v.node,
-        state: nodeState(v, boot),
-        stopped: v.stopped ?? null,
-        hostname: v.hostname ?? null,
-        kernel: v.kernel ?? null,
-        bootId: v.bootId ?? null,
-        agent: v.agent ?? null,
-        lastSeen: v.lastSeen,
-        checkpointer: v.checkpointer ?? null,
-        units: running.get(v.node) ?? [],
-      }));
       if (json) {
         await writeOut(JSON.stringify(nodes, null, 2) + '\n');
         return EXIT.ok;

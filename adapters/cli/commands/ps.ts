@@ -69,7 +69,7 @@ const stateText = (m: Member) =>
   m.state === 'running' ? 'running' : m.state === 'vanished' ? 'vanished' : m.signal !== null ? `killed (signal ${m.signal})` : `exited (${m.exitStatus})`;
 
 /** Members by `node/pid`, in the order given. */
-const pidIndex = (members: readonly Member[]): Map<string, Member[]> => {
+export const pidIndex = (members: readonly Member[]): Map<string, Member[]> => {
   const byPid = new Map<string, Member[]>();
   for (const m of members) {
     const at = `${m.node}/${m.pid}`;
@@ -85,7 +85,7 @@ const pidIndex = (members: readonly Member[]): Map<string, Member[]> => {
  * alive when `m` was first seen (pids are reused, so the pid alone is not enough). `byPid` lists the
  * candidates by `node/pid` in `members` order; the first that fits wins.
  */
-const parentOf = (m: Member, byPid: ReadonlyMap<string, readonly Member[]>): Member | undefined =>
+export const parentOf = (m: Member, byPid: ReadonlyMap<string, readonly Member[]>): Member | undefined =>
   m.forkedBy === undefined ? undefined : byPid.get(`${m.node}/${m.forkedBy}`)?.find((p) => p.since <= m.since && (p.until === undefined || p.until >= m.since));
 
 /**
@@ -146,7 +146,7 @@ const tree = (job: JobMembership, members: readonly Member[], userOf: (m: Member
  * What the tree view draws of a unit by default: its running members and the exited ones they
  * descend from (so each running process stays under whoever forked it). The rest are counted.
  */
-const runningAndAncestors = (members: readonly Member[]): Member[] => {
+export const runningAndAncestors = (members: readonly Member[]): Member[] => {
   const byPid = pidIndex(members);
   const shown = new Set<Member>();
   for (const m of members) {
