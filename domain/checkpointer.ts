@@ -60,6 +60,12 @@ export interface RestoreTarget {
   readonly options: CheckpointOptions;
   /** The job's owner: the images' credentials must be theirs; unknown: the images' decide. */
   readonly owner?: UnitOwner;
+  /**
+   * Called once every process is restored, none running and the connections still locked; they
+   * unlock and run when it resolves true, and are killed (the restore fails) when false. Absent:
+   * they run at once. A restore that cannot stop there calls it before it starts.
+   */
+  readonly hold?: () => Promise<boolean>;
 }
 
 /**

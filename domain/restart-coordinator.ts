@@ -5,7 +5,11 @@
 //     namespace) → all prepared → UnitImagesVerifyRequested + UnitRestoreRequested: every file is
 //     checked against the manifest's SHA-256 while CRIU restores, and the restored processes are
 //     held (CRIU's post-restore notification) until the check has passed — a changed byte means they never
-//     run — → all verified and restored → RestartCommitted.
+//     run — → all verified and restored → RestartCommitted. A restart whose units on several nodes
+//     hold established TCP connections also waits at a barrier: each unit, restored with its
+//     connections still locked, reports UnitRestoreHeld; once all have, RestartReleased lets them
+//     unlock and resume together (a unit resumed alone would retransmit to a peer not restored yet,
+//     and that host's kernel would reset the connection).
 //   Any failure, or the deadline → RestartAbortRequested → UnitRollbackRequested (stop what was
 //   restored, remove its cgroups) → all rolled back → RestartFailed.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
@@ -24,7 +28,9 @@ export interface ActiveRestart {
   readonly phase: 'running' | 'aborting';
   /** The version's options (from its plan): restored the way they were dumped. */
   readonly options?: CheckpointOptions;
-  readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase; readonly verified: boolean }>>;
+  readonly units: Readonly<Record<UnitId, { readonly node: NodeId; readonly phase: UnitPhase; readonly verified: boolean; readonly held?: boolean }>>;
+  /** Every unit was held restored and the restart let them resume (RestartReleased). */
+  readonly released?: boolean;
   readonly reason?: string;
   /** The failing step's class, message and hint, when its outcome carried one. */
   readonly failure?: Failure;
@@ -96,6 +102,10 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
       return step(s, e, 'running', { phase: 'restoring' });
     case 'UnitRestored':
       return step(s, e, 'running', { phase: 'restored' });
+    case 'UnitRestoreHeld':
+      return step(s, e, 'running', { held: true });
+    case 'RestartReleased':
+      return s.active?.restart === e.data.restart ? { ...s, active: { ...s.active, released: true } } : s;
     case 'UnitImagesVerifyFailed':
     case 'UnitRestorePrepareFailed':
     case 'UnitRestoreFailed':
@@ -121,6 +131,9 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
       return s;
   }
 };
+
+/** Whether a restart holds every restored unit until all are (established connections across nodes). */
+export const holdsUnits = (a: ActiveRestart): boolean => !!a.options?.tcpEstablished && new Set(Object.values(a.units).map((u) => u.node)).size > 1;
 
 const every = (a: ActiveRestart, phase: UnitPhase) => Object.values(a.units).every((u) => u.phase === phase);
 const verified = (a: ActiveRestart) => Object.values(a.units).every((u) => u.verified);
@@ -170,6 +183,8 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
       return Object.entries(a.units).flatMap(([unit, u]) =>
         ['UnitImagesVerifyRequested', 'UnitRestoreRequested'].map((type) => ({ type, data: { restart: a.restart, unit, node: u.node } }) as ProposedEvent),
       );
+    case 'UnitRestoreHeld':
+      return a?.phase === 'running' && !a.released && event.data.restart === a.restart && Object.values(a.units).every((u) => u.held) ? [{ type: 'RestartReleased', data: { restart: a.restart } }] : [];
     case 'UnitImagesVerified':
     case 'UnitRestored':
       return a?.phase === 'running' && every(a, 'restored') && verified(a)

@@ -45,6 +45,37 @@ test('a restart: plan from the latest committed version, prepare, then check and
   assert.equal(rederive(coordinator, await w.store.readAll({ limit: 10_000 })).differences, []);
 });
 
+test('units on two nodes with established connections: each is held restored until both are, then released together; a deadline meanwhile releases none', async () => {
+  const w = await world(['n1', 'n2']);
+  const unitOf = (node: string) => (node === 'n1' ? 'u0' : 'u1');
+  await w.said({ type: 'CheckpointRequested', data: { request: 'c1', stop: false, timeoutMs: 30_000, tcpEstablished: true } });
+  for (const node of ['n1', 'n2']) await w.said(ck('UnitFrozen', { unit: unitOf(node), node, processes: 1, durationMs: 1 }));
+  for (const node of ['n1', 'n2']) await w.said(ck('UnitDumped', { unit: unitOf(node), node, files: 3, bytes: 100, durationMs: 5 }));
+  for (const node of ['n1', 'n2']) await w.said(ck('UnitVerified', { unit: unitOf(node), node, captured: [100], processes: [p(100)] }));
+  for (const node of ['n1', 'n2']) await w.said({ type: 'NodeCommitted', data: { version: 1, node, units: [unitOf(node)], files: 3, bytes: 100, durationMs: 1, manifest: node[1]!.repeat(64) } });
+  assert.equal((await w.last('CheckpointCommitted'))!.data.nodes, { n1: { units: ['u0'], files: 3, bytes: 100, manifest: '1'.repeat(64) }, n2: { units: ['u1'], files: 3, bytes: 100, manifest: '2'.repeat(64) } });
+  for (const node of ['n1', 'n2']) await w.said(ck('UnitThawed', { unit: unitOf(node), node, frozenMs: 9 }));
+
+  const restartOnce = async (n: number) => {
+    await w.said(restartRequest({ request: `r${n}` }));
+    for (const node of ['n1', 'n2']) await w.said(rs('UnitRestorePrepared', { restart: n, unit: unitOf(node), node, cgroups: [], pidNamespace: false, waitedMs: 3 }));
+    await w.said(rs('UnitRestoreHeld', { restart: n, unit: 'u0', node: 'n1' }));
+  };
+  await restartOnce(1);
+  assert.not.ok(await w.last('RestartReleased'), 'one unit held: the other is not restored yet');
+  await w.said(rs('UnitRestoreHeld', { restart: 1, unit: 'u1', node: 'n2' }));
+  assert.equal((await w.last('RestartReleased'))!.data, { restart: 1 });
+  for (const node of ['n1', 'n2']) await w.said(rs('UnitImagesVerified', { restart: 1, unit: unitOf(node), node, files: 3, bytes: 100 }), rs('UnitRestored', { restart: 1, unit: unitOf(node), node, processes: [{ was: p(100), now: p(200), nsPid: null }], durationMs: 50 }));
+  assert.equal((await w.last('RestartCommitted'))!.data, { restart: 1, version: 1 });
+
+  // The second restart's deadline passes with one unit held: no release, an abort instead.
+  await restartOnce(2);
+  await w.said({ type: 'DeadlineReached', data: { deadline: 'restart-r2' } });
+  assert.equal(await count(w, 'RestartReleased'), 1, 'never released');
+  assert.ok(await w.last('RestartAbortRequested'));
+  assert.equal(rederive(coordinator, await w.store.readAll({ limit: 10_000 })).differences, []);
+});
+
 test('two failures before the abort is decided: one rollback per unit, then failed with the first reason', async () => {
   const w = await committed();
   await w.said(restartRequest());

@@ -221,6 +221,9 @@ test('a job whose units on 3 hosts talk over TCP is checkpointed as one, killed 
     const restored = await until(`u${k} running again on host${k}`, () => members(k).length > 0 && members(k), 30_000, 200);
     for (const m of restored) assert.is(netnsOf(m.pid), hostNetns(k), `u${k} restored into host${k}'s network namespace`);
   }
+  // The units were held restored, connections locked, until all three were; then released together.
+  const restartEvents = historyOn(1, 'ring').filter((e) => e.type === 'UnitRestoreHeld' || e.type === 'RestartReleased' || e.type === 'UnitRestored');
+  assert.equal(restartEvents.slice(0, 4).map((e) => e.type), ['UnitRestoreHeld', 'UnitRestoreHeld', 'UnitRestoreHeld', 'RestartReleased'], restartEvents.map((e) => e.type).join(' '));
   const result = await until('the ring to finish', () => existsSync(out) && readFileSync(out, 'utf8'), 120_000, 200);
   // The restored ring took up the rounds from the checkpoint, not from where it was killed…
   const after = rounds1().slice(killedAt);

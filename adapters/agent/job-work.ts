@@ -196,7 +196,8 @@ export class JobWork {
     const undo: Array<() => Promise<void> | void> = [];
     let outcome: Outcome<Step>;
     try {
-      outcome = await handler(c, { job, progress: this.#jobs.get(job)!.view, onFailure: (u) => undo.push(u) });
+      const record = (e: ProposedEvent) => this.#o.emit(job, { ...e, metadata: { causationId: c.request.id } });
+      outcome = await handler(c, { job, progress: this.#jobs.get(job)!.view, onFailure: (u) => undo.push(u), record });
     } catch (error) {
       for (const u of undo.reverse()) {
         try {

@@ -137,11 +137,16 @@ export class CriuCheckpointer implements Checkpointer {
     const gate = () => imagesChecked(u.workDir);
     const criu = this.#binary();
     const runAs = restoreIdentity(u.imagesDir, u.owner, u.options.tcpEstablished);
-    // The exec-based new-PID-namespace restore has no notifications: it starts once the images passed.
+    // The exec-based new-PID-namespace restore has no notifications: it starts once the images
+    // passed (and, when held, once released: nothing of it is restored meanwhile).
     if (u.pidNamespace && !(await gate())) throw new Error(`the images failed their check: ${readFileSync(join(u.workDir, CANCEL), 'utf8')}`);
-    // At post-restore every process is restored but none runs yet: they run only once the images
-    // passed. (Not pre-resume: CRIU only logs a failed answer there and resumes the tree anyway.)
-    const onNotify = (script: string) => (script === 'post-restore' ? gate() : true);
+    if (u.pidNamespace && u.hold && !(await u.hold())) throw new Error('the restart ended while this unit waited for the others to be restored');
+    // At post-restore every process is restored but none runs yet, and established connections are
+    // still locked (CRIU unlocks them at network-unlock, after): they run only once the images
+    // passed and, when held, once every unit of the restart is restored. (Not pre-resume: CRIU only
+    // logs a failed answer there and resumes the tree anyway.)
+    const held = async () => (await gate()) && (!u.hold || (await u.hold()));
+    const onNotify = (script: string) => (script === 'post-restore' ? held() : true);
     const r = await restoreTree({
       criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, onNotify, ...(runAs && { runAs }),
       ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),

@@ -63,6 +63,19 @@ export const [UnitRestoreRequested, UnitRestored, UnitRestoreFailed] = unitPhase
 export const [UnitRollbackRequested, UnitRolledBack, UnitRollbackFailed] = unitPhase(
   'Rollback', 'UnitRolledBack', unitStep, {}, 'stop what was restored of a failed restart');
 
+export const UnitRestoreHeld = defineEvent(
+  'UnitRestoreHeld',
+  'outcome',
+  record(unitStep),
+  'The unit’s processes are restored but none runs, its established connections still locked: it waits for every unit of the restart (units talking over TCP resume together).',
+);
+export const RestartReleased = defineEvent(
+  'RestartReleased',
+  'decision',
+  record(restart),
+  'Every unit is restored and held: each unlocks its connections and resumes.',
+);
+
 export const RestartCommitted = defineEvent(
   'RestartCommitted',
   'decision',
@@ -87,7 +100,7 @@ export const restartEvents = [
   RestartPlanned,
   UnitImagesVerifyRequested, UnitImagesVerified, UnitImagesVerifyFailed,
   UnitRestorePrepareRequested, UnitRestorePrepared, UnitRestorePrepareFailed,
-  UnitRestoreRequested, UnitRestored, UnitRestoreFailed,
+  UnitRestoreRequested, UnitRestoreHeld, RestartReleased, UnitRestored, UnitRestoreFailed,
   RestartCommitted,
   RestartAbortRequested,
   UnitRollbackRequested, UnitRolledBack, UnitRollbackFailed,

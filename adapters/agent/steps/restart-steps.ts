@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CANCEL, RELEASE } from '../../../domain/checkpointer.js';
 import { noOptions } from '../../../domain/checkpoint-coordinator.js';
+import { holdsUnits } from '../../../domain/restart-coordinator.js';
 import type { RestartRecord, RestartStep } from '../../../domain/checkpoint-commands.js';
 import type { Limits } from '../../../domain/events/job.js';
 import type { RestoredProcess } from '../../../domain/events/restart.js';
@@ -18,7 +19,7 @@ import { verifyVersionOffThread } from '../../images/verify-worker.js';
 import { hostPidsByNamespacePid, pidsInUse } from '../../tracking/pids.js';
 import { primaryCgroup, readCgroups, readStat } from '../../tracking/procfs.js';
 import type { CheckpointWorkOptions } from '../job-work.js';
-import { done, forUnit, type Command, type JobView, type StepHandler, type StepsOf } from './step.js';
+import { done, forUnit, type Command, type JobView, type StepHandler, type StepScene, type StepsOf } from './step.js';
 
 /** Images smaller than this are checked on the agent's own thread (~25 ms at most). */
 const OFF_THREAD_BYTES = 32 << 20;
@@ -94,7 +95,7 @@ export class RestartSteps implements StepsOf<RestartStep> {
     return done(c, { cgroups, pidNamespace, waitedMs: performance.now() - started });
   };
 
-  readonly restore: StepHandler<'restore'> = async (c, { job, progress: w }) => {
+  readonly restore: StepHandler<'restore'> = async (c, { job, progress: w, record }) => {
     const { r, unit, imagesDir, workDir, makeWorkDir, stillRunning } = this.#unit(job, w, c);
     stillRunning();
     const recorded = r.prepared[unit];
@@ -106,7 +107,10 @@ export class RestartSteps implements StepsOf<RestartStep> {
     const pids = readPstree(imagesDir()).map((e) => e.pid);
     const options = (w.state.restart.active?.restart === c.version && w.state.restart.active.options) || noOptions;
     const owner = w.state.checkpoint.job.owner;
-    const result = await this.#o.checkpointer.restore({ imagesDir: imagesDir(), pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options, ...(owner && { owner }) });
+    // Units on several nodes with established connections between them resume together.
+    const active = w.state.restart.active;
+    const hold = active?.restart === c.version && holdsUnits(active) ? () => this.#held(w, c, record) : undefined;
+    const result = await this.#o.checkpointer.restore({ imagesDir: imagesDir(), pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options, ...(owner && { owner }), ...(hold && { hold }) });
     // The images' PIDs are those of the unit's PID namespace: find each one's host PID.
     const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
     const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));
@@ -145,6 +149,21 @@ export class RestartSteps implements StepsOf<RestartStep> {
     }
     return done(c, {});
   };
+
+  /**
+   * The barrier of a restart across nodes: says this unit is restored and held, then waits until
+   * every unit is (RestartReleased: true) or the restart ended meanwhile — a failure elsewhere, its
+   * deadline (false: CRIU kills what it restored, nothing of it ever ran).
+   */
+  async #held(w: JobView, c: Command<'restore'>, record: StepScene['record']): Promise<boolean> {
+    record({ type: 'UnitRestoreHeld', data: { restart: c.version, unit: c.unit!, node: c.node } });
+    for (;;) {
+      const a = w.state.restart.active;
+      if (a?.restart !== c.version || a.phase !== 'running') return false;
+      if (a.released) return true;
+      await sleep(10);
+    }
+  }
 
   #unit(job: string, w: JobView, command: Command<RestartStep>): RestartUnit {
     const c = forUnit(command);

@@ -3,6 +3,7 @@
 // (JobWork) turns the error into the step's failed event. The types tie each step to its two
 // outcomes (domain/checkpoint-commands.ts STEP_OUTCOMES): a freeze cannot answer UnitThawed.
 import { RESTART_STEPS, STEP_OUTCOMES, type CheckpointCommands, type PendingCommand, type RestartStep, type Step } from '../../../domain/checkpoint-commands.js';
+import type { ProposedEvent } from '../../../domain/event-store.js';
 import type { EventNamed } from '../../../domain/events/catalogue.js';
 import type { Failure } from '../../../domain/failure.js';
 import type { JobCoordinatorState } from '../../../domain/job-coordinator.js';
@@ -36,6 +37,8 @@ export interface StepScene {
   /** Undone locally, last registered first, before the failure is recorded (the log may be the
    *  very thing that fails): e.g. a failed dump thaws its unit and removes its partial images. */
   onFailure(undo: () => Promise<void> | void): void;
+  /** Records an event of the step on its way (caused by the command), before its outcome. */
+  record(event: ProposedEvent): void;
 }
 
 export type StepHandler<S extends Step> = (c: Command<S>, scene: StepScene) => Promise<Done<S>>;
