@@ -1,14 +1,17 @@
 // Upcasting: rows recorded with an older schema version read back in the current shape, on a real
 // SQLite store, with their digests still covering what was stored; the coordinator decides from
 // the upcast shape; a version newer than this ckpt knows is refused, naming the type and versions.
-// The recorded histories (test/histories, CheckpointRequested v1) are re-derived by histories.test.ts.
+// On PostgreSQL the old row is appended as an older ckpt sent it. The recorded histories
+// (test/histories, CheckpointRequested v1) are re-derived by histories.test.ts.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { chainDigest, contentDigest, GENESIS, verifyChain } from '../adapters/store/chain.js';
+import { openEventStore } from '../adapters/store/open.js';
 import { SqliteEventStore } from '../adapters/store/sqlite.js';
 import { rederive } from '../domain/decider.js';
 import { UnreadableEventError, type ProposedEvent, type RecordedEvent } from '../domain/event-store.js';
@@ -17,6 +20,8 @@ import { SchemaVersionError, upcast } from '../domain/events/upcast.js';
 import { either as E } from '../domain/io-ts.js';
 import { jobCoordinator } from '../domain/job-coordinator.js';
 import { jobOn, probe } from './support/coordinator.js';
+import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
+import { suiteRequiring } from './support/prerequisites.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-upcast-'));
 const requested = definitionOf('CheckpointRequested')!;
@@ -119,3 +124,39 @@ test('a row of a newer schema version than this ckpt knows is refused on read, n
 });
 
 test.run();
+
+const postgres = suiteRequiring('upcast of older schema versions: PostgreSQL', needPostgres());
+let cluster: PostgresCluster;
+postgres.before(async () => {
+  cluster = await startPostgres();
+});
+postgres.after(async () => {
+  await cluster?.stop();
+});
+
+postgres('a v1 row appended through ckpt_append as an older ckpt sent it reads back as v2; the chain holds', async () => {
+  const url = await cluster.database();
+  const store = openEventStore(url);
+  try {
+    await store.append('job-j', jobOn(['n1']).slice(0, 1)); // creates the schema
+    const id = '00000000-0000-4000-8000-000000000001';
+    const metadata = { actor: { kind: 'user', uid: 0 }, recordedAt: '2026-11-01T00:00:00.000Z' };
+    const content = contentDigest({ stream: 'job-j', id, type: 'CheckpointRequested', schemaVersion: 1, data: v1, metadata });
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      const batch = [{ id, type: 'CheckpointRequested', v: 1, c: content, data: v1, metadata }];
+      await db.query('SELECT * FROM ckpt_append($1, $2, $3::json)', ['job-j', 'any', JSON.stringify(batch)]);
+    } finally {
+      await db.end();
+    }
+    const event = (await store.readStream('job-j'))[1]!;
+    assert.equal([event.type, event.schemaVersion, event.data], ['CheckpointRequested', 2, v2]);
+    assert.equal((JSON.parse(JSON.stringify(event)) as { data: unknown }).data, v1);
+    assert.is((await verifyChain(store)).problem, undefined);
+  } finally {
+    await store.close();
+  }
+});
+
+postgres.run();

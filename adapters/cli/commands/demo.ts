@@ -103,7 +103,7 @@ export const demoCommand: Command = {
       if (keep) {
         say(`Done: the job ${job} keeps running (ckpt ps ${job}), and so does the node agent for ${agent.node} (ckpt agent status; stop it with ckpt agent stop).`);
       } else {
-        await stopJob(job);
+        const ended = await stopJob(job);
         const started = !agentBefore && (runningAgent(agent.home, agent.node, agent.store) ?? startingAgent(agent.home, agent.node, agent.store));
         if (started) ckpt(['agent', 'stop']);
         const agentFate = agentBefore
@@ -111,7 +111,8 @@ export const demoCommand: Command = {
           : started
             ? `The node agent the demo started for ${agent.node} (pid ${started.pid}) was stopped too.`
             : '';
-        say(`Done: the job ${job} was stopped. ${agentFate} Its history stays in the log: ckpt history ${job}; ckpt audit ${job}.`);
+        const jobFate = ended ? `the job ${job} was stopped.` : `the job ${job} was killed, but its end is not in the log yet (ckpt ps ${job}).`;
+        say(`Done: ${jobFate} ${agentFate} Its history stays in the log: ckpt history ${job}; ckpt audit ${job}.`);
       }
     }
     return continued ? EXIT.ok : EXIT.failed;
@@ -176,17 +177,25 @@ const runningMembers = (job: string): Member[] => {
   return r.code === 0 ? (JSON.parse(r.out) as Member[]).filter((m) => m.state === 'running') : [];
 };
 
+/** The job's state as the log says it (`ckpt jobs`): `running`, `ended (failed)`, … */
+const jobState = (job: string): string | undefined => {
+  const r = ckpt(['jobs', '--json'], false);
+  return r.code === 0 ? (JSON.parse(r.out) as Array<{ job: string; state: string }>).find((j) => j.job === job)?.state : undefined;
+};
+
 /**
- * Kills what runs of the job and waits (up to 10 s) until the log shows none running, so an agent
- * stopped next has recorded the end.
+ * Kills what runs of the job until the log says it ended (JobEnded: the agent saw its cgroups
+ * empty), so an agent stopped next has recorded the end, a process forked just before the kill
+ * included. False when that did not happen within 15 s.
  */
-const stopJob = async (job: string): Promise<void> => {
-  for (let i = 0; i < 100; i++) {
-    const members = runningMembers(job);
-    if (members.length === 0) return;
-    killMembers(members);
-    await sleep(100);
+const stopJob = async (job: string): Promise<boolean> => {
+  for (let i = 0; i < 60; i++) {
+    const state = jobState(job);
+    if (state === undefined || state.startsWith('ended')) return true; // none recorded: nothing runs
+    killMembers(runningMembers(job));
+    await sleep(250);
   }
+  return false;
 };
 
 type Member = { pid: number; startTime: number; state: string };
