@@ -111,9 +111,9 @@ export const validExpectedRevision = (expected: unknown): ExpectedRevision => {
 
 /**
  * A stored event, its data upcast to the catalogue's current schema version (domain/events/upcast.ts)
- * and decoded with the catalogue's codec when read. Metadata is parsed on
- * first use: folds that only need `data` (most projections) skip half the JSON work on replay;
- * a damaged metadata column throws CorruptEventError there, naming the event.
+ * and decoded with the catalogue's codec when read. Metadata is parsed on first use: folds that
+ * only need `data` (most projections) skip half the JSON work on replay; a damaged metadata column
+ * throws CorruptEventError there, naming the event.
  */
 class StoredEvent {
   #metadata: EventMetadata | string;
