@@ -94,6 +94,7 @@ export const demoCommand: Command = {
     prerequisites();
     const keep = flag(args, 'keep');
     const agent = { home: ckptHome(), node: nodeOf(args), store: storeUrlOf(args) };
+    process.env.CKPT_STORE = agent.store; // every command shown uses the store given (--store), whose agent is checked here
     const agentBefore = runningAgent(agent.home, agent.node, agent.store) ?? startingAgent(agent.home, agent.node, agent.store);
     const job = `demo-${randomBytes(2).toString('hex')}`;
     let continued = false;
