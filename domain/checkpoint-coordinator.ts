@@ -119,7 +119,7 @@ export const evolveCheckpoint = (s: CheckpointState, e: RecordedEvent): Checkpoi
     case 'JobSubmitted':
       return { ...s, job, jobOptions: { tcpEstablished: e.data.options?.tcpEstablished ?? false, fileLocks: e.data.options?.fileLocks ?? false } };
     case 'CheckpointRequested': {
-      const options = { tcpEstablished: e.data.tcpEstablished ?? false, fileLocks: e.data.fileLocks ?? false };
+      const options = { tcpEstablished: e.data.options?.tcpEstablished ?? false, fileLocks: e.data.options?.fileLocks ?? false };
       const budget = e.data.freezeBudgetMs !== undefined ? { freezeBudgetMs: e.data.freezeBudgetMs } : {};
       return { ...s, job, requests: { ...s.requests, [e.data.request]: { stop: e.data.stop, options, ...budget } } };
     }

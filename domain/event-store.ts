@@ -3,6 +3,7 @@
 import type { Observable } from 'rxjs';
 import type { DomainEvent } from './events/catalogue.js';
 import type { Actor } from './identity.js';
+import type { SchemaVersionError } from './events/upcast.js';
 
 /** Global position in the log: ≥ 1, strictly increasing in commit order, may skip numbers. */
 export type Position = number;
@@ -198,5 +199,21 @@ export class CorruptEventError extends Error {
     readonly problem: string,
   ) {
     super(`event at position ${position} (stream ${stream}, revision ${revision}, type ${type}): ${problem}; the log is damaged (ckpt audit --verify checks it)`);
+  }
+}
+
+/**
+ * A stored row recorded with a schema version this ckpt cannot read (a newer ckpt wrote it): the
+ * log is not damaged, this ckpt is too old for it.
+ */
+export class UnreadableEventError extends Error {
+  override readonly name = 'UnreadableEventError';
+  constructor(
+    readonly position: Position,
+    readonly stream: string,
+    readonly revision: Revision,
+    readonly schemaProblem: SchemaVersionError,
+  ) {
+    super(`event at position ${position} (stream ${stream}, revision ${revision}): ${schemaProblem.message}`);
   }
 }

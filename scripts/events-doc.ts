@@ -32,6 +32,8 @@ export const renderEventsDoc = (): string => {
     'and `digest`: SHA-256 of the event’s content chained to the previous event of its stream (see',
     '“Log integrity” in the README; optional: absent on a store without the chain). Stored rows are',
     'decoded with these codecs when read; a row that does not decode is reported by position and field.',
+    'A row recorded with an older schema version (column v) is upcast to the current one when read (see',
+    '“Schema versions” at the end); the row itself is never rewritten, and its digest covers it as stored.',
     '',
     'Kinds: **request** someone asked; **decision** derived by a decider from the log (re-derived by',
     '`ckpt verify`); **outcome** what a node agent did when executing a decision; **observation** a fact',
@@ -41,6 +43,22 @@ export const renderEventsDoc = (): string => {
     lines.push('', `## ${concern.title}`, '', '| event | kind | v | data | meaning |', '|---|---|---|---|---|');
     for (const d of concern.events) {
       lines.push(`| \`${d.type}\` | ${d.kind} | ${d.schemaVersion} | ${fieldsOf(d.codec).join(', ')} | ${d.summary} |`);
+    }
+  }
+  lines.push(
+    '',
+    '## Schema versions',
+    '',
+    'How each event’s data changed. Reading upcasts an older row one version at a time',
+    '(domain/events/upcast.ts); `ckpt log --json` and `ckpt export` print events as stored. A row with a',
+    'version newer than the current one was written by a newer ckpt and is refused, naming both versions.',
+    '',
+    '| event | version | change |',
+    '|---|---|---|',
+  );
+  for (const concern of concerns) {
+    for (const d of concern.events) {
+      d.changes.forEach((c, i) => lines.push(`| \`${d.type}\` | ${i + 1} → ${i + 2} | ${c.change} |`));
     }
   }
   return lines.join('\n') + '\n';

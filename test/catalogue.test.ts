@@ -20,7 +20,8 @@ test('every event type is defined once, with a kind, a schema version and a summ
   assert.is(concerns.reduce((n, c) => n + c.events.length, 0), catalogue.length);
   for (const d of catalogue) {
     assert.ok(['request', 'decision', 'outcome', 'observation'].includes(d.kind), d.type);
-    assert.ok(d.schemaVersion >= 1, d.type);
+    assert.is(d.schemaVersion, d.changes.length + 1, `${d.type}: one upcaster per version after the first`);
+    for (const c of d.changes) assert.ok(c.change.length > 20, `${d.type}: each version's change is described`);
     assert.ok(d.summary.length > 20, d.type);
     assert.is(definitionOf(d.type), d);
   }

@@ -29,7 +29,7 @@ test('no option anywhere: the plan records none (as before options existed)', as
 
 test('the request’s option is fixed by the plan, and the restart of that version carries it', async () => {
   const w = await world(['n1']);
-  await w.said(request({ tcpEstablished: true }));
+  await w.said(request({ options: { tcpEstablished: true } }));
   assert.equal((await w.last('CheckpointPlanned'))!.data.options, { tcpEstablished: true, fileLocks: false });
   await w.said(ck('UnitFrozen', { processes: 3, durationMs: 1 }));
   await w.said(ck('UnitDumped', { files: 3, bytes: 100, durationMs: 5 }));
@@ -43,13 +43,13 @@ test('the request’s option is fixed by the plan, and the restart of that versi
 
 test('the job’s options (ckpt run) apply to every checkpoint, or-ed with the request’s', async () => {
   const w = await world(['n1'], undefined, withJobOptions({ fileLocks: true }));
-  await w.said(request({ tcpEstablished: true }));
+  await w.said(request({ options: { tcpEstablished: true } }));
   assert.equal((await w.last('CheckpointPlanned'))!.data.options, { tcpEstablished: true, fileLocks: true });
 });
 
 test('a node whose probe says it lacks an option’s capability still plans: the preflight judges what the unit holds then', async () => {
   const w = await world(['n1'], [probed({ tcpEstablished: false, networkLock: null, fileLocks: false })]);
-  await w.said(request({ tcpEstablished: true, fileLocks: true }));
+  await w.said(request({ options: { tcpEstablished: true, fileLocks: true } }));
   assert.equal((await w.last('CheckpointPlanned'))!.data.options, { tcpEstablished: true, fileLocks: true });
   assert.ok(await w.last('UnitFreezeRequested'));
 });

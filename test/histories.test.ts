@@ -45,6 +45,20 @@ test('a changed decision is found, naming the event it answered', () => {
   assert.match(r.err, /1 of \d+ recorded decisions differ from what this ckpt decides:\n  after event \d+ \(\w+\):\n    recorded:   CheckpointPlanned /);
 });
 
+test('the recorded CheckpointRequested (schema version 1) is upcast: its option reaches the plan re-derived from it', () => {
+  const rows = lines(files[0]!);
+  const request = rows.find((r) => r.type === 'CheckpointRequested')!;
+  assert.is(request.schemaVersion, 1, 'recorded with the old version: keep the files as they are');
+  request.data.tcpEstablished = true;
+  const plan = rows.find((r) => r.type === 'CheckpointPlanned' && r.data.request === request.data.request)!;
+  const r = verify(write('v1-option-unplanned.ndjson', rows));
+  assert.is(r.code, 1, 'the v1 option is read: the plan recorded without it now differs');
+  assert.match(r.err, new RegExp(`after event ${request.position} \\(CheckpointRequested\\):\\n    recorded:   CheckpointPlanned `));
+  plan.data.options = { tcpEstablished: true, fileLocks: false };
+  const planned = verify(write('v1-option-planned.ndjson', rows));
+  assert.is(planned.code, 0, planned.err);
+});
+
 test('a file that is not what it says: refused, naming the line and what is wrong', () => {
   const rows = lines(files[0]!);
   const cases: Array<[unknown[], RegExp]> = [
@@ -52,7 +66,7 @@ test('a file that is not what it says: refused, naming the line and what is wron
     [[{ ...rows[0], formatVersion: 2 }], /:1: history format 2; this ckpt reads format 1/],
     [[rows[0], rows[1], 'not json'], /:3: not a JSON object/],
     [[rows[0], { ...rows[1], type: 'NoSuchEvent' }], /:2: NoSuchEvent: field type/],
-    [[rows[0], { ...rows[1], schemaVersion: 7 }], /:2: \w+ was recorded with schema version 7; this ckpt reads version 1 and has no upcaster for it/],
+    [[rows[0], { ...rows[1], schemaVersion: 7 }], /:2: \w+ was recorded with schema version 7; this ckpt reads version 1 of it \(a newer ckpt wrote it/],
     [[rows[0], { ...rows[1], data: { ...rows[1]!.data, node: 42 } }], /:2: \w+: field /],
     [[rows[0], rows[2], rows[1]], /:3: position must be an integer after/],
     [[rows[0], { ...rows[1], metadata: { recordedAt: rows[1]!.metadata.recordedAt } }], /:2: \w+: field metadata: expected an object with actor and recordedAt/],

@@ -218,7 +218,7 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
       assert.is((await readModel(store, checkpointsModel, 'j')).folded, total);
       const snapshot = await store.snapshots!.load('checkpoints', 'j');
       assert.ok(snapshot && !('damaged' in snapshot));
-      await store.snapshots!.save({ ...snapshot, schema: snapshot.schema.replace('CheckpointRequested@1', 'CheckpointRequested@9') });
+      await store.snapshots!.save({ ...snapshot, schema: snapshot.schema.replace('CheckpointRequested@2', 'CheckpointRequested@9') });
       const schemas = await readModel(store, checkpointsModel, 'j');
       assert.is(schemas.folded, total);
       assert.match(schemas.notes.join('\n'), 'was folded with other event schema versions: rebuilt from the log');
@@ -456,7 +456,7 @@ const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number
     model: agentModel,
     files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
     version: 4,
-    digest: '30fd7a902922f5be',
+    digest: '7efcc324b6593eff',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');

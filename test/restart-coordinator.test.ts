@@ -48,7 +48,7 @@ test('a restart: plan from the latest committed version, prepare, then check and
 test('units on two nodes with established connections: each is held restored until both are, then released together; a deadline meanwhile releases none', async () => {
   const w = await world(['n1', 'n2']);
   const unitOf = (node: string) => (node === 'n1' ? 'u0' : 'u1');
-  await w.said({ type: 'CheckpointRequested', data: { request: 'c1', stop: false, timeoutMs: 30_000, tcpEstablished: true } });
+  await w.said({ type: 'CheckpointRequested', data: { request: 'c1', stop: false, timeoutMs: 30_000, options: { tcpEstablished: true } } });
   for (const node of ['n1', 'n2']) await w.said(ck('UnitFrozen', { unit: unitOf(node), node, processes: 1, durationMs: 1 }));
   for (const node of ['n1', 'n2']) await w.said(ck('UnitDumped', { unit: unitOf(node), node, files: 3, bytes: 100, durationMs: 5 }));
   for (const node of ['n1', 'n2']) await w.said(ck('UnitVerified', { unit: unitOf(node), node, captured: [100], processes: [p(100)] }));

@@ -1,6 +1,7 @@
 // A small, strict argument parser: every option is declared, anything else is a usage error.
 import { isIP } from 'node:net';
 import { NAME_PATTERN } from '../../domain/codecs.js';
+import type { JobOptions } from '../../domain/events/job.js';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -60,6 +61,12 @@ export const stringOption = (args: ParsedArgs, name: string): string | undefined
 };
 
 export const flag = (args: ParsedArgs, name: string): boolean => args.options.get(name) === true;
+
+/** --tcp-established and --file-locks (ckpt run, ckpt checkpoint) as recorded: only those given, none → undefined. */
+export const captureOptions = (args: ParsedArgs): JobOptions | undefined =>
+  flag(args, 'tcp-established') || flag(args, 'file-locks')
+    ? { ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }) }
+    : undefined;
 
 export const integerOption = (args: ParsedArgs, name: string, min: number): number | undefined => {
   const value = stringOption(args, name);

@@ -1,10 +1,10 @@
 // Reading an exported history (`ckpt export`): its header checked, every event read as a store
-// reads its rows (storedEvent: data against the catalogue, metadata), so a file that is not what
-// it says is refused line by line, and one cut short (an interrupted export) is refused too.
+// reads its rows (storedEvent: data upcast from the version it was recorded with and checked
+// against the catalogue, metadata), so a file that is not what it says is refused line by line,
+// and one cut short (an interrupted export) is refused too.
 import { readFileSync } from 'node:fs';
-import { CorruptEventError, type RecordedEvent } from '../../domain/event-store.js';
+import { CorruptEventError, UnreadableEventError, type RecordedEvent } from '../../domain/event-store.js';
 import { NAME_PATTERN } from '../../domain/codecs.js';
-import { definitionOf } from '../../domain/events/catalogue.js';
 import { storedEvent } from '../store/batch.js';
 
 export const HISTORY_FORMAT = { format: 'ckpt-history', formatVersion: 1 } as const;
@@ -49,16 +49,13 @@ export const readHistoryFile = (file: string): { job: string; ckpt: string; even
     if (typeof e.stream !== 'string' || !isInt(e.revision) || typeof e.id !== 'string' || typeof e.type !== 'string' || !isInt(e.schemaVersion)) {
       throw new HistoryFileError(`${at}: an event needs stream, revision, id, type and schemaVersion`);
     }
-    const current = definitionOf(e.type)?.schemaVersion;
-    if (current !== undefined && e.schemaVersion !== current) {
-      throw new HistoryFileError(`${at}: ${e.type} was recorded with schema version ${e.schemaVersion}; this ckpt reads version ${current} and has no upcaster for it`);
-    }
     try {
       const event = storedEvent(e.position, e.stream, e.revision, e.id, e.type, e.schemaVersion, JSON.stringify(e.data), JSON.stringify(e.metadata ?? null), typeof e.digest === 'string' ? e.digest : null);
       void event.metadata; // read lazily by stores: checked here, where the line is known
       events.push(event);
     } catch (error) {
       if (error instanceof CorruptEventError) throw new HistoryFileError(`${at}: ${e.type}: ${error.problem}`);
+      if (error instanceof UnreadableEventError) throw new HistoryFileError(`${at}: ${error.schemaProblem.message}`);
       throw error;
     }
     previous = e.position;

@@ -5,8 +5,10 @@ import { either as E } from '../../domain/io-ts.js';
 import * as t from '../../domain/io-ts.js';
 import { definitionOf } from '../../domain/events/catalogue.js';
 import { decodeEvent, describeProblem, InvalidEventError } from '../../domain/events/decode.js';
+import { upcast as upcastData } from '../../domain/events/upcast.js';
 import {
   CorruptEventError,
+  UnreadableEventError,
   STREAM_PATTERN,
   WrongExpectedRevisionError,
   type EventMetadata,
@@ -108,9 +110,10 @@ export const validExpectedRevision = (expected: unknown): ExpectedRevision => {
 };
 
 /**
- * A stored event, its data decoded with the catalogue's codec when read. Metadata is parsed on
- * first use: folds that only need `data` (most projections) skip half the JSON work on replay;
- * a damaged metadata column throws CorruptEventError there, naming the event.
+ * A stored event, its data upcast to the catalogue's current schema version (domain/events/upcast.ts)
+ * and decoded with the catalogue's codec when read. Metadata is parsed on first use: folds that
+ * only need `data` (most projections) skip half the JSON work on replay; a damaged metadata column
+ * throws CorruptEventError there, naming the event.
  */
 class StoredEvent {
   #metadata: EventMetadata | string;
@@ -124,10 +127,13 @@ class StoredEvent {
     readonly data: unknown,
     metadata: string,
     digest: StoredDigest,
+    recorded: Recorded | undefined,
   ) {
     this.#metadata = metadata;
     this.#digest = digest;
+    this.#recorded = recorded;
   }
+  readonly #recorded: Recorded | undefined;
   #digest: StoredDigest;
   /** Hex. A store may give a lookup instead, run on first use: most reads never look at it. */
   get digest(): string | undefined {
@@ -138,10 +144,18 @@ class StoredEvent {
     if (typeof this.#metadata === 'string') this.#metadata = parseMetadata(this.#metadata, this);
     return this.#metadata;
   }
+  /** As stored (an upcast event with the version and data it was recorded with): what its digest covers. */
   toJSON() {
-    const { position, stream, revision, id, type, schemaVersion, data, metadata, digest } = this;
+    const { position, stream, revision, id, type, metadata, digest } = this;
+    const { schemaVersion, data } = this.#recorded ?? this;
     return { position, stream, revision, id, type, schemaVersion, data, metadata, ...(digest && { digest }) };
   }
+}
+
+/** The schema version and data a row was recorded with, kept when it was upcast on read. */
+interface Recorded {
+  readonly schemaVersion: number;
+  readonly data: unknown;
 }
 
 /** The digest as hex, or how to look it up by position (SQLite: reading the column costs ~3 µs a row). */
@@ -182,14 +196,22 @@ export const storedEvent = (
   } catch {
     throw corrupt(where, 'field data: expected JSON, got text that does not parse');
   }
+  const definition = definitionOf(type);
+  let recorded: Recorded | undefined;
+  if (definition && schemaVersion !== definition.schemaVersion) {
+    const upcast = upcastData(definition, schemaVersion, parsed);
+    if (E.isLeft(upcast)) throw new UnreadableEventError(position, stream, revision, upcast.left);
+    recorded = { schemaVersion, data: parsed };
+    parsed = upcast.right;
+  }
   // The codec's type guard checks without copying (the codecs decode to the same values, ckpt's
   // codecs are not transformations); only a row that fails it is decoded, for the field and value.
-  if (!definitionOf(type)?.codec.is(parsed)) {
+  if (!definition?.codec.is(parsed)) {
     const decoded = decodeEvent(type, parsed);
     if (E.isLeft(decoded)) throw corrupt(where, decoded.left.problems.map((p) => `field ${describeProblem(p)}`).join('; '));
     parsed = decoded.right.data;
   }
-  return new StoredEvent(position, stream, revision, id, type, schemaVersion, parsed, metadata, digest ?? undefined) as unknown as RecordedEvent;
+  return new StoredEvent(position, stream, revision, id, type, definition?.schemaVersion ?? schemaVersion, parsed, metadata, digest ?? undefined, recorded) as unknown as RecordedEvent;
 };
 
 export const PAGE_SIZE = 1000;

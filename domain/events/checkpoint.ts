@@ -5,6 +5,7 @@ import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveIn
 import { CheckpointScope, NodeId, ProcessRef, UnitId } from '../identity.js';
 import { Failure } from '../failure.js';
 import { defineEvent } from './define.js';
+import { JobOptions } from './job.js';
 
 const version = { version: PositiveInt };
 const unitStep = { version: PositiveInt, unit: UnitId, node: NodeId };
@@ -31,10 +32,20 @@ export const CheckpointRequested = defineEvent(
   'request',
   record(
     { request: NonEmptyString, stop: t.boolean, timeoutMs: PositiveInt },
-    /** freezeBudgetMs: how long each unit may take to freeze cleanly; absent: the default (DEFAULT_FREEZE_BUDGET_MS). */
-    { tcpEstablished: t.boolean, fileLocks: t.boolean, freezeBudgetMs: PositiveInt },
+    /** options: as the job's (JobSubmitted), or-ed with them by the plan. freezeBudgetMs: how long
+     *  each unit may take to freeze cleanly; absent: the default (DEFAULT_FREEZE_BUDGET_MS). */
+    { options: JobOptions, freezeBudgetMs: PositiveInt },
   ),
-  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration), maybe with established TCP connections or file locks, or a freeze budget.',
+  'Someone asked for a checkpoint of the job (leave it running, or --stop it for migration), maybe with options (established TCP connections, file locks) or a freeze budget.',
+  [
+    {
+      change: 'tcpEstablished and fileLocks moved into options, the shape JobSubmitted and CheckpointPlanned give them.',
+      up: ({ tcpEstablished, fileLocks, ...rest }) =>
+        tcpEstablished === undefined && fileLocks === undefined
+          ? rest
+          : { ...rest, options: { ...(tcpEstablished !== undefined && { tcpEstablished }), ...(fileLocks !== undefined && { fileLocks }) } },
+    },
+  ],
 );
 export const CheckpointPlanned = defineEvent(
   'CheckpointPlanned',

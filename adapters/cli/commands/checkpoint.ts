@@ -4,7 +4,7 @@ import { jobInfo } from '../../../projections/jobs.js';
 import { jobStream } from '../../../domain/identity.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
 import { ckptHome } from '../../store/url.js';
-import { checkName, durationOption, flag, UsageError } from '../args.js';
+import { captureOptions, checkName, durationOption, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
 import { formatBytes, whyLine, writeOut } from '../output.js';
@@ -87,6 +87,7 @@ export const checkpointCommand: Command = {
     checkName('job', job);
     const timeoutMs = durationOption(args, 'timeout') ?? DEFAULT_TIMEOUT_MS;
     const freezeBudgetMs = durationOption(args, 'freeze-budget');
+    const options = captureOptions(args);
     const wait = flag(args, 'wait');
     const json = flag(args, 'json');
     const store = openStoreAsUser(args);
@@ -106,7 +107,7 @@ export const checkpointCommand: Command = {
         job,
         event: {
           type: 'CheckpointRequested',
-          data: { request, stop: flag(args, 'stop'), timeoutMs, ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }), ...(freezeBudgetMs !== undefined && { freezeBudgetMs }) },
+          data: { request, stop: flag(args, 'stop'), timeoutMs, ...(options && { options }), ...(freezeBudgetMs !== undefined && { freezeBudgetMs }) },
         },
         relevant: (e) => CHECKPOINT_EVENT.test(e.type),
         summarize: (events) => foldCheckpoints(events).find((c) => c.request === request)!,

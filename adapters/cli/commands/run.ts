@@ -11,7 +11,7 @@ import { newUnitNameProblem } from '../../../domain/identity.js';
 import { describeStart, startAgent } from '../../agent/daemon.js';
 import { launchUnit, MAIN_UNIT, resolveCommand } from '../../agent/launcher.js';
 import { ckptHome } from '../../store/url.js';
-import { flag, integerOption, sizeOption, stringOption, UsageError } from '../args.js';
+import { captureOptions, flag, integerOption, sizeOption, stringOption, UsageError } from '../args.js';
 import { relayAppended, type Relay } from '../output-relay.js';
 import { EXIT, type Command } from '../command.js';
 import { openStoreAsUser, storeUrlOf } from '../store.js';
@@ -72,7 +72,7 @@ export const runCommand: Command = {
     const memoryBytes = sizeOption(args, 'memory');
     const pids = integerOption(args, 'pids', 1);
     const limits: Limits = { ...(memoryBytes !== undefined && { memoryBytes }), ...(pids !== undefined && { pids }) };
-    const options = { ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }) };
+    const options = captureOptions(args);
     const detach = flag(args, 'detach');
     if (flag(args, 'json') && !detach) throw new UsageError('--json goes with --detach (in the foreground the job’s own output is printed)');
     const cwd = process.cwd();
