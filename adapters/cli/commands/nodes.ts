@@ -4,7 +4,7 @@ import { readJobs } from '../../../projections/jobs.js';
 import { listNodes, nodesModel, type NodeView } from '../../../projections/nodes.js';
 import { readModel } from '../../../projections/read-model.js';
 import { valuesOf } from '../../../domain/persistent-map.js';
-import { readStat } from '../../tracking/procfs.js';
+import { isAlive } from '../../agent/daemon.js';
 import { flag } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { table, writeOut } from '../output.js';
@@ -36,7 +36,7 @@ export const nodeState = (v: NodeView, boot: string | undefined, lease?: Lease):
   if (!v.agent) return 'no agent yet';
   if (v.stopped) return 'stopped';
   const here = boot !== undefined && v.bootId === boot;
-  const running = here ? readStat(v.agent.pid)?.startTime === v.agent.startTime : undefined;
+  const running = here ? isAlive(v.agent) : undefined; // not a zombie: a killed agent waits for PID 1 to reap it
   if (running === false) return 'dead (its agent ended without stopping)';
   if (lease?.expired) {
     return running
