@@ -530,7 +530,7 @@ migration('SQLite: opened by this ckpt, a schema-2 log gains an empty snapshot t
     await before.append('job-j', jobPhases('j', 5)[0]!);
     await before.close();
     const db = new Database(path);
-    db.exec('DROP TABLE snapshots; PRAGMA user_version = 2;'); // as a ckpt before snapshots left it
+    db.exec('DROP TABLE snapshots; DROP TABLE leases; PRAGMA user_version = 2;'); // as a ckpt before snapshots left it
     db.close();
     const after = openEventStore(`sqlite:${path}`);
     try {

@@ -276,7 +276,8 @@ export const agentCommand: Command = {
         const leaseTtl = stringOption(args, 'lease-ttl');
         const stallMs = stall === undefined ? START_STALL_MS : { ...START_STALL_MS, before: stall, log: stall };
         const node = nodeOf(args);
-        if (metricsAddress && runningAgent(home, node, storeUrlOf(args))) process.stderr.write('the node agent already runs: --metrics takes effect when it starts (ckpt agent stop, then start it again)\n');
+        const given = [...(metricsAddress ? ['--metrics'] : []), ...(leaseTtl ? ['--lease-ttl'] : [])];
+        if (given.length > 0 && runningAgent(home, node, storeUrlOf(args))) process.stderr.write(`the node agent already runs: ${given.join(' and ')} take${given.length === 1 ? 's' : ''} effect when it starts (ckpt agent stop, then start it again)\n`);
         const shown = startProgressPrinter(json);
         let info;
         try {
