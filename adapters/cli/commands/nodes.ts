@@ -71,7 +71,7 @@ export const nodesCommand: Command = {
     '(another machine, no lease to judge by, e.g. a KurrentDB store: what its agent last recorded), no',
     'agent yet. Folded from the log with a snapshot, like jobs; leases are read from beside the log.',
   ].join('\n'),
-  options: [{ name: 'json', description: 'a JSON array for machines' }, VERBOSE],
+  options: [{ name: 'json', description: 'a JSON array for machines; each node has lease: {renewedAt, expiresAt, expired, holder: {pid, startTime, bootId, hostname}} or null' }, VERBOSE],
   examples: ['ckpt nodes', 'ckpt nodes --json | jq ".[] | select(.state != \\"alive\\") | .node"'],
   async run(args) {
     const store = openStore(args);
