@@ -4,7 +4,8 @@
 // off from the store (its renewal held back by a lock on its lease row) is shown lost, and alive
 // again once the renewal goes through, with both moments in its log. And the pure state judgement
 // for a node of another machine.
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import * as assert from 'uvu/assert';
@@ -13,9 +14,9 @@ import type { Lease } from '../domain/event-store.js';
 import { agentFiles } from '../adapters/agent/daemon.js';
 import { leaseOf, nodeState } from '../adapters/cli/commands/nodes.js';
 import type { NodeView } from '../projections/nodes.js';
-import { jobHarness, sigkill } from './support/jobs.js';
+import { CLI, jobHarness, sigkill } from './support/jobs.js';
 import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
-import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
+import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
 
 interface NodeRow {
@@ -27,11 +28,24 @@ interface NodeRow {
 
 const NODE = 'leasenode';
 const TTL = ['--lease-ttl', '1s'];
-const { h, ckpt, json, cleanup } = jobHarness('ckpt-lease', NODE);
+const { work, h, ckpt, json, cleanup } = jobHarness('ckpt-lease', NODE);
 const node = (env: Record<string, string> = {}) => json<NodeRow[]>(['nodes'], h.home, env).find((n) => n.node === NODE)!;
 const agentPid = (store: string): number => (JSON.parse(readFileSync(agentFiles(h.home, NODE, store).pidFile, 'utf8')) as { pid: number }).pid;
 
-const test = suiteRequiring('node leases (real agents, SQLite)', needRoot());
+const NOBODY = 65534;
+const nobodyExists = () => (spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout.trim() === String(NOBODY) ? undefined : 'needs the user nobody (uid 65534)');
+/** `ckpt nodes --json` as nobody, who cannot open root's store: the agent answers for them. */
+const nodesAsNobody = (store: string): NodeRow[] => {
+  const home = join(work, 'nobody');
+  chmodSync(work, 0o755);
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  chownSync(home, NOBODY, NOBODY);
+  const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, CLI, 'nodes', '--json'], { cwd: '/tmp', env: { ...process.env, CKPT_HOME: home, CKPT_NODE: NODE, CKPT_STORE: store }, encoding: 'utf8', timeout: 60_000 });
+  assert.is(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as NodeRow[];
+};
+
+const test = suiteRequiring('node leases (real agents, SQLite)', firstMissing(needRoot, () => needCommand('runuser', 'apt-get install -y util-linux'), nobodyExists));
 test.after(() => cleanup());
 
 test('alive while renewed; kill -9: the lease expires, shown dead here; a new agent is alive again; a clean stop releases the lease', async () => {
@@ -47,6 +61,8 @@ test('alive while renewed; kill -9: the lease expires, shown dead here; a new ag
   const table = ckpt(['nodes']);
   assert.match(table.out, /LAST RENEWED +LEASE EXPIRES/);
   assert.match(table.out, new RegExp(`^${NODE} +alive +pid ${first}, \\S+ +\\S+ +\\d{4}-\\d\\d-\\d\\dT\\S+ +\\d{4}-\\d\\d-\\d\\dT\\S+ `, 'm'));
+  const theirs = nodesAsNobody(store).find((r) => r.node === NODE)!;
+  assert.equal([theirs.state, theirs.lease?.holder.pid, theirs.lease?.expired], ['alive', first, false], 'a user reads the leases through the agent');
   const renewedAt = n.lease!.renewedAt;
   await until('a renewal', () => Date.parse(node().lease!.renewedAt) > Date.parse(renewedAt), 10_000, 100);
 
