@@ -436,7 +436,8 @@ END $$;
  * What a holder of an agent role's credentials can fake: anything that role may append — it may
  * append a NodeAgentStarted to another node's stream and then hold that node's lease — but on
  * record, as itself (appended_by, renewed_by). It cannot renew under another role's name, write
- * the table behind the functions, or set the times: they are the server's.
+ * the table behind the functions, or set the times: they are the server's. The owner (and a
+ * superuser) can write anything here, as in the log.
  */
 const LEASES = `
 CREATE TABLE IF NOT EXISTS ckpt_leases (
