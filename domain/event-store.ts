@@ -98,6 +98,47 @@ export interface EventStore {
   readonly snapshots?: SnapshotStore;
   /** A store read through the node agent: the agent folds read models and answers with them. */
   readonly models?: RemoteReadModels;
+  /** Node liveness leases, kept beside the log, not in it (absent: the KurrentDB store). */
+  readonly leases?: LeaseStore;
+}
+
+/** The agent process that holds a node's lease: enough to tell whether it is the one the log recorded. */
+export interface LeaseHolder {
+  readonly pid: number;
+  readonly startTime: number;
+  readonly bootId: string;
+  readonly hostname: string;
+}
+
+/** A node's lease as the store's clock judges it now. */
+export interface Lease {
+  readonly node: string;
+  readonly holder: LeaseHolder;
+  /** ISO times by the store's clock (PostgreSQL's, so hosts' clock skew does not matter). */
+  readonly renewedAt: string;
+  readonly expiresAt: string;
+  /** Past expiresAt by the store's clock when listed. */
+  readonly expired: boolean;
+  /** The store's clock when it judged `expired` (ISO). */
+  readonly asOf: string;
+}
+
+/**
+ * Liveness: each node agent renews its node's lease every few seconds; a lease not renewed within
+ * its ttl has expired (the host is down or cut off, or its agent died). A renewal replaces a row:
+ * the log does not grow with it.
+ */
+export interface LeaseStore {
+  /** Renews (or takes) the node's lease for ttlMs from now; throws LeaseRefusedError when this connection may not. */
+  renew(node: string, holder: LeaseHolder, ttlMs: number): Promise<Lease>;
+  /** Every node's lease, by node name. */
+  list(): Promise<Lease[]>;
+  /** Gives the lease up on a clean stop (the node is then stopped, not lost). */
+  release(node: string): Promise<void>;
+}
+
+export class LeaseRefusedError extends Error {
+  override readonly name = 'LeaseRefusedError';
 }
 
 /**

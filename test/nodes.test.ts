@@ -1,4 +1,4 @@
-// `ckpt nodes` with a real agent: running while its process lives (with its probed checkpointer and
+// `ckpt nodes` with a real agent: alive while its process lives (with its probed checkpointer and
 // the units it runs), stopped with the reason when it stopped cleanly, dead when its process was
 // killed; and the fold itself on a node seen from another machine (its agent not checked).
 import { readFileSync } from 'node:fs';
@@ -23,23 +23,23 @@ const { h, ckpt, json, cleanup } = jobHarness('ckpt-nodes', NODE);
 test.after(() => cleanup());
 const node = () => json<NodeRow[]>(['nodes']).find((n) => n.node === NODE)!;
 
-test('running with its checkpointer and units; stopped, with why; dead when its process is killed', async () => {
+test('alive with its checkpointer and units; stopped, with why; dead when its process is killed', async () => {
   assert.is(ckpt(['run', '--detach', '--job', 'nj', '--', 'sleep', '600']).code, 0);
   let n = node();
-  assert.is(n.state, 'running');
+  assert.is(n.state, 'alive');
   assert.is(n.checkpointer?.name, 'criu');
   assert.ok(n.checkpointer?.usable);
   assert.equal(n.units, ['nj/main']);
   const table = ckpt(['nodes']);
   assert.is(table.code, 0, table.err);
-  assert.match(table.out, new RegExp(`^${NODE} +running +pid ${n.agent!.pid}`, 'm'));
+  assert.match(table.out, new RegExp(`^${NODE} +alive +pid ${n.agent!.pid}`, 'm'));
   assert.is(ckpt(['agent', 'stop']).code, 0);
   n = node();
   assert.is(n.state, 'stopped');
   assert.ok(n.stopped && n.stopped.reason.length > 0, 'the reason it stopped');
   assert.is(ckpt(['agent', 'start']).code, 0);
   n = node();
-  assert.is(n.state, 'running');
+  assert.is(n.state, 'alive');
   const pid = (JSON.parse(readFileSync(agentFiles(h.home, NODE, `sqlite:${join(h.home, 'events.db')}`).pidFile, 'utf8')) as { pid: number }).pid;
   assert.is(n.agent!.pid, pid);
   sigkill(pid);

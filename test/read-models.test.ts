@@ -530,7 +530,7 @@ migration('SQLite: opened by this ckpt, a schema-2 log gains an empty snapshot t
     await before.append('job-j', jobPhases('j', 5)[0]!);
     await before.close();
     const db = new Database(path);
-    db.exec('DROP TABLE snapshots; PRAGMA user_version = 2;'); // as a ckpt before snapshots left it
+    db.exec('DROP TABLE snapshots; DROP TABLE leases; PRAGMA user_version = 2;'); // as a ckpt before snapshots left it
     db.close();
     const after = openEventStore(`sqlite:${path}`);
     try {
@@ -542,7 +542,7 @@ migration('SQLite: opened by this ckpt, a schema-2 log gains an empty snapshot t
       await after.close();
     }
     const check = new Database(path);
-    assert.is(check.pragma('user_version', { simple: true }), 3);
+    assert.is(check.pragma('user_version', { simple: true }), 4, 'on through 3 to 4 (leases)');
     check.close();
   } finally {
     rmSync(home, { recursive: true, force: true });

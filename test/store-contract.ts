@@ -6,7 +6,7 @@ import { firstValueFrom, take, toArray } from 'rxjs';
 import type { Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { InvalidEventError } from '../domain/events/decode.js';
-import { WrongExpectedRevisionError, type EventStore, type RecordedEvent } from '../domain/event-store.js';
+import { LeaseRefusedError, WrongExpectedRevisionError, type EventStore, type LeaseHolder, type LeaseStore, type RecordedEvent } from '../domain/event-store.js';
 import { defaultAppendContext, type AppendContext } from '../adapters/store/batch.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { chainDigest, contentDigest, GENESIS, verifyChain } from '../adapters/store/chain.js';
@@ -21,6 +21,8 @@ export interface StoreSubject {
   fresh(): Promise<string>;
   /** Whether a reopened store and other processes see the same log (false for memory:). */
   readonly shared: boolean;
+  /** Whether it keeps liveness leases (default true; KurrentDB keeps none). */
+  readonly leases?: boolean;
 }
 
 const WORKER = fileURLToPath(new URL('./support/store-worker.js', import.meta.url));
@@ -293,6 +295,83 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
     const withHeads = await verifyChain(store, { heads: true });
     assert.equal(withHeads.heads!.map((h) => [h.stream, h.digest]), [...previous].sort(([a], [b]) => (a < b ? -1 : 1)));
   });
+
+  /** Records an agent start on the node, as an agent does before it renews, and the holder it names. */
+  const registered = async (node: string, pid: number): Promise<LeaseHolder> => {
+    await store.append(`node-${node}`, [{ type: 'NodeAgentStarted', data: { node, agent: { pid, startTime: pid * 10 }, version: 'test' } }]);
+    return { pid, startTime: pid * 10, bootId: 'boot-1', hostname: `host-${node}` };
+  };
+  const leasesOf = (s: EventStore): LeaseStore => {
+    assert.ok(s.leases, `${s.location} keeps leases`);
+    return s.leases;
+  };
+  const refusal = (promise: Promise<unknown>): Promise<Error> =>
+    promise.then(
+      () => assert.unreachable('the renewal must be refused') as never,
+      (error: Error) => error,
+    );
+
+  if (subject.leases === false) {
+    test('keeps no liveness leases (ckpt nodes judges without them)', () => {
+      assert.is(store.leases, undefined);
+    });
+  } else {
+    test('leases: renewed by the agent the log records, listed by node, expire after their ttl by the store clock, renewed again, released', async () => {
+      const leases = leasesOf(store);
+      const a = await registered('n1', 101);
+      const b = await registered('n2', 202);
+      const first = await leases.renew('n1', a, 60_000);
+      assert.equal([first.node, first.holder, first.expired], ['n1', a, false]);
+      assert.ok(Date.parse(first.expiresAt) > Date.parse(first.renewedAt));
+      const again = await leases.renew('n1', a, 60_000);
+      assert.ok(Date.parse(again.renewedAt) >= Date.parse(first.renewedAt), 'a renewal moves the lease on');
+      await leases.renew('n2', b, 200);
+      const lapsed = await wait('the short lease to expire', async () => (await leases.list()).find((l) => l.node === 'n2' && l.expired) && (await leases.list()), 30_000, 20);
+      assert.equal(lapsed.map((l) => [l.node, l.expired]), [['n1', false], ['n2', true]], 'one row per node, by name; only the short one expired');
+      const n2 = lapsed[1]!;
+      assert.equal(n2.holder, b);
+      assert.ok(Date.parse(n2.asOf) >= Date.parse(n2.expiresAt), 'judged by the store clock, at or past its expiry');
+      const renewed = await leases.renew('n2', b, 60_000);
+      assert.is(renewed.expired, false);
+      assert.equal((await leases.list()).map((l) => [l.node, l.expired]), [['n1', false], ['n2', false]], 'a lost node renewing is alive again');
+      await leases.release('n1');
+      assert.equal((await leases.list()).map((l) => l.node), ['n2'], 'released on a clean stop');
+      await leases.release('n1'); // twice is harmless
+      assert.is((await store.readAll()).length, 2, 'renewals and releases leave the log as it was');
+    });
+
+    test('leases: refused for a node whose agent start the log does not record, for another holder, and for bad input', async () => {
+      const leases = leasesOf(store);
+      const unregistered = await refusal(leases.renew('nowhere', { pid: 1, startTime: 10, bootId: 'b', hostname: 'h' }, 1000));
+      assert.instance(unregistered, LeaseRefusedError);
+      assert.match(unregistered.message, 'the log records no agent start on nowhere');
+      const holder = await registered('n1', 101);
+      const older = await refusal(leases.renew('n1', { ...holder, pid: 99, startTime: 990 }, 1000));
+      assert.instance(older, LeaseRefusedError);
+      assert.match(older.message, 'pid 101');
+      for (const [node, ttl, expected] of [['N 1', 1000, 'node name "N 1" is not valid'], ['n1', 0, 'ttl must be'], ['n1', 1.5, 'ttl must be']] as const) {
+        const bad = await refusal(leases.renew(node, holder, ttl));
+        assert.instance(bad, LeaseRefusedError);
+        assert.match(bad.message, expected);
+      }
+      assert.equal(await leases.list(), [], 'nothing refused was kept');
+    });
+
+    if (subject.shared) {
+      test('leases: another connection sees the lease and its release', async () => {
+        const holder = await registered('n1', 101);
+        await leasesOf(store).renew('n1', holder, 60_000);
+        const other = open();
+        try {
+          assert.equal((await leasesOf(other).list()).map((l) => [l.node, l.holder, l.expired]), [['n1', holder, false]]);
+          await leasesOf(store).release('n1');
+          assert.equal(await leasesOf(other).list(), []);
+        } finally {
+          await other.close();
+        }
+      });
+    }
+  }
 
   if (!subject.shared) return;
 

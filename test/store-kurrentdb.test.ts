@@ -15,5 +15,5 @@ const fresh = async (): Promise<string> => {
   return `${url}${url.includes('?') ? '&' : '?'}prefix=${prefix}`;
 };
 
-storeContract(test, { fresh, shared: true });
+storeContract(test, { fresh, shared: true, leases: false });
 test.run();

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import * as assert from 'uvu/assert';
-import { WrongExpectedRevisionError, type RecordedEvent } from '../domain/event-store.js';
+import { LeaseRefusedError, WrongExpectedRevisionError, type RecordedEvent } from '../domain/event-store.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { verifyChain } from '../adapters/store/chain.js';
 import { marker, markerOf } from './support/events.js';
@@ -229,6 +229,9 @@ BEGIN
 END $$;
 `;
 
+/** Schema 4 had no leases: what schema 5 added, taken away again. */
+const DROP_LEASES = 'DROP TABLE ckpt_leases; DROP FUNCTION ckpt_renew_lease(text, jsonb, bigint); DROP FUNCTION ckpt_release_lease(text);';
+
 // Schema 3 (one lock held to commit) → 4: existing rows stay readable in place, appends then
 // record their transaction ids, and the follower still sees everything.
 const migration = suiteRequiring('postgres: schema 3 migrates to 4', needPostgres());
@@ -248,7 +251,7 @@ migration('a schema 3 log: old events keep their positions, the new ckpt_append 
   // Back to schema 3 as it was: no txid column, schema 3's function, version 3.
   const db = new pg.Client({ connectionString: url });
   await db.connect();
-  await db.query(`ALTER TABLE ckpt_events DROP COLUMN txid; UPDATE ckpt_schema SET version = 3; ${SCHEMA_3_APPEND}`);
+  await db.query(`ALTER TABLE ckpt_events DROP COLUMN txid; ${DROP_LEASES} UPDATE ckpt_schema SET version = 3; ${SCHEMA_3_APPEND}`);
   const before = await db.query<{ position: string; id: string }>('SELECT position, id FROM ckpt_events ORDER BY position');
   assert.is(before.rows.length, 3);
 
@@ -261,7 +264,7 @@ migration('a schema 3 log: old events keep their positions, the new ckpt_append 
   const refused = await agent.headPosition().catch((e: Error) => e);
   await agent.close();
   assert.instance(refused, Error);
-  assert.match((refused as Error).message, 'has event log schema 3, this ckpt needs schema 4: run ckpt once as the role that owns');
+  assert.match((refused as Error).message, 'has event log schema 3, this ckpt needs schema 5: run ckpt once as the role that owns');
 
   const store = openEventStore(url);
   try {
@@ -274,7 +277,7 @@ migration('a schema 3 log: old events keep their positions, the new ckpt_append 
       "SELECT (SELECT max(version) FROM ckpt_schema) AS version, (SELECT txid::text FROM ckpt_events WHERE position = $1) AS txid, (SELECT prosrc FROM pg_proc WHERE proname = 'ckpt_append') AS source",
       [appended.position],
     );
-    assert.is(rows[0]!.version, 4);
+    assert.is(rows[0]!.version, 5, 'migrated on through 4 to 5');
     assert.ok(BigInt(rows[0]!.txid) > 0n, 'the new append recorded its transaction id');
     assert.match(rows[0]!.source, 'pg_current_xact_id()');
     assert.equal((await store.readAll()).map(markerOf), ['old 0', 'old 1', 'old 2', 'new 0']);
@@ -293,3 +296,78 @@ migration('a schema 3 log: old events keep their positions, the new ckpt_append 
 });
 
 migration.run();
+
+// Schema 4 → 5: the lease table and its two functions, granted to the roles README.md describes;
+// a lease tied to the role that recorded the node's agent start.
+const leases = suiteRequiring('postgres: schema 4 migrates to 5; leases and per-node roles', needPostgres());
+leases.before(async () => {
+  cluster = await startPostgres();
+});
+leases.after(async () => {
+  await cluster?.stop();
+});
+
+leases('a schema 4 log gains leases; an agent role renews only the lease of the node it registered; readers read; nobody writes the table directly', async () => {
+  const url = await cluster.database();
+  const owner = openEventStore(url);
+  await owner.append('job-old', [marker('old 0')]);
+  await owner.close();
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  await db.query(`${DROP_LEASES} UPDATE ckpt_schema SET version = 4;`);
+  const admin = await cluster.admin();
+  await admin.query(`CREATE ROLE ckpt_agents NOLOGIN; CREATE ROLE ckpt_readers NOLOGIN;
+    CREATE ROLE ckpt_agent_n1 LOGIN IN ROLE ckpt_agents; CREATE ROLE ckpt_agent_n2 LOGIN IN ROLE ckpt_agents; CREATE ROLE alice LOGIN IN ROLE ckpt_readers;`);
+  await admin.end();
+  await db.query('GRANT EXECUTE ON FUNCTION ckpt_append(text, text, json) TO ckpt_agents; GRANT SELECT ON ckpt_schema, ckpt_streams, ckpt_events, ckpt_meta TO ckpt_agents, ckpt_readers');
+  const as = (role: string) => openEventStore(url.replace('postgres://postgres@', `postgres://${role}@`));
+
+  const early = as('ckpt_agent_n1');
+  const refused = await early.leases!.list().catch((e: Error) => e);
+  await early.close();
+  assert.instance(refused, Error);
+  assert.match((refused as Error).message, 'has event log schema 4, this ckpt needs schema 5');
+
+  const migrated = openEventStore(url);
+  const n1 = as('ckpt_agent_n1');
+  const n2 = as('ckpt_agent_n2');
+  const alice = as('alice');
+  try {
+    assert.equal(await migrated.leases!.list(), [], 'the owner migrates: an empty lease table');
+    assert.is((await db.query<{ v: number }>('SELECT max(version) AS v FROM ckpt_schema')).rows[0]!.v, 5);
+    assert.equal((await migrated.readAll()).map(markerOf), ['old 0'], 'the log as it was');
+
+    const holder = { pid: 4242, startTime: 42, bootId: 'boot-n1', hostname: 'host1' };
+    await n1.append('node-n1', [{ type: 'NodeAgentStarted', data: { node: 'n1', agent: { pid: 4242, startTime: 42 }, version: 'test' } }]);
+    const lease = await n1.leases!.renew('n1', holder, 60_000);
+    assert.is(lease.expired, false);
+    const row = await db.query<{ renewed_by: string; holder: unknown }>("SELECT renewed_by, holder FROM ckpt_leases WHERE node = 'n1'");
+    assert.equal(row.rows, [{ renewed_by: 'ckpt_agent_n1', holder }]);
+
+    // Another node's role: not this lease, neither renewed nor released; on record as itself if it tries through the log.
+    const stolen = await n2.leases!.renew('n1', holder, 60_000).catch((e: Error) => e);
+    assert.instance(stolen, LeaseRefusedError);
+    assert.match((stolen as Error).message, 'the lease of n1 belongs to the role that recorded its agent start (ckpt_agent_n1), not to ckpt_agent_n2');
+    await n2.leases!.release('n1');
+    assert.equal((await alice.leases!.list()).map((l) => [l.node, l.holder, l.expired]), [['n1', holder, false]], 'a reader lists; the other role released nothing');
+
+    const byReader = await alice.leases!.renew('n1', holder, 60_000).catch((e: Error) => e);
+    assert.instance(byReader, LeaseRefusedError);
+    assert.match((byReader as Error).message, 'permission denied for function ckpt_renew_lease');
+    for (const [role, sql] of [['ckpt_agent_n1', "UPDATE ckpt_leases SET expires_at = now() + interval '1 year'"], ['alice', "DELETE FROM ckpt_leases"]] as const) {
+      const client = new pg.Client({ connectionString: url.replace('postgres://postgres@', `postgres://${role}@`) });
+      await client.connect();
+      const denied = await client.query(sql).catch((e: Error) => e);
+      await client.end();
+      assert.instance(denied, Error, `${role} may not write ckpt_leases`);
+      assert.match((denied as Error).message, 'permission denied for table ckpt_leases');
+    }
+    await n1.leases!.release('n1');
+    assert.equal(await migrated.leases!.list(), [], 'its own role releases it');
+  } finally {
+    await db.end();
+    for (const s of [migrated, n1, n2, alice]) await s.close();
+  }
+});
+
+leases.run();

@@ -183,7 +183,7 @@ export const removePidFile = (home: string, info: AgentInfo): void => {
 };
 
 /** Alive: the pid still names the same process, and it is not a zombie waiting to be reaped. */
-const isAlive = (info: Pick<AgentInfo, 'pid' | 'startTime'>): boolean => {
+export const isAlive = (info: Pick<AgentInfo, 'pid' | 'startTime'>): boolean => {
   const stat = readStat(info.pid);
   return !!stat && stat.startTime === info.startTime && stat.state !== 'Z' && stat.state !== 'X';
 };

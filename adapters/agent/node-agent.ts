@@ -5,7 +5,8 @@
 // - the coordinator host (coordinator-host.ts): follows the log, folds each job's state, runs the
 //   job's work (job-work.ts: deciders and this node's commands) and the deadline timer;
 // - the outbox (outbox.ts): every event the agent appends, in order, retried while the log is away;
-// - the request gateway (request-gateway.ts): requests from users on a unix socket.
+// - the request gateway (request-gateway.ts): requests from users on a unix socket;
+// - the liveness lease (lease-renewal.ts), renewed beside the log while the agent runs.
 import { readFileSync } from 'node:fs';
 import { arch, hostname, release } from 'node:os';
 import type { EventStore } from '../../domain/event-store.js';
@@ -20,6 +21,7 @@ import { LaunchProtocol } from './launch-protocol.js';
 import { Outbox } from './outbox.js';
 import { ProcessTracker, type Rereads } from './process-tracker.js';
 import { RequestGateway } from './request-gateway.js';
+import { DEFAULT_LEASE_TTL_MS, LeaseRenewal } from './lease-renewal.js';
 
 export type { CatchUpProgress } from './coordinator-host.js';
 
@@ -47,6 +49,8 @@ export interface NodeAgentOptions {
   readonly rereads?: Rereads;
   /** How often dependents (shared pipes, sockets, shm) are looked for. */
   readonly dependencyScanMs?: number;
+  /** How long the node's liveness lease lasts without a renewal (default 15 s; renewed every third of it). */
+  readonly leaseTtlMs?: number;
   /** How far start() has come: the log folded so far, then the checkpointer's probe. */
   readonly starting?: (step: StartStep) => void;
   readonly log?: (line: string) => void;
@@ -63,6 +67,7 @@ export class NodeAgent {
   #launch: LaunchProtocol | undefined;
   #self: ProcessRef | undefined;
   #gateway: RequestGateway | undefined;
+  #lease: LeaseRenewal | undefined;
 
   constructor(options: NodeAgentOptions) {
     this.#o = options;
@@ -139,6 +144,11 @@ export class NodeAgent {
       { type: 'NodeAgentStarted', data: { node, agent: this.#self, version: this.#o.version } },
       { type: 'CheckpointerProbed', data: { node, ...probe } },
     ]).catch((error) => this.#log(`could not register the node: ${error.message}`));
+    // After the registration: the store gives the lease only to the agent start the log records.
+    if (store.leases) {
+      this.#lease = new LeaseRenewal({ leases: store.leases, node, holder: { ...this.#self, bootId: bootId(), hostname: hostname() }, ttlMs: this.#o.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS, log: this.#log });
+      await this.#lease.start();
+    }
 
     this.#tracker.startScans();
   }
@@ -174,6 +184,7 @@ export class NodeAgent {
     this.#tracker?.stop();
     await this.#host?.stop();
     await this.#outbox.flush();
+    await this.#lease?.stop();
     if (this.#self) {
       await this.#o.store
         .append(nodeStream(this.#o.node), [{ type: 'NodeAgentStopped', data: { node: this.#o.node, agent: this.#self, reason } }])

@@ -10,6 +10,7 @@
 //   {id, op: 'prune', job, keep}                           → {pruned, kept}
 //   {id, op: 'model', model, key, all?}                    → {state, position, folded, notes}: a read model
 //                                                            (projections/models.ts) as the caller may see it
+//   {id, op: 'leases'}                                     → the nodes' liveness leases (null: the store keeps none)
 // Answers: {id, ok: true, result} or {id, ok: false, error: {name, message, …}}.
 // The rules: the actor of every request is the caller; a job belongs to who submitted it and only
 // its owner or root may act on it or read it (node streams are readable by all); a unit's root is
@@ -173,8 +174,11 @@ export class RequestGateway {
         return this.#prune(caller, r.job, r.keep);
       case 'model':
         return this.#model(caller, r.model, r.key, r.all === true);
+      case 'leases':
+        // Readable by all, like the node streams they stand beside; renewed only by the agents themselves.
+        return store.leases ? store.leases.list() : Promise.resolve(null);
       default:
-        throw new RequestRefused('invalid', `unknown request "${String(r.op)}": use append, read, revision, head, readAll, subscribe, prune or model`);
+        throw new RequestRefused('invalid', `unknown request "${String(r.op)}": use append, read, revision, head, readAll, subscribe, prune, model or leases`);
     }
   }
 

@@ -4,11 +4,14 @@
 // it (root), else through the agent, which shows a user only their own jobs and the node streams.
 import { connect, type Socket } from 'node:net';
 import {
+  LeaseRefusedError,
   WrongExpectedRevisionError,
   type AppendResult,
   type ChainedLog,
   type EventStore,
   type ExpectedRevision,
+  type Lease,
+  type LeaseStore,
   type Position,
   type ProposedEvent,
   type ReadAllOptions,
@@ -193,6 +196,17 @@ export class GatewayEventStore implements EventStore {
   get models(): RemoteReadModels | undefined {
     if (this.#o.direct) return undefined;
     return { read: (model, key, options) => this.#ask<RemoteModelRead>('model', { model, key, ...(options?.all && { all: true }) }) };
+  }
+
+  /** Liveness leases: listed by the agent for callers who cannot open the store; only agents renew them. */
+  get leases(): LeaseStore | undefined {
+    if (this.#o.direct) return this.#o.direct.leases;
+    const refuse = () => Promise.reject(new LeaseRefusedError('only a node agent renews or releases its lease'));
+    return {
+      list: async () => (await this.#ask<Lease[] | null>('leases')) ?? [], // null: a store without leases (KurrentDB)
+      renew: refuse,
+      release: refuse,
+    };
   }
 
   /** Read-model snapshots: in the store, for callers who can open it (root); the agent keeps them for others. */

@@ -25,7 +25,7 @@ export const catalogue: readonly CommandEntry[] = [
   { name: 'ps', summary: 'Show every process of a job — including escaped and dependent ones — and why it belongs.', load: async () => (await import('./commands/ps.js')).psCommand },
   { name: 'history', summary: 'Print one job’s events in order: its complete, replayable history.', load: async () => (await import('./commands/history.js')).historyCommand },
   { name: 'log', summary: 'Print the event log: every event of every job and node, in global order.', load: async () => (await import('./commands/log.js')).logCommand },
-  { name: 'nodes', summary: 'List the nodes: agent state, last seen, checkpointer, running units.', load: async () => (await import('./commands/nodes.js')).nodesCommand },
+  { name: 'nodes', summary: 'List the nodes: alive or lost by their liveness lease, last seen, lease renewed/expires, checkpointer, running units.', load: async () => (await import('./commands/nodes.js')).nodesCommand },
   { name: 'dashboard', summary: 'Serve a live, read-only web page of jobs, membership, checkpoint timelines, audit and nodes (localhost; a token elsewhere).', load: async () => (await import('./commands/dashboard.js')).dashboardCommand },
-  { name: 'agent', summary: 'Run, start, stop or inspect the node agent that tracks this node’s jobs.', load: async () => (await import('./commands/agent.js')).agentCommand },
+  { name: 'agent', summary: 'Run, start, stop or inspect the node agent that tracks this node’s jobs and renews its liveness lease (--lease-ttl).', load: async () => (await import('./commands/agent.js')).agentCommand },
 ];

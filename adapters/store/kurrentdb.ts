@@ -43,6 +43,11 @@ export interface KurrentOptions {
   readonly context?: AppendContext;
 }
 
+/**
+ * No snapshots and no liveness leases (`leases` absent): KurrentDB has no table beside the log to
+ * replace a row in, and a renewal every few seconds must not grow the history. `ckpt nodes` then
+ * judges agents as before a lease existed: by /proc on this machine, "not checked" elsewhere.
+ */
 export class KurrentEventStore implements EventStore {
   readonly location: string;
   readonly #prefix: string;

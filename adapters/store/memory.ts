@@ -4,6 +4,7 @@ import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, GENESIS } from './chain.js';
 import { MemorySnapshotStore } from './snapshots.js';
+import { MemoryLeaseStore } from './leases.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 import { Subject } from '../../domain/rx.js';
 
@@ -15,6 +16,7 @@ export class MemoryEventStore implements EventStore {
   readonly #rows = new Map<string, ChainedRow[]>();
   readonly #appended = new Subject<void>();
   readonly snapshots = new MemorySnapshotStore();
+  readonly leases = new MemoryLeaseStore((stream) => this.readStream(stream, { direction: 'backwards', limit: Number.MAX_SAFE_INTEGER }));
 
   constructor(private readonly context: AppendContext = defaultAppendContext()) {}
 

@@ -17,19 +17,21 @@
 // cursor with no global lock at all, which did no better).
 import { createRequire } from 'node:module';
 import type pg from 'pg';
-import { SnapshotNotWritableError, snapshotList, WrongExpectedRevisionError, type Snapshot, type SnapshotStore, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
+import { LeaseRefusedError, SnapshotNotWritableError, snapshotList, WrongExpectedRevisionError, type Lease, type LeaseHolder, type LeaseStore, type Snapshot, type SnapshotStore, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { redactStoreUrl } from './redact.js';
 import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
+import { checkRenewal } from './leases.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
 import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
 
 /**
  * 1: events and streams; 2: the digest chain, the appending role, ckpt_append SECURITY DEFINER;
- * 3: read-model snapshots; 4: positions ordered by transaction id (txid), readers bounded by xmin.
+ * 3: read-model snapshots; 4: positions ordered by transaction id (txid), readers bounded by xmin;
+ * 5: node liveness leases (ckpt_leases, ckpt_renew_lease, ckpt_release_lease).
  */
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 /** Advisory lock keys (arbitrary constants, "ckpt" in ASCII in the high bytes). */
 const MIGRATION_LOCK = 0x636b7074_0001;
 const APPEND_LOCK = 0x636b7074_0002;
@@ -37,6 +39,8 @@ const APPEND_LOCK = 0x636b7074_0002;
 const STREAM_LOCK_CLASS = 0x636b7074;
 const CHANNEL = 'ckpt_events';
 const CONFLICT = 'CK409';
+/** A lease renewal this role may not make (see LEASES). */
+const LEASE_REFUSED = 'CK403';
 /** Snapshots per INSERT when many are saved together. */
 const SAVE_CHUNK = 5000;
 
@@ -106,6 +110,7 @@ export class PostgresEventStore implements EventStore {
       if (current === 1) await chainExistingRows(client);
       if (current === 1 || current === 2) await client.query(`${SNAPSHOTS} INSERT INTO ckpt_schema (version) VALUES (3);`);
       if (current >= 1 && current <= 3) await client.query(ORDER_BY_TXID);
+      if (current >= 1 && current <= 4) await client.query(`${LEASES} INSERT INTO ckpt_schema (version) VALUES (5);`);
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
       client.release();
@@ -269,6 +274,34 @@ export class PostgresEventStore implements EventStore {
     },
   };
 
+  /** Leases judged by the server's clock: hosts' clocks may disagree, the database's is one. */
+  readonly leases: LeaseStore = {
+    renew: async (node: string, holder: LeaseHolder, ttlMs: number): Promise<Lease> => {
+      checkRenewal(node, holder, ttlMs);
+      await this.#schema();
+      const kept = { pid: holder.pid, startTime: holder.startTime, bootId: holder.bootId, hostname: holder.hostname };
+      try {
+        const { rows } = await this.#pool.query<{ renewed_at: Date; expires_at: Date }>('SELECT renewed_at, expires_at FROM ckpt_renew_lease($1, $2::jsonb, $3)', [node, JSON.stringify(kept), ttlMs]);
+        return { node, holder: kept, renewedAt: rows[0]!.renewed_at.toISOString(), expiresAt: rows[0]!.expires_at.toISOString(), expired: false, asOf: rows[0]!.renewed_at.toISOString() };
+      } catch (error) {
+        if ((error as { code?: string }).code === LEASE_REFUSED) throw new LeaseRefusedError((error as Error).message);
+        if ((error as { code?: string }).code === '42501') throw new LeaseRefusedError(`this role may not renew leases in ${this.location} (${(error as Error).message}): node agents log in as a member of ckpt_agents`);
+        throw error;
+      }
+    },
+    list: async () => {
+      await this.#schema();
+      const { rows } = await this.#pool.query<{ node: string; holder: LeaseHolder; renewed_at: Date; expires_at: Date; expired: boolean; as_of: Date }>(
+        'SELECT node, holder, renewed_at, expires_at, expires_at <= t AS expired, t AS as_of FROM ckpt_leases, clock_timestamp() AS t ORDER BY node',
+      );
+      return rows.map((r) => ({ node: r.node, holder: r.holder, renewedAt: r.renewed_at.toISOString(), expiresAt: r.expires_at.toISOString(), expired: r.expired, asOf: r.as_of.toISOString() }));
+    },
+    release: async (node: string) => {
+      await this.#schema();
+      await this.#pool.query('SELECT ckpt_release_lease($1)', [node]);
+    },
+  };
+
   async close(): Promise<void> {
     this.#appended.complete();
     await this.#listener?.end().catch(() => {});
@@ -393,6 +426,64 @@ DO $$ BEGIN
 END $$;
 `;
 
+/**
+ * Node liveness leases, beside the log: one row per node, replaced at each renewal, times by the
+ * server's clock. Like ckpt_append, the two functions are the only way to write the table
+ * (SECURITY DEFINER; EXECUTE for ckpt_agents), and they tie a node's lease to its agent the way
+ * the log ties events to their writers: by the role that logged in (session_user). A renewal must
+ * come from the role that appended the node stream's latest NodeAgentStarted, for the agent process
+ * (pid, start time) that event names; a release only from the role that renewed.
+ * What a holder of an agent role's credentials can fake: anything that role may append — it may
+ * append a NodeAgentStarted to another node's stream and then hold that node's lease — but on
+ * record, as itself (appended_by, renewed_by). It cannot renew under another role's name, write
+ * the table behind the functions, or set the times: they are the server's. The owner (and a
+ * superuser) can write anything here, as in the log.
+ */
+const LEASES = `
+CREATE TABLE IF NOT EXISTS ckpt_leases (
+  node       text PRIMARY KEY,
+  holder     jsonb NOT NULL,
+  renewed_at timestamptz NOT NULL,
+  expires_at timestamptz NOT NULL,
+  renewed_by text NOT NULL
+);
+CREATE OR REPLACE FUNCTION ckpt_renew_lease(p_node text, p_holder jsonb, p_ttl_ms bigint)
+RETURNS TABLE (renewed_at timestamptz, expires_at timestamptz) LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+  started record;
+  t timestamptz := clock_timestamp();
+BEGIN
+  SELECT e.appended_by, e.data->'agent' AS agent INTO started FROM ckpt_events e
+  WHERE e.stream = 'node-' || p_node AND e.type = 'NodeAgentStarted' ORDER BY e.revision DESC LIMIT 1;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'the log records no agent start on % (node-%): an agent renews its lease only after it registered', p_node, p_node USING ERRCODE = '${LEASE_REFUSED}';
+  END IF;
+  IF started.appended_by IS DISTINCT FROM session_user THEN
+    RAISE EXCEPTION 'the lease of % belongs to the role that recorded its agent start (%), not to %', p_node, coalesce(started.appended_by, 'unknown'), session_user USING ERRCODE = '${LEASE_REFUSED}';
+  END IF;
+  IF (started.agent->>'pid') IS DISTINCT FROM (p_holder->>'pid') OR (started.agent->>'startTime') IS DISTINCT FROM (p_holder->>'startTime') THEN
+    RAISE EXCEPTION 'the log''s latest agent start on % is pid % (start time %), not the holder pid % (start time %)', p_node, started.agent->>'pid', started.agent->>'startTime', p_holder->>'pid', p_holder->>'startTime' USING ERRCODE = '${LEASE_REFUSED}';
+  END IF;
+  INSERT INTO ckpt_leases AS l (node, holder, renewed_at, expires_at, renewed_by)
+  VALUES (p_node, p_holder, t, t + p_ttl_ms * interval '1 millisecond', session_user)
+  ON CONFLICT (node) DO UPDATE SET holder = excluded.holder, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at, renewed_by = excluded.renewed_by;
+  RETURN QUERY SELECT t, t + p_ttl_ms * interval '1 millisecond';
+END $$;
+CREATE OR REPLACE FUNCTION ckpt_release_lease(p_node text) RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+  DELETE FROM ckpt_leases WHERE node = p_node AND renewed_by = session_user;
+$$;
+REVOKE ALL ON FUNCTION ckpt_renew_lease(text, jsonb, bigint), ckpt_release_lease(text) FROM PUBLIC;
+DO $$ BEGIN
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ckpt_agents') THEN
+    GRANT EXECUTE ON FUNCTION ckpt_renew_lease(text, jsonb, bigint), ckpt_release_lease(text) TO ckpt_agents;
+    GRANT SELECT ON ckpt_leases TO ckpt_agents;
+  END IF;
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'ckpt_readers') THEN
+    GRANT SELECT ON ckpt_leases TO ckpt_readers;
+  END IF;
+END $$;
+`;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS ckpt_streams (
   name     text PRIMARY KEY,
@@ -417,6 +508,7 @@ CREATE TABLE IF NOT EXISTS ckpt_events (
 CREATE TABLE IF NOT EXISTS ckpt_meta (key text PRIMARY KEY, value text NOT NULL);
 ${APPEND_FUNCTION}
 ${SNAPSHOTS}
+${LEASES}
 INSERT INTO ckpt_schema (version) VALUES (${SCHEMA_VERSION});
 `;
 

@@ -10,10 +10,12 @@ import { closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync, watc
 import { dirname } from 'node:path';
 import { createRequire } from 'node:module';
 import type Database from 'better-sqlite3';
-import { SnapshotNotWritableError, snapshotList, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
+import { LeaseRefusedError, SnapshotNotWritableError, snapshotList, type AppendResult, type Lease, type LeaseHolder, type LeaseStore, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
 import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
 import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
+import { checkRenewal, refusedByLog, toLease } from './leases.js';
+import { nodeStream } from '../../domain/identity.js';
 import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
 import { merge, Observable, Subject, filter, share } from '../../domain/rx.js';
 
@@ -22,9 +24,10 @@ const Sqlite = createRequire(import.meta.url)('better-sqlite3') as typeof Databa
 
 /**
  * 1: events and streams; 2: the digest chain (events.digest and .previous as 32-byte BLOBs, half
- * the size of hex text; streams.digest, the head, as hex; meta); 3: read-model snapshots.
+ * the size of hex text; streams.digest, the head, as hex; meta); 3: read-model snapshots;
+ * 4: node liveness leases.
  */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 const INSERT_CHUNK = 64;
 
 export interface SqliteOptions {
@@ -135,6 +138,12 @@ export class SqliteEventStore implements EventStore {
       saveSnapshot: db.prepare<[string, string, number, string, number, string, string, string, string]>(
         'INSERT OR REPLACE INTO snapshots (model, key, code_version, schema, position, digest, state, checksum, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
+      startedAgent: db.prepare<[string], string>(
+        "SELECT CAST(e.data AS TEXT) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ? AND e.type = 'NodeAgentStarted' ORDER BY e.revision DESC LIMIT 1",
+      ).pluck(),
+      renewLease: db.prepare<[string, string, number, number]>('INSERT OR REPLACE INTO leases (node, holder, renewed_at, expires_at) VALUES (?, ?, ?, ?)'),
+      leases: db.prepare<[], { node: string; holder: string; renewedAt: number; expiresAt: number }>('SELECT node, holder, renewed_at AS renewedAt, expires_at AS expiresAt FROM leases ORDER BY node'),
+      releaseLease: db.prepare<[string]>('DELETE FROM leases WHERE node = ?'),
     };
     // Group commit: appends issued together share one transaction and one fsync. Each stays
     // atomic on its own: a nested transaction is a savepoint, so a conflict undoes only its append.
@@ -312,6 +321,27 @@ export class SqliteEventStore implements EventStore {
     },
   };
 
+  /** Judged by this process's clock: the agents sharing a SQLite file share a machine. */
+  readonly leases: LeaseStore = {
+    renew: async (node: string, holder: LeaseHolder, ttlMs: number): Promise<Lease> => {
+      checkRenewal(node, holder, ttlMs);
+      const started = this.#sql.startedAgent.get(nodeStream(node));
+      const refused = refusedByLog(node, holder, started === undefined ? undefined : (JSON.parse(started) as { agent: { pid: number; startTime: number } }).agent);
+      if (refused) throw new LeaseRefusedError(refused);
+      const kept = { pid: holder.pid, startTime: holder.startTime, bootId: holder.bootId, hostname: holder.hostname };
+      const now = Date.now();
+      this.#sql.renewLease.run(node, JSON.stringify(kept), now, now + ttlMs);
+      return toLease(node, { holder: kept, renewedAt: now, expiresAt: now + ttlMs }, now);
+    },
+    list: async () => {
+      const now = Date.now();
+      return this.#sql.leases.all().map((r) => toLease(r.node, { holder: JSON.parse(r.holder) as LeaseHolder, renewedAt: r.renewedAt, expiresAt: r.expiresAt }, now));
+    },
+    release: async (node: string) => {
+      this.#sql.releaseLease.run(node);
+    },
+  };
+
   async close(): Promise<void> {
     this.#appended.complete();
     if (this.#db.open) this.#db.close();
@@ -366,7 +396,8 @@ const migrate = (db: Database.Database): void => {
     }
     if (version === SCHEMA_VERSION) return;
     if (version === 1) chainExistingRows(db);
-    if (version === 1 || version === 2) return addSnapshots(db);
+    if (version === 1 || version === 2) db.exec(SNAPSHOTS);
+    if (version >= 1 && version <= 3) return addLeases(db);
     db.exec(`
       CREATE TABLE streams (
         id       INTEGER PRIMARY KEY,
@@ -389,6 +420,7 @@ const migrate = (db: Database.Database): void => {
       CREATE UNIQUE INDEX events_stream_revision ON events (stream_id, revision);
       CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       ${SNAPSHOTS}
+      ${LEASES}
       PRAGMA user_version = ${SCHEMA_VERSION};
     `);
   }).immediate();
@@ -409,9 +441,18 @@ const SNAPSHOTS = `
     PRIMARY KEY (model, key)
   );`;
 
-/** Schema 2 → 3: the snapshot table, empty (reads fill it). */
-const addSnapshots = (db: Database.Database): void => {
-  db.exec(SNAPSHOTS);
+/** Node liveness leases (LeaseStore): one row per node, replaced at each renewal; times in ms since the epoch. */
+const LEASES = `
+  CREATE TABLE leases (
+    node       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    renewed_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+  );`;
+
+/** Schema 2 → 3 adds the snapshot table, 3 → 4 the lease table, both empty. */
+const addLeases = (db: Database.Database): void => {
+  db.exec(LEASES);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 };
 

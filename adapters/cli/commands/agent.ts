@@ -11,6 +11,7 @@ import { agentFiles, agentSocket, defaultNode, describeStart, START_STALL_MS, ho
 import type { MetricsEndpoint } from '../../agent/metrics-endpoint.js';
 import type { NodeAgent, StartStep } from '../../agent/node-agent.js';
 import { readStat } from '../../tracking/procfs.js';
+import { MAX_LEASE_TTL_MS } from '../../store/leases.js';
 import { durationOption, flag, integerOption, listenOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { needRoot, openStore, storeUrlOf } from '../store.js';
@@ -113,6 +114,13 @@ const reportStart = (home: string, node: string, url: string, startTime: number)
   };
 };
 
+/** --lease-ttl: a duration up to a day (a longer lease would hide a dead node for longer than anyone waits). */
+const leaseTtlOption = (args: ParsedArgs): number | undefined => {
+  const ms = durationOption(args, 'lease-ttl');
+  if (ms !== undefined && ms > MAX_LEASE_TTL_MS) throw new UsageError(`option --lease-ttl must be at most ${MAX_LEASE_TTL_MS / 3_600_000}h, got "${stringOption(args, 'lease-ttl')}"`);
+  return ms;
+};
+
 /** Held for the agent's whole life (kept referenced here, never closed: the kernel releases it at exit). */
 let lock: Server | undefined;
 
@@ -127,6 +135,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const url = storeUrlOf(args);
   const rcvbuf = integerOption(args, 'rcvbuf', 1024);
   const metricsAddress = listenOption(args, 'metrics');
+  const leaseTtlMs = leaseTtlOption(args);
   const home = ckptHome();
   // The lock first: a second agent for this node and store stops here, having touched nothing.
   lock = await holdAgentLock(node, url);
@@ -147,7 +156,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const initialNetns = process.env.CKPT_INITIAL_NETNS || undefined;
   // Loaded here, not with this module: checkpoint, restart and run import it for nodeOf and ensureAgent.
   const { NodeAgent } = await import('../../agent/node-agent.js');
-  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, initialNetns, rereads, starting: reportStart(home, node, url, self.startTime), log });
+  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, initialNetns, rereads, leaseTtlMs, starting: reportStart(home, node, url, self.startTime), log });
   // The metrics address is bound before anything starts: a busy one ends the start with nothing done.
   let metrics: MetricsEndpoint | undefined;
   if (metricsAddress) {
@@ -205,7 +214,7 @@ const statusFromSocket = async (node: string, url: string, json: boolean): Promi
 };
 
 export const agentCommand: Command = {
-  usage: 'run|start|status|stop [--node NAME] [--json] [--metrics [HOST:]PORT]',
+  usage: 'run|start|status|stop [--node NAME] [--json] [--metrics [HOST:]PORT] [--lease-ttl DURATION]',
   description: [
     'The node agent follows the kernel’s process events (proc connector) and /proc for every job on this',
     'node and records them in the event log; it creates each unit’s cgroups. `ckpt run` starts it on',
@@ -237,12 +246,16 @@ export const agentCommand: Command = {
     'With --metrics the agent serves Prometheus metrics (checkpoint and restore totals and histograms,',
     'tracked processes, observation gaps, how far it is behind the log) at http://HOST:PORT/metrics; the',
     'totals are counted from the log, so they survive a restart of the agent (README: Metrics).',
+    'While it runs, the agent renews its node\'s liveness lease beside the log (SQLite, PostgreSQL; not',
+    'KurrentDB) every third of --lease-ttl; `ckpt nodes` shows a node whose lease expired as lost. A',
+    'failed renewal is logged once per outage and the agent keeps running; a clean stop releases the lease.',
   ].join('\n'),
   options: [
     { name: 'node', value: 'NAME', description: 'node name (default: $CKPT_NODE, else the host name)' },
     { name: 'json', description: 'machine-readable output (status, start)' },
     { name: 'stall', value: 'DURATION', description: `start: give up when the starting agent shows no progress this long (default ${START_STALL_MS.log / 1000}s; its checkpointer probe may take ${START_STALL_MS.probe / 1000}s)` },
     { name: 'rcvbuf', value: 'BYTES', description: 'proc connector receive buffer (default 16 MiB; tests use tiny ones)' },
+    { name: 'lease-ttl', value: 'DURATION', description: 'run, start: how long the node counts as alive without a lease renewal (default 15s; renewed every third of it); takes effect when the agent starts' },
     { name: 'metrics', value: '[HOST:]PORT', description: 'run, start: serve Prometheus metrics at http://HOST:PORT/metrics (default off; HOST defaults to 127.0.0.1 — give 0.0.0.0 to be scraped from elsewhere)' },
   ],
   examples: ['sudo ckpt agent start', 'sudo ckpt agent start --metrics 127.0.0.1:9464', 'ckpt agent status --json', 'sudo ckpt agent stop'],
@@ -259,13 +272,16 @@ export const agentCommand: Command = {
         const rcvbuf = stringOption(args, 'rcvbuf');
         const metricsAddress = listenOption(args, 'metrics'); // a bad address is refused here, before the agent starts
         const stall = durationOption(args, 'stall');
+        leaseTtlOption(args); // a bad duration is refused here, before the agent starts
+        const leaseTtl = stringOption(args, 'lease-ttl');
         const stallMs = stall === undefined ? START_STALL_MS : { ...START_STALL_MS, before: stall, log: stall };
         const node = nodeOf(args);
-        if (metricsAddress && runningAgent(home, node, storeUrlOf(args))) process.stderr.write('the node agent already runs: --metrics takes effect when it starts (ckpt agent stop, then start it again)\n');
+        const given = [...(metricsAddress ? ['--metrics'] : []), ...(leaseTtl ? ['--lease-ttl'] : [])];
+        if (given.length > 0 && runningAgent(home, node, storeUrlOf(args))) process.stderr.write(`the node agent already runs: ${given.join(' and ')} take${given.length === 1 ? 's' : ''} effect when it starts (ckpt agent stop, then start it again)\n`);
         const shown = startProgressPrinter(json);
         let info;
         try {
-          info = await startAgent(home, node, storeUrlOf(args), { extraArgs: [...(rcvbuf ? ['--rcvbuf', rcvbuf] : []), ...(metricsAddress ? ['--metrics', stringOption(args, 'metrics')!] : [])], progress: shown.show, stallMs });
+          info = await startAgent(home, node, storeUrlOf(args), { extraArgs: [...(rcvbuf ? ['--rcvbuf', rcvbuf] : []), ...(metricsAddress ? ['--metrics', stringOption(args, 'metrics')!] : []), ...(leaseTtl ? ['--lease-ttl', leaseTtl] : [])], progress: shown.show, stallMs });
         } finally {
           shown.done();
         }
