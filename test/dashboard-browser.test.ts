@@ -166,7 +166,7 @@ open('${ready}', 'w').write('1'); time.sleep(1000)`);
   await shot('jobs');
   await page.goto(`${base}#/nodes`);
   await page.waitForSelector(`tr[data-node="${NODE}"]`);
-  assert.match((await page.textContent(`tr[data-node="${NODE}"]`)) ?? '', 'running');
+  assert.match((await page.textContent(`tr[data-node="${NODE}"]`)) ?? '', 'alive', 'the node’s agent renews its lease');
   await shot('nodes');
 });
 
