@@ -304,14 +304,14 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
     case 'NodeCommitted':
       return a?.phase === 'committing' && event.data.version === a.version ? committedEverywhere(a) : [];
     case 'CheckpointCommitted': {
-      if (!a || a.phase !== 'finishing') return [];
+      if (a?.phase !== 'finishing') return [];
       return eachUnit(a, (unit, node) => ({ type: a.stop ? 'UnitStopRequested' : 'UnitThawRequested', data: { version: a.version, unit, node } }) as ProposedEvent);
     }
     case 'UnitThawed':
     case 'UnitStopped':
     case 'UnitThawFailed':
     case 'UnitStopFailed':
-      if (!a || a.phase !== 'finishing' || !everyUnit(a, 'finished')) return [];
+      if (a?.phase !== 'finishing' || !everyUnit(a, 'finished')) return [];
       return [
         { type: 'CheckpointCompleted', data: { version: a.version, outcome: a.stop ? 'stopped' : 'thawed' } },
         { type: 'DeadlineCancelled', data: { deadline: deadlineId(a.version), reason: 'completed' } },
@@ -326,7 +326,7 @@ export const decideCheckpoint = (s: CheckpointState, event: RecordedEvent): Prop
       return event.data.command === 'checkpoint' && s.requests[event.data.request] ? rejectExpired(event.data.request, 'checkpoint', event.data.deadline) : [];
     case 'UnitAborted':
     case 'UnitAbortFailed':
-      if (!a || a.phase !== 'aborting' || !everyUnit(a, 'aborted')) return [];
+      if (a?.phase !== 'aborting' || !everyUnit(a, 'aborted')) return [];
       return [
         { type: 'CheckpointAborted', data: { version: a.version, reason: a.reason ?? 'aborted', ...(a.failure && { failure: a.failure }) } },
         { type: 'DeadlineCancelled', data: { deadline: deadlineId(a.version), reason: 'aborted' } },

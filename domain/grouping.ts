@@ -22,7 +22,7 @@ const dependency = (m: Member) =>
 /** Members reachable from the unit's root through current parent links (what `criu dump -t ROOT` takes). */
 const treeOf = (root: Member | undefined, members: readonly Member[]): Set<string> => {
   const inTree = new Set<string>();
-  if (!root || root.state !== 'running') return inTree;
+  if (root?.state !== 'running') return inTree;
   const children = new Map<number, Member[]>();
   for (const m of members) children.set(m.ppid, [...(children.get(m.ppid) ?? []), m]);
   const queue = [root];

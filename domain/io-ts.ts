@@ -16,9 +16,11 @@ const nullCodec = t.null;
 export { nullCodec as null };
 export const Type = t.Type;
 export type Type<A, O = A, I = unknown> = IoTs.Type<A, O, I>;
+// biome-ignore-start lint/suspicious/noExplicitAny: io-ts's own defaults, repeated so these types read as io-ts's
 export type ExactType<C extends IoTs.Any, A = any, O = A, I = unknown> = IoTs.ExactType<C, A, O, I>;
 export type IntersectionType<CS extends Array<IoTs.Mixed>, A = any, O = A, I = unknown> = IoTs.IntersectionType<CS, A, O, I>;
 export type UnionType<CS extends Array<IoTs.Mixed>, A = any, O = A, I = unknown> = IoTs.UnionType<CS, A, O, I>;
+// biome-ignore-end lint/suspicious/noExplicitAny: io-ts's own defaults
 
 /** fp-ts's Either: what a decoder returns. */
 export const either = require('fp-ts/lib/Either.js') as typeof Either;

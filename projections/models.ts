@@ -6,6 +6,7 @@ import type { ReadModel } from './read-model.js';
 import { nodesModel } from './nodes.js';
 import { restartsModel } from './restarts.js';
 
+// biome-ignore lint/suspicious/noExplicitAny: models of different states in one table; each is used through its own encode and decode
 export const readModels: Readonly<Record<string, ReadModel<any>>> = {
   [jobsModel.name]: jobsModel,
   [membershipModel.name]: membershipModel,

@@ -58,7 +58,7 @@ export const renderEventsDoc = (): string => {
   );
   for (const concern of concerns) {
     for (const d of concern.events) {
-      d.changes.forEach((c, i) => lines.push(`| \`${d.type}\` | ${i + 1} → ${i + 2} | ${c.change} |`));
+      for (const [i, c] of d.changes.entries()) lines.push(`| \`${d.type}\` | ${i + 1} → ${i + 2} | ${c.change} |`);
     }
   }
   return lines.join('\n') + '\n';

@@ -1,7 +1,4 @@
-// Coordinated checkpoints end to end, as root, with real CRIU: jobs started with `ckpt run`,
-// checkpointed with `ckpt checkpoint`, the images read back (pstree.img, manifest), failures
-// provoked for real (a TCP connection CRIU refuses, a dead agent, kill -9 at every phase).
-import { spawnSync } from 'node:child_process';
+
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { filter, firstValueFrom } from 'rxjs';

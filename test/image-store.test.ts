@@ -86,7 +86,7 @@ test('commit: sizes and SHA-256 of every file match sha256sum; manifest 0600, at
   dumpUnit('j', 1, 'u1');
   dumpUnit('j', 1, 'u2');
   const previous = process.umask(0o022);
-  let committed;
+  let committed: ReturnType<typeof commit>;
   try {
     committed = commit('j', 1, ['u1', 'u2'], null);
   } finally {
@@ -212,8 +212,8 @@ test('verify: truncated → size, deleted → missing, added → unexpected', ()
   assert.is(byPath['u1/sub/fs-1.img']?.problem, 'missing');
   assert.is(byPath['u2/extra.img']?.problem, 'unexpected');
   assert.is(byPath['u2/pstree.img']?.problem, 'size');
-  assert.is(byPath['stray']?.problem, 'unexpected');
-  assert.is(byPath['u9']?.problem, 'unexpected');
+  assert.is(byPath.stray?.problem, 'unexpected');
+  assert.is(byPath.u9?.problem, 'unexpected');
   assert.is(problems.length, 6, JSON.stringify(problems));
   // One unit's verification looks at that unit only.
   assert.equal(problemsOf(verifyVersion(root, 'j', 1, { unit: 'u2' })).map((p) => p.path).sort(), ['u2/extra.img', 'u2/pstree.img']);

@@ -3,7 +3,7 @@
 // the same resources shared with a process outside the job make it a dependent; inotify watches
 // come back; a job with its own pseudo-terminal is restored, a job on a terminal outside it is
 // refused with the reason. docs/criu.md ("What a job may hold") points at these tests.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';

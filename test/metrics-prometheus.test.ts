@@ -17,7 +17,7 @@ const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRI
 const test = suiteRequiring('metrics scraped by a real Prometheus (real agent, real CRIU)', missing);
 
 const NODE = 'metricsnode';
-const { work, h, ckpt, ps, cleanup } = jobHarness('ckpt-metrics', NODE);
+const { work, ckpt, ps, cleanup } = jobHarness('ckpt-metrics', NODE);
 let prometheus: ChildProcess | undefined;
 
 test.after(async () => {

@@ -1,7 +1,7 @@
 // Every unit runs in its own PID namespace (its init is PID 1 there), so a restored unit is a unit
 // like any other: checkpointed and restored again and again, even while other processes hold its
 // original host PIDs, and ckpt's own helpers (unshare, criu, the proc connector) never join it.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
@@ -15,7 +15,7 @@ const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000)
 const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => (existsSync('/proc/self/ns/pid') ? undefined : 'needs PID namespaces (a kernel with CONFIG_PID_NS)'));
 const test = suiteRequiring('checkpoint again after any restart (PID namespaces)', missing);
 
-const { work, ckpt, json, ps, running, cleanup } = jobHarness('ckpt-pidns', 'pnnode');
+const { work, ckpt, json, running, cleanup } = jobHarness('ckpt-pidns', 'pnnode');
 const held: number[] = [];
 test.after(() => {
   for (const pid of held) sigkill(pid);

@@ -54,7 +54,6 @@ test.after.each(() => {
 });
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
-const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // Runs "$@" with every fd above 2 closed: fds inherited by this test (e.g. a pipe its runner
 // leaked) would otherwise be shared by all the processes started here. Same pid (exec).

@@ -97,7 +97,7 @@ const referenceTree = (job: JobMembership, members: Member[]): string[] => {
     const restored = m.restoredFrom === undefined ? '' : `  (restored; was pid ${identityOf(m.restoredFrom).pid})`;
     lines.push(`${cols}${top ? '' : prefix + (last ? '└─ ' : '├─ ')}${m.comm}${restored}`);
     const kids = children.get(m.key) ?? [];
-    kids.forEach((k, i) => walk(k, top ? '' : prefix + (last ? '   ' : '│  '), i === kids.length - 1, false));
+    for (const [i, k] of kids.entries()) walk(k, top ? '' : prefix + (last ? '   ' : '│  '), i === kids.length - 1, false);
   };
   for (const m of children.get(undefined) ?? []) walk(m, '', true, true);
   return lines;

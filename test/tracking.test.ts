@@ -1,6 +1,6 @@
 // Process tracking end to end, as root: real jobs started with `ckpt run`, the real node agent
 // (proc connector, /proc, cgroups), membership checked against ps and /proc.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';

@@ -19,7 +19,7 @@ const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRI
 const test = suiteRequiring('workloads: servers, connections, locks (real CRIU)', missing);
 
 const NODE = 'wlnode';
-const { work, h, ckpt, ps, running, killAll, history, cleanup, newHome } = jobHarness('ckpt-workloads', NODE);
+const { work, h, ckpt, running, killAll, history, cleanup, newHome } = jobHarness('ckpt-workloads', NODE);
 const outsiders: ChildProcess[] = [];
 test.after(() => {
   for (const p of outsiders) p.kill('SIGKILL');

@@ -58,7 +58,10 @@ export class DependencyScan {
 
   /** Scans when due (see the head of this file). */
   tick(): void {
-    if (!this.#o.adaptive) return this.#scan();
+    if (!this.#o.adaptive) {
+      this.#scan();
+      return;
+    }
     const now = Date.now();
     if (this.#o.tracked.size === 0 || (!this.#membersChanged && now < this.#due)) return;
     this.#interval = this.#membersChanged ? this.#o.tickMs : Math.min(this.#interval * 2, MAX_INTERVAL_MS);
@@ -79,7 +82,7 @@ export class DependencyScan {
     if (members.length === 0) return;
     const stdio = new Set<string>();
     for (const job of this.#o.jobs.jobs()) for (const u of this.#o.jobs.myUnits(job)) for (const i of u.stdio) stdio.add(i);
-    let dependents;
+    let dependents: Dependent[];
     try {
       const readMember = this.#o.adaptive ? (pid: number) => this.#memberResources(now.get(pid)!) : undefined;
       dependents = findDependents(members, all, { ignore: this.#o.helpers(all), readMember });

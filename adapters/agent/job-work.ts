@@ -14,7 +14,7 @@ import type { Checkpointer } from '../../domain/checkpointer.js';
 import { noCommands, pendingOn, type PendingCommand, type Step } from '../../domain/checkpoint-commands.js';
 import { isRequest, type JobProgress, type Undecided } from '../../projections/agent-state.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
-import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
+import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, } from '../../domain/event-store.js';
 import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
 import { requestDeadline } from '../../domain/requests.js';
 import { freezerOf, thawUnit, unitFreezeState } from '../cgroups/unit-cgroups.js';

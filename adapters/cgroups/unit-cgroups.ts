@@ -325,7 +325,10 @@ const applyV1Memory = (dir: string, value: string): void => {
   const limit = join(dir, 'memory.limit_in_bytes');
   const memsw = join(dir, 'memory.memsw.limit_in_bytes');
   const what = `setting memory limit of ${dir}`;
-  if (!exists(memsw)) return writeText(limit, value, what);
+  if (!exists(memsw)) {
+    writeText(limit, value, what);
+    return;
+  }
   try {
     writeText(limit, value, what);
     writeText(memsw, value, what);

@@ -14,6 +14,7 @@ export const writeOut = (text: string): Promise<void> =>
 const ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 /** A value on one line: newlines and other control characters escaped (a unit's command may hold any). */
 const oneLine = (v: unknown): string =>
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
   typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : JSON.stringify(v);
 
 /** A compact `key=value …` rendering of event data, one line; a process reference reads `pid@startTime`. */

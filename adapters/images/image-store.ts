@@ -734,6 +734,7 @@ export const verifyVersion = (
 /** One line per problem, naming each file by its full path; for the refusal of a restart. */
 export const describeProblems = (root: string, job: string, version: number, problems: readonly ImageProblem[]): string => {
   const vDir = versionDir(root, job, version);
+  // biome-ignore lint/suspicious/useIterableCallbackReturn: the switch covers every problem (TypeScript checks it)
   const lines = problems.map((p) => {
     const path = join(vDir, p.path);
     switch (p.problem) {

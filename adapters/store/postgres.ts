@@ -68,7 +68,7 @@ export class PostgresEventStore implements EventStore {
   #ready: Promise<void> | undefined;
   #listener: pg.Client | undefined;
 
-  constructor(readonly url: string, private readonly options: PostgresOptions = {}) {
+  constructor(readonly url: string, options: PostgresOptions = {}) {
     this.location = redactStoreUrl(url);
     this.#context = options.context ?? defaultAppendContext();
     this.#pool = new (pgLibrary().Pool)({ connectionString: url, max: 4 });

@@ -222,14 +222,17 @@ export class SqliteEventStore implements EventStore {
   #flush = (): void => {
     const group = this.#pending;
     this.#pending = [];
-    let outcomes;
+    let outcomes: Array<{ result: AppendResult } | { error: unknown }>;
     try {
       outcomes = this.#commitGroup(group);
     } catch (error) {
       for (const append of group) append.reject(error);
       return;
     }
-    outcomes.forEach((outcome, i) => ('result' in outcome ? group[i]!.resolve(outcome.result) : group[i]!.reject(outcome.error)));
+    for (const [i, outcome] of outcomes.entries()) {
+      if ('result' in outcome) group[i]!.resolve(outcome.result);
+      else group[i]!.reject(outcome.error);
+    }
     this.#appended.next();
   };
 

@@ -285,7 +285,7 @@ export const readCgroups = (pid: number): ProcCgroups | undefined => {
 
 /** The hierarchy primaryCgroup reads: 'freezer', else 'unified' (cgroup2), else 'name=systemd', else any v1 one (undefined: none). */
 export const primaryHierarchy = (parsed: ProcCgroups): string | undefined =>
-  parsed.v1['freezer'] !== undefined ? 'freezer' : parsed.unified !== undefined ? 'unified' : parsed.v1['name=systemd'] !== undefined ? 'name=systemd' : Object.keys(parsed.v1)[0];
+  parsed.v1.freezer !== undefined ? 'freezer' : parsed.unified !== undefined ? 'unified' : parsed.v1['name=systemd'] !== undefined ? 'name=systemd' : Object.keys(parsed.v1)[0];
 
 /** One display string: the path in primaryHierarchy (the freezer path, else the unified path, ...), else "/". */
 export const primaryCgroup = (parsed: ProcCgroups): string => {

@@ -55,6 +55,7 @@ export const CheckpointPlanned = defineEvent(
 );
 
 /** A unit step: the coordinator's request, the agent's done outcome, and its failure. */
+// biome-ignore lint/complexity/noBannedTypes: {} is io-ts's empty Props (no optional fields), as t.partial({}) takes it
 export const unitPhase = <P extends string, D extends string, DP extends t.Props, S extends t.Props, DO extends t.Props = {}>(
   phase: P, done: D, step: S, doneData: DP, what: string, doneOptional?: DO,
 ) =>

@@ -79,7 +79,7 @@ const report = (w: Workload, rounds: Round[]) => {
   console.log('  round   ckpt ms  frozen   freeze     dump   commit     rest  criu ms   ratio');
   const line = (label: string, r: Omit<Round, 'bytes' | 'criuBytes' | 'freezerWaits'>) =>
     console.log(`  ${label.padEnd(6)}${[r.total, r.frozen, r.freeze, r.dump, r.commit, r.rest, r.criu].map(f1).join(' ')} ${(r.total / r.criu).toFixed(2).padStart(6)}×`);
-  rounds.forEach((r, i) => line(String(i + 1), r));
+  for (const [i, r] of rounds.entries()) line(String(i + 1), r);
   const m = (k: keyof Round) => median(rounds.map((r) => r[k]));
   const med = { total: m('total'), frozen: m('frozen'), freeze: m('freeze'), dump: m('dump'), commit: m('commit'), rest: m('rest'), criu: m('criu') };
   line('median', med);

@@ -30,6 +30,7 @@ const fresh = (name: string): string => {
   return dir;
 };
 // The job must not inherit our fds (CRIU would dump pipes leading outside): bash closes them.
+// biome-ignore lint/suspicious/noTemplateCurlyInString: a shell script: ${f##*/} is the shell's
 const CLOSE_FDS = 'for f in /proc/$$/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done 2>/dev/null; exec sh -c "$1"';
 const started: number[] = [];
 const start = (script: string): number => {

@@ -135,7 +135,9 @@ const chainCost = () => {
     work();
     return seconds(start);
   };
-  const encode = () => sample.forEach((batch, k) => encodeBatch(`job-${k % STREAMS}`, batch, context));
+  const encode = () => {
+    for (const [k, batch] of sample.entries()) encodeBatch(`job-${k % STREAMS}`, batch, context);
+  };
   const chain = () =>
     sample.forEach((batch, k) => {
       let digest = GENESIS;

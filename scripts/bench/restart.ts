@@ -181,7 +181,7 @@ const report = (rounds: Round[], first: Restart, version: number) => {
   console.log(`\n${JOB}: v${version}, ${first.files} image files, ${(first.bytes / 1e6).toFixed(1)} MB`);
   console.log('  round   ckpt ms    check  prepare  restore     rest  criu ms   sha256   ratio');
   const line = (label: string, r: Round) => console.log(`  ${label.padEnd(6)}${[r.total, r.check, r.prepare, r.restore, r.rest, r.criu, r.hash].map(f1).join(' ')} ${(r.total / r.criu).toFixed(2).padStart(6)}×`);
-  rounds.forEach((r, i) => line(String(i + 1), r));
+  for (const [i, r] of rounds.entries()) line(String(i + 1), r);
   const m = (k: keyof Round) => median(rounds.map((r) => r[k]));
   const med: Round = { total: m('total'), check: m('check'), prepare: m('prepare'), restore: m('restore'), rest: m('rest'), criu: m('criu'), hash: m('hash') };
   line('median', med);

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { scanProcesses } from '../../adapters/tracking/procfs.js';
 
 // bash closes every fd above 2 it inherited (dash cannot name fds > 9), then becomes the job.
+// biome-ignore lint/suspicious/noTemplateCurlyInString: a shell script: ${f##*/} is the shell's
 const CLOSE_FDS_THEN_EXEC = 'for f in /proc/$$/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done 2>/dev/null; exec sh -c "$1"';
 
 /** Starts `sh -c script` as a session leader with fds 0–2 on /dev/null and nothing else open. */

@@ -1,3 +1,4 @@
+import type { EventStore } from '../../../domain/event-store.js';
 import { mkdirSync } from 'node:fs';
 import { createConnection, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -122,6 +123,7 @@ const leaseTtlOption = (args: ParsedArgs): number | undefined => {
 };
 
 /** Held for the agent's whole life (kept referenced here, never closed: the kernel releases it at exit). */
+// biome-ignore lint/correctness/noUnusedVariables: written, never read — it only keeps the lock referenced
 let lock: Server | undefined;
 
 const run = async (args: ParsedArgs): Promise<number> => {
@@ -140,7 +142,7 @@ const run = async (args: ParsedArgs): Promise<number> => {
   // The lock first: a second agent for this node and store stops here, having touched nothing.
   lock = await holdAgentLock(node, url);
   refuseSteerableHome(home);
-  let store;
+  let store: EventStore;
   try {
     store = openStore(args, defaultAppendContext({ kind: 'node', node }));
   } catch (error) {
@@ -279,7 +281,7 @@ export const agentCommand: Command = {
         const given = [...(metricsAddress ? ['--metrics'] : []), ...(leaseTtl ? ['--lease-ttl'] : [])];
         if (given.length > 0 && runningAgent(home, node, storeUrlOf(args))) process.stderr.write(`the node agent already runs: ${given.join(' and ')} take${given.length === 1 ? 's' : ''} effect when it starts (ckpt agent stop, then start it again)\n`);
         const shown = startProgressPrinter(json);
-        let info;
+        let info: AgentInfo;
         try {
           info = await startAgent(home, node, storeUrlOf(args), { extraArgs: [...(rcvbuf ? ['--rcvbuf', rcvbuf] : []), ...(metricsAddress ? ['--metrics', stringOption(args, 'metrics')!] : []), ...(leaseTtl ? ['--lease-ttl', leaseTtl] : [])], progress: shown.show, stallMs });
         } finally {

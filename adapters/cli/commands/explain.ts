@@ -34,7 +34,7 @@ export const explainText = (job: string, x: Explanation): string => {
   if (x.commit) out.push('  commit', stepLine(x.commit));
   if (x.cause) {
     out.push('', x.cause.chain.length > 0 ? 'why it ended so:' : 'failed steps:');
-    x.cause.chain.forEach((c, i) => out.push(`  ${i === 0 ? '' : '← '}${at(c)}  ${summarize(c.data).join(' ')}`));
+    for (const [i, c] of x.cause.chain.entries()) out.push(`  ${i === 0 ? '' : '← '}${at(c)}  ${summarize(c.data).join(' ')}`);
     for (const w of x.cause.waitingFor) out.push(`  still waiting then for unit ${w.unit} on ${w.node}: ${w.step} (asked by #${w.command.position} ${w.command.type})`);
     for (const f of x.cause.failures) {
       const answering = f.command ? `, answering #${f.command.position} ${f.command.type}` : '';
