@@ -68,6 +68,9 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
       const { [e.data.version]: _, ...versions } = s.versions;
       return { ...s, versions };
     }
+    case 'PrunePlanned':
+      // Decided pruned: not restorable from here on, whichever node has removed its part yet.
+      return { ...s, versions: Object.fromEntries(Object.entries(s.versions).filter(([v]) => !e.data.versions.includes(Number(v)))) };
     case 'RestartRequested':
       return { ...s, requests: [...s.requests, e.data.request] };
     case 'RequestRejected':
