@@ -70,4 +70,7 @@ export const evolvePruneProgress = (p: PruneProgress, e: RecordedEvent): PrunePr
 };
 
 /** Decided, and every node answered (or it was refused). */
-export const pruneSettled = (p: PruneProgress): boolean => p.refused !== undefined || (p.planned !== undefined && Object.values(p.waiting).every((nodes) => nodes.length === 0));
+export const pruneSettled = (p: PruneProgress): boolean =>
+  p.refused !== undefined ||
+  // Every pruned version has a node to ask (its units'): settled once each was asked and answered.
+  (p.planned !== undefined && p.planned.versions.every((v) => p.waiting[v] !== undefined) && Object.values(p.waiting).every((nodes) => nodes.length === 0));

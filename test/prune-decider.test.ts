@@ -82,7 +82,10 @@ test('a prune’s progress: settled when every node answered; a node that has no
   await w.said(prune(1));
   const from = (await all(w)).find((e) => e.type === 'PruneRequested')!.revision;
   const fold = (events: RecordedEvent[]) => events.filter((e) => e.revision > from).reduce(evolvePruneProgress, pruneProgress('p1'));
-  let progress = fold(await all(w));
+  const events = await all(w);
+  const planned = events.findIndex((e) => e.type === 'PrunePlanned');
+  assert.not.ok(pruneSettled(fold(events.slice(0, planned + 1))), 'not settled before its nodes are asked');
+  let progress = fold(events);
   assert.equal([progress.planned?.versions, progress.waiting, pruneSettled(progress)], [[1], { 1: ['n1', 'n2'] }, false]);
   await w.said({ type: 'CheckpointPruned', data: { version: 1, node: 'n1', bytes: 100 } });
   progress = fold(await all(w));
