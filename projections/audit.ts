@@ -132,7 +132,7 @@ export const foldAudit = (job: string, events: readonly RecordedEvent[]): AuditE
 /** A job's audit trail as a read model of its stream, kept as a snapshot (with the part of the membership it needs). */
 export const auditModel: ReadModel<AuditState> = {
   name: 'audit',
-  version: 3,
+  version: 4,
   stream: jobStream,
   initial: initialAudit,
   evolve: evolveAudit,

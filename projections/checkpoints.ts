@@ -198,7 +198,7 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
 /** A job's checkpoints as a read model of its stream, kept as a snapshot. */
 export const checkpointsModel: ReadModel<CheckpointsState> = {
   name: 'checkpoints',
-  version: 2,
+  version: 3,
   stream: jobStream,
   initial: () => initialCheckpoints,
   evolve: evolveCheckpoints,
