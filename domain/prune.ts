@@ -1,5 +1,6 @@
 // Which committed versions a prune removes is a decision from the log, not from one node's disk:
-// all but the newest N committed versions, never one a restart in progress uses. Each node holding
+// all but the newest N committed versions (a version a node found damaged does not count as one of
+// them), never one a restart in progress uses. Each node holding
 // units of a removed version is asked to remove its own part (ImagesPruneRequested) and answers
 // with CheckpointPruned {node}; from the decision on, the version cannot be restarted (the restart
 // coordinator forgets it at PrunePlanned), so no version is half removed yet restorable.
@@ -16,8 +17,16 @@ export const decidePrune = (s: RestartState, job: JobMembership, event: Recorded
   const refused = authorize(job, event, 'prune');
   if (refused) return reject(request, 'prune', 'unauthorized', refused);
   const newestFirst = Object.keys(s.versions).map(Number).sort((a, b) => b - a);
+  // The newest N that are not known damaged are kept (a damaged version cannot be restored, so it
+  // never counts as one of them); damaged ones newer than the oldest kept stay, for a look.
+  const kept: number[] = [];
+  for (let sound = 0, i = 0; sound < keep && i < newestFirst.length; i++) {
+    kept.push(newestFirst[i]!);
+    if (!s.damaged?.[newestFirst[i]!]) sound++;
+  }
   const inUse = s.active?.version;
-  const kept = newestFirst.filter((v, i) => i < keep || v === inUse);
+  if (inUse !== undefined && s.versions[inUse] && !kept.includes(inUse)) kept.push(inUse);
+  kept.sort((a, b) => b - a);
   const versions = newestFirst.filter((v) => !kept.includes(v)).reverse();
   return [
     { type: 'PrunePlanned', data: { request, versions, kept: kept.slice().reverse() } },

@@ -40,6 +40,8 @@ export interface RestartState {
   /** Options of the versions planned with any (established TCP, file locks). */
   readonly options: Readonly<Record<number, CheckpointOptions>>;
   readonly lastRestart: number;
+  /** Committed versions a node's agent last found damaged or gone (ImagesVerifyFailed): a prune keeps N others. */
+  readonly damaged?: Readonly<Record<number, true>>;
   /** Requests not planned or refused yet. */
   readonly requests: readonly string[];
   readonly active?: ActiveRestart;
@@ -67,6 +69,16 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
     case 'CheckpointPruned': {
       const { [e.data.version]: _, ...versions } = s.versions;
       return { ...s, versions };
+    }
+    case 'ImagesVerifyFailed':
+      return s.versions[e.data.version] ? { ...s, damaged: { ...s.damaged, [e.data.version]: true } } : s;
+    case 'ImagesVerified': {
+      // Every node's part must verify: one node's good part does not undo another's damage, so
+      // only a version whose only node answered is cleared (the conservative side: kept longer).
+      const nodes = new Set((s.versions[e.data.version] ?? []).map((u) => u.node));
+      if (!s.damaged?.[e.data.version] || nodes.size !== 1) return s;
+      const { [e.data.version]: _, ...damaged } = s.damaged;
+      return { ...s, damaged };
     }
     case 'PrunePlanned':
       // Decided pruned: not restorable from here on, whichever node has removed its part yet.

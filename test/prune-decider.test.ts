@@ -77,6 +77,14 @@ test('never the version a restart in progress restores from; a stranger is refus
   assert.is((await all(w)).length, before + 1, 'no decision for a prune request of an older agent');
 });
 
+test('a version a node’s agent found damaged does not count as one of the N: the newest sound one is kept too', async () => {
+  const w = await committed(3);
+  await w.said({ type: 'ImagesVerifyFailed', data: { request: 'a1', version: 3, node: 'n2', reason: 'pages-1.img: SHA-256 …' } } as ProposedEvent);
+  await w.said(prune(1));
+  assert.equal((await w.last('PrunePlanned'))!.data, { request: 'p1', versions: [1], kept: [2, 3] });
+  assert.equal(rederive(coordinator, await w.store.readAll({ limit: 10_000 })).differences, []);
+});
+
 test('a prune’s progress: settled when every node answered; a node that has not is still waited for', async () => {
   const w = await committed(2);
   await w.said(prune(1));

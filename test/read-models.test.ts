@@ -456,7 +456,7 @@ const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number
     model: agentModel,
     files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/prune.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
     version: 5,
-    digest: '581cab739153b589',
+    digest: 'b5eccbde5e67fa7b',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');

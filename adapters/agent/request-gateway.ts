@@ -43,8 +43,6 @@ export interface RequestGatewayOptions {
   readonly node: NodeId;
   /** The socket to listen on; the caller holds the node's agent lock for this store. */
   readonly socket: string;
-  /** Where this node's images are (prune). */
-  readonly imagesRoot: string;
   /** The unit's cgroups as this agent derives them (never the paths the log names); throws on foreign ones. */
   readonly ownCgroups: (job: string, unit: string, recorded: readonly UnitCgroup[]) => UnitCgroup[];
   readonly log?: (line: string) => void;

@@ -26,8 +26,14 @@ export class ImageSteps implements StepsOf<ImageStep> {
     const root = this.#o.imagesRoot;
     const on = listVersions(root, job);
     const bytes = on.find((v) => v.version === c.version)?.bytes ?? 0;
-    removeVersion(root, job, c.version);
-    for (const leftover of on.filter((v) => !v.committed && v.version < c.version)) removeVersion(root, job, leftover.version);
+    for (const version of [c.version, ...on.filter((v) => !v.committed && v.version < c.version).map((v) => v.version)]) {
+      try {
+        removeVersion(root, job, version);
+      } catch (error) {
+        // Nodes sharing an images filesystem remove the same directory: gone is what was asked.
+        if (listVersions(root, job).some((v) => v.version === version)) throw error;
+      }
+    }
     this.#o.log(`pruned this node's part of v${c.version} of ${job} (${bytes} bytes)`);
     return done(c, { bytes });
   };

@@ -8,8 +8,10 @@ export const pruneCommand: Command = {
   usage: 'JOB --keep N [--timeout DURATION] [--json]',
   description: [
     'Asks the node agent to prune: it records a PruneRequested event; the coordinator decides from the',
-    'log which committed versions go — all but the newest N, never one a restart in progress restores',
-    'from — (PrunePlanned, and ImagesPruneRequested for each node holding units of each), and every such',
+    'log which committed versions go — all but the newest N (a version a node’s agent reported damaged',
+    'or gone, ckpt audit --verify, does not count as one of them and newer damaged ones stay for a look),',
+    'never one a restart in progress restores from — (PrunePlanned, and ImagesPruneRequested for each',
+    'node holding units of each), and every such',
     'node’s agent removes its own part of the images (CheckpointPruned with its node), with leftovers of',
     'aborted checkpoints older than it. From the decision on, a pruned version cannot be restarted. A node',
     'whose agent is down removes its part when it runs again: the answer names it. Only the job’s owner or',
