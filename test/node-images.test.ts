@@ -60,6 +60,7 @@ test('a job with a unit on each node, checkpointed twice: each node commits its 
   for (const version of [1, 2]) {
     const r = on('na', ['checkpoint', 'two', '--wait']);
     assert.is(r.code, 0, r.err);
+    assert.match(r.out, `images of a here in ${imagesOf('na', version)}; b on nb`);
     assert.ok(existsSync(join(imagesOf('na', version), 'a')) && !existsSync(join(imagesOf('na', version), 'b')), `v${version}: only unit a on na's disk`);
     assert.ok(existsSync(join(imagesOf('nb', version), 'b')) && !existsSync(join(imagesOf('nb', version), 'a')), `v${version}: only unit b on nb's disk`);
   }

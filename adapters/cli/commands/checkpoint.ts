@@ -38,6 +38,14 @@ export const checkpointReport = (job: string, c: CheckpointSummary, home: string
   stopped: c.completed === 'stopped',
 });
 
+/** Where a version's images are: each node's units in its own images root; this node's directory given. */
+const whereImages = (c: CheckpointSummary, here: string | null, node: string): string => {
+  const nodes = [...new Set(c.units.map((u) => u.node))];
+  if (nodes.length === 1 && nodes[0] === node) return `images in ${here}`;
+  const units = (n: string) => c.units.filter((u) => u.node === n).map((u) => u.unit).join(', ');
+  return `images of ${nodes.map((n) => (n === node ? `${units(n)} here in ${here}` : `${units(n)} on ${n}`)).join('; ')}`;
+};
+
 const progressLine = (c: CheckpointSummary): string => {
   const v = c.version === null ? '' : ` v${c.version}`;
   const failed = c.units.filter((u) => u.failed).map((u) => `${u.unit}: ${whyLine(u.failed, u.failure)}`);
@@ -134,7 +142,7 @@ export const checkpointCommand: Command = {
       else {
         console.log(
           `checkpoint v${summary.version} of ${job} committed${report.stopped ? ' and the job stopped' : ''}: ${summary.units.length} unit(s), ${report.processes} processes, ` +
-            `${formatBytes(summary.bytes)} in ${summary.files} files, ${ms(summary.durationMs)} (frozen ${ms(summary.frozenMs)}); images in ${report.images}`,
+            `${formatBytes(summary.bytes)} in ${summary.files} files, ${ms(summary.durationMs)} (frozen ${ms(summary.frozenMs)}); ${whereImages(summary, report.images, nodeOf(args))}`,
         );
       }
       if (timedOut) return wait && summary.version !== null ? EXIT.timedOut : EXIT.failed;
