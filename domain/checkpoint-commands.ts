@@ -8,7 +8,7 @@ import type { EventType } from './events/catalogue.js';
 import type { Limits, UnitCgroup } from './events/job.js';
 import type { NodeId, ProcessRef, UnitId } from './identity.js';
 
-export type Step = 'freeze' | 'dump' | 'verify' | 'thaw' | 'stop' | 'abort' | 'commit' | 'images-verify' | 'restore-prepare' | 'restore' | 'rollback';
+export type Step = 'freeze' | 'dump' | 'verify' | 'thaw' | 'stop' | 'abort' | 'commit' | 'prune' | 'images-audit' | 'images-verify' | 'restore-prepare' | 'restore' | 'rollback';
 
 /** Steps of a restart: their number is the restart's, not a checkpoint version. */
 const restartSteps = ['images-verify', 'restore-prepare', 'restore', 'rollback'] as const satisfies readonly Step[];
@@ -20,8 +20,10 @@ export interface PendingCommand {
   readonly step: Step;
   /** The checkpoint version, or for restart steps the restart number. */
   readonly version: number;
-  /** Every step but commit is for one unit. */
+  /** Every step but commit, prune and images-audit is for one unit. */
   readonly unit?: UnitId;
+  /** The request an images-audit answers (several may ask about one version). */
+  readonly asked?: string;
   /** Who executes it: the unit's node; a commit, each node holding units of the version (its own). */
   readonly node: NodeId;
   /** The request event: its id becomes the outcome's causationId. */
@@ -85,6 +87,8 @@ export const STEP_OUTCOMES = {
   stop: ['UnitStopped', 'UnitStopFailed'],
   abort: ['UnitAborted', 'UnitAbortFailed'],
   commit: ['NodeCommitted', 'CheckpointCommitFailed'],
+  prune: ['CheckpointPruned', 'ImagesPruneFailed'],
+  'images-audit': ['ImagesVerified', 'ImagesVerifyFailed'],
   'images-verify': ['UnitImagesVerified', 'UnitImagesVerifyFailed'],
   'restore-prepare': ['UnitRestorePrepared', 'UnitRestorePrepareFailed'],
   restore: ['UnitRestored', 'UnitRestoreFailed'],
@@ -99,6 +103,10 @@ export const commandKey = (step: Step, n: number, unit?: UnitId): string => `${s
 
 /** A commit is per node: its key names the node. */
 export const commitKey = (version: number, node: NodeId): string => `${commandKey('commit', version)} ${node}`;
+
+/** A prune is per node too; a check of a node's images per request as well. */
+export const pruneKey = (version: number, node: NodeId): string => `${commandKey('prune', version)} ${node}`;
+export const imagesAuditKey = (version: number, node: NodeId, request: string): string => `${commandKey('images-audit', version)} ${node} ${request}`;
 
 const numberOf = (data: object): number => ('version' in data ? (data.version as number) : (data as { restart: number }).restart);
 
@@ -132,6 +140,20 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
     const request = { id: e.id, recordedAt: e.metadata.recordedAt };
     const commits = nodes.map((node): PendingCommand => ({ key: commitKey(e.data.version, node), step: 'commit', version: e.data.version, node, request }));
     return { ...s, pending: { ...s.pending, ...Object.fromEntries(commits.map((c) => [c.key, c])) } };
+  }
+  if (e.type === 'ImagesPruneRequested' || e.type === 'ImagesVerifyRequested') {
+    const { version, node } = e.data;
+    const request = { id: e.id, recordedAt: e.metadata.recordedAt };
+    const c: PendingCommand = e.type === 'ImagesPruneRequested'
+      ? { key: pruneKey(version, node), step: 'prune', version, node, request }
+      : { key: imagesAuditKey(version, node, e.data.request), step: 'images-audit', version, node, asked: e.data.request, request };
+    return { ...s, pending: { ...s.pending, [c.key]: c } };
+  }
+  if ((e.type === 'CheckpointPruned' && e.data.node !== undefined) || e.type === 'ImagesPruneFailed') {
+    return { ...s, pending: without(s.pending, pruneKey(e.data.version, e.data.node!)) };
+  }
+  if (e.type === 'ImagesVerified' || e.type === 'ImagesVerifyFailed') {
+    return { ...s, pending: without(s.pending, imagesAuditKey(e.data.version, e.data.node, e.data.request)) };
   }
   if (e.type === 'NodeCommitted' || (e.type === 'CheckpointCommitFailed' && e.data.node !== undefined)) {
     return { ...s, pending: without(s.pending, commitKey(e.data.version, e.data.node!)) };

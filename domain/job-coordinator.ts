@@ -3,6 +3,7 @@
 import type { RecordedEvent } from './event-store.js';
 import { concernsCheckpoint, decideCheckpoint, evolveCheckpoint, initialCheckpointState, type CheckpointState } from './checkpoint-coordinator.js';
 import type { Decider } from './decider.js';
+import { decidePrune } from './prune.js';
 import { decideRestart, evolveRestart, initialRestartState, type RestartState } from './restart-coordinator.js';
 
 export interface JobCoordinatorState {
@@ -17,7 +18,11 @@ export const evolveJobCoordinator = (s: JobCoordinatorState, e: RecordedEvent): 
   restart: e.stream.startsWith('job-') ? evolveRestart(s.restart, e) : s.restart,
 });
 
-export const decideJobCoordinator = (s: JobCoordinatorState, e: RecordedEvent) => [...decideCheckpoint(s.checkpoint, e), ...decideRestart(s.restart, s.checkpoint, e)];
+export const decideJobCoordinator = (s: JobCoordinatorState, e: RecordedEvent) => [
+  ...decideCheckpoint(s.checkpoint, e),
+  ...decideRestart(s.restart, s.checkpoint, e),
+  ...decidePrune(s.restart, s.checkpoint.job, e),
+];
 
 export const jobCoordinator = (job: string): Decider<JobCoordinatorState> => ({
   initial: initialJobCoordinator(job),

@@ -46,6 +46,8 @@ export interface RestartState {
   /** Options of the versions planned with any (established TCP, file locks). */
   readonly options: Readonly<Record<number, CheckpointOptions>>;
   readonly lastRestart: number;
+  /** Committed versions a node's agent last found damaged or gone (ImagesVerifyFailed): a prune keeps N others. */
+  readonly damaged?: Readonly<Record<number, true>>;
   /** Requests not planned or refused yet. */
   readonly requests: readonly string[];
   readonly active?: ActiveRestart;
@@ -74,6 +76,19 @@ export const evolveRestart = (s: RestartState, e: RecordedEvent): RestartState =
       const { [e.data.version]: _, ...versions } = s.versions;
       return { ...s, versions };
     }
+    case 'ImagesVerifyFailed':
+      return s.versions[e.data.version] ? { ...s, damaged: { ...s.damaged, [e.data.version]: true } } : s;
+    case 'ImagesVerified': {
+      // Every node's part must verify: one node's good part does not undo another's damage, so
+      // only a version whose only node answered is cleared (the conservative side: kept longer).
+      const nodes = new Set((s.versions[e.data.version] ?? []).map((u) => u.node));
+      if (!s.damaged?.[e.data.version] || nodes.size !== 1) return s;
+      const { [e.data.version]: _, ...damaged } = s.damaged;
+      return { ...s, damaged };
+    }
+    case 'PrunePlanned':
+      // Decided pruned: not restorable from here on, whichever node has removed its part yet.
+      return { ...s, versions: Object.fromEntries(Object.entries(s.versions).filter(([v]) => !e.data.versions.includes(Number(v)))) };
     case 'RestartRequested':
       return { ...s, requests: [...s.requests, e.data.request] };
     case 'RequestRejected':

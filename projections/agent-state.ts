@@ -122,7 +122,7 @@ const decodeJob = (j: EncodedJob, nodes: AgentState['nodes']): readonly [string,
 /** The agent's state, as a snapshot of the whole log (key ''). */
 export const agentModel: ReadModel<AgentState> = {
   name: 'agent',
-  version: 4,
+  version: 5,
   initial: () => initialAgentState,
   evolve: evolveAgentState,
   encode: (s) => ({ nodes: s.nodes, deadlines: [...valuesOf(s.deadlines)], jobs: [...entriesOf(s.jobs)].map(encodeJob) }),

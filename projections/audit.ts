@@ -30,7 +30,8 @@ export type AuditEntry =
       readonly keep: number;
       readonly outcome: 'pruned' | 'rejected';
       readonly reason: string | null;
-      readonly pruned: ReadonlyArray<{ readonly version: number; readonly bytes: number }>;
+      /** nodes: bytes each node removed (prunes decided per node; absent before). */
+      readonly pruned: ReadonlyArray<{ readonly version: number; readonly bytes: number; readonly nodes?: Readonly<Record<string, number>> }>;
     };
 
 type Prune = Extract<AuditEntry, { kind: 'prune' }>;
@@ -99,9 +100,17 @@ export const evolveAudit = (s: AuditState, e: RecordedEvent): AuditState => {
     }
     case 'RequestRejected':
       return e.data.command === 'prune' ? withPrune(next, e.data.request, (p) => ({ ...p, outcome: 'rejected', reason: e.data.reason })) : next;
+    case 'PrunePlanned':
+      return withPrune(next, e.data.request, (p) => ({ ...p, pruned: e.data.versions.map((version) => ({ version, bytes: 0, nodes: {} })) }));
     case 'CheckpointPruned': {
+      const { version, bytes, node } = e.data;
+      if (node !== undefined) {
+        // A node's part of a version the coordinator decided to prune (PrunePlanned).
+        const request = [...s.prunes].reverse().find((p) => p.pruned.some((v) => v.version === version && v.nodes))?.request;
+        return withPrune(next, request, (p) => ({ ...p, pruned: p.pruned.map((v) => (v.version === version ? { ...v, bytes: v.bytes + bytes, nodes: { ...v.nodes, [node]: bytes } } : v)) }));
+      }
       const request = e.metadata.causationId === undefined ? undefined : s.pruneByEvent[e.metadata.causationId];
-      return withPrune(next, request, (p) => ({ ...p, pruned: [...p.pruned, { version: e.data.version, bytes: e.data.bytes }] }));
+      return withPrune(next, request, (p) => ({ ...p, pruned: [...p.pruned, { version, bytes }] }));
     }
     default:
       return next;
@@ -123,7 +132,7 @@ export const foldAudit = (job: string, events: readonly RecordedEvent[]): AuditE
 /** A job's audit trail as a read model of its stream, kept as a snapshot (with the part of the membership it needs). */
 export const auditModel: ReadModel<AuditState> = {
   name: 'audit',
-  version: 3,
+  version: 4,
   stream: jobStream,
   initial: initialAudit,
   evolve: evolveAudit,

@@ -55,6 +55,8 @@ export interface CheckpointSummary {
   /** SHA-256 of the manifest when one node holds every unit; `manifests` has each node's. */
   readonly manifest?: string;
   readonly manifests?: Readonly<Record<string, string>>;
+  /** Decided pruned (PrunePlanned), and the nodes that removed their part so far (CheckpointPruned). */
+  readonly pruned?: { readonly nodes: readonly string[] };
   readonly commitMs?: number;
   /** The commit step by the log's clock (CheckpointCommitRequested to its outcome). */
   readonly commit?: StepTimes;
@@ -153,6 +155,13 @@ const evolveFigures = (s: CheckpointsState, e: RecordedEvent): CheckpointsState 
       const manifests = nodes && Object.fromEntries(Object.entries(nodes).map(([node, m]) => [node, m.manifest]));
       return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, outcome: 'committed', phase: 'committed', files: e.data.files, bytes: e.data.bytes, ...(manifest && { manifest }), ...(manifests && { manifests }), commitMs: e.data.durationMs }));
     }
+    case 'PrunePlanned': {
+      let next = s;
+      for (const version of e.data.versions) next = withDraft(next, s.byVersion[version], (d) => ({ ...d, pruned: d.pruned ?? { nodes: [] } }));
+      return next;
+    }
+    case 'CheckpointPruned':
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, pruned: { nodes: e.data.node === undefined ? d.pruned?.nodes ?? [] : [...(d.pruned?.nodes ?? []), e.data.node] } }));
     case 'CheckpointAbortRequested':
       return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, phase: 'aborting', reason: withStragglers(d, e.data.reason), ...(e.data.failure && { failure: e.data.failure }) }));
     case 'CheckpointAborted':
@@ -189,7 +198,7 @@ export const foldCheckpoints = (events: Iterable<RecordedEvent>): CheckpointSumm
 /** A job's checkpoints as a read model of its stream, kept as a snapshot. */
 export const checkpointsModel: ReadModel<CheckpointsState> = {
   name: 'checkpoints',
-  version: 2,
+  version: 3,
   stream: jobStream,
   initial: () => initialCheckpoints,
   evolve: evolveCheckpoints,

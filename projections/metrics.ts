@@ -151,7 +151,7 @@ export const trackedProcesses = (memberships: Iterable<JobMembership>, node: str
 /** The figures as a snapshot of the whole log (key ''): JSON as they are. */
 export const metricsModel: ReadModel<LogMetrics> = {
   name: 'metrics',
-  version: 1,
+  version: 2,
   initial: () => initialMetrics,
   evolve: evolveMetrics,
   encode: (m) => m,

@@ -127,7 +127,7 @@ export const foldRestarts = (events: Iterable<RecordedEvent>): RestartSummary[] 
 /** A job's restarts as a read model of its stream, kept as a snapshot. */
 export const restartsModel: ReadModel<RestartsState> = {
   name: 'restarts',
-  version: 2,
+  version: 3,
   stream: jobStream,
   initial: () => initialRestarts,
   evolve: evolveRestarts,

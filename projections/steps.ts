@@ -5,18 +5,20 @@
 import { STEP_OUTCOMES, STEP_REQUESTS, type Step } from '../domain/checkpoint-commands.js';
 import type { RecordedEvent } from '../domain/event-store.js';
 
-/** A unit's step (every step but the checkpoint's commit, which is the version's). */
-export type UnitStep = Exclude<Step, 'commit'>;
+/** A unit's step (every step but the node's part of a version: commit, prune, images-audit). */
+type NodeStep = 'commit' | 'prune' | 'images-audit';
+export type UnitStep = Exclude<Step, NodeStep>;
+const NODE_STEPS: ReadonlySet<Step> = new Set<NodeStep>(['commit', 'prune', 'images-audit']);
 
 export type StepEdge = 'requested' | 'done' | 'failed';
 
 type Edge = { readonly step: UnitStep; readonly edge: StepEdge };
 /** Each unit step's request and outcomes, from the domain's tables of them. */
-const EDGES = new Map<string, Edge>(Object.entries(STEP_REQUESTS).flatMap(([type, step]): Array<[string, Edge]> => (step === 'commit' ? [] : [[type, { step, edge: 'requested' }]])));
+const EDGES = new Map<string, Edge>(Object.entries(STEP_REQUESTS).flatMap(([type, step]): Array<[string, Edge]> => (NODE_STEPS.has(step) ? [] : [[type, { step: step as UnitStep, edge: 'requested' }]])));
 for (const [step, [done, failed]] of Object.entries(STEP_OUTCOMES) as Array<[Step, readonly [string, string]]>) {
-  if (step === 'commit') continue;
-  EDGES.set(done, { step, edge: 'done' });
-  EDGES.set(failed, { step, edge: 'failed' });
+  if (NODE_STEPS.has(step)) continue;
+  EDGES.set(done, { step: step as UnitStep, edge: 'done' });
+  EDGES.set(failed, { step: step as UnitStep, edge: 'failed' });
 }
 
 /** Which unit step an event type starts or ends, if any. */

@@ -447,16 +447,16 @@ const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number
   { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'e1194b7135a68221' },
   { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'e1194b7135a68221' },
   { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: 'e1194b7135a68221' },
-  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: '598c7126bbc6c4c6' },
-  { model: restartsModel, files: ['projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: 'a096037d55f8d009' },
+  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/steps.ts', 'projections/project.ts'], version: 3, digest: '391479e907abf8db' },
+  { model: restartsModel, files: ['projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 3, digest: 'c0468980b1cf64d1' },
   { model: nodesModel, files: ['projections/nodes.ts'], version: 1, digest: 'fa27f95070187f89' },
-  { model: metricsModel, files: ['projections/metrics.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 1, digest: '0845f38095c026df' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/audit.ts', 'projections/project.ts'], version: 3, digest: '0fecafa8a29be666' },
+  { model: metricsModel, files: ['projections/metrics.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: 'cdcae0f1f5d21f42' },
+  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/audit.ts', 'projections/project.ts'], version: 4, digest: 'fd43072b75e0d6af' },
   {
     model: agentModel,
-    files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
-    version: 4,
-    digest: '7efcc324b6593eff',
+    files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/prune.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
+    version: 5,
+    digest: 'b5eccbde5e67fa7b',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');

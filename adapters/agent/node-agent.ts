@@ -158,8 +158,8 @@ export class NodeAgent {
    * holds the node's agent lock for the store, so a stale socket it replaces is no one's.
    */
   async openGateway(socket: string): Promise<void> {
-    const { store, node, imagesRoot } = this.#o;
-    const gateway = new RequestGateway({ store, node, socket, imagesRoot, ownCgroups: (job, unit, recorded) => this.#launch!.own(job, unit, recorded), log: this.#o.log });
+    const { store, node } = this.#o;
+    const gateway = new RequestGateway({ store, node, socket, ownCgroups: (job, unit, recorded) => this.#launch!.own(job, unit, recorded), log: this.#o.log });
     await gateway.open();
     this.#gateway = gateway;
   }

@@ -7,7 +7,7 @@
 //   {id, op: 'revision', stream} · {id, op: 'head'}         → a number (or null)
 //   {id, op: 'readAll', from?, limit?}                     → the events the caller may read
 //   {id, op: 'subscribe', stream?, from?}                  → {id, event} lines, {id, caughtUp: true}, until the client closes
-//   {id, op: 'prune', job, keep}                           → {pruned, kept}
+//   {id, op: 'prune', job, keep, timeoutMs?}               → {pruned: [{version, bytes, nodes}], kept, waiting, failed, timedOut?}
 //   {id, op: 'model', model, key, all?}                    → {state, position, folded, notes}: a read model
 //                                                            (projections/models.ts) as the caller may see it
 //   {id, op: 'leases'}                                     → the nodes' liveness leases (null: the store keeps none)
@@ -25,16 +25,15 @@ import { either as E } from '../../domain/io-ts.js';
 import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
 import type { JobOwner, UnitCgroup } from '../../domain/events/job.js';
 import { jobOfStream, jobStream, newUnitNameProblem, type Actor, type NodeId } from '../../domain/identity.js';
-import { jobCoordinator } from '../../domain/job-coordinator.js';
+import { evolvePruneProgress, pruneProgress, pruneSettled } from '../../domain/prune.js';
+import { awaitFold } from '../store/await-fold.js';
 import type { JobMembership } from '../../domain/membership.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
-import { readJobStream } from '../../projections/checkpoints.js';
 import { jobInfo, jobsModel, readAllJobs, readJobs, UNKNOWN_ROWS, withoutProcesses, type JobRow } from '../../projections/jobs.js';
 import { readModels } from '../../projections/models.js';
 import { readModel } from '../../projections/read-model.js';
 import { emptyMap, mapOf, valuesOf } from '../../domain/persistent-map.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
-import { listVersions, pruneVersions } from '../images/image-store.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 import { rootProblem } from './launch-claim.js';
 import { peerCredentials, type Caller } from './peer-credentials.js';
@@ -45,8 +44,6 @@ export interface RequestGatewayOptions {
   readonly node: NodeId;
   /** The socket to listen on; the caller holds the node's agent lock for this store. */
   readonly socket: string;
-  /** Where this node's images are (prune). */
-  readonly imagesRoot: string;
   /** The unit's cgroups as this agent derives them (never the paths the log names); throws on foreign ones. */
   readonly ownCgroups: (job: string, unit: string, recorded: readonly UnitCgroup[]) => UnitCgroup[];
   readonly log?: (line: string) => void;
@@ -61,7 +58,7 @@ export class RequestRefused extends Error {
 }
 
 /** What a client may append, one batch at a time; everything else is the agents' to record. */
-const CLIENT_REQUESTS = ['JobSubmitted', 'UnitAssigned', 'UnitLaunched', 'UnitLaunchFailed', 'CheckpointRequested', 'RestartRequested'];
+const CLIENT_REQUESTS = ['JobSubmitted', 'UnitAssigned', 'UnitLaunched', 'UnitLaunchFailed', 'CheckpointRequested', 'RestartRequested', 'ImagesVerifyRequested'];
 const MAX_LINE = 16 << 20;
 const CAUGHT_UP = Symbol('caught up');
 
@@ -171,7 +168,7 @@ export class RequestGateway {
       case 'readAll':
         return this.#readAll(caller, numbers(r, 'from', 'limit'));
       case 'prune':
-        return this.#prune(caller, r.job, r.keep);
+        return this.#prune(caller, r.job, r.keep, r.timeoutMs);
       case 'model':
         return this.#model(caller, r.model, r.key, r.all === true);
       case 'leases':
@@ -363,6 +360,10 @@ export class RequestGateway {
       case 'UnitLaunchFailed':
         await this.#authorize(info, actor, 'launch a unit of', request);
         return this.#o.store.append(stream, [request]);
+      case 'ImagesVerifyRequested':
+        // Read-only, but what another node's images hold is the owner's business.
+        await this.#authorize(info, actor, 'verify the images of', request, 'audit');
+        return this.#o.store.append(stream, [request]);
       case 'UnitLaunched': {
         await this.#authorize(info, actor, 'launch a unit of', request);
         const launch = this.#launching.then(() => this.#launch(caller, info, request as ProposedEvent & { type: 'UnitLaunched' }));
@@ -375,12 +376,12 @@ export class RequestGateway {
   }
 
   /** Refuses (and records the refusal in the job) unless the actor owns the job or is root. */
-  async #authorize(job: JobMembership, actor: Actor, what: string, request: ProposedEvent) {
+  async #authorize(job: JobMembership, actor: Actor, what: string, request: ProposedEvent, command: 'run' | 'audit' = 'run') {
     const refused = authorizeActor(job, actor, what);
-    if (refused) await this.#refuse(job.job, actor, request.metadata?.correlationId, 'run', 'unauthorized', refused);
+    if (refused) await this.#refuse(job.job, actor, request.metadata?.correlationId, command, 'unauthorized', refused);
   }
 
-  async #refuse(job: string, actor: Actor, correlationId: string | undefined, command: 'run' | 'prune', code: RequestRefused['code'], reason: string): Promise<never> {
+  async #refuse(job: string, actor: Actor, correlationId: string | undefined, command: 'run' | 'audit', code: RequestRefused['code'], reason: string): Promise<never> {
     const id = correlationId ?? randomUUID();
     const [rejected] = reject(id, command, code, reason);
     await this.#o.store.append(jobStream(job), [{ ...rejected!, metadata: { actor, correlationId: id } }]);
@@ -419,32 +420,36 @@ export class RequestGateway {
     ]);
   }
 
-  /** The agent prunes (as root, in its own images root); the request and its refusal are recorded. */
-  async #prune(caller: Caller, job: unknown, keep: unknown) {
+  /**
+   * A prune is the coordinator's decision from the log (PrunePlanned) and each node removes its own
+   * part (CheckpointPruned with its node): this records the request as the caller and waits up to
+   * timeoutMs for every node's answer. A node that has not answered yet (its agent down) removes its
+   * part when its agent runs again; the versions are no longer restorable either way.
+   */
+  async #prune(caller: Caller, job: unknown, keep: unknown, timeoutMs: unknown) {
     if (typeof job !== 'string' || jobOfStream(jobStream(job)) === undefined) throw new RequestRefused('invalid', `prune: job must be a job name, got ${JSON.stringify(job)}`);
     if (!Number.isSafeInteger(keep) || (keep as number) < 1) throw new RequestRefused('invalid', `prune: keep must be an integer ≥ 1 (the newest version is never pruned), got ${JSON.stringify(keep)}`);
-    const { store, imagesRoot } = this.#o;
+    const timeout = timeoutMs ?? DEFAULT_PRUNE_TIMEOUT_MS;
+    if (!Number.isSafeInteger(timeout) || (timeout as number) < 1) throw new RequestRefused('invalid', `prune: timeoutMs must be a positive integer, got ${JSON.stringify(timeoutMs)}`);
+    const { store } = this.#o;
     if ((await store.streamRevision(jobStream(job))) === undefined) throw new RequestRefused('not-found', `unknown job "${job}" (ckpt jobs lists them)`);
-    const actor = actorOf(caller);
     const request = randomUUID();
-    const metadata = { actor, correlationId: request };
-    const { revision } = await store.append(jobStream(job), [{ type: 'PruneRequested', data: { request, keep: keep as number }, metadata }]);
-    const events = (await readJobStream(store, job))!;
-    const requested = events.find((e) => e.revision === revision)!;
-    const coordinator = jobCoordinator(job);
-    const state = events.reduce(coordinator.evolve, coordinator.initial);
-    const refused = authorizeActor(state.checkpoint.job, actor, 'prune');
-    if (refused) await this.#refuse(job, actor, request, 'prune', 'unauthorized', refused);
-    const inUse = new Set(state.restart.active ? [state.restart.active.version] : []);
-    const sizes = new Map(listVersions(imagesRoot, job).map((v) => [v.version, v.bytes ?? 0]));
-    const pruned = pruneVersions(imagesRoot, job, keep as number, inUse).map((version) => ({ version, bytes: sizes.get(version) ?? 0 }));
-    if (pruned.length > 0) {
-      await store.append(jobStream(job), pruned.map((p) => ({ type: 'CheckpointPruned' as const, data: p, metadata: { ...metadata, causationId: requested.id } })));
-    }
-    const kept = listVersions(imagesRoot, job).filter((v) => v.committed).map((v) => v.version);
-    return { pruned, kept };
+    const metadata = { actor: actorOf(caller), correlationId: request };
+    const { revision } = await store.append(jobStream(job), [{ type: 'PruneRequested', data: { request, keep: keep as number, timeoutMs: timeout as number }, metadata }]);
+    const { state: p, timedOut } = await awaitFold(store, jobStream(job), revision + 1, { initial: pruneProgress(request), evolve: evolvePruneProgress, settled: pruneSettled }, timeout as number);
+    if (p.refused !== undefined) throw new RequestRefused('unauthorized', p.refused);
+    if (!p.planned) throw new Error(`prune of ${job}: no node agent decided it within ${timeout} ms (is any agent of the store running and caught up? ckpt nodes)`);
+    const pruned = p.planned.versions.map((version) => {
+      const nodes = p.removed[version] ?? {};
+      return { version, bytes: Object.values(nodes).reduce((n, b) => n + b, 0), nodes };
+    });
+    const waiting = Object.entries(p.waiting).filter(([, nodes]) => nodes.length > 0).map(([version, nodes]) => ({ version: Number(version), nodes }));
+    return { pruned, kept: p.planned.kept, waiting, failed: p.failed, ...(timedOut && { timedOut: true }) };
   }
 }
+
+/** How long a prune waits for every node's answer unless the caller says. */
+export const DEFAULT_PRUNE_TIMEOUT_MS = 30_000;
 
 const actorOf = (c: Caller): Actor => ({ kind: 'user', uid: c.uid, gid: c.gid, ...(c.pid > 0 && { pid: c.pid }), ...(c.user && { user: c.user }) });
 

@@ -221,9 +221,10 @@ export class GatewayEventStore implements EventStore {
     return { streams: refuse, rows: refuse, strayRow: refuse, chainedByMigration: refuse };
   }
 
-  /** The agent removes the images of every committed version of the job but the newest `keep`. */
-  prune(job: string, keep: number): Promise<{ pruned: Array<{ version: number; bytes: number }>; kept: number[] }> {
-    return this.#ask('prune', { job, keep });
+  /** The coordinator decides which committed versions go (all but the newest `keep`); every node
+   *  holding units of them removes its part. Waits up to `timeoutMs` for every node's answer. */
+  prune(job: string, keep: number, timeoutMs?: number): Promise<PruneAnswer> {
+    return this.#ask('prune', { job, keep, ...(timeoutMs !== undefined && { timeoutMs }) });
   }
 
   readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
@@ -281,4 +282,13 @@ export class GatewayEventStore implements EventStore {
     this.#connection = undefined;
     await Promise.all([connection?.then((c) => c.close(), () => undefined), this.#o.direct?.close()]);
   }
+}
+
+/** What came of a prune: each removed version's bytes per node, the nodes still to remove their part, and those that could not. */
+export interface PruneAnswer {
+  readonly pruned: ReadonlyArray<{ readonly version: number; readonly bytes: number; readonly nodes: Readonly<Record<string, number>> }>;
+  readonly kept: readonly number[];
+  readonly waiting: ReadonlyArray<{ readonly version: number; readonly nodes: readonly string[] }>;
+  readonly failed: ReadonlyArray<{ readonly version: number; readonly node: string; readonly reason: string }>;
+  readonly timedOut?: boolean;
 }

@@ -2,6 +2,7 @@
 import type { EventDefinition, EventOf } from './define.js';
 import { checkpointEvents } from './checkpoint.js';
 import { deadlineEvents } from './deadline.js';
+import { imageEvents } from './images.js';
 import { jobEvents } from './job.js';
 import { nodeEvents } from './node.js';
 import { processEvents } from './process.js';
@@ -13,6 +14,7 @@ export const concerns = [
   { title: 'Process observations', events: processEvents },
   { title: 'Nodes and checkpointer capabilities', events: nodeEvents },
   { title: 'Checkpoint phases', events: checkpointEvents },
+  { title: 'Images on each node: verify and prune', events: imageEvents },
   { title: 'Restart phases', events: restartEvents },
   { title: 'Deadlines', events: deadlineEvents },
   { title: 'Refused requests', events: requestEvents },
@@ -23,6 +25,7 @@ export const catalogue = [
   ...processEvents,
   ...nodeEvents,
   ...checkpointEvents,
+  ...imageEvents,
   ...restartEvents,
   ...deadlineEvents,
   ...requestEvents,

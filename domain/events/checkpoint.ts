@@ -149,14 +149,18 @@ export const CheckpointCompleted = defineEvent(
 export const PruneRequested = defineEvent(
   'PruneRequested',
   'request',
-  record({ request: NonEmptyString, keep: NonNegativeInt }),
+  /** timeoutMs: how long the asker waits for every node to remove its part; with it, the coordinator
+   *  decides what goes (PrunePlanned) and each node removes its own part. Without it (older histories)
+   *  the agent that recorded it pruned its own images root. */
+  record({ request: NonEmptyString, keep: NonNegativeInt }, { timeoutMs: PositiveInt }),
   'Someone asked to keep only the newest N committed versions.',
 );
 export const CheckpointPruned = defineEvent(
   'CheckpointPruned',
   'outcome',
-  record({ ...version, bytes: NonNegativeInt }),
-  'A committed version’s images were removed from disk.',
+  /** node: whose part was removed (absent: the images root of the agent that recorded it, before prunes were per node). */
+  record({ ...version, bytes: NonNegativeInt }, { node: NodeId }),
+  'A committed version’s images were removed from disk (from one node’s, when node is given).',
 );
 
 export const checkpointEvents = [

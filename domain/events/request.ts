@@ -8,7 +8,7 @@ export const RequestRejected = defineEvent(
   'decision',
   record({
     request: NonEmptyString,
-    command: literals('run', 'checkpoint', 'restart', 'prune'),
+    command: literals('run', 'checkpoint', 'restart', 'prune', 'audit'),
     code: literals('unauthorized', 'invalid', 'busy', 'unsupported', 'not-found', 'expired'),
     reason: t.string,
   }),

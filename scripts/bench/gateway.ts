@@ -19,7 +19,7 @@ if (!Number.isSafeInteger(N) || N < 10) throw new Error('--requests takes an int
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-bench-gateway-'));
 const store = openEventStore(`sqlite:${join(dir, 'events.db')}`);
 const socket = join(dir, 'agent.sock');
-const gateway = new RequestGateway({ store, node: 'bench', socket, imagesRoot: join(dir, 'images'), ownCgroups: () => [] }); // the bench launches nothing
+const gateway = new RequestGateway({ store, node: 'bench', socket, ownCgroups: () => [] }); // the bench launches nothing
 await gateway.open();
 
 const median = async (what: () => Promise<unknown>): Promise<number> => {

@@ -18,7 +18,7 @@ export interface PsRow {
 export interface Result { code: number | null; out: string; err: string }
 
 /** Kills the processes left in a cgroup tree and removes it. */
-const removeCgroups = (dir: string) => {
+export const removeCgroups = (dir: string) => {
   if (!existsSync(dir)) return;
   for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) removeCgroups(join(dir, entry.name));
   try {

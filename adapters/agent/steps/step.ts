@@ -9,7 +9,9 @@ import type { Failure } from '../../../domain/failure.js';
 import type { JobCoordinatorState } from '../../../domain/job-coordinator.js';
 import type { UnitId } from '../../../domain/identity.js';
 
-export type CheckpointStep = Exclude<Step, RestartStep>;
+/** A version's part on one node, as a whole: removed when pruned, checked when another node asks. */
+export type ImageStep = 'prune' | 'images-audit';
+export type CheckpointStep = Exclude<Step, RestartStep | ImageStep>;
 
 export type Command<S extends Step> = PendingCommand & { readonly step: S };
 /** Every step but commit is for one unit. */
@@ -20,7 +22,7 @@ export type Failed<S extends Step> = EventNamed<(typeof STEP_OUTCOMES)[S][1]>;
 export type Outcome<S extends Step> = Done<S> | Failed<S>;
 
 /** Which command an outcome answers: checkpoint version or restart number, unit, node. */
-type StepIdentity = 'version' | 'restart' | 'unit' | 'node';
+type StepIdentity = 'version' | 'restart' | 'unit' | 'node' | 'request';
 /** What a step found or did: its done event's data beyond the command's identity. */
 export type Facts<S extends Step> = Omit<Done<S>['data'], StepIdentity>;
 
@@ -48,7 +50,9 @@ export type StepsOf<K extends Step> = { readonly [S in K]: StepHandler<S> };
 export type StepTable = StepsOf<Step>;
 
 const identity = (c: PendingCommand) =>
-  RESTART_STEPS.has(c.step) ? { restart: c.version, unit: c.unit, node: c.node } : c.unit ? { version: c.version, unit: c.unit, node: c.node } : { version: c.version, node: c.node };
+  RESTART_STEPS.has(c.step) ? { restart: c.version, unit: c.unit, node: c.node }
+  : c.unit ? { version: c.version, unit: c.unit, node: c.node }
+  : { ...(c.asked !== undefined && { request: c.asked }), version: c.version, node: c.node };
 
 export const done = <S extends Step>(c: Command<S>, facts: Facts<S>): Done<S> =>
   ({ type: STEP_OUTCOMES[c.step][0], data: { ...identity(c), ...facts } }) as Done<S>;

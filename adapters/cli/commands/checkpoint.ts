@@ -31,9 +31,20 @@ export const checkpointReport = (job: string, c: CheckpointSummary, home: string
   durationMs: c.durationMs ?? null,
   frozenMs: c.frozenMs ?? null,
   manifest: c.manifest ?? null,
+  /** Each node's manifest digest: the units on a node are in its own images root. */
+  manifests: c.manifests ?? null,
+  pruned: c.pruned ?? null,
   images: c.version !== null && c.outcome === 'committed' ? versionDir(imagesRoot(home), job, c.version) : null,
   stopped: c.completed === 'stopped',
 });
+
+/** Where a version's images are: each node's units in its own images root; this node's directory given. */
+const whereImages = (c: CheckpointSummary, here: string | null, node: string): string => {
+  const nodes = [...new Set(c.units.map((u) => u.node))];
+  if (nodes.length === 1 && nodes[0] === node) return `images in ${here}`;
+  const units = (n: string) => c.units.filter((u) => u.node === n).map((u) => u.unit).join(', ');
+  return `images of ${nodes.map((n) => (n === node ? `${units(n)} here in ${here}` : `${units(n)} on ${n}`)).join('; ')}`;
+};
 
 const progressLine = (c: CheckpointSummary): string => {
   const v = c.version === null ? '' : ` v${c.version}`;
@@ -78,7 +89,7 @@ export const checkpointCommand: Command = {
     { name: 'tcp-established', description: 'take established TCP connections too (TCP repair, the network locked during the dump); also: ckpt run --tcp-established' },
     { name: 'file-locks', description: 'take the file locks the job holds; also: ckpt run --file-locks' },
     { name: 'node', value: 'NAME', description: 'this node’s name, to start its agent if needed (default: $CKPT_NODE, else the host name)' },
-    { name: 'json', description: 'print {job, request, version, outcome, reason, failure: {class, message, hint, log}, units, processes, files, bytes, durationMs, frozenMs, manifest, images}' },
+    { name: 'json', description: 'print {job, request, version, outcome, reason, failure: {class, message, hint, log}, units (each with its node: its images are in that node’s images root), processes, files, bytes, durationMs, frozenMs, manifest, manifests: {NODE: SHA-256 of its manifest}, pruned: {nodes} once pruned, images (this node’s directory)}' },
   ],
   examples: ['sudo ckpt checkpoint nightly --wait', 'sudo ckpt checkpoint nightly --wait --timeout 30s --json', 'sudo ckpt checkpoint nightly --wait --stop'],
   async run(args) {
@@ -132,7 +143,7 @@ export const checkpointCommand: Command = {
       else {
         console.log(
           `checkpoint v${summary.version} of ${job} committed${report.stopped ? ' and the job stopped' : ''}: ${summary.units.length} unit(s), ${report.processes} processes, ` +
-            `${formatBytes(summary.bytes)} in ${summary.files} files, ${ms(summary.durationMs)} (frozen ${ms(summary.frozenMs)}); images in ${report.images}`,
+            `${formatBytes(summary.bytes)} in ${summary.files} files, ${ms(summary.durationMs)} (frozen ${ms(summary.frozenMs)}); ${whereImages(summary, report.images, nodeOf(args))}`,
         );
       }
       if (timedOut) return wait && summary.version !== null ? EXIT.timedOut : EXIT.failed;

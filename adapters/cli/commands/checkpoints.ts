@@ -7,6 +7,7 @@ import { checkName, flag, UsageError } from '../args.js';
 import { EXIT, type Command } from '../command.js';
 import { formatBytes, table, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
+import { nodeOf } from './agent.js';
 import { checkpointReport } from './checkpoint.js';
 
 export const checkpointsCommand: Command = {
@@ -15,13 +16,15 @@ export const checkpointsCommand: Command = {
     'Every checkpoint request of the job, oldest first, folded from its history: the version it',
     'became (or why it was refused), outcome (committed, aborted, in progress), processes captured,',
     'bytes, duration from request to completion, how long the job stayed frozen, the reason of an',
-    'abort, whether the committed images are still on disk ($CKPT_HOME/images/JOB/vN), and CRIU’s',
+    'abort, where the committed images are (each node’s in its own $CKPT_HOME/images/JOB/vN; pruned once a',
+    'prune decided it), and CRIU’s',
     'own figures of the dump (CRIU column: the longest time CRIU kept a unit frozen, pages written;',
     '--json has every unit’s stats: freezing, frozen, memdump, memwrite ms; pages scanned, written…).',
     'Read from the job’s checkpoints snapshot in the store and the events after it (--verbose says how).',
   ].join('\n'),
   options: [
-    { name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats and its steps by the log: {freeze: {requestedAt, requested, endedAt, ended, result}, …}), processes, files, bytes, durationMs, frozenMs, manifest, images, onDisk, requestedAt, requestedBy}' },
+    { name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats and its steps by the log: {freeze: {requestedAt, requested, endedAt, ended, result}, …}), processes, files, bytes, durationMs, frozenMs, manifest, manifests: {NODE: SHA-256 of its manifest}, pruned: {nodes that removed their part}, images, onDisk (here), requestedAt, requestedBy}' },
+    { name: 'node', value: 'NAME', description: 'this node’s name, whose images root is here (default: $CKPT_NODE, else the host name)' },
     VERBOSE,
   ],
   examples: ['ckpt checkpoints nightly', 'ckpt checkpoints nightly --json | jq ".[] | select(.outcome == \\"committed\\") | .version"'],
@@ -55,6 +58,14 @@ export const checkpointsCommand: Command = {
         console.log(`no checkpoints of ${job} yet (take one with: ckpt checkpoint ${job} --wait)`);
         return EXIT.ok;
       }
+      // Where the images are: each node holding units has its own part; here is this node's disk.
+      const here = nodeOf(args);
+      const where = (r: (typeof rows)[number]) => {
+        if (r.outcome !== 'committed') return '-';
+        if (r.pruned || (!r.onDisk && r.units.every((u) => u.node === here))) return 'pruned';
+        const nodes = [...new Set(r.units.map((u) => u.node))];
+        return nodes.length === 1 && nodes[0] === here ? 'yes' : nodes.map((n) => (n === here ? `${n} (here)` : n)).join(', ');
+      };
       const by = (r: (typeof rows)[number]) => (r.requestedBy?.kind === 'user' ? `uid ${r.requestedBy.uid}` : (r.requestedBy?.kind ?? '-'));
       const ms = (n: number | null) => (n === null ? '-' : `${Math.round(n)} ms`);
       const criu = (r: (typeof rows)[number]) => {
@@ -76,7 +87,7 @@ export const checkpointsCommand: Command = {
             ms(r.durationMs),
             ms(r.frozenMs),
             criu(r),
-            r.onDisk ? 'yes' : r.outcome === 'committed' ? 'pruned' : '-',
+            where(r),
             whyLine(r.reason, r.failure),
           ]),
         ),
