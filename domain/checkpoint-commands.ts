@@ -1,10 +1,11 @@
 // Which checkpoint commands of a job still wait for their outcome, and on which node: a pure fold
 // of the job's stream. A node agent executes exactly these; after a crash it refolds the log and
 // finds the ones it had not answered (a finished step is never repeated: its outcome is in the log).
-import type { RecordedEvent } from './event-store.js';
-import type { PlannedUnit } from './events/checkpoint.js';
+
 import type { ImageFileEntry } from './checkpointer.js';
+import type { RecordedEvent } from './event-store.js';
 import type { EventType } from './events/catalogue.js';
+import type { PlannedUnit } from './events/checkpoint.js';
 import type { Limits, UnitCgroup } from './events/job.js';
 import type { NodeId, ProcessRef, UnitId } from './identity.js';
 
@@ -95,9 +96,7 @@ export const STEP_OUTCOMES = {
   rollback: ['UnitRolledBack', 'UnitRollbackFailed'],
 } as const satisfies Record<Step, readonly [EventType, EventType]>;
 
-const OUTCOMES: Readonly<Record<string, Step>> = Object.fromEntries(
-  Object.entries(STEP_OUTCOMES).flatMap(([step, outcomes]) => outcomes.map((type) => [type, step as Step])),
-);
+const OUTCOMES: Readonly<Record<string, Step>> = Object.fromEntries(Object.entries(STEP_OUTCOMES).flatMap(([step, outcomes]) => outcomes.map((type) => [type, step as Step])));
 
 export const commandKey = (step: Step, n: number, unit?: UnitId): string => `${step} ${RESTART_STEPS.has(step) ? 'r' : 'v'}${n}${unit ? ` ${unit}` : ''}`;
 
@@ -144,9 +143,10 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
   if (e.type === 'ImagesPruneRequested' || e.type === 'ImagesVerifyRequested') {
     const { version, node } = e.data;
     const request = { id: e.id, recordedAt: e.metadata.recordedAt };
-    const c: PendingCommand = e.type === 'ImagesPruneRequested'
-      ? { key: pruneKey(version, node), step: 'prune', version, node, request }
-      : { key: imagesAuditKey(version, node, e.data.request), step: 'images-audit', version, node, asked: e.data.request, request };
+    const c: PendingCommand =
+      e.type === 'ImagesPruneRequested'
+        ? { key: pruneKey(version, node), step: 'prune', version, node, request }
+        : { key: imagesAuditKey(version, node, e.data.request), step: 'images-audit', version, node, asked: e.data.request, request };
     return { ...s, pending: { ...s.pending, [c.key]: c } };
   }
   if ((e.type === 'CheckpointPruned' && e.data.node !== undefined) || e.type === 'ImagesPruneFailed') {
@@ -163,9 +163,7 @@ export const evolveCommands = (s: CheckpointCommands, e: RecordedEvent): Checkpo
     if (v && e.type === 'CheckpointCommitted') {
       // Before commits were per node, one manifest held every unit (the nodes shared a filesystem).
       const legacy = e.data.manifest;
-      const manifests = e.data.nodes
-        ? Object.fromEntries(Object.entries(e.data.nodes).map(([node, m]) => [node, m.manifest]))
-        : legacy ? Object.fromEntries(v.units.map((u) => [u.node, legacy])) : {};
+      const manifests = e.data.nodes ? Object.fromEntries(Object.entries(e.data.nodes).map(([node, m]) => [node, m.manifest])) : legacy ? Object.fromEntries(v.units.map((u) => [u.node, legacy])) : {};
       s = { ...s, versions: { ...s.versions, [e.data.version]: { ...v, manifests } } };
     }
     const prefix = commandKey('commit', e.data.version);

@@ -8,15 +8,16 @@
 //   CheckpointCommitRequested → every node holding units NodeCommitted → CheckpointCommitted → UnitThawRequested (or UnitStopRequested, --stop)
 //   → all done → CheckpointCompleted. Any failure, or the deadline → CheckpointAbortRequested →
 //   UnitAbortRequested (thaw, delete partial images) → all aborted → CheckpointAborted.
-import type { ProposedEvent, RecordedEvent } from './event-store.js';
-import type { Capabilities } from './events/node.js';
-import type { CheckpointOptions, NodeManifest, PlannedUnit } from './events/checkpoint.js';
-import type { CheckpointScope, NodeId, UnitId } from './identity.js';
+
 import type { Decider } from './decider.js';
+import type { ProposedEvent, RecordedEvent } from './event-store.js';
+import type { CheckpointOptions, NodeManifest, PlannedUnit } from './events/checkpoint.js';
+import type { Capabilities } from './events/node.js';
 import type { Failure } from './failure.js';
 import { scopeCoverage } from './grouping.js';
+import type { CheckpointScope, NodeId, UnitId } from './identity.js';
+import { evolveLiveMembership, initialMembership, type JobMembership, runningMembers } from './membership.js';
 import { authorize, reject, rejectExpired, requestDeadline } from './requests.js';
-import { evolveLiveMembership, initialMembership, runningMembers, type JobMembership } from './membership.js';
 
 export interface NodeCheckpointer {
   readonly checkpointer: string;
@@ -74,8 +75,7 @@ export const effectiveOptions = (job: CheckpointOptions, request: CheckpointOpti
 /** Recorded in a plan only when one is on: plans from before options existed re-derive unchanged. */
 export const anyOption = (o: CheckpointOptions): boolean => o.tcpEstablished || o.fileLocks;
 
-const setUnit = (a: ActiveCheckpoint, unit: UnitId, phase: UnitPhase): ActiveCheckpoint =>
-  a.units[unit] ? { ...a, units: { ...a.units, [unit]: { ...a.units[unit]!, phase } } } : a;
+const setUnit = (a: ActiveCheckpoint, unit: UnitId, phase: UnitPhase): ActiveCheckpoint => (a.units[unit] ? { ...a, units: { ...a.units, [unit]: { ...a.units[unit]!, phase } } } : a);
 
 /**
  * A step moves a unit forward only while the checkpoint is in the phase that step belongs to:
@@ -199,8 +199,6 @@ export const withFailure = (e: RecordedEvent): { failure?: Failure } => {
 };
 
 export const deadlineId = (version: number): string => `checkpoint-v${version}`;
-
-
 
 /**
  * How each unit is captured: the unit's cgroup is frozen (so nothing forks or exits meanwhile)

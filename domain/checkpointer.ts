@@ -3,8 +3,8 @@
 // (CheckpointerProbed); the coordinator plans only with what the probe says works.
 import type { CheckpointOptions, DumpStats } from './events/checkpoint.js';
 import type { UnitCgroup } from './events/job.js';
-import type { RestoreStats } from './events/restart.js';
 import type { CheckpointerProbed } from './events/node.js';
+import type { RestoreStats } from './events/restart.js';
 import type { Failure } from './failure.js';
 import type { CheckpointScope, ProcessRef, UnitId } from './identity.js';
 import type { NodeCheckpointerFacts } from './preflight.js';

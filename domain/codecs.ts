@@ -2,8 +2,7 @@
 // so events stay easy to build, while still rejecting what the kernel or a user could never mean.
 import * as t from './io-ts.js';
 
-const refine = <A>(name: string, is: (u: unknown) => u is A): t.Type<A, A, unknown> =>
-  new t.Type<A, A, unknown>(name, is, (u, c) => (is(u) ? t.success(u) : t.failure(u, c)), t.identity);
+const refine = <A>(name: string, is: (u: unknown) => u is A): t.Type<A, A, unknown> => new t.Type<A, A, unknown>(name, is, (u, c) => (is(u) ? t.success(u) : t.failure(u, c)), t.identity);
 
 export const Int = refine('integer', (u): u is number => Number.isSafeInteger(u));
 export const NonNegativeInt = refine('integer ≥ 0', (u): u is number => Number.isSafeInteger(u) && (u as number) >= 0);

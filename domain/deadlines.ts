@@ -3,7 +3,7 @@
 // ones are kept: one reached or cancelled is never armed again, so the fold stays as small as
 // what is under way however long the history.
 import type { RecordedEvent, Revision } from './event-store.js';
-import { emptyMap, removeIn, setIn, valuesOf, type PersistentMap } from './persistent-map.js';
+import { emptyMap, type PersistentMap, removeIn, setIn, valuesOf } from './persistent-map.js';
 
 export interface PendingDeadline {
   readonly stream: string;

@@ -2,8 +2,8 @@
 // PostgreSQL, KurrentDB, in-memory) implement it and pass the same contract suite (test/store-contract.ts).
 import type { Observable } from 'rxjs';
 import type { DomainEvent } from './events/catalogue.js';
-import type { Actor } from './identity.js';
 import type { SchemaVersionError } from './events/upcast.js';
+import type { Actor } from './identity.js';
 
 /** Global position in the log: ≥ 1, strictly increasing in commit order, may skip numbers. */
 export type Position = number;
@@ -218,7 +218,11 @@ export interface ChainedLog {
 
 export class WrongExpectedRevisionError extends Error {
   override readonly name = 'WrongExpectedRevisionError';
-  constructor(readonly stream: string, readonly expected: ExpectedRevision, readonly actual: Revision | 'no_stream') {
+  constructor(
+    readonly stream: string,
+    readonly expected: ExpectedRevision,
+    readonly actual: Revision | 'no_stream',
+  ) {
     super(`stream ${stream}: expected revision ${expected}, but the stream is at ${actual}; nothing was written`);
   }
 }

@@ -2,8 +2,9 @@
 // thing went wrong), the first relevant message (the checkpointer's own, when it has one), and a
 // hint (what to do). Every Unit…Failed outcome may carry one; the CLI and the audit show it on
 // one line, --json has the fields. Pure: the classes and hints are data, the agent fills them in.
-import * as t from './io-ts.js';
+
 import { literals, record } from './codecs.js';
+import * as t from './io-ts.js';
 
 export const FAILURE_CLASSES = [
   'socket', // a socket kind the checkpointer cannot handle (or not on this kernel)

@@ -2,7 +2,7 @@
 // process-group-, session- and cgroup-based checkpointers each miss some members; the coordinator
 // uses this to refuse a silently partial checkpoint.
 import type { CheckpointScope, UnitId } from './identity.js';
-import { classify, runningMembers, type JobMembership, type Member } from './membership.js';
+import { classify, type JobMembership, type Member, runningMembers } from './membership.js';
 
 export interface Miss {
   readonly member: Member;

@@ -1,7 +1,8 @@
 // Identities of the domain. A process is (node, pid, start time), never a bare PID: PIDs are
 // reused, and after a restore in a new PID namespace the host PID differs from the namespace PID.
+
+import { literals, Name, NonNegativeInt, PositiveInt, record } from './codecs.js';
 import * as t from './io-ts.js';
-import { Name, NonNegativeInt, PositiveInt, record, literals } from './codecs.js';
 
 export const JobId = Name;
 export const NodeId = Name;

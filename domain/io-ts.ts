@@ -3,8 +3,8 @@
 // for export names before running it: ~25 ms of every `ckpt` start for these two alone, while
 // require() just runs them. Use `import * as t from './io-ts.js'` as one would io-ts itself.
 import { createRequire } from 'node:module';
-import type * as IoTs from 'io-ts';
 import type * as Either from 'fp-ts/lib/Either.js';
+import type * as IoTs from 'io-ts';
 
 export type * from 'io-ts';
 
@@ -13,6 +13,7 @@ const t = require('io-ts') as typeof IoTs;
 
 export const { ExactType, IntersectionType, UnionType, array, boolean, exact, failure, identity, intersection, literal, number, partial, record, string, success, type, union } = t;
 const nullCodec = t.null;
+
 export { nullCodec as null };
 export const Type = t.Type;
 export type Type<A, O = A, I = unknown> = IoTs.Type<A, O, I>;

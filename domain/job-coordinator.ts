@@ -1,8 +1,9 @@
 // The coordinator of a job: the checkpoint and restart deciders over one state, as one Decider —
 // what the node agents run and what `ckpt verify` re-derives. One cause, one batch of decisions.
-import type { RecordedEvent } from './event-store.js';
-import { concernsCheckpoint, decideCheckpoint, evolveCheckpoint, initialCheckpointState, type CheckpointState } from './checkpoint-coordinator.js';
+
+import { type CheckpointState, concernsCheckpoint, decideCheckpoint, evolveCheckpoint, initialCheckpointState } from './checkpoint-coordinator.js';
 import type { Decider } from './decider.js';
+import type { RecordedEvent } from './event-store.js';
 import { decidePrune } from './prune.js';
 import { decideRestart, evolveRestart, initialRestartState, type RestartState } from './restart-coordinator.js';
 

@@ -4,8 +4,8 @@
 import type { Position, RecordedEvent } from './event-store.js';
 import type { Limits, UnitCgroup } from './events/job.js';
 import type { RestoredProcess } from './events/restart.js';
-import { processKey, type NodeId, type ProcessRef, type UnitId } from './identity.js';
-import { emptyMap, getIn, removeIn, setIn, valuesOf, type PersistentMap } from './persistent-map.js';
+import { type NodeId, type ProcessRef, processKey, type UnitId } from './identity.js';
+import { emptyMap, getIn, type PersistentMap, removeIn, setIn, valuesOf } from './persistent-map.js';
 
 export type MemberReason = 'root' | 'descendant' | 'escaped' | 'dependent';
 export type Escape = 'session' | 'process-group' | 'cgroup' | 'reparented';
@@ -134,7 +134,13 @@ const updateMember = (s: JobMembership, node: NodeId, p: ProcessRef, change: Par
 };
 
 /** A member as first seen. One literal with every field, so all members share one shape (fast folds). */
-const newMember = (node: NodeId, unit: UnitId, p: ProcessRef, since: Position, f: { ppid: number; pgid: number; sid: number; comm: string; cgroup?: string; forkedBy?: number; dependsOn?: Member['dependsOn']; restoredFrom?: string }): Member => ({
+const newMember = (
+  node: NodeId,
+  unit: UnitId,
+  p: ProcessRef,
+  since: Position,
+  f: { ppid: number; pgid: number; sid: number; comm: string; cgroup?: string; forkedBy?: number; dependsOn?: Member['dependsOn']; restoredFrom?: string },
+): Member => ({
   key: keyOf(node, p),
   node,
   unit,
@@ -421,17 +427,30 @@ const restored = (s: JobMembership, unit: UnitId, node: NodeId, processes: Reado
     const was = keyOf(u.node, p.was);
     const old = getIn(s.members, was);
     const m = newMember(node, unit, p.now, position, {
-      ppid: p.ppid ?? old?.ppid ?? 0, pgid: p.pgid ?? old?.pgid ?? 0, sid: p.sid ?? old?.sid ?? 0, comm: p.comm ?? old?.comm ?? '',
-      cgroup: p.cgroup ?? old?.cgroup, forkedBy: old?.forkedBy === undefined ? undefined : (newPid.get(old.forkedBy) ?? old.forkedBy),
-      dependsOn: old?.dependsOn, restoredFrom: was,
+      ppid: p.ppid ?? old?.ppid ?? 0,
+      pgid: p.pgid ?? old?.pgid ?? 0,
+      sid: p.sid ?? old?.sid ?? 0,
+      comm: p.comm ?? old?.comm ?? '',
+      cgroup: p.cgroup ?? old?.cgroup,
+      forkedBy: old?.forkedBy === undefined ? undefined : (newPid.get(old.forkedBy) ?? old.forkedBy),
+      dependsOn: old?.dependsOn,
+      restoredFrom: was,
     });
     next = withMember(next, m);
     root ??= m; // CRIU restores the unit's one tree: its root (the unit's init) comes first
   }
   return withUnit(next, unit, {
-    phase: 'running', node, root: root?.key ?? u.root, pgid: root?.pgid ?? u.pgid, sid: root?.sid ?? u.sid, cgroup: root?.cgroup ?? u.cgroup,
+    phase: 'running',
+    node,
+    root: root?.key ?? u.root,
+    pgid: root?.pgid ?? u.pgid,
+    sid: root?.sid ?? u.sid,
+    cgroup: root?.cgroup ?? u.cgroup,
     former: [...(u.former ?? []), { sid: u.sid, pgid: u.pgid, cgroup: u.cgroup }],
-    cgroups: u.restoreCgroups ?? u.cgroups, restoreCgroups: undefined, exitStatus: null, signal: null,
+    cgroups: u.restoreCgroups ?? u.cgroups,
+    restoreCgroups: undefined,
+    exitStatus: null,
+    signal: null,
   });
 };
 
@@ -451,8 +470,7 @@ export const classify = (job: JobMembership, m: Member): { reason: MemberReason;
 };
 
 /** Members sorted by unit, then by when they were first seen. */
-export const membersOf = (job: JobMembership): Member[] =>
-  [...valuesOf(job.members)].sort((a, b) => (a.unit === b.unit ? a.since - b.since || a.pid - b.pid : a.unit < b.unit ? -1 : 1));
+export const membersOf = (job: JobMembership): Member[] => [...valuesOf(job.members)].sort((a, b) => (a.unit === b.unit ? a.since - b.since || a.pid - b.pid : a.unit < b.unit ? -1 : 1));
 
 export const runningMembers = (job: JobMembership): Member[] => membersOf(job).filter((m) => m.state === 'running');
 

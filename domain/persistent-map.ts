@@ -79,7 +79,7 @@ export const mapOf = <V>(entries: Iterable<readonly [string, V]>): PersistentMap
     for (let level = 0; level < DEPTH - 1; level++) node = (node[(h >>> (level * BITS)) & (WIDTH - 1)] ??= []) as unknown[];
     const leaf = (node[(h >>> ((DEPTH - 1) * BITS)) & (WIDTH - 1)] ??= []) as Array<readonly [string, V]>;
     const at = leaf.findIndex(([k]) => k === key);
-    if (at < 0) (leaf.push([key, value]), size++);
+    if (at < 0) leaf.push([key, value]), size++;
     else leaf[at] = [key, value];
   }
   return { size, root: root as Branch<V> };

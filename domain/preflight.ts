@@ -79,7 +79,11 @@ export const preflight = (held: UnitResources, options: CheckpointOptions, node:
   const c = node?.capabilities;
   if (held.inet.length > 0 && c?.inetSockets === false) {
     const reason = socketProblem(node!) ?? 'its probe found that it cannot dump a process holding a TCP or UDP socket on this kernel';
-    failures.push({ class: 'version', message: `the checkpointer on this node cannot checkpoint TCP/UDP sockets (${reason}), and the job holds ${list(held.inet.map(describeSocket))}`, hint: NEWER_CRIU_HINT });
+    failures.push({
+      class: 'version',
+      message: `the checkpointer on this node cannot checkpoint TCP/UDP sockets (${reason}), and the job holds ${list(held.inet.map(describeSocket))}`,
+      hint: NEWER_CRIU_HINT,
+    });
   }
   const connections = held.inet.filter(isConnection);
   if (connections.length > 0 && !options.tcpEstablished) {

@@ -5,8 +5,8 @@
 // with CheckpointPruned {node}; from the decision on, the version cannot be restarted (the restart
 // coordinator forgets it at PrunePlanned), so no version is half removed yet restorable.
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
-import type { JobMembership } from './membership.js';
 import type { NodeId } from './identity.js';
+import type { JobMembership } from './membership.js';
 import { authorize, reject } from './requests.js';
 import type { RestartState } from './restart-coordinator.js';
 
@@ -16,7 +16,9 @@ export const decidePrune = (s: RestartState, job: JobMembership, event: Recorded
   const { request, keep } = event.data;
   const refused = authorize(job, event, 'prune');
   if (refused) return reject(request, 'prune', 'unauthorized', refused);
-  const newestFirst = Object.keys(s.versions).map(Number).sort((a, b) => b - a);
+  const newestFirst = Object.keys(s.versions)
+    .map(Number)
+    .sort((a, b) => b - a);
   // The newest N that are not known damaged are kept (a damaged version cannot be restored, so it
   // never counts as one of them); damaged ones newer than the oldest kept stay, for a look.
   const kept: number[] = [];
@@ -82,4 +84,4 @@ export const evolvePruneProgress = (p: PruneProgress, e: RecordedEvent): PrunePr
 export const pruneSettled = (p: PruneProgress): boolean =>
   p.refused !== undefined ||
   // Every pruned version has a node to ask (its units'): settled once each was asked and answered.
-  (p.planned !== undefined && p.planned.versions.every((v) => p.waiting[v] !== undefined) && Object.values(p.waiting).every((nodes) => nodes.length === 0));
+  (p.planned?.versions.every((v) => p.waiting[v] !== undefined) === true && Object.values(p.waiting).every((nodes) => nodes.length === 0));

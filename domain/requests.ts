@@ -11,16 +11,14 @@ export const reject = (request: string, command: Rejection['command'], code: Rej
 ];
 
 /** A request's deadline: when it was recorded plus its timeout (no clock read). */
-export const requestDeadline = (request: RecordedEvent & { data: { timeoutMs: number } }): string =>
-  new Date(Date.parse(request.metadata.recordedAt) + request.data.timeoutMs).toISOString();
+export const requestDeadline = (request: RecordedEvent & { data: { timeoutMs: number } }): string => new Date(Date.parse(request.metadata.recordedAt) + request.data.timeoutMs).toISOString();
 
 /** The refusal of a request whose deadline a node agent saw pass before it was planned. */
 export const rejectExpired = (request: string, command: 'checkpoint' | 'restart', deadline: string): ProposedEvent[] =>
   reject(request, command, 'expired', `its deadline ${deadline} passed before it could be planned (were the node agents paused, down or busy?); nothing was frozen`);
 
 /** How an actor is named in a refusal: `nobody (uid 65534)`. */
-export const actorName = (actor: Actor): string =>
-  actor.kind !== 'user' ? actor.kind : actor.user ? `${actor.user} (uid ${actor.uid})` : `uid ${actor.uid}`;
+export const actorName = (actor: Actor): string => (actor.kind !== 'user' ? actor.kind : actor.user ? `${actor.user} (uid ${actor.uid})` : `uid ${actor.uid}`);
 
 /**
  * The job's owner (the uid that submitted it) or root may act on it (checkpoint, restart, prune,
@@ -33,5 +31,4 @@ export const authorizeActor = (job: JobMembership, actor: Actor, command: string
 };
 
 /** authorizeActor for a recorded request: the uid is the one the request was recorded with. */
-export const authorize = (job: JobMembership, request: RecordedEvent, command: string): string | undefined =>
-  authorizeActor(job, request.metadata.actor, command);
+export const authorize = (job: JobMembership, request: RecordedEvent, command: string): string | undefined => authorizeActor(job, request.metadata.actor, command);

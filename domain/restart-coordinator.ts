@@ -12,11 +12,12 @@
 //     and that host's kernel would reset the connection).
 //   Any failure, or the deadline → RestartAbortRequested → UnitRollbackRequested (stop what was
 //   restored, remove its cgroups) → all rolled back → RestartFailed.
+
+import { type CheckpointState, withFailure } from './checkpoint-coordinator.js';
 import type { ProposedEvent, RecordedEvent } from './event-store.js';
-import type { NodeId, UnitId } from './identity.js';
-import { withFailure, type CheckpointState } from './checkpoint-coordinator.js';
 import type { CheckpointOptions } from './events/checkpoint.js';
 import type { Failure } from './failure.js';
+import type { NodeId, UnitId } from './identity.js';
 import { authorize, reject, rejectExpired, requestDeadline } from './requests.js';
 
 type UnitPhase = 'preparing' | 'prepared' | 'restoring' | 'restored' | 'rolling-back' | 'rolled-back';
@@ -199,7 +200,9 @@ export const decideRestart = (s: RestartState, checkpoint: CheckpointState, even
         ['UnitImagesVerifyRequested', 'UnitRestoreRequested'].map((type) => ({ type, data: { restart: a.restart, unit, node: u.node } }) as ProposedEvent),
       );
     case 'UnitRestoreHeld':
-      return a?.phase === 'running' && !a.released && event.data.restart === a.restart && Object.values(a.units).every((u) => u.held) ? [{ type: 'RestartReleased', data: { restart: a.restart } }] : [];
+      return a?.phase === 'running' && !a.released && event.data.restart === a.restart && Object.values(a.units).every((u) => u.held)
+        ? [{ type: 'RestartReleased', data: { restart: a.restart } }]
+        : [];
     case 'UnitImagesVerified':
     case 'UnitRestored':
       return a?.phase === 'running' && every(a, 'restored') && verified(a)

@@ -8,13 +8,14 @@
 // pending) leaves the state: it costs nothing however many jobs the log holds. Should its stream
 // get another event (a restart, a prune, a late request), the job is folded again from its stream
 // first (`settledJob`, `withJobHistory`): the state it left with, exactly.
-import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
-import { evolveCommands, noCommands, type CheckpointCommands } from '../domain/checkpoint-commands.js';
+
+import { type CheckpointCommands, evolveCommands, noCommands } from '../domain/checkpoint-commands.js';
 import { evolveCheckpoint, initialCheckpointState, type NodeCheckpointer } from '../domain/checkpoint-coordinator.js';
-import { deadlineKey, evolveDeadlines, noDeadlines, type Deadlines, type PendingDeadline } from '../domain/deadlines.js';
+import { type Deadlines, deadlineKey, evolveDeadlines, noDeadlines, type PendingDeadline } from '../domain/deadlines.js';
+import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
 import { jobOfStream, type NodeId } from '../domain/identity.js';
 import { decideJobCoordinator, evolveJobCoordinator, initialJobCoordinator, type JobCoordinatorState } from '../domain/job-coordinator.js';
-import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
+import { emptyMap, entriesOf, getIn, mapOf, type PersistentMap, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
 import { decodeMembership, encodeMembership } from './jobs.js';
 import type { ReadModel } from './read-model.js';
 
@@ -83,8 +84,13 @@ export const evolveAgentState = (s: AgentState, e: RecordedEvent): AgentState =>
 const isSettled = (w: JobProgress): boolean => {
   const { checkpoint, restart } = w.state;
   return (
-    checkpoint.job.phase === 'ended' && !checkpoint.active && !restart.active && w.undecided.length === 0 &&
-    Object.keys(w.commands.pending).length === 0 && Object.keys(checkpoint.requests).length === 0 && restart.requests.length === 0
+    checkpoint.job.phase === 'ended' &&
+    !checkpoint.active &&
+    !restart.active &&
+    w.undecided.length === 0 &&
+    Object.keys(w.commands.pending).length === 0 &&
+    Object.keys(checkpoint.requests).length === 0 &&
+    restart.requests.length === 0
   );
 };
 

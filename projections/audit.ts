@@ -3,12 +3,12 @@
 import type { RecordedEvent } from '../domain/event-store.js';
 import type { Actor } from '../domain/identity.js';
 import { jobStream, processKey } from '../domain/identity.js';
+import { classify, evolveMembership, initialMembership, type JobMembership, runningMembers } from '../domain/membership.js';
 import { removeIn, valuesOf } from '../domain/persistent-map.js';
-import { classify, evolveMembership, initialMembership, runningMembers, type JobMembership } from '../domain/membership.js';
-import { checkpointsModel, checkpointSummaries, evolveCheckpoints, initialCheckpoints, type CheckpointsState, type CheckpointSummary } from './checkpoints.js';
+import { type CheckpointSummary, type CheckpointsState, checkpointSummaries, checkpointsModel, evolveCheckpoints, initialCheckpoints } from './checkpoints.js';
 import { decodeMembership, encodeMembership } from './jobs.js';
 import type { ReadModel } from './read-model.js';
-import { evolveRestarts, initialRestarts, restartsModel, type RestartsState, type RestartSummary } from './restarts.js';
+import { evolveRestarts, initialRestarts, type RestartSummary, type RestartsState, restartsModel } from './restarts.js';
 
 export interface MemberAtRequest {
   readonly unit: string;
@@ -54,7 +54,15 @@ export interface AuditState {
   readonly pruneByEvent: Readonly<Record<string, string>>;
 }
 
-export const initialAudit = (job: string): AuditState => ({ membership: initialMembership(job), checkpointed: {}, checkpoints: initialCheckpoints, restarts: initialRestarts, at: {}, prunes: [], pruneByEvent: {} });
+export const initialAudit = (job: string): AuditState => ({
+  membership: initialMembership(job),
+  checkpointed: {},
+  checkpoints: initialCheckpoints,
+  restarts: initialRestarts,
+  at: {},
+  prunes: [],
+  pruneByEvent: {},
+});
 
 const withPrune = (s: AuditState, request: string | undefined, change: (p: Prune) => Prune): AuditState => {
   const index = request === undefined ? -1 : s.prunes.findIndex((p) => p.request === request);
@@ -94,7 +102,16 @@ export const evolveAudit = (s: AuditState, e: RecordedEvent): AuditState => {
       return { ...next, at: { ...s.at, [e.data.request]: running } };
     }
     case 'PruneRequested': {
-      const prune: Prune = { kind: 'prune', request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, keep: e.data.keep, outcome: 'pruned', reason: null, pruned: [] };
+      const prune: Prune = {
+        kind: 'prune',
+        request: e.data.request,
+        requestedBy: e.metadata.actor,
+        requestedAt: e.metadata.recordedAt,
+        keep: e.data.keep,
+        outcome: 'pruned',
+        reason: null,
+        pruned: [],
+      };
       const known = s.prunes.some((p) => p.request === e.data.request);
       return withPrune({ ...next, pruneByEvent: { ...s.pruneByEvent, [e.id]: e.data.request }, prunes: known ? s.prunes : [...s.prunes, prune] }, e.data.request, () => prune);
     }
@@ -139,7 +156,8 @@ export const auditModel: ReadModel<AuditState> = {
   encode: (s) => ({ ...s, membership: encodeMembership(s.membership), checkpoints: checkpointsModel.encode(s.checkpoints), restarts: restartsModel.encode(s.restarts) }),
   decode: (encoded, job) => {
     const s = encoded as AuditState;
-    if (typeof s?.at !== 'object' || !Array.isArray(s.prunes) || typeof s.pruneByEvent !== 'object' || typeof s.checkpointed !== 'object') throw new Error('audit: at, prunes, pruneByEvent or checkpointed missing');
+    if (typeof s?.at !== 'object' || !Array.isArray(s.prunes) || typeof s.pruneByEvent !== 'object' || typeof s.checkpointed !== 'object')
+      throw new Error('audit: at, prunes, pruneByEvent or checkpointed missing');
     return { ...s, membership: decodeMembership(s.membership), checkpoints: checkpointsModel.decode(s.checkpoints, job), restarts: restartsModel.decode(s.restarts, job) };
   },
 };

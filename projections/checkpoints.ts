@@ -6,9 +6,9 @@ import type { DumpStats } from '../domain/events/checkpoint.js';
 import type { Failure } from '../domain/failure.js';
 import type { Actor } from '../domain/identity.js';
 import { jobStream } from '../domain/identity.js';
-import { readWholeStream, withEntry, withRequest, type RequestList } from './project.js';
+import { type RequestList, readWholeStream, withEntry, withRequest } from './project.js';
 import type { ReadModel } from './read-model.js';
-import { stepAfter, unitStepOf, withStepEvent, type StepTimes, type Steps } from './steps.js';
+import { type Steps, type StepTimes, stepAfter, unitStepOf, withStepEvent } from './steps.js';
 
 export interface UnitFigures {
   readonly unit: string;
@@ -94,7 +94,9 @@ const withStepTimes = (s: CheckpointsState, e: RecordedEvent): CheckpointsState 
   }
   const unit = (e.data as { unit?: string }).unit;
   if (unit === undefined || !unitStepOf(e.type)) return s;
-  return withDraft(s, s.byVersion[version], (d) => (d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, steps: withStepEvent(u.steps, e) } : u)) } : d));
+  return withDraft(s, s.byVersion[version], (d) =>
+    d.units.some((u) => u.unit === unit) ? { ...d, units: d.units.map((u) => (u.unit === unit ? { ...u, steps: withStepEvent(u.steps, e) } : u)) } : d,
+  );
 };
 
 /**
@@ -118,8 +120,19 @@ const evolveFigures = (s: CheckpointsState, e: RecordedEvent): CheckpointsState 
   switch (e.type) {
     case 'CheckpointRequested': {
       const draft: Draft = {
-        request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, stop: e.data.stop, timeoutMs: e.data.timeoutMs,
-        version: null, parent: null, outcome: 'in progress', phase: 'requested', reason: null, units: [], files: 0, bytes: 0,
+        request: e.data.request,
+        requestedBy: e.metadata.actor,
+        requestedAt: e.metadata.recordedAt,
+        stop: e.data.stop,
+        timeoutMs: e.data.timeoutMs,
+        version: null,
+        parent: null,
+        outcome: 'in progress',
+        phase: 'requested',
+        reason: null,
+        units: [],
+        files: 0,
+        bytes: 0,
       };
       return withRequest<CheckpointsState, Draft>(s, e.data.request, draft);
     }
@@ -130,7 +143,10 @@ const evolveFigures = (s: CheckpointsState, e: RecordedEvent): CheckpointsState 
       const index = s.byRequest[e.data.request];
       if (index === undefined) return s;
       const planned = withDraft(s, index, (d) => ({
-        ...d, version: e.data.version, parent: e.data.parent, phase: 'planned',
+        ...d,
+        version: e.data.version,
+        parent: e.data.parent,
+        phase: 'planned',
         units: e.data.units.map((u) => ({ unit: u.unit, node: u.node, scope: u.scope, planned: u.targets.length })),
       }));
       return { ...planned, byVersion: { ...s.byVersion, [e.data.version]: index } };
@@ -153,7 +169,16 @@ const evolveFigures = (s: CheckpointsState, e: RecordedEvent): CheckpointsState 
     case 'CheckpointCommitted': {
       const { manifest, nodes } = e.data;
       const manifests = nodes && Object.fromEntries(Object.entries(nodes).map(([node, m]) => [node, m.manifest]));
-      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, outcome: 'committed', phase: 'committed', files: e.data.files, bytes: e.data.bytes, ...(manifest && { manifest }), ...(manifests && { manifests }), commitMs: e.data.durationMs }));
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({
+        ...d,
+        outcome: 'committed',
+        phase: 'committed',
+        files: e.data.files,
+        bytes: e.data.bytes,
+        ...(manifest && { manifest }),
+        ...(manifests && { manifests }),
+        commitMs: e.data.durationMs,
+      }));
     }
     case 'PrunePlanned': {
       let next = s;
@@ -161,11 +186,18 @@ const evolveFigures = (s: CheckpointsState, e: RecordedEvent): CheckpointsState 
       return next;
     }
     case 'CheckpointPruned':
-      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, pruned: { nodes: e.data.node === undefined ? d.pruned?.nodes ?? [] : [...(d.pruned?.nodes ?? []), e.data.node] } }));
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, pruned: { nodes: e.data.node === undefined ? (d.pruned?.nodes ?? []) : [...(d.pruned?.nodes ?? []), e.data.node] } }));
     case 'CheckpointAbortRequested':
       return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, phase: 'aborting', reason: withStragglers(d, e.data.reason), ...(e.data.failure && { failure: e.data.failure }) }));
     case 'CheckpointAborted':
-      return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, outcome: 'aborted', phase: 'aborted', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }), endedAt: e.metadata.recordedAt }));
+      return withDraft(s, s.byVersion[e.data.version], (d) => ({
+        ...d,
+        outcome: 'aborted',
+        phase: 'aborted',
+        reason: e.data.reason,
+        ...(e.data.failure && { failure: e.data.failure }),
+        endedAt: e.metadata.recordedAt,
+      }));
     case 'CheckpointCompleted':
       return withDraft(s, s.byVersion[e.data.version], (d) => ({ ...d, phase: 'completed', completed: e.data.outcome, endedAt: e.metadata.recordedAt }));
     default: {

@@ -11,11 +11,11 @@ import { checkpointEvents } from '../domain/events/checkpoint.js';
 import { restartEvents } from '../domain/events/restart.js';
 import type { Failure } from '../domain/failure.js';
 import type { Actor } from '../domain/identity.js';
-import { emptyMap, getIn, setIn, type PersistentMap } from '../domain/persistent-map.js';
+import { emptyMap, getIn, type PersistentMap, setIn } from '../domain/persistent-map.js';
 import { restartDeadlineId } from '../domain/restart-coordinator.js';
-import { checkpointSummaries, evolveCheckpoints, initialCheckpoints, type CheckpointsState } from './checkpoints.js';
+import { type CheckpointsState, checkpointSummaries, evolveCheckpoints, initialCheckpoints } from './checkpoints.js';
 import { evolveRestarts, initialRestarts, type RestartsState } from './restarts.js';
-import { frozenWindow, stepMs, unitStepOf, type FrozenWindow, type StepTimes, type Steps, type UnitStep } from './steps.js';
+import { type FrozenWindow, frozenWindow, type Steps, type StepTimes, stepMs, type UnitStep, unitStepOf } from './steps.js';
 
 export type Operation = { readonly kind: 'checkpoint'; readonly version: number } | { readonly kind: 'restart'; readonly restart: number };
 
@@ -34,7 +34,13 @@ export interface ExplainState {
 }
 
 export const initialExplain = (target: Operation): ExplainState => ({
-  target, checkpoints: initialCheckpoints, restarts: initialRestarts, unplanned: {}, events: [], window: emptyMap(), phase: 'before',
+  target,
+  checkpoints: initialCheckpoints,
+  restarts: initialRestarts,
+  unplanned: {},
+  events: [],
+  window: emptyMap(),
+  phase: 'before',
 });
 
 const CHECKPOINT_TYPES = new Set<string>(checkpointEvents.map((d) => d.type).filter((t) => t !== 'PruneRequested' && t !== 'CheckpointPruned'));
@@ -43,8 +49,24 @@ const DEADLINE_TYPES = new Set(['DeadlineScheduled', 'DeadlineReached', 'Deadlin
 
 const kindOf = (op: Operation) =>
   op.kind === 'checkpoint'
-    ? { requested: 'CheckpointRequested', planned: 'CheckpointPlanned', ends: ['CheckpointCompleted', 'CheckpointAborted'], types: CHECKPOINT_TYPES, key: 'version', number: op.version, deadline: deadlineId(op.version) }
-    : { requested: 'RestartRequested', planned: 'RestartPlanned', ends: ['RestartCommitted', 'RestartFailed'], types: RESTART_TYPES, key: 'restart', number: op.restart, deadline: restartDeadlineId(op.restart) };
+    ? {
+        requested: 'CheckpointRequested',
+        planned: 'CheckpointPlanned',
+        ends: ['CheckpointCompleted', 'CheckpointAborted'],
+        types: CHECKPOINT_TYPES,
+        key: 'version',
+        number: op.version,
+        deadline: deadlineId(op.version),
+      }
+    : {
+        requested: 'RestartRequested',
+        planned: 'RestartPlanned',
+        ends: ['RestartCommitted', 'RestartFailed'],
+        types: RESTART_TYPES,
+        key: 'restart',
+        number: op.restart,
+        deadline: restartDeadlineId(op.restart),
+      };
 
 const field = (e: RecordedEvent, name: string): unknown => (e.data as Record<string, unknown>)[name];
 
@@ -171,7 +193,13 @@ const ref = (e: RecordedEvent): EventRef => {
 };
 
 const explainedStep = (step: UnitStep | 'commit', t: StepTimes): ExplainedStep => ({
-  step, requestedAt: t.requestedAt, requested: t.requested, endedAt: t.endedAt ?? null, ended: t.ended ?? null, result: t.result ?? 'unanswered', durationMs: stepMs(t) ?? null,
+  step,
+  requestedAt: t.requestedAt,
+  requested: t.requested,
+  endedAt: t.endedAt ?? null,
+  ended: t.ended ?? null,
+  result: t.result ?? 'unanswered',
+  durationMs: stepMs(t) ?? null,
 });
 
 const stepsOf = (steps: Steps | undefined): ExplainedStep[] =>
@@ -179,16 +207,15 @@ const stepsOf = (steps: Steps | undefined): ExplainedStep[] =>
 
 /** The versions (or restart numbers) the stream has, for an error that names them. */
 export const knownOperations = (s: ExplainState): number[] =>
-  Object.keys(s.target.kind === 'checkpoint' ? s.checkpoints.byVersion : s.restarts.byRestart).map(Number).sort((a, b) => a - b);
+  Object.keys(s.target.kind === 'checkpoint' ? s.checkpoints.byVersion : s.restarts.byRestart)
+    .map(Number)
+    .sort((a, b) => a - b);
 
 /** The explanation of the folded target, or undefined when the stream has no such operation. */
 export const explanation = (s: ExplainState): Explanation | undefined => {
   if (s.phase === 'before') return undefined;
-  const lookup = (id: string | undefined) => (id === undefined ? undefined : getIn(s.window, id) ?? s.events.find((e) => e.id === id));
-  const summary =
-    s.target.kind === 'checkpoint'
-      ? checkpointSummaries(s.checkpoints)[s.checkpoints.byVersion[s.target.version]!]!
-      : s.restarts.list[s.restarts.byRestart[s.target.restart]!]!;
+  const lookup = (id: string | undefined) => (id === undefined ? undefined : (getIn(s.window, id) ?? s.events.find((e) => e.id === id)));
+  const summary = s.target.kind === 'checkpoint' ? checkpointSummaries(s.checkpoints)[s.checkpoints.byVersion[s.target.version]!]! : s.restarts.list[s.restarts.byRestart[s.target.restart]!]!;
 
   const failures: UnitFailure[] = s.events.flatMap((e) => {
     if (unitStepOf(e.type)?.edge !== 'failed') return [];

@@ -2,9 +2,9 @@
 // as it was at a log position), or every job from the whole log — both kept as snapshots.
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
 import { jobStream, processKey } from '../domain/identity.js';
-import { evolveMembership, evolveShownMembership, initialMembership, type ForkTree, type JobMembership, type LiveBookkeeping, type Member, type MemberState, type Unit } from '../domain/membership.js';
-import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
-import { loadRows, readModel, type ModelRead, type ReadModel, type ReadOptions } from './read-model.js';
+import { evolveMembership, evolveShownMembership, type ForkTree, initialMembership, type JobMembership, type LiveBookkeeping, type Member, type MemberState, type Unit } from '../domain/membership.js';
+import { emptyMap, entriesOf, getIn, mapOf, type PersistentMap, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
+import { loadRows, type ModelRead, type ReadModel, type ReadOptions, readModel } from './read-model.js';
 
 /** Strings that repeat across members (node, unit, comm, cgroup, state) are written once. */
 const interning = () => {
@@ -19,14 +19,49 @@ const interning = () => {
   return { of, table };
 };
 
-type MemberRow = [node: number, unit: number, pid: number, startTime: number, ppid: number, forkedBy: number | null, pgid: number, sid: number, comm: number, cgroup: number | null, state: number, exitStatus: number | null, signal: number | null, dependsOn: Member['dependsOn'] | null, restoredFrom: string | null, since: number, until: number | null];
+type MemberRow = [
+  node: number,
+  unit: number,
+  pid: number,
+  startTime: number,
+  ppid: number,
+  forkedBy: number | null,
+  pgid: number,
+  sid: number,
+  comm: number,
+  cgroup: number | null,
+  state: number,
+  exitStatus: number | null,
+  signal: number | null,
+  dependsOn: Member['dependsOn'] | null,
+  restoredFrom: string | null,
+  since: number,
+  until: number | null,
+];
 
 export const encodeMembership = (m: JobMembership) => {
   const strings = interning();
-  const members = [...valuesOf(m.members)].map((x): MemberRow => [
-    strings.of(x.node)!, strings.of(x.unit)!, x.pid, x.startTime, x.ppid, x.forkedBy ?? null, x.pgid, x.sid, strings.of(x.comm)!, strings.of(x.cgroup),
-    strings.of(x.state)!, x.exitStatus, x.signal, x.dependsOn ?? null, x.restoredFrom ?? null, x.since, x.until ?? null,
-  ]);
+  const members = [...valuesOf(m.members)].map(
+    (x): MemberRow => [
+      strings.of(x.node)!,
+      strings.of(x.unit)!,
+      x.pid,
+      x.startTime,
+      x.ppid,
+      x.forkedBy ?? null,
+      x.pgid,
+      x.sid,
+      strings.of(x.comm)!,
+      strings.of(x.cgroup),
+      strings.of(x.state)!,
+      x.exitStatus,
+      x.signal,
+      x.dependsOn ?? null,
+      x.restoredFrom ?? null,
+      x.since,
+      x.until ?? null,
+    ],
+  );
   const { live, ...rest } = m;
   return { ...rest, members, strings: strings.table, ...(live && { live: encodeLive(live) }) };
 };
@@ -53,7 +88,14 @@ const decodeLive = (encoded: unknown, members: PersistentMap<Member>): LiveBookk
   };
   const isRecord = (x: unknown) => typeof x === 'object' && x !== null;
   if (typeof l?.departed !== 'number' || !isRecord(l.departedByUnit) || !isRecord(l.captured)) throw new Error('membership: live.departed, departedByUnit or captured missing');
-  const live = { departed: l.departed, departedByUnit: l.departedByUnit, captured: l.captured, pins: entries<number>('pins', l.pins), recent: entries<number>('recent', l.recent), ring: entries<string>('ring', l.ring) };
+  const live = {
+    departed: l.departed,
+    departedByUnit: l.departedByUnit,
+    captured: l.captured,
+    pins: entries<number>('pins', l.pins),
+    recent: entries<number>('recent', l.recent),
+    ring: entries<string>('ring', l.ring),
+  };
   return l.parents === undefined ? live : { ...live, forks: forkTree(entries<string>('parents', l.parents), members) };
 };
 
@@ -75,14 +117,31 @@ export const decodeMembership = (encoded: unknown): JobMembership => {
   if (!Array.isArray(members) || !Array.isArray(strings)) throw new Error('membership: members or strings missing');
   const s = (i: number | null) => (i === null ? undefined : strings[i]);
   // One literal with every field in newMember's order: decoded members share one shape, as folded ones do.
-  const decoded = (members as MemberRow[]).map(([node, unit, pid, startTime, ppid, forkedBy, pgid, sid, comm, cgroup, state, exitStatus, signal, dependsOn, restoredFrom, since, until]): readonly [string, Member] => {
-    const m: Member = {
-      key: processKey(strings[node]!, { pid, startTime }), node: strings[node]!, unit: strings[unit]!, pid, startTime, ppid, forkedBy: forkedBy ?? undefined,
-      pgid, sid, comm: strings[comm]!, cgroup: s(cgroup), state: strings[state] as MemberState, exitStatus, signal, dependsOn: dependsOn ?? undefined,
-      restoredFrom: restoredFrom ?? undefined, since, until: until ?? undefined,
-    };
-    return [m.key, m];
-  });
+  const decoded = (members as MemberRow[]).map(
+    ([node, unit, pid, startTime, ppid, forkedBy, pgid, sid, comm, cgroup, state, exitStatus, signal, dependsOn, restoredFrom, since, until]): readonly [string, Member] => {
+      const m: Member = {
+        key: processKey(strings[node]!, { pid, startTime }),
+        node: strings[node]!,
+        unit: strings[unit]!,
+        pid,
+        startTime,
+        ppid,
+        forkedBy: forkedBy ?? undefined,
+        pgid,
+        sid,
+        comm: strings[comm]!,
+        cgroup: s(cgroup),
+        state: strings[state] as MemberState,
+        exitStatus,
+        signal,
+        dependsOn: dependsOn ?? undefined,
+        restoredFrom: restoredFrom ?? undefined,
+        since,
+        until: until ?? undefined,
+      };
+      return [m.key, m];
+    },
+  );
   const membersMap = mapOf(decoded);
   return { ...(rest as Omit<JobMembership, 'members' | 'live'>), members: membersMap, ...(live !== undefined && { live: decodeLive(live, membersMap) }) };
 };
@@ -138,7 +197,19 @@ export const liveMembershipModel = membershipFold('live-membership', 1, evolveSh
 export const liveMembership = (store: EventStore, job: string, options: ReadOptions = {}) => knownJob(store, liveMembershipModel, job, options);
 
 /** Events that change only members: the membership fold needs not see them for a job's info. */
-const MEMBER_EVENTS = new Set(['ProcessForked', 'ProcessExecd', 'ProcessRenamed', 'ProcessExited', 'ProcessVanished', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessReparented', 'ProcessCgroupChanged', 'ProcessObserved', 'DependencyObserved']);
+const MEMBER_EVENTS = new Set([
+  'ProcessForked',
+  'ProcessExecd',
+  'ProcessRenamed',
+  'ProcessExited',
+  'ProcessVanished',
+  'ProcessSessionChanged',
+  'ProcessGroupChanged',
+  'ProcessReparented',
+  'ProcessCgroupChanged',
+  'ProcessObserved',
+  'DependencyObserved',
+]);
 
 /**
  * A job without its processes: units (node, phase, cgroups), owner, phase, outcome — the
@@ -321,7 +392,8 @@ export const jobsModel: ReadModel<JobsList> = {
   }),
   decode: (encoded) => {
     const e = encoded as { active: unknown; ended: unknown; rows: unknown; stale: unknown; chunks: unknown; lineage: unknown; recent: unknown };
-    if (typeof e?.rows !== 'number' || typeof e.stale !== 'number' || typeof e.chunks !== 'number' || (e.lineage !== null && typeof e.lineage !== 'string')) throw new Error('jobs: rows, chunks or lineage missing');
+    if (typeof e?.rows !== 'number' || typeof e.stale !== 'number' || typeof e.chunks !== 'number' || (e.lineage !== null && typeof e.lineage !== 'string'))
+      throw new Error('jobs: rows, chunks or lineage missing');
     return {
       active: mapOf(list('active', e.active, decodeListing).map((l) => [l.job.job, l] as const)),
       ended: mapOf(list('ended', e.ended, decodeRow).map((r) => [r.job, r] as const)),
@@ -341,10 +413,12 @@ export const jobsModel: ReadModel<JobsList> = {
 };
 
 /** The rows of a stored chunk, if it is of this lineage. */
-const chunkRows = (lineage: string | undefined) => (stored: unknown): JobRow[] | undefined => {
-  const c = stored as { lineage?: unknown; rows?: unknown };
-  return lineage !== undefined && c?.lineage === lineage ? list('chunk', c.rows, decodeRow) : undefined;
-};
+const chunkRows =
+  (lineage: string | undefined) =>
+  (stored: unknown): JobRow[] | undefined => {
+    const c = stored as { lineage?: unknown; rows?: unknown };
+    return lineage !== undefined && c?.lineage === lineage ? list('chunk', c.rows, decodeRow) : undefined;
+  };
 
 /** The list's snapshot does not hold what an event needs (a job that ended with no rows stored). */
 class ListInconsistent extends Error {}
@@ -366,19 +440,21 @@ const foldListing = async (store: EventStore, job: string, upTo: number): Promis
  * does not hold as active): the job folded again from its stream up to that event, back among the
  * active ones (the event may end it again); a stored row of it is stale from now on.
  */
-const foldAgain = (store: EventStore) => (jobs: JobsList, e: RecordedEvent): Promise<JobsList> | undefined => {
-  if (!e.stream.startsWith('job-') || e.revision === 0) return undefined;
-  const job = e.stream.slice(4);
-  if (getIn(jobs.active, job)) return undefined;
-  const inMemory = getIn(jobs.ended, job) !== undefined;
-  if (!inMemory && jobs.rows - jobs.stale <= 0) return Promise.reject(new ListInconsistent(`job ${job} has events after it ended, but the list stores no row of it`));
-  return foldListing(store, job, e.revision - 1).then((listing) => ({
-    ...jobs,
-    active: setIn(jobs.active, job, listing),
-    ended: removeIn(jobs.ended, job),
-    stale: inMemory ? jobs.stale : jobs.stale + 1,
-  }));
-};
+const foldAgain =
+  (store: EventStore) =>
+  (jobs: JobsList, e: RecordedEvent): Promise<JobsList> | undefined => {
+    if (!e.stream.startsWith('job-') || e.revision === 0) return undefined;
+    const job = e.stream.slice(4);
+    if (getIn(jobs.active, job)) return undefined;
+    const inMemory = getIn(jobs.ended, job) !== undefined;
+    if (!inMemory && jobs.rows - jobs.stale <= 0) return Promise.reject(new ListInconsistent(`job ${job} has events after it ended, but the list stores no row of it`));
+    return foldListing(store, job, e.revision - 1).then((listing) => ({
+      ...jobs,
+      active: setIn(jobs.active, job, listing),
+      ended: removeIn(jobs.ended, job),
+      stale: inMemory ? jobs.stale : jobs.stale + 1,
+    }));
+  };
 
 const bySubmission = (a: JobRow, b: JobRow) => (a.submittedAt ?? '').localeCompare(b.submittedAt ?? '') || a.job.localeCompare(b.job);
 
@@ -433,11 +509,13 @@ const withRows = async (store: EventStore, jobs: JobsList): Promise<JobRow[] | {
   }
   if (problems.length === 0 && count !== jobs.rows) problems.push(`${jobs.rows} row(s) expected, ${count} found`);
   if (problems.length > 0) return { why: [...problems.slice(0, 3), ...(problems.length > 3 ? [`and ${problems.length - 3} more`] : [])].join('; ') };
-  return listAll(jobs, [...stored.values()].filter((r) => !getIn(jobs.active, r.job) && !getIn(jobs.ended, r.job)));
+  return listAll(
+    jobs,
+    [...stored.values()].filter((r) => !getIn(jobs.active, r.job) && !getIn(jobs.ended, r.job)),
+  );
 };
 
-const listAll = (jobs: JobsList, rows: Iterable<JobRow>): JobRow[] =>
-  [...[...valuesOf(jobs.active)].map(rowOf), ...valuesOf(jobs.ended), ...rows].filter((r) => r.phase !== 'new').sort(bySubmission);
+const listAll = (jobs: JobsList, rows: Iterable<JobRow>): JobRow[] => [...[...valuesOf(jobs.active)].map(rowOf), ...valuesOf(jobs.ended), ...rows].filter((r) => r.phase !== 'new').sort(bySubmission);
 
 /** Every job in the log (readAllJobs). */
 export const allJobs = async (store: EventStore, options: ReadOptions = {}): Promise<JobRow[]> => (await readAllJobs(store, options)).state;

@@ -10,7 +10,7 @@ import type { RecordedEvent } from '../domain/event-store.js';
 import { jobOfStream } from '../domain/identity.js';
 import type { JobMembership } from '../domain/membership.js';
 import { valuesOf } from '../domain/persistent-map.js';
-import { checkpointSummaries, evolveCheckpoints, initialCheckpoints, type CheckpointSummary, type CheckpointsState } from './checkpoints.js';
+import { type CheckpointSummary, type CheckpointsState, checkpointSummaries, evolveCheckpoints, initialCheckpoints } from './checkpoints.js';
 import type { ReadModel } from './read-model.js';
 import { evolveRestarts, initialRestarts, type RestartsState } from './restarts.js';
 
@@ -68,8 +68,7 @@ export const observe = (h: Histogram, bounds: readonly number[], value: number):
 };
 
 /** The entries an event changed in a fold's list, before and after it. */
-const changed = <T>(before: readonly T[], after: readonly T[]): Array<readonly [T | undefined, T]> =>
-  after.flatMap((entry, i) => (entry === before[i] ? [] : [[before[i], entry] as const]));
+const changed = <T>(before: readonly T[], after: readonly T[]): Array<readonly [T | undefined, T]> => after.flatMap((entry, i) => (entry === before[i] ? [] : [[before[i], entry] as const]));
 
 /** One entry of the checkpoints fold with its derived figures (checkpointSummaries of just it). */
 const summaryOf = (s: CheckpointsState, draft: CheckpointsState['list'][number]): CheckpointSummary => checkpointSummaries({ ...s, list: [draft] })[0]!;

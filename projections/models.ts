@@ -2,8 +2,8 @@
 import { auditModel } from './audit.js';
 import { checkpointsModel } from './checkpoints.js';
 import { jobInfoModel, jobsModel, liveMembershipModel, membershipModel } from './jobs.js';
-import type { ReadModel } from './read-model.js';
 import { nodesModel } from './nodes.js';
+import type { ReadModel } from './read-model.js';
 import { restartsModel } from './restarts.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: models of different states in one table; each is used through its own encode and decode

@@ -39,9 +39,11 @@ export const nodeParts = (versions: readonly CommittedVersion[], here: string, p
 /** The answers of other nodes' agents to this audit's requests (by request id), folded from the job stream. */
 export type NodeAnswers = Readonly<Record<string, { readonly ok: true; readonly files: number; readonly bytes: number } | { readonly ok: false; readonly reason: string }>>;
 
-export const evolveNodeAnswers = (asked: ReadonlySet<string>) => (s: NodeAnswers, e: RecordedEvent): NodeAnswers => {
-  if (e.type === 'ImagesVerified' && asked.has(e.data.request) && !s[e.data.request]) return { ...s, [e.data.request]: { ok: true, files: e.data.files, bytes: e.data.bytes } };
-  if (e.type === 'ImagesVerifyFailed' && asked.has(e.data.request) && !s[e.data.request]) return { ...s, [e.data.request]: { ok: false, reason: e.data.reason } };
-  if (e.type === 'RequestRejected' && e.data.command === 'audit' && asked.has(e.data.request)) return { ...s, [e.data.request]: { ok: false, reason: `refused: ${e.data.reason}` } };
-  return s;
-};
+export const evolveNodeAnswers =
+  (asked: ReadonlySet<string>) =>
+  (s: NodeAnswers, e: RecordedEvent): NodeAnswers => {
+    if (e.type === 'ImagesVerified' && asked.has(e.data.request) && !s[e.data.request]) return { ...s, [e.data.request]: { ok: true, files: e.data.files, bytes: e.data.bytes } };
+    if (e.type === 'ImagesVerifyFailed' && asked.has(e.data.request) && !s[e.data.request]) return { ...s, [e.data.request]: { ok: false, reason: e.data.reason } };
+    if (e.type === 'RequestRejected' && e.data.command === 'audit' && asked.has(e.data.request)) return { ...s, [e.data.request]: { ok: false, reason: `refused: ${e.data.reason}` } };
+    return s;
+  };

@@ -3,7 +3,7 @@
 // was last heard of (its latest event, in any stream). A whole-log model kept as a snapshot: it is
 // as small as the number of nodes.
 import type { RecordedEvent } from '../domain/event-store.js';
-import { emptyMap, getIn, mapOf, setIn, valuesOf, type PersistentMap } from '../domain/persistent-map.js';
+import { emptyMap, getIn, mapOf, type PersistentMap, setIn, valuesOf } from '../domain/persistent-map.js';
 import type { ReadModel } from './read-model.js';
 
 export interface NodeView {
@@ -56,10 +56,12 @@ export const nodesModel: ReadModel<PersistentMap<NodeView>> = {
   encode: (nodes) => [...valuesOf(nodes)],
   decode: (encoded) => {
     if (!Array.isArray(encoded)) throw new Error('nodes: expected a list');
-    return mapOf(encoded.map((v: NodeView) => {
-      if (typeof v?.node !== 'string' || typeof v.lastSeen !== 'string') throw new Error('nodes: a node without its name or lastSeen');
-      return [v.node, v] as const;
-    }));
+    return mapOf(
+      encoded.map((v: NodeView) => {
+        if (typeof v?.node !== 'string' || typeof v.lastSeen !== 'string') throw new Error('nodes: a node without its name or lastSeen');
+        return [v.node, v] as const;
+      }),
+    );
   },
 };
 

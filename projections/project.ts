@@ -1,7 +1,7 @@
 // A projection is a pure fold of events into state: `scan` over an `evolve` function, so its
 // result equals `events.reduce(evolve, initial)`. No clocks, no randomness, no I/O here.
 import type { EventStore, Position, RecordedEvent } from '../domain/event-store.js';
-import { scan, type OperatorFunction } from '../domain/rx.js';
+import { type OperatorFunction, scan } from '../domain/rx.js';
 
 export type Evolve<S, E = RecordedEvent> = (state: S, event: E) => S;
 
@@ -45,11 +45,14 @@ export const replay = <S>(store: EventStore, evolve: Evolve<S>, initial: S, from
     if (done) subscription.unsubscribe();
   });
 
-
 /** Folds one stream, page by page, from its start: the state and how many events it had
  *  (progress: after each page, the events folded so far and the position reached). */
 export const foldStream = async <S>(
-  store: EventStore, stream: string, evolve: Evolve<S>, initial: S, progress?: (folded: number, position: Position) => void,
+  store: EventStore,
+  stream: string,
+  evolve: Evolve<S>,
+  initial: S,
+  progress?: (folded: number, position: Position) => void,
 ): Promise<{ state: S; events: number }> => {
   let state = initial;
   let events = 0;

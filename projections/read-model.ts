@@ -4,7 +4,7 @@
 // last event it folded (still in the log at that position) all match; otherwise it is rebuilt from
 // the log and saved again. Every read says what it did (`notes`, shown with --verbose).
 // Pure apart from the ports it is given (the store and its snapshot table).
-import { SnapshotNotWritableError, type EventStore, type RecordedEvent, type Snapshot, type SnapshotStore } from '../domain/event-store.js';
+import { type EventStore, type RecordedEvent, type Snapshot, SnapshotNotWritableError, type SnapshotStore } from '../domain/event-store.js';
 import { catalogue } from '../domain/events/catalogue.js';
 
 export interface ReadModel<S> {
@@ -164,7 +164,12 @@ const saveSplit = async <S>(snapshots: SnapshotStore, model: ReadModel<S>, key: 
  * used (missing, a changed byte, another code version, or not the state's: `decode` leaves out
  * rows of another lineage — a rebuilt model does not delete the rows of the one before).
  */
-export const loadRows = async <R>(snapshots: SnapshotStore, model: ModelName, keys: readonly string[], decode: (row: unknown, key: string) => R | undefined): Promise<{ rows: Map<string, R>; problems: string[] }> => {
+export const loadRows = async <R>(
+  snapshots: SnapshotStore,
+  model: ModelName,
+  keys: readonly string[],
+  decode: (row: unknown, key: string) => R | undefined,
+): Promise<{ rows: Map<string, R>; problems: string[] }> => {
   const rows = new Map<string, R>();
   const problems: string[] = [];
   for (const key of keys) {

@@ -3,10 +3,10 @@
 import type { RecordedEvent } from '../domain/event-store.js';
 import type { RestoreStats } from '../domain/events/restart.js';
 import type { Failure } from '../domain/failure.js';
-import { jobStream, type Actor, type ProcessRef } from '../domain/identity.js';
-import { withEntry, withRequest, type RequestList } from './project.js';
+import { type Actor, jobStream, type ProcessRef } from '../domain/identity.js';
+import { type RequestList, withEntry, withRequest } from './project.js';
 import type { ReadModel } from './read-model.js';
-import { unitStepOf, withStepEvent, type Steps } from './steps.js';
+import { type Steps, unitStepOf, withStepEvent } from './steps.js';
 
 export interface RestartUnitFigures {
   readonly unit: string;
@@ -80,8 +80,16 @@ const evolveFigures = (s: RestartsState, e: RecordedEvent): RestartsState => {
   switch (e.type) {
     case 'RestartRequested': {
       const draft: RestartSummary = {
-        request: e.data.request, requestedBy: e.metadata.actor, requestedAt: e.metadata.recordedAt, restart: null, version: e.data.version,
-        outcome: 'in progress', phase: 'requested', reason: null, units: [], processes: [],
+        request: e.data.request,
+        requestedBy: e.metadata.actor,
+        requestedAt: e.metadata.recordedAt,
+        restart: null,
+        version: e.data.version,
+        outcome: 'in progress',
+        phase: 'requested',
+        reason: null,
+        units: [],
+        processes: [],
       };
       return withRequest<RestartsState, RestartSummary>(s, e.data.request, draft);
     }
@@ -112,7 +120,9 @@ const evolveFigures = (s: RestartsState, e: RecordedEvent): RestartsState => {
     case 'RestartCommitted':
       return withDraft(s, s.byRestart[e.data.restart], (d) => ended(d, { outcome: 'restored', phase: 'restored' }, e.metadata.recordedAt));
     case 'RestartFailed':
-      return withDraft(s, s.byRestart[e.data.restart], (d) => ended(d, { outcome: 'failed', phase: 'failed', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }, e.metadata.recordedAt));
+      return withDraft(s, s.byRestart[e.data.restart], (d) =>
+        ended(d, { outcome: 'failed', phase: 'failed', reason: e.data.reason, ...(e.data.failure && { failure: e.data.failure }) }, e.metadata.recordedAt),
+      );
     default:
       return s;
   }

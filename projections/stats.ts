@@ -56,7 +56,12 @@ const checkpointFigures = (job: string, c: CheckpointSummary): Figures => {
   return {
     units,
     row: {
-      job, kind: 'checkpoint', number: c.version, version: c.version, requestedAt: c.requestedAt, outcome: c.outcome,
+      job,
+      kind: 'checkpoint',
+      number: c.version,
+      version: c.version,
+      requestedAt: c.requestedAt,
+      outcome: c.outcome,
       failureClass: c.failure?.class ?? (c.outcome === 'aborted' ? (c.units.find((u) => u.failure)?.failure?.class ?? null) : null),
       durationMs: c.durationMs ?? null,
       phases: { ...stepSpans(c.units), ...(commit !== undefined && { commit }) },
@@ -75,7 +80,12 @@ const restartFigures = (job: string, r: RestartSummary): Figures => {
   return {
     units: r.units.map((u) => ({ node: u.node, frozenMs: null, bytes: u.bytes ?? 0 })),
     row: {
-      job, kind: 'restart', number: r.restart, version: r.version, requestedAt: r.requestedAt, outcome: r.outcome,
+      job,
+      kind: 'restart',
+      number: r.restart,
+      version: r.version,
+      requestedAt: r.requestedAt,
+      outcome: r.outcome,
       failureClass: r.failure?.class ?? (r.outcome === 'failed' ? (r.units.find((u) => u.failure)?.failure?.class ?? null) : null),
       durationMs: r.durationMs ?? null,
       phases: stepSpans(r.units),
@@ -135,9 +145,16 @@ const aggregate = (rows: readonly StatsRow[], frozen: readonly number[]): Aggreg
   const restored = count('restart', 'restored');
   const failedRestarts = count('restart', 'failed');
   return {
-    checkpoints: count('checkpoint'), committed, aborted, checkpointSuccessRate: rate(committed, aborted),
-    restarts: count('restart'), restored, failedRestarts, restartSuccessRate: rate(restored, failedRestarts),
-    frozenP50Ms: percentile(frozen, 50), frozenP95Ms: percentile(frozen, 95),
+    checkpoints: count('checkpoint'),
+    committed,
+    aborted,
+    checkpointSuccessRate: rate(committed, aborted),
+    restarts: count('restart'),
+    restored,
+    failedRestarts,
+    restartSuccessRate: rate(restored, failedRestarts),
+    frozenP50Ms: percentile(frozen, 50),
+    frozenP95Ms: percentile(frozen, 95),
   };
 };
 
@@ -168,7 +185,10 @@ export const stats = (jobs: readonly JobOperations[], since?: string): Stats => 
     const failed = mine.filter((f) => f.row.failureClass !== null).map((f) => f.row.failureClass!);
     return {
       job: j.job,
-      ...aggregate(mine.map((f) => f.row), frozenOf(mine)),
+      ...aggregate(
+        mine.map((f) => f.row),
+        frozenOf(mine),
+      ),
       bytesByVersion: mine.flatMap((f) => (f.row.kind === 'checkpoint' && f.row.outcome === 'committed' ? [{ version: f.row.version!, bytes: f.row.bytes }] : [])),
       failureClasses: Object.fromEntries(distinct(failed).map((c) => [c, failed.filter((x) => x === c).length])),
     };
@@ -178,7 +198,10 @@ export const stats = (jobs: readonly JobOperations[], since?: string): Stats => 
     const parts = involved.flatMap((f) => f.units.filter((u) => u.node === node).map((u) => ({ row: f.row, unit: u })));
     return {
       node,
-      ...aggregate(involved.map((f) => f.row), parts.flatMap((p) => (p.unit.frozenMs === null ? [] : [p.unit.frozenMs]))),
+      ...aggregate(
+        involved.map((f) => f.row),
+        parts.flatMap((p) => (p.unit.frozenMs === null ? [] : [p.unit.frozenMs])),
+      ),
       committedBytes: sum(parts.filter((p) => p.row.kind === 'checkpoint' && p.row.outcome === 'committed').map((p) => p.unit.bytes)),
     };
   });

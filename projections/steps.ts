@@ -14,7 +14,9 @@ export type StepEdge = 'requested' | 'done' | 'failed';
 
 type Edge = { readonly step: UnitStep; readonly edge: StepEdge };
 /** Each unit step's request and outcomes, from the domain's tables of them. */
-const EDGES = new Map<string, Edge>(Object.entries(STEP_REQUESTS).flatMap(([type, step]): Array<[string, Edge]> => (NODE_STEPS.has(step) ? [] : [[type, { step: step as UnitStep, edge: 'requested' }]])));
+const EDGES = new Map<string, Edge>(
+  Object.entries(STEP_REQUESTS).flatMap(([type, step]): Array<[string, Edge]> => (NODE_STEPS.has(step) ? [] : [[type, { step: step as UnitStep, edge: 'requested' }]])),
+);
 for (const [step, [done, failed]] of Object.entries(STEP_OUTCOMES) as Array<[Step, readonly [string, string]]>) {
   if (NODE_STEPS.has(step)) continue;
   EDGES.set(done, { step: step as UnitStep, edge: 'done' });

@@ -9,9 +9,7 @@ const fieldsOf = (codec: t.Mixed): string[] => {
   const inner = codec instanceof t.ExactType ? codec.type : codec;
   if (inner instanceof t.InterfaceType) return Object.keys(inner.props);
   if (inner instanceof t.IntersectionType) {
-    return (inner.types as t.Mixed[]).flatMap((part) =>
-      part instanceof t.PartialType ? Object.keys(part.props).map((k) => `${k}?`) : fieldsOf(part),
-    );
+    return (inner.types as t.Mixed[]).flatMap((part) => (part instanceof t.PartialType ? Object.keys(part.props).map((k) => `${k}?`) : fieldsOf(part)));
   }
   return [];
 };

@@ -7,8 +7,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { addProcess, createUnitCgroups, detectCgroups, killUnit, removeUnitCgroups, unitFreezeState, unitProcesses } from '../adapters/cgroups/unit-cgroups.js';
+import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { readStat } from '../adapters/tracking/procfs.js';
 import type { ProposedEvent } from '../domain/event-store.js';
@@ -48,7 +48,10 @@ test.after(async () => {
 const victimUntouched = (when: string) => {
   assert.is(readStat(victim.pid)?.startTime, victim.startTime, `${when}: the victim is alive`);
   assert.ok(!['T', 't', 'Z'].includes(readStat(victim.pid)!.state), `${when}: the victim is not stopped`);
-  assert.ok(victim.cgroups.every((c) => existsSync(c.path)), `${when}: the victim's cgroups were not removed`);
+  assert.ok(
+    victim.cgroups.every((c) => existsSync(c.path)),
+    `${when}: the victim's cgroups were not removed`,
+  );
   assert.equal(unitProcesses(victim.cgroups), [victim.pid], `${when}: the victim was not moved`);
   assert.is(unitFreezeState(victim.cgroups), 'thawed', `${when}: the victim was never left frozen`);
 };
@@ -80,7 +83,10 @@ test('a forged UnitCgroupsCreated naming cgroups outside the prefix, with a root
   assert.match(String(failed.data.reason), /^refused: the log names cgroups? .*ckpt-bounds-victim-.* which this agent did not create/);
   await new Promise((r) => setTimeout(r, 500)); // anything the agent would wrongly do, it does at once
   assert.not.ok(types('forged1').includes('UnitTracked'), 'the victim is never tracked as the root');
-  assert.not.ok(history('forged1').some((e) => e.type.startsWith('Process') && JSON.stringify(e.data).includes(`"pid":${victim.pid},`)), 'nor observed as a member');
+  assert.not.ok(
+    history('forged1').some((e) => e.type.startsWith('Process') && JSON.stringify(e.data).includes(`"pid":${victim.pid},`)),
+    'nor observed as a member',
+  );
   victimUntouched('after the forged launch');
 });
 
@@ -118,18 +124,27 @@ test('after an agent restart, a member the log claims that lives outside the uni
   await until('the job running', () => ps('adopt').some((m) => m.comm === 'sleep' && m.state === 'running'));
   const outsider = spawn('sleep', ['1004'], { stdio: 'ignore', detached: true });
   const startTime = readStat(outsider.pid!)!.startTime;
-  await forge('job-adopt', [{
-    type: 'ProcessObserved',
-    data: { node: NODE, unit: 'main', process: { pid: outsider.pid!, startTime }, ppid: 1, pgid: outsider.pid!, sid: outsider.pid!, comm: 'sleep', source: 'scan' },
-  }]);
+  await forge('job-adopt', [
+    {
+      type: 'ProcessObserved',
+      data: { node: NODE, unit: 'main', process: { pid: outsider.pid!, startTime }, ppid: 1, pgid: outsider.pid!, sid: outsider.pid!, comm: 'sleep', source: 'scan' },
+    },
+  ]);
   assert.is(ckpt(['agent', 'stop']).code, 0);
   assert.is(ckpt(['agent', 'start']).code, 0);
   // Tracked, its exit would be recorded (ProcessExited, or ProcessVanished after the 2 s grace).
   sigkill(outsider.pid!);
   await new Promise((r) => setTimeout(r, 3000));
   const about = history('adopt').filter((e) => e.type.startsWith('Process') && JSON.stringify(e.data).includes(`"pid":${outsider.pid},`));
-  assert.equal(about.map((e) => e.type), ['ProcessObserved'], 'only the forged observation: the agent never tracked it');
-  assert.ok(ps('adopt').some((m) => m.comm === 'sleep' && m.pid !== outsider.pid && m.state === 'running'), 'the real member is tracked as before');
+  assert.equal(
+    about.map((e) => e.type),
+    ['ProcessObserved'],
+    'only the forged observation: the agent never tracked it',
+  );
+  assert.ok(
+    ps('adopt').some((m) => m.comm === 'sleep' && m.pid !== outsider.pid && m.state === 'running'),
+    'the real member is tracked as before',
+  );
   killMembers(ps('adopt').filter((m) => m.pid !== outsider.pid));
 });
 
@@ -148,7 +163,10 @@ test('a version directory planted as a link: the failed checkpoint’s abort rem
   assert.is(readFileSync(join(elsewhere, 'main', 'precious'), 'utf8'), 'keep me', 'nothing behind the link was removed');
   assert.equal(readdirSync(join(elsewhere, 'main')), ['precious'], 'nor written');
   assert.not.ok(existsSync(v1) || lstatExists(v1), 'the planted link itself is gone');
-  assert.ok(ps('links').some((m) => m.comm === 'sleep' && m.state === 'running'), 'the job runs on');
+  assert.ok(
+    ps('links').some((m) => m.comm === 'sleep' && m.state === 'running'),
+    'the job runs on',
+  );
 
   // A clean checkpoint next (v2), then a restart whose work directory was planted as a link.
   const ok = ckpt(['checkpoint', 'links', '--wait', '--json']);

@@ -12,7 +12,7 @@ import { openEventStore } from '../adapters/store/open.js';
 import type { RecordedEvent } from '../domain/event-store.js';
 import { jobOfStream } from '../domain/identity.js';
 import { getIn } from '../domain/persistent-map.js';
-import { agentModel, evolveAgentState, initialAgentState, settledJob, withJobHistory, type AgentState } from '../projections/agent-state.js';
+import { type AgentState, agentModel, evolveAgentState, initialAgentState, settledJob, withJobHistory } from '../projections/agent-state.js';
 import { jobHarness } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
@@ -49,7 +49,15 @@ const canonical = (value: unknown): string =>
 
 test('a forking job checkpointed, the agent restarted from its snapshot, checkpointed and restarted again', async () => {
   assert.is(ckpt(['run', '--detach', '--job', 'loop', '--', 'sh', '-c', 'while :; do sleep 0.02 & wait; done']).code, 0);
-  await until('forks', () => ckpt(['history', 'loop', '--json']).out.split('\n').filter((l) => l.includes('ProcessForked')).length > 200, 30_000, 200);
+  await until(
+    'forks',
+    () =>
+      ckpt(['history', 'loop', '--json'])
+        .out.split('\n')
+        .filter((l) => l.includes('ProcessForked')).length > 200,
+    30_000,
+    200,
+  );
   let r = ckpt(['checkpoint', 'loop', '--wait']);
   assert.is(r.code, 0, r.err);
 
@@ -74,7 +82,12 @@ test('a forking job checkpointed, the agent restarted from its snapshot, checkpo
   assert.match(said, /snapshot agent was folded by code version \d+ \(this ckpt folds with \d+\): rebuilt from the log/, said);
   r = ckpt(['restart', 'loop', '--wait']);
   assert.is(r.code, 0, r.err);
-  await until('forks after the restart', async () => (await allEvents()).filter((e) => e.type === 'UnitRestored').length === 1 && ckpt(['ps', 'loop', '--running', '--json']).out.includes('"sleep"'), 30_000, 200);
+  await until(
+    'forks after the restart',
+    async () => (await allEvents()).filter((e) => e.type === 'UnitRestored').length === 1 && ckpt(['ps', 'loop', '--running', '--json']).out.includes('"sleep"'),
+    30_000,
+    200,
+  );
   said = await restartAgent();
   assert.match(said, /snapshot agent at position \d+ used/);
   r = ckpt(['checkpoint', 'loop', '--wait']);
@@ -97,7 +110,14 @@ test('the state encoded and decoded anywhere in that history folds on to the sam
   // What the host does: a settled job whose stream goes on is folded again from its stream first.
   const fold = (state: AgentState, e: RecordedEvent) => {
     const settled = settledJob(state, e);
-    const prepared = settled === undefined ? state : withJobHistory(state, settled, events.filter((x) => x.stream === e.stream && x.revision < e.revision));
+    const prepared =
+      settled === undefined
+        ? state
+        : withJobHistory(
+            state,
+            settled,
+            events.filter((x) => x.stream === e.stream && x.revision < e.revision),
+          );
     return evolveAgentState(prepared, e);
   };
   const states: AgentState[] = [];

@@ -6,8 +6,8 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { agentFiles, startingAgent } from '../adapters/agent/daemon.js';
-import type { ProposedEvent } from '../domain/event-store.js';
 import { openEventStore } from '../adapters/store/open.js';
+import type { ProposedEvent } from '../domain/event-store.js';
 import { CLI, jobHarness } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
@@ -46,10 +46,15 @@ test('a start shows its progress, waits while it is made, and says when it stops
   let err = '';
   start.stderr.on('data', (d) => (err += d));
   const ended = new Promise<number | null>((resolve) => start.once('close', resolve));
-  const starting = await until('the agent reports folding the log', () => {
-    const p = startingAgent(h.home, node, url);
-    return p?.phase === 'log' && p;
-  }, 60_000, 5);
+  const starting = await until(
+    'the agent reports folding the log',
+    () => {
+      const p = startingAgent(h.home, node, url);
+      return p?.phase === 'log' && p;
+    },
+    60_000,
+    5,
+  );
   process.kill(starting.pid, 'SIGSTOP');
   try {
     assert.is(statSync(agentFiles(h.home, node, url).startFile).mode & 0o777, 0o600, 'the start file is root’s alone');

@@ -3,7 +3,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { catalogue, concerns, definitionOf } from '../domain/events/catalogue.js';
-import { decodeEvent, InvalidEventError } from '../domain/events/decode.js';
+import { decodeEvent, type InvalidEventError } from '../domain/events/decode.js';
 import { renderEventsDoc } from '../scripts/events-doc.js';
 
 const test = suite('event catalogue');
@@ -17,7 +17,10 @@ const rejection = (type: unknown, data: unknown): InvalidEventError => {
 test('every event type is defined once, with a kind, a schema version and a summary', () => {
   const types = catalogue.map((d) => d.type);
   assert.is(new Set(types).size, types.length);
-  assert.is(concerns.reduce((n, c) => n + c.events.length, 0), catalogue.length);
+  assert.is(
+    concerns.reduce((n, c) => n + c.events.length, 0),
+    catalogue.length,
+  );
   for (const d of catalogue) {
     assert.ok(['request', 'decision', 'outcome', 'observation'].includes(d.kind), d.type);
     assert.is(d.schemaVersion, d.changes.length + 1, `${d.type}: one upcaster per version after the first`);
@@ -29,16 +32,53 @@ test('every event type is defined once, with a kind, a schema version and a summ
 
 test('the concerns the later issues need are all there', () => {
   for (const type of [
-    'JobSubmitted', 'UnitAssigned', 'UnitCgroupsCreated', 'UnitLaunched', 'UnitEnded', 'JobEnded',
-    'ProcessForked', 'ProcessExecd', 'ProcessExited', 'ProcessSessionChanged', 'ProcessGroupChanged', 'ProcessCgroupChanged',
-    'ProcessObserved', 'ObservationGap', 'DependencyObserved',
-    'NodeRegistered', 'CheckpointerProbed',
-    'CheckpointRequested', 'CheckpointPlanned', 'UnitFreezeRequested', 'UnitFrozen', 'UnitFreezeFailed', 'UnitDumpRequested',
-    'UnitDumped', 'UnitDumpFailed', 'UnitVerifyRequested', 'UnitVerified', 'UnitVerifyFailed', 'CheckpointCommitRequested',
-    'CheckpointCommitted', 'CheckpointCommitFailed', 'UnitThawRequested', 'UnitThawed', 'UnitThawFailed', 'CheckpointAbortRequested',
-    'UnitAbortRequested', 'UnitAborted', 'UnitAbortFailed', 'CheckpointAborted',
-    'RestartRequested', 'RestartPlanned', 'UnitRestored', 'RestartCommitted', 'RestartFailed',
-    'DeadlineScheduled', 'DeadlineReached', 'RequestRejected',
+    'JobSubmitted',
+    'UnitAssigned',
+    'UnitCgroupsCreated',
+    'UnitLaunched',
+    'UnitEnded',
+    'JobEnded',
+    'ProcessForked',
+    'ProcessExecd',
+    'ProcessExited',
+    'ProcessSessionChanged',
+    'ProcessGroupChanged',
+    'ProcessCgroupChanged',
+    'ProcessObserved',
+    'ObservationGap',
+    'DependencyObserved',
+    'NodeRegistered',
+    'CheckpointerProbed',
+    'CheckpointRequested',
+    'CheckpointPlanned',
+    'UnitFreezeRequested',
+    'UnitFrozen',
+    'UnitFreezeFailed',
+    'UnitDumpRequested',
+    'UnitDumped',
+    'UnitDumpFailed',
+    'UnitVerifyRequested',
+    'UnitVerified',
+    'UnitVerifyFailed',
+    'CheckpointCommitRequested',
+    'CheckpointCommitted',
+    'CheckpointCommitFailed',
+    'UnitThawRequested',
+    'UnitThawed',
+    'UnitThawFailed',
+    'CheckpointAbortRequested',
+    'UnitAbortRequested',
+    'UnitAborted',
+    'UnitAbortFailed',
+    'CheckpointAborted',
+    'RestartRequested',
+    'RestartPlanned',
+    'UnitRestored',
+    'RestartCommitted',
+    'RestartFailed',
+    'DeadlineScheduled',
+    'DeadlineReached',
+    'RequestRejected',
   ]) {
     assert.ok(definitionOf(type), `${type} is in the catalogue`);
   }
@@ -53,7 +93,10 @@ test('a valid event decodes; unknown fields are stripped', () => {
 test('a bad event names its type, each field path, what was expected and the value', () => {
   const error = rejection('ProcessExited', { node: 'n1', unit: 'u1', process: { pid: 'abc', startTime: 5 }, status: -1 });
   assert.is(error.eventType, 'ProcessExited');
-  assert.equal(error.problems.map((p) => p.path), ['data.process.pid', 'data.status']);
+  assert.equal(
+    error.problems.map((p) => p.path),
+    ['data.process.pid', 'data.status'],
+  );
   assert.is(error.message, 'invalid ProcessExited event: data.process.pid: expected integer ≥ 1, got "abc"; data.status: expected integer ≥ 0 or null, got -1');
   assert.match(rejection('JobSubmitted', { job: 'Bad Name', owner: {} }).message, 'data.job: expected name matching');
   assert.match(rejection('JobSubmitted', { job: 'ok', owner: {} }).message, 'data.owner.uid: expected integer ≥ 0, got nothing');

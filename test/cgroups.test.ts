@@ -1,14 +1,14 @@
 // Unit cgroups against the real kernel: real hierarchies, real processes (needs root).
 // Every test uses its own ckpt-test/<random>/unit path and kills + removes it in `finally`.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import type { Limits, UnitCgroup } from '../domain/events/job.js';
 import {
   addProcess,
+  type CgroupLayout,
   canFreeze,
   createUnitCgroups,
   describeCgroups,
@@ -16,8 +16,8 @@ import {
   ForeignCgroupError,
   freezeUnit,
   isUnitCgroupPath,
-  ownUnitCgroups,
   killUnit,
+  ownUnitCgroups,
   removeUnitCgroups,
   thawUnit,
   unitCgroupPath,
@@ -25,8 +25,8 @@ import {
   unitFreezeState,
   unitProcesses,
   weightToShares,
-  type CgroupLayout,
 } from '../adapters/cgroups/unit-cgroups.js';
+import type { Limits, UnitCgroup } from '../domain/events/job.js';
 import { needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as waitFor } from './support/wait.js';
 
@@ -70,9 +70,7 @@ const startInUnit = (cgroups: UnitCgroup[], script: string): Started => {
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   const pid = child.pid;
   if (pid === undefined) throw new Error('spawn sh failed');
   addProcess(cgroups, pid);
@@ -127,7 +125,11 @@ test('detectCgroups finds what /proc/self/mountinfo says', () => {
     }
   }
   if (!lines.some((l) => / - cgroup2 /.test(l))) assert.is(layout.v2, undefined);
-  if (v1Seen === 0) assert.equal(describeCgroups(layout).v1.filter((c) => ['freezer', 'memory', 'pids', 'cpu'].includes(c)), []);
+  if (v1Seen === 0)
+    assert.equal(
+      describeCgroups(layout).v1.filter((c) => ['freezer', 'memory', 'pids', 'cpu'].includes(c)),
+      [],
+    );
   assert.ok(canFreeze(layout), 'this node can freeze (v1 freezer or cgroup.freeze)');
   console.log('  layout:', JSON.stringify(describeCgroups(layout)));
 });
@@ -141,11 +143,17 @@ test('relative paths are validated', () => {
 
 test('the agent’s own cgroups are derived from (layout, prefix, job, unit[, restart]); anything else the log names is refused', () => {
   const layout: CgroupLayout = {
-    v1: [{ mountPoint: '/sys/fs/cgroup/freezer', controllers: ['freezer'] }, { mountPoint: '/sys/fs/cgroup/memory', controllers: ['memory'] }],
+    v1: [
+      { mountPoint: '/sys/fs/cgroup/freezer', controllers: ['freezer'] },
+      { mountPoint: '/sys/fs/cgroup/memory', controllers: ['memory'] },
+    ],
     v2: { mountPoint: '/sys/fs/cgroup/unified', controllers: [], freeze: true, kill: true },
   };
   const own = unitCgroupsAt(layout, unitCgroupPath('ckpt/abcd1234', 'job', 'main'));
-  assert.equal(own.map((c) => c.path), ['/sys/fs/cgroup/freezer/ckpt/abcd1234/job/main', '/sys/fs/cgroup/memory/ckpt/abcd1234/job/main', '/sys/fs/cgroup/unified/ckpt/abcd1234/job/main']);
+  assert.equal(
+    own.map((c) => c.path),
+    ['/sys/fs/cgroup/freezer/ckpt/abcd1234/job/main', '/sys/fs/cgroup/memory/ckpt/abcd1234/job/main', '/sys/fs/cgroup/unified/ckpt/abcd1234/job/main'],
+  );
   assert.equal(ownUnitCgroups(layout, 'ckpt/abcd1234', 'job', 'main', own), own);
   assert.equal(ownUnitCgroups(layout, 'ckpt/abcd1234', 'job', 'main', []), []);
   // A restart's cgroups: main-rN, N taken from the record, the paths derived again.
@@ -221,8 +229,7 @@ test('create is idempotent, writes limits and resets absent ones', async () => {
     const cpuV1 = v1Mount(layout, 'cpu');
     const cpuDir = join(cpuV1 ?? layout.v2?.mountPoint ?? '/nonexistent', rel);
     assert.is(Number(read(join(memDir, memV1 ? 'memory.limit_in_bytes' : 'memory.max'))), 32 << 20);
-    if (memV1 && existsSync(join(memDir, 'memory.memsw.limit_in_bytes')))
-      assert.is(Number(read(join(memDir, 'memory.memsw.limit_in_bytes'))), 32 << 20);
+    if (memV1 && existsSync(join(memDir, 'memory.memsw.limit_in_bytes'))) assert.is(Number(read(join(memDir, 'memory.memsw.limit_in_bytes'))), 32 << 20);
     assert.is(read(join(pidsDir, 'pids.max')), '7');
     assert.is(read(join(cpuDir, cpuV1 ? 'cpu.shares' : 'cpu.weight')), cpuV1 ? String(weightToShares(50)) : '50');
     assert.is(weightToShares(100), 1024);
@@ -250,7 +257,10 @@ test('addProcess moves a process; children forked afterwards inherit the cgroups
       return p.length === 4 && comms.filter((c) => c === 'sleep').length === 3 && p;
     });
     assert.ok(pids.includes(s.pid));
-    assert.equal(pids, [...pids].sort((a, b) => a - b));
+    assert.equal(
+      pids,
+      [...pids].sort((a, b) => a - b),
+    );
     for (const pid of pids) {
       const own = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
       const rel = cgroups[0]?.path.split('/').slice(-3).join('/') ?? '?';
@@ -314,7 +324,10 @@ test('freeze and thaw 100 processes (50 busy, 50 sleeping); measured', async () 
     };
     await measure(cgroups.some((c) => c.controller === 'freezer') ? 'v1 freezer' : 'cgroup2 cgroup.freeze', cgroups);
     if (cgroups.some((c) => c.controller === 'freezer') && layout.v2?.freeze)
-      await measure('cgroup2 cgroup.freeze', cgroups.filter((c) => c.controller === 'unified'));
+      await measure(
+        'cgroup2 cgroup.freeze',
+        cgroups.filter((c) => c.controller === 'unified'),
+      );
     assert.is(unitProcesses(cgroups).length, 100);
   });
 });

@@ -2,14 +2,16 @@
 // outcomes are appended by the test), and `rederive`, which `ckpt verify` uses.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkpointDecider, decideCheckpoint, type CheckpointState } from '../domain/checkpoint-coordinator.js';
-import { rederive, type Decider } from '../domain/decider.js';
+import { type CheckpointState, checkpointDecider, decideCheckpoint } from '../domain/checkpoint-coordinator.js';
+import { type Decider, rederive } from '../domain/decider.js';
 import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
 import { requestDeadline } from '../domain/requests.js';
 import { probe, worldOf } from './support/coordinator.js';
 
 const test = suite('checkpoint coordinator');
+
 import { p } from './support/coordinator.js';
+
 const coordinator = checkpointDecider('j');
 const world = worldOf(coordinator);
 
@@ -22,10 +24,18 @@ test('a committed checkpoint: plan from membership, freeze, dump, verify, commit
   const plan = await w.last('CheckpointPlanned');
   assert.ok(plan, (await w.types()).join(' '));
   const unit = (plan!.data as { units: Array<{ targets: Array<{ pid: number }>; scope: string; images: string }> }).units[0]!;
-  assert.equal(unit.targets.map((t) => t.pid), [100, 101, 102], 'the escaped daemon is planned too');
+  assert.equal(
+    unit.targets.map((t) => t.pid),
+    [100, 101, 102],
+    'the escaped daemon is planned too',
+  );
   assert.is(unit.scope, 'cgroup');
   assert.is(unit.images, 'j/v1/u0');
-  assert.equal((await w.last('DeadlineScheduled'))!.data, { deadline: 'checkpoint-v1', at: new Date(Date.parse((await w.last('CheckpointRequested'))!.metadata.recordedAt) + 30_000).toISOString(), purpose: 'checkpoint v1 of j' });
+  assert.equal((await w.last('DeadlineScheduled'))!.data, {
+    deadline: 'checkpoint-v1',
+    at: new Date(Date.parse((await w.last('CheckpointRequested'))!.metadata.recordedAt) + 30_000).toISOString(),
+    purpose: 'checkpoint v1 of j',
+  });
   assert.ok(await w.last('UnitFreezeRequested'));
   await w.said(step('UnitFrozen', 'u0', 'n1', { processes: 3, durationMs: 2 }));
   assert.ok(await w.last('UnitDumpRequested'));
@@ -189,7 +199,10 @@ test('rederive catches a decider change that alters a recorded decision', async 
   const found = rederive(changed, history).differences;
   assert.is(found.length, 1);
   assert.is(found[0]!.cause.type, 'CheckpointRequested');
-  assert.equal(found[0]!.recorded.map((d) => d.type), ['CheckpointPlanned', 'DeadlineScheduled', 'UnitFreezeRequested']);
+  assert.equal(
+    found[0]!.recorded.map((d) => d.type),
+    ['CheckpointPlanned', 'DeadlineScheduled', 'UnitFreezeRequested'],
+  );
 });
 
 test('a request the runtime saw expire before its plan was recorded is refused as expired; a planned one is not', async () => {

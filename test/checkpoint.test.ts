@@ -1,23 +1,26 @@
-
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { filter, firstValueFrom } from 'rxjs';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { readPstree } from '../adapters/checkpointers/criu-images.js';
+import { decisionHistory } from '../adapters/cli/commands/verify.js';
 import { imagesRoot, unitImagesDir, verifyVersion, versionDir } from '../adapters/images/image-store.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { hostPidsByNamespacePid } from '../adapters/tracking/pids.js';
 import { checkpointDecider, decideCheckpoint } from '../domain/checkpoint-coordinator.js';
 import { rederive } from '../domain/decider.js';
-import { decisionHistory } from '../adapters/cli/commands/verify.js';
 import { jobHarness, killMembers, type PsRow } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
 const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000) => wait(what, probe, ms, 50);
 const criu = locateCriu();
-const missing = firstMissing(needRoot, () => (criu ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('python3', 'apt-get install -y python3'));
+const missing = firstMissing(
+  needRoot,
+  () => (criu ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'),
+  () => needCommand('python3', 'apt-get install -y python3'),
+);
 const test = suiteRequiring('coordinated checkpoints (real CRIU)', missing);
 
 const NODE = 'cpnode';
@@ -25,16 +28,45 @@ const NODES = [NODE, 'na', 'nb', 'n1', 'n2', 'n3', 'n4'];
 const { work, h, ckpt, json, ps, history, cleanup, newHome } = jobHarness('ckpt-checkpoint', NODE);
 test.after(() => cleanup(NODES));
 
-interface UnitReport { unit: string; node: string; planned: number; frozen?: number; captured?: number[]; files?: number; bytes?: number; failed?: string }
-interface Report { version: number | null; outcome: string; phase: string; reason: string | null; units: UnitReport[]; processes: number; files: number; bytes: number; durationMs: number | null; frozenMs: number | null; images: string | null; manifest: string | null }
+interface UnitReport {
+  unit: string;
+  node: string;
+  planned: number;
+  frozen?: number;
+  captured?: number[];
+  files?: number;
+  bytes?: number;
+  failed?: string;
+}
+interface Report {
+  version: number | null;
+  outcome: string;
+  phase: string;
+  reason: string | null;
+  units: UnitReport[];
+  processes: number;
+  files: number;
+  bytes: number;
+  durationMs: number | null;
+  frozenMs: number | null;
+  images: string | null;
+  manifest: string | null;
+}
 
 const numeric = (a: number, b: number) => a - b;
 const checkpoint = (job: string, extra: string[] = [], home = h.home) => {
   const r = ckpt(['checkpoint', job, '--wait', '--json', ...extra], home);
   return { code: r.code, err: r.err, report: JSON.parse(r.out) as Report };
 };
-const imaged = (home: string, job: string, version: number, unit = 'main') => readPstree(unitImagesDir(imagesRoot(home), job, version, unit)).map((e) => e.pid).sort(numeric);
-const runningPids = (rows: PsRow[]) => rows.filter((m) => m.state === 'running').map((m) => m.pid).sort(numeric);
+const imaged = (home: string, job: string, version: number, unit = 'main') =>
+  readPstree(unitImagesDir(imagesRoot(home), job, version, unit))
+    .map((e) => e.pid)
+    .sort(numeric);
+const runningPids = (rows: PsRow[]) =>
+  rows
+    .filter((m) => m.state === 'running')
+    .map((m) => m.pid)
+    .sort(numeric);
 /** Images hold PIDs of the unit's own PID namespace (its init is PID 1 there): the host PIDs of
  *  the same processes, among the unit's running members (-PID for one that is not). */
 const onHost = (pids: readonly number[], rows: PsRow[]) => {
@@ -77,7 +109,10 @@ test('a counter keeps counting after a checkpoint whose images hold every proces
   assert.equal(verified.captured, pids);
   const host = verified.processes.map((p) => p.pid);
   assert.ok(host.includes(init.pid) && host.includes(rows.find((m) => m.comm === 'sh')!.pid), 'the init and the counter shell are in the images');
-  assert.ok(verified.processes.every((p) => rows.some((m) => m.pid === p.pid && m.startTime === p.startTime)), 'every imaged process is a member');
+  assert.ok(
+    verified.processes.every((p) => rows.some((m) => m.pid === p.pid && m.startTime === p.startTime)),
+    'every imaged process is a member',
+  );
   assert.equal(verifyVersion(imagesRoot(h.home), 'counter', 1), { ok: true, files: report.files, bytes: report.bytes });
   assert.is(freezerState(init), 'THAWED');
   const before = Number(readFileSync(file, 'utf8'));
@@ -143,7 +178,10 @@ open('${ready}', 'w').write('1'); time.sleep(1000)`;
   assert.not.ok(existsSync(versionDir(imagesRoot(h.home), 'tcp', 1)), 'no partial image is left');
   const rows = ps('tcp');
   assert.is(freezerState(rows[0]!), 'THAWED');
-  assert.ok(rows.some((m) => m.comm.startsWith('python') && m.state === 'running'), 'the job keeps running');
+  assert.ok(
+    rows.some((m) => m.comm.startsWith('python') && m.state === 'running'),
+    'the job keeps running',
+  );
   const types = history('tcp').map((e) => e.type);
   assert.ok(types.includes('UnitAborted') && types.includes('CheckpointAborted'));
   verifies('tcp');
@@ -184,7 +222,9 @@ test('kill -9 of the agent (and its coordinator) at every phase: committed or cl
   assert.is(ckpt(['agent', 'start'], home, env).code, 0);
   // ~150 MB of touched memory: the dump takes long enough to be killed in the middle of it.
   start('phases', `exec python3 -c "import time; b = bytearray(150 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(10000)"`, [], home);
-  const job = await until('the 150 MB process', () => ps('phases', home).find((m) => m.comm.startsWith('python') && (Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${m.pid}/status`, 'utf8'))?.[1]) > 140_000) && m));
+  const job = await until('the 150 MB process', () =>
+    ps('phases', home).find((m) => m.comm.startsWith('python') && Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${m.pid}/status`, 'utf8'))?.[1]) > 140_000 && m),
+  );
   const store = openEventStore(`sqlite:${join(home, 'events.db')}`);
   const phases = ['CheckpointPlanned', 'UnitFrozen', 'UnitDumpRequested', 'UnitDumped', 'UnitVerified', 'CheckpointCommitRequested', 'CheckpointCommitted', 'UnitThawRequested'];
   const outcomes: string[] = [];
@@ -197,13 +237,37 @@ test('kill -9 of the agent (and its coordinator) at every phase: committed or cl
       await killed;
       await until('the agent to be gone', () => ckpt(['agent', 'status'], home).code === 1);
       assert.is(ckpt(['agent', 'start'], home, env).code, 0);
-      const c = await until(`the checkpoint killed at ${phase} to end`, () => json<Report[]>(['checkpoints', 'phases'], home).find((x) => x.version !== null && (x.phase === 'completed' || x.outcome === 'aborted') && history('phases', home).some((e) => e.type === 'CheckpointPlanned' && e.data.request === `kill-at-${phase}` && e.data.version === x.version) && x), 60_000);
+      const c = await until(
+        `the checkpoint killed at ${phase} to end`,
+        () =>
+          json<Report[]>(['checkpoints', 'phases'], home).find(
+            (x) =>
+              x.version !== null &&
+              (x.phase === 'completed' || x.outcome === 'aborted') &&
+              history('phases', home).some((e) => e.type === 'CheckpointPlanned' && e.data.request === `kill-at-${phase}` && e.data.version === x.version) &&
+              x,
+          ),
+        60_000,
+      );
       const v = c.version!;
       outcomes.push(`${phase}: ${c.outcome}${c.reason ? ` (${c.reason.slice(0, 80)})` : ''}`);
-      const dumps = readFileSync(calls, 'utf8').split('\n').filter((l) => l.startsWith('dump') && l.includes(`/phases/v${v}/`));
+      const dumps = readFileSync(calls, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('dump') && l.includes(`/phases/v${v}/`));
       assert.ok(dumps.length <= 1, `v${v} was dumped ${dumps.length} times`);
       const mine = history('phases', home).filter((e) => e.data.version === v);
-      for (const type of ['CheckpointPlanned', 'UnitFreezeRequested', 'UnitDumpRequested', 'UnitVerifyRequested', 'CheckpointCommitRequested', 'CheckpointCommitted', 'UnitThawRequested', 'UnitAbortRequested', 'CheckpointCompleted', 'CheckpointAborted']) {
+      for (const type of [
+        'CheckpointPlanned',
+        'UnitFreezeRequested',
+        'UnitDumpRequested',
+        'UnitVerifyRequested',
+        'CheckpointCommitRequested',
+        'CheckpointCommitted',
+        'UnitThawRequested',
+        'UnitAbortRequested',
+        'CheckpointCompleted',
+        'CheckpointAborted',
+      ]) {
         assert.ok(mine.filter((e) => e.type === type).length <= 1, `${type} of v${v} recorded once at most`);
       }
       assert.is(freezerState(job), 'THAWED', `unit thawed after a kill at ${phase}`);

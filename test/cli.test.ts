@@ -25,13 +25,16 @@ test('--help lists every command and how to choose the store; exit 0', () => {
     const r = ckpt(...args);
     assert.is(r.code, 0);
     assert.match(r.out, 'Usage: ckpt COMMAND');
-    assert.match(r.out, /\n  log +Print the event log/);
+    assert.match(r.out, /\n {2}log +Print the event log/);
     assert.match(r.out, 'CKPT_STORE');
   }
 });
 
 test('every command has complete help', () => {
-  for (const args of [['log', '--help'], ['help', 'log']]) {
+  for (const args of [
+    ['log', '--help'],
+    ['help', 'log'],
+  ]) {
     const r = ckpt(...args);
     assert.is(r.code, 0);
     for (const text of ['Usage: ckpt log', '--from POSITION', '--follow', '--json', '--store URL', 'Examples:', 'Exit status']) assert.match(r.out, text);
@@ -81,11 +84,20 @@ test('log prints one line per event; --json prints NDJSON; --from starts at a po
   assert.is(r.code, 0, r.err);
   const lines = r.out.trimEnd().split('\n');
   assert.is(lines.length, 3);
-  assert.match(lines[0]!, /^\s+1  \d{4}-\d\d-\d\dT[\d:.]+Z  job-a#0  ProcessForked  node=n1 unit=u1 parent=1@100 child=10@210$/, r.out);
+  assert.match(lines[0]!, /^\s+1 {2}\d{4}-\d\d-\d\dT[\d:.]+Z {2}job-a#0 {2}ProcessForked {2}node=n1 unit=u1 parent=1@100 child=10@210$/, r.out);
   assert.match(lines[2]!, 'job-b#0  DeadlineScheduled  deadline=hello');
   r = ckpt('log', '--json', '--from', '2');
-  const events = r.out.trim().split('\n').map((l) => JSON.parse(l));
-  assert.equal(events.map((e) => [e.position, e.stream, e.revision, e.type]), [[2, 'job-a', 1, 'ProcessForked'], [3, 'job-b', 0, 'DeadlineScheduled']]);
+  const events = r.out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.equal(
+    events.map((e) => [e.position, e.stream, e.revision, e.type]),
+    [
+      [2, 'job-a', 1, 'ProcessForked'],
+      [3, 'job-b', 0, 'DeadlineScheduled'],
+    ],
+  );
   assert.equal(Object.keys(events[0]), ['position', 'stream', 'revision', 'id', 'type', 'schemaVersion', 'data', 'metadata', 'digest']);
   assert.match(events[0].digest, /^[0-9a-f]{64}$/);
   assert.equal(events[0].metadata.actor, { kind: 'user', uid: process.getuid!() });
@@ -114,7 +126,13 @@ test('log --follow prints new events as they are committed, and stops on SIGTERM
   const code = await new Promise((r) => follower.on('close', r));
   await store.close();
   assert.is(code, 0);
-  assert.equal(out.trim().split('\n').map((l) => l.split('deadline=')[1]?.split(' ')[0]), ['live', 'live', 'live', 'live', 'live']);
+  assert.equal(
+    out
+      .trim()
+      .split('\n')
+      .map((l) => l.split('deadline=')[1]?.split(' ')[0]),
+    ['live', 'live', 'live', 'live', 'live'],
+  );
   assert.match(out, 'live 4');
 });
 
@@ -140,7 +158,11 @@ test('the default store is $CKPT_HOME/events.db; CKPT_STORE overrides it', async
 
 test('log | head stops quietly when the reader goes away', async () => {
   const store = openEventStore(`sqlite:${join(home, 'events.db')}`);
-  for (let i = 0; i < 20; i++) await store.append('job-big', Array.from({ length: 500 }, (_, k) => marker(`${i} ${k}`)));
+  for (let i = 0; i < 20; i++)
+    await store.append(
+      'job-big',
+      Array.from({ length: 500 }, (_, k) => marker(`${i} ${k}`)),
+    );
   await store.close();
   const r = spawnSync('sh', ['-c', `"${process.execPath}" "${CLI}" log | head -n 3`], { env, encoding: 'utf8' });
   assert.is(r.status, 0);

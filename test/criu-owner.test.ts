@@ -16,17 +16,16 @@ import { readDumpedCredentials } from '../adapters/checkpointers/criu-images.js'
 import { swrkBridgePath } from '../adapters/checkpointers/criu-rpc.js';
 import { unitImagesDir } from '../adapters/images/image-store.js';
 import { waitPidsGone } from '../adapters/tracking/pids.js';
-import { readCredentials, readStat, type ProcCredentials } from '../adapters/tracking/procfs.js';
+import { type ProcCredentials, readCredentials, readStat } from '../adapters/tracking/procfs.js';
 import { RELEASE, type UnitOwner, type UnitTarget } from '../domain/checkpointer.js';
 import type { UnitCgroup } from '../domain/events/job.js';
 import { children, counterScript, killAll, readCounter, startJob } from './support/criu-jobs.js';
-import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';
+import { firstMissing, type Missing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as waitFor } from './support/wait.js';
 
 const needCriu = (): Missing => (locateCriu() === undefined ? 'needs CRIU ≥ 4.1 (install: bash scripts/install-criu.sh)' : undefined);
 const needBridge = (): Missing => (existsSync(swrkBridgePath) ? undefined : `needs ${swrkBridgePath} (build it: npm run build, with gcc installed)`);
-const needTools = (): Missing =>
-  ['useradd', 'userdel', 'groupadd', 'groupdel', 'setpriv'].map((t) => (candidatesOnPath(t, process.env).length === 0 ? `needs ${t}` : undefined)).find(Boolean);
+const needTools = (): Missing => ['useradd', 'userdel', 'groupadd', 'groupdel', 'setpriv'].map((t) => (candidatesOnPath(t, process.env).length === 0 ? `needs ${t}` : undefined)).find(Boolean);
 const needFreezer = (): Missing => (canFreeze(detectCgroups()) ? undefined : 'needs a cgroup freezer (v1 freezer or cgroup2 cgroup.freeze)');
 
 const suite = suiteRequiring('criu: jobs of other users', firstMissing(needRoot, needCriu, needBridge, needTools, needFreezer));
@@ -91,7 +90,14 @@ interface Who {
 }
 const idOf = (name: string): Who => {
   const out = (flag: string) => run('id', [flag, name]).toString().trim();
-  return { uid: Number(out('-u')), gid: Number(out('-g')), groups: out('-G').split(' ').map(Number).sort((a, b) => a - b) };
+  return {
+    uid: Number(out('-u')),
+    gid: Number(out('-g')),
+    groups: out('-G')
+      .split(' ')
+      .map(Number)
+      .sort((a, b) => a - b),
+  };
 };
 
 /** A unit in fresh cgroups: a counting shell (it forks a sleep every 50 ms) that runs as `who`. */
@@ -179,7 +185,10 @@ const checkpointAndRestore = async (name: string, who: Who | undefined, owner: U
     assert.equal(after.groups, before.groups, 'supplementary groups as before');
     if (who) {
       assert.equal(after.uids, [who.uid, who.uid, who.uid, who.uid]);
-      assert.equal([...after.groups].sort((a, b) => a - b), who.groups);
+      assert.equal(
+        [...after.groups].sort((a, b) => a - b),
+        who.groups,
+      );
     }
     // The restored tree (in a new PID namespace the unit also holds root's unshare and criu as its init).
     // (A child is a `sleep 0.05`: it may be gone by the time it is read.)
@@ -254,7 +263,6 @@ test('images of one user are not restored for the job of another (class permissi
     await removeUnit(cgroups);
   }
 });
-
 
 test('a unit of a user whose PID namespace init keeps CAP_SYS_ADMIN: dumped as the owner, restored with the namespace recreated', async () => {
   // As ckpt-unit-init could run a user's unit: PID 1 of its namespace as the user, holding

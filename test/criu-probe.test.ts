@@ -12,7 +12,7 @@ import { compareVersions, criuVersion, DEFAULT_REPO_ROOT, locateCriu } from '../
 import { probeCacheKey, probeFunctionsCached, probeTargetPath, readCache } from '../adapters/checkpointers/criu-functional-probe.js';
 import { probeCriu } from '../adapters/checkpointers/criu-probe.js';
 import { CheckpointerProbed } from '../domain/events/node.js';
-import { firstMissing, needCommand, needRoot, OLD_CRIU, suiteRequiring, type Missing } from './support/prerequisites.js';
+import { firstMissing, type Missing, needCommand, needRoot, OLD_CRIU, suiteRequiring } from './support/prerequisites.js';
 
 const INSTALL = 'bash scripts/install-criu.sh';
 const newCriu = locateCriu();
@@ -22,12 +22,9 @@ const oldVersion = existsSync(oldCriu) ? criuVersion(oldCriu) : undefined;
 
 const needTarget = (): Missing => (existsSync(probeTargetPath) ? undefined : `needs ${probeTargetPath} (npm run build, with gcc installed)`);
 const needUnshare = () => needCommand('unshare', 'apt-get install -y util-linux');
-const needNewCriu = (): Missing =>
-  newVersion !== undefined && compareVersions(newVersion, '4.2') >= 0 ? undefined : `needs CRIU ≥ 4.2 (found ${newVersion ?? 'none'}; install: ${INSTALL})`;
+const needNewCriu = (): Missing => (newVersion !== undefined && compareVersions(newVersion, '4.2') >= 0 ? undefined : `needs CRIU ≥ 4.2 (found ${newVersion ?? 'none'}; install: ${INSTALL})`);
 const needOldCriu = (): Missing =>
-  oldVersion?.startsWith('4.1') === true
-    ? undefined
-    : `needs CRIU 4.1 at $CKPT_CRIU_OLD or .criu-4.1/bin/criu (install: ${INSTALL} --suite trixie --prefix .criu-4.1)`;
+  oldVersion?.startsWith('4.1') === true ? undefined : `needs CRIU 4.1 at $CKPT_CRIU_OLD or .criu-4.1/bin/criu (install: ${INSTALL} --suite trixie --prefix .criu-4.1)`;
 const needNewKernel = (): Missing => (compareVersions(release(), '6.16') >= 0 ? undefined : `needs a kernel ≥ 6.16 (this one is ${release()}), where CRIU 4.1 cannot dump inet sockets`);
 
 let work = '';
@@ -64,7 +61,11 @@ target('holds what its flags name and proves each works on every TCP connection;
     // Asked again: a fresh line per connection.
     assert.is(spawnSync(probeTargetPath, ['--connect', m![1]!], { encoding: 'utf8' }).stdout, answer.stdout);
     const ino = statSync(lock).ino;
-    assert.ok(readFileSync('/proc/locks', 'utf8').split('\n').some((l) => l.includes('FLOCK') && l.includes(` ${child.pid} `) && l.includes(`:${ino} `)));
+    assert.ok(
+      readFileSync('/proc/locks', 'utf8')
+        .split('\n')
+        .some((l) => l.includes('FLOCK') && l.includes(` ${child.pid} `) && l.includes(`:${ino} `)),
+    );
   } finally {
     child.kill('SIGKILL');
   }

@@ -7,14 +7,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { CriuError, locateCriu } from '../adapters/checkpointers/criu.js';
-import { criuWritingTo, CriuCheckpointer } from '../adapters/checkpointers/criu-checkpointer.js';
+import { CriuCheckpointer, criuWritingTo } from '../adapters/checkpointers/criu-checkpointer.js';
 import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
 import { restoreTree } from '../adapters/checkpointers/criu-restore.js';
 import { swrkBridgePath } from '../adapters/checkpointers/criu-rpc.js';
 import { waitPidsGone } from '../adapters/tracking/pids.js';
 import { CANCEL, RELEASE } from '../domain/checkpointer.js';
 import { children, counterScript, killAll, readCounter, startJob } from './support/criu-jobs.js';
-import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';
+import { firstMissing, type Missing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as waitFor } from './support/wait.js';
 
 const needCriu = (): Missing => (locateCriu() === undefined ? 'needs CRIU ≥ 4.1 (install: bash scripts/install-criu.sh)' : undefined);
@@ -69,7 +69,10 @@ test('dump and restore over RPC: notifications in order, stats decoded, the coun
     assert.ok(existsSync(result.log), 'restore.log in the work dir');
     const names = seen.map(([s]) => s);
     assert.equal(names, result.notified);
-    for (const [a, b] of [['pre-restore', 'pre-resume'], ['pre-resume', 'post-resume']] as const) {
+    for (const [a, b] of [
+      ['pre-restore', 'pre-resume'],
+      ['pre-resume', 'post-resume'],
+    ] as const) {
       assert.ok(names.includes(a) && names.indexOf(a) < names.indexOf(b), `${a} before ${b} in ${names.join(', ')}`);
     }
     assert.is(seen.find(([s]) => s === 'post-restore')?.[1], pid, 'post-restore names the restored root');
@@ -126,7 +129,10 @@ test('a bad pid: a CriuError with CRIU’s errno and message and the log’s err
   assert.ok(typeof error.criuErrno === 'number' && error.criuErrno > 0, `cr_errno ${String(error.criuErrno)}`);
   // cr_errmsg is CRIU's first error line: here the harmless RLIMIT_NOFILE one, which is left out.
   assert.ok(error.criuErrmsg === undefined || !/RLIMIT_NOFILE/.test(error.criuErrmsg), String(error.criuErrmsg));
-  assert.ok(error.details.errorLines.some((l) => l.includes(String(gone))), error.details.errorLines.join(' | '));
+  assert.ok(
+    error.details.errorLines.some((l) => l.includes(String(gone))),
+    error.details.errorLines.join(' | '),
+  );
   assert.is(error.details.log, join(dir, 'dump.log'));
   assert.match(error.message, new RegExp(`criu dump of pid ${gone} failed`));
 });
@@ -234,7 +240,9 @@ test('a dump whose root is a PID namespace init: CRIU recreates the namespace, t
     restored = result.rootPid;
     assert.is(result.nsRootPid, 1);
     assert.is.not(result.rootPid, init.pid);
-    const nsPids = readFileSync(`/proc/${result.rootPid}/status`, 'utf8').match(/^NSpid:\s+(.*)$/m)?.[1]?.split(/\s+/);
+    const nsPids = readFileSync(`/proc/${result.rootPid}/status`, 'utf8')
+      .match(/^NSpid:\s+(.*)$/m)?.[1]
+      ?.split(/\s+/);
     assert.equal(nsPids, [String(result.rootPid), '1']);
   } finally {
     // Killing a namespace's init makes the kernel kill every process in it.

@@ -9,21 +9,16 @@ import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import * as assert from 'uvu/assert';
 import { canFreeze, detectCgroups } from '../adapters/cgroups/unit-cgroups.js';
-import {
-  compareVersions,
-  criuVersion,
-  locateCriu,
-  runCriu,
-} from '../adapters/checkpointers/criu.js';
+import { compareVersions, criuVersion, locateCriu, runCriu } from '../adapters/checkpointers/criu.js';
 import { dumpTree } from '../adapters/checkpointers/criu-dump.js';
-import { pidNamespaceOf, pidsInUse, waitPidsGone } from '../adapters/tracking/pids.js';
 import { imageBytes, imageFiles, readPstree } from '../adapters/checkpointers/criu-images.js';
 import { criuVersionProblem, probeCriu } from '../adapters/checkpointers/criu-probe.js';
 import { restoreTree } from '../adapters/checkpointers/criu-restore.js';
+import { pidNamespaceOf, pidsInUse, waitPidsGone } from '../adapters/tracking/pids.js';
 import { readStat } from '../adapters/tracking/procfs.js';
 import { CheckpointerProbed } from '../domain/events/node.js';
-import { firstMissing, needRoot, suiteRequiring, type Missing } from './support/prerequisites.js';
 import { children, counterScript, killAll, readCounter, startJob } from './support/criu-jobs.js';
+import { firstMissing, type Missing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as waitFor } from './support/wait.js';
 
 const needCriu = (): Missing => (locateCriu() === undefined ? 'needs CRIU ≥ 4.1 (install: bash scripts/install-criu.sh)' : undefined);
@@ -198,7 +193,9 @@ test('a 3-process pipeline: pstree.img lists exactly its pids, ppids, pgid and s
     assert.is(copy.nsRootPid, pid);
     assert.is.not(copy.rootPid, pid);
     assert.is.not(pidNamespaceOf(copy.rootPid), pidNamespaceOf('self'));
-    const nsPids = readFileSync(`/proc/${copy.rootPid}/status`, 'utf8').match(/^NSpid:\s+(.*)$/m)?.[1]?.split(/\s+/);
+    const nsPids = readFileSync(`/proc/${copy.rootPid}/status`, 'utf8')
+      .match(/^NSpid:\s+(.*)$/m)?.[1]
+      ?.split(/\s+/);
     assert.equal(nsPids, [String(copy.rootPid), String(pid)]);
     const copyKids = await waitFor('the restored pipeline', () => (children(copy.rootPid).length === 2 ? children(copy.rootPid) : undefined));
     assert.equal(copyKids.map((c) => c.comm).sort(), ['cat', 'sleep']);

@@ -4,7 +4,7 @@
 // the time-travel slider shows a process that has since exited; a failed checkpoint shows its
 // cause; a hostile command line is shown as text. Screenshots are kept (the directory is printed);
 // the latency from an append to the change drawn in the page is reported, never asserted.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
@@ -54,12 +54,18 @@ test.before(async () => {
   assert.is(r.code, 0, r.err);
   await until('the first sleep to exit', () => ps('watched').some((m) => m.comm === 'sleep' && m.state !== 'running'), 20_000);
   const port = await freePort();
-  dashboard = spawn(process.execPath, [CLI, 'dashboard', '--listen', `127.0.0.1:${port}`], { env: { ...process.env, CKPT_HOME: h.home, CKPT_NODE: NODE, CKPT_STORE: '' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  dashboard = spawn(process.execPath, [CLI, 'dashboard', '--listen', `127.0.0.1:${port}`], {
+    env: { ...process.env, CKPT_HOME: h.home, CKPT_NODE: NODE, CKPT_STORE: '' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   dashboard.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
   base = await until('the dashboard to serve', () => /on (http:\/\/\S+)/.exec(out)?.[1], 20_000);
   const { chromium } = await import('playwright-core');
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'] });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
   page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
 });
@@ -89,16 +95,20 @@ test('the slider shows a process that has since exited; the command line is text
   const execd = history('watched').find((e) => e.type === 'ProcessExecd' && (e.data.process as { pid: number }).pid === gone.pid)!;
   // Now: it exited and descends from nothing that runs, so the tree does not draw it.
   assert.is(await page.locator(`.member[data-pid="${gone.pid}"][data-state="running"]`).count(), 0);
-  await page.$eval('#at', (input, at) => {
-    (input as unknown as { value: string }).value = String(at);
-    input.dispatchEvent(new Event('change'));
-  }, execd.position);
+  await page.$eval(
+    '#at',
+    (input, at) => {
+      (input as unknown as { value: string }).value = String(at);
+      input.dispatchEvent(new Event('change'));
+    },
+    execd.position,
+  );
   await page.waitForSelector(`.member[data-pid="${gone.pid}"][data-state="running"]`, { timeout: 10_000 });
-  assert.match(await page.textContent('#at-label') ?? '', `at log position ${execd.position}`);
-  assert.match(await page.textContent(`.member[data-pid="${gone.pid}"]`) ?? '', 'sleep');
+  assert.match((await page.textContent('#at-label')) ?? '', `at log position ${execd.position}`);
+  assert.match((await page.textContent(`.member[data-pid="${gone.pid}"]`)) ?? '', 'sleep');
   await shot('time-travel');
   // The command line holding <script> is shown as it is, and nothing of it ran.
-  assert.match(await page.textContent('.unit .command') ?? '', HOSTILE);
+  assert.match((await page.textContent('.unit .command')) ?? '', HOSTILE);
   assert.is(await page.evaluate(() => (globalThis as { pwned?: number }).pwned), undefined);
   await page.click('#at-live');
   await page.waitForSelector('#at-label:has-text("live")');
@@ -119,7 +129,10 @@ test('a checkpoint started while the page is open appears live, its steps in ord
   await op.waitFor({ timeout: 20_000 });
   assert.is(await page.evaluate(() => performance.timeOrigin), opened, 'drawn live, without a reload');
   const steps = (await op.locator('svg.gantt').getAttribute('data-steps'))!.split(' ');
-  assert.equal(steps.filter((s) => s.startsWith('main:')), ['main:freeze', 'main:dump', 'main:verify', 'main:thaw']);
+  assert.equal(
+    steps.filter((s) => s.startsWith('main:')),
+    ['main:freeze', 'main:dump', 'main:verify', 'main:thaw'],
+  );
   assert.ok(steps.indexOf('commit:commit') > steps.indexOf('main:verify') && steps.indexOf('commit:commit') < steps.indexOf('main:thaw'), steps.join(' '));
   assert.equal(await op.locator('rect').evaluateAll((rs) => rs.map((r) => r.getAttribute('data-result'))), ['done', 'done', 'done', 'done', 'done']);
   await shot('checkpoint-live');
@@ -141,10 +154,13 @@ test('a checkpoint started while the page is open appears live, its steps in ord
 
 test('a failed checkpoint shows its cause', async () => {
   const ready = join(work, 'tcp-ready');
-  writeFileSync(join(work, 'tcp.py'), `import socket, time
+  writeFileSync(
+    join(work, 'tcp.py'),
+    `import socket, time
 s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
 c = socket.create_connection(s.getsockname()); a, _ = s.accept()
-open('${ready}', 'w').write('1'); time.sleep(1000)`);
+open('${ready}', 'w').write('1'); time.sleep(1000)`,
+  );
   const r = ckpt(['run', '--detach', '--job', 'tcp', '--', 'sh', '-c', `exec python3 ${join(work, 'tcp.py')}`]);
   assert.is(r.code, 0, r.err);
   await until('the connection', () => existsSync(ready), 20_000);

@@ -2,7 +2,7 @@
 // real histories (test/histories), a job with a hostile command line and one of 100,000 events.
 // Each endpoint is checked against the projection it shows; tokens, bad paths and methods are
 // refused as they should be; a hostile command line never leaves the server as markup.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -29,12 +29,19 @@ const home = mkdtempSync(join(tmpdir(), 'ckpt-dashboard-'));
 const url = `sqlite:${join(home, 'events.db')}`;
 const children: ChildProcess[] = [];
 
-interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
 const http = (base: string, path: string, options: { method?: string; headers?: Record<string, string> } = {}): Promise<Reply> =>
   new Promise((resolve, reject) => {
     const r = request(base + path, { method: options.method ?? 'GET', headers: options.headers ?? {} }, (res) => {
       let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+      res
+        .setEncoding('utf8')
+        .on('data', (c: string) => (body += c))
+        .on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
     });
     r.on('error', reject).end();
   });
@@ -106,10 +113,16 @@ test('jobs: every job, by state, failed only', async () => {
   const cli = spawnSync(process.execPath, [CLI, 'jobs', '--all', '--json'], { env: { ...process.env, CKPT_HOME: home, CKPT_STORE: url }, encoding: 'utf8' });
   assert.equal(all, JSON.parse(cli.stdout), 'the same rows as ckpt jobs --all --json');
   const running = await json<Array<{ job: string; state: string }>>(base, '/api/jobs?state=running');
-  assert.equal(running.map((j) => j.job), all.filter((j) => j.state === 'running').map((j) => j.job));
+  assert.equal(
+    running.map((j) => j.job),
+    all.filter((j) => j.state === 'running').map((j) => j.job),
+  );
   assert.ok(running.length > 0 && running.length < all.length);
   const failed = await json<Array<{ job: string; state: string }>>(base, '/api/jobs?failed=1');
-  assert.equal(failed.map((j) => j.job), all.filter((j) => j.state === 'ended (failed)').map((j) => j.job));
+  assert.equal(
+    failed.map((j) => j.job),
+    all.filter((j) => j.state === 'ended (failed)').map((j) => j.job),
+  );
 });
 
 test('one job: its tree now and at a position (ps --at), and its operations, audit and explained failure', async () => {
@@ -120,20 +133,34 @@ test('one job: its tree now and at a position (ps --at), and its operations, aud
   // At a position: the same members and states as `ckpt ps --at` (every member with all=1).
   const at = multi.events.find((e) => e.type === 'UnitThawed')!.position;
   const view = await json(base, `/api/jobs/${job}?at=${at}&all=1`);
-  const ps = JSON.parse(spawnSync(process.execPath, [CLI, 'ps', job, '--at', String(at), '--json'], { env: { ...process.env, CKPT_HOME: home, CKPT_STORE: url }, encoding: 'utf8' }).stdout) as Array<{ pid: number; state: string; reason: string }>;
+  const ps = JSON.parse(spawnSync(process.execPath, [CLI, 'ps', job, '--at', String(at), '--json'], { env: { ...process.env, CKPT_HOME: home, CKPT_STORE: url }, encoding: 'utf8' }).stdout) as Array<{
+    pid: number;
+    state: string;
+    reason: string;
+  }>;
   const shown = view.units.flatMap((u: { members: Array<{ pid: number; state: string; reason: string }> }) => u.members.map((m) => `${m.pid} ${m.state} ${m.reason}`)).sort();
   assert.equal(shown, ps.map((m) => `${m.pid} ${m.state} ${m.reason}`).sort());
   assert.is(view.at, at);
 
   const ops = await json(base, `/api/jobs/${job}/operations`);
-  assert.equal(ops.checkpoints.map((c: { version: number; outcome: string }) => `v${c.version} ${c.outcome}`), ['v1 committed', 'v2 committed', 'v3 committed', 'v4 aborted']);
+  assert.equal(
+    ops.checkpoints.map((c: { version: number; outcome: string }) => `v${c.version} ${c.outcome}`),
+    ['v1 committed', 'v2 committed', 'v3 committed', 'v4 aborted'],
+  );
   const v1 = ops.checkpoints[0];
-  assert.equal(v1.units.map((u: { unit: string; steps: Record<string, { result: string }> }) => `${u.unit}: ${Object.keys(u.steps).join(',')}`).sort(), ['a: freeze,dump,verify,thaw', 'b: freeze,dump,verify,thaw']);
+  assert.equal(v1.units.map((u: { unit: string; steps: Record<string, { result: string }> }) => `${u.unit}: ${Object.keys(u.steps).join(',')}`).sort(), [
+    'a: freeze,dump,verify,thaw',
+    'b: freeze,dump,verify,thaw',
+  ]);
   assert.is(ops.rows.length, ops.checkpoints.length + ops.restarts.filter((r: { restart: number | null }) => r.restart !== null).length);
   assert.is(ops.aggregate.committed, 3);
   const restarts = ops.restarts.filter((r: { restart: number | null }) => r.restart !== null);
   assert.ok(restarts.length > 0);
-  for (const r of restarts) assert.ok(r.units.every((u: { steps?: Record<string, unknown> }) => Object.keys(u.steps ?? {}).includes('restore')), `restart r${r.restart} has each unit's restore step`);
+  for (const r of restarts)
+    assert.ok(
+      r.units.every((u: { steps?: Record<string, unknown> }) => Object.keys(u.steps ?? {}).includes('restore')),
+      `restart r${r.restart} has each unit's restore step`,
+    );
 
   const audit = await json(base, `/api/jobs/${job}/audit`);
   assert.ok(audit.entries.some((e: { kind: string }) => e.kind === 'restart'));
@@ -192,7 +219,9 @@ test('live: an append reaches /api/events as a change naming the job and its pos
   });
   try {
     await until('the position first', () => events.lines.some((l) => l.startsWith('data: {"position"')));
-    const { position } = await store.append('job-hostile', [{ type: 'ProcessForked', data: { node: 'n1', unit: 'main', parent: { pid: 100, startTime: 1000 }, child: { pid: 555, startTime: 5550 } } }]);
+    const { position } = await store.append('job-hostile', [
+      { type: 'ProcessForked', data: { node: 'n1', unit: 'main', parent: { pid: 100, startTime: 1000 }, child: { pid: 555, startTime: 5550 } } },
+    ]);
     const line = await until('the change', () => events.lines.find((l) => l.startsWith('data: ') && l.includes(`"hostile":${position}`)), 10_000);
     const change = JSON.parse(line.slice(6)) as { position: number; jobs: Record<string, number>; nodes: boolean; recordedAt: string };
     assert.equal([change.position, change.jobs, change.nodes], [position, { hostile: position }, false]);

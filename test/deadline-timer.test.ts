@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { EventStore, ProposedEvent } from '../domain/event-store.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { DeadlineTimer } from '../adapters/timer/deadline-timer.js';
+import type { EventStore, ProposedEvent } from '../domain/event-store.js';
 import { until } from './support/wait.js';
 
 const test = suite('deadline timer');

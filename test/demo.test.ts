@@ -7,7 +7,11 @@ import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { jobHarness } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 
-const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('setpriv', 'apt-get install -y util-linux'));
+const missing = firstMissing(
+  needRoot,
+  () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'),
+  () => needCommand('setpriv', 'apt-get install -y util-linux'),
+);
 const test = suiteRequiring('ckpt demo (real CRIU)', missing);
 
 const { newHome, ckpt, running, cleanup } = jobHarness('ckpt-demo', 'demonode');
@@ -43,8 +47,11 @@ test('on a fresh CKPT_HOME: the whole story succeeds, then the job and the agent
   const lines = history.out.trimEnd().split('\n');
   const events = JSON.parse(`[${ckpt(['history', job, '--json'], home).out.trimEnd().split('\n').join(',')}]`) as unknown[];
   assert.is(lines.length, events.length, 'one line per event');
-  for (const line of lines) assert.match(line, /^ *\d+  \S+  (job|node)-\S+#\d+  \w+  /, line);
-  assert.ok(lines.some((l) => / UnitAssigned  .*command=sh,-c,\(while :; do sleep 1; done\) &\\nsh -c /.test(l)), 'the command with its newlines escaped');
+  for (const line of lines) assert.match(line, /^ *\d+ {2}\S+ {2}(job|node)-\S+#\d+ {2}\w+ {2}/, line);
+  assert.ok(
+    lines.some((l) => / UnitAssigned {2}.*command=sh,-c,\(while :; do sleep 1; done\) &\\nsh -c /.test(l)),
+    'the command with its newlines escaped',
+  );
 });
 
 test('--keep keeps the restarted job and the agent running, and says so', () => {

@@ -10,16 +10,16 @@ import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
-import { readHistoryFile } from '../adapters/cli/history-file.js';
 import { explainText } from '../adapters/cli/commands/explain.js';
 import { CSV_HEADER } from '../adapters/cli/commands/stats.js';
+import { readHistoryFile } from '../adapters/cli/history-file.js';
 import { csv } from '../adapters/cli/output.js';
 import type { RecordedEvent } from '../domain/event-store.js';
 import { definitionOf } from '../domain/events/catalogue.js';
 import { foldCheckpoints } from '../projections/checkpoints.js';
-import { evolveExplain, explanation, foldExplain, initialExplain, knownOperations, type Explanation, type Operation } from '../projections/explain.js';
+import { type Explanation, evolveExplain, explanation, foldExplain, initialExplain, knownOperations, type Operation } from '../projections/explain.js';
 import { foldRestarts } from '../projections/restarts.js';
-import { stats, type Stats } from '../projections/stats.js';
+import { type Stats, stats } from '../projections/stats.js';
 import { storeRecorded } from './support/history.js';
 import { CLI, killMembers, type PsRow } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
@@ -59,13 +59,22 @@ projection('the checkpoint aborted at its deadline mid-dump names the unit, the 
   assert.is(x.outcome, 'aborted');
   assert.is(deadline.type, 'DeadlineReached');
   // The chain: the decision that ended it, back to the deadline that caused it.
-  assert.equal(x.cause!.chain.map((c) => [c.position, c.type]), [[abort.position, 'CheckpointAbortRequested'], [deadline.position, 'DeadlineReached']]);
+  assert.equal(
+    x.cause!.chain.map((c) => [c.position, c.type]),
+    [
+      [abort.position, 'CheckpointAbortRequested'],
+      [deadline.position, 'DeadlineReached'],
+    ],
+  );
   // What it was waiting for then: both units' dumps, asked for before the deadline and not answered by it.
   const dumpsAsked = events.filter((e) => e.type === 'UnitDumpRequested' && e.data.version === 4);
   const answeredBy = (asked: Raw) => events.find((e) => e.metadata.causationId === asked.id)!;
   const waiting = dumpsAsked.filter((asked) => asked.position < deadline.position && answeredBy(asked).position > deadline.position);
   assert.ok(waiting.length > 0);
-  assert.equal(x.cause!.waitingFor.map((w) => [w.unit, w.node, w.step, w.command.position]), waiting.map((e) => [e.data.unit, e.data.node, 'dump', e.position]));
+  assert.equal(
+    x.cause!.waitingFor.map((w) => [w.unit, w.node, w.step, w.command.position]),
+    waiting.map((e) => [e.data.unit, e.data.node, 'dump', e.position]),
+  );
   // The unit that failed, the step, the command it answered, and the checkpointer's class, message and hint.
   assert.is(x.cause!.failures.length, 1);
   const f = x.cause!.failures[0]!;
@@ -78,7 +87,10 @@ projection('the checkpoint aborted at its deadline mid-dump names the unit, the 
   assert.match(text, `checkpoint v4 of multi: aborted`);
   assert.match(text, `← #${deadline.position} DeadlineReached`);
   assert.match(text, `still waiting then for unit ${failed.data.unit} on ${failed.data.node}: dump (asked by #${command.position} UnitDumpRequested)`);
-  assert.match(text, `unit ${failed.data.unit} on ${failed.data.node}: dump failed at #${failed.position} UnitDumpFailed, answering #${command.position} UnitDumpRequested: timeout: ${failed.data.failure.message} — ${failed.data.failure.hint}`);
+  assert.match(
+    text,
+    `unit ${failed.data.unit} on ${failed.data.node}: dump failed at #${failed.position} UnitDumpFailed, answering #${command.position} UnitDumpRequested: timeout: ${failed.data.failure.message} — ${failed.data.failure.hint}`,
+  );
 });
 
 projection('each unit’s steps and frozen window are the recorded times of its requests and answers', () => {
@@ -102,21 +114,32 @@ projection('each unit’s steps and frozen window are the recorded times of its 
   }
   // v4: unit a frozen for the ~10 s CRIU spent trying, unit b only until its abort.
   const v4 = explain(multi.events, { kind: 'checkpoint', version: 4 });
-  assert.equal(v4.units.map((u) => u.frozen!.endedBy), ['abort', 'abort']);
+  assert.equal(
+    v4.units.map((u) => u.frozen!.endedBy),
+    ['abort', 'abort'],
+  );
 });
 
 projection('every decision is listed with the event it was decided on', () => {
   const events = raw(multi);
-  for (const target of [{ kind: 'checkpoint', version: 4 }, { kind: 'checkpoint', version: 2 }, { kind: 'restart', restart: 1 }] as Operation[]) {
+  for (const target of [
+    { kind: 'checkpoint', version: 4 },
+    { kind: 'checkpoint', version: 2 },
+    { kind: 'restart', restart: 1 },
+  ] as Operation[]) {
     const x = explain(multi.events, target);
-    const mine = events.filter((e) =>
-      definitionOf(e.type)?.kind === 'decision' &&
-      (target.kind === 'checkpoint'
-        ? (e.data.version === target.version && e.data.restart === undefined) || e.data.deadline === `checkpoint-v${target.version}`
-        : e.data.restart === target.restart || e.data.deadline === `restart-r${target.restart}`),
+    const mine = events.filter(
+      (e) =>
+        definitionOf(e.type)?.kind === 'decision' &&
+        (target.kind === 'checkpoint'
+          ? (e.data.version === target.version && e.data.restart === undefined) || e.data.deadline === `checkpoint-v${target.version}`
+          : e.data.restart === target.restart || e.data.deadline === `restart-r${target.restart}`),
     );
     assert.ok(mine.length >= 5);
-    assert.equal(x.decisions.map((d) => d.position), mine.map((e) => e.position));
+    assert.equal(
+      x.decisions.map((d) => d.position),
+      mine.map((e) => e.position),
+    );
     for (const d of x.decisions) {
       const e = one(events, (e) => e.position === d.position);
       const cause = one(events, (c) => c.id === e.metadata.causationId);
@@ -129,15 +152,36 @@ projection('a committed checkpoint with a failed stop, a restart, and operations
   const v2 = explain(multi.events, { kind: 'checkpoint', version: 2 });
   assert.is(v2.outcome, 'committed');
   assert.equal(v2.cause!.chain, [], 'nothing ended it early');
-  assert.equal(v2.cause!.failures.map((f) => [f.unit, f.step, f.type]), [['a', 'stop', 'UnitStopFailed']]);
-  assert.equal(v2.units.map((u) => u.frozen!.endedBy), ['stop', 'stop']);
-  assert.equal([v2.commit!.result, v2.commit!.durationMs], ['done', ms(one(raw(multi), (e) => e.type === 'CheckpointCommitRequested' && e.data.version === 2), one(raw(multi), (e) => e.type === 'CheckpointCommitted' && e.data.version === 2))]);
+  assert.equal(
+    v2.cause!.failures.map((f) => [f.unit, f.step, f.type]),
+    [['a', 'stop', 'UnitStopFailed']],
+  );
+  assert.equal(
+    v2.units.map((u) => u.frozen!.endedBy),
+    ['stop', 'stop'],
+  );
+  assert.equal(
+    [v2.commit!.result, v2.commit!.durationMs],
+    [
+      'done',
+      ms(
+        one(raw(multi), (e) => e.type === 'CheckpointCommitRequested' && e.data.version === 2),
+        one(raw(multi), (e) => e.type === 'CheckpointCommitted' && e.data.version === 2),
+      ),
+    ],
+  );
 
   const v1 = explain(single.events, { kind: 'checkpoint', version: 1 });
   assert.is(v1.cause, null, 'nothing failed');
   const r1 = explain(multi.events, { kind: 'restart', restart: 1 });
   assert.equal([r1.outcome, r1.version, r1.cause], ['restored', 2, null]);
-  assert.equal(r1.units.map((u) => [u.unit, u.steps.map((s) => `${s.step}:${s.result}`)]), [['a', ['restore-prepare:done', 'images-verify:done', 'restore:done']], ['b', ['restore-prepare:done', 'images-verify:done', 'restore:done']]]);
+  assert.equal(
+    r1.units.map((u) => [u.unit, u.steps.map((s) => `${s.step}:${s.result}`)]),
+    [
+      ['a', ['restore-prepare:done', 'images-verify:done', 'restore:done']],
+      ['b', ['restore-prepare:done', 'images-verify:done', 'restore:done']],
+    ],
+  );
 
   const none = foldExplain({ kind: 'checkpoint', version: 9 }, multi.events);
   assert.is(explanation(none), undefined);
@@ -175,7 +219,10 @@ counted('one row per checkpoint and restart with the figures its events carry', 
       assert.is(r.durationMs, ms(requested, end));
       assert.is(r.requestedAt, requested.metadata.recordedAt);
       const dumped = events.filter((e) => e.type === 'UnitDumped' && v(e));
-      assert.is(r.pages, dumped.reduce((n, e) => n + e.data.stats.pagesWritten, 0));
+      assert.is(
+        r.pages,
+        dumped.reduce((n, e) => n + e.data.stats.pagesWritten, 0),
+      );
       const asked = events.filter((e) => e.type === 'UnitDumpRequested' && v(e));
       const dumpEnds = events.filter((e) => (e.type === 'UnitDumped' || e.type === 'UnitDumpFailed') && v(e));
       assert.is(r.phases.dump, Math.max(...dumpEnds.map((e) => Date.parse(e.metadata.recordedAt))) - Math.min(...asked.map((e) => Date.parse(e.metadata.recordedAt))));
@@ -183,7 +230,10 @@ counted('one row per checkpoint and restart with the figures its events carry', 
       assert.equal([r.units, r.nodes], [planned.data.units.length, [...new Set(planned.data.units.map((u: { node: string }) => u.node))].sort()]);
       if (r.outcome === 'committed') {
         assert.is(r.bytes, one(events, (e) => e.type === 'CheckpointCommitted' && v(e)).data.bytes);
-        assert.is(r.processes, events.filter((e) => e.type === 'UnitVerified' && v(e)).reduce((n, e) => n + e.data.captured.length, 0));
+        assert.is(
+          r.processes,
+          events.filter((e) => e.type === 'UnitVerified' && v(e)).reduce((n, e) => n + e.data.captured.length, 0),
+        );
         const thawed = events.filter((e) => e.type === 'UnitThawed' && v(e));
         if (thawed.length > 0) assert.is(r.frozenMs, Math.max(...thawed.map((e) => e.data.frozenMs)));
         assert.is(r.failureClass, null);
@@ -194,7 +244,10 @@ counted('one row per checkpoint and restart with the figures its events carry', 
   assert.equal([v4.outcome, v4.failureClass], ['aborted', 'timeout']);
   const r1 = s.rows.find((r) => r.job === 'multi' && r.kind === 'restart')!;
   const restored = raw(multi).filter((e) => e.type === 'UnitRestored');
-  assert.equal([r1.outcome, r1.version, r1.processes, r1.pages], ['restored', 2, restored.reduce((n, e) => n + e.data.processes.length, 0), restored.reduce((n, e) => n + e.data.stats!.pagesRestored, 0)]);
+  assert.equal(
+    [r1.outcome, r1.version, r1.processes, r1.pages],
+    ['restored', 2, restored.reduce((n, e) => n + e.data.processes.length, 0), restored.reduce((n, e) => n + e.data.stats!.pagesRestored, 0)],
+  );
 });
 
 counted('per job and per node: counts, success rate, p50/p95 frozen time, bytes over versions', () => {
@@ -206,7 +259,10 @@ counted('per job and per node: counts, success rate, p50/p95 frozen time, bytes 
     const j = s.jobs.find((j) => j.job === h.job)!;
     assert.equal([j.committed, j.aborted], [committed.length, aborted.length]);
     assert.is(j.checkpointSuccessRate, committed.length / (committed.length + aborted.length));
-    assert.equal(j.bytesByVersion, committed.map((e) => ({ version: e.data.version, bytes: e.data.bytes })));
+    assert.equal(
+      j.bytesByVersion,
+      committed.map((e) => ({ version: e.data.version, bytes: e.data.bytes })),
+    );
     const frozen = s.rows.filter((r) => r.job === h.job && r.frozenMs !== null).map((r) => r.frozenMs!);
     assert.equal([j.frozenP50Ms, j.frozenP95Ms], [nearest([...frozen], 50), nearest([...frozen], 95)]);
   }
@@ -214,29 +270,49 @@ counted('per job and per node: counts, success rate, p50/p95 frozen time, bytes 
   assert.equal([multiJob.checkpoints, multiJob.committed, multiJob.aborted, multiJob.checkpointSuccessRate, multiJob.restored], [4, 3, 1, 0.75, 1]);
   assert.equal(multiJob.failureClasses, { timeout: 1 });
   // One node ran every unit of both jobs: its counts are both jobs' together.
-  assert.equal(s.nodes.map((n) => n.node), ['rec']);
+  assert.equal(
+    s.nodes.map((n) => n.node),
+    ['rec'],
+  );
   const rec = s.nodes[0]!;
-  assert.is(rec.committed, s.jobs.reduce((n, j) => n + j.committed, 0));
+  assert.is(
+    rec.committed,
+    s.jobs.reduce((n, j) => n + j.committed, 0),
+  );
   // Its frozen percentiles are over every unit it froze: the agent's measure at the thaw, else
   // from UnitFrozen to the unit's stop or abort.
   const unitsFrozen = [multi, single].flatMap((h) => {
     const events = raw(h);
-    return events.filter((e) => e.type === 'UnitFrozen').map((frozen) => {
-      const same = (e: Raw) => e.data.version === frozen.data.version && e.data.unit === frozen.data.unit && e.stream === frozen.stream;
-      const thawed = events.find((e) => e.type === 'UnitThawed' && same(e));
-      return thawed ? (thawed.data.frozenMs as number) : ms(frozen, events.find((e) => ['UnitStopped', 'UnitStopFailed', 'UnitAborted'].includes(e.type) && same(e))!);
-    });
+    return events
+      .filter((e) => e.type === 'UnitFrozen')
+      .map((frozen) => {
+        const same = (e: Raw) => e.data.version === frozen.data.version && e.data.unit === frozen.data.unit && e.stream === frozen.stream;
+        const thawed = events.find((e) => e.type === 'UnitThawed' && same(e));
+        return thawed ? (thawed.data.frozenMs as number) : ms(frozen, events.find((e) => ['UnitStopped', 'UnitStopFailed', 'UnitAborted'].includes(e.type) && same(e))!);
+      });
   });
   assert.equal([rec.frozenP50Ms, rec.frozenP95Ms], [nearest([...unitsFrozen], 50), nearest([...unitsFrozen], 95)]);
   // --since keeps what was requested at or after the time.
   const v3 = s.rows.find((r) => r.job === 'multi' && r.number === 3)!;
   const later = stats([{ job: 'multi', checkpoints: foldCheckpoints(jobEvents(multi)), restarts: foldRestarts(jobEvents(multi)) }], v3.requestedAt);
-  assert.equal(later.rows.map((r) => `${r.kind}${r.number}`), ['checkpoint3', 'checkpoint4']);
+  assert.equal(
+    later.rows.map((r) => `${r.kind}${r.number}`),
+    ['checkpoint3', 'checkpoint4'],
+  );
   assert.equal([later.jobs[0]!.committed, later.jobs[0]!.aborted], [1, 1]);
 });
 
 counted('CSV by RFC 4180: header row, CRLF, quoting only where needed', () => {
-  assert.is(csv(['a', 'b'], [['x,y', 'he said "hi"'], ['line\nbreak', 'plain']]), 'a,b\r\n"x,y","he said ""hi"""\r\n"line\nbreak",plain\r\n');
+  assert.is(
+    csv(
+      ['a', 'b'],
+      [
+        ['x,y', 'he said "hi"'],
+        ['line\nbreak', 'plain'],
+      ],
+    ),
+    'a,b\r\n"x,y","he said ""hi"""\r\n"line\nbreak",plain\r\n',
+  );
 });
 counted.run();
 
@@ -272,7 +348,10 @@ cli('explain refuses what it cannot explain, saying what exists', () => {
   assert.equal([noVersion.code, noVersion.err.trim()], [1, 'ckpt explain: job multi has no checkpoint v9; its checkpoints: v1, v2, v3, v4 (ckpt checkpoints multi)']);
   const noRestart = ckpt('explain', 'multi', '--restart', '3');
   assert.match(noRestart.err, 'has no restart r3; its restarts: r1');
-  for (const args of [['explain', 'multi'], ['explain', 'multi', '--version', '1', '--restart', '1']]) {
+  for (const args of [
+    ['explain', 'multi'],
+    ['explain', 'multi', '--version', '1', '--restart', '1'],
+  ]) {
     const r = ckpt(...args);
     assert.is(r.code, 2, args.join(' '));
     assert.match(r.err, 'name one operation: --version N (a checkpoint) or --restart N (a restart), not both and not neither');
@@ -301,7 +380,10 @@ cli('stats --json, --csv and the tables: every job, or one, since a time', () =>
 
   const since = expected.rows.find((r) => r.job === 'multi' && r.number === 3)!.requestedAt;
   const one = JSON.parse(ckpt('stats', 'multi', '--since', since, '--json').out) as Stats;
-  assert.equal(one.rows.map((r) => `${r.job} ${r.kind} ${r.number}`), ['multi checkpoint 3', 'multi checkpoint 4']);
+  assert.equal(
+    one.rows.map((r) => `${r.job} ${r.kind} ${r.number}`),
+    ['multi checkpoint 3', 'multi checkpoint 4'],
+  );
   const text = ckpt('stats', 'multi');
   assert.is(text.code, 0, text.err);
   assert.match(text.out, /multi\s+checkpoint v4\s+\S+\s+aborted\s+timeout/);
@@ -315,7 +397,10 @@ cli.run();
 
 // A real checkpoint: a job run by a real agent, checkpointed by CRIU, then explained and counted.
 const criu = locateCriu();
-const real = suiteRequiring('explain and stats of a real checkpoint (agent, CRIU)', firstMissing(needRoot, () => (criu ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)')));
+const real = suiteRequiring(
+  'explain and stats of a real checkpoint (agent, CRIU)',
+  firstMissing(needRoot, () => (criu ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)')),
+);
 const work = mkdtempSync(join(tmpdir(), 'ckpt-explain-real-'));
 const run = (...args: string[]) => {
   const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, CKPT_HOME: work, CKPT_NODE: 'exnode', CKPT_STORE: '' }, encoding: 'utf8', timeout: 120_000 });
@@ -339,17 +424,29 @@ real('the steps, frozen window and figures of a checkpoint just taken', async ()
   const x = JSON.parse(run('explain', 'real', '--version', '1', '--json').out) as Explanation;
   assert.is(x.outcome, 'committed');
   assert.is(x.cause, null);
-  assert.equal(x.units[0]!.steps.map((s) => `${s.step}:${s.result}`), ['freeze:done', 'dump:done', 'verify:done', 'thaw:done']);
-  const history = run('history', 'real', '--json').out.trim().split('\n').map((l) => JSON.parse(l) as Raw);
+  assert.equal(
+    x.units[0]!.steps.map((s) => `${s.step}:${s.result}`),
+    ['freeze:done', 'dump:done', 'verify:done', 'thaw:done'],
+  );
+  const history = run('history', 'real', '--json')
+    .out.trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Raw);
   const thawed = one(history, (e) => e.type === 'UnitThawed');
   assert.equal([x.units[0]!.frozen!.endedBy, x.units[0]!.frozen!.measuredMs], ['thaw', thawed.data.frozenMs]);
-  assert.equal(x.decisions.map((d) => d.type), history.filter((e) => definitionOf(e.type)?.kind === 'decision' && (e.data.version === 1 || e.data.deadline === 'checkpoint-v1')).map((e) => e.type));
+  assert.equal(
+    x.decisions.map((d) => d.type),
+    history.filter((e) => definitionOf(e.type)?.kind === 'decision' && (e.data.version === 1 || e.data.deadline === 'checkpoint-v1')).map((e) => e.type),
+  );
 
   const s = JSON.parse(run('stats', 'real', '--json').out) as Stats;
   assert.is(s.rows.length, 1);
   const row = s.rows[0]!;
   const dumped = one(history, (e) => e.type === 'UnitDumped');
-  assert.equal([row.outcome, row.frozenMs, row.bytes, row.pages, row.nodes], ['committed', thawed.data.frozenMs, one(history, (e) => e.type === 'CheckpointCommitted').data.bytes, dumped.data.stats?.pagesWritten ?? null, ['exnode']]);
+  assert.equal(
+    [row.outcome, row.frozenMs, row.bytes, row.pages, row.nodes],
+    ['committed', thawed.data.frozenMs, one(history, (e) => e.type === 'CheckpointCommitted').data.bytes, dumped.data.stats?.pagesWritten ?? null, ['exnode']],
+  );
   assert.equal(Object.keys(row.phases).sort(), ['commit', 'dump', 'freeze', 'thaw', 'verify']);
   assert.equal([s.jobs[0]!.committed, s.jobs[0]!.checkpointSuccessRate, s.nodes[0]!.node], [1, 1, 'exnode']);
 });

@@ -10,17 +10,21 @@ import { dirname, join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { freezeGuardPath, guardFiles } from '../adapters/agent/freeze-guard.js';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
-import type { UnitCgroup } from '../domain/events/job.js';
 import { imagesRoot, versionDir } from '../adapters/images/image-store.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { readStat } from '../adapters/tracking/procfs.js';
-import { CLI, jobHarness, killMembers, sigkill, type PsRow, type Result } from './support/jobs.js';
+import type { UnitCgroup } from '../domain/events/job.js';
+import { CLI, jobHarness, killMembers, type PsRow, type Result, sigkill } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
 const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000) => wait(what, probe, ms, 50);
 const criu = locateCriu();
-const missing = firstMissing(needRoot, () => (criu ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('python3', 'apt-get install -y python3'));
+const missing = firstMissing(
+  needRoot,
+  () => (criu ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'),
+  () => needCommand('python3', 'apt-get install -y python3'),
+);
 const test = suiteRequiring('failing safe (real agent, real CRIU)', missing);
 
 const NODE = 'fsnode';
@@ -35,7 +39,14 @@ test.after(() => {
   cleanup([NODE]);
 });
 
-interface Report { version: number | null; outcome: string; phase: string; reason: string | null; failure: { class: string; message: string } | null; timedOut: boolean }
+interface Report {
+  version: number | null;
+  outcome: string;
+  phase: string;
+  reason: string | null;
+  failure: { class: string; message: string } | null;
+  timedOut: boolean;
+}
 
 /** `ckpt …` in the background: the test acts while it waits. */
 const ckptAsync = (args: string[], home: string, env: Record<string, string> = {}): Promise<Result> =>
@@ -51,7 +62,20 @@ const ckptAsync = (args: string[], home: string, env: Record<string, string> = {
 /** A job that counts in a file as long as it runs (thawed). */
 const counter = (job: string, home: string, file: string, env: Record<string, string> = {}, touchMiB = 0) => {
   const fill = touchMiB > 0 ? `b = bytearray(${touchMiB} << 20)\nfor i in range(len(b) // 4096): b[i * 4096] = 1\n` : '';
-  const r = ckpt(['run', '--detach', '--job', job, '--', 'python3', '-c', `import time\n${fill}i = 0\nwhile True:\n  i += 1\n  open(${JSON.stringify(file)} + '.tmp', 'w').write(str(i))\n  __import__('os').rename(${JSON.stringify(file)} + '.tmp', ${JSON.stringify(file)})\n  time.sleep(0.05)`], home, env);
+  const r = ckpt(
+    [
+      'run',
+      '--detach',
+      '--job',
+      job,
+      '--',
+      'python3',
+      '-c',
+      `import time\n${fill}i = 0\nwhile True:\n  i += 1\n  open(${JSON.stringify(file)} + '.tmp', 'w').write(str(i))\n  __import__('os').rename(${JSON.stringify(file)} + '.tmp', ${JSON.stringify(file)})\n  time.sleep(0.05)`,
+    ],
+    home,
+    env,
+  );
   assert.is(r.code, 0, r.err);
 };
 const count = (file: string) => Number(readFileSync(file, 'utf8'));
@@ -70,14 +94,16 @@ const rootOf = (job: string, home: string) => ps(job, home).find((m) => m.reason
 const agentPid = (home: string) => json<{ pid: number }>(['agent', 'status'], home).pid;
 /** Freeze guards still running for a unit cgroup (their argv names its files). */
 const guardsOf = (cgroup: string) =>
-  readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-      return argv.includes('ckpt-freeze-guard') && argv.includes(cgroup);
-    } catch {
-      return false;
-    }
-  });
+  readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+        return argv.includes('ckpt-freeze-guard') && argv.includes(cgroup);
+      } catch {
+        return false;
+      }
+    });
 
 /** A criu that, asked to dump (`criu swrk`), says so in MARK and holds on while HOLD exists: the unit is frozen then. */
 const holdingCriu = (name: string) => {
@@ -170,7 +196,9 @@ test('a request whose deadline passed before any agent could plan it is never pl
   const request = randomUUID();
   const store = openEventStore(`sqlite:${join(home, 'events.db')}`);
   try {
-    await store.append('job-expired', [{ type: 'CheckpointRequested', data: { request, stop: false, timeoutMs: 500 }, metadata: { actor: { kind: 'user', uid: 0, gid: 0, user: 'root' }, correlationId: request } }]);
+    await store.append('job-expired', [
+      { type: 'CheckpointRequested', data: { request, stop: false, timeoutMs: 500 }, metadata: { actor: { kind: 'user', uid: 0, gid: 0, user: 'root' }, correlationId: request } },
+    ]);
   } finally {
     await store.close();
   }
@@ -290,8 +318,12 @@ test('one agent per node and store: a second `agent run` exits at once, naming t
 test('a bad option value records nothing: run, checkpoint, restart, prune', () => {
   const before = history('lock').length;
   const bad = [
-    ['checkpoint', 'lock', '--timeout', 'soon'], ['checkpoint', 'lock', '--freeze-budget', '-1'], ['checkpoint', 'lock', '--node', 'Bad/Node'],
-    ['restart', 'lock', '--timeout', 'x'], ['restart', 'lock', '--version', 'one'], ['restart', 'lock', '--place', 'main'],
+    ['checkpoint', 'lock', '--timeout', 'soon'],
+    ['checkpoint', 'lock', '--freeze-budget', '-1'],
+    ['checkpoint', 'lock', '--node', 'Bad/Node'],
+    ['restart', 'lock', '--timeout', 'x'],
+    ['restart', 'lock', '--version', 'one'],
+    ['restart', 'lock', '--place', 'main'],
     ['prune', 'lock', '--keep', '0'],
   ];
   for (const args of bad) {
@@ -299,7 +331,11 @@ test('a bad option value records nothing: run, checkpoint, restart, prune', () =
     assert.is(r.code, 2, `${args.join(' ')}: ${r.err}`);
   }
   assert.is(history('lock').length, before);
-  for (const args of [['--memory', 'lots'], ['--pids', '0'], ['--unit', 'No/Unit']]) {
+  for (const args of [
+    ['--memory', 'lots'],
+    ['--pids', '0'],
+    ['--unit', 'No/Unit'],
+  ]) {
     const r = ckpt(['run', '--detach', '--job', 'badopt', ...args, '--', 'sleep', '1']);
     assert.is(r.code, 2, `run ${args.join(' ')}: ${r.err}`);
   }

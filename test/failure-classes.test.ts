@@ -25,12 +25,31 @@ test.after(() => {
   cleanup([NODE]);
 });
 
-interface Failure { class: string; message: string; hint?: string; log?: string }
-interface Report { outcome: string; reason: string | null; failure: Failure | null; units: Array<{ failure?: Failure }> }
+interface Failure {
+  class: string;
+  message: string;
+  hint?: string;
+  log?: string;
+}
+interface Report {
+  outcome: string;
+  reason: string | null;
+  failure: Failure | null;
+  units: Array<{ failure?: Failure }>;
+}
 
 test('space: images that do not fit abort the checkpoint with class space, CRIU’s line and a hint; the job runs on', async () => {
   const file = join(work, 'counter');
-  const r = ckpt(['run', '--detach', '--job', 'big', '--', 'python3', '-c', `import time\nb = bytearray(8 << 20)\nfor i in range(len(b) // 4096): b[i * 4096] = 1\ni = 0\nwhile True:\n  i += 1\n  open(${JSON.stringify(file)}, 'w').write(str(i))\n  time.sleep(0.05)`]);
+  const r = ckpt([
+    'run',
+    '--detach',
+    '--job',
+    'big',
+    '--',
+    'python3',
+    '-c',
+    `import time\nb = bytearray(8 << 20)\nfor i in range(len(b) // 4096): b[i * 4096] = 1\ni = 0\nwhile True:\n  i += 1\n  open(${JSON.stringify(file)}, 'w').write(str(i))\n  time.sleep(0.05)`,
+  ]);
   assert.is(r.code, 0, r.err);
   await until('the job', () => existsSync(file) && Number(readFileSync(file, 'utf8')) > 2);
   // The images go to $CKPT_HOME/images: a 1 MiB tmpfs there cannot hold 8 MiB of pages.
@@ -90,8 +109,7 @@ test('mount: a file held on a mount that was lazily unmounted since', async () =
   });
 });
 
-test('namespace: a nested PID namespace inside the job', () =>
-  refused('pidns', 'unshare --pid --fork sleep 1000', 'namespace', /pid namespace/));
+test('namespace: a nested PID namespace inside the job', () => refused('pidns', 'unshare --pid --fork sleep 1000', 'namespace', /pid namespace/));
 
 // Root lacks CAP_SYS_RESOURCE on this machine kind (CapEff bit 24): CRIU cannot read the rlimits of
 // another user's process. A unit of a user is dumped by criu acting as that user (criu-owner.ts), so
@@ -103,10 +121,17 @@ const sysResource = (capEff >> 24n) & 1n;
 (sysResource ? test.skip : test)('permission: a unit of root with a member of another user, without CAP_SYS_RESOURCE', () =>
   refused('uid', 'runuser -u nobody -- sleep 1000', 'permission', /Operation not permitted/, () => {
     const members = ps('uid') as unknown as Array<{ comm: string; reason: string; user: string | null; uid: number | null }>;
-    assert.ok(members.some((m) => m.comm === 'sleep' && m.user === 'nobody' && m.uid === 65534), JSON.stringify(members));
-    assert.ok(members.some((m) => m.reason === 'root' && m.user === 'root' && m.uid === 0), JSON.stringify(members));
+    assert.ok(
+      members.some((m) => m.comm === 'sleep' && m.user === 'nobody' && m.uid === 65534),
+      JSON.stringify(members),
+    );
+    assert.ok(
+      members.some((m) => m.reason === 'root' && m.user === 'root' && m.uid === 0),
+      JSON.stringify(members),
+    );
     assert.match(ckpt(['ps', 'uid']).out, /^\d+\s+\d+\s+\d+\s+\d+\s+nobody\s+running.*sleep$/m);
-  }));
+  }),
+);
 
 test('file: a file the job holds open changed since the checkpoint; put back, the same version restores', async () => {
   const data = join(work, 'held.txt');

@@ -53,7 +53,10 @@ test('checkpointed while ckpt run waits in the foreground: output passes through
   const root = rootOf('fgcount');
   const fds = readdirSync(`/proc/${root.pid}/fd`).map((fd) => `${fd}→${readlinkSync(`/proc/${root.pid}/fd/${fd}`)}`);
   assert.equal(fds.map((f) => f.split('→')[0]).sort(), ['0', '1', '2'], fds.join(' '));
-  assert.not.ok(fds.some((f) => f.includes('socket:')), fds.join(' '));
+  assert.not.ok(
+    fds.some((f) => f.includes('socket:')),
+    fds.join(' '),
+  );
   const report = checkpoint('fgcount');
   assert.equal([report.version, report.outcome], [1, 'committed']);
   const atCheckpoint = run.last();
@@ -61,7 +64,11 @@ test('checkpointed while ckpt run waits in the foreground: output passes through
   writeFileSync(stop, '');
   assert.is(await run.exited, 3, run.seen.err);
   const counted = numbers(run.seen.out);
-  assert.equal(counted, Array.from({ length: counted.length }, (_, i) => i + 1), 'every line passed through, in order, once');
+  assert.equal(
+    counted,
+    Array.from({ length: counted.length }, (_, i) => i + 1),
+    'every line passed through, in order, once',
+  );
   assert.ok(run.seen.err.includes('done'), 'stderr passes through');
 });
 
@@ -94,9 +101,16 @@ test('checkpointed, then killed with kill -9: ckpt run returns 137 and `ckpt res
     return text.includes('\n') && numbers(text.slice(0, text.lastIndexOf('\n')));
   });
   assert.ok(before < resumed[0]! && resumed[0]! <= after + 1 && resumed[0]! < killedAt, `checkpointed between ${before} and ${after}, killed at ${killedAt}, resumed at ${resumed[0]}`);
-  assert.equal(resumed, Array.from({ length: resumed.length }, (_, i) => resumed[0]! + i), 'it counts on');
+  assert.equal(
+    resumed,
+    Array.from({ length: resumed.length }, (_, i) => resumed[0]! + i),
+    'it counts on',
+  );
   const restored = ps('fgkill').filter((m) => m.state === 'running');
-  assert.ok(restored.some((m) => m.restoredFrom?.pid === root.pid), 'the running root is the restored one');
+  assert.ok(
+    restored.some((m) => m.restoredFrom?.pid === root.pid),
+    'the running root is the restored one',
+  );
   process.kill(restored.find((m) => m.reason === 'root')!.pid, 'SIGKILL');
 });
 
@@ -116,7 +130,10 @@ test('SIGTERM to the foreground ckpt run reaches the command: 143', async () => 
   await until('the command', () => run.seen.out.includes('ready'));
   run.client.kill('SIGTERM');
   assert.is(await run.exited, 128 + 15);
-  assert.ok(ps('fgterm').some((m) => m.comm === 'sleep' && m.signal === 15), 'the command was killed by the forwarded SIGTERM');
+  assert.ok(
+    ps('fgterm').some((m) => m.comm === 'sleep' && m.signal === 15),
+    'the command was killed by the forwarded SIGTERM',
+  );
 });
 
 test.run();

@@ -6,8 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { FreezeTimeoutError, freezeForDump, thawUnit, unitFreezeState } from '../adapters/cgroups/unit-cgroups.js';
+import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { openEventStore } from '../adapters/store/open.js';
 import type { UnitCgroup } from '../domain/events/job.js';
 import { jobHarness, type PsRow } from './support/jobs.js';
@@ -15,7 +15,11 @@ import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/p
 import { until } from './support/wait.js';
 
 const criu = locateCriu();
-const missing = firstMissing(needRoot, () => (criu ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('cc', 'apt-get install -y gcc'));
+const missing = firstMissing(
+  needRoot,
+  () => (criu ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'),
+  () => needCommand('cc', 'apt-get install -y gcc'),
+);
 const test = suiteRequiring('fork-loop checkpoints (real CRIU)', missing);
 
 const NODE = 'forknode';
@@ -37,7 +41,11 @@ test('ten checkpoints in a row of a shell fork loop all commit', async () => {
     const report = JSON.parse(r.out) as { version: number; outcome: string; reason: string | null };
     outcomes.push(`v${report.version} ${report.outcome}${report.reason ? `: ${report.reason}` : ''}`);
   }
-  assert.equal(outcomes.filter((o) => !o.endsWith('committed')), [], outcomes.join('\n'));
+  assert.equal(
+    outcomes.filter((o) => !o.endsWith('committed')),
+    [],
+    outcomes.join('\n'),
+  );
   assert.is(running(ps('loop')).filter((r) => r.comm === 'sleep').length, 3, 'the job runs on');
 });
 
@@ -55,10 +63,15 @@ test('a vfork parent whose child never execs fails the freeze within the budget,
   const cc = spawnSync('cc', ['-O2', '-o', bin, join(work, 'vforker.c')], { encoding: 'utf8' });
   assert.is(cc.status, 0, cc.stderr);
   start('vf', [bin]);
-  const rows = await until('the vforker and its child', () => {
-    const r = running(ps('vf')).filter((m) => m.comm === 'vforker');
-    return r.length === 2 && r;
-  }, 30_000, 100);
+  const rows = await until(
+    'the vforker and its child',
+    () => {
+      const r = running(ps('vf')).filter((m) => m.comm === 'vforker');
+      return r.length === 2 && r;
+    },
+    30_000,
+    100,
+  );
   const parent = rows.find((r) => rows.some((c) => c.ppid === r.pid))!;
 
   // Through the log, with a short budget of the request's own (the default is 3 s).
@@ -75,7 +88,7 @@ test('a vfork parent whose child never execs fails the freeze within the budget,
   await until('the checkpoint to be aborted', () => history('vf').some((e) => e.type === 'CheckpointAborted'), 30_000, 100);
 
   // The failure itself, from the freezer: class timeout, the same task named, the unit thawed.
-  const cgroups = (history('vf').find((e) => e.type === 'UnitCgroupsCreated')!.data.cgroups as UnitCgroup[]);
+  const cgroups = history('vf').find((e) => e.type === 'UnitCgroupsCreated')!.data.cgroups as UnitCgroup[];
   assert.is(unitFreezeState(cgroups), 'thawed');
   try {
     await freezeForDump(cgroups, 1000);
@@ -86,7 +99,10 @@ test('a vfork parent whose child never execs fails the freeze within the budget,
     const e = error as FreezeTimeoutError;
     assert.is(e.failure.class, 'timeout');
     // Named always; alone once the rest of the unit froze (on a loaded machine, maybe not within the budget).
-    assert.ok(e.tasks.some((t) => t.pid === parent.pid && t.state === 'D'), JSON.stringify(e.tasks));
+    assert.ok(
+      e.tasks.some((t) => t.pid === parent.pid && t.state === 'D'),
+      JSON.stringify(e.tasks),
+    );
     assert.ok(e.failure.hint?.includes('vfork'), e.failure.hint);
   }
   assert.is(unitFreezeState(cgroups), 'thawed');

@@ -16,8 +16,14 @@ const verify = (...args: string[]) => {
   const r = spawnSync(process.execPath, [CLI, 'verify', '--history', ...args], { encoding: 'utf8', env: { ...process.env, CKPT_HOME: work } });
   return { code: r.status, out: r.stdout, err: r.stderr };
 };
-const files = readdirSync(RECORDED).filter((f) => f.endsWith('.ndjson')).map((f) => join(RECORDED, f));
-const lines = (file: string) => readFileSync(file, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+const files = readdirSync(RECORDED)
+  .filter((f) => f.endsWith('.ndjson'))
+  .map((f) => join(RECORDED, f));
+const lines = (file: string) =>
+  readFileSync(file, 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, any>);
 const write = (name: string, rows: unknown[]) => {
   const path = join(work, name);
   writeFileSync(path, rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n') + '\n');
@@ -42,7 +48,7 @@ test('a changed decision is found, naming the event it answered', () => {
   planned.at(-1)!.data.units[0].scope = planned.at(-1)!.data.units[0].scope === 'cgroup' ? 'tree' : 'cgroup';
   const r = verify(write('changed.ndjson', rows));
   assert.is(r.code, 1);
-  assert.match(r.err, /1 of \d+ recorded decisions differ from what this ckpt decides:\n  after event \d+ \(\w+\):\n    recorded:   CheckpointPlanned /);
+  assert.match(r.err, /1 of \d+ recorded decisions differ from what this ckpt decides:\n {2}after event \d+ \(\w+\):\n {4}recorded: {3}CheckpointPlanned /);
 });
 
 test('the recorded CheckpointRequested (schema version 1) is upcast: its option reaches the plan re-derived from it', () => {

@@ -3,16 +3,48 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  appendFileSync, chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync,
-  statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, writeSync,
+  appendFileSync,
+  chmodSync,
+  closeSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  commitVersion, describeProblems, followImages, hashFile, ImageStoreError, imagesRoot, listVersions, MANIFEST, prepareUnitDir, pruneVersions,
-  readManifest, realUnitImagesDir, removePartial, removeVersion, unitImagesDir, verifyVersion, versionDir, type ImageProblem, type Verification,
+  commitVersion,
+  describeProblems,
+  followImages,
+  hashFile,
+  type ImageProblem,
+  ImageStoreError,
+  imagesRoot,
+  listVersions,
+  MANIFEST,
+  prepareUnitDir,
+  pruneVersions,
+  readManifest,
+  realUnitImagesDir,
+  removePartial,
+  removeVersion,
+  unitImagesDir,
+  type Verification,
+  verifyVersion,
+  versionDir,
 } from '../adapters/images/image-store.js';
 
 const test = suite('image store');
@@ -107,9 +139,18 @@ test('commit: sizes and SHA-256 of every file match sha256sum; manifest 0600, at
   assert.is(manifest.version, 1);
   assert.is(manifest.parent, null);
   assert.is(manifest.createdAt, createdAt);
-  assert.equal(manifest.units.map((u) => [u.unit, u.node, u.durationMs]), [['u1', 'node-0', 12.5], ['u2', 'node-1', 13.5]]);
+  assert.equal(
+    manifest.units.map((u) => [u.unit, u.node, u.durationMs]),
+    [
+      ['u1', 'node-0', 12.5],
+      ['u2', 'node-1', 13.5],
+    ],
+  );
   const u1 = manifest.units[0]!;
-  assert.equal(u1.files.map((f) => f.path), ['u1/empty.img', 'u1/pages-1.img', 'u1/pstree.img', 'u1/sub/fs-1.img']);
+  assert.equal(
+    u1.files.map((f) => f.path),
+    ['u1/empty.img', 'u1/pages-1.img', 'u1/pstree.img', 'u1/sub/fs-1.img'],
+  );
   let total = 0;
   for (const unit of manifest.units) {
     let unitBytes = 0;
@@ -167,7 +208,10 @@ test('followImages hashes files while they are written; the commit uses its entr
   closeSync(pages);
   writeFileSync(join(dir, 'dump.log'), 'written last');
   const entries = await follower.finish();
-  assert.equal(entries.map((e) => e.path), ['u1/dump.log', 'u1/pages-1.img', 'u1/pstree.img']);
+  assert.equal(
+    entries.map((e) => e.path),
+    ['u1/dump.log', 'u1/pages-1.img', 'u1/pstree.img'],
+  );
   for (const e of entries) assert.equal([e.bytes, e.sha256], [statSync(join(versionDir(root, 'j', 1), e.path)).size, sha256sum(join(versionDir(root, 'j', 1), e.path))], e.path);
   const committed = commitVersion(root, { job: 'j', version: 1, parent: null, createdAt, units: [{ unit: 'u1', node: 'n', durationMs: 1, files: entries }] });
   assert.equal(committed.manifest.units[0]!.files, entries);
@@ -178,7 +222,11 @@ test('followImages hashes files while they are written; the commit uses its entr
   const f2 = followImages(root, 'j', 2, 'u1');
   const stale = await f2.finish();
   writeFileSync(join(d2, 'a.img'), 'abcdef');
-  throwsStoreError(() => commitVersion(root, { job: 'j', version: 2, parent: 1, createdAt, units: [{ unit: 'u1', node: 'n', durationMs: 1, files: stale }] }), /changed after unit u1 was dumped \(3 bytes hashed, 6 on disk\)/, 'stale entries');
+  throwsStoreError(
+    () => commitVersion(root, { job: 'j', version: 2, parent: 1, createdAt, units: [{ unit: 'u1', node: 'n', durationMs: 1, files: stale }] }),
+    /changed after unit u1 was dumped \(3 bytes hashed, 6 on disk\)/,
+    'stale entries',
+  );
 });
 
 test('verify: a changed byte names the file with sha256', () => {
@@ -216,7 +264,12 @@ test('verify: truncated → size, deleted → missing, added → unexpected', ()
   assert.is(byPath.u9?.problem, 'unexpected');
   assert.is(problems.length, 6, JSON.stringify(problems));
   // One unit's verification looks at that unit only.
-  assert.equal(problemsOf(verifyVersion(root, 'j', 1, { unit: 'u2' })).map((p) => p.path).sort(), ['u2/extra.img', 'u2/pstree.img']);
+  assert.equal(
+    problemsOf(verifyVersion(root, 'j', 1, { unit: 'u2' }))
+      .map((p) => p.path)
+      .sort(),
+    ['u2/extra.img', 'u2/pstree.img'],
+  );
   throwsStoreError(() => verifyVersion(root, 'j', 1, { unit: 'u3' }), /has no unit u3 \(units: u1, u2\)/, 'unknown unit');
 });
 
@@ -229,10 +282,16 @@ test('verify: a tampered manifest is a problem on manifest.json', () => {
   writeFileSync(path, JSON.stringify(manifest, null, 2) + '\n');
   const problems = problemsOf(verifyVersion(root, 'j', 1, { manifestSha256 }));
   assert.equal(problems[0], { path: 'manifest.json', problem: 'sha256', expected: manifestSha256, actual: sha256sum(path) });
-  assert.equal(problems.slice(1).map((p) => [p.path, p.problem]), [['u1/empty.img', 'sha256']]);
+  assert.equal(
+    problems.slice(1).map((p) => [p.path, p.problem]),
+    [['u1/empty.img', 'sha256']],
+  );
   // A manifest that does not parse, or contradicts itself, is reported, not trusted.
   writeFileSync(path, '{"format": 1');
-  assert.equal(problemsOf(verifyVersion(root, 'j', 1)).map((p) => [p.path, p.problem]), [['manifest.json', 'invalid']]);
+  assert.equal(
+    problemsOf(verifyVersion(root, 'j', 1)).map((p) => [p.path, p.problem]),
+    [['manifest.json', 'invalid']],
+  );
   manifest.units[0].files[0].path = '../../../etc/passwd';
   writeFileSync(path, JSON.stringify(manifest));
   const invalid = problemsOf(verifyVersion(root, 'j', 1))[0];
@@ -240,7 +299,10 @@ test('verify: a tampered manifest is a problem on manifest.json', () => {
   assert.match(invalid?.detail ?? '', /is not inside unit u1/);
   throwsStoreError(() => readManifest(root, 'j', 1), /manifest .*manifest\.json is damaged/, 'readManifest');
   unlinkSync(path);
-  assert.equal(problemsOf(verifyVersion(root, 'j', 1)).map((p) => [p.path, p.problem]), [['manifest.json', 'missing']]);
+  assert.equal(
+    problemsOf(verifyVersion(root, 'j', 1)).map((p) => [p.path, p.problem]),
+    [['manifest.json', 'missing']],
+  );
 });
 
 test('an existing unit directory is never overwritten', () => {
@@ -318,7 +380,15 @@ test('listVersions: committed and partial, in numeric order', () => {
   const { manifest } = commit('j', 10, ['u1']);
   dumpUnit('j', 11, 'u1');
   const list = listVersions(root, 'j');
-  assert.equal(list.map((v) => [v.version, v.committed]), [[2, true], [9, true], [10, true], [11, false]]);
+  assert.equal(
+    list.map((v) => [v.version, v.committed]),
+    [
+      [2, true],
+      [9, true],
+      [10, true],
+      [11, false],
+    ],
+  );
   assert.is(list[2]!.bytes, manifest.bytes);
   assert.is(list[2]!.parent, 9);
   assert.is(list[3]!.bytes, undefined);
@@ -331,12 +401,23 @@ test('pruneVersions: keeps the N newest committed, never a protected one, drops 
   checkpoint('other', 1, ['u1']);
   const removed = pruneVersions(root, 'j', 2, new Set([2]));
   assert.equal(removed, [1, 3, 4]);
-  assert.equal(listVersions(root, 'j').map((v) => [v.version, v.committed]), [[2, true], [5, true], [6, true], [7, false]]);
+  assert.equal(
+    listVersions(root, 'j').map((v) => [v.version, v.committed]),
+    [
+      [2, true],
+      [5, true],
+      [6, true],
+      [7, false],
+    ],
+  );
   for (const v of [2, 5, 6]) assert.ok(verifyVersion(root, 'j', v).ok, `v${v} intact`);
   assert.ok(verifyVersion(root, 'other', 1).ok, 'other job untouched');
   assert.equal(pruneVersions(root, 'j', 2, new Set([2])), [], 'nothing more');
   assert.equal(pruneVersions(root, 'j', 1, new Set([5])), [2], 'protected 5 stays beside the newest');
-  assert.equal(listVersions(root, 'j').map((v) => v.version), [5, 6, 7]);
+  assert.equal(
+    listVersions(root, 'j').map((v) => v.version),
+    [5, 6, 7],
+  );
   assert.equal(pruneVersions(root, 'none', 1, new Set()), []);
 });
 
@@ -346,7 +427,10 @@ test('pruneVersions: keeps the newest N that verify; a damaged version never cou
   appendFileSync(join(root, 'd', 'v4', 'u1', damaged), 'x');
   assert.not.ok(verifyVersion(root, 'd', 4).ok);
   assert.equal(pruneVersions(root, 'd', 2, new Set()), [1], 'v3 and v2 verify; v4 does not count but stays to be looked at');
-  assert.equal(listVersions(root, 'd').map((v) => v.version), [2, 3, 4]);
+  assert.equal(
+    listVersions(root, 'd').map((v) => v.version),
+    [2, 3, 4],
+  );
 });
 
 /** A root-owned directory outside the store, with something a removal must never reach. */
@@ -441,8 +525,10 @@ test('throughput: hashing and committing a 200 MB image (reported, not asserted)
   assert.is(hashed.sha256, reference);
   assert.is(hashed.bytes, size);
   assert.equal(verified, { ok: true, files: 1, bytes: size });
-  console.log(`  200 MB: commit (hash + fsync of freshly written data) ${rate(commitMs)} [reported ${durationMs.toFixed(0)} ms]; ` +
-    `hashFile (page cache) ${rate(hashMs)}; verifyVersion ${rate(verifyMs)}; sha256sum ${rate(sumMs)}`);
+  console.log(
+    `  200 MB: commit (hash + fsync of freshly written data) ${rate(commitMs)} [reported ${durationMs.toFixed(0)} ms]; ` +
+      `hashFile (page cache) ${rate(hashMs)}; verifyVersion ${rate(verifyMs)}; sha256sum ${rate(sumMs)}`,
+  );
 });
 
 test.run();

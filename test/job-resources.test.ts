@@ -3,7 +3,7 @@
 // the same resources shared with a process outside the job make it a dependent; inotify watches
 // come back; a job with its own pseudo-terminal is restored, a job on a terminal outside it is
 // refused with the reason. docs/criu.md ("What a job may hold") points at these tests.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
@@ -13,7 +13,11 @@ import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/p
 import { until as wait } from './support/wait.js';
 
 const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000) => wait(what, probe, ms, 50);
-const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('python3', 'apt-get install -y python3'));
+const missing = firstMissing(
+  needRoot,
+  () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'),
+  () => needCommand('python3', 'apt-get install -y python3'),
+);
 const test = suiteRequiring('job resources (real CRIU)', missing);
 
 const NODE = 'resnode';
@@ -149,7 +153,11 @@ const survivesRestart = async (job: string, out: string) => {
     throw new Error(`${e.message}: expected a count in ${beforeCheckpoint}..${atCheckpoint + 1}, the parent reported ${sinceRestart().slice(0, 20).join(' ')}`);
   });
   // …and goes on from there: the parent reads what the child writes, so they share it again.
-  await until(`${job} to count on from ${resumed.value} after the restart (killed at ${killedAt})`, () => logged().slice(resumed.at).some((v) => v >= resumed.value + 10 && v < killedAt));
+  await until(`${job} to count on from ${resumed.value} after the restart (killed at ${killedAt})`, () =>
+    logged()
+      .slice(resumed.at)
+      .some((v) => v >= resumed.value + 10 && v < killedAt),
+  );
   killAll(job);
 };
 
@@ -189,7 +197,10 @@ test('a POSIX shm file shared by a member and a process outside the job makes th
 
 test('a unix socket connected to a daemon outside the job makes the daemon a dependent', async () => {
   const path = join(work, 'daemon.sock');
-  const daemon = spawn('python3', ['-c', `import socket, time\ns = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path)}); s.listen()\nconns = []\nwhile True: conns.append(s.accept())`], { stdio: 'ignore', detached: true });
+  const daemon = spawn('python3', ['-c', `import socket, time\ns = socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path)}); s.listen()\nconns = []\nwhile True: conns.append(s.accept())`], {
+    stdio: 'ignore',
+    detached: true,
+  });
   outsiders.push(daemon);
   await until('the daemon', () => existsSync(path));
   start('daemon-client', ['python3', '-c', `import socket, time\nc = socket.socket(socket.AF_UNIX); c.connect(${JSON.stringify(path)}); time.sleep(1000)`]);

@@ -3,21 +3,22 @@
 // coordinator and the agent's own fold of pending commands take those outcomes as the answer.
 // The agent is played by the test (no process runs): what is checked is the contract between the
 // handlers' outcomes, the event catalogue and the deciders, for every step kind.
-import { suite } from 'uvu';
-import * as assert from 'uvu/assert';
-import * as E from 'fp-ts/lib/Either.js';
+
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { evolveCommands, noCommands, pendingOn, STEP_OUTCOMES, type PendingCommand, type Step } from '../domain/checkpoint-commands.js';
+import * as E from 'fp-ts/lib/Either.js';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { FrozenUnits } from '../adapters/agent/steps/frozen-units.js';
+import { type Command, done, failed, handlerFor, type Outcome } from '../adapters/agent/steps/step.js';
+import { stepTable } from '../adapters/agent/steps/step-table.js';
+import { CriuCheckpointer } from '../adapters/checkpointers/criu-checkpointer.js';
+import { MemoryEventStore } from '../adapters/store/memory.js';
+import { evolveCommands, noCommands, type PendingCommand, pendingOn, STEP_OUTCOMES, type Step } from '../domain/checkpoint-commands.js';
 import { decodeEvent } from '../domain/events/decode.js';
 import type { Failure } from '../domain/failure.js';
 import { jobCoordinator } from '../domain/job-coordinator.js';
-import { MemoryEventStore } from '../adapters/store/memory.js';
-import { CriuCheckpointer } from '../adapters/checkpointers/criu-checkpointer.js';
-import { FrozenUnits } from '../adapters/agent/steps/frozen-units.js';
-import { stepTable } from '../adapters/agent/steps/step-table.js';
-import { done, failed, handlerFor, type Command, type Outcome } from '../adapters/agent/steps/step.js';
 import { worldOf } from './support/coordinator.js';
 
 const test = suite('job steps');
@@ -45,7 +46,10 @@ const play = async (w: World, answers: Answers): Promise<Step[]> => {
     const decoded = decodeEvent(outcome.type, outcome.data);
     if (E.isLeft(decoded)) assert.unreachable(`${c.key}: ${decoded.left.message}`);
     await w.said({ ...outcome, metadata: { causationId: c.request.id } });
-    assert.not.ok((await pendingIn(w)).some((p) => p.key === c!.key), `${outcome.type} answers ${c.key}`);
+    assert.not.ok(
+      (await pendingIn(w)).some((p) => p.key === c!.key),
+      `${outcome.type} answers ${c.key}`,
+    );
     answered.push(c.step);
   }
   return answered;
@@ -116,14 +120,28 @@ test('the agent has a handler for every step; a step it does not know is refused
     };
     const table = stepTable(
       {
-        store: new MemoryEventStore(), node: 'n1', checkpointer: new CriuCheckpointer(undefined, join(home, 'images')), imagesRoot: join(home, 'images'), workRoot: join(home, 'restarts'),
-        emit: unused, reconcileUnit: unused, tracked: unused, restartCgroups: unused, ownCgroups: unused, adoptRestored: unused, log: () => {},
+        store: new MemoryEventStore(),
+        node: 'n1',
+        checkpointer: new CriuCheckpointer(undefined, join(home, 'images')),
+        imagesRoot: join(home, 'images'),
+        workRoot: join(home, 'restarts'),
+        emit: unused,
+        reconcileUnit: unused,
+        tracked: unused,
+        restartCgroups: unused,
+        ownCgroups: unused,
+        adoptRestored: unused,
+        log: () => {},
       },
       new FrozenUnits(() => {}),
     );
     for (const step of Object.keys(STEP_OUTCOMES) as Step[]) assert.type(handlerFor(table, step), 'function', step);
     for (const unknown of ['migrate', 'toString', '__proto__', 'constructor']) {
-      assert.throws(() => handlerFor(table, unknown as Step), (e: Error) => e.message.includes(`no handler for step '${unknown}'`) && e.message.includes('upgrade the agent'), unknown);
+      assert.throws(
+        () => handlerFor(table, unknown as Step),
+        (e: Error) => e.message.includes(`no handler for step '${unknown}'`) && e.message.includes('upgrade the agent'),
+        unknown,
+      );
     }
   } finally {
     rmSync(home, { recursive: true, force: true });

@@ -1,11 +1,9 @@
 // KurrentDB's mapping (adapters/store/kurrentdb-mapping.ts), without a server: URLs, stream names,
 // expected states, positions, metadata and pointers. Runs everywhere; the store itself runs the
 // contract in store-kurrentdb.test.ts when KURRENTDB_URL names a server.
-import { createServer, type AddressInfo } from 'node:net';
+import { type AddressInfo, createServer } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CorruptEventError, WrongExpectedRevisionError, type ChainedRow } from '../domain/event-store.js';
-import { InvalidEventError } from '../domain/events/decode.js';
 import { defaultAppendContext, encodeBatch, storedEvent } from '../adapters/store/batch.js';
 import { chainDigest, contentDigest, GENESIS, verifyChain } from '../adapters/store/chain.js';
 import {
@@ -14,23 +12,25 @@ import {
   exactState,
   headOf,
   KURRENT_URL_FORM,
+  type KurrentRecord,
   kurrentStream,
+  POINTER_TYPE,
   parseKurrentUrl,
   planAppend,
   pointerData,
   pointerOf,
   pointerRevision,
   positionsStream,
-  POINTER_TYPE,
   revisionOf,
   rowOf,
   rowsOfRun,
   runsOf,
   toKurrentMetadata,
-  type KurrentRecord,
 } from '../adapters/store/kurrentdb-mapping.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { StoreUrlError } from '../adapters/store/url.js';
+import { type ChainedRow, CorruptEventError, WrongExpectedRevisionError } from '../domain/event-store.js';
+import { InvalidEventError } from '../domain/events/decode.js';
 import { forked, marker } from './support/events.js';
 
 const test = suite('KurrentDB mapping (no server)');
@@ -43,9 +43,17 @@ test('store URLs: the client gets its connection string, ckpt keeps the prefix, 
     location: 'esdb://db1:2113,db2:2113?tls=false&prefix=lab_7&nodePreference=leader',
   });
   assert.equal(parseKurrentUrl('kurrentdb+discover://cluster.example/?prefix=p').connectionString, 'kurrentdb+discover://cluster.example/');
-  assert.equal(parseKurrentUrl('kurrentdb://db1?tlsCAFile=/etc/ckpt/ca.pem&prefix=p&keepAliveInterval=10000').connectionString, 'kurrentdb://db1?tlsCAFile=/etc/ckpt/ca.pem&keepAliveInterval=10000', 'the client’s options as written');
+  assert.equal(
+    parseKurrentUrl('kurrentdb://db1?tlsCAFile=/etc/ckpt/ca.pem&prefix=p&keepAliveInterval=10000').connectionString,
+    'kurrentdb://db1?tlsCAFile=/etc/ckpt/ca.pem&keepAliveInterval=10000',
+    'the client’s options as written',
+  );
   assert.equal(parseKurrentUrl('esdb+discover://db.example:2113').connectionString, 'kurrentdb+discover://db.example:2113');
-  assert.equal(parseKurrentUrl('kurrentdb://db1?TLS=false&node_preference=follower').connectionString, 'kurrentdb://db1?TLS=false&node_preference=follower', 'option names as loosely as the client reads them');
+  assert.equal(
+    parseKurrentUrl('kurrentdb://db1?TLS=false&node_preference=follower').connectionString,
+    'kurrentdb://db1?TLS=false&node_preference=follower',
+    'option names as loosely as the client reads them',
+  );
   const withPassword = parseKurrentUrl('kurrentdb://admin:changeit@db1:2113?tls=false');
   assert.is(withPassword.location, 'kurrentdb://admin:***@db1:2113?tls=false', 'a password never shows in messages');
   assert.is(withPassword.connectionString, 'kurrentdb://admin:changeit@db1:2113?tls=false', 'but reaches the client');
@@ -82,10 +90,20 @@ test('a bad KurrentDB URL is refused saying what is wrong and what to write', ()
   })();
   assert.ok(secret && !secret.includes('hunter2') && secret.includes('admin:***@'), 'the refusal shows the URL redacted');
   // What the client's own parser refuses is a StoreUrlError too, without the URL's text.
-  assert.throws(() => openEventStore('kurrentdb://admin:hunter2@db1?tls=maybe'), (e: Error) => e instanceof StoreUrlError && e.message === 'store URL "kurrentdb://admin:***@db1?tls=maybe": the KurrentDB client cannot read it (it expected true or false): use ' + KURRENT_URL_FORM);
+  assert.throws(
+    () => openEventStore('kurrentdb://admin:hunter2@db1?tls=maybe'),
+    (e: Error) =>
+      e instanceof StoreUrlError && e.message === 'store URL "kurrentdb://admin:***@db1?tls=maybe": the KurrentDB client cannot read it (it expected true or false): use ' + KURRENT_URL_FORM,
+  );
   // openEventStore sends these URLs here, before the client library is loaded.
-  assert.throws(() => openEventStore('esdb://db1:2113/events'), (e: Error) => e instanceof StoreUrlError && /no databases/.test(e.message));
-  assert.throws(() => openEventStore('kurrentdb+gossip://db1'), (e: Error) => e instanceof StoreUrlError && /unknown store URL .*kurrentdb:\/\/HOST:PORT/.test(e.message));
+  assert.throws(
+    () => openEventStore('esdb://db1:2113/events'),
+    (e: Error) => e instanceof StoreUrlError && /no databases/.test(e.message),
+  );
+  assert.throws(
+    () => openEventStore('kurrentdb+gossip://db1'),
+    (e: Error) => e instanceof StoreUrlError && /unknown store URL .*kurrentdb:\/\/HOST:PORT/.test(e.message),
+  );
 });
 
 test('stream names: PREFIX-STREAM both ways, the positions stream apart from every store stream', () => {
@@ -131,11 +149,11 @@ const asRead = (streamId: string, revision: number, e: { id: string; type: strin
 test('metadata round trip: what encodeBatch wrote reads back equal, with its digest chain intact', () => {
   const clock = new Date('2026-05-06T07:08:09.010Z');
   const context = { ...defaultAppendContext({ kind: 'node', node: 'n3' }), now: () => clock };
-  const encoded = encodeBatch('job-a', [
-    { ...forked(10), metadata: { correlationId: 'corr-1', causationId: 'cause-1', decidedAt: 41 } },
-    { ...marker('b'), metadata: { actor: { kind: 'user', uid: 1000, user: 'ann' } } },
-    marker('c'),
-  ], context);
+  const encoded = encodeBatch(
+    'job-a',
+    [{ ...forked(10), metadata: { correlationId: 'corr-1', causationId: 'cause-1', decidedAt: 41 } }, { ...marker('b'), metadata: { actor: { kind: 'user', uid: 1000, user: 'ann' } } }, marker('c')],
+    context,
+  );
   let previous = GENESIS;
   const written = encoded.map((e, i) => {
     const digest = chainDigest(previous, e.content, i);
@@ -148,7 +166,10 @@ test('metadata round trip: what encodeBatch wrote reads back equal, with its dig
   assert.is(first.$causationId, 'cause-1');
   assert.is(first.decidedAt, '41');
   assert.is(first.position, '20');
-  assert.ok(Object.values(first).every((v) => typeof v === 'string'), 'flat strings: what a multi-stream append takes');
+  assert.ok(
+    Object.values(first).every((v) => typeof v === 'string'),
+    'flat strings: what a multi-stream append takes',
+  );
   assert.is(written[2]!.metadata.$correlationId, undefined);
 
   let chained = GENESIS;
@@ -171,13 +192,23 @@ test('metadata round trip: what encodeBatch wrote reads back equal, with its dig
     decidedAt: 41,
     recordedAt: clock.toISOString(),
   });
-  assert.throws(() => toKurrentMetadata('{"actor":{"kind":"user","uid":0},"recordedAt":"x","tenant":"t1"}', { position: 1, schemaVersion: 1, digest: GENESIS, previous: GENESIS }), /metadata field tenant has no place/);
+  assert.throws(
+    () => toKurrentMetadata('{"actor":{"kind":"user","uid":0},"recordedAt":"x","tenant":"t1"}', { position: 1, schemaVersion: 1, digest: GENESIS, previous: GENESIS }),
+    /metadata field tenant has no place/,
+  );
 });
 
 test('an event written behind the store’s back: no position, no chain, and reading it names it', () => {
   const row = rowOf('ckpt', { streamId: 'ckpt-job-x', id: '3f0c7a52-95c4-4b7e-9d0e-2a4c1b7e6f10', revision: 3n, type: 'DeadlineScheduled', data: marker('z').data, metadata: undefined });
   assert.equal([row.position, row.digest, row.previous, row.stream, row.revision], [0, null, null, 'job-x', 3]);
-  const bytes = rowOf('ckpt', { streamId: 'ckpt-job-x', id: 'i', revision: 0n, type: 'T', data: new TextEncoder().encode('{"a":1}'), metadata: new TextEncoder().encode('{"position":"5","actor":"{\\"kind\\":\\"user\\",\\"uid\\":0}","recordedAt":"r"}') });
+  const bytes = rowOf('ckpt', {
+    streamId: 'ckpt-job-x',
+    id: 'i',
+    revision: 0n,
+    type: 'T',
+    data: new TextEncoder().encode('{"a":1}'),
+    metadata: new TextEncoder().encode('{"position":"5","actor":"{\\"kind\\":\\"user\\",\\"uid\\":0}","recordedAt":"r"}'),
+  });
   assert.equal([bytes.position, bytes.data, JSON.parse(bytes.metadata)], [5, '{"a":1}', { actor: { kind: 'user', uid: 0 }, recordedAt: 'r' }], 'bytes are read as the JSON they hold');
   const damaged = rowOf('ckpt', { streamId: 'ckpt-job-x', id: 'i', revision: 0n, type: 'DeadlineScheduled', data: marker('z').data, metadata: { position: '9', actor: 'not json', recordedAt: 'r' } });
   assert.throws(
@@ -224,14 +255,20 @@ test('an append planned from the heads read: exact states, chained to the stream
   const first = encodeBatch('job-a', [marker('a0'), { ...marker('a1'), metadata: { correlationId: 'c1', decidedAt: 0 } }], context);
   const plan1 = planAppend('job-a', 'no_stream', first, undefined, undefined, newId);
   assert.equal([plan1.stream.state, plan1.positions.state, plan1.result], ['no_stream', 'no_stream', { revision: 1, position: 2 }]);
-  assert.equal(plan1.positions.events.map((p) => [p.type, p.data, p.id]), [
-    [POINTER_TYPE, { stream: 'job-a', revision: 0 }, '00000000-0000-4000-8000-000000000001'],
-    [POINTER_TYPE, { stream: 'job-a', revision: 1 }, '00000000-0000-4000-8000-000000000002'],
-  ]);
-  assert.equal(plan1.stream.events.map((e) => [e.id, e.type, e.metadata!.position, e.metadata!.previous === GENESIS]), [
-    [first[0]!.id, 'DeadlineScheduled', '1', true],
-    [first[1]!.id, 'DeadlineScheduled', '2', false],
-  ]);
+  assert.equal(
+    plan1.positions.events.map((p) => [p.type, p.data, p.id]),
+    [
+      [POINTER_TYPE, { stream: 'job-a', revision: 0 }, '00000000-0000-4000-8000-000000000001'],
+      [POINTER_TYPE, { stream: 'job-a', revision: 1 }, '00000000-0000-4000-8000-000000000002'],
+    ],
+  );
+  assert.equal(
+    plan1.stream.events.map((e) => [e.id, e.type, e.metadata!.position, e.metadata!.previous === GENESIS]),
+    [
+      [first[0]!.id, 'DeadlineScheduled', '1', true],
+      [first[1]!.id, 'DeadlineScheduled', '2', false],
+    ],
+  );
   const rows = plan1.stream.events.map((e, i) => rowOf('ckpt', asRead('ckpt-job-a', i, { ...e, data: JSON.stringify(e.data) }, e.metadata!)));
   // Other streams took positions 3 and 4 (pointer revisions 2 and 3) since.
   const second = encodeBatch('job-a', [marker('a2'), marker('a3')], context);
@@ -239,7 +276,15 @@ test('an append planned from the heads read: exact states, chained to the stream
   assert.equal([plan2.stream.state, plan2.positions.state, plan2.result], [1n, 3n, { revision: 3, position: 6 }]);
   assert.is(plan2.stream.events[0]!.metadata!.previous, rows[1]!.digest, 'chained to the head that was read');
   rows.push(...plan2.stream.events.map((e, i) => rowOf('ckpt', asRead('ckpt-job-a', 2 + i, { ...e, data: JSON.stringify(e.data) }, e.metadata!))));
-  assert.equal(rows.map((r) => [r.revision, r.position]), [[0, 1], [1, 2], [2, 5], [3, 6]]);
+  assert.equal(
+    rows.map((r) => [r.revision, r.position]),
+    [
+      [0, 1],
+      [1, 2],
+      [2, 5],
+      [3, 6],
+    ],
+  );
 
   // The chain check of every store (chain.ts), over the rows as the KurrentDB store reads them.
   const log = (stored: ChainedRow[]) => ({
@@ -257,19 +302,48 @@ test('an append planned from the heads read: exact states, chained to the stream
   assert.equal((await verifyChain(log(altered))).problem?.kind, 'altered');
 
   // An expectation that does not hold is refused before anything is planned; an empty batch only reads.
-  assert.throws(() => planAppend('job-a', 'no_stream', second, rows[3], 5, newId), (e: Error) => e instanceof WrongExpectedRevisionError && e.actual === 3);
-  assert.throws(() => planAppend('job-b', 'stream_exists', second, undefined, 5, newId), (e: Error) => e instanceof WrongExpectedRevisionError && e.actual === 'no_stream');
+  assert.throws(
+    () => planAppend('job-a', 'no_stream', second, rows[3], 5, newId),
+    (e: Error) => e instanceof WrongExpectedRevisionError && e.actual === 3,
+  );
+  assert.throws(
+    () => planAppend('job-b', 'stream_exists', second, undefined, 5, newId),
+    (e: Error) => e instanceof WrongExpectedRevisionError && e.actual === 'no_stream',
+  );
   assert.equal(planAppend('job-a', 'any', [], rows[3], 5, newId).result, { revision: 3, position: 6 });
   assert.equal(planAppend('job-new', 'any', [], undefined, undefined, newId).result, { revision: -1, position: 0 });
 });
 
 test('a run of pointers read back: each event where its pointer says, or the damage named by position', () => {
-  const row = (revision: number, position: number): ChainedRow => ({ position, stream: 'job-a', revision, id: 'i', type: 'T', schemaVersion: 1, data: '{}', metadata: '{}', digest: null, previous: null });
+  const row = (revision: number, position: number): ChainedRow => ({
+    position,
+    stream: 'job-a',
+    revision,
+    id: 'i',
+    type: 'T',
+    schemaVersion: 1,
+    data: '{}',
+    metadata: '{}',
+    digest: null,
+    previous: null,
+  });
   const run = { stream: 'job-a', from: 4, count: 2, position: 10 };
-  assert.equal(rowsOfRun(run, [row(4, 10), row(5, 11)]).map((r) => r.position), [10, 11]);
-  assert.throws(() => rowsOfRun(run, [row(4, 10)]), (e: Error) => e instanceof CorruptEventError && /position 11 \(stream job-a, revision 5, type \?\): the positions stream points at this event, and it is not in its stream/.test(e.message));
-  assert.throws(() => rowsOfRun(run, [row(4, 10), row(5, 12)]), (e: Error) => e instanceof CorruptEventError && /position 11 .*metadata: position 12, but the positions stream has it at 11/.test(e.message));
-  assert.throws(() => rowsOfRun(run, [row(4, 0), row(5, 11)]), (e: Error) => e instanceof CorruptEventError && /position 10 .*metadata: no position: the event was not written by ckpt/.test(e.message));
+  assert.equal(
+    rowsOfRun(run, [row(4, 10), row(5, 11)]).map((r) => r.position),
+    [10, 11],
+  );
+  assert.throws(
+    () => rowsOfRun(run, [row(4, 10)]),
+    (e: Error) => e instanceof CorruptEventError && /position 11 \(stream job-a, revision 5, type \?\): the positions stream points at this event, and it is not in its stream/.test(e.message),
+  );
+  assert.throws(
+    () => rowsOfRun(run, [row(4, 10), row(5, 12)]),
+    (e: Error) => e instanceof CorruptEventError && /position 11 .*metadata: position 12, but the positions stream has it at 11/.test(e.message),
+  );
+  assert.throws(
+    () => rowsOfRun(run, [row(4, 0), row(5, 11)]),
+    (e: Error) => e instanceof CorruptEventError && /position 10 .*metadata: no position: the event was not written by ckpt/.test(e.message),
+  );
 });
 
 test('the client, where no server answers: each call fails naming the store, the step and what to check', async () => {
@@ -283,14 +357,23 @@ test('the client, where no server answers: each call fails naming the store, the
     assert.is(store.location, `kurrentdb://admin:***@127.0.0.1:${port}?tls=false&maxDiscoverAttempts=1&prefix=nowhere`);
     // A batch refused before anything is sent is a rejection (Promise.allSettled over appends relies on it), not a throw.
     const refused = store.append('bad stream name', [marker('a')]);
-    assert.instance(await refused.then(() => undefined, (e: Error) => e), InvalidEventError);
+    assert.instance(
+      await refused.then(
+        () => undefined,
+        (e: Error) => e,
+      ),
+      InvalidEventError,
+    );
     for (const [call, step] of [
       [() => store.headPosition(), /reading nowhere\.positions/],
       // An append reads both heads at once: whichever read fails first is named.
       [() => store.append('job-a', [marker('a')]), /reading nowhere(-job-a|\.positions)/],
       [() => store.readAll(), /reading nowhere\.positions/],
     ] as const) {
-      const error = await (call as () => Promise<unknown>)().then(() => undefined, (e: Error) => e);
+      const error = await (call as () => Promise<unknown>)().then(
+        () => undefined,
+        (e: Error) => e,
+      );
       assert.instance(error, Error, step.source);
       assert.match(error!.message, `kurrentdb://admin:***@127.0.0.1:${port}`);
       assert.match(error!.message, new RegExp(`${step.source}: no KurrentDB server answers there`));

@@ -4,8 +4,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
-import { decideJobCoordinator, evolveJobCoordinator, jobCoordinator, type JobCoordinatorState } from '../domain/job-coordinator.js';
-import { evolveLiveMembership, evolveMembership, initialMembership, memberOf, RECENT_EXITS, runningMembers, type JobMembership } from '../domain/membership.js';
+import { decideJobCoordinator, evolveJobCoordinator, type JobCoordinatorState, jobCoordinator } from '../domain/job-coordinator.js';
+import { evolveLiveMembership, evolveMembership, initialMembership, type JobMembership, memberOf, RECENT_EXITS, runningMembers } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
 import { decodeMembership, encodeMembership } from '../projections/jobs.js';
 import { p, worldOf } from './support/coordinator.js';
@@ -171,7 +171,8 @@ test('a live membership through its snapshot encoding folds on and decides as th
 test('departed processes are remembered for the last RECENT_EXITS only (bounded), in order', () => {
   let s = initialMembership('j');
   let position = 0;
-  const at = (type: string, data: object) => ({ type, data, stream: 'job-j', revision: position, position: ++position, id: String(position), metadata: { recordedAt: '2026-01-01T00:00:00.000Z' } }) as unknown as RecordedEvent;
+  const at = (type: string, data: object) =>
+    ({ type, data, stream: 'job-j', revision: position, position: ++position, id: String(position), metadata: { recordedAt: '2026-01-01T00:00:00.000Z' } }) as unknown as RecordedEvent;
   s = evolveLiveMembership(s, at('UnitAssigned', { unit: 'u0', node: 'n1', command: ['x'], cwd: '/', limits: {} }));
   s = evolveLiveMembership(s, at('UnitLaunched', { unit: 'u0', node: 'n1', root: p(1), pgid: 1, sid: 1, comm: 'x', cgroup: '/c' }));
   const n = RECENT_EXITS + 10;

@@ -9,19 +9,19 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import pg from 'pg';
+import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { verifyChain } from '../adapters/store/chain.js';
 import { openEventStore } from '../adapters/store/open.js';
 import { redactStoreUrl } from '../adapters/store/redact.js';
 import { CorruptEventError } from '../domain/event-store.js';
 import { jobOn } from './support/coordinator.js';
 import { forked, marker } from './support/events.js';
-import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
-import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { jobHarness } from './support/jobs.js';
+import { needPostgres, type PostgresCluster, startPostgres } from './support/postgres.js';
+import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
-import { locateCriu } from '../adapters/checkpointers/criu.js';
-import { suite } from 'uvu';
 
 const CLI = fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url));
 const home = mkdtempSync(join(tmpdir(), 'ckpt-chain-'));
@@ -80,7 +80,10 @@ const chainSuite = (backend: Backend, setup: { before?: () => Promise<void>; aft
     const url = await backend.fresh();
     const positions = await seed(url);
     await backend.sql(url, backend.edits.alter, ['job-j', 2]);
-    for (const args of [['audit', '--verify'], ['verify', 'j']]) {
+    for (const args of [
+      ['audit', '--verify'],
+      ['verify', 'j'],
+    ]) {
       const r = ckpt([...args, '--store', url]);
       assert.is(r.code, 1, `${args.join(' ')} exits 1`);
       assert.match(r.err, `log chain broken: altered event at position ${positions[2]} (stream job-j, revision 2): its content no longer matches its digest`);
@@ -144,7 +147,10 @@ const sqlite: Backend = {
     const db = new Database(sqlitePath(url));
     try {
       db.transaction(() => {
-        for (const statement of text.split(';').map((s) => s.trim()).filter(Boolean)) {
+        for (const statement of text
+          .split(';')
+          .map((s) => s.trim())
+          .filter(Boolean)) {
           const prepared = db.prepare(statement);
           const wanted = (statement.match(/\?/g) ?? []).length;
           prepared.run(...params.slice(0, wanted));
@@ -174,7 +180,7 @@ const sqliteOnly = suite('SQLite: bad JSON, the migration of an old log, file mo
 sqliteOnly('a row that is not JSON: named by position and field in history, jobs and the agent’s start (no orphan agent)', async () => {
   const url = await sqlite.fresh();
   const positions = await seed(url);
-  await sqlite.sql(url, "UPDATE events SET data = '{\"unit\": ' WHERE stream_id = (SELECT id FROM streams WHERE name = ?) AND revision = ?", ['job-j', 1]);
+  await sqlite.sql(url, 'UPDATE events SET data = \'{"unit": \' WHERE stream_id = (SELECT id FROM streams WHERE name = ?) AND revision = ?', ['job-j', 1]);
   const expected = `event at position ${positions[1]} (stream job-j, revision 1, type UnitAssigned): field data: expected JSON, got text that does not parse`;
   for (const args of [['history', 'j'], ['jobs']]) {
     const r = ckpt([...args, '--store', url]);
@@ -198,13 +204,15 @@ sqliteOnly('a row that is not JSON: named by position and field in history, jobs
   assert.is(r.code, 1, r.out);
   assert.match(r.err, 'did not start (it exited with status 1)');
   assert.match(r.err, expected);
-  const agents = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').includes(node);
-    } catch {
-      return false;
-    }
-  });
+  const agents = readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').includes(node);
+      } catch {
+        return false;
+      }
+    });
   assert.equal(agents, [], 'no agent process left behind');
 });
 
@@ -239,7 +247,11 @@ sqliteOnly('appends while the chain is checked are not taken for inserted rows (
   mkdirSync(dirname(path), { recursive: true });
   const store = openEventStore(`sqlite:${path}`);
   try {
-    for (let i = 0; i < 3; i++) await store.append('job-busy', Array.from({ length: 1500 }, (_, j) => marker(`${i}-${j}`)));
+    for (let i = 0; i < 3; i++)
+      await store.append(
+        'job-busy',
+        Array.from({ length: 1500 }, (_, j) => marker(`${i}-${j}`)),
+      );
     // A writer appends between the check's pages (each page is a separate read, as in a live log).
     let writing = true;
     let appended = 0;
@@ -290,7 +302,10 @@ const postgres: Backend = {
     await client.connect();
     try {
       await client.query('BEGIN');
-      for (const statement of text.split(';').map((s) => s.trim()).filter(Boolean)) {
+      for (const statement of text
+        .split(';')
+        .map((s) => s.trim())
+        .filter(Boolean)) {
         const wanted = new Set(statement.match(/\$\d/g) ?? []).size;
         await client.query(statement, params.slice(0, wanted));
       }
@@ -362,7 +377,13 @@ access('only an agent role can append; the append records the role; a reader rea
     await admin.connect();
     const { rows } = await admin.query<{ appended_by: string; n: string }>('SELECT appended_by, count(*) AS n FROM ckpt_events GROUP BY appended_by ORDER BY appended_by');
     await admin.end();
-    assert.equal(rows.map((r) => [r.appended_by, Number(r.n)]), [['ckpt_agent_n1', 1], ['postgres', 11]]);
+    assert.equal(
+      rows.map((r) => [r.appended_by, Number(r.n)]),
+      [
+        ['ckpt_agent_n1', 1],
+        ['postgres', 11],
+      ],
+    );
     try {
       await reader.chain.rows('job-j', 0, 1); // reading is allowed…
       const client = new pg.Client({ connectionString: as(url, 'alice', 's3cret-pw') });

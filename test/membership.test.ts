@@ -1,13 +1,14 @@
 // The membership fold and the grouping strategies, given a history, without any process running.
+
+import { from, lastValueFrom } from 'rxjs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { MemoryEventStore } from '../adapters/store/memory.js';
 import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
 import { scopeCoverage } from '../domain/grouping.js';
-import { classify, evolveMembership, initialMembership, membersOf, type JobMembership } from '../domain/membership.js';
-import { MemoryEventStore } from '../adapters/store/memory.js';
+import { classify, evolveMembership, initialMembership, type JobMembership, membersOf } from '../domain/membership.js';
 import { jobMembership } from '../projections/jobs.js';
 import { project } from '../projections/project.js';
-import { from, lastValueFrom } from 'rxjs';
 
 const test = suite('job membership');
 const node = 'n1';
@@ -44,7 +45,10 @@ test('the root, its descendants, execs and exits with status or signal', async (
     { type: 'ProcessExited', data: { ...on(101), status: 3, signal: null } },
     { type: 'ProcessExited', data: { ...on(102), status: null, signal: 9 } },
   );
-  assert.equal(membersOf(state).map((m) => m.pid), [100, 101, 102]);
+  assert.equal(
+    membersOf(state).map((m) => m.pid),
+    [100, 101, 102],
+  );
   assert.equal(reasonOf(state, 100), { reason: 'root', escapes: [] });
   assert.equal(reasonOf(state, 101), { reason: 'descendant', escapes: [] });
   assert.equal([member(101).comm, member(101).state, member(101).exitStatus, member(101).pgid, member(101).sid], ['worker', 'exited', 3, 100, 100]);
@@ -83,7 +87,13 @@ test('a reused PID is a different member', async () => {
     { type: 'ProcessForked', data: { node, unit, parent: p(100), child: p(200, 2500) } },
   );
   const twins = membersOf(state).filter((m) => m.pid === 200);
-  assert.equal(twins.map((m) => [m.startTime, m.state]), [[2000, 'exited'], [2500, 'running']]);
+  assert.equal(
+    twins.map((m) => [m.startTime, m.state]),
+    [
+      [2000, 'exited'],
+      [2500, 'running'],
+    ],
+  );
 });
 
 test('facts about unknown processes change nothing; reconciliation adds and removes members', async () => {
@@ -94,7 +104,10 @@ test('facts about unknown processes change nothing; reconciliation adds and remo
     { type: 'ProcessObserved', data: { ...on(105), ppid: 101, pgid: 100, sid: 100, comm: 'late', source: 'reconcile', parent: p(101) } },
     { type: 'ProcessVanished', data: on(101) },
   );
-  assert.equal(membersOf(state).map((m) => m.pid), [100, 101, 105]);
+  assert.equal(
+    membersOf(state).map((m) => m.pid),
+    [100, 101, 105],
+  );
   assert.is(member(101).state, 'vanished');
   assert.equal([member(105).comm, member(105).forkedBy], ['late', 101]);
   assert.is(state.lostEvents, 17);
@@ -144,7 +157,13 @@ test('the projection equals the plain fold, and --at shows membership as it was'
   assert.equal(projected, state);
   assert.equal(await jobMembership(store, 'j'), state);
   const before = await jobMembership(store, 'j', history[4]!.position);
-  assert.equal(membersOf(before!).map((m) => [m.pid, m.state]), [[100, 'running'], [101, 'running']]);
+  assert.equal(
+    membersOf(before!).map((m) => [m.pid, m.state]),
+    [
+      [100, 'running'],
+      [101, 'running'],
+    ],
+  );
   assert.is(await jobMembership(store, 'nope'), undefined);
 });
 

@@ -2,18 +2,22 @@
 // agent (`ckpt agent start --metrics`) every second while real checkpoints (CRIU) run, and its
 // HTTP API (/api/v1/query) must count exactly the committed checkpoints (and then a restore) —
 // also after the agent was restarted, since the totals are folded from the log, not kept in the agent's memory.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { jobHarness, killMembers, sigkill } from './support/jobs.js';
-import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { freePort } from './support/postgres.js';
+import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
 
-const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('prometheus', 'apt-get install -y prometheus'));
+const missing = firstMissing(
+  needRoot,
+  () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'),
+  () => needCommand('prometheus', 'apt-get install -y prometheus'),
+);
 const test = suiteRequiring('metrics scraped by a real Prometheus (real agent, real CRIU)', missing);
 
 const NODE = 'metricsnode';
@@ -34,12 +38,20 @@ const startPrometheus = async (target: string): Promise<string> => {
   const dir = join(work, 'prometheus');
   mkdirSync(dir);
   const config = join(dir, 'prometheus.yml');
-  writeFileSync(config, ['global:', '  scrape_interval: 1s', 'scrape_configs:', '  - job_name: ckpt', '    scrape_interval: 1s', '    static_configs:', `      - targets: ['${target}']`, ''].join('\n'));
+  writeFileSync(
+    config,
+    ['global:', '  scrape_interval: 1s', 'scrape_configs:', '  - job_name: ckpt', '    scrape_interval: 1s', '    static_configs:', `      - targets: ['${target}']`, ''].join('\n'),
+  );
   const api = `127.0.0.1:${await freePort()}`;
   const log = openSync(join(dir, 'prometheus.log'), 'a');
   prometheus = spawn('prometheus', [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=${api}`, '--log.level=warn'], { stdio: ['ignore', log, log] });
   closeSync(log);
-  await until('Prometheus to be ready', async () => (await fetch(`http://${api}/-/ready`).catch(() => undefined))?.ok || (prometheus?.exitCode !== null && fail(`Prometheus exited: ${readFileSync(join(dir, 'prometheus.log'), 'utf8')}`)), 30_000, 100);
+  await until(
+    'Prometheus to be ready',
+    async () => (await fetch(`http://${api}/-/ready`).catch(() => undefined))?.ok || (prometheus?.exitCode !== null && fail(`Prometheus exited: ${readFileSync(join(dir, 'prometheus.log'), 'utf8')}`)),
+    30_000,
+    100,
+  );
   return `http://${api}`;
 };
 const fail = (why: string): never => {
@@ -92,10 +104,15 @@ test('Prometheus counts the committed checkpoints, before and after the agent re
 
   const run = ckpt(['run', '--detach', '--job', 'scraped', '--', 'sh', '-c', 'sleep 1000 & sleep 1001 & wait']);
   assert.is(run.code, 0, run.err);
-  const running = await until('the job’s processes', () => {
-    const n = ps('scraped').filter((m) => m.state === 'running').length;
-    return n >= 4 && n; // its init, sh and two sleeps
-  }, 30_000, 50);
+  const running = await until(
+    'the job’s processes',
+    () => {
+      const n = ps('scraped').filter((m) => m.state === 'running').length;
+      return n >= 4 && n; // its init, sh and two sleeps
+    },
+    30_000,
+    50,
+  );
   await scraped(api, 'ckpt_tracked_processes{ckpt_job="scraped"}', running);
 
   const outcomes = [checkpoint('scraped'), checkpoint('scraped')];

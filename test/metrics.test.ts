@@ -17,12 +17,12 @@ import { defaultAppendContext } from '../adapters/store/batch.js';
 import { MemoryEventStore } from '../adapters/store/memory.js';
 import type { ProposedEvent, RecordedEvent } from '../domain/event-store.js';
 import { evolveMembership, initialMembership } from '../domain/membership.js';
-import { BOUNDS, evolveMetrics, foldMetrics, initialMetrics, metricsModel, observe, trackedProcesses, type Histogram } from '../projections/metrics.js';
 import { foldCheckpoints } from '../projections/checkpoints.js';
+import { BOUNDS, evolveMetrics, foldMetrics, type Histogram, initialMetrics, metricsModel, observe, trackedProcesses } from '../projections/metrics.js';
 import { project } from '../projections/project.js';
 import { foldRestarts } from '../projections/restarts.js';
-import { CLI } from './support/jobs.js';
 import { checkpoints, jobPhases, restarts, submitted } from './support/history.js';
+import { CLI } from './support/jobs.js';
 import { freePort } from './support/postgres.js';
 import { until } from './support/wait.js';
 
@@ -65,14 +65,22 @@ test('a history counts its committed and aborted checkpoints and its restored an
   assert.equal(m.underWay, {}, 'nothing under way: the job left the state');
 
   const cps = checkpoints();
-  const duration = ticksBetween(cps, (e) => e.type === 'CheckpointRequested', (e) => e.type === 'CheckpointCompleted');
+  const duration = ticksBetween(
+    cps,
+    (e) => e.type === 'CheckpointRequested',
+    (e) => e.type === 'CheckpointCompleted',
+  );
   assert.equal(m.checkpointSeconds.buckets, onlyIn(BOUNDS.checkpointSeconds, bucketOf(BOUNDS.checkpointSeconds, duration)));
   near(m.checkpointSeconds.sum, duration, 'request to completion, by recordedAt');
   // The committed one thawed after 180 ms; the aborted one never froze.
   assert.equal([m.frozenSeconds.count, m.frozenSeconds.buckets], [1, onlyIn(BOUNDS.frozenSeconds, bucketOf(BOUNDS.frozenSeconds, 0.18))]);
   assert.equal([m.sizeBytes.count, m.sizeBytes.sum], [1, 4096]);
   const rs = restarts();
-  const restore = ticksBetween(rs, (e) => e.type === 'RestartRequested', (e) => e.type === 'RestartCommitted');
+  const restore = ticksBetween(
+    rs,
+    (e) => e.type === 'RestartRequested',
+    (e) => e.type === 'RestartCommitted',
+  );
   assert.is(m.restoreSeconds.count, 1, 'only the restored restart');
   near(m.restoreSeconds.sum, restore, 'request to commit, by recordedAt');
 });
@@ -80,7 +88,10 @@ test('a history counts its committed and aborted checkpoints and its restored an
 test('a checkpoint counts as committed when committed, its duration once it completed; in between the job is under way', async () => {
   const cps = checkpoints();
   const committedAt = cps.findIndex((e) => e.type === 'CheckpointCommitted');
-  const { events } = await recorded([['job-a', submitted('a')], ['job-a', cps.slice(0, committedAt + 1)]]);
+  const { events } = await recorded([
+    ['job-a', submitted('a')],
+    ['job-a', cps.slice(0, committedAt + 1)],
+  ]);
   const m = foldMetrics(events);
   assert.equal([m.checkpoints.committed, m.checkpointSeconds.count, m.sizeBytes.count], [1, 0, 1]);
   assert.equal(Object.keys(m.underWay), ['a']);
@@ -95,13 +106,23 @@ test('jobs interleaved: each operation counted once, from its own job’s events
     if (b[i]) await append('job-b', [b[i]!]);
   }
   const m = foldMetrics(await store.readAll({ limit: 10_000 }));
-  assert.equal([m.checkpoints, m.restores], [{ committed: 2, aborted: 2 }, { restored: 1, failed: 1 }]);
+  assert.equal(
+    [m.checkpoints, m.restores],
+    [
+      { committed: 2, aborted: 2 },
+      { restored: 1, failed: 1 },
+    ],
+  );
   assert.equal(m.underWay, {});
 });
 
 test('observation gaps are counted per node; events of no job change nothing', async () => {
   const gap = (node: string): ProposedEvent => ({ type: 'ObservationGap', data: { node, source: 'proc-connector', lost: 12, reason: 'ENOBUFS' } });
-  const { events } = await recorded([['node-n1', [gap('n1'), gap('n1')]], ['node-n2', [gap('n2')]], ['node-n1', [{ type: 'NodeAgentStopped', data: { node: 'n1', agent: { pid: 5, startTime: 50 }, reason: 'test' } }]]]);
+  const { events } = await recorded([
+    ['node-n1', [gap('n1'), gap('n1')]],
+    ['node-n2', [gap('n2')]],
+    ['node-n1', [{ type: 'NodeAgentStopped', data: { node: 'n1', agent: { pid: 5, startTime: 50 }, reason: 'test' } }]],
+  ]);
   const m = foldMetrics(events);
   assert.equal(m.gaps, { n1: 2, n2: 1 });
   assert.equal({ ...m, gaps: {} }, initialMetrics);
@@ -135,9 +156,21 @@ test('recorded real histories: counted as they happen, the figures are what `ckp
     assert.equal(m.restores, { restored: outcomes(rss, 'restored').length, failed: outcomes(rss, 'failed').length }, file);
     const committed = outcomes(cps, 'committed');
     assert.is(m.checkpointSeconds.count, committed.length, `${file}: every committed checkpoint completed`);
-    near(m.checkpointSeconds.sum, committed.reduce((t, c) => t + c.durationMs! / 1000, 0), `${file}: durations`);
-    near(m.sizeBytes.sum, committed.reduce((t, c) => t + c.bytes, 0), `${file}: sizes`);
-    near(m.restoreSeconds.sum, outcomes(rss, 'restored').reduce((t, r) => t + r.durationMs! / 1000, 0), `${file}: restore durations`);
+    near(
+      m.checkpointSeconds.sum,
+      committed.reduce((t, c) => t + c.durationMs! / 1000, 0),
+      `${file}: durations`,
+    );
+    near(
+      m.sizeBytes.sum,
+      committed.reduce((t, c) => t + c.bytes, 0),
+      `${file}: sizes`,
+    );
+    near(
+      m.restoreSeconds.sum,
+      outcomes(rss, 'restored').reduce((t, r) => t + r.durationMs! / 1000, 0),
+      `${file}: restore durations`,
+    );
     assert.equal(m.underWay, {}, `${file}: nothing left under way`);
     aborted += m.checkpoints.aborted;
   }
@@ -151,9 +184,18 @@ test('a value on a bound falls in that bucket, one above the last in +Inf', () =
 });
 
 test('tracked processes: the running members on this node, per job with any', async () => {
-  const { events } = await recorded([['job-a', submitted('a')], ['job-b', submitted('b')]]);
+  const { events } = await recorded([
+    ['job-a', submitted('a')],
+    ['job-b', submitted('b')],
+  ]);
   const fold = (job: string) => events.filter((e) => e.stream === `job-${job}`).reduce(evolveMembership, initialMembership(job));
-  const exited: RecordedEvent = { ...events.at(-1)!, revision: 99, position: 999, type: 'ProcessExited', data: { node: 'n1', unit: 'main', process: { pid: 102, startTime: 1020 }, status: 0, signal: null } } as RecordedEvent;
+  const exited: RecordedEvent = {
+    ...events.at(-1)!,
+    revision: 99,
+    position: 999,
+    type: 'ProcessExited',
+    data: { node: 'n1', unit: 'main', process: { pid: 102, startTime: 1020 }, status: 0, signal: null },
+  } as RecordedEvent;
   const b = evolveMembership(fold('b'), exited);
   assert.equal(trackedProcesses([fold('a'), b], 'n1'), { a: 3, b: 2 });
   assert.equal(trackedProcesses([fold('a'), b], 'n2'), {});
@@ -162,7 +204,13 @@ test('tracked processes: the running members on this node, per job with any', as
 // ── the endpoint, over HTTP ──────────────────────────────────────────────────────────────────────
 
 /** The samples of an exposition, by series (name and labels as printed). */
-const samples = (text: string) => new Map(text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]));
+const samples = (text: string) =>
+  new Map(
+    text
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'))
+      .map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]),
+  );
 
 test('the endpoint serves the fold’s figures in Prometheus’s text format, and follows the log', async () => {
   const { store, append } = clockedStore();
@@ -196,8 +244,16 @@ test('the endpoint serves the fold’s figures in Prometheus’s text format, an
     assert.is(s.get('ckpt_checkpoint_frozen_seconds_bucket{le="0.1"}'), 0);
     assert.is(s.get('ckpt_checkpoint_frozen_seconds_bucket{le="0.25"}'), 1);
     assert.is(s.get('ckpt_log_lag_events'), (await store.headPosition()) - agentPosition, 'lag: the log’s head minus what the agent folded');
-    assert.equal([...s.keys()].filter((k) => k.startsWith('ckpt_tracked_processes')), [], 'no job tracked, no series');
-    assert.equal([...s.keys()].filter((k) => k.startsWith('ckpt_observation_gaps_total')), ['ckpt_observation_gaps_total{node="n1"}'], 'this node’s gaps, from 0');
+    assert.equal(
+      [...s.keys()].filter((k) => k.startsWith('ckpt_tracked_processes')),
+      [],
+      'no job tracked, no series',
+    );
+    assert.equal(
+      [...s.keys()].filter((k) => k.startsWith('ckpt_observation_gaps_total')),
+      ['ckpt_observation_gaps_total{node="n1"}'],
+      'this node’s gaps, from 0',
+    );
     assert.is(s.get('ckpt_observation_gaps_total{node="n1"}'), 0);
 
     // Live: another job's committed checkpoint, and the agent's fold catching up.
@@ -233,7 +289,10 @@ test('the endpoint serves the fold’s figures in Prometheus’s text format, an
 test('a bad --metrics address is a usage error naming the form, before any agent starts', () => {
   if (process.getuid?.() !== 0) return; // start needs root before it reads its options
   for (const bad of ['localhost:9464', '127.0.0.1:0', '127.0.0.1:70000', '300.1.1.1:9464', '9464:127.0.0.1', '']) {
-    const r = spawnSync(process.execPath, [CLI, 'agent', 'start', '--node', 'metricsusage', '--metrics', bad], { encoding: 'utf8', env: { ...process.env, CKPT_HOME: '/nonexistent/ckpt-metrics-usage' } });
+    const r = spawnSync(process.execPath, [CLI, 'agent', 'start', '--node', 'metricsusage', '--metrics', bad], {
+      encoding: 'utf8',
+      env: { ...process.env, CKPT_HOME: '/nonexistent/ckpt-metrics-usage' },
+    });
     assert.is(r.status, 2, `${bad}: ${r.stderr}`);
     assert.match(r.stderr, `option --metrics needs [HOST:]PORT with HOST an IP address and PORT 1–65535 (e.g. 127.0.0.1:9464), got "${bad}"`);
   }

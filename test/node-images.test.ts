@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { storeId } from '../adapters/agent/daemon.js';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { imagesRoot, versionDir } from '../adapters/images/image-store.js';
-import { jobHarness, killMembers, removeCgroups, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, type PsRow, removeCgroups } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
@@ -28,10 +28,22 @@ const json = <T>(node: Node, args: string[]): T => {
   if (r.out.trim() === '') throw new Error(`ckpt ${args.join(' ')} on ${node}: exit ${r.code}: ${r.err}`);
   return JSON.parse(r.out) as T;
 };
-const history = () => on('na', ['history', 'two', '--json']).out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown>; metadata: { actor: { kind: string; node?: string } } });
+const history = () =>
+  on('na', ['history', 'two', '--json'])
+    .out.trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown>; metadata: { actor: { kind: string; node?: string } } });
 const imagesOf = (node: Node, version: number) => versionDir(imagesRoot(homes[node]), 'two', version);
 
-interface NodeCheck { version: number; node: string; units: string[]; checkedBy: string; state: string; problems?: string }
+interface NodeCheck {
+  version: number;
+  node: string;
+  units: string[];
+  checkedBy: string;
+  state: string;
+  problems?: string;
+}
 const audit = (timeout = '20s') => {
   const r = on('na', ['audit', 'two', '--verify', '--timeout', timeout, '--json']);
   const [report] = JSON.parse(r.out) as Array<{ images: NodeCheck[] }>;
@@ -52,11 +64,22 @@ test.after(() => {
 });
 
 test('a job with a unit on each node, checkpointed twice: each node commits its own part on its own disk', async () => {
-  for (const [node, unit] of [['na', 'a'], ['nb', 'b']] as const) {
+  for (const [node, unit] of [
+    ['na', 'a'],
+    ['nb', 'b'],
+  ] as const) {
     const r = on(node, ['run', '--detach', '--job', 'two', '--unit', unit, '--node', node, '--', 'sh', '-c', 'exec sleep 1000']);
     assert.is(r.code, 0, r.err);
   }
-  await until('both units run', () => new Set(json<PsRow[]>('na', ['ps', 'two']).filter((m) => m.state === 'running').map((m) => m.unit)).size === 2);
+  await until(
+    'both units run',
+    () =>
+      new Set(
+        json<PsRow[]>('na', ['ps', 'two'])
+          .filter((m) => m.state === 'running')
+          .map((m) => m.unit),
+      ).size === 2,
+  );
   for (const version of [1, 2]) {
     const r = on('na', ['checkpoint', 'two', '--wait']);
     assert.is(r.code, 0, r.err);
@@ -66,7 +89,10 @@ test('a job with a unit on each node, checkpointed twice: each node commits its 
   }
   // Where each unit's images are, and each node's manifest digest.
   const [v1] = json<Array<{ units: Array<{ unit: string; node: string }>; manifests: Record<string, string> }>>('na', ['checkpoints', 'two']);
-  assert.equal(v1!.units.map((u) => `${u.unit}@${u.node}`), ['a@na', 'b@nb']);
+  assert.equal(
+    v1!.units.map((u) => `${u.unit}@${u.node}`),
+    ['a@na', 'b@nb'],
+  );
   assert.equal(Object.keys(v1!.manifests).sort(), ['na', 'nb']);
   assert.is.not(v1!.manifests.na, v1!.manifests.nb);
 });
@@ -74,7 +100,10 @@ test('a job with a unit on each node, checkpointed twice: each node commits its 
 test('audit --verify on na checks na’s images here and gets nb’s verdict from nb’s agent, through the log', () => {
   const { code, images, text } = audit();
   assert.is(code, 0, text);
-  assert.equal(images.map((i) => `v${i.version} ${i.node} ${i.units.join()} ${i.checkedBy} ${i.state}`), ['v1 na a here ok', 'v1 nb b agent ok', 'v2 na a here ok', 'v2 nb b agent ok']);
+  assert.equal(
+    images.map((i) => `v${i.version} ${i.node} ${i.units.join()} ${i.checkedBy} ${i.state}`),
+    ['v1 na a here ok', 'v1 nb b agent ok', 'v2 na a here ok', 'v2 nb b agent ok'],
+  );
   assert.match(text, 'images of v1 (b on nb): not on this node — nb’s agent says: ok'.replace('’', "'"));
   const answers = history().filter((e) => e.type === 'ImagesVerified');
   assert.ok(answers.length >= 2 && answers.every((e) => e.data.node === 'nb' && e.metadata.actor.node === 'nb'), 'answered by nb’s agent');
@@ -100,9 +129,16 @@ test('nb’s agent stopped: the answer says nb did not answer and that its agent
   const { code, images, text } = audit('2s');
   assert.is(code, 1);
   const nb = images.filter((i) => i.node === 'nb');
-  assert.equal(nb.map((i) => i.state), ['no answer', 'no answer']);
+  assert.equal(
+    nb.map((i) => i.state),
+    ['no answer', 'no answer'],
+  );
   assert.match(nb[0]!.problems!, 'nb did not answer within 2 s: its agent may be down (ckpt nodes)');
-  assert.equal(images.filter((i) => i.node === 'na').map((i) => i.state), ['ok', 'ok'], 'na’s own images checked all the same');
+  assert.equal(
+    images.filter((i) => i.node === 'na').map((i) => i.state),
+    ['ok', 'ok'],
+    'na’s own images checked all the same',
+  );
   assert.match(text, 'nb did not answer within 2 s');
 });
 
@@ -119,17 +155,26 @@ test('prune with nb down: v1 decided pruned, removed on na at once and on nb whe
   assert.match(restart.err, 'version 1 of two');
   assert.is(on('nb', ['agent', 'start', '--node', 'nb']).code, 0);
   await until('nb removes its part of v1', () => !existsSync(imagesOf('nb', 1)));
-  const pruned = history().filter((e) => e.type === 'CheckpointPruned').map((e) => `v${e.data.version} ${e.data.node}`).sort();
+  const pruned = history()
+    .filter((e) => e.type === 'CheckpointPruned')
+    .map((e) => `v${e.data.version} ${e.data.node}`)
+    .sort();
   assert.equal(pruned, ['v1 na', 'v1 nb']);
   const { code, images } = audit();
   assert.is(code, 0);
-  assert.equal(images.map((i) => `v${i.version} ${i.node} ${i.state}`), ['v1 na pruned', 'v1 nb pruned', 'v2 na ok', 'v2 nb ok']);
+  assert.equal(
+    images.map((i) => `v${i.version} ${i.node} ${i.state}`),
+    ['v1 na pruned', 'v1 nb pruned', 'v2 na ok', 'v2 nb ok'],
+  );
 });
 
 test('prune with both agents up: removes both nodes’ parts and says where', () => {
   assert.is(on('na', ['checkpoint', 'two', '--wait']).code, 0);
   const r = json<{ pruned: Array<{ version: number; nodes: Record<string, number> }>; kept: number[]; waiting: unknown[] }>('na', ['prune', 'two', '--keep', '1']);
-  assert.equal(r.pruned.map((p) => [p.version, Object.keys(p.nodes).sort()]), [[2, ['na', 'nb']]]);
+  assert.equal(
+    r.pruned.map((p) => [p.version, Object.keys(p.nodes).sort()]),
+    [[2, ['na', 'nb']]],
+  );
   assert.equal([r.kept, r.waiting], [[3], []]);
   for (const node of ['na', 'nb'] as const) assert.not.ok(existsSync(imagesOf(node, 2)), `v2 gone from ${node}`);
   const verify = on('na', ['verify', 'two']);

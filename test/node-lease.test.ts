@@ -8,14 +8,14 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import * as assert from 'uvu/assert';
 import { suite } from 'uvu';
-import type { Lease } from '../domain/event-store.js';
+import * as assert from 'uvu/assert';
 import { agentFiles } from '../adapters/agent/daemon.js';
 import { leaseOf, nodeState } from '../adapters/cli/commands/nodes.js';
+import type { Lease } from '../domain/event-store.js';
 import type { NodeView } from '../projections/nodes.js';
 import { CLI, jobHarness, sigkill } from './support/jobs.js';
-import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
+import { needPostgres, type PostgresCluster, startPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
 
@@ -40,12 +40,20 @@ const nodesAsNobody = (store: string): NodeRow[] => {
   chmodSync(work, 0o755);
   mkdirSync(home, { recursive: true, mode: 0o700 });
   chownSync(home, NOBODY, NOBODY);
-  const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, CLI, 'nodes', '--json'], { cwd: '/tmp', env: { ...process.env, CKPT_HOME: home, CKPT_NODE: NODE, CKPT_STORE: store }, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, CLI, 'nodes', '--json'], {
+    cwd: '/tmp',
+    env: { ...process.env, CKPT_HOME: home, CKPT_NODE: NODE, CKPT_STORE: store },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   assert.is(r.status, 0, r.stderr);
   return JSON.parse(r.stdout) as NodeRow[];
 };
 
-const test = suiteRequiring('node leases (real agents, SQLite)', firstMissing(needRoot, () => needCommand('runuser', 'apt-get install -y util-linux'), nobodyExists));
+const test = suiteRequiring(
+  'node leases (real agents, SQLite)',
+  firstMissing(needRoot, () => needCommand('runuser', 'apt-get install -y util-linux'), nobodyExists),
+);
 test.after(() => cleanup());
 
 test('alive while renewed; kill -9: the lease expires, shown dead here; a new agent is alive again; a clean stop releases the lease', async () => {
@@ -67,10 +75,15 @@ test('alive while renewed; kill -9: the lease expires, shown dead here; a new ag
   await until('a renewal', () => Date.parse(node().lease!.renewedAt) > Date.parse(renewedAt), 10_000, 100);
 
   sigkill(first);
-  n = await until('the dead agent’s lease to expire', () => {
-    const now = node();
-    return now.lease?.expired ? now : undefined;
-  }, 15_000, 100);
+  n = await until(
+    'the dead agent’s lease to expire',
+    () => {
+      const now = node();
+      return now.lease?.expired ? now : undefined;
+    },
+    15_000,
+    100,
+  );
   assert.is(n.state, 'dead (its agent ended without stopping)', 'on this machine the kernel says more than the lease');
   assert.is(n.lease!.holder.pid, first);
 
@@ -109,10 +122,15 @@ cut('an agent that cannot renew is lost, by the server’s clock, and alive agai
     // The store answers everyone but the renewal: its lease row is locked by this transaction.
     await db.query('BEGIN');
     await db.query('SELECT 1 FROM ckpt_leases WHERE node = $1 FOR UPDATE', [NODE]);
-    const lost = await until('the node to be lost', () => {
-      const now = node(env);
-      return now.state.startsWith('lost') ? now : undefined;
-    }, 15_000, 100);
+    const lost = await until(
+      'the node to be lost',
+      () => {
+        const now = node(env);
+        return now.state.startsWith('lost') ? now : undefined;
+      },
+      15_000,
+      100,
+    );
     assert.match(lost.state, /^lost \(no renewal for \d+ s: its agent runs here but cannot renew/);
     assert.is(lost.lease?.expired, true);
     await db.query('COMMIT');

@@ -3,18 +3,26 @@
 // killed; and the fold itself on a node seen from another machine (its agent not checked).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as assert from 'uvu/assert';
 import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
 import { agentFiles } from '../adapters/agent/daemon.js';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { nodeState } from '../adapters/cli/commands/nodes.js';
-import { evolveNode } from '../projections/nodes.js';
 import { openEventStore } from '../adapters/store/open.js';
+import { evolveNode } from '../projections/nodes.js';
 import { jobHarness, sigkill } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
 
-interface NodeRow { node: string; state: string; stopped: { reason: string } | null; agent: { pid: number } | null; checkpointer: { name: string; usable: boolean } | null; units: string[]; lastSeen: string }
+interface NodeRow {
+  node: string;
+  state: string;
+  stopped: { reason: string } | null;
+  agent: { pid: number } | null;
+  checkpointer: { name: string; usable: boolean } | null;
+  units: string[];
+  lastSeen: string;
+}
 
 const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'));
 const test = suiteRequiring('ckpt nodes (real agent)', missing);

@@ -17,7 +17,10 @@ const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000)
 const missing = firstMissing(
   needRoot,
   () => (locateCriu() ? undefined : 'no CRIU ≥ 4.2 (run: bash scripts/install-criu.sh)'),
-  () => ['useradd', 'userdel', 'groupadd', 'groupdel', 'runuser'].map((t) => (candidatesOnPath(t, process.env).length === 0 ? `needs ${t} (apt-get install -y passwd util-linux)` : undefined)).find(Boolean),
+  () =>
+    ['useradd', 'userdel', 'groupadd', 'groupdel', 'runuser']
+      .map((t) => (candidatesOnPath(t, process.env).length === 0 ? `needs ${t} (apt-get install -y passwd util-linux)` : undefined))
+      .find(Boolean),
 );
 const test = suiteRequiring('a non-root user’s own job: run, checkpoint, prune, restart (real agent, real CRIU)', missing);
 
@@ -121,7 +124,10 @@ test('the user runs, checkpoints, prunes and restarts a job of their own; it run
 
   const pruned = asUser(['prune', 'mine', '--keep', '1', '--json']);
   assert.is(pruned.code, 0, pruned.err);
-  assert.equal((JSON.parse(pruned.out) as { pruned: Array<{ version: number }> }).pruned.map((p) => p.version), [1]);
+  assert.equal(
+    (JSON.parse(pruned.out) as { pruned: Array<{ version: number }> }).pruned.map((p) => p.version),
+    [1],
+  );
   assert.not.ok(existsSync(join(h.home, 'images', 'mine', 'v1', 'main')), 'v1’s images are gone');
 
   const atKill = counter();
@@ -137,7 +143,10 @@ test('the user runs, checkpoints, prunes and restarts a job of their own; it run
   const audit = asUser(['audit', 'mine', '--json']);
   assert.is(audit.code, 0, audit.err);
   const entries = (JSON.parse(audit.out) as Array<{ entries: Array<{ kind: string; outcome: string; by?: string }> }>)[0]!.entries;
-  assert.equal(entries.map((e) => `${e.kind} ${e.outcome}`), ['checkpoint committed', 'checkpoint committed', 'prune pruned', 'restart restored']);
+  assert.equal(
+    entries.map((e) => `${e.kind} ${e.outcome}`),
+    ['checkpoint committed', 'checkpoint committed', 'prune pruned', 'restart restored'],
+  );
 });
 
 test.run();

@@ -1,18 +1,22 @@
 // Every unit runs in its own PID namespace (its init is PID 1 there), so a restored unit is a unit
 // like any other: checkpointed and restored again and again, even while other processes hold its
 // original host PIDs, and ckpt's own helpers (unshare, criu, the proc connector) never join it.
-import { spawn, } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { namespacePids, pidsInUse } from '../adapters/tracking/pids.js';
-import { jobHarness, killMembers, sigkill, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, type PsRow, sigkill } from './support/jobs.js';
 import { firstMissing, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
 const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000) => wait(what, probe, ms, 50);
-const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => (existsSync('/proc/self/ns/pid') ? undefined : 'needs PID namespaces (a kernel with CONFIG_PID_NS)'));
+const missing = firstMissing(
+  needRoot,
+  () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'),
+  () => (existsSync('/proc/self/ns/pid') ? undefined : 'needs PID namespaces (a kernel with CONFIG_PID_NS)'),
+);
 const test = suiteRequiring('checkpoint again after any restart (PID namespaces)', missing);
 
 const { work, ckpt, json, running, cleanup } = jobHarness('ckpt-pidns', 'pnnode');
@@ -22,7 +26,13 @@ test.after(() => {
   cleanup();
 });
 
-interface RestartReport { outcome: string; reason: string | null; units: Array<{ pidNamespace?: boolean; waitedMs?: number }>; processes: Array<{ was: { pid: number }; now: { pid: number }; nsPid: number | null; comm?: string }>; durationMs: number | null }
+interface RestartReport {
+  outcome: string;
+  reason: string | null;
+  units: Array<{ pidNamespace?: boolean; waitedMs?: number }>;
+  processes: Array<{ was: { pid: number }; now: { pid: number }; nsPid: number | null; comm?: string }>;
+  durationMs: number | null;
+}
 
 const counter = (file: string) => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim() || 0) : 0);
 const HELPERS = /^(unshare|criu|proc-connector|node)$|bridge/;
@@ -57,7 +67,16 @@ test('a job restored into a new PID namespace is checkpointed and restored three
   // A counter, a child and a double-forked daemon (re-parented to the unit's init). The counter
   // overwrites fixed-width digits in place (no truncation), so the file's size is the same whenever
   // the dump freezes it: CRIU refuses to restore a file whose size changed (class "file").
-  const r = ckpt(['run', '--detach', '--job', 'again', '--', 'sh', '-c', `sleep 1000 & sh -c 'setsid sh -c "while :; do sleep 1; done" </dev/null >/dev/null 2>&1 &'; i=0; while :; do i=$((i+1)); printf '%08d\\n' $i 1<> ${file}; sleep 0.2; done`]);
+  const r = ckpt([
+    'run',
+    '--detach',
+    '--job',
+    'again',
+    '--',
+    'sh',
+    '-c',
+    `sleep 1000 & sh -c 'setsid sh -c "while :; do sleep 1; done" </dev/null >/dev/null 2>&1 &'; i=0; while :; do i=$((i+1)); printf '%08d\\n' $i 1<> ${file}; sleep 0.2; done`,
+  ]);
   assert.is(r.code, 0, r.err);
   await until('the job', () => counter(file) > 3 && running('again').some((m) => m.escapes.includes('session')));
   const firstRoot = running('again').find((m) => m.reason === 'root')!;
@@ -95,7 +114,10 @@ test('a job restored into a new PID namespace is checkpointed and restored three
     if (round === 1) await holdPid(firstRoot.pid);
   }
   const [audit] = json<Array<{ entries: Array<{ kind: string; outcome: string }> }>>(['audit', 'again']);
-  assert.equal(audit!.entries.map((e) => `${e.kind} ${e.outcome}`), Array.from({ length: 4 }, () => ['checkpoint committed', 'restart restored']).flat());
+  assert.equal(
+    audit!.entries.map((e) => `${e.kind} ${e.outcome}`),
+    Array.from({ length: 4 }, () => ['checkpoint committed', 'restart restored']).flat(),
+  );
   killMembers(running('again'));
 });
 

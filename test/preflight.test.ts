@@ -10,9 +10,9 @@ import * as assert from 'uvu/assert';
 import { parseProcLocks, parseProcNet, parseProcNetAddress, unitResources } from '../adapters/tracking/resources.js';
 import type { Capabilities } from '../domain/events/node.js';
 import { describeFailure } from '../domain/failure.js';
+import { FILE_LOCKS_HINT, type InetSocket, NEWER_CRIU_HINT, preflight, TCP_ESTABLISHED_HINT, type UnitResources } from '../domain/preflight.js';
 import { needCommand } from './support/prerequisites.js';
 import { until } from './support/wait.js';
-import { FILE_LOCKS_HINT, NEWER_CRIU_HINT, preflight, TCP_ESTABLISHED_HINT, type InetSocket, type UnitResources } from '../domain/preflight.js';
 
 const test = suite('preflight');
 
@@ -81,7 +81,10 @@ test('a unix socket to a process outside the job: refused, naming the peer (and 
 test('several refusals: version first, each listed; long lists are cut', () => {
   const many = Array.from({ length: 12 }, (_, i) => ({ ...connection, remote: `127.0.0.1:${40000 + i}` }));
   const fs = preflight(held({ inet: many, locks: [lock] }), none, node({ inetSockets: false }));
-  assert.equal(fs.map((f) => f.class), ['version', 'connection', 'file-lock']);
+  assert.equal(
+    fs.map((f) => f.class),
+    ['version', 'connection', 'file-lock'],
+  );
   assert.match(fs[1]!.message, /^established TCP connections: .*; and 4 more$/);
 });
 
@@ -107,7 +110,14 @@ test('/proc/net parsing: IPv4 and IPv6 addresses, TCP states, UDP connected or n
 });
 
 test('/proc/locks parsing: holders only (not waiters), device in hex, inode in decimal', () => {
-  const locks = parseProcLocks(['1: POSIX  ADVISORY  WRITE 6477 fe:00:2146775 0 EOF', '1: -> POSIX  ADVISORY  WRITE 6480 fe:00:2146775 0 EOF', '2: FLOCK  ADVISORY  READ 8899 00:2d:128 0 EOF', '3: OFDLCK ADVISORY  WRITE -1 00:2d:129 0 EOF'].join('\n'));
+  const locks = parseProcLocks(
+    [
+      '1: POSIX  ADVISORY  WRITE 6477 fe:00:2146775 0 EOF',
+      '1: -> POSIX  ADVISORY  WRITE 6480 fe:00:2146775 0 EOF',
+      '2: FLOCK  ADVISORY  READ 8899 00:2d:128 0 EOF',
+      '3: OFDLCK ADVISORY  WRITE -1 00:2d:129 0 EOF',
+    ].join('\n'),
+  );
   assert.equal(locks, [
     { kind: 'POSIX', mode: 'WRITE', pid: 6477, major: 0xfe, minor: 0, inode: 2146775 },
     { kind: 'FLOCK', mode: 'READ', pid: 8899, major: 0, minor: 0x2d, inode: 128 },
@@ -150,7 +160,10 @@ python('unitResources reads a process’s TCP/UDP sockets (v4 and v6), its lock,
     assert.is(held.outsidePeers.length, 1, 'the socketpair is within the process: not outside');
     assert.equal(held.outsidePeers[0]!.peer, { pid: process.pid, comm: 'node' });
     assert.is(held.outsidePeers[0]!.path, join(dir, 'outside.sock'));
-    assert.equal(preflight(held, none, undefined).map((f) => f.class), ['connection', 'file-lock', 'connection']);
+    assert.equal(
+      preflight(held, none, undefined).map((f) => f.class),
+      ['connection', 'file-lock', 'connection'],
+    );
   } finally {
     child.kill('SIGKILL');
     server.close();

@@ -5,13 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import {
-  procConnectorPath,
-  watchKernelProcessEvents,
   type KernelExit,
   type KernelFork,
   type KernelOverrun,
   type KernelProcessEvent,
   type ProcConnectorOptions,
+  procConnectorPath,
+  watchKernelProcessEvents,
 } from '../adapters/tracking/proc-connector.js';
 import { needRoot, suiteRequiring } from './support/prerequisites.js';
 
@@ -51,11 +51,7 @@ const watch = (options?: ProcConnectorOptions) => {
     },
   });
   /** The first event (already seen or still to come) matching, or a rejection after timeoutMs. */
-  const waitFor = <E extends KernelProcessEvent>(
-    match: (e: KernelProcessEvent) => e is E,
-    what: string,
-    timeoutMs = 15000,
-  ): Promise<E> => {
+  const waitFor = <E extends KernelProcessEvent>(match: (e: KernelProcessEvent) => e is E, what: string, timeoutMs = 15000): Promise<E> => {
     const seen = events.find(match);
     if (seen) return Promise.resolve(seen);
     if (failure) return Promise.reject(failure);
@@ -75,15 +71,13 @@ const watch = (options?: ProcConnectorOptions) => {
 
 /** Runs a command to completion; resolves with its pid, exit code, signal and stdout. */
 const run = (command: string, args: string[]) =>
-  new Promise<{ pid: number; code: number | null; signal: NodeJS.Signals | null; stdout: string }>(
-    (resolve, reject) => {
-      const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-      let stdout = '';
-      child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ pid: child.pid ?? -1, code, signal, stdout }));
-    },
-  );
+  new Promise<{ pid: number; code: number | null; signal: NodeJS.Signals | null; stdout: string }>((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ pid: child.pid ?? -1, code, signal, stdout }));
+  });
 
 const waitUntil = async (done: () => boolean, what: string, timeoutMs = 15000): Promise<void> => {
   const deadline = Date.now() + timeoutMs;
@@ -215,8 +209,14 @@ test('setgid and setuid produce gid and uid events with the new ids', async () =
     assert.is(child.code, 0);
     await w.waitFor(isExitOf(child.pid), 'exit of setpriv');
     const ids = w.events.flatMap((e) => ((e.e === 'uid' || e.e === 'gid') && e.tgid === child.pid ? [[e.e, e.real, e.effective]] : []));
-    assert.ok(ids.some(([kind, real, effective]) => kind === 'gid' && real === 65534 && effective === 65534), JSON.stringify(ids));
-    assert.ok(ids.some(([kind, real, effective]) => kind === 'uid' && real === 65534 && effective === 65534), JSON.stringify(ids));
+    assert.ok(
+      ids.some(([kind, real, effective]) => kind === 'gid' && real === 65534 && effective === 65534),
+      JSON.stringify(ids),
+    );
+    assert.ok(
+      ids.some(([kind, real, effective]) => kind === 'uid' && real === 65534 && effective === 65534),
+      JSON.stringify(ids),
+    );
   } finally {
     w.stop();
   }

@@ -1,5 +1,5 @@
 // adapters/tracking/procfs against real processes (needs root: other processes' fds and maps).
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { closeSync, copyFileSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import {
   HeldStatFiles,
   listPids,
   openResources,
+  type ProcStat,
   parseCgroups,
   parseSsUnix,
   primaryCgroup,
@@ -22,7 +23,6 @@ import {
   readTerminals,
   scanProcesses,
   startTimeMs,
-  type ProcStat,
 } from '../adapters/tracking/procfs.js';
 import { needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
@@ -53,7 +53,6 @@ test.after.each(() => {
   extraPids = [];
 });
 test.after(() => rmSync(dir, { recursive: true, force: true }));
-
 
 // Runs "$@" with every fd above 2 closed: fds inherited by this test (e.g. a pipe its runner
 // leaked) would otherwise be shared by all the processes started here. Same pid (exec).
@@ -197,10 +196,10 @@ test('readCgroups and primaryCgroup', () => {
   assert.ok(own);
   assert.equal(own, parseCgroups(readFileSync('/proc/self/cgroup', 'utf8')));
   assert.type(primaryCgroup(own), 'string');
-  assert.equal(
-    parseCgroups('12:freezer:/ckpt/job1\n4:cpu,cpuacct:/a:b\n1:name=systemd:/x\n0::/user.slice/u.scope\n'),
-    { v1: { freezer: '/ckpt/job1', cpu: '/a:b', cpuacct: '/a:b', 'name=systemd': '/x' }, unified: '/user.slice/u.scope' },
-  );
+  assert.equal(parseCgroups('12:freezer:/ckpt/job1\n4:cpu,cpuacct:/a:b\n1:name=systemd:/x\n0::/user.slice/u.scope\n'), {
+    v1: { freezer: '/ckpt/job1', cpu: '/a:b', cpuacct: '/a:b', 'name=systemd': '/x' },
+    unified: '/user.slice/u.scope',
+  });
   assert.equal(primaryCgroup(parseCgroups('12:freezer:/ckpt/job1\n0::/u\n')), '/ckpt/job1');
   assert.equal(primaryCgroup(parseCgroups('0::/system.slice/x.service\n')), '/system.slice/x.service');
   assert.equal(primaryCgroup(parseCgroups('3:cpu:/c\n')), '/c');
@@ -211,7 +210,9 @@ test('listPids lists processes, not threads; scanProcesses matches it', () => {
   const pids = listPids();
   assert.ok(pids.includes(process.pid));
   assert.ok(pids.includes(1));
-  const threads = readdirSync('/proc/self/task').map(Number).filter((t) => t !== process.pid);
+  const threads = readdirSync('/proc/self/task')
+    .map(Number)
+    .filter((t) => t !== process.pid);
   assert.ok(threads.length > 0);
   for (const t of threads) assert.not.ok(pids.includes(t), `thread ${t} listed`);
   const table = scanProcesses();
@@ -236,11 +237,23 @@ test('descendantsOf a tree of nested sh', async () => {
   // Pure: roots excluded unless asked, several roots, unknown roots, no infinite loop on cycles.
   const row = (pid: number, ppid: number): ProcStat => ({ pid, ppid, comm: 'x', state: 'S', pgid: 1, sid: 1, startTime: pid, threads: 1 });
   const table = [row(1, 0), row(10, 1), row(11, 10), row(12, 11), row(20, 1), row(21, 20), row(30, 31), row(31, 30)];
-  assert.equal(descendantsOf([10], table).map((p) => p.pid), [11, 12]);
-  assert.equal(descendantsOf([10], table, { includeRoots: true }).map((p) => p.pid), [10, 11, 12]);
-  assert.equal(descendantsOf([11, 20], table).map((p) => p.pid), [12, 21]);
+  assert.equal(
+    descendantsOf([10], table).map((p) => p.pid),
+    [11, 12],
+  );
+  assert.equal(
+    descendantsOf([10], table, { includeRoots: true }).map((p) => p.pid),
+    [10, 11, 12],
+  );
+  assert.equal(
+    descendantsOf([11, 20], table).map((p) => p.pid),
+    [12, 21],
+  );
   assert.equal(descendantsOf([99], table), []);
-  assert.equal(descendantsOf([30], table).map((p) => p.pid), [31]);
+  assert.equal(
+    descendantsOf([30], table).map((p) => p.pid),
+    [31],
+  );
 });
 
 test('clock: CLK_TCK and boot time', () => {
@@ -326,7 +339,10 @@ test('findDependents: a unix socketpair and a unix connection by path (with spac
   assert.equal(hits[0]!.inode, openResources(client!)!.unixSockets[0]);
   assert.ok(openResources(server!)!.unixSockets.includes(hits[0]!.memberInode!));
   // And the other way round.
-  assert.equal(findDependents([client!]).map((d) => [d.pid, d.via]), [[server, 'unix-socket']]);
+  assert.equal(
+    findDependents([client!]).map((d) => [d.pid, d.via]),
+    [[server, 'unix-socket']],
+  );
 });
 
 test('findDependents: SysV shared memory attached in two processes', async () => {
@@ -349,9 +365,7 @@ test('findDependents: SysV shared memory attached in two processes', async () =>
     ].join('\n'),
   );
   assert.equal(openResources(child!)!.sysvShm, [String(shmid)]);
-  assert.equal(findDependents([child!]), [
-    { pid: parent!, startTime: readStat(parent!)!.startTime, member: child!, via: 'sysv-shm', inode: String(shmid) },
-  ]);
+  assert.equal(findDependents([child!]), [{ pid: parent!, startTime: readStat(parent!)!.startTime, member: child!, via: 'sysv-shm', inode: String(shmid) }]);
 });
 
 test('findDependents: a POSIX shm file mapped by one process, held open by another, and unlinked', async () => {
@@ -372,7 +386,10 @@ test('findDependents: a POSIX shm file mapped by one process, held open by anoth
   const expected = { pid: parent!, startTime: readStat(parent!)!.startTime, member: child!, via: 'posix-shm', inode: String(ino), name };
   assert.equal(findDependents([child!]), [expected]);
   // The other way round: the mapping makes the member, the fd makes the dependent.
-  assert.equal(findDependents([parent!]).map((d) => [d.pid, d.via, d.name]), [[child, 'posix-shm', name]]);
+  assert.equal(
+    findDependents([parent!]).map((d) => [d.pid, d.via, d.name]),
+    [[child, 'posix-shm', name]],
+  );
   // Unlinked (shm_unlink): still the same file, "(deleted)" in maps and fd links.
   rmSync(name);
   assert.equal(findDependents([child!]), [expected]);
@@ -395,9 +412,7 @@ test('findDependents: a memfd held by a member and mapped by a non-member', asyn
       'time.sleep(100)',
     ].join('\n'),
   );
-  assert.equal(findDependents([child!]), [
-    { pid: parent!, startTime: readStat(parent!)!.startTime, member: child!, via: 'memfd', inode: String(ino), name: 'memfd:ckpt-test' },
-  ]);
+  assert.equal(findDependents([child!]), [{ pid: parent!, startTime: readStat(parent!)!.startTime, member: child!, via: 'memfd', inode: String(ino), name: 'memfd:ckpt-test' }]);
   // Two memfds of the same name are different files.
   const [lone] = await python('import os, time\nfd = os.memfd_create("ckpt-test")\nprint(os.getpid(), flush=True)\ntime.sleep(100)');
   assert.equal(findDependents([lone!]), []);
@@ -478,7 +493,10 @@ test('findDependents: our own stdio socketpair to a child, unless ignored', asyn
   const pid = child.pid!;
   await until('exec', () => readStat(pid)?.comm === 'sleep');
   const found = findDependents([pid]);
-  assert.equal(found.map((d) => [d.pid, d.via]), [[process.pid, 'unix-socket']]);
+  assert.equal(
+    found.map((d) => [d.pid, d.via]),
+    [[process.pid, 'unix-socket']],
+  );
   assert.equal(findDependents([pid], undefined, { ignore: new Set([process.pid]) }), []);
 });
 

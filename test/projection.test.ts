@@ -1,14 +1,17 @@
 import { from, lastValueFrom } from 'rxjs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { RecordedEvent } from '../domain/event-store.js';
 import { MemoryEventStore } from '../adapters/store/memory.js';
-import { project, replay, type Evolve } from '../projections/project.js';
+import type { RecordedEvent } from '../domain/event-store.js';
+import { type Evolve, project, replay } from '../projections/project.js';
 import { forked, marker } from './support/events.js';
 
 const test = suite('projections');
 
-interface Children { readonly byParent: Readonly<Record<number, number[]>>; readonly markers: number }
+interface Children {
+  readonly byParent: Readonly<Record<number, number[]>>;
+  readonly markers: number;
+}
 const evolve: Evolve<Children> = (s, e) => {
   if (e.type === 'ProcessForked') {
     const parent = e.data.parent.pid;
@@ -46,7 +49,10 @@ test('replaying the log gives the same state as folding it, from any position', 
 test('a live projection and a replay of the same history agree', async () => {
   const store = new MemoryEventStore();
   const states: Children[] = [];
-  const subscription = store.subscribeAll().pipe(project(evolve, initial)).subscribe((s) => states.push(s));
+  const subscription = store
+    .subscribeAll()
+    .pipe(project(evolve, initial))
+    .subscribe((s) => states.push(s));
   for (let i = 0; i < 10; i++) await store.append('job-live', [forked(200 + i)]);
   await new Promise((r) => setTimeout(r, 10));
   subscription.unsubscribe();

@@ -34,7 +34,8 @@ const committed = async (n: number) => {
   }
   return w;
 };
-const prune = (keep: number, extra: object = {}, metadata?: object): ProposedEvent => ({ type: 'PruneRequested', data: { request: 'p1', keep, timeoutMs: 30_000, ...extra }, ...(metadata && { metadata }) }) as ProposedEvent;
+const prune = (keep: number, extra: object = {}, metadata?: object): ProposedEvent =>
+  ({ type: 'PruneRequested', data: { request: 'p1', keep, timeoutMs: 30_000, ...extra }, ...(metadata && { metadata }) }) as ProposedEvent;
 const all = async (w: Awaited<ReturnType<typeof world>>) => (await w.store.readStream('job-j', { limit: 10_000 })) as Array<RecordedEvent & { data: any }>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 test('all but the newest N committed versions go, each node holding units of one asked to remove its part', async () => {
@@ -45,7 +46,12 @@ test('all but the newest N committed versions go, each node holding units of one
   assert.equal(asked, ['v1 n1', 'v1 n2', 'v2 n1', 'v2 n2']);
   // Each node is told its own part: the pending commands of each node.
   const commands = (await all(w)).reduce(evolveCommands, noCommands);
-  assert.equal(pendingOn(commands, 'n2').filter((c) => c.step === 'prune').map((c) => c.key), ['prune v1 n2', 'prune v2 n2']);
+  assert.equal(
+    pendingOn(commands, 'n2')
+      .filter((c) => c.step === 'prune')
+      .map((c) => c.key),
+    ['prune v1 n2', 'prune v2 n2'],
+  );
   // A second prune finds nothing more to remove: the decided ones are gone from the log's view.
   await w.said(prune(1, { request: 'p2' }));
   assert.equal((await all(w)).filter((e) => e.type === 'PrunePlanned').pop()!.data, { request: 'p2', versions: [], kept: [3] });
@@ -107,7 +113,10 @@ test('an images check asked of a node is that node’s command until it answers'
   const w = await committed(1);
   await w.said({ type: 'ImagesVerifyRequested', data: { request: 'a1', version: 1, node: 'n2' } } as ProposedEvent);
   let commands = (await all(w)).reduce(evolveCommands, noCommands);
-  assert.equal(pendingOn(commands, 'n2').map((c) => [c.step, c.asked]), [['images-audit', 'a1']]);
+  assert.equal(
+    pendingOn(commands, 'n2').map((c) => [c.step, c.asked]),
+    [['images-audit', 'a1']],
+  );
   assert.equal(pendingOn(commands, 'n1'), []);
   assert.equal(commands.versions[1]!.manifests, { n1: digest('1'), n2: digest('2') });
   await w.said({ type: 'ImagesVerified', data: { request: 'a1', version: 1, node: 'n2', files: 3, bytes: 100 } } as ProposedEvent);
@@ -118,17 +127,24 @@ test('an images check asked of a node is that node’s command until it answers'
 });
 
 test('who checks which node’s part: here, the same manifest as here (a shared disk), its own agent, or nobody (pruned)', () => {
-  const units = [{ unit: 'a', node: 'n1' }, { unit: 'b', node: 'n2' }, { unit: 'c', node: 'n3' }];
-  const parts = nodeParts([
-    { version: 1, units, manifests: { n1: digest('1'), n2: digest('1'), n3: digest('3') } },
-    { version: 2, units, manifest: digest('9') },
-    { version: 3, units, manifests: { n1: digest('1'), n2: digest('2'), n3: digest('3') } },
-  ], 'n2', new Set([3]));
-  assert.equal(parts.map((q) => `v${q.version} ${q.node} ${q.units.join()} ${q.check}`), [
-    'v1 n2 b here', 'v1 n1 a shared', 'v1 n3 c ask',
-    'v2 n2 b here', 'v2 n1 a shared', 'v2 n3 c shared',
-    'v3 n2 b pruned', 'v3 n1 a pruned', 'v3 n3 c pruned',
-  ]);
+  const units = [
+    { unit: 'a', node: 'n1' },
+    { unit: 'b', node: 'n2' },
+    { unit: 'c', node: 'n3' },
+  ];
+  const parts = nodeParts(
+    [
+      { version: 1, units, manifests: { n1: digest('1'), n2: digest('1'), n3: digest('3') } },
+      { version: 2, units, manifest: digest('9') },
+      { version: 3, units, manifests: { n1: digest('1'), n2: digest('2'), n3: digest('3') } },
+    ],
+    'n2',
+    new Set([3]),
+  );
+  assert.equal(
+    parts.map((q) => `v${q.version} ${q.node} ${q.units.join()} ${q.check}`),
+    ['v1 n2 b here', 'v1 n1 a shared', 'v1 n3 c ask', 'v2 n2 b here', 'v2 n1 a shared', 'v2 n3 c shared', 'v3 n2 b pruned', 'v3 n1 a pruned', 'v3 n3 c pruned'],
+  );
 });
 
 test.run();

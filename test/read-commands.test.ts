@@ -7,11 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { ProposedEvent } from '../domain/event-store.js';
-import { classify, membersOf, type JobMembership, type Member } from '../domain/membership.js';
-import { openEventStore } from '../adapters/store/open.js';
-import { jobMembership } from '../projections/jobs.js';
 import { memberJson, treeView } from '../adapters/cli/commands/ps.js';
+import { openEventStore } from '../adapters/store/open.js';
+import type { ProposedEvent } from '../domain/event-store.js';
+import { classify, type JobMembership, type Member, membersOf } from '../domain/membership.js';
+import { jobMembership } from '../projections/jobs.js';
 import { CLI } from './support/jobs.js';
 
 const test = suite('read commands over a long history');
@@ -73,11 +73,11 @@ const identityOf = (key: string) => {
   const m = /^(.*)\/(\d+)@(\d+)$/.exec(key);
   return m ? { node: m[1]!, pid: Number(m[2]), startTime: Number(m[3]) } : { key };
 };
-const stateText = (m: Member) =>
-  m.state === 'running' ? 'running' : m.state === 'vanished' ? 'vanished' : m.signal !== null ? `killed (signal ${m.signal})` : `exited (${m.exitStatus})`;
+const stateText = (m: Member) => (m.state === 'running' ? 'running' : m.state === 'vanished' ? 'vanished' : m.signal !== null ? `killed (signal ${m.signal})` : `exited (${m.exitStatus})`);
 const referenceTree = (job: JobMembership, members: Member[]): string[] => {
   const byKey = new Map(members.map((m) => [m.key, m]));
-  const parentKey = (m: Member) => (m.forkedBy === undefined ? undefined : members.find((p) => p.pid === m.forkedBy && p.node === m.node && p.since <= m.since && (p.until === undefined || p.until >= m.since))?.key);
+  const parentKey = (m: Member) =>
+    m.forkedBy === undefined ? undefined : members.find((p) => p.pid === m.forkedBy && p.node === m.node && p.since <= m.since && (p.until === undefined || p.until >= m.since))?.key;
   const children = new Map<string | undefined, Member[]>();
   for (const m of members) {
     const p = parentKey(m);
@@ -87,7 +87,11 @@ const referenceTree = (job: JobMembership, members: Member[]): string[] => {
   const lines: string[] = [];
   const whyOf = (m: Member) => {
     const { reason, escapes } = classify(job, m);
-    return reason === 'escaped' ? `escaped: ${escapes.join(', ')}` : reason === 'dependent' ? `dependent: ${m.dependsOn!.via}${m.dependsOn!.name ? ` ${m.dependsOn!.name}` : ''} with ${m.dependsOn!.member}` : reason;
+    return reason === 'escaped'
+      ? `escaped: ${escapes.join(', ')}`
+      : reason === 'dependent'
+        ? `dependent: ${m.dependsOn!.via}${m.dependsOn!.name ? ` ${m.dependsOn!.name}` : ''} with ${m.dependsOn!.member}`
+        : reason;
   };
   const whyWidth = members.reduce((w, m) => Math.max(w, whyOf(m).length), 8) + 2;
   const userWidth = 6 + 2;
@@ -123,7 +127,7 @@ test('ps --all draws the same tree as the quadratic version, every process of th
   assert.equal([blank, unitLine], ['', 'unit main on far-node: running, cgroup /ckpt/s/big/main']);
   assert.equal(rest, referenceTree(state, members));
   // The daemon forked by an exited child hangs under it, escaped; pids reused 75 times each find their own parent.
-  assert.match(r.out, /\n9000 +1 +9000 +9000 +- +running +escaped: session, process-group, reparented +│  └─ daemon\n/);
+  assert.match(r.out, /\n9000 +1 +9000 +9000 +- +running +escaped: session, process-group, reparented +│ {2}└─ daemon\n/);
 });
 
 test('ps draws the running processes and the exited ones they descend from, and counts the rest', () => {
@@ -132,12 +136,20 @@ test('ps draws the running processes and the exited ones they descend from, and 
   assert.is(r.code, 0, r.err);
   const rows = r.out.split('\n').filter((l) => /^\d/.test(l));
   // The root, the daemon's exited parent, the daemon and the last 3 children.
-  assert.equal(rows.map((l) => l.split(/\s+/)[0]), ['100', String(1000 + (1000 % 40)), '9000', ...[LOOPS - 3, LOOPS - 2, LOOPS - 1].map((i) => String(1000 + (i % 40)))]);
+  assert.equal(
+    rows.map((l) => l.split(/\s+/)[0]),
+    ['100', String(1000 + (1000 % 40)), '9000', ...[LOOPS - 3, LOOPS - 2, LOOPS - 1].map((i) => String(1000 + (i % 40)))],
+  );
   assert.match(r.out, `\n(${members.length - 6} exited processes not shown: --all lists them)\n`);
   assert.match(rows[1]!, /exited \(0\) .*├─ sh$/);
-  assert.match(rows[2]!, /│  └─ daemon$/);
+  assert.match(rows[2]!, /│ {2}└─ daemon$/);
   assert.match(rows[5]!, /└─ true$/);
-  assert.equal(ckpt('ps', 'big', '--running').out.split('\n').filter((l) => /^\d/.test(l)).length, 5);
+  assert.equal(
+    ckpt('ps', 'big', '--running')
+      .out.split('\n')
+      .filter((l) => /^\d/.test(l)).length,
+    5,
+  );
   const both = ckpt('ps', 'big', '--all', '--running');
   assert.equal([both.code, /--all and --running contradict/.test(both.err)], [2, true]);
 });
@@ -156,7 +168,12 @@ test('ps and ps --running print from the live membership what the whole membersh
     assert.is(ckpt('ps', 'big').out, r.out);
     assert.is(ckpt('ps', 'big', '--running').out, treeView(state, { running: true }, nobody).join('\n') + '\n');
     const running = JSON.parse(ckpt('ps', 'big', '--json', '--running').out);
-    assert.equal(running, membersOf(state).filter((m) => m.state === 'running').map((m) => memberJson(state, m)));
+    assert.equal(
+      running,
+      membersOf(state)
+        .filter((m) => m.state === 'running')
+        .map((m) => memberJson(state, m)),
+    );
   } finally {
     await store.close();
   }
@@ -170,7 +187,11 @@ test('ps --json lists every process, formatted as one JSON array', () => {
   assert.is(ckpt('ps', 'small', '--json').out, '[]\n');
 });
 
-const revisions = (out: string) => out.trim().split('\n').map((l) => (JSON.parse(l) as { revision: number }).revision);
+const revisions = (out: string) =>
+  out
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { revision: number }).revision);
 
 test('history --tail N: the last N events in order; --from and --limit page through', async () => {
   const head = (await (async () => {
@@ -184,9 +205,15 @@ test('history --tail N: the last N events in order; --from and --limit page thro
   let r = ckpt('history', 'big', '--tail', '5', '--json');
   assert.is(r.code, 0, r.err);
   assert.equal(revisions(r.out), [head - 4, head - 3, head - 2, head - 1, head]);
-  assert.equal(revisions(ckpt('history', 'big', '--tail', '2500', '--json').out), Array.from({ length: 2500 }, (_, i) => head - 2499 + i));
+  assert.equal(
+    revisions(ckpt('history', 'big', '--tail', '2500', '--json').out),
+    Array.from({ length: 2500 }, (_, i) => head - 2499 + i),
+  );
   assert.equal(revisions(ckpt('history', 'small', '--tail', '10', '--json').out), [0]);
-  assert.equal(revisions(ckpt('history', 'big', '--from', '1500', '--limit', '1200', '--json').out), Array.from({ length: 1200 }, (_, i) => 1500 + i));
+  assert.equal(
+    revisions(ckpt('history', 'big', '--from', '1500', '--limit', '1200', '--json').out),
+    Array.from({ length: 1200 }, (_, i) => 1500 + i),
+  );
   assert.equal(revisions(ckpt('history', 'big', '--from', String(head - 1), '--json').out), [head - 1, head]);
   assert.is(ckpt('history', 'big').out.trimEnd().split('\n').length, head + 1);
   r = ckpt('history', 'big', '--tail', '3');
@@ -202,12 +229,22 @@ test('log --tail N: the last N events of the whole log; --from and --limit page 
   const store = openEventStore(url);
   const head = await store.headPosition();
   await store.close();
-  const positions = (out: string) => out.trim().split('\n').map((l) => (JSON.parse(l) as { position: number }).position);
+  const positions = (out: string) =>
+    out
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { position: number }).position);
   assert.equal(positions(ckpt('log', '--tail', '3', '--json').out), [head - 2, head - 1, head]);
-  assert.equal(positions(ckpt('log', '--tail', '1234', '--json').out), Array.from({ length: 1234 }, (_, i) => head - 1233 + i));
+  assert.equal(
+    positions(ckpt('log', '--tail', '1234', '--json').out),
+    Array.from({ length: 1234 }, (_, i) => head - 1233 + i),
+  );
   assert.is(positions(ckpt('log', '--tail', String(head + 10), '--json').out).length, head);
-  assert.equal(positions(ckpt('log', '--from', '10', '--limit', '2500', '--json').out), Array.from({ length: 2500 }, (_, i) => 10 + i));
-  assert.match(ckpt('log', '--tail', '1').out, /job-small#0  JobSubmitted  job=small owner.uid=0\n$/);
+  assert.equal(
+    positions(ckpt('log', '--from', '10', '--limit', '2500', '--json').out),
+    Array.from({ length: 2500 }, (_, i) => 10 + i),
+  );
+  assert.match(ckpt('log', '--tail', '1').out, /job-small#0 {2}JobSubmitted {2}job=small owner.uid=0\n$/);
   let r = ckpt('log', '--tail', '1', '--limit', '3');
   assert.equal([r.code, /--tail N prints the last N events/.test(r.err)], [2, true]);
   r = ckpt('log', '--follow', '--limit', '3');

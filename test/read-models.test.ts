@@ -3,32 +3,33 @@
 // advanced, is discarded and rebuilt when its code version, the event schemas or the log at its
 // position changed or a byte of it changed, and every model gives what a fold of the whole
 // history gives, at every step of a history with checkpoints, restarts, aborts and a prune.
-import { createHash } from 'node:crypto';
+
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { EventStore, ProposedEvent } from '../domain/event-store.js';
-import { classify, evolveMembership, initialMembership, membersOf, runningMembers, type JobMembership } from '../domain/membership.js';
+import { treeView } from '../adapters/cli/commands/ps.js';
 import { openEventStore } from '../adapters/store/open.js';
+import type { EventStore, ProposedEvent } from '../domain/event-store.js';
+import { classify, evolveMembership, initialMembership, type JobMembership, membersOf, runningMembers } from '../domain/membership.js';
 import { emptyMap, entriesOf, getIn, mapOf, removeIn, setIn, valuesOf } from '../domain/persistent-map.js';
 import { agentModel } from '../projections/agent-state.js';
-import { treeView } from '../adapters/cli/commands/ps.js';
 import { auditEntries, auditModel, foldAudit } from '../projections/audit.js';
-import { metricsModel } from '../projections/metrics.js';
-import { checkpointsModel, checkpointSummaries, foldCheckpoints } from '../projections/checkpoints.js';
+import { checkpointSummaries, checkpointsModel, foldCheckpoints } from '../projections/checkpoints.js';
 import { hiddenJobs, jobInfoModel, jobMembership, jobsModel, listJobs, liveMembershipModel, membershipModel, readAllJobs, readJobs, readMembership } from '../projections/jobs.js';
+import { metricsModel } from '../projections/metrics.js';
 import { nodesModel } from '../projections/nodes.js';
 import { readWholeStream } from '../projections/project.js';
-import { readModel, type ReadModel } from '../projections/read-model.js';
+import { type ReadModel, readModel } from '../projections/read-model.js';
 import { foldRestarts, restartsModel } from '../projections/restarts.js';
 import { jobPhases, submitted } from './support/history.js';
-import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
+import { needPostgres, type PostgresCluster, startPostgres } from './support/postgres.js';
 import { suiteRequiring } from './support/prerequisites.js';
 
 interface Setup {
@@ -98,7 +99,10 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
         const live = await readModel(store, liveMembershipModel, 'j', { saveAfter: 0 });
         assert.equal(treeView(live.state, {}, nobody), treeView(full, {}, nobody), `live membership after phase ${i}`);
         assert.equal(treeView(live.state, { running: true }, nobody), treeView(full, { running: true }, nobody));
-        assert.ok(live.state.members.size <= full.members.size && (i < phases.length - 1 || live.state.members.size < full.members.size), `the live membership keeps ${live.state.members.size} of ${full.members.size}`);
+        assert.ok(
+          live.state.members.size <= full.members.size && (i < phases.length - 1 || live.state.members.size < full.members.size),
+          `the live membership keeps ${live.state.members.size} of ${full.members.size}`,
+        );
         const info = await readModel(store, jobInfoModel, 'j', { saveAfter: 0 });
         assert.equal(shown({ ...info.state, members: [] }), shown({ ...full, members: [] }), `job info after phase ${i}`);
         assert.is(info.state.members.size, 0);
@@ -111,11 +115,18 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
         const jobs = await readJobs(store, { saveAfter: 0 });
         const listed = listJobs(jobs.state).find((l) => l.job === 'j')!;
         const units = Object.values(full.units).map(({ unit, node, phase, exitStatus, signal, command }) => ({ unit, node, phase, exitStatus, signal, command }));
-        assert.equal([listed.running, listed.total, listed.phase, listed.outcome, shown(listed.units)], [runningMembers(full).length, full.members.size, full.phase, full.outcome, shown(units)], `jobs after phase ${i}`);
+        assert.equal(
+          [listed.running, listed.total, listed.phase, listed.outcome, shown(listed.units)],
+          [runningMembers(full).length, full.members.size, full.phase, full.outcome, shown(units)],
+          `jobs after phase ${i}`,
+        );
         if (i > 0) assert.ok(membership.folded === phases[i]!.length, `phase ${i}: only its ${phases[i]!.length} events folded (got ${membership.folded})`);
       }
       const entries = auditEntries((await readModel(store, auditModel, 'j')).state);
-      assert.equal(entries.map((e) => `${e.kind} ${e.outcome}`), ['checkpoint committed', 'checkpoint aborted', 'checkpoint rejected', 'restart restored', 'restart failed', 'prune pruned']);
+      assert.equal(
+        entries.map((e) => `${e.kind} ${e.outcome}`),
+        ['checkpoint committed', 'checkpoint aborted', 'checkpoint rejected', 'restart restored', 'restart failed', 'prune pruned'],
+      );
       // Who ran at each request, as the whole membership (every process ever) says: the audit
       // forgets ended processes that no checkpoint held, and still lists the same.
       let full = initialMembership('j');
@@ -123,12 +134,21 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
       for (const e of await readWholeStream(store, 'job-j')) {
         full = evolveMembership(full, e);
         if (e.type === 'CheckpointRequested' || e.type === 'RestartRequested') {
-          ranAt.set(e.data.request, runningMembers(full).map((m) => ({ unit: m.unit, node: m.node, pid: m.pid, startTime: m.startTime, comm: m.comm, reason: classify(full, m).reason })));
+          ranAt.set(
+            e.data.request,
+            runningMembers(full).map((m) => ({ unit: m.unit, node: m.node, pid: m.pid, startTime: m.startTime, comm: m.comm, reason: classify(full, m).reason })),
+          );
         }
       }
       for (const e of entries) if (e.kind !== 'prune') assert.equal(e.membership, ranAt.get(e.request), `who ran at ${e.request}`);
-      assert.ok(entries.some((e) => e.kind === 'restart' && e.membership.length > 0 && e.membership.some((m) => m.reason === 'escaped')), 'the restored processes keep what they were (an escaped daemon)');
-      assert.equal(listJobs((await readJobs(store)).state).map((l) => l.job), ['j', 'k']);
+      assert.ok(
+        entries.some((e) => e.kind === 'restart' && e.membership.length > 0 && e.membership.some((m) => m.reason === 'escaped')),
+        'the restored processes keep what they were (an escaped daemon)',
+      );
+      assert.equal(
+        listJobs((await readJobs(store)).state).map((l) => l.job),
+        ['j', 'k'],
+      );
     } finally {
       await store.close();
     }
@@ -136,7 +156,10 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
 
   /** Jobs e00…e29 that ended and r1 that runs. */
   const endedAndRunning = async (store: EventStore) => {
-    const done: ProposedEvent[] = [{ type: 'UnitEnded', data: { unit: 'main', node: 'n1', status: 0, signal: null } }, { type: 'JobEnded', data: { outcome: 'succeeded', status: 0, signal: null } }];
+    const done: ProposedEvent[] = [
+      { type: 'UnitEnded', data: { unit: 'main', node: 'n1', status: 0, signal: null } },
+      { type: 'JobEnded', data: { outcome: 'succeeded', status: 0, signal: null } },
+    ];
     for (let i = 0; i < 30; i++) {
       const job = `e${String(i).padStart(2, '0')}`;
       await append(store, job, [submitted(job), done]);
@@ -282,7 +305,10 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
         await store.snapshots!.save(many);
         for (const i of [0, 1, 74_999, 149_999]) assert.is(((await store.snapshots!.load('many', `k${i}`)) as { state: string }).state, `{"i":${i}}`);
         // A write that fails part way (a state that cannot be stored) leaves nothing of it.
-        const failed = await store.snapshots!.save([row('new', '{}'), row('k7', '{"changed":1}'), row('bad', null)]).then(() => false, () => true);
+        const failed = await store.snapshots!.save([row('new', '{}'), row('k7', '{"changed":1}'), row('bad', null)]).then(
+          () => false,
+          () => true,
+        );
         assert.ok(failed, 'a row without a state is refused');
         assert.is(await store.snapshots!.load('many', 'new'), undefined);
         assert.is(((await store.snapshots!.load('many', 'k7')) as { state: string }).state, '{"i":7}');
@@ -307,7 +333,10 @@ const readsSuite = (name: string, setup: Setup, missing?: string) => {
         // e03 runs again (folded again from its stream), e04 ends late; then the first chunk goes.
         await store.append('job-e03', [{ type: 'UnitLaunched', data: { unit: 'main', node: 'n1', root: { pid: 300, startTime: 3000 }, pgid: 300, sid: 300, comm: 'sh', cgroup: '/ckpt/s/e03/main' } }]);
         await readJobs(store, { saveAfter: 0 });
-        await store.append('job-e03', [{ type: 'UnitEnded', data: { unit: 'main', node: 'n1', status: 1, signal: null } }, { type: 'JobEnded', data: { outcome: 'failed', status: 1, signal: null } }]);
+        await store.append('job-e03', [
+          { type: 'UnitEnded', data: { unit: 'main', node: 'n1', status: 1, signal: null } },
+          { type: 'JobEnded', data: { outcome: 'failed', status: 1, signal: null } },
+        ]);
         const again = await readJobs(store, { saveAfter: 0 });
         assert.match(again.notes.join('\n'), 'and 1 of jobs.rows');
         const twice = await readAllJobs(store);
@@ -364,22 +393,24 @@ readsSuite('SQLite', {
     return { store, sql };
   },
   alterDigest: 'UPDATE events SET digest = randomblob(32) WHERE position = ?',
-  alterSnapshot: "UPDATE snapshots SET state = CAST(replace(CAST(state AS TEXT), '\"running\"', '\"runninG\"') AS BLOB) WHERE model = ?",
+  alterSnapshot: 'UPDATE snapshots SET state = CAST(replace(CAST(state AS TEXT), \'"running"\', \'"runninG"\') AS BLOB) WHERE model = ?',
   deleteSnapshot: 'DELETE FROM snapshots WHERE model = ? AND key = ?',
   after: async () => rmSync(dir, { recursive: true, force: true }),
 }).run();
 
 // --- PostgreSQL -------------------------------------------------------------------------------
 let cluster: PostgresCluster | undefined;
-const pgQuery = (url: string) => async (query: string, ...params: unknown[]) => {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(query, params);
-  } finally {
-    await client.end();
-  }
-};
+const pgQuery =
+  (url: string) =>
+  async (query: string, ...params: unknown[]) => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await client.query(query, params);
+    } finally {
+      await client.end();
+    }
+  };
 const pgSuite = readsSuite(
   'PostgreSQL',
   {
@@ -388,8 +419,8 @@ const pgSuite = readsSuite(
       const url = await cluster.database();
       return { store: openEventStore(url), sql: pgQuery(url) };
     },
-    alterDigest: "UPDATE ckpt_events SET digest = md5(digest) || md5(digest) WHERE position = $1",
-    alterSnapshot: "UPDATE ckpt_snapshots SET state = replace(state, '\"running\"', '\"runninG\"') WHERE model = $1",
+    alterDigest: 'UPDATE ckpt_events SET digest = md5(digest) || md5(digest) WHERE position = $1',
+    alterSnapshot: 'UPDATE ckpt_snapshots SET state = replace(state, \'"running"\', \'"runninG"\') WHERE model = $1',
     deleteSnapshot: 'DELETE FROM ckpt_snapshots WHERE model = $1 AND key = $2',
   },
   needPostgres(),
@@ -423,7 +454,10 @@ pgSuite('PostgreSQL: the agents’ role writes snapshots; a reader’s role read
     await client.connect();
     const { rows } = await client.query<{ saved_by: string }>("SELECT saved_by FROM ckpt_snapshots WHERE model = 'checkpoints'");
     await client.end();
-    assert.equal(rows.map((r) => r.saved_by), ['snap_agent']);
+    assert.equal(
+      rows.map((r) => r.saved_by),
+      ['snap_agent'],
+    );
   } finally {
     await Promise.all([owner.close(), agent.close(), reader.close()]);
   }
@@ -433,30 +467,61 @@ pgSuite.after(async () => {
 });
 pgSuite.run();
 
-
-
 // --- fold versions ----------------------------------------------------------------------------
 // A snapshot is trusted only by its model's code version: a change to a fold (or to the code it
 // calls, or to its encoding) without a version bump would let old snapshots answer wrongly. Each
 // model's version is recorded here with a digest of its sources; a change to them fails this test
 // until the model's version is bumped and the new digest recorded with it.
 const sources = (...files: string[]) =>
-  createHash('sha256').update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0')).digest('hex').slice(0, 16);
+  createHash('sha256')
+    .update(files.map((f) => readFileSync(fileURLToPath(new URL(`../../${f}`, import.meta.url)), 'utf8')).join('\0'))
+    .digest('hex')
+    .slice(0, 16);
 const FOLDS: Array<{ model: ReadModel<unknown>; files: string[]; version: number; digest: string }> = [
-  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: 'e1194b7135a68221' },
-  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'e1194b7135a68221' },
-  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'e1194b7135a68221' },
-  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: 'e1194b7135a68221' },
-  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/steps.ts', 'projections/project.ts'], version: 3, digest: '391479e907abf8db' },
-  { model: restartsModel, files: ['projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 3, digest: 'c0468980b1cf64d1' },
-  { model: nodesModel, files: ['projections/nodes.ts'], version: 1, digest: 'fa27f95070187f89' },
-  { model: metricsModel, files: ['projections/metrics.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 2, digest: 'cdcae0f1f5d21f42' },
-  { model: auditModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/audit.ts', 'projections/project.ts'], version: 4, digest: 'fd43072b75e0d6af' },
+  { model: membershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 2, digest: 'ed4836f561209cc0' },
+  { model: liveMembershipModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'ed4836f561209cc0' },
+  { model: jobInfoModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 1, digest: 'ed4836f561209cc0' },
+  { model: jobsModel, files: ['domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'], version: 5, digest: 'ed4836f561209cc0' },
+  { model: checkpointsModel, files: ['projections/checkpoints.ts', 'projections/steps.ts', 'projections/project.ts'], version: 3, digest: 'b523df54ee1d71fe' },
+  { model: restartsModel, files: ['projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'], version: 3, digest: 'af8586c75c2dc8cb' },
+  { model: nodesModel, files: ['projections/nodes.ts'], version: 1, digest: '0a4815c5a0a0bff6' },
+  {
+    model: metricsModel,
+    files: ['projections/metrics.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/checkpoints.ts', 'projections/restarts.ts', 'projections/steps.ts', 'projections/project.ts'],
+    version: 2,
+    digest: 'f078f4f2a6d21024',
+  },
+  {
+    model: auditModel,
+    files: [
+      'domain/membership.ts',
+      'domain/persistent-map.ts',
+      'projections/jobs.ts',
+      'projections/checkpoints.ts',
+      'projections/restarts.ts',
+      'projections/steps.ts',
+      'projections/audit.ts',
+      'projections/project.ts',
+    ],
+    version: 4,
+    digest: 'b392b47d555daf10',
+  },
   {
     model: agentModel,
-    files: ['projections/agent-state.ts', 'domain/job-coordinator.ts', 'domain/checkpoint-coordinator.ts', 'domain/restart-coordinator.ts', 'domain/checkpoint-commands.ts', 'domain/prune.ts', 'domain/deadlines.ts', 'domain/membership.ts', 'domain/persistent-map.ts', 'projections/jobs.ts'],
+    files: [
+      'projections/agent-state.ts',
+      'domain/job-coordinator.ts',
+      'domain/checkpoint-coordinator.ts',
+      'domain/restart-coordinator.ts',
+      'domain/checkpoint-commands.ts',
+      'domain/prune.ts',
+      'domain/deadlines.ts',
+      'domain/membership.ts',
+      'domain/persistent-map.ts',
+      'projections/jobs.ts',
+    ],
     version: 5,
-    digest: 'b5eccbde5e67fa7b',
+    digest: '7ecf762a487cdac1',
   },
 ] as never;
 const versions = suite('read-model snapshots: fold versions');
@@ -482,7 +547,10 @@ maps('mapOf(entriesOf(m)) is the trie setIn built; removeIn takes one key out', 
   assert.is(getIn(less, 'n1/10@70'), undefined);
   assert.is(getIn(m, 'n1/10@70'), 10, 'the original is unchanged');
   assert.is(removeIn(less, 'n1/10@70'), less, 'removing an absent key changes nothing');
-  assert.equal([...valuesOf(less)].sort((a, b) => a - b), [...valuesOf(m)].filter((v) => v !== 10).sort((a, b) => a - b));
+  assert.equal(
+    [...valuesOf(less)].sort((a, b) => a - b),
+    [...valuesOf(m)].filter((v) => v !== 10).sort((a, b) => a - b),
+  );
 });
 maps.run();
 
@@ -495,11 +563,18 @@ cli('jobs, checkpoints and audit: the first read folds the log and saves, the ne
     for (const phase of jobPhases('j', 400)) await store.append('job-j', phase);
     const events = (await readWholeStream(store, 'job-j')).length;
     const run = (...args: string[]) => {
-      const r = spawnSync(process.execPath, [fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url)), ...args, '--store', url, '--verbose'], { encoding: 'utf8', env: { ...process.env, CKPT_HOME: home } });
+      const r = spawnSync(process.execPath, [fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url)), ...args, '--store', url, '--verbose'], {
+        encoding: 'utf8',
+        env: { ...process.env, CKPT_HOME: home },
+      });
       assert.is(r.status, 0, r.stderr);
       return { out: r.stdout, err: r.stderr };
     };
-    for (const [command, ...args] of [['jobs', '--json'], ['checkpoints', 'j', '--json'], ['audit', 'j', '--json']] as const) {
+    for (const [command, ...args] of [
+      ['jobs', '--json'],
+      ['checkpoints', 'j', '--json'],
+      ['audit', 'j', '--json'],
+    ] as const) {
       const first = run(command, ...args);
       assert.match(first.err, `ckpt ${command}: ${events} event(s) folded`);
       assert.match(first.err, 'saved at');
@@ -511,7 +586,10 @@ cli('jobs, checkpoints and audit: the first read folds the log and saves, the ne
     assert.not.match(run('jobs').err.replace(/ckpt jobs: .*\n/g, ''), /\S/, 'nothing but the notes on stderr');
     // A long fold shows its progress (here from the first page on): a new job's history.
     for (const phase of jobPhases('k', 400)) await store.append('job-k', phase);
-    const slow = spawnSync(process.execPath, [fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url)), 'jobs', '--store', url], { encoding: 'utf8', env: { ...process.env, CKPT_HOME: home, CKPT_PROGRESS_AFTER_MS: '0' } });
+    const slow = spawnSync(process.execPath, [fileURLToPath(new URL('../adapters/cli/main.js', import.meta.url)), 'jobs', '--store', url], {
+      encoding: 'utf8',
+      env: { ...process.env, CKPT_HOME: home, CKPT_PROGRESS_AFTER_MS: '0' },
+    });
     assert.is(slow.status, 0, slow.stderr);
     assert.match(slow.stderr, /^ckpt jobs: folding the log: [\d,]+ event\(s\) so far \(position [\d,]+\); its snapshot is saved when done$/m);
   } finally {

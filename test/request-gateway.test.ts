@@ -2,14 +2,14 @@
 // (nobody, through runuser): who a request is recorded as comes from the kernel, a forged unit
 // root is refused on record and left alone, a stranger can neither act on nor read someone else's
 // job, and a user runs and reads a job of their own through the agent.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { agentSocket } from '../adapters/agent/daemon.js';
 import { isUnitCgroupPath } from '../adapters/cgroups/unit-cgroups.js';
 import { readStat } from '../adapters/tracking/procfs.js';
-import { CLI, jobHarness, sigkill, type PsRow, type Result } from './support/jobs.js';
+import { CLI, jobHarness, type PsRow, type Result, sigkill } from './support/jobs.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until } from './support/wait.js';
 
@@ -64,7 +64,10 @@ c.on('error', (e) => { console.error(e.message); process.exit(1); });
 for (const l of lines) c.write(l + '\\n');`;
 type Answer = { id: number; ok: boolean; result?: unknown; error?: { name: string; message: string; code?: string } };
 const rawAsNobody = (...requests: object[]): Answer[] => {
-  const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '-e', RAW, agentSocket(NODE, store), ...requests.map((q, i) => JSON.stringify({ id: i + 1, ...q }))], { encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '-e', RAW, agentSocket(NODE, store), ...requests.map((q, i) => JSON.stringify({ id: i + 1, ...q }))], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   assert.is(r.status, 0, r.stderr);
   return JSON.parse(r.stdout) as Answer[];
 };
@@ -73,8 +76,15 @@ type Recorded = ReturnType<typeof history>[number];
 const actorOf = (e: Recorded) => e.metadata.actor as { kind: string; uid?: number; pid?: number; user?: string };
 const rejections = (job: string) => history(job).filter((e) => e.type === 'RequestRejected');
 /** The root of a process as the kernel shows it: uids (real, effective, saved, fs) and cgroups. */
-const uidsOf = (pid: number) => /^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!.split(/\s+/).map(Number);
-const ckptCgroupsOf = (pid: number) => readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').filter((l) => isUnitCgroupPath(l.slice(l.indexOf(':', l.indexOf(':') + 1) + 1)));
+const uidsOf = (pid: number) =>
+  /^Uid:\s+(.*)$/m
+    .exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!
+    .split(/\s+/)
+    .map(Number);
+const ckptCgroupsOf = (pid: number) =>
+  readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    .split('\n')
+    .filter((l) => isUnitCgroupPath(l.slice(l.indexOf(':', l.indexOf(':') + 1) + 1)));
 
 test('root runs a job through the gateway: recorded as the caller the kernel names (uid and pid), owner root', () => {
   const r = ckpt(['run', '-d', '--job', 'rootjob', '--', 'sleep', '600']);
@@ -101,7 +111,10 @@ test('a client-supplied actor and owner are ignored: the log shows the real uid,
   assert.is(actorOf(requested).user, 'nobody');
   assert.is(rejected.data.code, 'unauthorized');
   assert.match(String(rejected.data.reason), 'nobody (uid 65534) may not checkpoint job rootjob');
-  assert.not.ok(history('rootjob').some((e) => e.type === 'CheckpointPlanned'), 'nothing was planned');
+  assert.not.ok(
+    history('rootjob').some((e) => e.type === 'CheckpointPlanned'),
+    'nothing was planned',
+  );
 
   // A job submitted with someone else's owner and actor belongs to the caller.
   const [submitted] = rawAsNobody({
@@ -121,7 +134,11 @@ test('a client-supplied actor and owner are ignored: the log shows the real uid,
 
 test('what only agents record is refused: a client cannot append UnitCgroupsCreated or RequestRejected', () => {
   const answers = rawAsNobody(
-    { op: 'append', stream: 'job-rootjob', events: [{ type: 'UnitCgroupsCreated', data: { unit: 'main', node: NODE, cgroups: [{ controller: 'freezer', path: '/sys/fs/cgroup/freezer' }], limits: {} } }] },
+    {
+      op: 'append',
+      stream: 'job-rootjob',
+      events: [{ type: 'UnitCgroupsCreated', data: { unit: 'main', node: NODE, cgroups: [{ controller: 'freezer', path: '/sys/fs/cgroup/freezer' }], limits: {} } }],
+    },
     { op: 'append', stream: 'node-' + NODE, events: [{ type: 'RequestRejected', data: { request: 'x', command: 'run', code: 'invalid', reason: 'forged' } }] },
   );
   for (const a of answers) assert.not.ok(a.ok);
@@ -175,7 +192,12 @@ test('a stranger’s checkpoint, restart, prune and added unit of root’s job a
   r = asNobody(['prune', 'rootjob', '--keep', '1']);
   assert.is(r.code, 1, r.err);
   assert.match(r.err, 'refused: nobody (uid 65534) may not prune job rootjob');
-  const [join] = rawAsNobody({ op: 'append', stream: 'job-rootjob', expectedRevision: 'stream_exists', events: [{ type: 'UnitAssigned', data: { unit: 'extra', node: NODE, command: ['sleep', '1'], cwd: '/tmp', limits: {} } }] });
+  const [join] = rawAsNobody({
+    op: 'append',
+    stream: 'job-rootjob',
+    expectedRevision: 'stream_exists',
+    events: [{ type: 'UnitAssigned', data: { unit: 'extra', node: NODE, command: ['sleep', '1'], cwd: '/tmp', limits: {} } }],
+  });
   assert.not.ok(join!.ok);
   assert.match(join!.error!.message, 'nobody (uid 65534) may not add a unit to job rootjob');
   const recorded = rejections('rootjob').slice(before);
@@ -188,7 +210,10 @@ test('a stranger’s checkpoint, restart, prune and added unit of root’s job a
   // Of root's job, the stranger sees their own requests and the refusals of them, nothing of root's.
   r = asNobody(['history', 'rootjob', '--json']);
   assert.is(r.code, 0, r.err);
-  const seen = r.out.trim().split('\n').map((l) => JSON.parse(l) as Recorded);
+  const seen = r.out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Recorded);
   assert.ok(seen.length >= 4, r.out);
   for (const e of seen) assert.ok(actorOf(e).uid === NOBODY || e.type === 'RequestRejected', `${e.type} by ${JSON.stringify(e.metadata.actor)} is not theirs to see`);
   assert.not.ok(seen.some((e) => e.type === 'JobSubmitted' || e.type === 'UnitLaunched'));
@@ -218,7 +243,10 @@ test('nobody runs a job of their own through the agent: it runs as them, in its 
   const launched = JSON.parse(r.out) as { pid: number };
   const rows = JSON.parse(asNobody(['ps', 'mine', '--json']).out) as PsRow[];
   const running = rows.filter((m) => m.state === 'running');
-  assert.ok(running.some((m) => m.comm === 'sleep'), JSON.stringify(rows));
+  assert.ok(
+    running.some((m) => m.comm === 'sleep'),
+    JSON.stringify(rows),
+  );
   for (const m of running) {
     assert.equal(uidsOf(m.pid), [NOBODY, NOBODY, NOBODY, NOBODY], `${m.comm} runs as nobody`);
     assert.match(m.cgroup ?? '', '/mine/main');
@@ -226,8 +254,14 @@ test('nobody runs a job of their own through the agent: it runs as them, in its 
   assert.ok(ckptCgroupsOf(launched.pid).length > 0, 'the agent moved the root into the unit’s cgroups');
   const mine = asNobody(['history', 'mine', '--json']);
   assert.is(mine.code, 0, mine.err);
-  const events = mine.out.trim().split('\n').map((l) => JSON.parse(l) as Recorded);
-  assert.equal(events.slice(0, 4).map((e) => e.type), ['JobSubmitted', 'UnitAssigned', 'UnitCgroupsCreated', 'UnitLaunched']);
+  const events = mine.out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Recorded);
+  assert.equal(
+    events.slice(0, 4).map((e) => e.type),
+    ['JobSubmitted', 'UnitAssigned', 'UnitCgroupsCreated', 'UnitLaunched'],
+  );
   assert.is(actorOf(events[3]!).uid, NOBODY, 'the launch is recorded as its requester');
   const jobs = (JSON.parse(asNobody(['jobs', '--json']).out) as Array<{ job: string }>).map((j) => j.job).sort();
   assert.equal(jobs, ['forge', 'forged-owner', 'mine']);
@@ -236,7 +270,10 @@ test('nobody runs a job of their own through the agent: it runs as them, in its 
   assert.equal(all, jobs);
   const verbose = asNobody(['jobs', '--verbose']);
   assert.match(verbose.err, /ckpt jobs: snapshot jobs/, 'the agent answers from the jobs snapshot and says how');
-  assert.ok(json<Array<{ job: string }>>(['jobs']).some((j) => j.job === 'rootjob'), 'root sees every job');
+  assert.ok(
+    json<Array<{ job: string }>>(['jobs']).some((j) => j.job === 'rootjob'),
+    'root sees every job',
+  );
 });
 
 test('nobody in the foreground: output passes through and the command’s status comes back (followed through the agent)', () => {

@@ -53,7 +53,10 @@ test('units on two nodes with established connections: each is held restored unt
   for (const node of ['n1', 'n2']) await w.said(ck('UnitDumped', { unit: unitOf(node), node, files: 3, bytes: 100, durationMs: 5 }));
   for (const node of ['n1', 'n2']) await w.said(ck('UnitVerified', { unit: unitOf(node), node, captured: [100], processes: [p(100)] }));
   for (const node of ['n1', 'n2']) await w.said({ type: 'NodeCommitted', data: { version: 1, node, units: [unitOf(node)], files: 3, bytes: 100, durationMs: 1, manifest: node[1]!.repeat(64) } });
-  assert.equal((await w.last('CheckpointCommitted'))!.data.nodes, { n1: { units: ['u0'], files: 3, bytes: 100, manifest: '1'.repeat(64) }, n2: { units: ['u1'], files: 3, bytes: 100, manifest: '2'.repeat(64) } });
+  assert.equal((await w.last('CheckpointCommitted'))!.data.nodes, {
+    n1: { units: ['u0'], files: 3, bytes: 100, manifest: '1'.repeat(64) },
+    n2: { units: ['u1'], files: 3, bytes: 100, manifest: '2'.repeat(64) },
+  });
   for (const node of ['n1', 'n2']) await w.said(ck('UnitThawed', { unit: unitOf(node), node, frozenMs: 9 }));
 
   const restartOnce = async (n: number) => {
@@ -65,7 +68,11 @@ test('units on two nodes with established connections: each is held restored unt
   assert.not.ok(await w.last('RestartReleased'), 'one unit held: the other is not restored yet');
   await w.said(rs('UnitRestoreHeld', { restart: 1, unit: 'u1', node: 'n2' }));
   assert.equal((await w.last('RestartReleased'))!.data, { restart: 1 });
-  for (const node of ['n1', 'n2']) await w.said(rs('UnitImagesVerified', { restart: 1, unit: unitOf(node), node, files: 3, bytes: 100 }), rs('UnitRestored', { restart: 1, unit: unitOf(node), node, processes: [{ was: p(100), now: p(200), nsPid: null }], durationMs: 50 }));
+  for (const node of ['n1', 'n2'])
+    await w.said(
+      rs('UnitImagesVerified', { restart: 1, unit: unitOf(node), node, files: 3, bytes: 100 }),
+      rs('UnitRestored', { restart: 1, unit: unitOf(node), node, processes: [{ was: p(100), now: p(200), nsPid: null }], durationMs: 50 }),
+    );
   assert.equal((await w.last('RestartCommitted'))!.data, { restart: 1, version: 1 });
 
   // The second restart's deadline passes with one unit held: no release, an abort instead.

@@ -13,14 +13,33 @@ import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/p
 import { until as wait } from './support/wait.js';
 
 const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000) => wait(what, probe, ms, 50);
-const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'), () => needCommand('python3', 'apt-get install -y python3'), () => needCommand('setpriv', 'apt-get install -y util-linux'));
+const missing = firstMissing(
+  needRoot,
+  () => (locateCriu() ? undefined : 'no CRIU ≥ 4.1 (run: bash scripts/install-criu.sh)'),
+  () => needCommand('python3', 'apt-get install -y python3'),
+  () => needCommand('setpriv', 'apt-get install -y util-linux'),
+);
 const test = suiteRequiring('restart (real CRIU)', missing);
 
 const { work, h, ckpt, json, ps, running, killAll, history, cleanup } = jobHarness('ckpt-restart', 'rsnode');
 test.after(() => cleanup(['rsnode', 'ra', 'rb']));
 
-interface Restored { unit: string; was: { pid: number; startTime: number }; now: { pid: number; startTime: number }; nsPid: number | null }
-interface RestartReport { outcome: string; restart: number | null; version: number | null; reason: string | null; failure?: { class: string; message: string; hint?: string } | null; units: Array<{ unit: string; pidNamespace?: boolean; waitedMs?: number }>; processes: Restored[]; durationMs: number | null }
+interface Restored {
+  unit: string;
+  was: { pid: number; startTime: number };
+  now: { pid: number; startTime: number };
+  nsPid: number | null;
+}
+interface RestartReport {
+  outcome: string;
+  restart: number | null;
+  version: number | null;
+  reason: string | null;
+  failure?: { class: string; message: string; hint?: string } | null;
+  units: Array<{ unit: string; pidNamespace?: boolean; waitedMs?: number }>;
+  processes: Restored[];
+  durationMs: number | null;
+}
 
 const start = (job: string, command: string, extra: string[] = []) => {
   const r = ckpt(['run', '--detach', '--job', job, ...extra, '--', 'sh', '-c', command]);
@@ -97,7 +116,10 @@ test('a clone of a job still running restores beside it, in a PID namespace of i
     if (originals.includes(p.was.pid)) assert.is(p.nsPid, inNamespace(p.was.pid), 'inside its namespace each process has its original’s PID');
   }
   assert.ok(report.processes.filter((p) => originals.includes(p.was.pid)).length >= 3, 'the init, the command and the daemon are cloned');
-  assert.ok(originals.every((pid) => existsSync(`/proc/${pid}`)), 'the original keeps running');
+  assert.ok(
+    originals.every((pid) => existsSync(`/proc/${pid}`)),
+    'the original keeps running',
+  );
   const rows = running('clone');
   const daemon = rows.find((m) => m.comm === 'sleep' && m.escapes.includes('session') && m.restoredFrom !== null);
   assert.ok(daemon, 'the escaped daemon is back, still marked escaped');
@@ -225,13 +247,24 @@ test('a restart whose agent died misses its deadline: the other unit is rolled b
 });
 
 test('ckpt audit shows every checkpoint and restart with requester, outcome and durations; --verify re-checks the images', () => {
-  const [count] = json<Array<{ job: string; entries: Array<{ kind: string; outcome: string; requestedBy?: { uid: number }; durationMs?: number; version: number | null }>; images?: Array<{ state: string }> }>>(['audit', 'count', '--verify']);
-  assert.equal(count!.entries.map((e) => [e.kind, e.outcome]), [['checkpoint', 'committed'], ['restart', 'restored']]);
+  const [count] = json<
+    Array<{ job: string; entries: Array<{ kind: string; outcome: string; requestedBy?: { uid: number }; durationMs?: number; version: number | null }>; images?: Array<{ state: string }> }>
+  >(['audit', 'count', '--verify']);
+  assert.equal(
+    count!.entries.map((e) => [e.kind, e.outcome]),
+    [
+      ['checkpoint', 'committed'],
+      ['restart', 'restored'],
+    ],
+  );
   for (const e of count!.entries) {
     assert.is(e.requestedBy!.uid, 0);
     assert.ok((e.durationMs ?? -1) >= 0);
   }
-  assert.equal(count!.images!.map((i) => i.state), ['ok']);
+  assert.equal(
+    count!.images!.map((i) => i.state),
+    ['ok'],
+  );
   const guarded = ckpt(['audit', 'guarded', '--verify']);
   assert.is(guarded.code, 1, 'a damaged version fails --verify');
   assert.match(guarded.out, /images of v1: damaged — [\s\S]*pages-\d+\.img: SHA-256/);
@@ -243,9 +276,20 @@ test('ckpt prune keeps the newest versions and records what it removed', async (
   for (let i = 0; i < 3; i++) checkpoint('pruned');
   const r = ckpt(['prune', 'pruned', '--keep', '1', '--json']);
   assert.is(r.code, 0, r.err);
-  assert.equal((JSON.parse(r.out) as { pruned: Array<{ version: number }> }).pruned.map((p) => p.version), [1, 2]);
-  assert.equal(listVersions(imagesRoot(h.home), 'pruned').map((v) => v.version), [3]);
-  assert.equal(history('pruned').filter((e) => e.type === 'CheckpointPruned').map((e) => e.data.version), [1, 2]);
+  assert.equal(
+    (JSON.parse(r.out) as { pruned: Array<{ version: number }> }).pruned.map((p) => p.version),
+    [1, 2],
+  );
+  assert.equal(
+    listVersions(imagesRoot(h.home), 'pruned').map((v) => v.version),
+    [3],
+  );
+  assert.equal(
+    history('pruned')
+      .filter((e) => e.type === 'CheckpointPruned')
+      .map((e) => e.data.version),
+    [1, 2],
+  );
   const refused = restart('pruned', ['--version', '1']);
   assert.equal([refused.code, refused.report.outcome, /not a committed checkpoint on disk/.test(refused.report.reason!)], [1, 'rejected', true]);
   assert.match(ckpt(['checkpoints', 'pruned']).out, /^v1\s+committed.*pruned/m);

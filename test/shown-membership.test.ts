@@ -6,7 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { treeView } from '../adapters/cli/commands/ps.js';
 import type { RecordedEvent } from '../domain/event-store.js';
-import { evolveMembership, evolveShownMembership, initialMembership, membersOf, type JobMembership, type Member } from '../domain/membership.js';
+import { evolveMembership, evolveShownMembership, initialMembership, type JobMembership, type Member, membersOf } from '../domain/membership.js';
 import { entriesOf, getIn } from '../domain/persistent-map.js';
 import { decodeMembership, encodeMembership } from '../projections/jobs.js';
 
@@ -15,7 +15,12 @@ const test = suite('shown membership');
 /** A deterministic stream of numbers in [0, 1) (a test's own generator, seeded). */
 const generator = (seed: number) => () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0), seed / 2 ** 32);
 
-interface Proc { readonly node: string; readonly unit: string; readonly pid: number; readonly startTime: number }
+interface Proc {
+  readonly node: string;
+  readonly unit: string;
+  readonly pid: number;
+  readonly startTime: number;
+}
 
 /**
  * A job of two units whose processes fork, exit, daemonize (setsid, re-parented to 1), vanish and
@@ -27,8 +32,20 @@ const simulate = (seed: number, steps: number): RecordedEvent[] => {
   const random = generator(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
   const events: RecordedEvent[] = [];
-  const at = (type: string, data: object) => events.push({ type, data, stream: 'job-j', revision: events.length, position: events.length + 1, id: String(events.length + 1), metadata: { recordedAt: '2026-01-01T00:00:00.000Z' } } as unknown as RecordedEvent);
-  const units = [{ unit: 'u0', node: 'n1', base: 100 }, { unit: 'u1', node: 'n2', base: 200 }];
+  const at = (type: string, data: object) =>
+    events.push({
+      type,
+      data,
+      stream: 'job-j',
+      revision: events.length,
+      position: events.length + 1,
+      id: String(events.length + 1),
+      metadata: { recordedAt: '2026-01-01T00:00:00.000Z' },
+    } as unknown as RecordedEvent);
+  const units = [
+    { unit: 'u0', node: 'n1', base: 100 },
+    { unit: 'u1', node: 'n2', base: 200 },
+  ];
   let clock = 1;
   const running: Proc[] = [];
   const versions = new Map<number, Proc[]>();
@@ -92,7 +109,7 @@ const simulate = (seed: number, steps: number): RecordedEvent[] => {
       const v = pick([...versions.keys()]);
       const captured = versions.get(v)!;
       const from = units.find((x) => x.unit === captured[0]!.unit)!;
-      for (const x of running.filter((x) => x.unit === from.unit)) (end(x), at('ProcessExited', { ...on(x), status: null, signal: 9 }));
+      for (const x of running.filter((x) => x.unit === from.unit)) end(x), at('ProcessExited', { ...on(x), status: null, signal: 9 });
       const now = captured.map(() => start(from.node, from.unit, from.base));
       at('UnitRestored', { restart: v, unit: from.unit, node: from.node, durationMs: 1, processes: captured.map((was, k) => ({ was: ref(was), now: ref(now[k]!), nsPid: null })) });
     }
@@ -116,7 +133,9 @@ const mustKeep = (full: JobMembership, pinned: ReadonlySet<string>): string[] =>
   const parentOf = (m: Member) => byPid.get(`${m.unit}/${m.node}/${m.forkedBy}`)?.find((p) => p.since <= m.since && (p.until === undefined || p.until >= m.since));
   const onCycle = (m: Member) => {
     const seen = new Set<Member>();
-    for (let at = parentOf(m); at && !seen.has(at); at = parentOf(at)) if (at === m) return true; else seen.add(at);
+    for (let at = parentOf(m); at && !seen.has(at); at = parentOf(at))
+      if (at === m) return true;
+      else seen.add(at);
     return false;
   };
   const kept = new Set<string>();
@@ -147,7 +166,10 @@ for (const seed of [1, 2]) {
     for (const k of ['ProcessVanished', 'ProcessReparented', 'ProcessObserved', 'UnitVerified', 'CheckpointPruned', 'UnitRestored']) assert.ok(kinds.has(k), `the history has ${k}`);
     assert.is(shown.members.size + shown.live!.departed, full.members.size, 'each member kept or counted');
     assert.ok(shown.live!.departed > full.members.size / 2, `${shown.members.size} kept of ${full.members.size}`);
-    assert.ok(views(full).tree.some((l) => / exited .*[├└]─ /.test(l)), 'an exited ancestor is drawn');
+    assert.ok(
+      views(full).tree.some((l) => / exited .*[├└]─ /.test(l)),
+      'an exited ancestor is drawn',
+    );
   });
 }
 
@@ -157,7 +179,8 @@ test('through its snapshot encoding the shown fold folds on to the same tree and
   const plain = fold(initialMembership('j'), history);
   const forks = (m: JobMembership) => {
     const t = m.live!.forks!;
-    const sorted = <V>(map: Parameters<typeof entriesOf<V>>[0]) => [...entriesOf(map)].map(([k, v]) => [k, Array.isArray(v) ? [...v].sort() : v]).sort(([a], [b]) => String(a).localeCompare(String(b)));
+    const sorted = <V>(map: Parameters<typeof entriesOf<V>>[0]) =>
+      [...entriesOf(map)].map(([k, v]) => [k, Array.isArray(v) ? [...v].sort() : v]).sort(([a], [b]) => String(a).localeCompare(String(b)));
     return { running: sorted(t.running), parent: sorted(t.parent), children: sorted(t.children) };
   };
   for (let cut = 100; cut < history.length; cut += 150) {

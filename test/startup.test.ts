@@ -19,12 +19,24 @@ let runs = 0;
 /** The modules `ckpt ARGS` loads (URLs), and how it exited. */
 const loaded = (...args: string[]) => {
   const list = join(home, `loaded-${++runs}`);
-  const r = spawnSync(process.execPath, ['--import', HOOK, CLI, ...args], { env: { ...process.env, CKPT_HOME: home, CKPT_STORE: `sqlite:${join(home, 'events.db')}`, CKPT_TEST_LOADED: list }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--import', HOOK, CLI, ...args], {
+    env: { ...process.env, CKPT_HOME: home, CKPT_STORE: `sqlite:${join(home, 'events.db')}`, CKPT_TEST_LOADED: list },
+    encoding: 'utf8',
+  });
   return { code: r.status, err: r.stderr, modules: readFileSync(list, 'utf8').split('\n').filter(Boolean) };
 };
 const any = (modules: string[], pattern: RegExp) => modules.filter((m) => pattern.test(m));
 
-const NEVER_FOR_A_READ = [/\/node_modules\/pg\//, /\/node_modules\/@kurrent\//, /\/node_modules\/@grpc\//, /\/node_modules\/prom-client\//, /\/node_modules\/protobufjs\//, /\/node_modules\/rxjs\/dist\/cjs\/index\.js$/, /\/dist\/adapters\/agent\/node-agent\.js$/, /\/dist\/adapters\/checkpointers\//];
+const NEVER_FOR_A_READ = [
+  /\/node_modules\/pg\//,
+  /\/node_modules\/@kurrent\//,
+  /\/node_modules\/@grpc\//,
+  /\/node_modules\/prom-client\//,
+  /\/node_modules\/protobufjs\//,
+  /\/node_modules\/rxjs\/dist\/cjs\/index\.js$/,
+  /\/dist\/adapters\/agent\/node-agent\.js$/,
+  /\/dist\/adapters\/checkpointers\//,
+];
 
 const test = suite('ckpt start-up: what each command loads');
 test.after(() => rmSync(home, { recursive: true, force: true }));
@@ -33,7 +45,10 @@ test('ckpt --version loads neither a store nor any command', () => {
   const r = loaded('--version');
   assert.is(r.code, 0, r.err);
   assert.ok(any(r.modules, /\/dist\/adapters\/cli\/main\.js$/).length === 1, 'the list has the modules the program loaded');
-  assert.equal(any(r.modules, /\/node_modules\/(rxjs|pg|better-sqlite3|protobufjs|prom-client|@kurrent)\/|\/dist\/adapters\/(store\/(sqlite|postgres|kurrentdb|memory)|agent|checkpointers|cli\/commands)\//), []);
+  assert.equal(
+    any(r.modules, /\/node_modules\/(rxjs|pg|better-sqlite3|protobufjs|prom-client|@kurrent)\/|\/dist\/adapters\/(store\/(sqlite|postgres|kurrentdb|memory)|agent|checkpointers|cli\/commands)\//),
+    [],
+  );
 });
 
 test('a read loads its store, and none of the agent, CRIU’s protocol, PostgreSQL’s or KurrentDB’s client or the whole of RxJS', () => {

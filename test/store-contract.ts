@@ -5,11 +5,11 @@ import { fileURLToPath } from 'node:url';
 import { firstValueFrom, take, toArray } from 'rxjs';
 import type { Test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { InvalidEventError } from '../domain/events/decode.js';
-import { LeaseRefusedError, WrongExpectedRevisionError, type EventStore, type LeaseHolder, type LeaseStore, type RecordedEvent } from '../domain/event-store.js';
-import { defaultAppendContext, type AppendContext } from '../adapters/store/batch.js';
-import { openEventStore } from '../adapters/store/open.js';
+import { type AppendContext, defaultAppendContext } from '../adapters/store/batch.js';
 import { chainDigest, contentDigest, GENESIS, verifyChain } from '../adapters/store/chain.js';
+import { openEventStore } from '../adapters/store/open.js';
+import { type EventStore, type LeaseHolder, LeaseRefusedError, type LeaseStore, type RecordedEvent, WrongExpectedRevisionError } from '../domain/event-store.js';
+import { InvalidEventError } from '../domain/events/decode.js';
 import { forked, marker, markerOf } from './support/events.js';
 import { until as wait } from './support/wait.js';
 
@@ -70,12 +70,27 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
     const result = await store.append('job-a', [forked(10), forked(11), forked(12)], { expectedRevision: 'no_stream' });
     assert.is(result.revision, 2);
     const forwards = await store.readStream('job-a');
-    assert.equal(forwards.map((e) => e.revision), [0, 1, 2]);
-    assert.equal(forwards.map((e) => (e.data as { child: { pid: number } }).child.pid), [10, 11, 12]);
+    assert.equal(
+      forwards.map((e) => e.revision),
+      [0, 1, 2],
+    );
+    assert.equal(
+      forwards.map((e) => (e.data as { child: { pid: number } }).child.pid),
+      [10, 11, 12],
+    );
     assert.is(result.position, forwards[2]!.position);
-    assert.equal((await store.readStream('job-a', { direction: 'backwards' })).map((e) => e.revision), [2, 1, 0]);
-    assert.equal((await store.readStream('job-a', { from: 1, limit: 1 })).map((e) => e.revision), [1]);
-    assert.equal((await store.readStream('job-a', { direction: 'backwards', from: 1 })).map((e) => e.revision), [1, 0]);
+    assert.equal(
+      (await store.readStream('job-a', { direction: 'backwards' })).map((e) => e.revision),
+      [2, 1, 0],
+    );
+    assert.equal(
+      (await store.readStream('job-a', { from: 1, limit: 1 })).map((e) => e.revision),
+      [1],
+    );
+    assert.equal(
+      (await store.readStream('job-a', { direction: 'backwards', from: 1 })).map((e) => e.revision),
+      [1, 0],
+    );
     assert.equal(await store.readStream('job-none'), []);
     assert.is(await store.streamRevision('job-none'), undefined);
     assert.is(await store.streamRevision('job-a'), 2);
@@ -168,7 +183,11 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
   });
 
   test('readStream pages a long stream backwards from its end, and forwards from any revision', async () => {
-    for (let i = 0; i < 25; i++) await store.append('job-long', Array.from({ length: 100 }, (_, j) => marker(`${i * 100 + j}`)));
+    for (let i = 0; i < 25; i++)
+      await store.append(
+        'job-long',
+        Array.from({ length: 100 }, (_, j) => marker(`${i * 100 + j}`)),
+      );
     await store.append('job-other', [marker('other')]);
     const backwards: number[] = [];
     for (let page = await store.readStream('job-long', { direction: 'backwards', limit: 700 }); page.length > 0; ) {
@@ -176,11 +195,23 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
       const from = page[page.length - 1]!.revision - 1;
       page = from < 0 ? [] : await store.readStream('job-long', { direction: 'backwards', from, limit: 700 });
     }
-    assert.equal(backwards, Array.from({ length: 2500 }, (_, i) => 2499 - i));
+    assert.equal(
+      backwards,
+      Array.from({ length: 2500 }, (_, i) => 2499 - i),
+    );
     assert.equal((await store.readStream('job-long', { direction: 'backwards', limit: 3 })).map(markerOf), ['2499', '2498', '2497']);
-    assert.equal((await store.readStream('job-long', { direction: 'backwards', from: 10, limit: 2 })).map((e) => e.revision), [10, 9]);
-    assert.equal((await store.readStream('job-long', { direction: 'backwards', from: 9999, limit: 2 })).map((e) => e.revision), [2499, 2498]);
-    assert.equal((await store.readStream('job-long', { from: 2498, limit: 10 })).map((e) => e.revision), [2498, 2499]);
+    assert.equal(
+      (await store.readStream('job-long', { direction: 'backwards', from: 10, limit: 2 })).map((e) => e.revision),
+      [10, 9],
+    );
+    assert.equal(
+      (await store.readStream('job-long', { direction: 'backwards', from: 9999, limit: 2 })).map((e) => e.revision),
+      [2499, 2498],
+    );
+    assert.equal(
+      (await store.readStream('job-long', { from: 2498, limit: 10 })).map((e) => e.revision),
+      [2498, 2499],
+    );
     assert.equal(await store.readStream('job-nothing', { direction: 'backwards', limit: 5 }), []);
   });
 
@@ -195,24 +226,35 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
     assert.is(markerOf(all[29]!), 'node-n1 4 1');
     assert.is(await store.headPosition(), all[29]!.position);
     const page = await store.readAll({ from: all[10]!.position, limit: 7 });
-    assert.equal(page.map((e) => e.position), all.slice(10, 17).map((e) => e.position));
+    assert.equal(
+      page.map((e) => e.position),
+      all.slice(10, 17).map((e) => e.position),
+    );
     for (const stream of ['job-a', 'job-b', 'node-n1']) {
-      assert.equal(all.filter((e) => e.stream === stream).map((e) => e.revision), [...Array(10).keys()]);
+      assert.equal(
+        all.filter((e) => e.stream === stream).map((e) => e.revision),
+        [...Array(10).keys()],
+      );
     }
   });
 
   test('concurrent appends from one process: every stream contiguous, positions unique', async () => {
-    await Promise.all(
-      Array.from({ length: 40 }, (_, i) => store.append(`job-${i % 4}`, [marker(`${i} a`), marker(`${i} b`), marker(`${i} c`)])),
-    );
+    await Promise.all(Array.from({ length: 40 }, (_, i) => store.append(`job-${i % 4}`, [marker(`${i} a`), marker(`${i} b`), marker(`${i} c`)])));
     const all = await readEverything(store);
     assert.is(all.length, 120);
     assertGlobalOrder(all);
     for (let s = 0; s < 4; s++) {
       const stream = all.filter((e) => e.stream === `job-${s}`);
-      assert.equal(stream.map((e) => e.revision), [...Array(30).keys()]);
+      assert.equal(
+        stream.map((e) => e.revision),
+        [...Array(30).keys()],
+      );
       // A batch stays together and in order within its stream.
-      for (let i = 0; i < 30; i += 3) assert.equal(stream.slice(i, i + 3).map((e) => markerOf(e).split(' ')[1]), ['a', 'b', 'c']);
+      for (let i = 0; i < 30; i += 3)
+        assert.equal(
+          stream.slice(i, i + 3).map((e) => markerOf(e).split(' ')[1]),
+          ['a', 'b', 'c'],
+        );
     }
   });
 
@@ -225,7 +267,10 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
       store.append('job-1', [{ type: 'ProcessForked', data: {} } as never]),
       store.append('job-1', [marker('1c')], { expectedRevision: 1 }),
     ]);
-    assert.equal(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
+    assert.equal(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled'],
+    );
     assert.instance((outcomes[1] as PromiseRejectedResult).reason, WrongExpectedRevisionError);
     assert.instance((outcomes[3] as PromiseRejectedResult).reason, InvalidEventError);
     assert.equal((await store.readStream('job-1')).map(markerOf), ['1a', '1b', '1c']);
@@ -234,7 +279,11 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
   });
 
   test('subscribeAll catches up, then stays live, in order, without gaps or duplicates', async () => {
-    for (let i = 0; i < 1500; i += 250) await store.append(`job-${i % 3}`, Array.from({ length: 250 }, (_, k) => marker(`old ${i + k}`)));
+    for (let i = 0; i < 1500; i += 250)
+      await store.append(
+        `job-${i % 3}`,
+        Array.from({ length: 250 }, (_, k) => marker(`old ${i + k}`)),
+      );
     let caughtUpAfter = -1;
     const received: RecordedEvent[] = [];
     const done = new Promise<void>((resolve, reject) => {
@@ -252,11 +301,23 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
     await until('catch-up', () => caughtUpAfter >= 0);
     assert.is(caughtUpAfter, 1400);
     for (let i = 0; i < 300; i += 30) {
-      await Promise.all([store.append('job-live', Array.from({ length: 15 }, (_, k) => marker(`new ${i + k}`))), store.append('job-other', Array.from({ length: 15 }, (_, k) => marker(`new ${i + 15 + k}`)))]);
+      await Promise.all([
+        store.append(
+          'job-live',
+          Array.from({ length: 15 }, (_, k) => marker(`new ${i + k}`)),
+        ),
+        store.append(
+          'job-other',
+          Array.from({ length: 15 }, (_, k) => marker(`new ${i + 15 + k}`)),
+        ),
+      ]);
     }
     await done;
     assertGlobalOrder(received);
-    assert.equal(received.map((e) => e.position), (await readEverything(store)).slice(100).map((e) => e.position));
+    assert.equal(
+      received.map((e) => e.position),
+      (await readEverything(store)).slice(100).map((e) => e.position),
+    );
   });
 
   test('subscribeStream delivers one stream by revision, from a revision, then live', async () => {
@@ -288,12 +349,24 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
       previous.set(e.stream, e.digest!);
     }
     const rows = await store.chain.rows('job-chain-3', 1, 2);
-    assert.equal(rows.map((r) => [r.revision, r.previous]), [[1, all.find((e) => e.stream === 'job-chain-3' && e.revision === 0)!.digest], [2, rows[0]!.digest]]);
+    assert.equal(
+      rows.map((r) => [r.revision, r.previous]),
+      [
+        [1, all.find((e) => e.stream === 'job-chain-3' && e.revision === 0)!.digest],
+        [2, rows[0]!.digest],
+      ],
+    );
     const report = await verifyChain(store);
-    assert.equal({ events: report.events, streams: report.streams, problem: report.problem, damagedStreams: report.damagedStreams }, { events: all.length, streams: 6, problem: undefined, damagedStreams: 0 });
+    assert.equal(
+      { events: report.events, streams: report.streams, problem: report.problem, damagedStreams: report.damagedStreams },
+      { events: all.length, streams: 6, problem: undefined, damagedStreams: 0 },
+    );
     assert.is(report.chainedByMigration, undefined, 'a log written with the chain needs no migration');
     const withHeads = await verifyChain(store, { heads: true });
-    assert.equal(withHeads.heads!.map((h) => [h.stream, h.digest]), [...previous].sort(([a], [b]) => (a < b ? -1 : 1)));
+    assert.equal(
+      withHeads.heads!.map((h) => [h.stream, h.digest]),
+      [...previous].sort(([a], [b]) => (a < b ? -1 : 1)),
+    );
   });
 
   /** Records an agent start on the node, as an agent does before it renews, and the holder it names. */
@@ -327,15 +400,33 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
       assert.ok(Date.parse(again.renewedAt) >= Date.parse(first.renewedAt), 'a renewal moves the lease on');
       await leases.renew('n2', b, 200);
       const lapsed = await wait('the short lease to expire', async () => (await leases.list()).find((l) => l.node === 'n2' && l.expired) && (await leases.list()), 30_000, 20);
-      assert.equal(lapsed.map((l) => [l.node, l.expired]), [['n1', false], ['n2', true]], 'one row per node, by name; only the short one expired');
+      assert.equal(
+        lapsed.map((l) => [l.node, l.expired]),
+        [
+          ['n1', false],
+          ['n2', true],
+        ],
+        'one row per node, by name; only the short one expired',
+      );
       const n2 = lapsed[1]!;
       assert.equal(n2.holder, b);
       assert.ok(Date.parse(n2.asOf) >= Date.parse(n2.expiresAt), 'judged by the store clock, at or past its expiry');
       const renewed = await leases.renew('n2', b, 60_000);
       assert.is(renewed.expired, false);
-      assert.equal((await leases.list()).map((l) => [l.node, l.expired]), [['n1', false], ['n2', false]], 'a lost node renewing is alive again');
+      assert.equal(
+        (await leases.list()).map((l) => [l.node, l.expired]),
+        [
+          ['n1', false],
+          ['n2', false],
+        ],
+        'a lost node renewing is alive again',
+      );
       await leases.release('n1');
-      assert.equal((await leases.list()).map((l) => l.node), ['n2'], 'released on a clean stop');
+      assert.equal(
+        (await leases.list()).map((l) => l.node),
+        ['n2'],
+        'released on a clean stop',
+      );
       await leases.release('n1'); // twice is harmless
       assert.is((await store.readAll()).length, 2, 'renewals and releases leave the log as it was');
     });
@@ -349,7 +440,11 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
       const older = await refusal(leases.renew('n1', { ...holder, pid: 99, startTime: 990 }, 1000));
       assert.instance(older, LeaseRefusedError);
       assert.match(older.message, 'pid 101');
-      for (const [node, ttl, expected] of [['N 1', 1000, 'node name "N 1" is not valid'], ['n1', 0, 'ttl must be'], ['n1', 1.5, 'ttl must be']] as const) {
+      for (const [node, ttl, expected] of [
+        ['N 1', 1000, 'node name "N 1" is not valid'],
+        ['n1', 0, 'ttl must be'],
+        ['n1', 1.5, 'ttl must be'],
+      ] as const) {
         const bad = await refusal(leases.renew(node, holder, ttl));
         assert.instance(bad, LeaseRefusedError);
         assert.match(bad.message, expected);
@@ -363,7 +458,10 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
         await leasesOf(store).renew('n1', holder, 60_000);
         const other = open();
         try {
-          assert.equal((await leasesOf(other).list()).map((l) => [l.node, l.holder, l.expired]), [['n1', holder, false]]);
+          assert.equal(
+            (await leasesOf(other).list()).map((l) => [l.node, l.holder, l.expired]),
+            [['n1', holder, false]],
+          );
           await leasesOf(store).release('n1');
           assert.equal(await leasesOf(other).list(), []);
         } finally {
@@ -404,15 +502,24 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
       assert.equal(codes, [0, 0], writers.map((w) => w.stderr()).join('\n'));
       const stream = await store.readStream('job-shared', { limit: 1000 });
       assert.is(stream.length, 301);
-      assert.equal(stream.map((e) => e.revision), [...Array(301).keys()]);
+      assert.equal(
+        stream.map((e) => e.revision),
+        [...Array(301).keys()],
+      );
       for (const tag of ['left', 'right']) {
-        assert.equal(stream.filter((e) => markerOf(e).startsWith(tag)).map(markerOf), Array.from({ length: 150 }, (_, i) => `${tag} ${i}`));
+        assert.equal(
+          stream.filter((e) => markerOf(e).startsWith(tag)).map(markerOf),
+          Array.from({ length: 150 }, (_, i) => `${tag} ${i}`),
+        );
       }
       await until('the follower to print every event', () => follower.lines.length >= 301);
       follower.child.kill('SIGTERM');
       assert.is(await follower.exited, 0, follower.stderr());
       const followed = follower.lines.map((l) => JSON.parse(l) as { position: number; revision: number });
-      assert.equal(followed.map((e) => e.position), stream.map((e) => e.position));
+      assert.equal(
+        followed.map((e) => e.position),
+        stream.map((e) => e.position),
+      );
     } finally {
       follower.child.kill('SIGKILL');
     }
@@ -430,7 +537,10 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
       for (const line of writer.lines) committed.add(`r${round} ${line.split(' ')[1]}`);
     }
     const stream = await store.readStream('job-crash', { limit: 100_000 });
-    assert.equal(stream.map((e) => e.revision), [...Array(stream.length).keys()]);
+    assert.equal(
+      stream.map((e) => e.revision),
+      [...Array(stream.length).keys()],
+    );
     const perBatch = new Map<string, number>();
     for (const e of stream) {
       const [round, batch] = markerOf(e).split(' ');
@@ -439,5 +549,4 @@ export const storeContract = (test: Test, subject: StoreSubject): void => {
     for (const [batch, count] of perBatch) assert.is(count, size, `batch ${batch} is whole`);
     for (const batch of committed) assert.ok(perBatch.has(batch), `committed batch ${batch} survived`);
   });
-
 };

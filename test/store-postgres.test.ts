@@ -1,12 +1,12 @@
 import pg from 'pg';
 import * as assert from 'uvu/assert';
-import { LeaseRefusedError, WrongExpectedRevisionError, type RecordedEvent } from '../domain/event-store.js';
-import { openEventStore } from '../adapters/store/open.js';
 import { verifyChain } from '../adapters/store/chain.js';
-import { marker, markerOf } from './support/events.js';
-import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
-import { suiteRequiring } from './support/prerequisites.js';
+import { openEventStore } from '../adapters/store/open.js';
+import { LeaseRefusedError, type RecordedEvent, WrongExpectedRevisionError } from '../domain/event-store.js';
 import { storeContract } from './store-contract.js';
+import { marker, markerOf } from './support/events.js';
+import { needPostgres, type PostgresCluster, startPostgres } from './support/postgres.js';
+import { suiteRequiring } from './support/prerequisites.js';
 
 let cluster: PostgresCluster;
 const test = suiteRequiring('postgres store contract', needPostgres());
@@ -84,7 +84,11 @@ gap('many writers on many connections: a live reader sees every event once, in p
   const subscription = reader.subscribeAll().subscribe((e) => received.push(e));
   await Promise.all(
     writers.map(async (w, i) => {
-      for (let b = 0; b < 40; b++) await w.append(`job-${i}-${b % 5}`, Array.from({ length: 1 + ((b * 7) % 13) }, (_, k) => marker(`${i} ${b} ${k}`)));
+      for (let b = 0; b < 40; b++)
+        await w.append(
+          `job-${i}-${b % 5}`,
+          Array.from({ length: 1 + ((b * 7) % 13) }, (_, k) => marker(`${i} ${b} ${k}`)),
+        );
     }),
   );
   const head = await reader.headPosition();
@@ -92,7 +96,11 @@ gap('many writers on many connections: a live reader sees every event once, in p
   subscription.unsubscribe();
   const all = await reader.readAll({ limit: 10_000 });
   const delivered = new Set(received.map((e) => e.position));
-  assert.equal(all.filter((e) => !delivered.has(e.position)).map((e) => e.position), [], 'positions the live reader skipped');
+  assert.equal(
+    all.filter((e) => !delivered.has(e.position)).map((e) => e.position),
+    [],
+    'positions the live reader skipped',
+  );
   assert.is(received.length, all.length, 'no event delivered twice');
   for (let i = 1; i < received.length; i++) assert.ok(received[i]!.position > received[i - 1]!.position);
   await Promise.all([...writers, reader].map((s) => s.close()));
@@ -142,8 +150,15 @@ load('8 stores append batches to shared and own streams while a subscriber follo
   for (let i = 0; i < 3000 && received[received.length - 1]?.position !== last; i++) await new Promise((r) => setTimeout(r, 10));
   subscription.unsubscribe();
 
-  assert.equal(received.map((e) => e.position), all.map((e) => e.position), 'the follower delivered exactly the final log, in position order');
-  assert.equal(received.map((e) => e.id), all.map((e) => e.id));
+  assert.equal(
+    received.map((e) => e.position),
+    all.map((e) => e.position),
+    'the follower delivered exactly the final log, in position order',
+  );
+  assert.equal(
+    received.map((e) => e.id),
+    all.map((e) => e.id),
+  );
   const revisions = new Map<string, number[]>();
   for (const e of received) revisions.set(e.stream, [...(revisions.get(e.stream) ?? []), e.revision]);
   for (const [stream, seen] of revisions) assert.equal(seen, [...seen.keys()], `${stream}: revisions 0… without a hole, in delivery order`);
@@ -269,7 +284,11 @@ migration('a schema 3 log: old events keep their positions, the new ckpt_append 
   const store = openEventStore(url);
   try {
     const old = await store.readAll();
-    assert.equal(old.map((e) => [String(e.position), e.id]), before.rows.map((r) => [r.position, r.id]), 'old events read as they were');
+    assert.equal(
+      old.map((e) => [String(e.position), e.id]),
+      before.rows.map((r) => [r.position, r.id]),
+      'old events read as they were',
+    );
     const appended = await store.append('job-old', [marker('new 0')], { expectedRevision: 1 });
     assert.is(appended.revision, 2);
     assert.ok(appended.position > Number(before.rows[2]!.position));
@@ -349,12 +368,19 @@ leases('a schema 4 log gains leases; an agent role renews only the lease of the 
     assert.instance(stolen, LeaseRefusedError);
     assert.match((stolen as Error).message, 'the lease of n1 belongs to the role that recorded its agent start (ckpt_agent_n1), not to ckpt_agent_n2');
     await n2.leases!.release('n1');
-    assert.equal((await alice.leases!.list()).map((l) => [l.node, l.holder, l.expired]), [['n1', holder, false]], 'a reader lists; the other role released nothing');
+    assert.equal(
+      (await alice.leases!.list()).map((l) => [l.node, l.holder, l.expired]),
+      [['n1', holder, false]],
+      'a reader lists; the other role released nothing',
+    );
 
     const byReader = await alice.leases!.renew('n1', holder, 60_000).catch((e: Error) => e);
     assert.instance(byReader, LeaseRefusedError);
     assert.match((byReader as Error).message, 'permission denied for function ckpt_renew_lease');
-    for (const [role, sql] of [['ckpt_agent_n1', "UPDATE ckpt_leases SET expires_at = now() + interval '1 year'"], ['alice', "DELETE FROM ckpt_leases"]] as const) {
+    for (const [role, sql] of [
+      ['ckpt_agent_n1', "UPDATE ckpt_leases SET expires_at = now() + interval '1 year'"],
+      ['alice', 'DELETE FROM ckpt_leases'],
+    ] as const) {
       const client = new pg.Client({ connectionString: url.replace('postgres://postgres@', `postgres://${role}@`) });
       await client.connect();
       const denied = await client.query(sql).catch((e: Error) => e);

@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { firstValueFrom, filter, timeout } from 'rxjs';
+import Database from 'better-sqlite3';
+import { filter, firstValueFrom, timeout } from 'rxjs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import Database from 'better-sqlite3';
 import { SqliteEventStore } from '../adapters/store/sqlite.js';
 import { storeContract } from './store-contract.js';
 import { marker, markerOf } from './support/events.js';
@@ -25,7 +25,12 @@ watched('a commit by another process reaches a follower through the WAL file’s
   const store = new SqliteEventStore(path, { pollMs: 3_600_000 });
   try {
     await store.append('s', [marker('ours')]);
-    const theirs = firstValueFrom(store.subscribeStream('s').pipe(filter((e) => markerOf(e).startsWith('theirs')), timeout(30_000)));
+    const theirs = firstValueFrom(
+      store.subscribeStream('s').pipe(
+        filter((e) => markerOf(e).startsWith('theirs')),
+        timeout(30_000),
+      ),
+    );
     execFileSync(process.execPath, [WORKER, `sqlite:${path}`, 'exact', 's', '1', 'theirs']);
     assert.is(markerOf(await theirs), 'theirs 0');
   } finally {
@@ -50,7 +55,10 @@ leases('a schema 3 log opened by this ckpt gets an empty lease table (schema 4) 
     assert.equal(await after.leases.list(), []);
     const lease = await after.leases.renew('n1', { pid: 7, startTime: 70, bootId: 'b', hostname: 'h' }, 60_000);
     assert.is(lease.expired, false);
-    assert.equal((await after.readAll()).map((e) => e.type), ['NodeAgentStarted']);
+    assert.equal(
+      (await after.readAll()).map((e) => e.type),
+      ['NodeAgentStarted'],
+    );
   } finally {
     await after.close();
   }

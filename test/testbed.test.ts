@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
 import { storeId } from '../adapters/agent/daemon.js';
-import { STEP_OUTCOMES } from '../domain/checkpoint-commands.js';
 import { locateCriu } from '../adapters/checkpointers/criu.js';
 import { readStat } from '../adapters/tracking/procfs.js';
+import { STEP_OUTCOMES } from '../domain/checkpoint-commands.js';
 import { CLI, killMembers, type PsRow, type Result } from './support/jobs.js';
 import { freePort, needPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
@@ -57,7 +57,11 @@ const jsonOn = <T>(k: number, args: string[]): T => {
   return JSON.parse(r.out) as T;
 };
 type HistoryLine = { type: string; data: { unit?: string; node?: string; version?: number } };
-const historyOn = (k: number, job: string): HistoryLine[] => ckptOn(k, ['history', job, '--json']).out.trim().split('\n').map((l) => JSON.parse(l) as HistoryLine);
+const historyOn = (k: number, job: string): HistoryLine[] =>
+  ckptOn(k, ['history', job, '--json'])
+    .out.trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as HistoryLine);
 const netnsOf = (pid: number) => readlinkSync(`/proc/${pid}/ns/net`);
 const hostNetns = (k: number) => `net:[${statSync(`/run/netns/ckpt-host${k}`).ino}]`;
 const cmdline = (pid: string) => {
@@ -118,17 +122,28 @@ test('an agent in each host tracks its own forking job; events carry their node'
     assert.is(r.code, 0, r.err);
   }
   for (const k of HOSTS) {
-    const rows = await until(`host${k}'s job and its two forks tracked`, () => {
-      const ps = jsonOn<PsRow[]>(k, ['ps', `tb${k}`]).filter((m) => m.state === 'running');
-      return ps.filter((m) => m.comm === 'sleep').length === 2 && ps;
-    }, 60_000, 200);
+    const rows = await until(
+      `host${k}'s job and its two forks tracked`,
+      () => {
+        const ps = jsonOn<PsRow[]>(k, ['ps', `tb${k}`]).filter((m) => m.state === 'running');
+        return ps.filter((m) => m.comm === 'sleep').length === 2 && ps;
+      },
+      60_000,
+      200,
+    );
     assert.equal([...new Set(rows.map((m) => m.node))], [`host${k}`]);
-    assert.ok(rows.some((m) => m.comm === 'sh'), rows.map((m) => m.comm).join(' '));
+    assert.ok(
+      rows.some((m) => m.comm === 'sh'),
+      rows.map((m) => m.comm).join(' '),
+    );
     for (const m of rows) assert.is(netnsOf(m.pid), hostNetns(k), 'the job runs in its host’s network namespace');
     const jobs = jsonOn<Array<{ job: string; units: Array<{ node: string }> }>>(k, ['jobs']);
     const own = jobs.find((j) => j.job === `tb${k}`);
     assert.ok(own, `host${k} lists its job`);
-    assert.equal(own.units.map((u) => u.node), [`host${k}`]);
+    assert.equal(
+      own.units.map((u) => u.node),
+      [`host${k}`],
+    );
     const history = historyOn(k, `tb${k}`);
     const forks = history.filter((e) => e.type === 'ProcessForked');
     assert.ok(forks.length >= 2, `the forks were recorded: ${history.map((e) => e.type).join(' ')}`);
@@ -142,7 +157,10 @@ test('a checkpoint on one host commits into that host’s own CKPT_HOME', () => 
   assert.is(r.code, 0, r.err);
   const report = JSON.parse(r.out) as { version: number; outcome: string; units: Array<{ node: string }> };
   assert.is(report.outcome, 'committed', r.out);
-  assert.equal(report.units.map((u) => u.node), ['host2']);
+  assert.equal(
+    report.units.map((u) => u.node),
+    ['host2'],
+  );
   assert.ok(existsSync(join(dir, 'tb', 'host2', 'images', 'tb2', `v${report.version}`)), 'images on host2');
   assert.not.ok(existsSync(join(dir, 'tb', 'host1', 'images', 'tb2')), 'nothing of it on host1');
   assert.is(jsonOn<PsRow[]>(2, ['ps', 'tb2']).filter((m) => m.state === 'running' && m.comm === 'sleep').length, 2, 'thawed and running');
@@ -186,7 +204,8 @@ for line in reader:
 /** What an uninterrupted ring computes: the checksum folded hop by hop. */
 const ringResult = (hosts: number, rounds: number): string => {
   let checksum = '0';
-  for (let r = 1; r <= rounds; r++) for (const k of [...Array.from({ length: hosts - 1 }, (_, i) => i + 2), 1]) checksum = createHash('sha256').update(`${checksum}:${k}:${r}`).digest('hex').slice(0, 16);
+  for (let r = 1; r <= rounds; r++)
+    for (const k of [...Array.from({ length: hosts - 1 }, (_, i) => i + 2), 1]) checksum = createHash('sha256').update(`${checksum}:${k}:${r}`).digest('hex').slice(0, 16);
   return checksum;
 };
 
@@ -223,7 +242,11 @@ test('a job whose units on 3 hosts talk over TCP is checkpointed as one, killed 
   }
   // The units were held restored, connections locked, until all three were; then released together.
   const restartEvents = historyOn(1, 'ring').filter((e) => e.type === 'UnitRestoreHeld' || e.type === 'RestartReleased' || e.type === 'UnitRestored');
-  assert.equal(restartEvents.slice(0, 4).map((e) => e.type), ['UnitRestoreHeld', 'UnitRestoreHeld', 'UnitRestoreHeld', 'RestartReleased'], restartEvents.map((e) => e.type).join(' '));
+  assert.equal(
+    restartEvents.slice(0, 4).map((e) => e.type),
+    ['UnitRestoreHeld', 'UnitRestoreHeld', 'UnitRestoreHeld', 'RestartReleased'],
+    restartEvents.map((e) => e.type).join(' '),
+  );
   const result = await until('the ring to finish', () => existsSync(out) && readFileSync(out, 'utf8'), 120_000, 200);
   // The restored ring took up the rounds from the checkpoint, not from where it was killed…
   const after = rounds1().slice(killedAt);
@@ -285,22 +308,37 @@ test('kill -9 of one host’s agent mid-checkpoint: committed or cleanly aborted
   const agent2 = agents[1]!;
   const requested = ckptOn(1, ['checkpoint', 'crash', '--timeout', '10s', '--json']);
   assert.is(requested.code, 0, requested.err);
-  await until('host2 has frozen its unit or answered', () => historyOn(1, 'crash').some((e) => e.type !== 'UnitFreezeRequested' && e.data.unit === 'u2' && e.type.startsWith('Unit')), 30_000, 20).catch(() => undefined);
+  await until(
+    'host2 has frozen its unit or answered',
+    () => historyOn(1, 'crash').some((e) => e.type !== 'UnitFreezeRequested' && e.data.unit === 'u2' && e.type.startsWith('Unit')),
+    30_000,
+    20,
+  ).catch(() => undefined);
   process.kill(agent2.pid, 'SIGKILL');
-  const outcome = await until('the checkpoint ended', () => {
-    const c = checkpointsOf(1, 'crash')[0];
-    return c && (c.outcome === 'committed' || c.phase === 'aborting' || c.outcome === 'aborted') && c;
-  }, 60_000, 200);
+  const outcome = await until(
+    'the checkpoint ended',
+    () => {
+      const c = checkpointsOf(1, 'crash')[0];
+      return c && (c.outcome === 'committed' || c.phase === 'aborting' || c.outcome === 'aborted') && c;
+    },
+    60_000,
+    200,
+  );
   // Whatever the outcome, every host counts again (the guard thawed host 2's unit if it was frozen).
   const before = HOSTS.map(count);
   await until('every unit counting', () => HOSTS.every((k, i) => count(k) > before[i]! + 3), 30_000, 100);
   const again = ckptOn(2, ['agent', 'start', '--json']);
   assert.is(again.code, 0, again.err);
   agents[1] = JSON.parse(again.out) as { pid: number; startTime: number };
-  const ended = await until('the checkpoint settled', () => {
-    const c = checkpointsOf(1, 'crash')[0];
-    return c && (c.phase === 'completed' || c.outcome === 'aborted') && c;
-  }, 60_000, 200);
+  const ended = await until(
+    'the checkpoint settled',
+    () => {
+      const c = checkpointsOf(1, 'crash')[0];
+      return c && (c.phase === 'completed' || c.outcome === 'aborted') && c;
+    },
+    60_000,
+    200,
+  );
   assert.ok(ended.outcome === 'committed' || ended.outcome === 'aborted', `${outcome.outcome} then ${ended.outcome}`);
   const history = historyOn(1, 'crash').filter((e) => e.data.version === ended.version && !e.type.endsWith('Requested'));
   const stepOf = new Map(Object.entries(STEP_OUTCOMES).flatMap(([step, outcomes]) => outcomes.map((type) => [type as string, step])));
@@ -312,7 +350,10 @@ test('kill -9 of one host’s agent mid-checkpoint: committed or cleanly aborted
 test('down leaves nothing: namespaces, links, mounts, processes, cgroups, files', () => {
   const down = testbed(['down']);
   assert.is(down.code, 0, down.err);
-  assert.equal(readdirSync('/sys/class/net').filter((n) => n.startsWith('ckpt-')), []);
+  assert.equal(
+    readdirSync('/sys/class/net').filter((n) => n.startsWith('ckpt-')),
+    [],
+  );
   assert.equal(existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith('ckpt-')) : [], []);
   assert.is(spawnSync('mountpoint', ['-q', '/run/netns']).status === 0, runNetnsMounted, '/run/netns mounted as before');
   // PID 1 may reap an orphan a moment late: a zombie is gone too.

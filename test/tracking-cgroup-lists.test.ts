@@ -1,6 +1,6 @@
 // A quiet process's cgroup is re-read from its cgroup's list of threads (cgroups/thread-lists.ts),
 // not from its own /proc/PID/cgroup: real processes moved between real cgroups, as root.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as assert from 'uvu/assert';
@@ -110,9 +110,7 @@ test('the agent: a quiet member moved to another cgroup is recorded there (Proce
   const target = cgroup('moved');
   const [moved, stayed] = sleepers;
   move(target, moved!.pid);
-  const changed = await until('the move to be recorded', () =>
-    history('moved').find((e) => e.type === 'ProcessCgroupChanged' && (e.data.process as { pid: number }).pid === moved!.pid),
-  );
+  const changed = await until('the move to be recorded', () => history('moved').find((e) => e.type === 'ProcessCgroupChanged' && (e.data.process as { pid: number }).pid === moved!.pid));
   assert.is(changed.data.cgroup, target);
   const rows = ps('moved');
   assert.is(rows.find((m) => m.pid === moved!.pid)!.cgroup, target);

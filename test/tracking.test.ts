@@ -1,19 +1,23 @@
 // Process tracking end to end, as root: real jobs started with `ckpt run`, the real node agent
 // (proc connector, /proc, cgroups), membership checked against ps and /proc.
-import { execFileSync, spawn, } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { pidsInUse } from '../adapters/tracking/pids.js';
 import { readStat } from '../adapters/tracking/procfs.js';
-import { jobHarness, killMembers, sigkill, type PsRow } from './support/jobs.js';
+import { jobHarness, killMembers, type PsRow, sigkill } from './support/jobs.js';
 import { needPostgres, startPostgres } from './support/postgres.js';
 import { firstMissing, needCommand, needRoot, suiteRequiring } from './support/prerequisites.js';
 import { until as wait } from './support/wait.js';
 
 const until = <T>(what: string, probe: () => T | undefined | false, ms = 20_000) => wait(what, probe, ms, 50);
 
-const missing = firstMissing(needRoot, () => needCommand('cc', 'apt-get install -y gcc'), () => needCommand('python3', 'apt-get install -y python3'));
+const missing = firstMissing(
+  needRoot,
+  () => needCommand('cc', 'apt-get install -y gcc'),
+  () => needCommand('python3', 'apt-get install -y python3'),
+);
 const test = suiteRequiring('process tracking (real processes)', missing);
 
 const { work, newHome, ckpt, ps, history: historyTypes, cleanup } = jobHarness('ckpt-track', 'testnode');
@@ -22,7 +26,9 @@ const { work, newHome, ckpt, ps, history: historyTypes, cleanup } = jobHarness('
  *  `burst N S` forks S sleepers (60 s) spread over N instant children, all at once, then reaps. */
 const workload = join(work, 'storm');
 const compile = () => {
-  writeFileSync(`${workload}.c`, `
+  writeFileSync(
+    `${workload}.c`,
+    `
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +50,8 @@ int main(int argc, char **argv) {
   fflush(stdout);
   if (sleepers) pause();
   return 0;
-}`);
+}`,
+  );
   execFileSync('cc', ['-O2', '-o', workload, `${workload}.c`]);
 };
 
@@ -69,15 +76,24 @@ test('a tree with pipes, a double-forked setsid daemon, setpgid and exit statuse
   assert.is(r.out.trim(), 'tree1');
   assert.is(ckpt(['agent', 'status']).code, 0);
   // The agent registered the node and probed its checkpointer (what the coordinator plans from).
-  const nodeEvents = ckpt(['log', '--json']).out.trim().split('\n').map((l) => JSON.parse(l) as { stream: string; type: string; data: { usable?: boolean; checkpointer?: string } }).filter((e) => e.stream === 'node-testnode');
-  assert.equal(nodeEvents.map((e) => e.type), ['NodeRegistered', 'NodeAgentStarted', 'CheckpointerProbed']);
+  const nodeEvents = ckpt(['log', '--json'])
+    .out.trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { stream: string; type: string; data: { usable?: boolean; checkpointer?: string } })
+    .filter((e) => e.stream === 'node-testnode');
+  assert.equal(
+    nodeEvents.map((e) => e.type),
+    ['NodeRegistered', 'NodeAgentStarted', 'CheckpointerProbed'],
+  );
   assert.is(nodeEvents[2]!.data.checkpointer, 'criu');
 
   const rows = await until('the daemon, the setpgid process and both exits', () => {
     const now = ps('tree1');
-    const ready = now.some((m) => m.comm === 'sleep' && m.escapes.includes('session')) &&
+    const ready =
+      now.some((m) => m.comm === 'sleep' && m.escapes.includes('session')) &&
       now.some((m) => m.comm.startsWith('python') && m.escapes.includes('process-group')) &&
-      now.some((m) => m.exitStatus === 3) && now.some((m) => m.signal === 9) &&
+      now.some((m) => m.exitStatus === 3) &&
+      now.some((m) => m.signal === 9) &&
       now.filter((m) => m.state === 'running').length >= 7;
     return ready && now;
   });
@@ -102,12 +118,18 @@ test('a tree with pipes, a double-forked setsid daemon, setpgid and exit statuse
     assert.equal(byCgroup!.missed, []);
     assert.match(ckpt(['ps', 'tree1', '--scope', 'session']).out, /misses \d+ sleep: in session \d+, not the unit’s session/);
     assert.match(root.cgroup!, /^\/ckpt\/[0-9a-f]{8}\/tree1\/main$/);
-    assert.ok(rows.every((m) => m.cgroup === root.cgroup), 'every member is in the unit’s cgroup');
+    assert.ok(
+      rows.every((m) => m.cgroup === root.cgroup),
+      'every member is in the unit’s cgroup',
+    );
     // Every running member is exactly what ps and /proc say; every exited one is gone from /proc.
     for (const m of rows) {
       const stat = readStat(m.pid);
       if (m.state === 'running') {
-        const [ppid, pgid, sid] = execFileSync('ps', ['-o', 'ppid=,pgid=,sid=', '-p', String(m.pid)], { encoding: 'utf8' }).trim().split(/\s+/).map(Number);
+        const [ppid, pgid, sid] = execFileSync('ps', ['-o', 'ppid=,pgid=,sid=', '-p', String(m.pid)], { encoding: 'utf8' })
+          .trim()
+          .split(/\s+/)
+          .map(Number);
         assert.equal([m.ppid, m.pgid, m.sid, m.startTime], [ppid, pgid, sid, stat!.startTime], `${m.comm} ${m.pid}`);
       } else {
         assert.ok(!stat || stat.startTime !== m.startTime || stat.state === 'Z', `${m.comm} ${m.pid} has exited`);
@@ -181,21 +203,35 @@ test('with a tiny receive buffer the gap is recorded and /proc reconciliation re
   assert.is(ckpt(['agent', 'start', '--rcvbuf', '4096'], tiny).code, 0);
   const r = ckpt(['run', '--detach', '--job', 'gappy', '--', workload, '6000', '40'], tiny);
   assert.is(r.code, 0, r.err);
-  const rows = await until('the gap and all 40 sleepers', () => {
-    const events = historyTypes('gappy', tiny);
-    const now = ps('gappy', tiny);
-    const command = now.find((m) => m.comm === 'storm');
-    const sleepers = now.filter((m) => m.state === 'running' && m.ppid === command?.pid);
-    return events.some((e) => e.type === 'ObservationGap') && sleepers.length === 40 && now;
-  }, 30_000);
+  const rows = await until(
+    'the gap and all 40 sleepers',
+    () => {
+      const events = historyTypes('gappy', tiny);
+      const now = ps('gappy', tiny);
+      const command = now.find((m) => m.comm === 'storm');
+      const sleepers = now.filter((m) => m.state === 'running' && m.ppid === command?.pid);
+      return events.some((e) => e.type === 'ObservationGap') && sleepers.length === 40 && now;
+    },
+    30_000,
+  );
   try {
     const events = historyTypes('gappy', tiny);
     const gap = events.find((e) => e.type === 'ObservationGap')!;
     assert.ok((gap.data.lost as number) > 0);
     // The live processes in /proc are exactly the running members.
     const command = rows.find((m) => m.comm === 'storm')!;
-    const live = execFileSync('ps', ['-o', 'pid=', '--ppid', String(command.pid)], { encoding: 'utf8' }).trim().split(/\s+/).map(Number).sort();
-    assert.equal(rows.filter((m) => m.state === 'running' && m.ppid === command.pid).map((m) => m.pid).sort(), live);
+    const live = execFileSync('ps', ['-o', 'pid=', '--ppid', String(command.pid)], { encoding: 'utf8' })
+      .trim()
+      .split(/\s+/)
+      .map(Number)
+      .sort();
+    assert.equal(
+      rows
+        .filter((m) => m.state === 'running' && m.ppid === command.pid)
+        .map((m) => m.pid)
+        .sort(),
+      live,
+    );
   } finally {
     stopJob(rows);
   }
@@ -261,9 +297,15 @@ test('a member PID reused while no agent ran is not the member: neither its new 
     await new Promise((r) => setTimeout(r, 1500));
     const rows = ps('left', home);
     for (const pid of [owner!.pid!, reader.pid!, process.pid]) {
-      assert.not.ok(rows.some((m) => m.pid === pid && m.startTime !== gone.startTime), `outsider ${pid} is not in the job`);
+      assert.not.ok(
+        rows.some((m) => m.pid === pid && m.startTime !== gone.startTime),
+        `outsider ${pid} is not in the job`,
+      );
     }
-    assert.not.ok(historyTypes('left', home).some((e) => e.type === 'DependencyObserved'), 'no dependent found through the stale PID');
+    assert.not.ok(
+      historyTypes('left', home).some((e) => e.type === 'DependencyObserved'),
+      'no dependent found through the stale PID',
+    );
     stopJob(rows);
   } finally {
     owner!.kill('SIGKILL');
@@ -285,12 +327,19 @@ test('the node agent rides out a PostgreSQL restart without losing observations'
     writeFileSync(join(dir, 'go'), 'go\n'); // the job forks while the store is down
     await new Promise((r) => setTimeout(r, 1500));
     cluster.resume();
-    const rows = await until('the forks made during the outage', () => {
-      const r = onPg(['ps', 'outage', '--json']);
-      const now = r.code === 0 ? (JSON.parse(r.out) as PsRow[]) : [];
-      return now.some((m) => m.comm === 'sleep' && m.state === 'running') && now.some((m) => m.exitStatus === 4) && now;
-    }, 30_000);
-    const types = onPg(['history', 'outage', '--json']).out.trim().split('\n').map((l) => (JSON.parse(l) as { type: string }).type);
+    const rows = await until(
+      'the forks made during the outage',
+      () => {
+        const r = onPg(['ps', 'outage', '--json']);
+        const now = r.code === 0 ? (JSON.parse(r.out) as PsRow[]) : [];
+        return now.some((m) => m.comm === 'sleep' && m.state === 'running') && now.some((m) => m.exitStatus === 4) && now;
+      },
+      30_000,
+    );
+    const types = onPg(['history', 'outage', '--json'])
+      .out.trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { type: string }).type);
     assert.ok(types.includes('ProcessForked') && types.includes('ProcessExited'));
     assert.not.ok(types.includes('ProcessVanished'), 'every exit was seen, none guessed');
     stopJob(rows);

@@ -14,13 +14,13 @@ import { chainDigest, contentDigest, GENESIS, verifyChain } from '../adapters/st
 import { openEventStore } from '../adapters/store/open.js';
 import { SqliteEventStore } from '../adapters/store/sqlite.js';
 import { rederive } from '../domain/decider.js';
-import { UnreadableEventError, type ProposedEvent, type RecordedEvent } from '../domain/event-store.js';
+import { type ProposedEvent, type RecordedEvent, UnreadableEventError } from '../domain/event-store.js';
 import { definitionOf } from '../domain/events/catalogue.js';
 import { SchemaVersionError, upcast } from '../domain/events/upcast.js';
 import { either as E } from '../domain/io-ts.js';
 import { jobCoordinator } from '../domain/job-coordinator.js';
 import { jobOn, probe } from './support/coordinator.js';
-import { needPostgres, startPostgres, type PostgresCluster } from './support/postgres.js';
+import { needPostgres, type PostgresCluster, startPostgres } from './support/postgres.js';
 import { suiteRequiring } from './support/prerequisites.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-upcast-'));
@@ -45,7 +45,10 @@ test('CheckpointRequested v1 → v2: the options move into options, the stored d
 test('a version this ckpt cannot read is refused, naming the type and the versions', () => {
   const newer = upcast(requested, 7, v2);
   assert.ok(E.isLeft(newer) && newer.left instanceof SchemaVersionError);
-  assert.is(E.isLeft(newer) && newer.left.message, 'CheckpointRequested was recorded with schema version 7; this ckpt reads versions 1 to 2 of it (a newer ckpt wrote it: read it with that version or newer)');
+  assert.is(
+    E.isLeft(newer) && newer.left.message,
+    'CheckpointRequested was recorded with schema version 7; this ckpt reads versions 1 to 2 of it (a newer ckpt wrote it: read it with that version or newer)',
+  );
   const never = upcast(requested, 0, v1);
   assert.is(E.isLeft(never) && never.left.message, 'CheckpointRequested has schema version 0, which never existed (versions 1 to 2)');
 });
@@ -62,8 +65,17 @@ const insertRaw = (path: string, stream: string, type: string, schemaVersion: nu
       const id = `00000000-0000-4000-8000-${String(revision).padStart(12, '0')}`;
       const metadata = { actor: { kind: 'user', uid: 0 }, recordedAt: '2026-11-01T00:00:00.000Z', correlationId: 'c1' };
       const digest = chainDigest(previous, contentDigest({ stream, id, type, schemaVersion, data, metadata }), revision);
-      db.prepare('INSERT INTO events (stream_id, revision, id, type, schema_version, data, metadata, digest, previous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
-        .run(streamId, revision, id, type, schemaVersion, JSON.stringify(data), JSON.stringify(metadata), Buffer.from(digest, 'hex'), Buffer.from(previous, 'hex'));
+      db.prepare('INSERT INTO events (stream_id, revision, id, type, schema_version, data, metadata, digest, previous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
+        streamId,
+        revision,
+        id,
+        type,
+        schemaVersion,
+        JSON.stringify(data),
+        JSON.stringify(metadata),
+        Buffer.from(digest, 'hex'),
+        Buffer.from(previous, 'hex'),
+      );
       db.prepare('UPDATE streams SET revision = ?, digest = ? WHERE id = ?').run(revision, digest, streamId);
     })();
   } finally {
@@ -104,7 +116,10 @@ test('a v1 row in a real SQLite store reads back as v2, its digest still that of
     const decisions = coordinator.decide(state, event);
     const plan = decisions.find((d) => d.type === 'CheckpointPlanned') as (ProposedEvent & { type: 'CheckpointPlanned' }) | undefined;
     assert.equal(plan?.data.options, { tcpEstablished: true, fileLocks: false });
-    await store.append('job-j', decisions.map((d) => ({ ...d, metadata: { decidedAt: event.position, causationId: event.id, actor: { kind: 'coordinator' } } }) as ProposedEvent));
+    await store.append(
+      'job-j',
+      decisions.map((d) => ({ ...d, metadata: { decidedAt: event.position, causationId: event.id, actor: { kind: 'coordinator' } } }) as ProposedEvent),
+    );
     const replayed = rederive(coordinator, await store.readAll({ limit: 1000 }));
     assert.equal([replayed.checked, replayed.differences], [1, []]);
   });
@@ -115,7 +130,10 @@ test('a row of a newer schema version than this ckpt knows is refused on read, n
   await withStore(path, (store) => store.append('job-j', jobOn(['n1']).slice(0, 1)));
   insertRaw(path, 'job-j', 'CheckpointRequested', 7, { ...v2, somethingNew: 1 });
   await withStore(path, async (store) => {
-    const error = await store.readStream('job-j').then(() => undefined, (e: unknown) => e);
+    const error = await store.readStream('job-j').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.instance(error, UnreadableEventError);
     assert.match((error as Error).message, /^event at position 2 \(stream job-j, revision 1\): CheckpointRequested was recorded with schema version 7; this ckpt reads versions 1 to 2 of it/);
     const first: RecordedEvent[] = await store.readStream('job-j', { limit: 1 });

@@ -3,7 +3,7 @@
 // and the restart (--tcp-established); a file-lock holder; a unix socket to a daemon outside the
 // job; and a node whose CRIU cannot dump sockets at all. Every refusal comes before the freeze and
 // names what the job holds.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -15,7 +15,12 @@ import { firstMissing, needCommand, needRoot, OLD_CRIU, OLD_CRIU_INSTALL, suiteR
 import { until as wait } from './support/wait.js';
 
 const until = <T>(what: string, probe: () => T | undefined | false, ms = 30_000) => wait(what, probe, ms, 50);
-const missing = firstMissing(needRoot, () => (locateCriu() ? undefined : 'no CRIU ≥ 4.2 (run: bash scripts/install-criu.sh)'), () => needCommand('python3', 'apt-get install -y python3'), () => needCommand('ss', 'apt-get install -y iproute2'));
+const missing = firstMissing(
+  needRoot,
+  () => (locateCriu() ? undefined : 'no CRIU ≥ 4.2 (run: bash scripts/install-criu.sh)'),
+  () => needCommand('python3', 'apt-get install -y python3'),
+  () => needCommand('ss', 'apt-get install -y iproute2'),
+);
 const test = suiteRequiring('workloads: servers, connections, locks (real CRIU)', missing);
 
 const NODE = 'wlnode';
@@ -26,8 +31,17 @@ test.after(() => {
   cleanup([NODE]);
 });
 
-interface Report { version: number | null; outcome: string; phase: string; reason: string | null }
-interface RestartReport { outcome: string; reason: string | null; units: Array<{ pidNamespace?: boolean }> }
+interface Report {
+  version: number | null;
+  outcome: string;
+  phase: string;
+  reason: string | null;
+}
+interface RestartReport {
+  outcome: string;
+  reason: string | null;
+  units: Array<{ pidNamespace?: boolean }>;
+}
 
 const start = (job: string, script: string, args: string[], extra: string[] = [], home = h.home, env: Record<string, string> = {}) => {
   writeFileSync(join(work, `${job}.py`), script);
@@ -135,7 +149,13 @@ for (const mode of ['tcp', 'udp'] as const) {
     const port = await readPort(ready);
     const talk = mode === 'tcp' ? talkTcp : talkUdp;
     const keys = Array.from({ length: 50 }, (_, i) => `k${i}`);
-    assert.equal(await talk(port, keys.map((k) => `SET ${k} v-${k}`)), keys.map(() => 'OK'));
+    assert.equal(
+      await talk(
+        port,
+        keys.map((k) => `SET ${k} v-${k}`),
+      ),
+      keys.map(() => 'OK'),
+    );
     const { code, err, report } = checkpoint(job);
     assert.is(code, 0, `${err} ${JSON.stringify(report)}`);
     assert.is(report.outcome, 'committed');
@@ -144,7 +164,14 @@ for (const mode of ['tcp', 'udp'] as const) {
     await until('the server to be gone', () => running(job).length === 0);
     const restarted = restart(job);
     assert.is(restarted.code, 0, `${restarted.err} ${JSON.stringify(restarted.report)}`);
-    assert.equal(await talk(port, keys.map((k) => `GET ${k}`)), keys.map((k) => `v-${k}`), 'the data of the checkpoint is back');
+    assert.equal(
+      await talk(
+        port,
+        keys.map((k) => `GET ${k}`),
+      ),
+      keys.map((k) => `v-${k}`),
+      'the data of the checkpoint is back',
+    );
     assert.equal(await talk(port, ['GET late', 'SET new 1', 'GET new']), ['-', 'OK', '1'], 'as of the checkpoint, and serving');
     verifies(job);
     killAll(job);
@@ -207,7 +234,7 @@ test('--tcp-established: a client stays connected through the checkpoint, the st
   start(job, STREAM_SERVER, [ready, received]);
   const port = await readPort(ready);
   outside([join(work, 'client.py'), String(port), stopFile, log]);
-  const clientPort = Number(/^port (\d+)/.exec((await until('the client', () => lines(log)[0])))![1]);
+  const clientPort = Number(/^port (\d+)/.exec(await until('the client', () => lines(log)[0]))![1]);
   await until('lines to arrive', () => lines(received).length > 20);
 
   const refused = checkpoint(job);
@@ -239,8 +266,15 @@ test('--tcp-established: a client stays connected through the checkpoint, the st
   const sent = Number(/^sent (\d+) reply DONE$/.exec(end)?.[1]);
   assert.ok(sent > 0, `the client: ${lines(log).join(' | ')}`);
   const got = lines(received).map((l) => l.split(' '));
-  assert.ok(got.every(([conn, peer]) => conn === '1' && peer === String(clientPort)), 'one connection, never reconnected');
-  assert.equal(got.map((l) => l[2]), [...Array.from({ length: sent }, (_, i) => String(i + 1)), 'END'], 'every line exactly once, in order');
+  assert.ok(
+    got.every(([conn, peer]) => conn === '1' && peer === String(clientPort)),
+    'one connection, never reconnected',
+  );
+  assert.equal(
+    got.map((l) => l[2]),
+    [...Array.from({ length: sent }, (_, i) => String(i + 1)), 'END'],
+    'every line exactly once, in order',
+  );
   assert.equal(history(job).filter((e) => e.type === 'RestartPlanned')[0]!.data.options, planned.data.options, 'the restart repairs what the version holds');
   verifies(job);
   killAll(job);
@@ -272,7 +306,8 @@ open(sys.argv[2], 'w').write('locked')
 time.sleep(100000)
 `;
 /** Whether another process can take the lock (exit 0) or not (exit 1). */
-const lockFree = (file: string) => spawnSync('python3', ['-c', `import fcntl, sys\ntry:\n  fcntl.flock(open('${file}', 'w'), fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n  sys.exit(1)`]).status === 0;
+const lockFree = (file: string) =>
+  spawnSync('python3', ['-c', `import fcntl, sys\ntry:\n  fcntl.flock(open('${file}', 'w'), fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n  sys.exit(1)`]).status === 0;
 
 test('a file-lock holder: refused without --file-locks (naming holder and file), committed and restored with it, the lock held again', async () => {
   const job = 'locker';
@@ -296,7 +331,12 @@ test('a file-lock holder: refused without --file-locks (naming holder and file),
   const now = running(job).find((m) => m.comm.startsWith('python'))!;
   assert.ok(now, 'the holder is back');
   assert.not.ok(lockFree(lockFile), 'the restored process holds the lock again');
-  assert.ok(readFileSync('/proc/locks', 'utf8').split('\n').some((l) => l.includes(` FLOCK `) && l.includes(` ${now.pid} `)), 'in /proc/locks under its pid');
+  assert.ok(
+    readFileSync('/proc/locks', 'utf8')
+      .split('\n')
+      .some((l) => l.includes(` FLOCK `) && l.includes(` ${now.pid} `)),
+    'in /proc/locks under its pid',
+  );
   verifies(job);
   killAll(job);
 });
@@ -331,7 +371,10 @@ test('a job holding a unix socket to a daemon outside it: refused, naming the pe
   assert.ok(['aborted', 'rejected'].includes(report.outcome), report.outcome);
   assert.ok(report.reason!.includes(`pid ${daemon.pid} (python3)`) || report.reason!.includes(`${daemon.pid} python3`), report.reason!);
   if (report.outcome === 'aborted') assert.match(report.reason!, /connection: pid \d+ \(python3\) is connected over a unix socket .* at .*daemon\.sock/);
-  assert.ok(running('unix').some((m) => m.comm.startsWith('python') && freezerState(m) === 'THAWED'), 'the job keeps running');
+  assert.ok(
+    running('unix').some((m) => m.comm.startsWith('python') && freezerState(m) === 'THAWED'),
+    'the job keeps running',
+  );
   killAll('unix');
 });
 
@@ -349,7 +392,10 @@ old('on a node whose CRIU (4.1, kernel ≥ 6.16) cannot dump sockets: a socket-h
   assert.is(code, 1);
   assert.match(report.reason!, /version: the checkpointer on this node cannot checkpoint TCP\/UDP sockets .*pid \d+ \(python3\) TCP 127\.0\.0\.1:\d+ \(listening\)/);
   assert.match(report.reason!, /install CRIU ≥ 4\.2: bash scripts\/install-criu\.sh/);
-  assert.ok(running('old-kv', home).every((m) => freezerState(m) === 'THAWED'), 'never frozen');
+  assert.ok(
+    running('old-kv', home).every((m) => freezerState(m) === 'THAWED'),
+    'never frozen',
+  );
   killAll('old-kv', home);
 });
 

@@ -6,17 +6,17 @@
 // saves a new snapshot every SAVE_EVERY events. The rest of the agent reads jobs through it
 // (JobsView), and hears of a job's change once live.
 import type { Subscription } from 'rxjs';
-import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
+import type { Checkpointer } from '../../domain/checkpointer.js';
 import { NAME_PATTERN } from '../../domain/codecs.js';
+import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { jobOfStream, jobStream, type NodeId } from '../../domain/identity.js';
 import type { JobMembership, Unit } from '../../domain/membership.js';
-import type { Checkpointer } from '../../domain/checkpointer.js';
 import { entriesOf, getIn, keysOf } from '../../domain/persistent-map.js';
-import { agentModel, evolveAgentState, initialAgentState, settledJob, withJobHistory, type AgentState } from '../../projections/agent-state.js';
+import { type AgentState, agentModel, evolveAgentState, initialAgentState, settledJob, withJobHistory } from '../../projections/agent-state.js';
 import { readWholeStream } from '../../projections/project.js';
 import { readModel, saveModel } from '../../projections/read-model.js';
 import { DeadlineTimer } from '../timer/deadline-timer.js';
-import { JobWork, type CheckpointWorkOptions } from './job-work.js';
+import { type CheckpointWorkOptions, JobWork } from './job-work.js';
 
 /** What the agent's other rooms read of the jobs the log describes. */
 export interface JobsView {

@@ -3,7 +3,7 @@
 // writes once it is ready and removes when it stops.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -28,7 +28,11 @@ export interface AgentInfo {
 /** This machine's node name: CKPT_NODE, else the host name made into a valid name. */
 export const defaultNode = (env: NodeJS.ProcessEnv = process.env): string => {
   if (env.CKPT_NODE) return env.CKPT_NODE;
-  const name = hostname().toLowerCase().replace(/[^a-z0-9._-]/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 64);
+  const name = hostname()
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]/g, '-')
+    .replace(/^[^a-z0-9]+/, '')
+    .slice(0, 64);
   return NAME_PATTERN.test(name) ? name : 'node';
 };
 
@@ -89,7 +93,10 @@ export const agentSocket = (node: string, store: string): string => join(SOCKET_
 export const storeSockets = (store: string): string[] => {
   const suffix = `-${storeId(store)}.sock`;
   try {
-    return readdirSync(SOCKET_DIR).filter((name) => name.endsWith(suffix)).sort().map((name) => join(SOCKET_DIR, name));
+    return readdirSync(SOCKET_DIR)
+      .filter((name) => name.endsWith(suffix))
+      .sort()
+      .map((name) => join(SOCKET_DIR, name));
   } catch {
     return [];
   }

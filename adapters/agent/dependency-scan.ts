@@ -10,7 +10,7 @@
 //   directory, with its mapped size from the scan's own /proc/PID/stat read, instead of every
 //   descriptor and mapping), and at the latest when MEMBER_MAX_AGE_MS (30–45 s)
 //   old: a descriptor a quiet member swapped for another (dup2) is seen within that age.
-import { findDependents, readMemberResources, readStat, resourceSignature, scanProcesses, type Dependent, type MemberResources, type ProcStat } from '../tracking/procfs.js';
+import { type Dependent, findDependents, type MemberResources, type ProcStat, readMemberResources, readStat, resourceSignature, scanProcesses } from '../tracking/procfs.js';
 import type { JobsView } from './coordinator-host.js';
 import type { Tracked } from './process-tracker.js';
 

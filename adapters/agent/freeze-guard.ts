@@ -8,7 +8,7 @@
 // starts the stop step it tells the guard so ("k"), and the guard's way out becomes a kill, not a
 // thaw — the images are committed and a thawed original would run on beside its restart. Before
 // that (the commit may still fail and abort), the way out is a thaw, as for any checkpoint.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';

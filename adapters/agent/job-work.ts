@@ -10,17 +10,18 @@
 //   cleanly instead of running twice.
 //   Each step is a handler in one table (steps/): it returns its step's done event; #execute
 //   records every outcome, a failure once what the handler registered to undo is undone.
+
+import { noCommands, type PendingCommand, pendingOn, type Step } from '../../domain/checkpoint-commands.js';
 import type { Checkpointer } from '../../domain/checkpointer.js';
-import { noCommands, pendingOn, type PendingCommand, type Step } from '../../domain/checkpoint-commands.js';
-import { isRequest, type JobProgress, type Undecided } from '../../projections/agent-state.js';
+import { type EventStore, type ProposedEvent, WrongExpectedRevisionError } from '../../domain/event-store.js';
 import type { Limits, UnitCgroup } from '../../domain/events/job.js';
-import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, } from '../../domain/event-store.js';
 import { jobStream, type NodeId, type UnitId } from '../../domain/identity.js';
 import { requestDeadline } from '../../domain/requests.js';
+import { isRequest, type JobProgress, type Undecided } from '../../projections/agent-state.js';
 import { freezerOf, thawUnit, unitFreezeState } from '../cgroups/unit-cgroups.js';
 import { FrozenUnits } from './steps/frozen-units.js';
-import { stepTable } from './steps/step-table.js';
 import { failed, handlerFor, type JobView, type Outcome, type StepHandler, type StepTable } from './steps/step.js';
+import { stepTable } from './steps/step-table.js';
 
 export interface CheckpointWorkOptions {
   readonly store: EventStore;
@@ -98,7 +99,16 @@ export class JobWork {
     let w = this.#jobs.get(job);
     if (!w) {
       const state: Omit<JobWorkState, 'view'> = { progress, appending: false };
-      w = Object.assign(state, { view: { get state() { return state.progress.state; }, get commands() { return state.progress.commands; } } });
+      w = Object.assign(state, {
+        view: {
+          get state() {
+            return state.progress.state;
+          },
+          get commands() {
+            return state.progress.commands;
+          },
+        },
+      });
       this.#jobs.set(job, w);
     }
     return w;
@@ -121,7 +131,10 @@ export class JobWork {
       // One step at a time per unit — but the images check runs beside the restore it releases.
       const queueKey = `${job}/${command.unit ?? ''}${command.step === 'images-verify' ? '/check' : ''}`;
       const run = (this.#unitQueue.get(queueKey) ?? Promise.resolve()).then(() => this.#execute(job, command));
-      this.#unitQueue.set(queueKey, run.catch(() => {}));
+      this.#unitQueue.set(
+        queueKey,
+        run.catch(() => {}),
+      );
     }
   }
 

@@ -1,7 +1,8 @@
 // A unit's root as a client claims it (UnitLaunched through the request gateway): before the node
 // agent moves it into the unit's cgroups, it checks the process is one the caller may launch.
-import { isUnitCgroupPath } from '../cgroups/unit-cgroups.js';
+
 import type { ProcessRef } from '../../domain/identity.js';
+import { isUnitCgroupPath } from '../cgroups/unit-cgroups.js';
 import { namespacePids, pidNamespaceOf } from '../tracking/pids.js';
 import { readCgroups, readCredentials, readStat } from '../tracking/procfs.js';
 import type { Caller } from './peer-credentials.js';

@@ -8,7 +8,7 @@ import type { ProposedEvent } from '../../domain/event-store.js';
 import type { UnitCgroup } from '../../domain/events/job.js';
 import type { NodeId, ProcessRef, UnitId } from '../../domain/identity.js';
 import { runningMembers, type Unit } from '../../domain/membership.js';
-import { createUnitCgroups, inUnit, ownUnitCgroups, removeUnitCgroups, unitCgroupPath, type CgroupLayout } from '../cgroups/unit-cgroups.js';
+import { type CgroupLayout, createUnitCgroups, inUnit, ownUnitCgroups, removeUnitCgroups, unitCgroupPath } from '../cgroups/unit-cgroups.js';
 import { openResources, primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 import type { JobsView } from './coordinator-host.js';
 import type { ProcessTracker, RootExit } from './process-tracker.js';

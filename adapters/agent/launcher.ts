@@ -9,17 +9,17 @@
 //      and the command is exec'd. Everything it forks from then on is seen by the agent.
 // A foreground launch learns the command's end from the log, as the agent recorded it: the job
 // holds nothing that leads back to the launcher, so it can be checkpointed while it waits.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { WrongExpectedRevisionError, type EventStore, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
-import { jobInfo } from '../../projections/jobs.js';
+import { type EventStore, type ProposedEvent, type RecordedEvent, WrongExpectedRevisionError } from '../../domain/event-store.js';
 import type { JobOptions, Limits } from '../../domain/events/job.js';
 import { jobStream, type NodeId, type ProcessRef } from '../../domain/identity.js';
-import { readStat } from '../tracking/procfs.js';
 import { filter, firstValueFrom, timeout } from '../../domain/rx.js';
+import { jobInfo } from '../../projections/jobs.js';
+import { readStat } from '../tracking/procfs.js';
 
 export const MAIN_UNIT = 'main';
 
@@ -36,7 +36,12 @@ export const unitInitPath: string = fileURLToPath(new URL('../../native/ckpt-uni
 
 /** PATH lookup as the shell would do it, so a missing command fails before anything is recorded. */
 export const resolveCommand = (command: string, path = process.env.PATH ?? ''): string | undefined => {
-  const candidates = command.includes('/') ? [command] : path.split(delimiter).filter(Boolean).map((dir) => join(dir, command));
+  const candidates = command.includes('/')
+    ? [command]
+    : path
+        .split(delimiter)
+        .filter(Boolean)
+        .map((dir) => join(dir, command));
   for (const candidate of candidates) {
     try {
       accessSync(candidate, constants.X_OK);
@@ -98,7 +103,9 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
   const unit = r.unit ?? MAIN_UNIT;
   const assigned: ProposedEvent = { type: 'UnitAssigned', data: { unit, node: r.node, command: [...r.command], cwd: r.cwd, limits: r.limits } };
   const { revision } = await r.store
-    .append(jobStream(r.job), [{ type: 'JobSubmitted', data: { job: r.job, owner: r.owner, ...(r.options && Object.values(r.options).some(Boolean) && { options: r.options }) } }, assigned], { expectedRevision: 'no_stream' })
+    .append(jobStream(r.job), [{ type: 'JobSubmitted', data: { job: r.job, owner: r.owner, ...(r.options && Object.values(r.options).some(Boolean) && { options: r.options }) } }, assigned], {
+      expectedRevision: 'no_stream',
+    })
     .catch(async (error) => {
       if (!(error instanceof WrongExpectedRevisionError) || !r.join) throw error;
       const job = await jobInfo(r.store, r.job);
@@ -138,7 +145,9 @@ export const launchUnit = async (r: LaunchRequest): Promise<Launched> => {
     .append(jobStream(r.job), [{ type: 'UnitLaunched', data: { unit, node: r.node, root, pgid: stat.pgid, sid: stat.sid, comm: stat.comm, cgroup: '' } }])
     .catch((error: Error) => fail(error.message));
   r.onProgress?.('waiting for the node agent to track the unit');
-  const tracked = await waitFor(r.store, r.job, launched.revision + 1, (e) => (e.type === 'UnitTracked' || e.type === 'UnitLaunchFailed') && e.data.unit === unit, 'track the unit', ms).catch((error: Error) => fail(error.message));
+  const tracked = await waitFor(r.store, r.job, launched.revision + 1, (e) => (e.type === 'UnitTracked' || e.type === 'UnitLaunchFailed') && e.data.unit === unit, 'track the unit', ms).catch(
+    (error: Error) => fail(error.message),
+  );
   if (tracked.type === 'UnitLaunchFailed') return fail(tracked.data.reason);
   const ended = r.reportEnd ? commandEnd(r.store, r.job, unit, root, tracked.revision + 1) : undefined;
   gate.end('go\n');

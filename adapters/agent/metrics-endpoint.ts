@@ -5,11 +5,11 @@
 // here, when --metrics is given, so no other command pays for it.
 import { createServer, type Server } from 'node:http';
 import { createRequire } from 'node:module';
-import type { Subscription } from 'rxjs';
 import type { Metric, MetricValueWithName, Registry } from 'prom-client';
+import type { Subscription } from 'rxjs';
 import type { EventStore, RecordedEvent } from '../../domain/event-store.js';
 import type { JobMembership } from '../../domain/membership.js';
-import { BOUNDS, evolveMetrics, metricsModel, trackedProcesses, type Histogram, type LogMetrics } from '../../projections/metrics.js';
+import { BOUNDS, evolveMetrics, type Histogram, type LogMetrics, metricsModel, trackedProcesses } from '../../projections/metrics.js';
 import { readModel, saveModel } from '../../projections/read-model.js';
 import type { ListenAddress } from '../cli/args.js';
 import { hostPort, listenOn } from '../http/listen.js';
@@ -75,19 +75,26 @@ export class MetricsEndpoint {
     // The job's label is `ckpt_job`: Prometheus owns `job` (the scrape job) and would rename ours.
     for (const metric of [
       folded('ckpt_checkpoint_operations_total', 'counter', 'Checkpoints committed or aborted, in the whole log', () =>
-        (['committed', 'aborted'] as const).map((result) => ({ labels: { result }, value: m().checkpoints[result] }))),
+        (['committed', 'aborted'] as const).map((result) => ({ labels: { result }, value: m().checkpoints[result] })),
+      ),
       histogram('ckpt_checkpoint_duration_seconds', 'Request to completion of committed checkpoints, by the log’s clock', (x) => x.checkpointSeconds, BOUNDS.checkpointSeconds),
       histogram('ckpt_checkpoint_frozen_seconds', 'Longest time a unit stayed frozen, per checkpoint that froze', (x) => x.frozenSeconds, BOUNDS.frozenSeconds),
       histogram('ckpt_checkpoint_size_bytes', 'Image bytes of committed checkpoints', (x) => x.sizeBytes, BOUNDS.sizeBytes),
       folded('ckpt_restore_operations_total', 'counter', 'Restarts restored or failed, in the whole log', () =>
-        (['restored', 'failed'] as const).map((result) => ({ labels: { result }, value: m().restores[result] }))),
+        (['restored', 'failed'] as const).map((result) => ({ labels: { result }, value: m().restores[result] })),
+      ),
       histogram('ckpt_restore_duration_seconds', 'Request to commit of restored restarts, by the log’s clock', (x) => x.restoreSeconds, BOUNDS.restoreSeconds),
       folded('ckpt_tracked_processes', 'gauge', 'Running members of each job on this node, as the agent tracks them', () =>
-        Object.entries(trackedProcesses(options.agent.memberships(), options.node)).map(([job, value]) => ({ labels: { ckpt_job: job }, value }))),
+        Object.entries(trackedProcesses(options.agent.memberships(), options.node)).map(([job, value]) => ({ labels: { ckpt_job: job }, value })),
+      ),
       folded('ckpt_observation_gaps_total', 'counter', 'Times a node agent lost kernel process events (then reconciled from /proc), per node', () =>
-        Object.entries({ [options.node]: 0, ...m().gaps }).map(([node, value]) => ({ labels: { node }, value }))), // this node's from 0, so rate() works before a first gap
-      folded('ckpt_log_lag_events', 'gauge', 'Events in the log this agent has not folded yet', async () => [{ labels: {}, value: Math.max(0, (await options.store.headPosition()) - options.agent.position()) }]),
-    ]) this.#registry.registerMetric(metric);
+        Object.entries({ [options.node]: 0, ...m().gaps }).map(([node, value]) => ({ labels: { node }, value })),
+      ), // this node's from 0, so rate() works before a first gap
+      folded('ckpt_log_lag_events', 'gauge', 'Events in the log this agent has not folded yet', async () => [
+        { labels: {}, value: Math.max(0, (await options.store.headPosition()) - options.agent.position()) },
+      ]),
+    ])
+      this.#registry.registerMetric(metric);
   }
 
   /** Binds the address (before the agent starts: a bad or busy one ends the start with nothing done). */

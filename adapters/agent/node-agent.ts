@@ -10,18 +10,18 @@
 import { readFileSync } from 'node:fs';
 import { arch, hostname, release } from 'node:os';
 import type { EventStore } from '../../domain/event-store.js';
-import { nodeStream, type NodeId, type ProcessRef } from '../../domain/identity.js';
+import { type NodeId, nodeStream, type ProcessRef } from '../../domain/identity.js';
 import type { JobMembership } from '../../domain/membership.js';
-import { CriuCheckpointer } from '../checkpointers/criu-checkpointer.js';
-import { locateCriu } from '../checkpointers/criu.js';
 import { detectCgroups } from '../cgroups/unit-cgroups.js';
+import { locateCriu } from '../checkpointers/criu.js';
+import { CriuCheckpointer } from '../checkpointers/criu-checkpointer.js';
 import { readStat } from '../tracking/procfs.js';
-import { CoordinatorHost, type CatchUpProgress } from './coordinator-host.js';
+import { type CatchUpProgress, CoordinatorHost } from './coordinator-host.js';
 import { LaunchProtocol } from './launch-protocol.js';
+import { DEFAULT_LEASE_TTL_MS, LeaseRenewal } from './lease-renewal.js';
 import { Outbox } from './outbox.js';
 import { ProcessTracker, type Rereads } from './process-tracker.js';
 import { RequestGateway } from './request-gateway.js';
-import { DEFAULT_LEASE_TTL_MS, LeaseRenewal } from './lease-renewal.js';
 
 export type { CatchUpProgress } from './coordinator-host.js';
 
@@ -139,14 +139,22 @@ export class NodeAgent {
     this.#o.starting?.({ phase: 'probe' });
     const probe = await checkpointer.probe();
     if (!probe.usable) this.#log(`CRIU cannot be used on this node: ${probe.problems.join('; ')}`);
-    await store.append(nodeStream(node), [
-      { type: 'NodeRegistered', data: { node, hostname: hostname(), kernel: release(), bootId: bootId(), arch: arch() } },
-      { type: 'NodeAgentStarted', data: { node, agent: this.#self, version: this.#o.version } },
-      { type: 'CheckpointerProbed', data: { node, ...probe } },
-    ]).catch((error) => this.#log(`could not register the node: ${error.message}`));
+    await store
+      .append(nodeStream(node), [
+        { type: 'NodeRegistered', data: { node, hostname: hostname(), kernel: release(), bootId: bootId(), arch: arch() } },
+        { type: 'NodeAgentStarted', data: { node, agent: this.#self, version: this.#o.version } },
+        { type: 'CheckpointerProbed', data: { node, ...probe } },
+      ])
+      .catch((error) => this.#log(`could not register the node: ${error.message}`));
     // After the registration: the store gives the lease only to the agent start the log records.
     if (store.leases) {
-      this.#lease = new LeaseRenewal({ leases: store.leases, node, holder: { ...this.#self, bootId: bootId(), hostname: hostname() }, ttlMs: this.#o.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS, log: this.#log });
+      this.#lease = new LeaseRenewal({
+        leases: store.leases,
+        node,
+        holder: { ...this.#self, bootId: bootId(), hostname: hostname() },
+        ttlMs: this.#o.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS,
+        log: this.#log,
+      });
       await this.#lease.start();
     }
 
@@ -186,9 +194,7 @@ export class NodeAgent {
     await this.#outbox.flush();
     await this.#lease?.stop();
     if (this.#self) {
-      await this.#o.store
-        .append(nodeStream(this.#o.node), [{ type: 'NodeAgentStopped', data: { node: this.#o.node, agent: this.#self, reason } }])
-        .catch(() => {});
+      await this.#o.store.append(nodeStream(this.#o.node), [{ type: 'NodeAgentStopped', data: { node: this.#o.node, agent: this.#self, reason } }]).catch(() => {});
     }
   }
 

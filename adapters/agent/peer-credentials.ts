@@ -46,7 +46,9 @@ export const peerCredentials = (connection: Socket): Promise<Caller> =>
 /** The user's name from /etc/passwd, for messages and the audit (the uid is what counts). */
 const userEntry = (uid: number): { user?: string } => {
   try {
-    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === String(uid));
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(uid));
     const name = line?.split(':')[0];
     return name ? { user: name } : {};
   } catch {

@@ -25,14 +25,14 @@
 import type { Subscription } from 'rxjs';
 import type { ProposedEvent } from '../../domain/event-store.js';
 import type { UnitCgroup } from '../../domain/events/job.js';
-import { processKey, type NodeId, type ProcessRef, type UnitId } from '../../domain/identity.js';
+import { type NodeId, type ProcessRef, processKey, type UnitId } from '../../domain/identity.js';
 import { runningMembers, type Unit } from '../../domain/membership.js';
 import { CgroupThreadLists } from '../cgroups/thread-lists.js';
 import { inUnit, unitProcesses } from '../cgroups/unit-cgroups.js';
-import { watchKernelProcessEvents, type KernelProcessEvent } from '../tracking/proc-connector.js';
-import { clockTicksPerSecond, descendantsOf, HeldStatFiles, primaryCgroup, readCgroups, readCmdline, readStat, scanProcesses, type ProcStat } from '../tracking/procfs.js';
-import { DependencyScan } from './dependency-scan.js';
+import { type KernelProcessEvent, watchKernelProcessEvents } from '../tracking/proc-connector.js';
+import { clockTicksPerSecond, descendantsOf, HeldStatFiles, type ProcStat, primaryCgroup, readCgroups, readCmdline, readStat, scanProcesses } from '../tracking/procfs.js';
 import type { JobsView } from './coordinator-host.js';
+import { DependencyScan } from './dependency-scan.js';
 import { RereadSchedule } from './reread-schedule.js';
 
 /** How a unit's root process ended (null, null: its exit was not seen). */
@@ -274,11 +274,25 @@ export class ProcessTracker {
         const stat = readStat(e.pid);
         // A child that already exited cannot be read: its start time comes from the event's clock.
         const startTime = stat?.startTime ?? Math.floor(e.ts * this.#ticksPerNs);
-        const child = this.track(parent.job, parent.unit, { ...(stat ?? { pid: e.pid, startTime, pgid: parent.pgid, sid: parent.sid, comm: parent.comm, state: 'R', threads: 1 }), ppid: e.ptgid }, parent.cgroup);
+        const child = this.track(
+          parent.job,
+          parent.unit,
+          { ...(stat ?? { pid: e.pid, startTime, pgid: parent.pgid, sid: parent.sid, comm: parent.comm, state: 'R', threads: 1 }), ppid: e.ptgid },
+          parent.cgroup,
+        );
         child.dependent = parent.dependent;
         this.#o.emit(parent.job, {
           type: 'ProcessForked',
-          data: { node: this.#o.node, unit: parent.unit, parent: this.#ref(parent), child: this.#ref(child), pgid: child.pgid, sid: child.sid, comm: child.comm, ...(child.cgroup ? { cgroup: child.cgroup } : {}) },
+          data: {
+            node: this.#o.node,
+            unit: parent.unit,
+            parent: this.#ref(parent),
+            child: this.#ref(child),
+            pgid: child.pgid,
+            sid: child.sid,
+            comm: child.comm,
+            ...(child.cgroup ? { cgroup: child.cgroup } : {}),
+          },
         });
         return;
       }
@@ -333,7 +347,10 @@ export class ProcessTracker {
         this.#lostReported = e.lost ?? e.count;
         const jobs = new Set([...this.#tracked.values()].map((t) => t.job));
         for (const job of jobs) {
-          this.#o.emit(job, { type: 'ObservationGap', data: { node: this.#o.node, source: 'proc-connector', lost: Math.max(lost, 0), reason: 'the kernel dropped process events (receive buffer full)' } });
+          this.#o.emit(job, {
+            type: 'ObservationGap',
+            data: { node: this.#o.node, source: 'proc-connector', lost: Math.max(lost, 0), reason: 'the kernel dropped process events (receive buffer full)' },
+          });
         }
         // Reconcile once the burst is over, not on every dropped batch.
         clearTimeout(this.#reconcileTimer);
@@ -482,7 +499,7 @@ export class ProcessTracker {
         const queue = [...this.#tracked.values()].filter((t) => t.job === job && t.unit === unit.unit && byPid.get(t.pid)?.startTime === t.startTime).map((t) => t.pid);
         const found = new Set<number>(inCgroups);
         for (let pid = queue.pop(); pid !== undefined; pid = queue.pop()) {
-          for (const c of children.get(pid) ?? []) if (!found.has(c.pid)) (found.add(c.pid), queue.push(c.pid));
+          for (const c of children.get(pid) ?? []) if (!found.has(c.pid)) found.add(c.pid), queue.push(c.pid);
         }
         // A zombie has exited already (its exit seen, or lost): never a new member. A checkpoint's
         // cut may hold one (a parent frozen before reaping it); verify accepts it as such.

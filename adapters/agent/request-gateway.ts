@@ -20,24 +20,24 @@ import { randomUUID } from 'node:crypto';
 import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { WrongExpectedRevisionError, type EventStore, type ExpectedRevision, type ProposedEvent, type RecordedEvent } from '../../domain/event-store.js';
-import { either as E } from '../../domain/io-ts.js';
+import { type EventStore, type ExpectedRevision, type ProposedEvent, type RecordedEvent, WrongExpectedRevisionError } from '../../domain/event-store.js';
 import { decodeEvent, InvalidEventError } from '../../domain/events/decode.js';
 import type { JobOwner, UnitCgroup } from '../../domain/events/job.js';
-import { jobOfStream, jobStream, newUnitNameProblem, type Actor, type NodeId } from '../../domain/identity.js';
-import { evolvePruneProgress, pruneProgress, pruneSettled } from '../../domain/prune.js';
-import { awaitFold } from '../store/await-fold.js';
+import { type Actor, jobOfStream, jobStream, type NodeId, newUnitNameProblem } from '../../domain/identity.js';
+import { either as E } from '../../domain/io-ts.js';
 import type { JobMembership } from '../../domain/membership.js';
+import { emptyMap, mapOf, valuesOf } from '../../domain/persistent-map.js';
+import { evolvePruneProgress, pruneProgress, pruneSettled } from '../../domain/prune.js';
 import { authorizeActor, reject } from '../../domain/requests.js';
-import { jobInfo, jobsModel, readAllJobs, readJobs, UNKNOWN_ROWS, withoutProcesses, type JobRow } from '../../projections/jobs.js';
+import { concatMap, from as fromPromise, Observable, type Subscription } from '../../domain/rx.js';
+import { type JobRow, jobInfo, jobsModel, readAllJobs, readJobs, UNKNOWN_ROWS, withoutProcesses } from '../../projections/jobs.js';
 import { readModels } from '../../projections/models.js';
 import { readModel } from '../../projections/read-model.js';
-import { emptyMap, mapOf, valuesOf } from '../../domain/persistent-map.js';
 import { addProcess } from '../cgroups/unit-cgroups.js';
+import { awaitFold } from '../store/await-fold.js';
 import { primaryCgroup, readCgroups, readStat } from '../tracking/procfs.js';
 import { rootProblem } from './launch-claim.js';
-import { peerCredentials, type Caller } from './peer-credentials.js';
-import { concatMap, from as fromPromise, Observable, type Subscription } from '../../domain/rx.js';
+import { type Caller, peerCredentials } from './peer-credentials.js';
 
 export interface RequestGatewayOptions {
   readonly store: EventStore;
@@ -52,7 +52,10 @@ export interface RequestGatewayOptions {
 /** A refusal: its message says what was refused and why; `code` as in RequestRejected. */
 export class RequestRefused extends Error {
   override readonly name = 'RequestRefused';
-  constructor(readonly code: 'unauthorized' | 'invalid' | 'not-found', message: string) {
+  constructor(
+    readonly code: 'unauthorized' | 'invalid' | 'not-found',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -133,22 +136,25 @@ export class RequestGateway {
         const line = buffered.slice(0, newline);
         buffered = buffered.slice(newline + 1);
         if (line.trim() === '') continue;
-        queue = queue.then(async () => {
-          let request: Record<string, unknown>;
-          try {
-            request = JSON.parse(line);
-          } catch {
-            return send({ id: null, ok: false, error: { name: 'RequestRefused', message: 'a request line is not JSON' } });
-          }
-          const id = request.id ?? null;
-          try {
-            const who = await caller;
-            if (request.op === 'subscribe') return subscriptions.push(this.#subscribe(who, request, id, send));
-            send({ id, ok: true, result: await this.#handle(who, request) });
-          } catch (error) {
-            send({ id, ok: false, error: errorJson(error as Error) });
-          }
-        }, () => undefined);
+        queue = queue.then(
+          async () => {
+            let request: Record<string, unknown>;
+            try {
+              request = JSON.parse(line);
+            } catch {
+              return send({ id: null, ok: false, error: { name: 'RequestRefused', message: 'a request line is not JSON' } });
+            }
+            const id = request.id ?? null;
+            try {
+              const who = await caller;
+              if (request.op === 'subscribe') return subscriptions.push(this.#subscribe(who, request, id, send));
+              send({ id, ok: true, result: await this.#handle(who, request) });
+            } catch (error) {
+              send({ id, ok: false, error: errorJson(error as Error) });
+            }
+          },
+          () => undefined,
+        );
       }
     });
   }
@@ -189,12 +195,10 @@ export class RequestGateway {
       return (stream === undefined ? store.subscribeAll({ from, onCaughtUp }) : store.subscribeStream(stream, { from, onCaughtUp })).subscribe(subscriber);
     });
     // In log order: each event waits for the owner lookup of the one before.
-    return marked
-      .pipe(concatMap((e) => fromPromise(e === CAUGHT_UP ? Promise.resolve(e) : this.#visible(caller, e).then((ok) => (ok ? e : undefined)))))
-      .subscribe({
-        next: (e) => e !== undefined && send(e === CAUGHT_UP ? { id, caughtUp: true } : { id, event: e }),
-        error: (error: Error) => send({ id, ok: false, error: errorJson(error) }),
-      });
+    return marked.pipe(concatMap((e) => fromPromise(e === CAUGHT_UP ? Promise.resolve(e) : this.#visible(caller, e).then((ok) => (ok ? e : undefined))))).subscribe({
+      next: (e) => e !== undefined && send(e === CAUGHT_UP ? { id, caughtUp: true } : { id, event: e }),
+      error: (error: Error) => send({ id, ok: false, error: errorJson(error) }),
+    });
   }
 
   /**
@@ -221,7 +225,12 @@ export class RequestGateway {
     }
     const visible = await this.#readStream(caller, stream!, {});
     const state = visible.reduce(model.evolve, model.initial(key));
-    return { state: model.encode(state), position: visible.at(-1)?.revision ?? -1, folded: visible.length, notes: [`${model.name}/${key}: folded from the ${visible.length} event(s) of it you may see (not your job)`] };
+    return {
+      state: model.encode(state),
+      position: visible.at(-1)?.revision ?? -1,
+      folded: visible.length,
+      notes: [`${model.name}/${key}: folded from the ${visible.length} event(s) of it you may see (not your job)`],
+    };
   }
 
   /**
@@ -428,7 +437,8 @@ export class RequestGateway {
    */
   async #prune(caller: Caller, job: unknown, keep: unknown, timeoutMs: unknown) {
     if (typeof job !== 'string' || jobOfStream(jobStream(job)) === undefined) throw new RequestRefused('invalid', `prune: job must be a job name, got ${JSON.stringify(job)}`);
-    if (!Number.isSafeInteger(keep) || (keep as number) < 1) throw new RequestRefused('invalid', `prune: keep must be an integer ≥ 1 (the newest version is never pruned), got ${JSON.stringify(keep)}`);
+    if (!Number.isSafeInteger(keep) || (keep as number) < 1)
+      throw new RequestRefused('invalid', `prune: keep must be an integer ≥ 1 (the newest version is never pruned), got ${JSON.stringify(keep)}`);
     const timeout = timeoutMs ?? DEFAULT_PRUNE_TIMEOUT_MS;
     if (!Number.isSafeInteger(timeout) || (timeout as number) < 1) throw new RequestRefused('invalid', `prune: timeoutMs must be a positive integer, got ${JSON.stringify(timeoutMs)}`);
     const { store } = this.#o;
@@ -443,7 +453,9 @@ export class RequestGateway {
       const nodes = p.removed[version] ?? {};
       return { version, bytes: Object.values(nodes).reduce((n, b) => n + b, 0), nodes };
     });
-    const waiting = Object.entries(p.waiting).filter(([, nodes]) => nodes.length > 0).map(([version, nodes]) => ({ version: Number(version), nodes }));
+    const waiting = Object.entries(p.waiting)
+      .filter(([, nodes]) => nodes.length > 0)
+      .map(([version, nodes]) => ({ version: Number(version), nodes }));
     return { pruned, kept: p.planned.kept, waiting, failed: p.failed, ...(timedOut && { timedOut: true }) };
   }
 }

@@ -27,7 +27,7 @@ const parseIds = (text: string): Set<number> => {
   let id = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c === 0x0a) (ids.add(id), (id = 0));
+    if (c === 0x0a) ids.add(id), (id = 0);
     else id = id * 10 + (c - 0x30);
   }
   return ids;

@@ -67,8 +67,7 @@ const HINTS: Record<string, string> = {
   EOPNOTSUPP: 'not supported by this kernel or cgroup mode (e.g. controllers in a threaded subtree)',
 };
 
-const codeOf = (err: unknown): string | undefined =>
-  typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+const codeOf = (err: unknown): string | undefined => (typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined);
 
 const fsError = (what: string, err: unknown): Error => {
   const code = codeOf(err);
@@ -227,16 +226,13 @@ export const detectCgroups = (mountinfo: string = readText('/proc/self/mountinfo
  *  and 'kill' when available (no v2 controller has those names). */
 export const describeCgroups = (layout: CgroupLayout): { v1: string[]; v2: string[] } => ({
   v1: [...new Set(layout.v1.flatMap((h) => h.controllers))].sort(),
-  v2: layout.v2
-    ? [...layout.v2.controllers].sort().concat(layout.v2.freeze ? ['freeze'] : [], layout.v2.kill ? ['kill'] : [])
-    : [],
+  v2: layout.v2 ? [...layout.v2.controllers].sort().concat(layout.v2.freeze ? ['freeze'] : [], layout.v2.kill ? ['kill'] : []) : [],
 });
 
 /** Can this node freeze a unit (v1 freezer or v2 cgroup.freeze)? */
 export const canFreeze = (layout: CgroupLayout): boolean => v1MountOf(layout, 'freezer') !== undefined || layout.v2?.freeze === true;
 
-const v1MountOf = (layout: CgroupLayout, controller: string): string | undefined =>
-  layout.v1.find((h) => h.controllers.includes(controller))?.mountPoint;
+const v1MountOf = (layout: CgroupLayout, controller: string): string | undefined => layout.v1.find((h) => h.controllers.includes(controller))?.mountPoint;
 
 // ---------------------------------------------------------------------------------------------
 // Creation and limits
@@ -244,8 +240,7 @@ const v1MountOf = (layout: CgroupLayout, controller: string): string | undefined
 const SEGMENT = /^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]*$/;
 
 const validateRelativePath = (relativePath: string): void => {
-  const bad = (why: string) =>
-    new Error(`invalid unit cgroup path "${relativePath}": ${why} (expected a relative path like 'ckpt/job-x/unit-1')`);
+  const bad = (why: string) => new Error(`invalid unit cgroup path "${relativePath}": ${why} (expected a relative path like 'ckpt/job-x/unit-1')`);
   if (relativePath === '') throw bad('empty');
   if (relativePath.startsWith('/')) throw bad('must be relative to the hierarchy root, not absolute');
   for (const seg of relativePath.split('/')) {
@@ -269,11 +264,8 @@ const validateLimits = (limits: Limits): void => {
     if (!Number.isSafeInteger(value) || value < 1) throw new Error(`limit ${name}=${value} must be an integer ≥ 1`);
   }
   if (limits.memoryBytes !== undefined && limits.memoryBytes < MIN_MEMORY_BYTES)
-    throw new Error(
-      `limit memoryBytes=${limits.memoryBytes} is below ${MIN_MEMORY_BYTES} (1 MiB): no process can run in it (the kernel rounds down to whole pages, 10 becomes 0)`,
-    );
-  if (limits.cpuWeight !== undefined && limits.cpuWeight > 10_000)
-    throw new Error(`limit cpuWeight=${limits.cpuWeight} is out of range: cgroup cpu weights are 1..10000 (100 is the default)`);
+    throw new Error(`limit memoryBytes=${limits.memoryBytes} is below ${MIN_MEMORY_BYTES} (1 MiB): no process can run in it (the kernel rounds down to whole pages, 10 becomes 0)`);
+  if (limits.cpuWeight !== undefined && limits.cpuWeight > 10_000) throw new Error(`limit cpuWeight=${limits.cpuWeight} is out of range: cgroup cpu weights are 1..10000 (100 is the default)`);
 };
 
 /** Where a limit's controller lives on this node: v1 if mounted there, else v2; throws if neither. */
@@ -282,9 +274,7 @@ const targetFor = (layout: CgroupLayout, name: LimitName, value: number): Target
   const v1 = v1MountOf(layout, controller);
   if (v1) return { kind: 'v1', mount: v1 };
   if (layout.v2?.controllers.includes(controller)) return { kind: 'v2', mount: layout.v2.mountPoint };
-  const v2why = layout.v2
-    ? `the cgroup2 mount at ${layout.v2.mountPoint} does not offer it in cgroup.controllers (offers: ${layout.v2.controllers.join(' ') || 'none'})`
-    : 'there is no cgroup2 mount';
+  const v2why = layout.v2 ? `the cgroup2 mount at ${layout.v2.mountPoint} does not offer it in cgroup.controllers (offers: ${layout.v2.controllers.join(' ') || 'none'})` : 'there is no cgroup2 mount';
   throw new Error(
     `limit ${name}=${value} cannot be enforced on this node: the '${controller}' cgroup controller is missing ` +
       `(no cgroup v1 hierarchy has it mounted and ${v2why}); mount/enable the ${controller} controller or drop the limit`,
@@ -361,8 +351,7 @@ export const createUnitCgroups = (layout: CgroupLayout, relativePath: string, li
   }
 
   const cgroups = unitCgroupsAt(layout, relativePath);
-  if (cgroups.length === 0)
-    throw new Error('no usable cgroup hierarchy on this node (neither v1 freezer/memory/pids/cpu/cpuacct nor cgroup2 is mounted; see /proc/self/mountinfo)');
+  if (cgroups.length === 0) throw new Error('no usable cgroup hierarchy on this node (neither v1 freezer/memory/pids/cpu/cpuacct nor cgroup2 is mounted; see /proc/self/mountinfo)');
 
   const created: string[] = [];
   try {
@@ -395,8 +384,7 @@ export const createUnitCgroups = (layout: CgroupLayout, relativePath: string, li
     if (pidsDir) setOrReset(join(pidsDir, 'pids.max'), pids?.toString(), 'max', `setting pids limit of ${pidsDir}`);
 
     const cpuDir = v1dir('cpu');
-    if (cpuDir)
-      setOrReset(join(cpuDir, 'cpu.shares'), cpuWeight === undefined ? undefined : String(weightToShares(cpuWeight)), '1024', `setting cpu shares of ${cpuDir}`);
+    if (cpuDir) setOrReset(join(cpuDir, 'cpu.shares'), cpuWeight === undefined ? undefined : String(weightToShares(cpuWeight)), '1024', `setting cpu shares of ${cpuDir}`);
     else if (v2dir) setOrReset(join(v2dir, 'cpu.weight'), cpuWeight?.toString(), '100', `setting cpu weight of ${v2dir}`);
   } catch (err) {
     for (const dir of created.reverse()) {
@@ -445,7 +433,12 @@ export const unitCgroupsAt = (layout: CgroupLayout, relativePath: string): UnitC
 export class ForeignCgroupError extends Error {
   override readonly name = 'ForeignCgroupError';
   readonly failure: Failure;
-  constructor(readonly job: string, readonly unit: string, readonly foreign: readonly UnitCgroup[], expected: string) {
+  constructor(
+    readonly job: string,
+    readonly unit: string,
+    readonly foreign: readonly UnitCgroup[],
+    expected: string,
+  ) {
     const message =
       `refused: the log names cgroup${foreign.length === 1 ? '' : 's'} ${foreign.map((c) => `${c.controller} ${c.path}`).join(', ')} for unit ${unit} of ${job}, ` +
       `which this agent did not create (its cgroups for the unit are ${expected}); nothing there was frozen, dumped, killed or removed`;
@@ -560,9 +553,7 @@ export const unitFreezeState = (cgroups: readonly UnitCgroup[]): FreezeState => 
 };
 
 const writeFreeze = (f: Freezer, frozen: boolean, what: string) =>
-  f.kind === 'v1'
-    ? writeText(join(f.dir, 'freezer.state'), frozen ? 'FROZEN' : 'THAWED', what)
-    : writeText(join(f.dir, 'cgroup.freeze'), frozen ? '1' : '0', what);
+  f.kind === 'v1' ? writeText(join(f.dir, 'freezer.state'), frozen ? 'FROZEN' : 'THAWED', what) : writeText(join(f.dir, 'cgroup.freeze'), frozen ? '1' : '0', what);
 
 /** A task (thread) of a unit as /proc shows it: what a freeze failure names. */
 export interface UnitTask {
@@ -609,12 +600,9 @@ const symbolic = (wchan: string) => wchan !== '0' && wchan !== '?';
  * they are not settled yet.
  */
 const settled = (f: Freezer, t: UnitTask): boolean =>
-  t.state === 'Z' ||
-  (!waitsForVfork(t) &&
-    (f.kind === 'v1' ? t.state !== 'R' : FROZEN_AT.has(t.wchan) || t.state === 'T' || t.state === 't' || (t.state === 'S' && !symbolic(t.wchan))));
+  t.state === 'Z' || (!waitsForVfork(t) && (f.kind === 'v1' ? t.state !== 'R' : FROZEN_AT.has(t.wchan) || t.state === 'T' || t.state === 't' || (t.state === 'S' && !symbolic(t.wchan))));
 
-export const describeTask = (t: UnitTask): string =>
-  `${t.pid} ${t.comm} (state ${t.state}, ${waitsForVfork(t) ? 'waiting for its vfork child to exec' : `in ${t.wchan}`})`;
+export const describeTask = (t: UnitTask): string => `${t.pid} ${t.comm} (state ${t.state}, ${waitsForVfork(t) ? 'waiting for its vfork child to exec' : `in ${t.wchan}`})`;
 
 /** A freeze that did not complete within its budget: the unit was thawed again. */
 export class FreezeTimeoutError extends Error {
@@ -736,8 +724,7 @@ const signalAll = (pids: readonly number[], signal: NodeJS.Signals): void => {
  */
 export const killUnit = async (cgroups: readonly UnitCgroup[], signal: NodeJS.Signals = 'SIGKILL', timeoutMs = 5000): Promise<void> => {
   const self = unitProcesses(cgroups);
-  if (self.includes(process.pid))
-    throw new Error(`killUnit: the calling process ${process.pid} is inside the unit's cgroups; refusing to kill itself`);
+  if (self.includes(process.pid)) throw new Error(`killUnit: the calling process ${process.pid} is inside the unit's cgroups; refusing to kill itself`);
   const freezer = freezerOf(cgroups);
   const empty = () => unitProcesses(cgroups).length === 0;
 
@@ -764,8 +751,7 @@ export const killUnit = async (cgroups: readonly UnitCgroup[], signal: NodeJS.Si
   while (!empty()) {
     if (left() <= 0)
       throw new Error(
-        `killUnit: processes ${unitProcesses(cgroups).join(' ')} still in the unit after ${timeoutMs} ms of SIGKILL ` +
-          '(uninterruptible sleep? check /proc/<pid>/stat and /proc/<pid>/stack)',
+        `killUnit: processes ${unitProcesses(cgroups).join(' ')} still in the unit after ${timeoutMs} ms of SIGKILL ` + '(uninterruptible sleep? check /proc/<pid>/stat and /proc/<pid>/stack)',
       );
     if (freezer) await freezeUnit(cgroups, Math.max(1, Math.min(left(), 500))).catch(() => undefined);
     signalAll(unitProcesses(cgroups), 'SIGKILL');
@@ -776,7 +762,11 @@ export const killUnit = async (cgroups: readonly UnitCgroup[], signal: NodeJS.Si
 
 /** Mount points of every cgroup hierarchy (never removed, never climbed above). */
 const cgroupMountPoints = (): Set<string> =>
-  new Set(parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.fstype === 'cgroup' || m.fstype === 'cgroup2').map((m) => m.mountPoint));
+  new Set(
+    parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'))
+      .filter((m) => m.fstype === 'cgroup' || m.fstype === 'cgroup2')
+      .map((m) => m.mountPoint),
+  );
 
 /**
  * Removes the unit's cgroup directories (already-removed ones are fine). Throws, removing nothing,
@@ -790,8 +780,7 @@ export const removeUnitCgroups = (cgroups: readonly UnitCgroup[], options: { emp
   const remaining = unitProcesses(present);
   if (remaining.length > 0)
     throw new Error(
-      `cannot remove the unit cgroups (${present.map((c) => c.path).join(', ')}): ${remaining.length} process(es) remain ` +
-        `(pids ${remaining.join(' ')}); kill the unit first (killUnit) and retry`,
+      `cannot remove the unit cgroups (${present.map((c) => c.path).join(', ')}): ${remaining.length} process(es) remain ` + `(pids ${remaining.join(' ')}); kill the unit first (killUnit) and retry`,
     );
   const failures: string[] = [];
   for (const cg of present) {

@@ -4,20 +4,20 @@
 // one tree) and leaves it frozen, as CRIU found it, until the coordinator says thaw, stop or abort.
 import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { CANCEL, DEFAULT_FREEZE_BUDGET_MS, RELEASE, type Checkpointer, type RestoreTarget, type UnitTarget } from '../../domain/checkpointer.js';
+import { CANCEL, type Checkpointer, DEFAULT_FREEZE_BUDGET_MS, RELEASE, type RestoreTarget, type UnitTarget } from '../../domain/checkpointer.js';
 import type { Capabilities } from '../../domain/events/node.js';
 import { describeFailure, type Failure } from '../../domain/failure.js';
-import { preflight, type NodeCheckpointerFacts } from '../../domain/preflight.js';
+import { type NodeCheckpointerFacts, preflight } from '../../domain/preflight.js';
 import { freezeForDump, freezerOf, killUnit, thawUnit, unitFreezeState, unitProcesses } from '../cgroups/unit-cgroups.js';
 import { followImages, prepareUnitDir, removePartial } from '../images/image-store.js';
 import { readStat } from '../tracking/procfs.js';
 import { unitResources } from '../tracking/resources.js';
 import { CriuError, runCriu } from './criu.js';
 import { dumpTree } from './criu-dump.js';
-import { dumpIdentity, restoreIdentity } from './criu-owner.js';
 import { classifyCriuFailure } from './criu-failure.js';
-import { probeCriu } from './criu-probe.js';
 import { readPstree } from './criu-images.js';
+import { dumpIdentity, restoreIdentity } from './criu-owner.js';
+import { probeCriu } from './criu-probe.js';
 import { restoreTree } from './criu-restore.js';
 import { outsideTerminals, terminalRefusal } from './unit-terminals.js';
 
@@ -27,8 +27,7 @@ import { outsideTerminals, terminalRefusal } from './unit-terminals.js';
  * of one job started from one directory, on one host) collide on it — "Can't create a directory
  * (-17)", EEXIST, before anything is dumped. Such a dump is simply tried again.
  */
-const procMountClash = (error: unknown): boolean =>
-  error instanceof CriuError && error.details.errorLines.some((l) => /parasite.*Can't create a directory \(-17\)/.test(l));
+const procMountClash = (error: unknown): boolean => error instanceof CriuError && error.details.errorLines.some((l) => /parasite.*Can't create a directory \(-17\)/.test(l));
 const DUMP_ATTEMPTS = 4;
 
 export class CriuCheckpointer implements Checkpointer {
@@ -59,7 +58,13 @@ export class CriuCheckpointer implements Checkpointer {
     const message = error instanceof Error ? error.message : String(error);
     if (!(error instanceof CriuError)) return classifyCriuFailure({ message });
     const d = error.details;
-    return classifyCriuFailure({ message, errorLines: d.errorLines, ...(d.criuErrno !== undefined && { errno: d.criuErrno }), ...(d.criuErrmsg && { errmsg: d.criuErrmsg }), ...(d.log && { log: d.log }) });
+    return classifyCriuFailure({
+      message,
+      errorLines: d.errorLines,
+      ...(d.criuErrno !== undefined && { errno: d.criuErrno }),
+      ...(d.criuErrmsg && { errmsg: d.criuErrmsg }),
+      ...(d.log && { log: d.log }),
+    });
   }
 
   async preflight(u: UnitTarget, node: NodeCheckpointerFacts | undefined) {
@@ -89,7 +94,13 @@ export class CriuCheckpointer implements Checkpointer {
     // A user's unit is dumped by criu acting as that user (criu-owner.ts), root's by root.
     const runAs = dumpIdentity(u.root.pid, u.owner, u.options.tcpEstablished);
     const options = {
-      criu, pid: u.root.pid, imagesDir: u.imagesDir, ...(runAs && { runAs }), leaveRunning: !holdConnections, ...(holdConnections && { leaveStopped: true }), ...(freezer && { freezeCgroup: freezer.dir }),
+      criu,
+      pid: u.root.pid,
+      imagesDir: u.imagesDir,
+      ...(runAs && { runAs }),
+      leaveRunning: !holdConnections,
+      ...(holdConnections && { leaveStopped: true }),
+      ...(freezer && { freezeCgroup: freezer.dir }),
       ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
       ...(u.options.fileLocks && { fileLocks: true }),
     };
@@ -148,7 +159,14 @@ export class CriuCheckpointer implements Checkpointer {
     const held = async () => (await gate()) && (!u.hold || (await u.hold()));
     const onNotify = (script: string) => (script === 'post-restore' ? held() : true);
     const r = await restoreTree({
-      criu, imagesDir: u.imagesDir, pidNamespace: u.pidNamespace, detach: true, workDir: u.workDir, cgroups, onNotify, ...(runAs && { runAs }),
+      criu,
+      imagesDir: u.imagesDir,
+      pidNamespace: u.pidNamespace,
+      detach: true,
+      workDir: u.workDir,
+      cgroups,
+      onNotify,
+      ...(runAs && { runAs }),
       ...(u.options.tcpEstablished && { tcpEstablished: true, networkLock: await this.#lockMethod(criu) }),
       ...(u.options.fileLocks && { fileLocks: true }),
     });

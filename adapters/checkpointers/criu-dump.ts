@@ -6,9 +6,9 @@ import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { DumpStats } from '../../domain/events/checkpoint.js';
 import { CriuError, criuErrorLines, readLog } from './criu.js';
-import { imageFiles, readPstree, type ImageFile } from './criu-images.js';
+import { type ImageFile, imageFiles, readPstree } from './criu-images.js';
 import { sealForRoot } from './criu-owner.js';
-import { callCriu, replyError, type CriuCall, type CriuIdentity, type NotifyHandler } from './criu-rpc.js';
+import { type CriuCall, type CriuIdentity, callCriu, type NotifyHandler, replyError } from './criu-rpc.js';
 import { readDumpStats } from './criu-stats.js';
 
 /** How CRIU locks the network while it dumps established TCP connections. */
@@ -94,7 +94,9 @@ export const dumpTree = async (options: DumpOptions): Promise<DumpResult> => {
   const reply = await callCriu(call);
   if (options.runAs) sealForRoot(dir);
   if (reply.response?.success !== true || reply.problem !== undefined) throw replyError(`criu dump of pid ${options.pid}`, call, reply, log);
-  const unexpected = readLog(log).split('\n').filter((l) => l.includes('Unexpected process'));
+  const unexpected = readLog(log)
+    .split('\n')
+    .filter((l) => l.includes('Unexpected process'));
   if (unexpected.length > 0) {
     const lines = criuErrorLines(unexpected.join('\n'));
     throw new CriuError(

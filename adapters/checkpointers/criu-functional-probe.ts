@@ -177,7 +177,11 @@ const tryOnce = async (
 ): Promise<Check> => {
   const dir = mkdtempSync(join(tmpdir(), 'ckpt-criu-probe-'));
   mkdirSync(join(dir, 'img'), { mode: 0o700 });
-  const started = await startTarget(target, flags.map((f) => f.replace('{dir}', dir)), dir).catch((e: Error) => e);
+  const started = await startTarget(
+    target,
+    flags.map((f) => f.replace('{dir}', dir)),
+    dir,
+  ).catch((e: Error) => e);
   if (started instanceof Error) {
     rmSync(dir, { recursive: true, force: true });
     return { works: false, why: started.message, startFailed: true };
@@ -232,8 +236,7 @@ export const probeFunctions = async (criu: string, version: string, target: stri
       problems: [`the probe target ${target} is missing: run npm run build (it needs a C compiler: apt-get install gcc libc6-dev); socket, connection and file-lock support were not probed`],
     };
   }
-  const established = (lock: readonly string[]) =>
-    tryOnce(criu, target, ['--established'], ['--tcp-established', ...lock], ['--tcp-established'], answers('probe established=ok'));
+  const established = (lock: readonly string[]) => tryOnce(criu, target, ['--established'], ['--tcp-established', ...lock], ['--tcp-established'], answers('probe established=ok'));
   const [inet, nftables, locks] = await Promise.all([
     tryOnce(criu, target, ['--tcp', '--udp', '--socketpair', '--pipe'], [], [], answers('probe udp=ok socketpair=ok pipe=ok')),
     established(['--network-lock', 'nftables']),
@@ -288,8 +291,7 @@ interface CacheFile {
   readonly result: FunctionalProbe;
 }
 
-const sameKey = (a: ProbeCacheKey, b: ProbeCacheKey): boolean =>
-  a.criu === b.criu && a.mtimeMs === b.mtimeMs && a.version === b.version && a.kernel === b.kernel && a.bootId === b.bootId;
+const sameKey = (a: ProbeCacheKey, b: ProbeCacheKey): boolean => a.criu === b.criu && a.mtimeMs === b.mtimeMs && a.version === b.version && a.kernel === b.kernel && a.bootId === b.bootId;
 
 /** The cached result for `key`, or undefined when there is none, it is unreadable or the key differs. */
 export const readCache = (file: string, key: ProbeCacheKey): FunctionalProbe | undefined => {

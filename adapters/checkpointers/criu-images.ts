@@ -112,11 +112,12 @@ const uints = (fields: Field[], n: number): number[] => {
   for (const f of fields) {
     if (f.field !== n) continue;
     if (f.wire === 0) values.push(f.value);
-    else for (let p = 0; p < f.bytes.length; ) {
-      const v = readVarint(f.bytes, p);
-      values.push(v.value);
-      p = v.next;
-    }
+    else
+      for (let p = 0; p < f.bytes.length; ) {
+        const v = readVarint(f.bytes, p);
+        values.push(v.value);
+        p = v.next;
+      }
   }
   return values;
 };

@@ -7,7 +7,7 @@ import { release } from 'node:os';
 import type * as t from 'io-ts';
 import type { Capabilities, CheckpointerProbed } from '../../domain/events/node.js';
 import type { CheckpointScope } from '../../domain/identity.js';
-import { canFreeze, describeCgroups, detectCgroups, type CgroupLayout } from '../cgroups/unit-cgroups.js';
+import { type CgroupLayout, canFreeze, describeCgroups, detectCgroups } from '../cgroups/unit-cgroups.js';
 import { compareVersions, criuErrorLines, criuVersion, isExecutable, MIN_CRIU_VERSION, runCriu } from './criu.js';
 import { onPath, probeFunctionsCached } from './criu-functional-probe.js';
 
@@ -28,8 +28,7 @@ export interface ProbeOptions {
   readonly target?: string;
 }
 
-const checkFeature = async (criu: string, feature: string): Promise<boolean> =>
-  (await runCriu(criu, ['check', '--feature', feature], { timeoutMs: 60_000 })).code === 0;
+const checkFeature = async (criu: string, feature: string): Promise<boolean> => (await runCriu(criu, ['check', '--feature', feature], { timeoutMs: 60_000 })).code === 0;
 
 /** Can this node run a process in a new PID namespace? Tried for real (unshare, ~5 ms). */
 const probePidNamespace = async (): Promise<boolean> => {
@@ -39,7 +38,6 @@ const probePidNamespace = async (): Promise<boolean> => {
   const run = await runCriu(unshare, ['--pid', '--fork', '--mount-proc', 'true'], { timeoutMs: 10_000 });
   return run.code === 0;
 };
-
 
 /** Why this criu version cannot be used on this kernel, or undefined when it can. */
 export const criuVersionProblem = (version: string, kernel: string, path = 'criu'): string | undefined => {
@@ -109,9 +107,7 @@ export const probeCriu = async (path: string | undefined, options: ProbeOptions 
     usable = false;
     const lines = criuErrorLines(`${check.stdout}\n${check.stderr}`);
     const detail = lines.length > 0 ? lines : `${check.stdout}\n${check.stderr}`.trim().split('\n').slice(-5);
-    problems.push(
-      `'criu check' failed (exit ${check.code})${process.getuid?.() === 0 ? '' : ' — criu needs root'}: ${detail.join(' | ')}`,
-    );
+    problems.push(`'criu check' failed (exit ${check.code})${process.getuid?.() === 0 ? '' : ' — criu needs root'}: ${detail.join(' | ')}`);
   }
 
   const [softDirty, uffd, pidNamespace, functional] = await Promise.all([

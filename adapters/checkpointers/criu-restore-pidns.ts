@@ -7,19 +7,19 @@
 // loop) and exits when the last one is gone. The restored processes keep their original PIDs
 // inside the namespace; on the host they get new PIDs (rootPid). A dump whose root is pid 1
 // needs none of this: CRIU recreates that namespace itself (criu-restore.ts).
+
+import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { spawn } from 'node:child_process';
 import { scanProcesses } from '../tracking/procfs.js';
-import { candidatesOnPath, CriuError, criuErrorLines, inCgroups, readLog, signalNumber } from './criu.js';
-import type { RestoreResult } from './criu-restore.js';
+import { CriuError, candidatesOnPath, criuErrorLines, inCgroups, readLog, signalNumber } from './criu.js';
 import { sealForRoot } from './criu-owner.js';
-import { swrkBridgePath, type CriuIdentity } from './criu-rpc.js';
+import type { RestoreResult } from './criu-restore.js';
+import { type CriuIdentity, swrkBridgePath } from './criu-rpc.js';
 
 const PID_CLASH = /Can't fork for \d+: File exists/;
-export const PID_CLASH_HINT =
-  'a process with an original PID still exists or is an unreaped zombie: wait until they are gone, or restore into a new PID namespace';
+export const PID_CLASH_HINT = 'a process with an original PID still exists or is an unreaped zombie: wait until they are gone, or restore into a new PID namespace';
 /** The hint for a restore that failed because an original PID is taken. */
 export const pidClashHint = (lines: readonly string[]): string | undefined => (lines.some((l) => PID_CLASH.test(l)) ? PID_CLASH_HINT : undefined);
 
@@ -56,7 +56,10 @@ const statusField = (pid: number, field: string): string[] | undefined => {
     const line = readFileSync(`/proc/${pid}/status`, 'utf8')
       .split('\n')
       .find((l) => l.startsWith(`${field}:`));
-    return line?.slice(field.length + 1).trim().split(/\s+/);
+    return line
+      ?.slice(field.length + 1)
+      .trim()
+      .split(/\s+/);
   } catch {
     return undefined;
   }

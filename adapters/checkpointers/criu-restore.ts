@@ -10,9 +10,9 @@ import { join, resolve } from 'node:path';
 import type { RestoreStats } from '../../domain/events/restart.js';
 import type { NetworkLock } from './criu-dump.js';
 import { readPstree } from './criu-images.js';
-import { pidClashHint, restoreInNewPidNamespace } from './criu-restore-pidns.js';
 import { sealForRoot } from './criu-owner.js';
-import { callCriu, replyError, type CriuCall, type CriuIdentity, type NotifyHandler } from './criu-rpc.js';
+import { pidClashHint, restoreInNewPidNamespace } from './criu-restore-pidns.js';
+import { type CriuCall, type CriuIdentity, callCriu, type NotifyHandler, replyError } from './criu-rpc.js';
 import { readRestoreStats } from './criu-stats.js';
 
 export interface RestoreOptions {

@@ -33,26 +33,30 @@ const ms = (us: number | undefined): number => (us ?? 0) / 1000;
 /** CRIU's stats of the dump whose work directory is `dir` (the images directory for ckpt's dumps). */
 export const readDumpStats = (dir: string): DumpStats | undefined => {
   const d = readStats(dir, 'stats-dump')?.dump;
-  return d && {
-    freezingMs: ms(d.freezingTime),
-    frozenMs: ms(d.frozenTime),
-    memdumpMs: ms(d.memdumpTime),
-    memwriteMs: ms(d.memwriteTime),
-    pagesScanned: d.pagesScanned ?? 0,
-    pagesSkippedParent: d.pagesSkippedParent ?? 0,
-    pagesWritten: d.pagesWritten ?? 0,
-    pagesLazy: d.pagesLazy ?? 0,
-  };
+  return (
+    d && {
+      freezingMs: ms(d.freezingTime),
+      frozenMs: ms(d.frozenTime),
+      memdumpMs: ms(d.memdumpTime),
+      memwriteMs: ms(d.memwriteTime),
+      pagesScanned: d.pagesScanned ?? 0,
+      pagesSkippedParent: d.pagesSkippedParent ?? 0,
+      pagesWritten: d.pagesWritten ?? 0,
+      pagesLazy: d.pagesLazy ?? 0,
+    }
+  );
 };
 
 /** CRIU's stats of the restore whose work directory is `dir`. */
 export const readRestoreStats = (dir: string): RestoreStats | undefined => {
   const r = readStats(dir, 'stats-restore')?.restore;
-  return r && {
-    forkingMs: ms(r.forkingTime),
-    restoreMs: ms(r.restoreTime),
-    pagesRestored: r.pagesRestored ?? 0,
-    pagesCompared: r.pagesCompared ?? 0,
-    pagesSkippedCow: r.pagesSkippedCow ?? 0,
-  };
+  return (
+    r && {
+      forkingMs: ms(r.forkingTime),
+      restoreMs: ms(r.restoreTime),
+      pagesRestored: r.pagesRestored ?? 0,
+      pagesCompared: r.pagesCompared ?? 0,
+      pagesSkippedCow: r.pagesSkippedCow ?? 0,
+    }
+  );
 };

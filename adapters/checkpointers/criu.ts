@@ -72,7 +72,10 @@ const SYSTEM_DIRS = ['/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/bin', '/usr/
 
 /** Finds `name` on PATH (then the usual sbin dirs): every executable candidate, deduplicated. */
 export const candidatesOnPath = (name: string, env: NodeJS.ProcessEnv): string[] => {
-  const dirs = (env.PATH ?? '').split(':').filter((d) => d.startsWith('/')).concat(SYSTEM_DIRS);
+  const dirs = (env.PATH ?? '')
+    .split(':')
+    .filter((d) => d.startsWith('/'))
+    .concat(SYSTEM_DIRS);
   const seen = new Set<string>();
   const out: string[] = [];
   for (const dir of dirs) {

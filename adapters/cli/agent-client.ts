@@ -4,13 +4,12 @@
 // it (root), else through the agent, which shows a user only their own jobs and the node streams.
 import { connect, type Socket } from 'node:net';
 import {
-  LeaseRefusedError,
-  WrongExpectedRevisionError,
   type AppendResult,
   type ChainedLog,
   type EventStore,
   type ExpectedRevision,
   type Lease,
+  LeaseRefusedError,
   type LeaseStore,
   type Position,
   type ProposedEvent,
@@ -21,16 +20,20 @@ import {
   type RemoteReadModels,
   type Revision,
   type SubscribeOptions,
+  WrongExpectedRevisionError,
 } from '../../domain/event-store.js';
 import { InvalidEventError } from '../../domain/events/decode.js';
+import { Observable } from '../../domain/rx.js';
 import { agentSocket, startAgent, storeSockets } from '../agent/daemon.js';
 import { ckptHome } from '../store/url.js';
-import { Observable } from '../../domain/rx.js';
 
 /** What the agent refused (not the owner, not a request a client may make, …): its message says why. */
 export class RequestRefusedError extends Error {
   override readonly name = 'RequestRefusedError';
-  constructor(message: string, readonly code?: string) {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
     super(message);
   }
 }
@@ -50,7 +53,10 @@ export class AgentConnection {
   /** Lines of a subscription (they carry its id but no `ok`). */
   onStreamed?: (reply: Reply) => void;
 
-  private constructor(socket: Socket, readonly path: string) {
+  private constructor(
+    socket: Socket,
+    readonly path: string,
+  ) {
     this.#socket = socket;
     // A reply may be large (a read model): only each new chunk is searched for the line's end.
     let parts: string[] = [];
@@ -270,7 +276,7 @@ export class GatewayEventStore implements EventStore {
       })().catch((error: Error) => subscriber.error(error));
       return () => {
         closed = true;
-        if (connection) (this.#subscriptions.delete(connection), connection.close());
+        if (connection) this.#subscriptions.delete(connection), connection.close();
       };
     });
   }
@@ -280,7 +286,13 @@ export class GatewayEventStore implements EventStore {
     this.#subscriptions.clear();
     const connection = this.#connection;
     this.#connection = undefined;
-    await Promise.all([connection?.then((c) => c.close(), () => undefined), this.#o.direct?.close()]);
+    await Promise.all([
+      connection?.then(
+        (c) => c.close(),
+        () => undefined,
+      ),
+      this.#o.direct?.close(),
+    ]);
   }
 }
 

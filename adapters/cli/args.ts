@@ -64,9 +64,7 @@ export const flag = (args: ParsedArgs, name: string): boolean => args.options.ge
 
 /** --tcp-established and --file-locks (ckpt run, ckpt checkpoint) as recorded: only those given, none → undefined. */
 export const captureOptions = (args: ParsedArgs): JobOptions | undefined =>
-  flag(args, 'tcp-established') || flag(args, 'file-locks')
-    ? { ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }) }
-    : undefined;
+  flag(args, 'tcp-established') || flag(args, 'file-locks') ? { ...(flag(args, 'tcp-established') && { tcpEstablished: true }), ...(flag(args, 'file-locks') && { fileLocks: true }) } : undefined;
 
 export const integerOption = (args: ParsedArgs, name: string, min: number): number | undefined => {
   const value = stringOption(args, name);

@@ -17,7 +17,12 @@ export interface Command {
 
 /** Options every command accepts. */
 export const commonOptions: readonly OptionSpec[] = [
-  { name: 'store', value: 'URL', description: 'event store: sqlite:PATH, postgres://USER@HOST:PORT/DB, kurrentdb://HOST:PORT[?tls=false][&prefix=NAME] (or esdb://…) or memory: (default: $CKPT_STORE, else sqlite:$CKPT_HOME/events.db); a PostgreSQL password goes in PGPASSWORD or a 0600 PGPASSFILE, never in the URL on a command line' },
+  {
+    name: 'store',
+    value: 'URL',
+    description:
+      'event store: sqlite:PATH, postgres://USER@HOST:PORT/DB, kurrentdb://HOST:PORT[?tls=false][&prefix=NAME] (or esdb://…) or memory: (default: $CKPT_STORE, else sqlite:$CKPT_HOME/events.db); a PostgreSQL password goes in PGPASSWORD or a 0600 PGPASSFILE, never in the URL on a command line',
+  },
   { name: 'help', short: 'h', description: 'show this help' },
 ];
 

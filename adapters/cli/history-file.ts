@@ -3,8 +3,8 @@
 // against the catalogue, metadata), so a file that is not what it says is refused line by line,
 // and one cut short (an interrupted export) is refused too.
 import { readFileSync } from 'node:fs';
-import { CorruptEventError, UnreadableEventError, type RecordedEvent } from '../../domain/event-store.js';
 import { NAME_PATTERN } from '../../domain/codecs.js';
+import { CorruptEventError, type RecordedEvent, UnreadableEventError } from '../../domain/event-store.js';
 import { storedEvent } from '../store/batch.js';
 
 export const HISTORY_FORMAT = { format: 'ckpt-history', formatVersion: 1 } as const;
@@ -36,7 +36,9 @@ export const readHistoryFile = (file: string): { job: string; ckpt: string; even
   const header = parse(0);
   if (header.format !== HISTORY_FORMAT.format) throw new HistoryFileError(`${file}:1: not an exported ckpt history (write one with: ckpt export JOB > FILE)`);
   if (header.formatVersion !== HISTORY_FORMAT.formatVersion) {
-    throw new HistoryFileError(`${file}:1: history format ${JSON.stringify(header.formatVersion)}; this ckpt reads format ${HISTORY_FORMAT.formatVersion} (exported by ckpt ${String(header.ckpt)}: use that version or newer)`);
+    throw new HistoryFileError(
+      `${file}:1: history format ${JSON.stringify(header.formatVersion)}; this ckpt reads format ${HISTORY_FORMAT.formatVersion} (exported by ckpt ${String(header.ckpt)}: use that version or newer)`,
+    );
   }
   if (typeof header.job !== 'string' || !NAME_PATTERN.test(header.job)) throw new HistoryFileError(`${file}:1: the header names no valid job`);
   const events: RecordedEvent[] = [];
@@ -50,7 +52,17 @@ export const readHistoryFile = (file: string): { job: string; ckpt: string; even
       throw new HistoryFileError(`${at}: an event needs stream, revision, id, type and schemaVersion`);
     }
     try {
-      const event = storedEvent(e.position, e.stream, e.revision, e.id, e.type, e.schemaVersion, JSON.stringify(e.data), JSON.stringify(e.metadata ?? null), typeof e.digest === 'string' ? e.digest : null);
+      const event = storedEvent(
+        e.position,
+        e.stream,
+        e.revision,
+        e.id,
+        e.type,
+        e.schemaVersion,
+        JSON.stringify(e.data),
+        JSON.stringify(e.metadata ?? null),
+        typeof e.digest === 'string' ? e.digest : null,
+      );
       void event.metadata; // read lazily by stores: checked here, where the line is known
       events.push(event);
     } catch (error) {

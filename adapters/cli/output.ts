@@ -8,8 +8,7 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   throw error;
 });
 
-export const writeOut = (text: string): Promise<void> =>
-  new Promise((resolve) => (process.stdout.write(text) ? resolve() : process.stdout.once('drain', resolve)));
+export const writeOut = (text: string): Promise<void> => new Promise((resolve) => (process.stdout.write(text) ? resolve() : process.stdout.once('drain', resolve)));
 
 const ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 /** A value on one line: newlines and other control characters escaped (a unit's command may hold any). */
@@ -29,8 +28,7 @@ export const summarize = (value: unknown, prefix = ''): string[] => {
   return Object.entries(o).flatMap(([k, v]) => summarize(v, prefix ? `${prefix}.${k}` : k));
 };
 
-export const eventLine = (e: RecordedEvent): string =>
-  `${String(e.position).padStart(8)}  ${e.metadata.recordedAt}  ${e.stream}#${e.revision}  ${e.type}  ${summarize(e.data).join(' ')}`;
+export const eventLine = (e: RecordedEvent): string => `${String(e.position).padStart(8)}  ${e.metadata.recordedAt}  ${e.stream}#${e.revision}  ${e.type}  ${summarize(e.data).join(' ')}`;
 
 export const eventJson = (e: RecordedEvent): string => JSON.stringify(e);
 
@@ -39,7 +37,11 @@ export const table = (header: readonly string[], rows: ReadonlyArray<readonly st
   // A loop, not Math.max(...column): 150k jobs as arguments overflow the stack.
   const widths = header.map((h) => h.length);
   for (const r of rows) for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i]!, r[i]!.length);
-  const line = (r: readonly string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (r: readonly string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
 };
 

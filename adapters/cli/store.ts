@@ -4,7 +4,7 @@ import type { AppendContext } from '../store/batch.js';
 import { openEventStore } from '../store/open.js';
 import { storeUrl } from '../store/url.js';
 import { GatewayEventStore } from './agent-client.js';
-import { stringOption, type ParsedArgs } from './args.js';
+import { type ParsedArgs, stringOption } from './args.js';
 
 /** The store a command works on: --store, else CKPT_STORE, else $CKPT_HOME/events.db. */
 export const storeUrlOf = (args: ParsedArgs): string => storeUrl(stringOption(args, 'store'));
@@ -15,8 +15,7 @@ const isRoot = (): boolean => process.getuid?.() === 0;
  * The store to read (and, given a context, for an agent to append to). Root opens it; anyone
  * else reads through the node agent, which shows them their own jobs and the node streams.
  */
-export const openStore = (args: ParsedArgs, context?: AppendContext): EventStore =>
-  context || isRoot() ? openEventStore(storeUrlOf(args), context) : openStoreAsUser(args);
+export const openStore = (args: ParsedArgs, context?: AppendContext): EventStore => (context || isRoot() ? openEventStore(storeUrlOf(args), context) : openStoreAsUser(args));
 
 /**
  * The store for a user's requests: every append is a request to the node agent (of --node, else

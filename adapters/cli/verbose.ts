@@ -29,7 +29,9 @@ export const foldProgress = (command: string, json = false, snapshot = true) => 
       if (now < next) return;
       next = now + every;
       shown = true;
-      out.show(`ckpt ${command}: folding the log: ${folded.toLocaleString('en-US')} event(s) so far (position ${position.toLocaleString('en-US')})${snapshot ? '; its snapshot is saved when done' : ''}`);
+      out.show(
+        `ckpt ${command}: folding the log: ${folded.toLocaleString('en-US')} event(s) so far (position ${position.toLocaleString('en-US')})${snapshot ? '; its snapshot is saved when done' : ''}`,
+      );
     },
     done: () => shown && out.clear(),
   };

@@ -12,10 +12,7 @@
 //   unlinks a link given as its argument, but resolves the argument's own path like any call).
 // With every directory private to root, nobody else can swap a checked directory for a link
 // between the check and the use.
-import {
-  chmodSync, closeSync, constants, fchmodSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmdirSync,
-  unlinkSync, writeSync, type Stats,
-} from 'node:fs';
+import { chmodSync, closeSync, constants, fchmodSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmdirSync, type Stats, unlinkSync, writeSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 
 export const DIR_MODE = 0o700;
@@ -24,7 +21,11 @@ export const FILE_MODE = 0o600;
 /** A path another user could steer: which, why, and the command that fixes it. */
 export class UnsafePathError extends Error {
   override readonly name = 'UnsafePathError';
-  constructor(readonly path: string, why: string, readonly fix: string) {
+  constructor(
+    readonly path: string,
+    why: string,
+    readonly fix: string,
+  ) {
     super(`${path} ${why}: ${fix}`);
   }
 }
@@ -52,7 +53,8 @@ const steerable = (path: string, s: Stats, where: 'above' | 'home' | 'inside'): 
   if (!trustedOwner(s)) return new UnsafePathError(path, `is owned by uid ${s.uid}, not by root`, `run chown root ${path} (or choose another CKPT_HOME)`);
   // A link of root's cannot be changed by others (where it leads is checked too); inside the home
   // ckpt makes none, so one there was planted.
-  if (s.isSymbolicLink()) return where !== 'inside' ? undefined : new UnsafePathError(path, 'is a symbolic link inside CKPT_HOME, which ckpt never makes', `remove it (rm ${path}); nothing was written through it`);
+  if (s.isSymbolicLink())
+    return where !== 'inside' ? undefined : new UnsafePathError(path, 'is a symbolic link inside CKPT_HOME, which ckpt never makes', `remove it (rm ${path}); nothing was written through it`);
   // Above CKPT_HOME a world-writable sticky directory (/tmp) is fine: others cannot rename what is ours.
   if (writableByOthers(s) && !(where === 'above' && s.isDirectory() && sticky(s))) {
     const who = [(s.mode & 0o020) !== 0 && 'group', (s.mode & 0o002) !== 0 && 'other'].filter(Boolean).join('- and ');

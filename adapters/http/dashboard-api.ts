@@ -1,11 +1,12 @@
 // What the dashboard's JSON endpoints answer: each one a read model the CLI already has (jobs,
 // membership and `ps --at`, checkpoints and restarts with their unit steps, stats, audit, explain,
 // nodes), shaped for the page. No fold of its own: a second fold would be a second truth.
-import { jobStream } from '../../domain/identity.js';
+
 import type { EventStore, Position } from '../../domain/event-store.js';
-import { classify, membersOf, type JobMembership, type Member } from '../../domain/membership.js';
+import { jobStream } from '../../domain/identity.js';
+import { classify, type JobMembership, type Member, membersOf } from '../../domain/membership.js';
 import { auditEntries, auditModel } from '../../projections/audit.js';
-import { checkpointsModel, checkpointSummaries } from '../../projections/checkpoints.js';
+import { checkpointSummaries, checkpointsModel } from '../../projections/checkpoints.js';
 import { evolveExplain, explanation, initialExplain, knownOperations, type Operation } from '../../projections/explain.js';
 import { allJobs, jobMembership, liveMembership } from '../../projections/jobs.js';
 import { foldStream } from '../../projections/project.js';
@@ -60,14 +61,23 @@ export const jobView = async (store: EventStore, job: string, options: { at?: Po
     const all = members.filter((m) => m.unit === u.unit);
     const shown = options.all ? all : runningAndAncestors(all);
     return {
-      unit: u.unit, node: u.node, phase: u.phase, cgroup: u.cgroup ?? null, command: u.command,
+      unit: u.unit,
+      node: u.node,
+      phase: u.phase,
+      cgroup: u.cgroup ?? null,
+      command: u.command,
       members: shown.map((m) => treeMember(state, m, parentOf(m, byPid), userOf)),
       hidden: all.length - shown.length + gone(u.unit),
     };
   });
   return {
-    job, phase: state.phase, outcome: state.outcome ?? null, lostEvents: state.lostEvents,
-    at: options.at ?? null, first: first?.position ?? null, last: last?.position ?? null,
+    job,
+    phase: state.phase,
+    outcome: state.outcome ?? null,
+    lostEvents: state.lostEvents,
+    at: options.at ?? null,
+    first: first?.position ?? null,
+    last: last?.position ?? null,
     units,
   };
 };

@@ -36,7 +36,10 @@ const RETRY_MS = 1000;
 const PING_MS = 15_000;
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -45,8 +48,7 @@ class HttpError extends Error {
  * JSON that is inert anywhere it lands: `<`, `>` and `&` escaped (a command line holding
  * `</script>` stays text even if a body were ever read as HTML), and the line separators JS rejects.
  */
-export const inertJson = (value: unknown): string =>
-  JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+export const inertJson = (value: unknown): string => JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
@@ -192,10 +194,13 @@ export class DashboardServer {
     const job = decoded(m[1]!);
     if (!NAME_PATTERN.test(job)) throw new HttpError(400, `"${job}" is not a job name (letters, digits, '.', '_', '-'; ckpt jobs --all lists them)`);
     const found =
-      m[2] === 'operations' ? await operationsView(store, job)
-      : m[2] === 'audit' ? await auditView(store, job)
-      : m[2] === 'explain' ? await explainView(store, job, operationOf(q))
-      : await jobView(store, job, { ...(q.has('at') && { at: count(q, 'at') }), all: q.get('all') === '1' });
+      m[2] === 'operations'
+        ? await operationsView(store, job)
+        : m[2] === 'audit'
+          ? await auditView(store, job)
+          : m[2] === 'explain'
+            ? await explainView(store, job, operationOf(q))
+            : await jobView(store, job, { ...(q.has('at') && { at: count(q, 'at') }), all: q.get('all') === '1' });
     if (found === undefined) throw new HttpError(404, `no job "${job}"${q.has('at') ? ` at position ${q.get('at')}` : ''} (ckpt jobs --all lists them)`);
     return found;
   }

@@ -9,10 +9,7 @@ export const hostPort = (address: ListenAddress): string => `${address.host.incl
 export const listenOn = (server: Server, address: ListenAddress, what: string, option: string): Promise<void> =>
   new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
-      const why =
-        error.code === 'EADDRINUSE' ? 'another process listens there: choose another port'
-        : error.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address'
-        : error.message;
+      const why = error.code === 'EADDRINUSE' ? 'another process listens there: choose another port' : error.code === 'EADDRNOTAVAIL' ? 'no interface of this machine has that address' : error.message;
       reject(new Error(`cannot serve ${what} on ${hostPort(address)}: ${why} (${option} [HOST:]PORT)`));
     });
     server.listen(address.port, address.host, resolve);

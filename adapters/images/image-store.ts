@@ -16,14 +16,32 @@
 // Synchronous fs throughout: the callers are a node agent's step executions, one at a time, and a
 // hash of a file is CPU-bound anyway (about 1.4 GB/s with SHA-NI on the 2-core test VM).
 import { createHash, type Hash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
 import {
-  chmodSync, closeSync, constants, fchmodSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync,
-  readFileSync, readSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync, writeSync, type Dirent, type Stats,
+  chmodSync,
+  closeSync,
+  constants,
+  type Dirent,
+  fchmodSync,
+  fstatSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  type Stats,
+  statSync,
+  unlinkSync,
+  writeSync,
 } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { NAME_PATTERN, NonNegativeInt, NonNegativeNumber, nullable, PositiveInt, record, Sha256, Timestamp } from '../../domain/codecs.js';
 import * as t from '../../domain/io-ts.js';
-import { NAME_PATTERN, NonNegativeInt, NonNegativeNumber, PositiveInt, Sha256, Timestamp, nullable, record } from '../../domain/codecs.js';
 import { removeTree, resolveUnder, UnsafePathError } from '../fs/safe-fs.js';
 
 export const MANIFEST = 'manifest.json';
@@ -114,9 +132,7 @@ export interface ImageProblem {
   readonly detail?: string;
 }
 
-export type Verification =
-  | { readonly ok: true; readonly files: number; readonly bytes: number }
-  | { readonly ok: false; readonly problems: readonly ImageProblem[] };
+export type Verification = { readonly ok: true; readonly files: number; readonly bytes: number } | { readonly ok: false; readonly problems: readonly ImageProblem[] };
 
 export interface VersionInfo {
   readonly version: number;
@@ -133,7 +149,10 @@ export interface VersionInfo {
 /** Every failure of this module: the path it concerns, and a message saying what to do. */
 export class ImageStoreError extends Error {
   override readonly name = 'ImageStoreError';
-  constructor(readonly path: string, message: string) {
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -145,7 +164,10 @@ export const imagesRoot = (home: string): string => join(home, 'images');
 
 const checkName = (what: 'job' | 'unit', name: unknown, root: string): string => {
   if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
-    throw new ImageStoreError(root, `invalid ${what} name ${JSON.stringify(name)} under ${root}: expected ${NAME_PATTERN.source} (lower case, digits, '.', '_', '-'; 1–64 characters); use such a name`);
+    throw new ImageStoreError(
+      root,
+      `invalid ${what} name ${JSON.stringify(name)} under ${root}: expected ${NAME_PATTERN.source} (lower case, digits, '.', '_', '-'; 1–64 characters); use such a name`,
+    );
   }
   return name;
 };
@@ -158,8 +180,7 @@ const checkVersion = (version: unknown, root: string, what = 'version'): number 
 };
 
 export const jobImagesDir = (root: string, job: string): string => join(root, checkName('job', job, root));
-export const versionDir = (root: string, job: string, version: number): string =>
-  join(jobImagesDir(root, job), `v${checkVersion(version, root)}`);
+export const versionDir = (root: string, job: string, version: number): string => join(jobImagesDir(root, job), `v${checkVersion(version, root)}`);
 export const unitImagesDir = (root: string, job: string, version: number, unit: string): string => {
   const dir = versionDir(root, job, version);
   return join(dir, checkName('unit', unit, root));
@@ -273,7 +294,10 @@ const checkFollowed = (vDir: string, unit: string, onDisk: readonly string[], fo
     const f = byPath.get(rel);
     const size = lstatOrUndefined(join(vDir, rel))?.size;
     if (!f || f.bytes !== size) {
-      throw new ImageStoreError(join(vDir, rel), `${join(vDir, rel)} changed after unit ${unit} was dumped (${f ? `${f.bytes} bytes hashed, ${size} on disk` : 'not among the dumped files'}); the version is not committed`);
+      throw new ImageStoreError(
+        join(vDir, rel),
+        `${join(vDir, rel)} changed after unit ${unit} was dumped (${f ? `${f.bytes} bytes hashed, ${size} on disk` : 'not among the dumped files'}); the version is not committed`,
+      );
     }
     byPath.delete(rel);
   }
@@ -583,7 +607,11 @@ export const commitVersion = (root: string, request: CommitRequest): Committed =
 const describeDecodeErrors = (errors: t.Errors): string => {
   const seen = new Set<string>();
   for (const error of errors.slice(0, 5)) {
-    const path = error.context.map((c) => c.key).filter((k) => k !== '').join('.') || '(top)';
+    const path =
+      error.context
+        .map((c) => c.key)
+        .filter((k) => k !== '')
+        .join('.') || '(top)';
     const expected = error.context[error.context.length - 1]?.type.name ?? 'a valid value';
     seen.add(`${path}: expected ${expected}, got ${JSON.stringify(error.value) ?? 'nothing'}`);
   }
@@ -616,8 +644,7 @@ const consistencyProblem = (m: Manifest, job: string, version: number): string |
 };
 
 const parseManifest = (path: string, text: Buffer, job: string, version: number): Manifest => {
-  const damaged = (why: string) =>
-    new ImageStoreError(path, `manifest ${path} is damaged: ${why}; this version cannot be trusted — restart from another version or remove it`);
+  const damaged = (why: string) => new ImageStoreError(path, `manifest ${path} is damaged: ${why}; this version cannot be trusted — restart from another version or remove it`);
   let json: unknown;
   try {
     json = JSON.parse(text.toString('utf8'));
@@ -658,13 +685,12 @@ export const readManifest = (root: string, job: string, version: number): Manife
  * files missing, of another size, with another SHA-256, and files present but not in the manifest;
  * with `manifestSha256` (from CheckpointCommitted), also a manifest whose own bytes changed.
  */
-export const verifyVersion = (
-  root: string, job: string, version: number, options: { unit?: string; manifestSha256?: string } = {},
-): Verification => {
+export const verifyVersion = (root: string, job: string, version: number, options: { unit?: string; manifestSha256?: string } = {}): Verification => {
   const vDir = realVersionDir(root, job, version);
   if (options.unit !== undefined) checkName('unit', options.unit, root);
   const vStat = lstatOrUndefined(vDir);
-  if (vStat && !vStat.isDirectory()) return { ok: false, problems: [{ path: '.', problem: 'invalid', detail: `${vDir} is a ${kindOf(vStat)}, not a version directory ckpt made; it is never read or restored from` }] };
+  if (vStat && !vStat.isDirectory())
+    return { ok: false, problems: [{ path: '.', problem: 'invalid', detail: `${vDir} is a ${kindOf(vStat)}, not a version directory ckpt made; it is never read or restored from` }] };
   const mPath = join(vDir, MANIFEST);
   const text = readManifestBytes(mPath);
   if (text === undefined) return { ok: false, problems: [{ path: MANIFEST, problem: 'missing', detail: 'the version is not committed' }] };
@@ -738,11 +764,16 @@ export const describeProblems = (root: string, job: string, version: number, pro
   const lines = problems.map((p) => {
     const path = join(vDir, p.path);
     switch (p.problem) {
-      case 'missing': return `${path}: missing${p.detail ? ` (${p.detail})` : ''}`;
-      case 'size': return `${path}: ${p.actual} bytes, the manifest says ${p.expected}`;
-      case 'sha256': return `${path}: SHA-256 ${p.actual}, the manifest${p.path === MANIFEST ? "'s recorded digest" : ''} says ${p.expected}`;
-      case 'unexpected': return `${path}: not in the manifest${p.detail ? ` (${p.detail})` : ''}`;
-      case 'invalid': return `${path}: ${p.detail ?? 'invalid'}`;
+      case 'missing':
+        return `${path}: missing${p.detail ? ` (${p.detail})` : ''}`;
+      case 'size':
+        return `${path}: ${p.actual} bytes, the manifest says ${p.expected}`;
+      case 'sha256':
+        return `${path}: SHA-256 ${p.actual}, the manifest${p.path === MANIFEST ? "'s recorded digest" : ''} says ${p.expected}`;
+      case 'unexpected':
+        return `${path}: not in the manifest${p.detail ? ` (${p.detail})` : ''}`;
+      case 'invalid':
+        return `${path}: ${p.detail ?? 'invalid'}`;
     }
   });
   return `images of job ${job} version ${version} do not match their manifest — restart from another version, or checkpoint again:\n  ${lines.join('\n  ')}`;
@@ -791,7 +822,10 @@ export const removePartial = (root: string, job: string, version: number, unit: 
     return { unitRemoved: false, versionRemoved: true };
   }
   if (lstatOrUndefined(join(vDir, MANIFEST))) {
-    throw new ImageStoreError(vDir, `version ${version} of job ${job} is committed (${join(vDir, MANIFEST)} exists); an abort never removes part of a committed version — use removeVersion to delete it whole`);
+    throw new ImageStoreError(
+      vDir,
+      `version ${version} of job ${job} is committed (${join(vDir, MANIFEST)} exists); an abort never removes part of a committed version — use removeVersion to delete it whole`,
+    );
   }
   let unitRemoved = false;
   if (lstatOrUndefined(dir)) {
@@ -860,7 +894,10 @@ export const listVersions = (root: string, job: string): VersionInfo[] => {
  * version does not need its parent to restart.
  */
 export const pruneVersions = (
-  root: string, job: string, keep: number, protectedVersions: ReadonlySet<number>,
+  root: string,
+  job: string,
+  keep: number,
+  protectedVersions: ReadonlySet<number>,
   verifies: (version: number) => boolean = (version) => verifyVersion(root, job, version).ok,
 ): number[] => {
   const jobDir = jobImagesDir(root, job);
@@ -868,7 +905,10 @@ export const pruneVersions = (
     throw new ImageStoreError(jobDir, `keep ${JSON.stringify(keep)} for pruning ${jobDir} must be an integer ≥ 1; pruning never removes every version`);
   }
   const versions = listVersions(root, job);
-  const committed = versions.filter((v) => v.committed).map((v) => v.version).sort((a, b) => b - a);
+  const committed = versions
+    .filter((v) => v.committed)
+    .map((v) => v.version)
+    .sort((a, b) => b - a);
   const newest = committed[0];
   if (newest === undefined) return [];
   // The newest N that verify are kept: a damaged version cannot be restored, so it never counts
@@ -880,9 +920,7 @@ export const pruneVersions = (
     kept.add(version);
     if (verifies(version)) verified += 1;
   }
-  const doomed = versions
-    .filter((v) => !protectedVersions.has(v.version) && !kept.has(v.version) && (v.committed || v.version < newest))
-    .map((v) => v.version);
+  const doomed = versions.filter((v) => !protectedVersions.has(v.version) && !kept.has(v.version) && (v.committed || v.version < newest)).map((v) => v.version);
   for (const version of doomed) removeVersion(root, job, version);
   return doomed;
 };

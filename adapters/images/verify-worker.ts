@@ -1,7 +1,7 @@
 // verifyVersion in a worker thread: hashing a version's images (~180 ms per 200 MB here) must not
 // hold up the node agent's event loop, which also reads the kernel's process events.
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { verifyVersion, type Verification } from './image-store.js';
+import { type Verification, verifyVersion } from './image-store.js';
 
 type Args = Parameters<typeof verifyVersion>;
 

@@ -10,7 +10,9 @@ export interface AwaitedFold<S> {
 }
 
 export const awaitFold = <S>(
-  store: EventStore, stream: string, from: number,
+  store: EventStore,
+  stream: string,
+  from: number,
   fold: { readonly initial: S; readonly evolve: (s: S, e: RecordedEvent) => S; readonly settled: (s: S) => boolean },
   timeoutMs: number,
 ): Promise<AwaitedFold<S>> =>

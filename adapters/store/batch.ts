@@ -1,24 +1,24 @@
 // What every store adapter does the same way before and after touching storage: validate and
 // encode a proposed batch, check the expected revision, and turn stored rows back into events.
 import { randomUUID } from 'node:crypto';
-import { either as E } from '../../domain/io-ts.js';
-import * as t from '../../domain/io-ts.js';
-import { definitionOf } from '../../domain/events/catalogue.js';
-import { decodeEvent, describeProblem, InvalidEventError } from '../../domain/events/decode.js';
-import { upcast as upcastData } from '../../domain/events/upcast.js';
+import { NonNegativeInt } from '../../domain/codecs.js';
 import {
   CorruptEventError,
-  UnreadableEventError,
-  STREAM_PATTERN,
-  WrongExpectedRevisionError,
   type EventMetadata,
   type ExpectedRevision,
   type ProposedEvent,
   type RecordedEvent,
   type Revision,
+  STREAM_PATTERN,
+  UnreadableEventError,
+  WrongExpectedRevisionError,
 } from '../../domain/event-store.js';
+import { definitionOf } from '../../domain/events/catalogue.js';
+import { decodeEvent, describeProblem, InvalidEventError } from '../../domain/events/decode.js';
+import { upcast as upcastData } from '../../domain/events/upcast.js';
 import { Actor } from '../../domain/identity.js';
-import { NonNegativeInt } from '../../domain/codecs.js';
+import * as t from '../../domain/io-ts.js';
+import { either as E } from '../../domain/io-ts.js';
 import { canonicalJson, contentDigest } from './chain.js';
 
 /** The shell's side of an append: who appends by default, the clock, and event ids. */
@@ -44,9 +44,7 @@ export interface EncodedEvent {
   readonly content: string;
 }
 
-const ProposedMetadata = t.exact(
-  t.partial({ actor: Actor, correlationId: t.string, causationId: t.string, decidedAt: NonNegativeInt }),
-);
+const ProposedMetadata = t.exact(t.partial({ actor: Actor, correlationId: t.string, causationId: t.string, decidedAt: NonNegativeInt }));
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -96,10 +94,7 @@ export const encodeBatch = (stream: string, events: readonly ProposedEvent[], co
 
 export const checkExpectedRevision = (stream: string, expected: ExpectedRevision, current: Revision | undefined): void => {
   const ok =
-    expected === 'any' ||
-    (expected === 'no_stream' && current === undefined) ||
-    (expected === 'stream_exists' && current !== undefined) ||
-    (typeof expected === 'number' && expected === current);
+    expected === 'any' || (expected === 'no_stream' && current === undefined) || (expected === 'stream_exists' && current !== undefined) || (typeof expected === 'number' && expected === current);
   if (!ok) throw new WrongExpectedRevisionError(stream, expected, current ?? 'no_stream');
 };
 
@@ -161,8 +156,7 @@ interface Recorded {
 /** The digest as hex, or how to look it up by position (SQLite: reading the column costs ~3 µs a row). */
 export type StoredDigest = string | undefined | ((position: number) => string | undefined);
 
-const corrupt = (e: { position: number; stream: string; revision: number; type: string }, problem: string) =>
-  new CorruptEventError(e.position, e.stream, e.revision, e.type, problem);
+const corrupt = (e: { position: number; stream: string; revision: number; type: string }, problem: string) => new CorruptEventError(e.position, e.stream, e.revision, e.type, problem);
 
 const parseMetadata = (text: string, e: StoredEvent): EventMetadata => {
   let value: unknown;

@@ -134,7 +134,13 @@ export const verifyChain = async (store: Pick<EventStore, 'chain' | 'streamRevis
   for (let page = await log.streams(undefined, PAGE); page.length > 0; page = await log.streams(page[page.length - 1]!.name, PAGE)) {
     for (const { name, revision: head } of page) {
       streams++;
-      const problem = await verifyStream(log, name, head, (n) => (events += n), (stream) => store.streamRevision(stream));
+      const problem = await verifyStream(
+        log,
+        name,
+        head,
+        (n) => (events += n),
+        (stream) => store.streamRevision(stream),
+      );
       if (problem) note(problem);
       else if (options.heads && head >= 0) heads.push({ stream: name, revision: head, digest: (await log.rows(name, head, 1))[0]!.digest! });
     }
@@ -178,7 +184,13 @@ const verifyStream = async (
         return { kind: 'inserted', stream, revision: row.revision, position: row.position, detail: 'the row has no digest: it was not written by a store' };
       }
       if (row.previous !== previous) {
-        return { kind: 'inserted', stream, revision: row.revision, position: row.position, detail: `its previous digest ${row.previous.slice(0, 12)}… does not chain to the stream (expected ${previous.slice(0, 12)}…): inserted, or moved from elsewhere` };
+        return {
+          kind: 'inserted',
+          stream,
+          revision: row.revision,
+          position: row.position,
+          detail: `its previous digest ${row.previous.slice(0, 12)}… does not chain to the stream (expected ${previous.slice(0, 12)}…): inserted, or moved from elsewhere`,
+        };
       }
       const digest = recompute(row, previous);
       if (typeof digest !== 'string') return { kind: 'altered', stream, revision: row.revision, position: row.position, detail: digest.unreadable };

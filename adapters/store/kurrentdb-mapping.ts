@@ -21,7 +21,7 @@
 // (KurrentDB ≥ 25.1). Pointers are ordinary JSON events of ckpt's own type rather than KurrentDB
 // link events (`$>`), so reading them depends on no link resolution: a page of pointers is read,
 // then each run of consecutive revisions of one stream (an appended batch) in one read.
-import { CorruptEventError, type AppendResult, type ChainedRow, type ExpectedRevision, type Position, type Revision } from '../../domain/event-store.js';
+import { type AppendResult, type ChainedRow, CorruptEventError, type ExpectedRevision, type Position, type Revision } from '../../domain/event-store.js';
 import { checkExpectedRevision, type EncodedEvent } from './batch.js';
 import { chainDigest, GENESIS } from './chain.js';
 import { redactStoreUrl } from './redact.js';
@@ -35,7 +35,22 @@ const PREFIX = /^[A-Za-z0-9_]{1,64}$/;
 /** The options @kurrent/kurrentdb-client's connection strings take, by their case- and `_`/`-`-blind spelling, as it compares them. */
 const flatCase = (key: string): string => key.trim().toLowerCase().replace(/[_-]/g, '');
 const CLIENT_OPTIONS = new Map(
-  ['tls', 'tlsVerifyCert', 'tlsCAFile', 'userCertFile', 'userKeyFile', 'nodePreference', 'connectionName', 'defaultDeadline', 'maxDiscoverAttempts', 'discoveryInterval', 'gossipTimeout', 'keepAliveInterval', 'keepAliveTimeout', 'throwOnAppendFailure'].map((k) => [flatCase(k), k]),
+  [
+    'tls',
+    'tlsVerifyCert',
+    'tlsCAFile',
+    'userCertFile',
+    'userKeyFile',
+    'nodePreference',
+    'connectionName',
+    'defaultDeadline',
+    'maxDiscoverAttempts',
+    'discoveryInterval',
+    'gossipTimeout',
+    'keepAliveInterval',
+    'keepAliveTimeout',
+    'throwOnAppendFailure',
+  ].map((k) => [flatCase(k), k]),
 );
 
 export interface KurrentTarget {
@@ -74,7 +89,14 @@ export const parseKurrentUrl = (url: string): KurrentTarget => {
     throw new StoreUrlError(`store URL "${location}": prefix must be 1–64 letters, digits or _ (it begins every stream name of the store), got "${prefix}"`);
   }
   // The client's own options pass on as written (re-encoding would turn tlsCAFile=/a/b into %2Fa%2Fb).
-  const kept = queryAt < 0 ? '' : rest.slice(queryAt + 1).split('&').filter((p) => p !== '' && p.split('=')[0] !== 'prefix').join('&');
+  const kept =
+    queryAt < 0
+      ? ''
+      : rest
+          .slice(queryAt + 1)
+          .split('&')
+          .filter((p) => p !== '' && p.split('=')[0] !== 'prefix')
+          .join('&');
   for (const option of kept === '' ? [] : kept.split('&')) {
     const key = option.split('=')[0]!;
     // The client would only warn about an unknown option, printing the whole URL, password included.
@@ -90,8 +112,7 @@ export const parseKurrentUrl = (url: string): KurrentTarget => {
 export const kurrentStream = (prefix: string, stream: string): string => `${prefix}-${stream}`;
 
 /** The ckpt stream a KurrentDB stream holds, or undefined for a stream of no store with this prefix. */
-export const ckptStream = (prefix: string, name: string): string | undefined =>
-  name.startsWith(`${prefix}-`) && name.length > prefix.length + 1 ? name.slice(prefix.length + 1) : undefined;
+export const ckptStream = (prefix: string, name: string): string | undefined => (name.startsWith(`${prefix}-`) && name.length > prefix.length + 1 ? name.slice(prefix.length + 1) : undefined);
 
 /** The stream whose revision r is ckpt position r + 1. */
 export const positionsStream = (prefix: string): string => `${prefix}.positions`;

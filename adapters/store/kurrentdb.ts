@@ -12,12 +12,42 @@
 // there): test/store-kurrentdb.test.ts runs the store contract when KURRENTDB_URL is set.
 import { createRequire } from 'node:module';
 import type * as Kurrent from '@kurrent/kurrentdb-client';
-import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
-import { defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
-import { ckptStream, headOf, KURRENT_URL_FORM, kurrentStream, misplaced, parseKurrentUrl, planAppend, pointerOf, pointerRevision, positionsStream, revisionOf, rowOf, rowsOfRun, runsOf, type KurrentRecord, type KurrentTarget, type Pointer } from './kurrentdb-mapping.js';
-import { StoreUrlError } from './url.js';
-import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import type {
+  AppendResult,
+  ChainedLog,
+  ChainedRow,
+  EventStore,
+  ExpectedRevision,
+  ProposedEvent,
+  ReadAllOptions,
+  ReadStreamOptions,
+  RecordedEvent,
+  Revision,
+  SubscribeOptions,
+} from '../../domain/event-store.js';
 import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
+import { type AppendContext, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision } from './batch.js';
+import {
+  ckptStream,
+  headOf,
+  KURRENT_URL_FORM,
+  type KurrentRecord,
+  type KurrentTarget,
+  kurrentStream,
+  misplaced,
+  type Pointer,
+  parseKurrentUrl,
+  planAppend,
+  pointerOf,
+  pointerRevision,
+  positionsStream,
+  revisionOf,
+  rowOf,
+  rowsOfRun,
+  runsOf,
+} from './kurrentdb-mapping.js';
+import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { StoreUrlError } from './url.js';
 
 /** The client library, loaded when a KurrentDB store is opened rather than by every command that could open one. */
 const kurrentLibrary = (): typeof Kurrent => createRequire(import.meta.url)('@kurrent/kurrentdb-client') as typeof Kurrent;

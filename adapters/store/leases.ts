@@ -1,7 +1,7 @@
 // Node liveness leases beside the log (domain/event-store.ts, LeaseStore). What every store checks
 // before a renewal, and the memory store's leases, judged by the process clock.
 import { NAME_PATTERN } from '../../domain/codecs.js';
-import { LeaseRefusedError, type Lease, type LeaseHolder, type LeaseStore, type RecordedEvent } from '../../domain/event-store.js';
+import { type Lease, type LeaseHolder, LeaseRefusedError, type LeaseStore, type RecordedEvent } from '../../domain/event-store.js';
 import { nodeStream } from '../../domain/identity.js';
 
 /** A day: longer than any sensible lease, short enough that a typo (ms for s) is refused. */
@@ -11,7 +11,14 @@ export const MAX_LEASE_TTL_MS = 86_400_000;
 export const checkRenewal = (node: string, holder: LeaseHolder, ttlMs: number): void => {
   if (typeof node !== 'string' || !NAME_PATTERN.test(node)) throw new LeaseRefusedError(`lease: node name ${JSON.stringify(node)} is not valid (${NAME_PATTERN.source})`);
   if (!Number.isSafeInteger(ttlMs) || ttlMs < 1 || ttlMs > MAX_LEASE_TTL_MS) throw new LeaseRefusedError(`lease of ${node}: ttl must be 1 ms to ${MAX_LEASE_TTL_MS} ms, got ${ttlMs}`);
-  const ok = holder && Number.isSafeInteger(holder.pid) && holder.pid > 0 && Number.isSafeInteger(holder.startTime) && holder.startTime >= 0 && typeof holder.bootId === 'string' && typeof holder.hostname === 'string';
+  const ok =
+    holder &&
+    Number.isSafeInteger(holder.pid) &&
+    holder.pid > 0 &&
+    Number.isSafeInteger(holder.startTime) &&
+    holder.startTime >= 0 &&
+    typeof holder.bootId === 'string' &&
+    typeof holder.hostname === 'string';
   if (!ok) throw new LeaseRefusedError(`lease of ${node}: the holder must give pid, startTime, bootId and hostname, got ${JSON.stringify(holder)}`);
 };
 

@@ -3,8 +3,8 @@
 // change) and reads again. The cursor only moves past delivered events, so nothing is skipped
 // or delivered twice, whatever the wake-ups do.
 import type { RecordedEvent, SubscribeOptions } from '../../domain/event-store.js';
-import { PAGE_SIZE } from './batch.js';
 import { Observable } from '../../domain/rx.js';
+import { PAGE_SIZE } from './batch.js';
 
 export interface LiveReadOptions<E> {
   /** Up to `pageSize` events at or after the cursor, in order. */

@@ -1,12 +1,24 @@
 // In-memory EventStore for pure projection tests and `--store memory:`. Same contract as the
 // durable stores (test/store-contract.ts), nothing survives the process.
-import type { AppendResult, ChainedLog, ChainedRow, EventStore, ExpectedRevision, ProposedEvent, ReadAllOptions, ReadStreamOptions, RecordedEvent, Revision, SubscribeOptions } from '../../domain/event-store.js';
-import { subscribeAllWith, subscribeStreamWith } from './live.js';
-import { chainDigest, GENESIS } from './chain.js';
-import { MemorySnapshotStore } from './snapshots.js';
-import { MemoryLeaseStore } from './leases.js';
-import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
+import type {
+  AppendResult,
+  ChainedLog,
+  ChainedRow,
+  EventStore,
+  ExpectedRevision,
+  ProposedEvent,
+  ReadAllOptions,
+  ReadStreamOptions,
+  RecordedEvent,
+  Revision,
+  SubscribeOptions,
+} from '../../domain/event-store.js';
 import { Subject } from '../../domain/rx.js';
+import { type AppendContext, checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision } from './batch.js';
+import { chainDigest, GENESIS } from './chain.js';
+import { MemoryLeaseStore } from './leases.js';
+import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { MemorySnapshotStore } from './snapshots.js';
 
 export class MemoryEventStore implements EventStore {
   readonly location = 'memory:';
@@ -80,7 +92,11 @@ export class MemoryEventStore implements EventStore {
 
   readonly chain: ChainedLog = {
     streams: async (after, limit) =>
-      [...this.#streams].filter(([name]) => after === undefined || name > after).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).slice(0, limit).map(([name, events]) => ({ name, revision: events.length - 1 })),
+      [...this.#streams]
+        .filter(([name]) => after === undefined || name > after)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .slice(0, limit)
+        .map(([name, events]) => ({ name, revision: events.length - 1 })),
     rows: async (stream, from, limit) => (this.#rows.get(stream) ?? []).slice(from, from + limit),
     strayRow: async () => undefined,
     chainedByMigration: async () => undefined,

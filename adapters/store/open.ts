@@ -15,7 +15,10 @@ export const openEventStore = (url: string, context?: AppendContext): EventStore
   if (KURRENT_URL.test(url)) return new KurrentEventStore(url, { context });
   if (url === 'memory:') return new MemoryEventStore(context);
   if (url.startsWith('sqlite:')) {
-    const [path = '', query = ''] = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '').split('?');
+    const [path = '', query = ''] = url
+      .slice('sqlite:'.length)
+      .replace(/^\/\/(?=\/)/, '')
+      .split('?');
     if (!path) throw new StoreUrlError(`store URL "${url}" names no file: use sqlite:PATH, e.g. sqlite:/var/lib/ckpt/events.db`);
     const synchronous = new URLSearchParams(query).get('synchronous') ?? 'full';
     if (synchronous !== 'full' && synchronous !== 'normal') {

@@ -17,14 +17,35 @@
 // cursor with no global lock at all, which did no better).
 import { createRequire } from 'node:module';
 import type pg from 'pg';
-import { LeaseRefusedError, SnapshotNotWritableError, snapshotList, WrongExpectedRevisionError, type Lease, type LeaseHolder, type LeaseStore, type Snapshot, type SnapshotStore, type AppendResult, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
-import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import {
+  type AppendResult,
+  type ChainedLog,
+  type ChainedRow,
+  type EventStore,
+  type ExpectedRevision,
+  type Lease,
+  type LeaseHolder,
+  LeaseRefusedError,
+  type LeaseStore,
+  type ProposedEvent,
+  type ReadAllOptions,
+  type ReadStreamOptions,
+  type RecordedEvent,
+  type Revision,
+  type Snapshot,
+  SnapshotNotWritableError,
+  type SnapshotStore,
+  type SubscribeOptions,
+  snapshotList,
+  WrongExpectedRevisionError,
+} from '../../domain/event-store.js';
+import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
+import { type AppendContext, checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision } from './batch.js';
 import { chainDigest, contentDigest, GENESIS } from './chain.js';
+import { checkRenewal } from './leases.js';
+import { subscribeAllWith, subscribeStreamWith } from './live.js';
 import { redactStoreUrl } from './redact.js';
 import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
-import { checkRenewal } from './leases.js';
-import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext } from './batch.js';
-import { interval, merge, Observable, Subject, share } from '../../domain/rx.js';
 
 /**
  * 1: events and streams; 2: the digest chain, the appending role, ckpt_append SECURITY DEFINER;
@@ -68,7 +89,10 @@ export class PostgresEventStore implements EventStore {
   #ready: Promise<void> | undefined;
   #listener: pg.Client | undefined;
 
-  constructor(readonly url: string, options: PostgresOptions = {}) {
+  constructor(
+    readonly url: string,
+    options: PostgresOptions = {},
+  ) {
     this.location = redactStoreUrl(url);
     this.#context = options.context ?? defaultAppendContext();
     this.#pool = new (pgLibrary().Pool)({ connectionString: url, max: 4 });
@@ -100,8 +124,14 @@ export class PostgresEventStore implements EventStore {
         throw new Error(`${this.location} has event log schema ${found}, newer than this ckpt understands (${SCHEMA_VERSION}): upgrade ckpt`);
       }
       if (found === SCHEMA_VERSION) return;
-      if (found > 0 && !(await client.query<{ owner: boolean }>("SELECT pg_has_role((SELECT tableowner FROM pg_tables WHERE tablename = 'ckpt_events' AND schemaname = current_schema()), 'USAGE') AS owner")).rows[0]!.owner) {
-        throw new Error(`${this.location} has event log schema ${found}, this ckpt needs schema ${SCHEMA_VERSION}: run ckpt once as the role that owns the log's tables (e.g. ckpt jobs --store postgres://OWNER@…) to migrate it`);
+      if (
+        found > 0 &&
+        !(await client.query<{ owner: boolean }>("SELECT pg_has_role((SELECT tableowner FROM pg_tables WHERE tablename = 'ckpt_events' AND schemaname = current_schema()), 'USAGE') AS owner")).rows[0]!
+          .owner
+      ) {
+        throw new Error(
+          `${this.location} has event log schema ${found}, this ckpt needs schema ${SCHEMA_VERSION}: run ckpt once as the role that owns the log's tables (e.g. ckpt jobs --store postgres://OWNER@…) to migrate it`,
+        );
       }
       await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       await client.query('CREATE TABLE IF NOT EXISTS ckpt_schema (version int NOT NULL)');
@@ -148,10 +178,7 @@ export class PostgresEventStore implements EventStore {
     // data and metadata are already JSON: the batch is one JSON document, built by concatenation.
     const batch = `[${encoded.map((e) => `{"id":"${e.id}","type":${JSON.stringify(e.type)},"v":${e.schemaVersion},"c":"${e.content}","data":${e.data},"metadata":${e.metadata}}`).join(',')}]`;
     try {
-      const { rows } = await this.#pool.query<{ revision: string; position: string }>(
-        'SELECT revision, position FROM ckpt_append($1, $2, $3::json)',
-        [stream, String(expected), batch],
-      );
+      const { rows } = await this.#pool.query<{ revision: string; position: string }>('SELECT revision, position FROM ckpt_append($1, $2, $3::json)', [stream, String(expected), batch]);
       this.#appended.next();
       return { revision: Number(rows[0]!.revision), position: Number(rows[0]!.position) };
     } catch (error) {
@@ -172,10 +199,7 @@ export class PostgresEventStore implements EventStore {
   }
 
   readAll(options: ReadAllOptions = {}): Promise<RecordedEvent[]> {
-    return this.#rows(`SELECT ${COLUMNS} FROM ckpt_events WHERE position >= $1 AND ${ENDED} ORDER BY position LIMIT $2`, [
-      Math.max(1, options.from ?? 1),
-      pageLimit(options.limit),
-    ]);
+    return this.#rows(`SELECT ${COLUMNS} FROM ckpt_events WHERE position >= $1 AND ${ENDED} ORDER BY position LIMIT $2`, [Math.max(1, options.from ?? 1), pageLimit(options.limit)]);
   }
 
   readStream(stream: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
@@ -214,14 +238,13 @@ export class PostgresEventStore implements EventStore {
   readonly chain: ChainedLog = {
     streams: async (after, limit) => {
       await this.#schema();
-      const { rows } = await this.#pool.query<{ name: string; revision: string }>(
-        'SELECT name, revision FROM ckpt_streams WHERE $1::text IS NULL OR name > $1 ORDER BY name LIMIT $2',
-        [after ?? null, limit],
-      );
+      const { rows } = await this.#pool.query<{ name: string; revision: string }>('SELECT name, revision FROM ckpt_streams WHERE $1::text IS NULL OR name > $1 ORDER BY name LIMIT $2', [
+        after ?? null,
+        limit,
+      ]);
       return rows.map((r) => ({ name: r.name, revision: Number(r.revision) }));
     },
-    rows: (stream, from, limit) =>
-      this.#chainRows(`SELECT ${CHAIN_COLUMNS} FROM ckpt_events WHERE stream = $1 AND revision >= $2 ORDER BY revision LIMIT $3`, [stream, from, limit]),
+    rows: (stream, from, limit) => this.#chainRows(`SELECT ${CHAIN_COLUMNS} FROM ckpt_events WHERE stream = $1 AND revision >= $2 ORDER BY revision LIMIT $3`, [stream, from, limit]),
     strayRow: async () =>
       (await this.#chainRows(`SELECT ${CHAIN_COLUMNS} FROM ckpt_events e WHERE NOT EXISTS (SELECT 1 FROM ckpt_streams s WHERE s.name = e.stream) ORDER BY position LIMIT 1`, []))[0],
     chainedByMigration: async () => {
@@ -285,7 +308,8 @@ export class PostgresEventStore implements EventStore {
         return { node, holder: kept, renewedAt: rows[0]!.renewed_at.toISOString(), expiresAt: rows[0]!.expires_at.toISOString(), expired: false, asOf: rows[0]!.renewed_at.toISOString() };
       } catch (error) {
         if ((error as { code?: string }).code === LEASE_REFUSED) throw new LeaseRefusedError((error as Error).message);
-        if ((error as { code?: string }).code === '42501') throw new LeaseRefusedError(`this role may not renew leases in ${this.location} (${(error as Error).message}): node agents log in as a member of ckpt_agents`);
+        if ((error as { code?: string }).code === '42501')
+          throw new LeaseRefusedError(`this role may not renew leases in ${this.location} (${(error as Error).message}): node agents log in as a member of ckpt_agents`);
         throw error;
       }
     },
@@ -346,8 +370,12 @@ DECLARE
 BEGIN
   IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
     RAISE EXCEPTION 'ckpt_append must be the first write of its transaction: positions follow transaction ids';
-  END IF;${order === 'commit' ? `
-  PERFORM pg_advisory_xact_lock(${APPEND_LOCK});` : ''}
+  END IF;${
+    order === 'commit'
+      ? `
+  PERFORM pg_advisory_xact_lock(${APPEND_LOCK});`
+      : ''
+  }
   -- One append at a time per stream, to commit: the expected revision and the chain's head hold.
   PERFORM pg_advisory_xact_lock(${STREAM_LOCK_CLASS}, hashtext(p_stream));
   SELECT s.revision, s.digest INTO current, head FROM ckpt_streams s WHERE s.name = p_stream;
@@ -368,16 +396,24 @@ BEGIN
     previous[i] := d;
     d := encode(sha256(decode(d, 'hex') || decode(contents[i], 'hex') || int8send(current + i)), 'hex');
     digests[i] := d;
-  END LOOP;${order === 'allocation' ? `
+  END LOOP;${
+    order === 'allocation'
+      ? `
   PERFORM pg_advisory_lock(${APPEND_LOCK});
-  BEGIN` : ''}
+  BEGIN`
+      : ''
+  }
     tx := pg_current_xact_id();
-    SELECT array_agg(p ORDER BY p) INTO positions FROM (SELECT nextval(sequence) AS p FROM generate_series(1, n)) AS taken;${order === 'allocation' ? `
+    SELECT array_agg(p ORDER BY p) INTO positions FROM (SELECT nextval(sequence) AS p FROM generate_series(1, n)) AS taken;${
+      order === 'allocation'
+        ? `
   EXCEPTION WHEN OTHERS OR query_canceled THEN
     PERFORM pg_advisory_unlock(${APPEND_LOCK});
     RAISE;
   END;
-  PERFORM pg_advisory_unlock(${APPEND_LOCK});` : ''}
+  PERFORM pg_advisory_unlock(${APPEND_LOCK});`
+        : ''
+    }
   INSERT INTO ckpt_events (position, txid, stream, revision, id, type, schema_version, data, metadata, digest, previous, appended_by)
   OVERRIDING SYSTEM VALUE
   SELECT positions[e.ord], tx, p_stream, current + e.ord, e.id, e.type, e.v, e.data, e.metadata, digests[e.ord], previous[e.ord], session_user
@@ -564,10 +600,9 @@ const chainExistingRows = async (client: pg.PoolClient): Promise<void> => {
       }
       await client.query('UPDATE ckpt_streams SET digest = $1 WHERE name = $2', [digest, name]);
     }
-    await client.query(
-      "INSERT INTO ckpt_meta (key, value) SELECT 'chain_migrated_up_to', coalesce(max(position), 0)::text FROM ckpt_events UNION ALL SELECT 'chain_migrated_at', $1",
-      [new Date().toISOString()],
-    );
+    await client.query("INSERT INTO ckpt_meta (key, value) SELECT 'chain_migrated_up_to', coalesce(max(position), 0)::text FROM ckpt_events UNION ALL SELECT 'chain_migrated_at', $1", [
+      new Date().toISOString(),
+    ]);
     await client.query('INSERT INTO ckpt_schema (version) VALUES (2)');
     await client.query('COMMIT');
   } catch (error) {

@@ -3,14 +3,17 @@
 // (Like the chain, the checksum has no secret: it catches damage and careless edits, not someone
 // who rewrites the row and its checksum; the snapshot's event digest still ties it to the log.)
 import { createHash } from 'node:crypto';
-import { snapshotList, type Snapshot, type SnapshotStore } from '../../domain/event-store.js';
+import { type Snapshot, type SnapshotStore, snapshotList } from '../../domain/event-store.js';
 
 export const snapshotChecksum = (s: Snapshot): string =>
-  createHash('sha256').update(JSON.stringify([s.model, s.key, s.version, s.schema, s.position, s.digest])).update('\n').update(s.state).digest('hex');
+  createHash('sha256')
+    .update(JSON.stringify([s.model, s.key, s.version, s.schema, s.position, s.digest]))
+    .update('\n')
+    .update(s.state)
+    .digest('hex');
 
 /** A stored row back as a snapshot, or why it cannot be trusted. */
-export const checkedSnapshot = (s: Snapshot, checksum: string): Snapshot | { damaged: string } =>
-  snapshotChecksum(s) === checksum ? s : { damaged: `its content no longer matches its checksum` };
+export const checkedSnapshot = (s: Snapshot, checksum: string): Snapshot | { damaged: string } => (snapshotChecksum(s) === checksum ? s : { damaged: `its content no longer matches its checksum` });
 
 /** The memory store's: kept as the durable stores keep them (text and checksum), for the same checks. */
 export class MemorySnapshotStore implements SnapshotStore {

@@ -6,18 +6,38 @@
 // an expected-revision check is one primary-key lookup. Appends take the write lock up front
 // (BEGIN IMMEDIATE), which also makes positions commit in order: a reader never sees position
 // N+1 before N. Appends issued concurrently in one process are committed as a group.
-import { closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync, watch, type FSWatcher } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, constants, existsSync, type FSWatcher, fchmodSync, mkdirSync, openSync, watch } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
-import { LeaseRefusedError, SnapshotNotWritableError, snapshotList, type AppendResult, type Lease, type LeaseHolder, type LeaseStore, type ChainedLog, type ChainedRow, type EventStore, type ExpectedRevision, type Snapshot, type SnapshotStore, type ProposedEvent, type ReadAllOptions, type ReadStreamOptions, type RecordedEvent, type Revision, type SubscribeOptions } from '../../domain/event-store.js';
-import { subscribeAllWith, subscribeStreamWith } from './live.js';
-import { chainDigest, contentDigest, GENESIS } from './chain.js';
-import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
-import { checkRenewal, refusedByLog, toLease } from './leases.js';
+import {
+  type AppendResult,
+  type ChainedLog,
+  type ChainedRow,
+  type EventStore,
+  type ExpectedRevision,
+  type Lease,
+  type LeaseHolder,
+  LeaseRefusedError,
+  type LeaseStore,
+  type ProposedEvent,
+  type ReadAllOptions,
+  type ReadStreamOptions,
+  type RecordedEvent,
+  type Revision,
+  type Snapshot,
+  SnapshotNotWritableError,
+  type SnapshotStore,
+  type SubscribeOptions,
+  snapshotList,
+} from '../../domain/event-store.js';
 import { nodeStream } from '../../domain/identity.js';
-import { checkExpectedRevision, defaultAppendContext, encodeBatch, pageLimit, storedEvent, validExpectedRevision, type AppendContext, type EncodedEvent } from './batch.js';
-import { merge, Observable, Subject, filter, share } from '../../domain/rx.js';
+import { filter, merge, Observable, Subject, share } from '../../domain/rx.js';
+import { type AppendContext, checkExpectedRevision, defaultAppendContext, type EncodedEvent, encodeBatch, pageLimit, storedEvent, validExpectedRevision } from './batch.js';
+import { chainDigest, contentDigest, GENESIS } from './chain.js';
+import { checkRenewal, refusedByLog, toLease } from './leases.js';
+import { subscribeAllWith, subscribeStreamWith } from './live.js';
+import { checkedSnapshot, snapshotChecksum } from './snapshots.js';
 
 /** better-sqlite3, required (as domain/io-ts.ts explains). */
 const Sqlite = createRequire(import.meta.url)('better-sqlite3') as typeof Database;
@@ -97,7 +117,10 @@ export class SqliteEventStore implements EventStore {
   readonly #commitGroup: (group: readonly PendingAppend[]) => Array<{ result: AppendResult } | { error: unknown }>;
   #pending: PendingAppend[] = [];
 
-  constructor(readonly path: string, options: SqliteOptions = {}) {
+  constructor(
+    readonly path: string,
+    options: SqliteOptions = {},
+  ) {
     this.location = `sqlite:${path}`;
     this.#context = options.context ?? defaultAppendContext();
     if (path !== ':memory:') {
@@ -138,9 +161,9 @@ export class SqliteEventStore implements EventStore {
       saveSnapshot: db.prepare<[string, string, number, string, number, string, string, string, string]>(
         'INSERT OR REPLACE INTO snapshots (model, key, code_version, schema, position, digest, state, checksum, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
-      startedAgent: db.prepare<[string], string>(
-        "SELECT CAST(e.data AS TEXT) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ? AND e.type = 'NodeAgentStarted' ORDER BY e.revision DESC LIMIT 1",
-      ).pluck(),
+      startedAgent: db
+        .prepare<[string], string>("SELECT CAST(e.data AS TEXT) FROM events e JOIN streams s ON s.id = e.stream_id WHERE s.name = ? AND e.type = 'NodeAgentStarted' ORDER BY e.revision DESC LIMIT 1")
+        .pluck(),
       renewLease: db.prepare<[string, string, number, number]>('INSERT OR REPLACE INTO leases (node, holder, renewed_at, expires_at) VALUES (?, ?, ?, ?)'),
       leases: db.prepare<[], { node: string; holder: string; renewedAt: number; expiresAt: number }>('SELECT node, holder, renewed_at AS renewedAt, expires_at AS expiresAt FROM leases ORDER BY node'),
       releaseLease: db.prepare<[string]>('DELETE FROM leases WHERE node = ?'),

@@ -3,8 +3,8 @@
 // per node agent): each checks the stream and appends with the revision it checked, so a
 // deadline is reached exactly once.
 import type { Subscription } from 'rxjs';
-import { WrongExpectedRevisionError, type EventStore, type RecordedEvent } from '../../domain/event-store.js';
-import { deadlineKey, evolveDeadlines, noDeadlines, pendingDeadlines, type Deadlines, type PendingDeadline } from '../../domain/deadlines.js';
+import { type Deadlines, deadlineKey, evolveDeadlines, noDeadlines, type PendingDeadline, pendingDeadlines } from '../../domain/deadlines.js';
+import { type EventStore, type RecordedEvent, WrongExpectedRevisionError } from '../../domain/event-store.js';
 import { getIn } from '../../domain/persistent-map.js';
 
 export interface DeadlineTimerOptions {

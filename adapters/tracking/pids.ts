@@ -36,7 +36,9 @@ export const waitPidsGone = async (pids: readonly number[], timeoutMs = 10_000):
 
 const describeUse = (pid: number): string => {
   try {
-    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)\s+/, '').split(' ')[0];
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      .replace(/^.*\)\s+/, '')
+      .split(' ')[0];
     return state === 'Z' ? ' (zombie: its parent has not reaped it)' : ' (running)';
   } catch {
     return ' (as a pgid/sid of another process)';
@@ -55,7 +57,11 @@ export const pidNamespaceOf = (pid: number | 'self'): string | undefined => {
 /** A process's PID in each PID namespace it belongs to, outermost (ours) first (NSpid). */
 export const namespacePids = (pid: number): number[] | undefined => {
   try {
-    return /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]?.trim().split(/\s+/).map(Number);
+    return /^NSpid:\s+(.*)$/m
+      .exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+      ?.trim()
+      .split(/\s+/)
+      .map(Number);
   } catch {
     return undefined;
   }

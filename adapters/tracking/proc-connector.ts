@@ -86,16 +86,7 @@ export interface KernelOverrun {
   readonly lost?: number;
 }
 
-export type KernelProcessEvent =
-  | KernelReady
-  | KernelFork
-  | KernelExec
-  | KernelExit
-  | KernelSid
-  | KernelComm
-  | KernelIds
-  | KernelPtrace
-  | KernelOverrun;
+export type KernelProcessEvent = KernelReady | KernelFork | KernelExec | KernelExit | KernelSid | KernelComm | KernelIds | KernelPtrace | KernelOverrun;
 
 /** The helper's fatal-error line; never emitted: the Observable errors with its message instead. */
 export interface KernelHelperError {

@@ -150,12 +150,23 @@ export const parseStat = (buf: Uint8Array, length: number): ProcStat | undefined
     const c = buf[i]!;
     if (c === SPACE || c === 0x0a) {
       switch (field) {
-        case 4: ppid = value; break;
-        case 5: pgid = value; break;
-        case 6: sid = value; break;
-        case 20: threads = value; break;
-        case 22: startTime = value; break;
-        case 23: return { pid, comm, state, ppid, pgid, sid, startTime, threads, vsize: value };
+        case 4:
+          ppid = value;
+          break;
+        case 5:
+          pgid = value;
+          break;
+        case 6:
+          sid = value;
+          break;
+        case 20:
+          threads = value;
+          break;
+        case 22:
+          startTime = value;
+          break;
+        case 23:
+          return { pid, comm, state, ppid, pgid, sid, startTime, threads, vsize: value };
       }
       field++;
       value = 0;
@@ -317,7 +328,11 @@ export const parseCredentials = (status: string): ProcCredentials | undefined =>
   const line = (name: string): number[] | undefined => {
     const l = status.split('\n').find((x) => x.startsWith(`${name}:`));
     if (l === undefined) return undefined;
-    const words = l.slice(name.length + 1).trim().split(/\s+/).filter((w) => w !== '');
+    const words = l
+      .slice(name.length + 1)
+      .trim()
+      .split(/\s+/)
+      .filter((w) => w !== '');
     return words.every((w) => /^\d+$/.test(w)) ? words.map(Number) : undefined;
   };
   const uids = line('Uid');
@@ -392,11 +407,7 @@ export const isKernelThread = (s: ProcStat): boolean => s.pid === 2 || s.ppid ==
  * Every process of `table` descending (by ppid) from one of `roots`, in breadth-first order.
  * The roots themselves are excluded unless `includeRoots`.
  */
-export const descendantsOf = (
-  roots: readonly number[],
-  table: readonly ProcStat[],
-  options: { includeRoots?: boolean } = {},
-): ProcStat[] => {
+export const descendantsOf = (roots: readonly number[], table: readonly ProcStat[], options: { includeRoots?: boolean } = {}): ProcStat[] => {
   const children = new Map<number, ProcStat[]>();
   const byPid = new Map<number, ProcStat>();
   for (const p of table) {
@@ -408,7 +419,11 @@ export const descendantsOf = (
   }
   const seen = new Set<number>(roots);
   const out: ProcStat[] = [];
-  if (options.includeRoots) for (const r of roots) { const p = byPid.get(r); if (p) out.push(p); }
+  if (options.includeRoots)
+    for (const r of roots) {
+      const p = byPid.get(r);
+      if (p) out.push(p);
+    }
   const queue = [...roots];
   for (let i = 0; i < queue.length; i++) {
     for (const child of children.get(queue[i]!) ?? []) {
@@ -756,11 +771,7 @@ export const readMemberResources = (pid: number): MemberResources | undefined =>
  * shared memory. `candidates`: the processes to consider (default: a fresh scanProcesses()).
  * Kernel threads, members and `options.ignore` are never reported. One entry per (pid, via, inode).
  */
-export const findDependents = (
-  members: readonly number[],
-  candidates?: readonly ProcStat[],
-  options: FindDependentsOptions = {},
-): Dependent[] => {
+export const findDependents = (members: readonly number[], candidates?: readonly ProcStat[], options: FindDependentsOptions = {}): Dependent[] => {
   const memberSet = new Set(members);
   const pipeOwner = new Map<string, number>();
   const shmOwner = new Map<string, number>();
@@ -798,7 +809,10 @@ export const findDependents = (
       }
       let any = false;
       for (const s of links.sockets) {
-        if (unix.has(s) && !memberUnix.has(s)) { memberUnix.set(s, pid); any = true; }
+        if (unix.has(s) && !memberUnix.has(s)) {
+          memberUnix.set(s, pid);
+          any = true;
+        }
       }
       if (any && !memberNetns.has(ns)) memberNetns.set(ns, pid);
     }

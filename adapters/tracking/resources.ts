@@ -8,8 +8,17 @@ import type { FileLock, Holder, InetSocket, OutsidePeer, UnitResources } from '.
 import { listPids, readStat, unixSocketPeers, unixSockets } from './procfs.js';
 
 const TCP_STATES: Readonly<Record<string, string>> = {
-  '01': 'established', '02': 'syn-sent', '03': 'syn-recv', '04': 'fin-wait-1', '05': 'fin-wait-2', '06': 'time-wait',
-  '07': 'close', '08': 'close-wait', '09': 'last-ack', '0A': 'listen', '0B': 'closing',
+  '01': 'established',
+  '02': 'syn-sent',
+  '03': 'syn-recv',
+  '04': 'fin-wait-1',
+  '05': 'fin-wait-2',
+  '06': 'time-wait',
+  '07': 'close',
+  '08': 'close-wait',
+  '09': 'last-ack',
+  '0A': 'listen',
+  '0B': 'closing',
 };
 
 /** "0100007F:1388" → "127.0.0.1:5000"; IPv6 addresses are four little-endian 32-bit words. */
@@ -68,7 +77,12 @@ const netnsOf = (pid: number): string | undefined => {
 /** Every TCP/UDP socket of the network namespace `pid` is in, by inode. */
 const inetTable = (pid: number): Map<string, Row> => {
   const all = new Map<string, Row>();
-  for (const [file, protocol] of [['tcp', 'tcp'], ['tcp6', 'tcp'], ['udp', 'udp'], ['udp6', 'udp']] as const) {
+  for (const [file, protocol] of [
+    ['tcp', 'tcp'],
+    ['tcp6', 'tcp'],
+    ['udp', 'udp'],
+    ['udp6', 'udp'],
+  ] as const) {
     for (const [inode, row] of parseProcNet(readOr(`/proc/${pid}/net/${file}`, ''), protocol)) all.set(inode, row);
   }
   return all;
@@ -184,15 +198,19 @@ export const unitResources = (members: readonly number[]): UnitResources => {
       return h ? [{ ...h, kind: l.kind, mode: l.mode, file: lockedFile(l) }] : [];
     });
 
-  return { inet, locks, outsidePeers: outsidePeers(memberSet, unixOf, [...tables.values()].map((t) => t.unix)) };
+  return {
+    inet,
+    locks,
+    outsidePeers: outsidePeers(
+      memberSet,
+      unixOf,
+      [...tables.values()].map((t) => t.unix),
+    ),
+  };
 };
 
 /** The members' unix sockets whose peer socket no member holds, with the process that holds it. */
-const outsidePeers = (
-  members: ReadonlySet<number>,
-  unixOf: ReadonlyMap<string, { member: Holder; netnsOf: number }>,
-  unixTables: ReadonlyArray<ReadonlyMap<string, string>>,
-): OutsidePeer[] => {
+const outsidePeers = (members: ReadonlySet<number>, unixOf: ReadonlyMap<string, { member: Holder; netnsOf: number }>, unixTables: ReadonlyArray<ReadonlyMap<string, string>>): OutsidePeer[] => {
   if (unixOf.size === 0) return [];
   const selfNs = netnsOf(process.pid);
   const wanted = new Map<string, { member: Holder; inode: string }>(); // peer inode → the member's end

@@ -1,7 +1,8 @@
 // The event catalogue: every event ckpt records, by concern. docs/events.md is generated from it.
-import type { EventDefinition, EventOf } from './define.js';
+
 import { checkpointEvents } from './checkpoint.js';
 import { deadlineEvents } from './deadline.js';
+import type { EventDefinition, EventOf } from './define.js';
 import { imageEvents } from './images.js';
 import { jobEvents } from './job.js';
 import { nodeEvents } from './node.js';
@@ -20,16 +21,7 @@ export const concerns = [
   { title: 'Refused requests', events: requestEvents },
 ] as const;
 
-export const catalogue = [
-  ...jobEvents,
-  ...processEvents,
-  ...nodeEvents,
-  ...checkpointEvents,
-  ...imageEvents,
-  ...restartEvents,
-  ...deadlineEvents,
-  ...requestEvents,
-] as const;
+export const catalogue = [...jobEvents, ...processEvents, ...nodeEvents, ...checkpointEvents, ...imageEvents, ...restartEvents, ...deadlineEvents, ...requestEvents] as const;
 
 export type DomainEvent = EventOf<(typeof catalogue)[number]>;
 export type EventType = DomainEvent['type'];

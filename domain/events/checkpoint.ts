@@ -1,9 +1,10 @@
 // Checkpoint phases (stream job-<id>). A checkpoint is identified by its version, numbered per job.
 // The coordinator decides *Requested events; node agents answer with done / failed outcomes.
-import * as t from '../io-ts.js';
-import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, Sha256, record } from '../codecs.js';
-import { CheckpointScope, NodeId, ProcessRef, UnitId } from '../identity.js';
+
+import { NonEmptyString, NonNegativeInt, NonNegativeNumber, nullable, PositiveInt, record, Sha256 } from '../codecs.js';
 import { Failure } from '../failure.js';
+import { CheckpointScope, NodeId, ProcessRef, UnitId } from '../identity.js';
+import * as t from '../io-ts.js';
 import { defineEvent } from './define.js';
 import { JobOptions } from './job.js';
 
@@ -57,16 +58,31 @@ export const CheckpointPlanned = defineEvent(
 /** A unit step: the coordinator's request, the agent's done outcome, and its failure. */
 // biome-ignore lint/complexity/noBannedTypes: {} is io-ts's empty Props (no optional fields), as t.partial({}) takes it
 export const unitPhase = <P extends string, D extends string, DP extends t.Props, S extends t.Props, DO extends t.Props = {}>(
-  phase: P, done: D, step: S, doneData: DP, what: string, doneOptional?: DO,
+  phase: P,
+  done: D,
+  step: S,
+  doneData: DP,
+  what: string,
+  doneOptional?: DO,
 ) =>
   [
     defineEvent(`Unit${phase}Requested` as `Unit${P}Requested`, 'decision', record(step), `The coordinator asked a node agent to ${what}.`),
     defineEvent(done, 'outcome', record({ ...step, ...doneData }, doneOptional ?? ({} as DO)), `The node agent did: ${what}.`),
-    defineEvent(`Unit${phase}Failed` as `Unit${P}Failed`, 'outcome', record({ ...step, reason: t.string }, { failure: Failure }), `The node agent could not ${what}; the reason (and its failure class and hint) says why.`),
+    defineEvent(
+      `Unit${phase}Failed` as `Unit${P}Failed`,
+      'outcome',
+      record({ ...step, reason: t.string }, { failure: Failure }),
+      `The node agent could not ${what}; the reason (and its failure class and hint) says why.`,
+    ),
   ] as const;
 
 export const [UnitFreezeRequested, UnitFrozen, UnitFreezeFailed] = unitPhase(
-  'Freeze', 'UnitFrozen', unitStep, { processes: NonNegativeInt, durationMs: NonNegativeNumber }, 'freeze every target of the unit');
+  'Freeze',
+  'UnitFrozen',
+  unitStep,
+  { processes: NonNegativeInt, durationMs: NonNegativeNumber },
+  'freeze every target of the unit',
+);
 /** One image file: its path under the version directory (UNIT/…), size and SHA-256. */
 export const ImageFile = record({ path: NonEmptyString, bytes: NonNegativeInt, sha256: Sha256 });
 
@@ -83,17 +99,30 @@ export const DumpStats = record({
 });
 export type DumpStats = t.TypeOf<typeof DumpStats>;
 export const [UnitDumpRequested, UnitDumped, UnitDumpFailed] = unitPhase(
-  'Dump', 'UnitDumped', unitStep, { files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber }, 'dump the unit’s images (hashed and fsynced as they were written)',
-  { images: t.array(ImageFile), stats: DumpStats });
+  'Dump',
+  'UnitDumped',
+  unitStep,
+  { files: NonNegativeInt, bytes: NonNegativeInt, durationMs: NonNegativeNumber },
+  'dump the unit’s images (hashed and fsynced as they were written)',
+  { images: t.array(ImageFile), stats: DumpStats },
+);
 export const [UnitVerifyRequested, UnitVerified, UnitVerifyFailed] = unitPhase(
-  'Verify', 'UnitVerified', unitStep, { captured: t.array(PositiveInt) }, 'check that the images hold exactly the planned processes',
-  { processes: t.array(ProcessRef) });
-export const [UnitThawRequested, UnitThawed, UnitThawFailed] = unitPhase(
-  'Thaw', 'UnitThawed', unitStep, { frozenMs: NonNegativeNumber }, 'thaw the unit so the job continues');
-export const [UnitStopRequested, UnitStopped, UnitStopFailed] = unitPhase(
-  'Stop', 'UnitStopped', unitStep, {}, 'stop the unit’s processes after a committed checkpoint (--stop)');
+  'Verify',
+  'UnitVerified',
+  unitStep,
+  { captured: t.array(PositiveInt) },
+  'check that the images hold exactly the planned processes',
+  { processes: t.array(ProcessRef) },
+);
+export const [UnitThawRequested, UnitThawed, UnitThawFailed] = unitPhase('Thaw', 'UnitThawed', unitStep, { frozenMs: NonNegativeNumber }, 'thaw the unit so the job continues');
+export const [UnitStopRequested, UnitStopped, UnitStopFailed] = unitPhase('Stop', 'UnitStopped', unitStep, {}, 'stop the unit’s processes after a committed checkpoint (--stop)');
 export const [UnitAbortRequested, UnitAborted, UnitAbortFailed] = unitPhase(
-  'Abort', 'UnitAborted', unitStep, { thawed: t.boolean, imagesRemoved: t.boolean }, 'undo a failed checkpoint: thaw and delete partial images');
+  'Abort',
+  'UnitAborted',
+  unitStep,
+  { thawed: t.boolean, imagesRemoved: t.boolean },
+  'undo a failed checkpoint: thaw and delete partial images',
+);
 
 export const CheckpointCommitRequested = defineEvent(
   'CheckpointCommitRequested',
@@ -166,14 +195,29 @@ export const CheckpointPruned = defineEvent(
 export const checkpointEvents = [
   CheckpointRequested,
   CheckpointPlanned,
-  UnitFreezeRequested, UnitFrozen, UnitFreezeFailed,
-  UnitDumpRequested, UnitDumped, UnitDumpFailed,
-  UnitVerifyRequested, UnitVerified, UnitVerifyFailed,
-  CheckpointCommitRequested, NodeCommitted, CheckpointCommitted, CheckpointCommitFailed,
-  UnitThawRequested, UnitThawed, UnitThawFailed,
-  UnitStopRequested, UnitStopped, UnitStopFailed,
+  UnitFreezeRequested,
+  UnitFrozen,
+  UnitFreezeFailed,
+  UnitDumpRequested,
+  UnitDumped,
+  UnitDumpFailed,
+  UnitVerifyRequested,
+  UnitVerified,
+  UnitVerifyFailed,
+  CheckpointCommitRequested,
+  NodeCommitted,
+  CheckpointCommitted,
+  CheckpointCommitFailed,
+  UnitThawRequested,
+  UnitThawed,
+  UnitThawFailed,
+  UnitStopRequested,
+  UnitStopped,
+  UnitStopFailed,
   CheckpointAbortRequested,
-  UnitAbortRequested, UnitAborted, UnitAbortFailed,
+  UnitAbortRequested,
+  UnitAborted,
+  UnitAbortFailed,
   CheckpointAborted,
   CheckpointCompleted,
   PruneRequested,

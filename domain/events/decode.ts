@@ -1,8 +1,9 @@
 // Decoding untrusted events (from a user, an agent, an HTTP client) into catalogue events.
 // A failure names the event type, each field path, what was expected and the value found.
-import { either as E, type Either } from '../io-ts.js';
+
 import * as t from '../io-ts.js';
-import { definitionOf, type DomainEvent } from './catalogue.js';
+import { either as E, type Either } from '../io-ts.js';
+import { type DomainEvent, definitionOf } from './catalogue.js';
 
 export interface EventProblem {
   /** Dotted path from the event, e.g. `data.process.pid`. */
@@ -13,7 +14,10 @@ export interface EventProblem {
 
 export class InvalidEventError extends Error {
   override readonly name = 'InvalidEventError';
-  constructor(readonly eventType: string, readonly problems: readonly EventProblem[]) {
+  constructor(
+    readonly eventType: string,
+    readonly problems: readonly EventProblem[],
+  ) {
     super(`invalid ${eventType} event: ${problems.map(describeProblem).join('; ')}`);
   }
 }
@@ -65,7 +69,5 @@ export const decodeEvent = (type: unknown, data: unknown): Either<InvalidEventEr
     return E.left(new InvalidEventError(type, [{ path: 'type', expected: 'an event type of the catalogue (docs/events.md)', value: type }]));
   }
   const decoded = definition.codec.decode(data);
-  return E.isRight(decoded)
-    ? E.right({ type, data: decoded.right } as DomainEvent)
-    : E.left(new InvalidEventError(type, problemsOf(decoded.left)));
+  return E.isRight(decoded) ? E.right({ type, data: decoded.right } as DomainEvent) : E.left(new InvalidEventError(type, problemsOf(decoded.left)));
 };

@@ -33,13 +33,14 @@ export interface EventDefinition<T extends string = string, C extends t.Mixed = 
   readonly summary: string;
 }
 
-export const defineEvent = <T extends string, C extends t.Mixed>(
-  type: T,
-  kind: EventKind,
-  codec: C,
-  summary: string,
-  changes: readonly SchemaChange[] = [],
-): EventDefinition<T, C> => ({ type, kind, codec, summary, changes, schemaVersion: changes.length + 1 });
+export const defineEvent = <T extends string, C extends t.Mixed>(type: T, kind: EventKind, codec: C, summary: string, changes: readonly SchemaChange[] = []): EventDefinition<T, C> => ({
+  type,
+  kind,
+  codec,
+  summary,
+  changes,
+  schemaVersion: changes.length + 1,
+});
 
 /** The event a definition describes: `{ type, data }`. */
 export type EventOf<D> = D extends EventDefinition<infer T, infer C> ? { readonly type: T; readonly data: t.TypeOf<C> } : never;

@@ -1,10 +1,11 @@
 // A committed version's images where they are: on the disk of each node holding its units. Nothing
 // assumes a shared filesystem, so what concerns another node's images is asked of that node's agent
 // through the log (the only channel between hosts), and each agent acts only on its own images root.
-import * as t from '../io-ts.js';
+
 import { NonEmptyString, NonNegativeInt, PositiveInt, record } from '../codecs.js';
-import { NodeId } from '../identity.js';
 import { Failure } from '../failure.js';
+import { NodeId } from '../identity.js';
+import * as t from '../io-ts.js';
 import { defineEvent } from './define.js';
 
 const onNode = { request: NonEmptyString, version: PositiveInt, node: NodeId };

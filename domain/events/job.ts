@@ -1,7 +1,8 @@
 // Job and unit lifecycle (stream job-<id>). A job runs as units, one or more per node.
-import * as t from '../io-ts.js';
-import { literals, nullable, NonEmptyString, NonNegativeInt, PositiveInt, record } from '../codecs.js';
+
+import { literals, NonEmptyString, NonNegativeInt, nullable, PositiveInt, record } from '../codecs.js';
 import { JobId, NodeId, ProcessRef, UnitId } from '../identity.js';
+import * as t from '../io-ts.js';
 import { defineEvent } from './define.js';
 
 /** Resource limits a unit runs under; re-imposed by cgroups at restart. */
@@ -30,10 +31,7 @@ export const JobSubmitted = defineEvent(
 export const UnitAssigned = defineEvent(
   'UnitAssigned',
   'decision',
-  record(
-    { unit: UnitId, node: NodeId, command: t.array(t.string), cwd: NonEmptyString, limits: Limits },
-    { scope: literals('tree', 'pgid', 'session', 'cgroup') },
-  ),
+  record({ unit: UnitId, node: NodeId, command: t.array(t.string), cwd: NonEmptyString, limits: Limits }, { scope: literals('tree', 'pgid', 'session', 'cgroup') }),
   'A unit of the job was placed on a node with its command, working directory and limits.',
 );
 

@@ -1,7 +1,8 @@
 // Node registration and checkpointer capabilities (stream node-<id>).
-import * as t from '../io-ts.js';
-import { literals, nullable, NonEmptyString, record } from '../codecs.js';
+
+import { literals, NonEmptyString, nullable, record } from '../codecs.js';
 import { CheckpointScope, NodeId, ProcessRef } from '../identity.js';
+import * as t from '../io-ts.js';
 import { defineEvent } from './define.js';
 
 /** What a checkpointer declares it can do, as probed on this node (not as advertised). */
@@ -32,12 +33,7 @@ export const NodeRegistered = defineEvent(
   'A node joined: its host name, kernel release and boot id (a new boot id means PIDs restarted).',
 );
 
-export const NodeAgentStarted = defineEvent(
-  'NodeAgentStarted',
-  'observation',
-  record({ node: NodeId, agent: ProcessRef, version: t.string }),
-  'A node agent process started on the node.',
-);
+export const NodeAgentStarted = defineEvent('NodeAgentStarted', 'observation', record({ node: NodeId, agent: ProcessRef, version: t.string }), 'A node agent process started on the node.');
 
 export const NodeAgentStopped = defineEvent(
   'NodeAgentStopped',

@@ -1,6 +1,7 @@
 // Refusals are events too: an audit must show what was asked and refused, and why.
+
+import { literals, NonEmptyString, record, Timestamp } from '../codecs.js';
 import * as t from '../io-ts.js';
-import { literals, NonEmptyString, Timestamp, record } from '../codecs.js';
 import { defineEvent } from './define.js';
 
 export const RequestRejected = defineEvent(

@@ -1,10 +1,11 @@
 // Restart phases (stream job-<id>). A restart is numbered per job and restores one committed version.
-import * as t from '../io-ts.js';
-import { nullable, NonEmptyString, NonNegativeInt, NonNegativeNumber, PositiveInt, record } from '../codecs.js';
-import { NodeId, ProcessRef, UnitId } from '../identity.js';
+
+import { NonEmptyString, NonNegativeInt, NonNegativeNumber, nullable, PositiveInt, record } from '../codecs.js';
 import { Failure } from '../failure.js';
-import { defineEvent } from './define.js';
+import { NodeId, ProcessRef, UnitId } from '../identity.js';
+import * as t from '../io-ts.js';
 import { CheckpointOptions, unitPhase } from './checkpoint.js';
+import { defineEvent } from './define.js';
 import { Limits, UnitCgroup } from './job.js';
 
 const restart = { restart: PositiveInt };
@@ -32,22 +33,32 @@ export const RestartRequested = defineEvent(
 export const RestartPlanned = defineEvent(
   'RestartPlanned',
   'decision',
-  record({
-    ...restart,
-    request: NonEmptyString,
-    version: PositiveInt,
-    units: t.array(record({ unit: UnitId, node: NodeId, images: NonEmptyString, limits: Limits })),
-  }, { options: CheckpointOptions }),
+  record(
+    {
+      ...restart,
+      request: NonEmptyString,
+      version: PositiveInt,
+      units: t.array(record({ unit: UnitId, node: NodeId, images: NonEmptyString, limits: Limits })),
+    },
+    { options: CheckpointOptions },
+  ),
   'The coordinator fixed which version each unit restores from, where, and under which limits (and the version’s options, when any is on).',
 );
 
 export const [UnitImagesVerifyRequested, UnitImagesVerified, UnitImagesVerifyFailed] = unitPhase(
-  'ImagesVerify', 'UnitImagesVerified', unitStep, { files: NonNegativeInt, bytes: NonNegativeInt },
-  'check every image file against the manifest (size and SHA-256)');
+  'ImagesVerify',
+  'UnitImagesVerified',
+  unitStep,
+  { files: NonNegativeInt, bytes: NonNegativeInt },
+  'check every image file against the manifest (size and SHA-256)',
+);
 export const [UnitRestorePrepareRequested, UnitRestorePrepared, UnitRestorePrepareFailed] = unitPhase(
-  'RestorePrepare', 'UnitRestorePrepared', unitStep,
+  'RestorePrepare',
+  'UnitRestorePrepared',
+  unitStep,
   { cgroups: t.array(UnitCgroup), pidNamespace: t.boolean, waitedMs: NonNegativeNumber },
-  'create the unit’s cgroups with its limits and make sure restored PIDs cannot collide');
+  'create the unit’s cgroups with its limits and make sure restored PIDs cannot collide',
+);
 /** CRIU's own account of a restore (its stats-restore image): times in ms, memory in pages. */
 export const RestoreStats = record({
   forkingMs: NonNegativeNumber,
@@ -58,10 +69,14 @@ export const RestoreStats = record({
 });
 export type RestoreStats = t.TypeOf<typeof RestoreStats>;
 export const [UnitRestoreRequested, UnitRestored, UnitRestoreFailed] = unitPhase(
-  'Restore', 'UnitRestored', unitStep, { processes: t.array(RestoredProcess), durationMs: NonNegativeNumber },
-  'restore the unit’s processes and report each one’s new identity', { stats: RestoreStats });
-export const [UnitRollbackRequested, UnitRolledBack, UnitRollbackFailed] = unitPhase(
-  'Rollback', 'UnitRolledBack', unitStep, {}, 'stop what was restored of a failed restart');
+  'Restore',
+  'UnitRestored',
+  unitStep,
+  { processes: t.array(RestoredProcess), durationMs: NonNegativeNumber },
+  'restore the unit’s processes and report each one’s new identity',
+  { stats: RestoreStats },
+);
+export const [UnitRollbackRequested, UnitRolledBack, UnitRollbackFailed] = unitPhase('Rollback', 'UnitRolledBack', unitStep, {}, 'stop what was restored of a failed restart');
 
 export const UnitRestoreHeld = defineEvent(
   'UnitRestoreHeld',
@@ -69,12 +84,7 @@ export const UnitRestoreHeld = defineEvent(
   record(unitStep),
   'The unit’s processes are restored but none runs, its established connections still locked: it waits for every unit of the restart (units talking over TCP resume together).',
 );
-export const RestartReleased = defineEvent(
-  'RestartReleased',
-  'decision',
-  record(restart),
-  'Every unit is restored and held: each unlocks its connections and resumes.',
-);
+export const RestartReleased = defineEvent('RestartReleased', 'decision', record(restart), 'Every unit is restored and held: each unlocks its connections and resumes.');
 
 export const RestartCommitted = defineEvent(
   'RestartCommitted',
@@ -98,11 +108,21 @@ export const RestartFailed = defineEvent(
 export const restartEvents = [
   RestartRequested,
   RestartPlanned,
-  UnitImagesVerifyRequested, UnitImagesVerified, UnitImagesVerifyFailed,
-  UnitRestorePrepareRequested, UnitRestorePrepared, UnitRestorePrepareFailed,
-  UnitRestoreRequested, UnitRestoreHeld, RestartReleased, UnitRestored, UnitRestoreFailed,
+  UnitImagesVerifyRequested,
+  UnitImagesVerified,
+  UnitImagesVerifyFailed,
+  UnitRestorePrepareRequested,
+  UnitRestorePrepared,
+  UnitRestorePrepareFailed,
+  UnitRestoreRequested,
+  UnitRestoreHeld,
+  RestartReleased,
+  UnitRestored,
+  UnitRestoreFailed,
   RestartCommitted,
   RestartAbortRequested,
-  UnitRollbackRequested, UnitRolledBack, UnitRollbackFailed,
+  UnitRollbackRequested,
+  UnitRolledBack,
+  UnitRollbackFailed,
   RestartFailed,
 ] as const;

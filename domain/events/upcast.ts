@@ -7,7 +7,11 @@ import type { EventDefinition } from './define.js';
 /** A schema version this ckpt cannot read: written by a newer ckpt, or one that never existed. */
 export class SchemaVersionError extends Error {
   override readonly name = 'SchemaVersionError';
-  constructor(readonly eventType: string, readonly version: number, readonly current: number) {
+  constructor(
+    readonly eventType: string,
+    readonly version: number,
+    readonly current: number,
+  ) {
     super(
       version > current
         ? `${eventType} was recorded with schema version ${version}; this ckpt reads ${current === 1 ? 'version 1' : `versions 1 to ${current}`} of it (a newer ckpt wrote it: read it with that version or newer)`

@@ -11,7 +11,7 @@
 //
 //   npm run bench:checkpoint -- [--rounds 5] [--mb 200] [--jobs big,tree10,redis]
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { locateCriu } from '../../adapters/checkpointers/criu.js';
@@ -34,7 +34,18 @@ const CRIU = locateCriu();
 if (!CRIU) throw new Error('no criu found: run scripts/install-criu.sh or set CKPT_CRIU');
 const REDIS = '/usr/bin/redis-server';
 
-interface Round { total: number; frozen: number; freeze: number; dump: number; commit: number; rest: number; criu: number; bytes: number; criuBytes: number; freezerWaits: number }
+interface Round {
+  total: number;
+  frozen: number;
+  freeze: number;
+  dump: number;
+  commit: number;
+  rest: number;
+  criu: number;
+  bytes: number;
+  criuBytes: number;
+  freezerWaits: number;
+}
 
 const bench = benchHome('checkpoint', 'benchnode');
 const checkpoint = async (job: string) => bench.checkpoint(job, { strict: true });
@@ -52,7 +63,9 @@ const criuAlone = async (init: number, freezer: string) => {
   // Same checks as ckpt's: a partial dump or a job left frozen would make the comparison meaningless.
   const log = readFileSync(join(images, 'dump.log'), 'utf8');
   if (log.includes('Unexpected process')) throw new Error(`criu alone left processes out: ${images}/dump.log`);
-  const thawed = existsSync(join(freezer, 'freezer.state')) ? readFileSync(join(freezer, 'freezer.state'), 'utf8').trim() === 'THAWED' : readFileSync(join(freezer, 'cgroup.freeze'), 'utf8').trim() === '0';
+  const thawed = existsSync(join(freezer, 'freezer.state'))
+    ? readFileSync(join(freezer, 'freezer.state'), 'utf8').trim() === 'THAWED'
+    : readFileSync(join(freezer, 'cgroup.freeze'), 'utf8').trim() === '0';
   if (!thawed) throw new Error(`criu alone left ${freezer} frozen`);
   const bytes = imageBytes(images); // as ckpt counts them: without dump.log
   // CRIU polls a v1 freezer every 100 ms: when its first look sees FREEZING, it sleeps 100 ms.
@@ -75,7 +88,9 @@ const vmRssKb = (pid: number) => Number(/VmRSS:\s*(\d+)/.exec(readFileSync(`/pro
 const f1 = (n: number) => n.toFixed(1).padStart(8);
 
 const report = (w: Workload, rounds: Round[]) => {
-  console.log(`\n${w.job}: ${w.processes} processes, images ${(median(rounds.map((r) => r.bytes)) / 1e6).toFixed(1)} MB (ckpt) / ${(median(rounds.map((r) => r.criuBytes)) / 1e6).toFixed(1)} MB (criu alone)`);
+  console.log(
+    `\n${w.job}: ${w.processes} processes, images ${(median(rounds.map((r) => r.bytes)) / 1e6).toFixed(1)} MB (ckpt) / ${(median(rounds.map((r) => r.criuBytes)) / 1e6).toFixed(1)} MB (criu alone)`,
+  );
   console.log('  round   ckpt ms  frozen   freeze     dump   commit     rest  criu ms   ratio');
   const line = (label: string, r: Omit<Round, 'bytes' | 'criuBytes' | 'freezerWaits'>) =>
     console.log(`  ${label.padEnd(6)}${[r.total, r.frozen, r.freeze, r.dump, r.commit, r.rest, r.criu].map(f1).join(' ')} ${(r.total / r.criu).toFixed(2).padStart(6)}×`);

@@ -59,8 +59,7 @@ const execRestore = async (images: string): Promise<number> => {
   if (run.code !== 0) throw new Error(`criu restore failed: ${readFileSync(join(work, 'restore.log'), 'utf8').slice(-400)}`);
   return Number(readFileSync(join(work, 'root.pid'), 'utf8'));
 };
-const rpcRestore = async (images: string): Promise<number> =>
-  (await restoreTree({ criu, imagesDir: images, workDir: fresh('work'), detach: true, onNotify: () => true })).rootPid;
+const rpcRestore = async (images: string): Promise<number> => (await restoreTree({ criu, imagesDir: images, workDir: fresh('work'), detach: true, onNotify: () => true })).rootPid;
 
 const workloads: Record<string, string> = {
   'shell loop, 2 processes': 'while :; do sleep 0.05; done',

@@ -10,7 +10,7 @@
 // long history slow a checkpoint down?
 import { parseArgs } from 'node:util';
 import { locateCriu } from '../../adapters/checkpointers/criu.js';
-import { benchHome, DEFAULT_CLI, type Checkpoint } from './harness.js';
+import { benchHome, type Checkpoint, DEFAULT_CLI } from './harness.js';
 import { count, median, progress } from './run.js';
 
 const { values } = parseArgs({ options: { checkpoints: { type: 'string', default: '50' }, cli: { type: 'string', default: DEFAULT_CLI }, history: { type: 'string' } } });

@@ -6,12 +6,24 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { EventStore } from '../../domain/event-store.js';
 import { openEventStore } from '../../adapters/store/open.js';
+import type { EventStore } from '../../domain/event-store.js';
 import { exec, must, sleep, watch } from './run.js';
 
-export interface Row { pid: number; pgid: number; comm: string; reason: string; state: string; cgroup: string }
-export interface Workload { job: string; command: string[]; processes: number; ready: (rows: Row[]) => boolean }
+export interface Row {
+  pid: number;
+  pgid: number;
+  comm: string;
+  reason: string;
+  state: string;
+  cgroup: string;
+}
+export interface Workload {
+  job: string;
+  command: string[];
+  processes: number;
+  ready: (rows: Row[]) => boolean;
+}
 
 /** One checkpoint through the log: how it ended and its figures (ms, from its events). */
 export interface Checkpoint {
@@ -86,7 +98,10 @@ export const benchHome = (name: string, node: string, cli = DEFAULT_CLI) => {
     const cgroups = new Set([...seen.values()].map((r) => r.cgroup));
     // A job left frozen by a failure mid-checkpoint would not die: thaw it first.
     for (const cgroup of cgroups) {
-      for (const [file, value] of [[join('/sys/fs/cgroup/freezer', cgroup, 'freezer.state'), 'THAWED'], [join('/sys/fs/cgroup/unified', cgroup, 'cgroup.freeze'), '0']] as const) {
+      for (const [file, value] of [
+        [join('/sys/fs/cgroup/freezer', cgroup, 'freezer.state'), 'THAWED'],
+        [join('/sys/fs/cgroup/unified', cgroup, 'cgroup.freeze'), '0'],
+      ] as const) {
         try {
           writeFileSync(file, value);
         } catch {
@@ -112,7 +127,11 @@ export const benchHome = (name: string, node: string, cli = DEFAULT_CLI) => {
     if (stopped.code !== 0) console.error(`ckpt agent stop failed (${stopped.code}): ${stopped.out}`);
     // Anything the agent logged besides starting and stopping is worth reading.
     const logDir = join(home, 'agent');
-    const logs = existsSync(logDir) ? readdirSync(logDir).filter((f) => f.endsWith('.log')).flatMap((f) => readFileSync(join(logDir, f), 'utf8').trim().split('\n')) : [];
+    const logs = existsSync(logDir)
+      ? readdirSync(logDir)
+          .filter((f) => f.endsWith('.log'))
+          .flatMap((f) => readFileSync(join(logDir, f), 'utf8').trim().split('\n'))
+      : [];
     const odd = logs.filter((l) => l && !/; ready$|stopping \(SIG/.test(l));
     console.log(`\n  agent log: ${odd.length === 0 ? 'nothing but start and stop' : `${odd.length} lines:\n    ${odd.slice(0, 10).join('\n    ')}`}`);
     // The agent removes a job's cgroups when it ends; say so if any were left, and remove them.

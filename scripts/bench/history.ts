@@ -29,11 +29,11 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { defaultAppendContext } from '../../adapters/store/batch.js';
 import { openEventStore } from '../../adapters/store/open.js';
+import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { readWholeStream } from '../../projections/project.js';
-import { needPostgres, startPostgres, type PostgresCluster } from '../../test/support/postgres.js';
+import { needPostgres, type PostgresCluster, startPostgres } from '../../test/support/postgres.js';
 import { benchHome, DEFAULT_CLI } from './harness.js';
 import { count, sleep, watch } from './run.js';
 
@@ -94,7 +94,9 @@ const recordTemplates = async (): Promise<Templates> => {
       for (const job of Object.values(TEMPLATE_JOBS)) await watch(store, `job-${job}`, 0, 30_000, (e) => (e.type === 'JobEnded' ? true : undefined));
       // Plain objects (a stored event parses its metadata lazily, behind a getter): they are saved as JSON.
       const read = async (stream: string) =>
-        (await readWholeStream(store, stream)).map((e) => ({ position: e.position, stream: e.stream, revision: e.revision, id: e.id, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata }) as RecordedEvent);
+        (await readWholeStream(store, stream)).map(
+          (e) => ({ position: e.position, stream: e.stream, revision: e.revision, id: e.id, type: e.type, schemaVersion: e.schemaVersion, data: e.data, metadata: e.metadata }) as RecordedEvent,
+        );
       return {
         jobs: { loop: await read(`job-${TEMPLATE_JOBS.loop}`), long: await read(`job-${TEMPLATE_JOBS.long}`), small: await read(`job-${TEMPLATE_JOBS.small}`) },
         node: await read(`node-${node}`),
@@ -241,7 +243,14 @@ const build = async (store: EventStore, clock: { at: string }, t: Templates, pla
   let pid = 300;
   const nextPid = () => (pid = pid >= 4_000_000 ? 300 : pid + 1);
   const queue = [...plans];
-  interface Active { plan: Plan; events: Generator<CopiedEvent>; held?: CopiedEvent; at: string; positions: Map<number, number>; done: boolean }
+  interface Active {
+    plan: Plan;
+    events: Generator<CopiedEvent>;
+    held?: CopiedEvent;
+    at: string;
+    positions: Map<number, number>;
+    done: boolean;
+  }
   const active: Active[] = [];
   const started = performance.now();
   let reported = started;
@@ -496,7 +505,13 @@ const main = async () => {
     const result = {
       events: built,
       jobs: plans.length,
-      mix: { liveProcesses: plans[0]!.cycles + plans[0]!.running, running: 1000, loops: plans.filter((p) => p.kind === 'loop').length, longLived: plans.filter((p) => p.kind === 'long').length, small: plans.filter((p) => p.kind === 'small').length },
+      mix: {
+        liveProcesses: plans[0]!.cycles + plans[0]!.running,
+        running: 1000,
+        loops: plans.filter((p) => p.kind === 'loop').length,
+        longLived: plans.filter((p) => p.kind === 'long').length,
+        small: plans.filter((p) => p.kind === 'small').length,
+      },
       store: url.startsWith('sqlite:') ? 'sqlite' : 'postgres',
       bytes: size,
       runs: RUNS,
@@ -507,12 +522,15 @@ const main = async () => {
     if (values.json) console.log(JSON.stringify(result, null, 2));
     else {
       const m = result.mix;
-      console.log(`${built.toLocaleString('en-US')} events in ${plans.length} jobs (${result.store}${size ? `, ${(size / 2 ** 20).toFixed(0)} MiB` : ''}): live-forks with ${m.liveProcesses.toLocaleString('en-US')} processes of history (1,000 running), ${m.loops} fork loops of 10k processes, ${m.longLived} long-lived jobs, ${m.small} small jobs; median of ${RUNS} run(s)`);
+      console.log(
+        `${built.toLocaleString('en-US')} events in ${plans.length} jobs (${result.store}${size ? `, ${(size / 2 ** 20).toFixed(0)} MiB` : ''}): live-forks with ${m.liveProcesses.toLocaleString('en-US')} processes of history (1,000 running), ${m.loops} fork loops of 10k processes, ${m.longLived} long-lived jobs, ${m.small} small jobs; median of ${RUNS} run(s)`,
+      );
       const width = Math.max(...rows.map((r) => r.what.length));
       const cell = (m: { seconds: number; exit: number | null }) =>
         m.exit === null ? `${`> ${m.seconds.toFixed(0)}`.padStart(8)} s killed ` : `${m.seconds.toFixed(2).padStart(8)} s${m.exit === 0 ? '        ' : ` exit ${String(m.exit).padEnd(2)}`}`;
       if (values.compare) console.log(`  ${''.padEnd(width)}  ${'this ckpt'.padStart(18)}  ${'--compare'.padStart(18)}`);
-      for (const r of rows) console.log(`  ${r.what.padEnd(width)}  ${cell(r)}${r.compared ? `  ${cell(r.compared)}` : ''}${r.note ? `  ${r.note}` : ''}${r.compared?.note ? `  (--compare: ${r.compared.note})` : ''}`);
+      for (const r of rows)
+        console.log(`  ${r.what.padEnd(width)}  ${cell(r)}${r.compared ? `  ${cell(r.compared)}` : ''}${r.note ? `  ${r.note}` : ''}${r.compared?.note ? `  (--compare: ${r.compared.note})` : ''}`);
     }
   } finally {
     await cluster?.stop();

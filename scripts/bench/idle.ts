@@ -88,7 +88,9 @@ try {
   for (const level of LEVELS) {
     const [fixed, adaptive] = MODES.map((m) => results.find((r) => r.live === level && r.mode === m)!);
     const ratio = median(fixed!.cpu) > 0 ? (median(adaptive!.cpu) / median(fixed!.cpu)).toFixed(2) : '-';
-    console.log(`${String(level).padStart(14)}   ${cell(fixed!.cpu).padEnd(22)}   ${cell(adaptive!.cpu).padEnd(22)}   ${ratio.padStart(16)}   ${fixed!.forks.toFixed(0)}, ${adaptive!.forks.toFixed(0)}`);
+    console.log(
+      `${String(level).padStart(14)}   ${cell(fixed!.cpu).padEnd(22)}   ${cell(adaptive!.cpu).padEnd(22)}   ${ratio.padStart(16)}   ${fixed!.forks.toFixed(0)}, ${adaptive!.forks.toFixed(0)}`,
+    );
   }
 } finally {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');

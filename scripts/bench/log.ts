@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
-import { openEventStore } from '../../adapters/store/open.js';
 import { defaultAppendContext, encodeBatch, storedEvent } from '../../adapters/store/batch.js';
 import { canonicalJson, chainDigest, contentDigest, GENESIS } from '../../adapters/store/chain.js';
+import { openEventStore } from '../../adapters/store/open.js';
+import type { EventStore, ProposedEvent, RecordedEvent } from '../../domain/event-store.js';
 import { replay } from '../../projections/project.js';
-import { startPostgres, needPostgres } from '../../test/support/postgres.js';
+import { needPostgres, startPostgres } from '../../test/support/postgres.js';
 import { processEvents } from './process-events.js';
 
 const { values } = parseArgs({
@@ -35,7 +35,12 @@ const BATCH = Number(values.batch);
 const syntheticBatch = (stream: number, seq: number): ProposedEvent[] => processEvents(stream, seq, BATCH);
 
 /** The fold both paths compute: counts per type and how many processes are alive. */
-interface Tally { readonly events: number; readonly forks: number; readonly exits: number; readonly failed: number }
+interface Tally {
+  readonly events: number;
+  readonly forks: number;
+  readonly exits: number;
+  readonly failed: number;
+}
 const initial: Tally = { events: 0, forks: 0, exits: 0, failed: 0 };
 const evolve = (s: Tally, e: RecordedEvent): Tally => {
   switch (e.type) {
@@ -63,7 +68,10 @@ const rawFold = (rows: Iterable<unknown[]>, tally: { events: number; forks: numb
 };
 
 const seconds = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e9;
-const rate = (n: number, s: number) => `${Math.round(n / s).toLocaleString('en-US').padStart(11)} events/s`;
+const rate = (n: number, s: number) =>
+  `${Math.round(n / s)
+    .toLocaleString('en-US')
+    .padStart(11)} events/s`;
 
 /** Built before the clock starts: the benchmark measures the store, not the event generator. */
 const batches = Array.from({ length: EVENTS / BATCH }, (_, k) => syntheticBatch(k % STREAMS, Math.floor(k / STREAMS)));

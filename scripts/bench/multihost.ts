@@ -65,7 +65,11 @@ const ckptOn = (k: number, args: string[]) => testbed(['run', String(k), '--', p
 /** A unit's work: MB of random (non-zero) memory, then nothing. */
 const HOG = `import os, time\nb = bytearray(os.urandom(${MB} << 20))\nopen(os.environ['READY'], 'w').close()\ntime.sleep(1e6)`;
 
-interface Report { durationMs: number; frozenMs: number; units: Array<{ dumpMs?: number }> }
+interface Report {
+  durationMs: number;
+  frozenMs: number;
+  units: Array<{ dumpMs?: number }>;
+}
 
 const checkpointTimes = async (hosts: number) => {
   const job = `w${hosts}`;
@@ -102,7 +106,9 @@ try {
   for (const hosts of HOSTS) {
     const t = await checkpointTimes(hosts);
     one ??= t.total;
-    console.log(`${String(hosts).padStart(5)}   ${t.total.toFixed(0).padStart(13)}   ${(t.total / one).toFixed(2).padStart(7)}   ${t.frozen.toFixed(0).padStart(9)}   ${t.dump.toFixed(0).padStart(15)}`);
+    console.log(
+      `${String(hosts).padStart(5)}   ${t.total.toFixed(0).padStart(13)}   ${(t.total / one).toFixed(2).padStart(7)}   ${t.frozen.toFixed(0).padStart(9)}   ${t.dump.toFixed(0).padStart(15)}`,
+    );
   }
 
   console.log(`\nPostgreSQL over the bridge: aggregate appends, batches of 100 process events, ${SECONDS} s per run\n`);
@@ -120,7 +126,9 @@ try {
       const rate = r.events / r.seconds;
       base ??= rate;
       const followed = r.problem ? `OUT OF ORDER: ${r.problem}` : r.followed === r.events ? 'all, in order' : `MISSED ${r.events - r.followed}`;
-      console.log(`${String(agents).padStart(6)}   ${Math.round(rate).toLocaleString('en-US').padStart(8)}   ${(rate / base).toFixed(2).padStart(8)}   ${median(r.latencies).toFixed(1).padStart(6)}   ${followed}`);
+      console.log(
+        `${String(agents).padStart(6)}   ${Math.round(rate).toLocaleString('en-US').padStart(8)}   ${(rate / base).toFixed(2).padStart(8)}   ${median(r.latencies).toFixed(1).padStart(6)}   ${followed}`,
+      );
     }
   } finally {
     await admin.end();

@@ -21,9 +21,9 @@ import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { appendFunction, type GlobalOrder, PostgresEventStore } from '../../adapters/store/postgres.js';
 import type { EventStore } from '../../domain/event-store.js';
-import { PostgresEventStore, appendFunction, type GlobalOrder } from '../../adapters/store/postgres.js';
-import { startPostgres, needPostgres } from '../../test/support/postgres.js';
+import { needPostgres, startPostgres } from '../../test/support/postgres.js';
 import { processEvents } from './process-events.js';
 import { count, median } from './run.js';
 
@@ -84,7 +84,15 @@ const follower = (url: string, variant: GlobalOrder) => {
   };
 };
 
-export interface AppendResult { events: number; seconds: number; latencies: number[]; followed: number; clientCpu: number; serverUs: number; problem?: string }
+export interface AppendResult {
+  events: number;
+  seconds: number;
+  latencies: number[];
+  followed: number;
+  clientCpu: number;
+  serverUs: number;
+  problem?: string;
+}
 
 /** CPU seconds used so far by each server process serving `url`'s database (utime + stime from /proc). */
 const serverCpu = async (admin: pg.Client): Promise<Map<number, number>> => {

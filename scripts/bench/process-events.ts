@@ -10,7 +10,10 @@ export const processEvents = (stream: number, seq: number, size: number): Propos
     const on = { node: `node-${stream % 16}`, unit: `unit-${stream % 4}` };
     switch (n % 4) {
       case 0:
-        return { type: 'ProcessForked', data: { ...on, parent: { pid: 9000 + stream, startTime: 500 }, child: process, pgid: 9000 + stream, sid: 9000 + stream, comm: 'worker', cgroup: `/ckpt/job-${stream}/${on.unit}` } };
+        return {
+          type: 'ProcessForked',
+          data: { ...on, parent: { pid: 9000 + stream, startTime: 500 }, child: process, pgid: 9000 + stream, sid: 9000 + stream, comm: 'worker', cgroup: `/ckpt/job-${stream}/${on.unit}` },
+        };
       case 1:
         return { type: 'ProcessExecd', data: { ...on, process, comm: 'solver', argv: ['/usr/bin/solver', '--chunk', String(n)] } };
       case 2:

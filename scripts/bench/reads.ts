@@ -16,13 +16,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { EventStore, ProposedEvent } from '../../domain/event-store.js';
+import { treeView } from '../../adapters/cli/commands/ps.js';
 import { openEventStore } from '../../adapters/store/open.js';
+import type { EventStore, ProposedEvent } from '../../domain/event-store.js';
 import { auditModel } from '../../projections/audit.js';
 import { checkpointsModel } from '../../projections/checkpoints.js';
-import { treeView } from '../../adapters/cli/commands/ps.js';
 import { jobsModel, liveMembershipModel, membershipModel } from '../../projections/jobs.js';
-import { readModel, type ReadModel } from '../../projections/read-model.js';
+import { type ReadModel, readModel } from '../../projections/read-model.js';
 import { forkStorm, jobPhases, longLived, submitted } from '../../test/support/history.js';
 
 const { values } = parseArgs({
@@ -78,7 +78,9 @@ const main = async () => {
     await appendAll(store, 'job-storm', phases[4]!);
   });
   const head = await store.headPosition();
-  console.log(`log: ${head} events (${SMALL} small jobs and the ps job of ${PS_PROCESSES} processes, ${small} events; fork-heavy job ${head - small}), appended in ${appendS.toFixed(1)} s, ${(statSync(path).size / 1e6).toFixed(0)} MB`);
+  console.log(
+    `log: ${head} events (${SMALL} small jobs and the ps job of ${PS_PROCESSES} processes, ${small} events; fork-heavy job ${head - small}), appended in ${appendS.toFixed(1)} s, ${(statSync(path).size / 1e6).toFixed(0)} MB`,
+  );
 
   // ps: the model read, then the default tree drawn from it (USER "-": node n1 is not this machine).
   const drawn = (model: ReadModel<any>) => async (options?: { ignoreSnapshots: boolean }) => {
@@ -101,7 +103,13 @@ const main = async () => {
     const [laterS, later] = await seconds(() => read());
     const [againS] = await seconds(() => read());
     best[name] = Math.min(laterS, againS);
-    rows.push([name, `${fullS.toFixed(2)} s (${full.folded})`, `${firstS.toFixed(2)} s (${first.folded})`, `${Math.min(laterS, againS).toFixed(3)} s (${later.folded})`, `${(fullS / Math.min(laterS, againS)).toFixed(0)}×`]);
+    rows.push([
+      name,
+      `${fullS.toFixed(2)} s (${full.folded})`,
+      `${firstS.toFixed(2)} s (${first.folded})`,
+      `${Math.min(laterS, againS).toFixed(3)} s (${later.folded})`,
+      `${(fullS / Math.min(laterS, againS)).toFixed(0)}×`,
+    ]);
   }
   // New events after the snapshots: each read folds only those.
   await appendAll(store, 'job-storm', forkStorm(5_000_000, Math.ceil(MORE / 3), 101));
@@ -110,8 +118,7 @@ const main = async () => {
     const [s, r] = await seconds(() => readModel(store, model, key));
     after.push(`${name} ${s.toFixed(3)} s (${r.folded} folded)`);
   }
-  const size = (model: string, key: string) =>
-    store.snapshots!.load(model, key).then((s) => (s && 'state' in s ? `${(s.state.length / 1e6).toFixed(1)} MB` : '-'));
+  const size = (model: string, key: string) => store.snapshots!.load(model, key).then((s) => (s && 'state' in s ? `${(s.state.length / 1e6).toFixed(1)} MB` : '-'));
   const sizes = await Promise.all(reads.map(([, m, k]) => size(m.name, k)));
   await store.close();
 
@@ -122,7 +129,9 @@ const main = async () => {
   console.log(`snapshot sizes: ${reads.map(([n], i) => `${n} ${sizes[i]}`).join(', ')}`);
   const before = best['ps tree, whole membership (before)']!;
   const now = best['ps tree, live membership']!;
-  console.log(`ps tree of a job with ${PS_PROCESSES} processes in its history, ${PS_RUNNING} running (later reads): whole membership ${before.toFixed(3)} s, live membership ${now.toFixed(3)} s (${(before / now).toFixed(0)}× faster)`);
+  console.log(
+    `ps tree of a job with ${PS_PROCESSES} processes in its history, ${PS_RUNNING} running (later reads): whole membership ${before.toFixed(3)} s, live membership ${now.toFixed(3)} s (${(before / now).toFixed(0)}× faster)`,
+  );
 
   // The commands as a user runs them (a process each: Node's start-up included).
   const cli = (args: string[], build = CLI) => {

@@ -14,14 +14,14 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { EventStore } from '../../domain/event-store.js';
 import { storeId } from '../../adapters/agent/daemon.js';
 import { locateCriu } from '../../adapters/checkpointers/criu.js';
-import { waitPidsGone } from '../../adapters/tracking/pids.js';
 import { readPstree } from '../../adapters/checkpointers/criu-images.js';
 import { imagesRoot, unitImagesDir, verifyVersion } from '../../adapters/images/image-store.js';
 import { openEventStore } from '../../adapters/store/open.js';
+import { waitPidsGone } from '../../adapters/tracking/pids.js';
 import { readStat } from '../../adapters/tracking/procfs.js';
+import type { EventStore } from '../../domain/event-store.js';
 import { exec, HOG_C, median, must, progress, sleep, watch } from './run.js';
 
 const { values } = parseArgs({
@@ -47,10 +47,27 @@ const kill = (pid: number) => {
   }
 };
 
-
-interface Row { pid: number; startTime: number; comm: string; state: string; cgroup: string }
-interface Restart { total: number; check: number; prepare: number; restore: number; files: number; bytes: number; pidNamespace: boolean }
-interface Round extends Omit<Restart, 'files' | 'bytes' | 'pidNamespace'> { rest: number; criu: number; hash: number }
+interface Row {
+  pid: number;
+  startTime: number;
+  comm: string;
+  state: string;
+  cgroup: string;
+}
+interface Restart {
+  total: number;
+  check: number;
+  prepare: number;
+  restore: number;
+  files: number;
+  bytes: number;
+  pidNamespace: boolean;
+}
+interface Round extends Omit<Restart, 'files' | 'bytes' | 'pidNamespace'> {
+  rest: number;
+  criu: number;
+  hash: number;
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-bench-restart-'));
 const home = join(dir, 'home');
@@ -167,12 +184,20 @@ const removeCgroups = async (cgroups: readonly string[]) => {
 const cgroupTree = (prefix: string): string[] => {
   const walk = (d: string): string[] => {
     try {
-      return [...readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).flatMap((e) => walk(join(d, e.name))), d];
+      return [
+        ...readdirSync(d, { withFileTypes: true })
+          .filter((e) => e.isDirectory())
+          .flatMap((e) => walk(join(d, e.name))),
+        d,
+      ];
     } catch {
       return []; // removed meanwhile
     }
   };
-  return readdirSync('/sys/fs/cgroup').map((h) => join('/sys/fs/cgroup', h, prefix)).filter((d) => existsSync(d)).flatMap(walk);
+  return readdirSync('/sys/fs/cgroup')
+    .map((h) => join('/sys/fs/cgroup', h, prefix))
+    .filter((d) => existsSync(d))
+    .flatMap(walk);
 };
 
 const f1 = (n: number) => n.toFixed(1).padStart(8);
@@ -180,7 +205,8 @@ const f1 = (n: number) => n.toFixed(1).padStart(8);
 const report = (rounds: Round[], first: Restart, version: number) => {
   console.log(`\n${JOB}: v${version}, ${first.files} image files, ${(first.bytes / 1e6).toFixed(1)} MB`);
   console.log('  round   ckpt ms    check  prepare  restore     rest  criu ms   sha256   ratio');
-  const line = (label: string, r: Round) => console.log(`  ${label.padEnd(6)}${[r.total, r.check, r.prepare, r.restore, r.rest, r.criu, r.hash].map(f1).join(' ')} ${(r.total / r.criu).toFixed(2).padStart(6)}×`);
+  const line = (label: string, r: Round) =>
+    console.log(`  ${label.padEnd(6)}${[r.total, r.check, r.prepare, r.restore, r.rest, r.criu, r.hash].map(f1).join(' ')} ${(r.total / r.criu).toFixed(2).padStart(6)}×`);
   for (const [i, r] of rounds.entries()) line(String(i + 1), r);
   const m = (k: keyof Round) => median(rounds.map((r) => r[k]));
   const med: Round = { total: m('total'), check: m('check'), prepare: m('prepare'), restore: m('restore'), rest: m('rest'), criu: m('criu'), hash: m('hash') };
@@ -189,7 +215,9 @@ const report = (rounds: Round[], first: Restart, version: number) => {
   const added = med.total - med.criu;
   console.log(`  ratio ckpt / criu alone ${ratio.toFixed(2)}×   (aim ≤ 1.10×: ${ratio <= 1.1 ? 'met' : 'NOT met'})`);
   console.log(`  added ${added.toFixed(1)} ms; the SHA-256 check alone takes ≈ ${med.hash.toFixed(1)} ms of CPU, run beside criu's restore`);
-  console.log(`  criu restore inside ckpt ${med.restore.toFixed(1)} ms vs criu alone ${med.criu.toFixed(1)} ms (${(med.restore / med.criu).toFixed(2)}×: the check and criu share ${cpus().length} cores)`);
+  console.log(
+    `  criu restore inside ckpt ${med.restore.toFixed(1)} ms vs criu alone ${med.criu.toFixed(1)} ms (${(med.restore / med.criu).toFixed(2)}×: the check and criu share ${cpus().length} cores)`,
+  );
 };
 
 try {
@@ -237,7 +265,9 @@ try {
   // Units run in a PID namespace of their own: CRIU makes a new one at every restore.
   console.log(`  ckpt restored into a new PID namespace in ${pidNamespaces} of ${ROUNDS} rounds`);
   const v = verifyVersion(imagesRoot(home), JOB, version);
-  console.log(`  committed v${version} after all restores: ${v.ok ? `verifies (${v.files} files, ${(v.bytes / 1e6).toFixed(1)} MB)` : `DOES NOT verify: ${v.problems.map((p) => `${p.path} ${p.problem}`).join(', ')}`}`);
+  console.log(
+    `  committed v${version} after all restores: ${v.ok ? `verifies (${v.files} files, ${(v.bytes / 1e6).toFixed(1)} MB)` : `DOES NOT verify: ${v.problems.map((p) => `${p.path} ${p.problem}`).join(', ')}`}`,
+  );
 } finally {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
   // Kill the job while the agent runs, so it records the end and removes the job's cgroups.
@@ -252,7 +282,11 @@ try {
   if (stopped.code !== 0) console.error(`ckpt agent stop failed (${stopped.code}): ${stopped.out}`);
   // Anything the agent logged besides starting and stopping is worth reading.
   const logDir = join(home, 'agent');
-  const logs = existsSync(logDir) ? readdirSync(logDir).filter((f) => f.endsWith('.log')).flatMap((f) => readFileSync(join(logDir, f), 'utf8').trim().split('\n')) : [];
+  const logs = existsSync(logDir)
+    ? readdirSync(logDir)
+        .filter((f) => f.endsWith('.log'))
+        .flatMap((f) => readFileSync(join(logDir, f), 'utf8').trim().split('\n'))
+    : [];
   const odd = logs.filter((l) => l && !/; ready$|stopping \(SIG/.test(l));
   console.log(`\n  agent log: ${odd.length === 0 ? 'nothing but start and stop' : `${odd.length} lines:\n    ${odd.slice(0, 10).join('\n    ')}`}`);
   // The agent removes a job's cgroups when it ends; say so if any were left, and remove them.

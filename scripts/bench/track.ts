@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { openEventStore } from '../../adapters/store/open.js';
 import type { EventStore } from '../../domain/event-store.js';
 import { valuesOf } from '../../domain/persistent-map.js';
-import { openEventStore } from '../../adapters/store/open.js';
 import { jobMembership } from '../../projections/jobs.js';
 import { exec, must } from './run.js';
 
@@ -60,7 +60,6 @@ const fmt = (n: number) => Math.round(n).toLocaleString('en-US').padStart(9);
 const progress = (what: string) => process.stderr.isTTY && process.stderr.write(`\r\x1b[K${what}…`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-
 /** The storm's own figures from its output line: processes/s, elapsed s, wall-clock end (ms). */
 const stormOf = (out: string) => {
   const m = /forked (\d+) in ([\d.]+) s, ended at ([\d.]+)/.exec(out);
@@ -69,7 +68,19 @@ const stormOf = (out: string) => {
 };
 
 /** What the store holds for a job, read page by page as the agent appends. */
-interface Recorded { events: number; forks: number; exits: number; vanished: number; observed: number; lost: number; ended: boolean; outcome?: string; first?: string; last?: string; lastFork?: string }
+interface Recorded {
+  events: number;
+  forks: number;
+  exits: number;
+  vanished: number;
+  observed: number;
+  lost: number;
+  ended: boolean;
+  outcome?: string;
+  first?: string;
+  last?: string;
+  lastFork?: string;
+}
 
 const follow = async (store: EventStore, job: string): Promise<Recorded> => {
   const r: Recorded = { events: 0, forks: 0, exits: 0, vanished: 0, observed: 0, lost: 0, ended: false };
@@ -96,7 +107,16 @@ const follow = async (store: EventStore, job: string): Promise<Recorded> => {
   }
 };
 
-interface Round { untracked: number; tracked: number; stormS: number; recorded: number; span: number; lagS: number | undefined; r: Recorded; job: string }
+interface Round {
+  untracked: number;
+  tracked: number;
+  stormS: number;
+  recorded: number;
+  span: number;
+  lagS: number | undefined;
+  r: Recorded;
+  job: string;
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'ckpt-bench-track-'));
 const home = join(dir, 'home');
@@ -104,7 +124,9 @@ const env: NodeJS.ProcessEnv = { ...process.env, CKPT_HOME: home };
 delete env.CKPT_STORE;
 const failures: string[] = [];
 try {
-  console.log(`ckpt tracking benchmark: fork storm of ${N.toLocaleString('en-US')} children (${INFLIGHT} alive at a time), ${ROUNDS} rounds alternating untracked / tracked; node ${process.version}\n`);
+  console.log(
+    `ckpt tracking benchmark: fork storm of ${N.toLocaleString('en-US')} children (${INFLIGHT} alive at a time), ${ROUNDS} rounds alternating untracked / tracked; node ${process.version}\n`,
+  );
   writeFileSync(join(dir, 'storm.c'), STORM_C);
   const storm = join(dir, 'storm');
   await must('cc', ['-O2', '-o', storm, join(dir, 'storm.c')]);
@@ -123,7 +145,10 @@ try {
     const lagS = r.lastFork ? (Date.parse(r.lastFork) - tracked.end) / 1000 : undefined;
     rounds.push({ untracked, tracked: tracked.rate, stormS: tracked.s, recorded: r.forks / span, span, lagS, r, job });
     // The unit's init forks the command: one fork more than the storm's own.
-    if (r.forks !== N + 1) failures.push(`${job}: the agent recorded ${r.forks} of ${N + 1} forks — ${N + 1 - r.forks} LOST (kernel reported ${r.lost} dropped events; ${r.observed} recovered from /proc; JobEnded: ${r.outcome ?? 'never'})`);
+    if (r.forks !== N + 1)
+      failures.push(
+        `${job}: the agent recorded ${r.forks} of ${N + 1} forks — ${N + 1 - r.forks} LOST (kernel reported ${r.lost} dropped events; ${r.observed} recovered from /proc; JobEnded: ${r.outcome ?? 'never'})`,
+      );
   }
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
 
@@ -133,9 +158,12 @@ try {
     console.log(`  storm untracked   ${fmt(x.untracked)} processes/s`);
     console.log(`  storm tracked     ${fmt(x.tracked)} processes/s   tracked / untracked = ${(x.tracked / x.untracked).toFixed(2)}`);
     console.log(`  recorded          ${fmt(x.recorded)} processes/s   (${r.forks.toLocaleString('en-US')} ProcessForked over ${x.span.toFixed(2)} s, job's first to last event)`);
-    const lag = x.lagS === undefined ? 'NEVER (see below)' : `${(x.stormS + x.lagS).toFixed(2)} s after the storm started (it ran ${x.stormS.toFixed(2)} s): ${Math.round(x.lagS * 1000)} ms after it ended`;
+    const lag =
+      x.lagS === undefined ? 'NEVER (see below)' : `${(x.stormS + x.lagS).toFixed(2)} s after the storm started (it ran ${x.stormS.toFixed(2)} s): ${Math.round(x.lagS * 1000)} ms after it ended`;
     console.log(`  all forks in the log ${lag}`);
-    console.log(`  exits: ${r.exits.toLocaleString('en-US')} ProcessExited, ${r.vanished} ProcessVanished, ${r.observed} ProcessObserved, ${r.lost} kernel events lost; JobEnded: ${r.outcome ?? 'never'}`);
+    console.log(
+      `  exits: ${r.exits.toLocaleString('en-US')} ProcessExited, ${r.vanished} ProcessVanished, ${r.observed} ProcessObserved, ${r.lost} kernel events lost; JobEnded: ${r.outcome ?? 'never'}`,
+    );
   }
 
   // Replay: the biggest storm job through jobMembership() and through a counting loop.
@@ -177,7 +205,9 @@ try {
 
   const mean = (k: 'untracked' | 'tracked' | 'recorded') => rounds.reduce((a, x) => a + x[k], 0) / rounds.length;
   console.log(`\nsummary (mean of ${ROUNDS} rounds)`);
-  console.log(`  storm untracked ${fmt(mean('untracked'))} processes/s, tracked ${fmt(mean('tracked'))} processes/s (${(mean('tracked') / mean('untracked')).toFixed(2)}x), recorded ${fmt(mean('recorded'))} processes/s`);
+  console.log(
+    `  storm untracked ${fmt(mean('untracked'))} processes/s, tracked ${fmt(mean('tracked'))} processes/s (${(mean('tracked') / mean('untracked')).toFixed(2)}x), recorded ${fmt(mean('recorded'))} processes/s`,
+  );
   console.log(`  membership replay ${fmt(events / foldS)} events/s = ${(rawS / foldS).toFixed(2)} of the raw limit`);
   await store.close();
 } finally {
@@ -186,7 +216,11 @@ try {
   if (stopped.code !== 0) console.error(`ckpt agent stop failed (${stopped.code}): ${stopped.out}`);
   // Anything the agent logged besides starting and stopping is worth reading.
   const logDir = join(home, 'agent');
-  const logs = existsSync(logDir) ? readdirSync(logDir).filter((f) => f.endsWith('.log')).flatMap((f) => readFileSync(join(logDir, f), 'utf8').trim().split('\n')) : [];
+  const logs = existsSync(logDir)
+    ? readdirSync(logDir)
+        .filter((f) => f.endsWith('.log'))
+        .flatMap((f) => readFileSync(join(logDir, f), 'utf8').trim().split('\n'))
+    : [];
   const odd = logs.filter((l) => l && !/; ready$|stopping \(SIG/.test(l));
   console.log(`  agent log: ${odd.length === 0 ? 'nothing but start and stop' : `${odd.length} lines:\n    ${odd.slice(0, 10).join('\n    ')}`}`);
   rmSync(dir, { recursive: true, force: true });

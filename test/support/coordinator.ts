@@ -10,9 +10,15 @@ export const p = (pid: number) => ({ pid, startTime: pid * 10 });
 export const probe = (node: string, usable = true, freezeCgroup = true): ProposedEvent => ({
   type: 'CheckpointerProbed',
   data: {
-    node, checkpointer: 'criu', version: '4.1.1', usable, problems: usable ? [] : ['criu check failed: vdso'],
+    node,
+    checkpointer: 'criu',
+    version: '4.1.1',
+    usable,
+    problems: usable ? [] : ['criu check failed: vdso'],
     capabilities: { scopes: freezeCgroup ? ['tree', 'cgroup'] : ['tree'], leaveRunning: true, incremental: false, lazyPages: true, pidNamespace: true, freezeCgroup },
-    kernel: '6.18.0', cgroups: { v1: ['freezer'], v2: [] }, softDirty: false,
+    kernel: '6.18.0',
+    cgroups: { v1: ['freezer'], v2: [] },
+    softDirty: false,
   },
 });
 
@@ -45,23 +51,27 @@ const settle = async <S>(coordinator: Decider<S>, store: EventStore, state: { s:
       state.s = coordinator.evolve(state.s, e);
       const decisions = coordinator.decide(state.s, e);
       if (decisions.length > 0) {
-        await store.append('job-j', decisions.map((d) => ({ ...d, metadata: { decidedAt: e.position, causationId: e.id, actor: { kind: 'coordinator' } } }) as ProposedEvent));
+        await store.append(
+          'job-j',
+          decisions.map((d) => ({ ...d, metadata: { decidedAt: e.position, causationId: e.id, actor: { kind: 'coordinator' } } }) as ProposedEvent),
+        );
       }
     }
   }
 };
 
-export const worldOf = <S>(coordinator: Decider<S>) => async (nodes: string[], probes: ProposedEvent[] = nodes.map((n) => probe(n)), job: ProposedEvent[] = jobOn(nodes)) => {
-  const store = new MemoryEventStore();
-  for (const [i, pr] of probes.entries()) await store.append(`node-${nodes[i] ?? 'x'}`, [pr]);
-  await store.append('job-j', job);
-  const state = { s: coordinator.initial, next: 1 };
-  const said = async (...events: ProposedEvent[]) => {
-    await store.append('job-j', events);
-    await settle(coordinator, store, state);
+export const worldOf =
+  <S>(coordinator: Decider<S>) =>
+  async (nodes: string[], probes: ProposedEvent[] = nodes.map((n) => probe(n)), job: ProposedEvent[] = jobOn(nodes)) => {
+    const store = new MemoryEventStore();
+    for (const [i, pr] of probes.entries()) await store.append(`node-${nodes[i] ?? 'x'}`, [pr]);
+    await store.append('job-j', job);
+    const state = { s: coordinator.initial, next: 1 };
+    const said = async (...events: ProposedEvent[]) => {
+      await store.append('job-j', events);
+      await settle(coordinator, store, state);
+    };
+    const types = async () => (await store.readStream('job-j', { limit: 1000 })).map((e) => e.type);
+    const last = async (type: string) => (await store.readStream('job-j', { limit: 1000 })).filter((e) => e.type === type).pop() as (RecordedEvent & { data: any }) | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
+    return { store, state, said, types, last };
   };
-  const types = async () => (await store.readStream('job-j', { limit: 1000 })).map((e) => e.type);
-  const last = async (type: string) => (await store.readStream('job-j', { limit: 1000 })).filter((e) => e.type === type).pop() as (RecordedEvent & { data: any }) | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any
-  return { store, state, said, types, last };
-};
-

@@ -50,7 +50,16 @@ export const checkpoints = (): ProposedEvent[] => [
   { type: 'UnitFreezeRequested', data: step(1) },
   { type: 'UnitFrozen', data: { ...step(1), processes: 3, durationMs: 4 } },
   { type: 'UnitDumpRequested', data: step(1) },
-  { type: 'UnitDumped', data: { ...step(1), files: 12, bytes: 4096, durationMs: 150, stats: { freezingMs: 1, frozenMs: 160, memdumpMs: 20, memwriteMs: 30, pagesScanned: 100, pagesSkippedParent: 0, pagesWritten: 90, pagesLazy: 0 } } },
+  {
+    type: 'UnitDumped',
+    data: {
+      ...step(1),
+      files: 12,
+      bytes: 4096,
+      durationMs: 150,
+      stats: { freezingMs: 1, frozenMs: 160, memdumpMs: 20, memwriteMs: 30, pagesScanned: 100, pagesSkippedParent: 0, pagesWritten: 90, pagesLazy: 0 },
+    },
+  },
   { type: 'UnitVerifyRequested', data: step(1) },
   { type: 'UnitVerified', data: { ...step(1), captured: [100, 101, 102] } },
   { type: 'CheckpointCommitRequested', data: { version: 1 } },
@@ -87,7 +96,15 @@ export const restarts = (): ProposedEvent[] => [
   { type: 'UnitRestoreRequested', data: rstep(1) },
   {
     type: 'UnitRestored',
-    data: { ...rstep(1), durationMs: 70, processes: [{ was: p(100), now: p(500), nsPid: 1, pgid: 500, sid: 500, comm: 'sh' }, { was: p(101), now: p(501), nsPid: 2 }, { was: p(102), now: p(502), nsPid: 3 }] },
+    data: {
+      ...rstep(1),
+      durationMs: 70,
+      processes: [
+        { was: p(100), now: p(500), nsPid: 1, pgid: 500, sid: 500, comm: 'sh' },
+        { was: p(101), now: p(501), nsPid: 2 },
+        { was: p(102), now: p(502), nsPid: 3 },
+      ],
+    },
   },
   { type: 'RestartCommitted', data: { restart: 1, version: 1 } },
   { type: 'RestartRequested', data: { request: 'r2', version: 1, placement: [], timeoutMs: 60_000 }, metadata: { actor: user } },
@@ -113,7 +130,13 @@ export const jobPhases = (job: string, forks = 50): ProposedEvent[][] => [
 /** Recorded events appended one by one with their recorded clock, ids and metadata: the store's streams are the recording's. */
 export const storeRecorded = async (url: string, events: readonly RecordedEvent[]): Promise<void> => {
   let now = new Date();
-  const store = openEventStore(url, { actor: { kind: 'node', node: 'rec' }, now: () => now, newId: () => { throw new Error('every event has its id'); } });
+  const store = openEventStore(url, {
+    actor: { kind: 'node', node: 'rec' },
+    now: () => now,
+    newId: () => {
+      throw new Error('every event has its id');
+    },
+  });
   try {
     for (const e of events) {
       now = new Date(e.metadata.recordedAt);

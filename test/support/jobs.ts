@@ -11,11 +11,28 @@ import { readStat } from '../../adapters/tracking/procfs.js';
 export const CLI = fileURLToPath(new URL('../../adapters/cli/main.js', import.meta.url));
 
 export interface PsRow {
-  pid: number; ppid: number; pgid: number; sid: number; startTime: number; comm: string; state: string;
-  exitStatus: number | null; signal: number | null; reason: string; escapes: string[]; cgroup: string | null; unit: string; node: string; dependsOn?: { via: string };
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  startTime: number;
+  comm: string;
+  state: string;
+  exitStatus: number | null;
+  signal: number | null;
+  reason: string;
+  escapes: string[];
+  cgroup: string | null;
+  unit: string;
+  node: string;
+  dependsOn?: { via: string };
   restoredFrom: { node: string; pid: number; startTime: number } | null;
 }
-export interface Result { code: number | null; out: string; err: string }
+export interface Result {
+  code: number | null;
+  out: string;
+  err: string;
+}
 
 /** Kills the processes left in a cgroup tree and removes it. */
 export const removeCgroups = (dir: string) => {
@@ -82,7 +99,11 @@ export const jobHarness = (prefix: string, defaultNode: string) => {
   /** Kills every running member of the job (see killMembers). */
   const killAll = (job: string, home = h.home): void => killMembers(running(job, home));
   const history = (job: string, home = h.home) =>
-    ckpt(['history', job, '--json'], home).out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown>; metadata: Record<string, unknown>; position: number });
+    ckpt(['history', job, '--json'], home)
+      .out.trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { type: string; data: Record<string, unknown>; metadata: Record<string, unknown>; position: number });
   /** Stops every agent of every home (all nodes), kills what is left in their cgroups, removes the work dir. */
   const cleanup = (nodes: readonly string[] = [defaultNode]) => {
     for (const home of homes) {

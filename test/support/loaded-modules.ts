@@ -6,5 +6,11 @@ import { createRequire, register } from 'node:module';
 register('./loaded-hooks.js', import.meta.url);
 const { cache } = createRequire(import.meta.url);
 process.on('exit', () => {
-  if (process.env.CKPT_TEST_LOADED) appendFileSync(process.env.CKPT_TEST_LOADED, Object.keys(cache).map((path) => `file://${path}\n`).join(''));
+  if (process.env.CKPT_TEST_LOADED)
+    appendFileSync(
+      process.env.CKPT_TEST_LOADED,
+      Object.keys(cache)
+        .map((path) => `file://${path}\n`)
+        .join(''),
+    );
 });

@@ -11,12 +11,13 @@ import type { Missing } from './prerequisites.js';
 const binDir = (): string | undefined => {
   const base = '/usr/lib/postgresql';
   if (!existsSync(base)) return undefined;
-  const versions = readdirSync(base).filter((v) => existsSync(join(base, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(base)
+    .filter((v) => existsSync(join(base, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
   return versions[0] ? join(base, versions[0], 'bin') : undefined;
 };
 
-export const needPostgres = (): Missing =>
-  binDir() ? undefined : 'needs the PostgreSQL server (install: apt-get install -y postgresql)';
+export const needPostgres = (): Missing => (binDir() ? undefined : 'needs the PostgreSQL server (install: apt-get install -y postgresql)');
 
 /** A TCP port nothing listens on now (asked of the kernel on loopback). */
 export const freePort = (): Promise<number> =>
@@ -49,8 +50,7 @@ export const startPostgres = async (options: { durable?: boolean } = {}): Promis
   const data = join(dir, 'data');
   const asRoot = process.getuid?.() === 0;
   // PostgreSQL refuses to run as root: run it as the postgres user, which owns the directory.
-  const run = (tool: string, args: string[]) =>
-    execFileSync(asRoot ? 'runuser' : join(bin, tool), asRoot ? ['-u', 'postgres', '--', join(bin, tool), ...args] : args, { stdio: 'pipe' });
+  const run = (tool: string, args: string[]) => execFileSync(asRoot ? 'runuser' : join(bin, tool), asRoot ? ['-u', 'postgres', '--', join(bin, tool), ...args] : args, { stdio: 'pipe' });
   if (asRoot) {
     const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
     const gid = Number(execFileSync('id', ['-g', 'postgres']).toString());

@@ -7,8 +7,7 @@ import { suite, type Test } from 'uvu';
 /** A reason the suite cannot run here, or undefined when it can. */
 export type Missing = string | undefined;
 
-export const needRoot = (): Missing =>
-  process.getuid?.() === 0 ? undefined : 'needs root (run the tests as root, as .ci/run does)';
+export const needRoot = (): Missing => (process.getuid?.() === 0 ? undefined : 'needs root (run the tests as root, as .ci/run does)');
 
 export const needCommand = (command: string, install: string): Missing => {
   try {

@@ -6,8 +6,9 @@
 //                                      retrying on conflict; print "conflicts N" at the end
 //   batches STREAM SIZE TAG            append batches of SIZE events forever; print "committed B"
 //                                      after each append returns
-import { WrongExpectedRevisionError } from '../../domain/event-store.js';
+
 import { openEventStore } from '../../adapters/store/open.js';
+import { WrongExpectedRevisionError } from '../../domain/event-store.js';
 import { marker } from './events.js';
 
 const [url, mode, ...args] = process.argv.slice(2);
@@ -55,7 +56,9 @@ const modes: Record<string, () => Promise<void>> = {
 
 const run = modes[mode!];
 if (!run) throw new Error(`unknown mode ${mode}`);
-run().then(() => store.close()).catch((error) => {
-  process.stderr.write(`${error?.stack ?? error}\n`);
-  process.exit(1);
-});
+run()
+  .then(() => store.close())
+  .catch((error) => {
+    process.stderr.write(`${error?.stack ?? error}\n`);
+    process.exit(1);
+  });

@@ -2,22 +2,23 @@
 // abort) and the commit of a version: each returns its done event, or throws (then JobWork records
 // the step's failure). After a crash the idempotent ones simply run again; a dump that may have
 // started is not repeated (see dump).
-import { setTimeout as sleep } from 'node:timers/promises';
+
 import { existsSync, statfsSync } from 'node:fs';
-import type { UnitTarget } from '../../../domain/checkpointer.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { noOptions } from '../../../domain/checkpoint-coordinator.js';
+import type { UnitTarget } from '../../../domain/checkpointer.js';
 import type { ProcessRef } from '../../../domain/identity.js';
 import { getIn } from '../../../domain/persistent-map.js';
+import { freezerOf, inUnit, unitProcesses } from '../../cgroups/unit-cgroups.js';
 import { criuWritingTo } from '../../checkpointers/criu-checkpointer.js';
 import { classifyCriuFailure } from '../../checkpointers/criu-failure.js';
-import { freezerOf, inUnit, unitProcesses } from '../../cgroups/unit-cgroups.js';
 import { commitVersion, hashFile, ImageStoreError, manifestPath, readManifest, removeVersion, unitImagesDir } from '../../images/image-store.js';
 import { hostPidsByNamespacePid } from '../../tracking/pids.js';
 import { readStat, scanProcesses } from '../../tracking/procfs.js';
 import { FreezeGuard } from '../freeze-guard.js';
 import type { CheckpointWorkOptions } from '../job-work.js';
-import { FrozenUnits, unitKey } from './frozen-units.js';
-import { done, forUnit, type CheckpointStep, type Command, type JobView, type StepHandler, type StepsOf, type UnitCommand } from './step.js';
+import { type FrozenUnits, unitKey } from './frozen-units.js';
+import { type CheckpointStep, type Command, done, forUnit, type JobView, type StepHandler, type StepsOf, type UnitCommand } from './step.js';
 
 /** A checkpoint whose DeadlineScheduled is not folded yet (it is decided with the plan): the CLI's default timeout. */
 const DEFAULT_DEADLINE_MS = 120_000;
@@ -226,7 +227,9 @@ export class CheckpointSteps implements StepsOf<CheckpointStep> {
     // (One that has exited is left to the checkpointer, which says the unit has ended.)
     if (root && readStat(root.pid)?.startTime === root.startTime && !inUnit(cgroups, root)) {
       const message = `refused: process ${root.pid}, recorded as the root of unit ${unit.unit}, is not in the unit’s cgroups; it is not frozen, dumped or killed`;
-      throw Object.assign(new Error(message), { failure: { class: 'permission' as const, message, hint: 'the event log holds an event this node agent did not write: check who appends to the store (ckpt log --json)' } });
+      throw Object.assign(new Error(message), {
+        failure: { class: 'permission' as const, message, hint: 'the event log holds an event this node agent did not write: check who appends to the store (ckpt log --json)' },
+      });
     }
     return {
       job,

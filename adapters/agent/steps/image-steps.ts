@@ -46,7 +46,8 @@ export class ImageSteps implements StepsOf<ImageStep> {
     if (!version?.manifests) throw new Error(`v${c.version} of ${job} is not a committed version (ckpt checkpoints ${job} lists them)`);
     if (!manifestSha256) throw new Error(`v${c.version} of ${job} has no units on ${c.node}`);
     const pruned = w.state.restart.versions[c.version] === undefined;
-    if (!readManifest(root, job, c.version)) throw new Error(pruned ? `v${c.version} of ${job} was pruned: its images on ${c.node} are gone` : `v${c.version} of ${job} has no manifest on ${c.node}: its images there are gone`);
+    if (!readManifest(root, job, c.version))
+      throw new Error(pruned ? `v${c.version} of ${job} was pruned: its images on ${c.node} are gone` : `v${c.version} of ${job} has no manifest on ${c.node}: its images there are gone`);
     const bytes = Object.values(version.dumps).reduce((n, d) => n + d.bytes, 0);
     const checked = bytes < OFF_THREAD_BYTES ? verifyVersion(root, job, c.version, { manifestSha256 }) : await verifyVersionOffThread(root, job, c.version, { manifestSha256 });
     if (!checked.ok) throw new Error(describeProblems(root, job, c.version, checked.problems));

@@ -1,25 +1,26 @@
 // The restart steps a node agent executes for its units: check the images, prepare (cgroups, PID
 // collisions), restore, and roll back a failed restart. Each returns its done event, or throws
 // (then JobWork records the step's failure). A restore that may have started is never repeated.
-import { setTimeout as sleep } from 'node:timers/promises';
+
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CANCEL, RELEASE } from '../../../domain/checkpointer.js';
-import { noOptions } from '../../../domain/checkpoint-coordinator.js';
-import { holdsUnits } from '../../../domain/restart-coordinator.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { RestartRecord, RestartStep } from '../../../domain/checkpoint-commands.js';
+import { noOptions } from '../../../domain/checkpoint-coordinator.js';
+import { CANCEL, RELEASE } from '../../../domain/checkpointer.js';
 import type { Limits } from '../../../domain/events/job.js';
 import type { RestoredProcess } from '../../../domain/events/restart.js';
 import type { UnitId } from '../../../domain/identity.js';
-import { readPstree } from '../../checkpointers/criu-images.js';
+import { holdsUnits } from '../../../domain/restart-coordinator.js';
 import { killUnit, removeUnitCgroups, unitProcesses } from '../../cgroups/unit-cgroups.js';
+import { readPstree } from '../../checkpointers/criu-images.js';
 import { createPrivateFile, makePrivateDir, makePrivateDirs, replacePrivateFile } from '../../fs/safe-fs.js';
 import { describeProblems, readManifest, realUnitImagesDir, verifyVersion } from '../../images/image-store.js';
 import { verifyVersionOffThread } from '../../images/verify-worker.js';
 import { hostPidsByNamespacePid, pidsInUse } from '../../tracking/pids.js';
 import { primaryCgroup, readCgroups, readStat } from '../../tracking/procfs.js';
 import type { CheckpointWorkOptions } from '../job-work.js';
-import { done, forUnit, type Command, type JobView, type StepHandler, type StepScene, type StepsOf } from './step.js';
+import { type Command, done, forUnit, type JobView, type StepHandler, type StepScene, type StepsOf } from './step.js';
 
 /** Images smaller than this are checked on the agent's own thread (~25 ms at most). */
 const OFF_THREAD_BYTES = 32 << 20;
@@ -91,7 +92,10 @@ export class RestartSteps implements StepsOf<RestartStep> {
           : 'the original PIDs are in use and this node cannot restore into a new PID namespace (see its CheckpointerProbed event)',
       );
     }
-    if (pidNamespace && !ownNamespace) this.#o.log(`restoring unit ${unit} of ${job} (images without a PID namespace of their own) with criu as a new namespace's init: its original PIDs are in use; once restored this way it cannot be checkpointed again`);
+    if (pidNamespace && !ownNamespace)
+      this.#o.log(
+        `restoring unit ${unit} of ${job} (images without a PID namespace of their own) with criu as a new namespace's init: its original PIDs are in use; once restored this way it cannot be checkpointed again`,
+      );
     return done(c, { cgroups, pidNamespace, waitedMs: performance.now() - started });
   };
 
@@ -110,7 +114,15 @@ export class RestartSteps implements StepsOf<RestartStep> {
     // Units on several nodes with established connections between them resume together.
     const active = w.state.restart.active;
     const hold = active?.restart === c.version && holdsUnits(active) ? () => this.#held(w, c, record) : undefined;
-    const result = await this.#o.checkpointer.restore({ imagesDir: imagesDir(), pidNamespace: prepared.pidNamespace, cgroups: prepared.cgroups, workDir, options, ...(owner && { owner }), ...(hold && { hold }) });
+    const result = await this.#o.checkpointer.restore({
+      imagesDir: imagesDir(),
+      pidNamespace: prepared.pidNamespace,
+      cgroups: prepared.cgroups,
+      workDir,
+      options,
+      ...(owner && { owner }),
+      ...(hold && { hold }),
+    });
     // The images' PIDs are those of the unit's PID namespace: find each one's host PID.
     const hostPid = prepared.pidNamespace ? hostPidsByNamespacePid(result.rootPid, unitProcesses(prepared.cgroups)) : new Map(pids.map((p) => [p, p]));
     const was = new Map((w.commands.versions[r.version]?.captured[unit] ?? []).map((p) => [p.imagePid, p.process]));
@@ -130,9 +142,24 @@ export class RestartSteps implements StepsOf<RestartStep> {
       const cgroup = groups ? primaryCgroup(groups) : undefined;
       if (old !== pids[0] && running(pid)?.startTime !== stat.startTime) return []; // ended while its cgroup was read
       const { ppid, pgid, sid, comm } = stat;
-      return [{ was: was.get(old) ?? { pid: old, startTime: 0 }, now: { pid: stat.pid, startTime: stat.startTime }, nsPid: prepared.pidNamespace ? old : null, ppid, pgid, sid, comm, ...(cgroup && { cgroup }) }];
+      return [
+        {
+          was: was.get(old) ?? { pid: old, startTime: 0 },
+          now: { pid: stat.pid, startTime: stat.startTime },
+          nsPid: prepared.pidNamespace ? old : null,
+          ppid,
+          pgid,
+          sid,
+          comm,
+          ...(cgroup && { cgroup }),
+        },
+      ];
     });
-    this.#o.adoptRestored(job, unit, processes.map((p) => p.now));
+    this.#o.adoptRestored(
+      job,
+      unit,
+      processes.map((p) => p.now),
+    );
     return done(c, { processes, durationMs: result.durationMs, ...(result.stats && { stats: result.stats }) });
   };
 

@@ -2,12 +2,12 @@
 // step's own done event; a handler that throws has failed, and the one place that records outcomes
 // (JobWork) turns the error into the step's failed event. The types tie each step to its two
 // outcomes (domain/checkpoint-commands.ts STEP_OUTCOMES): a freeze cannot answer UnitThawed.
-import { RESTART_STEPS, STEP_OUTCOMES, type CheckpointCommands, type PendingCommand, type RestartStep, type Step } from '../../../domain/checkpoint-commands.js';
+import { type CheckpointCommands, type PendingCommand, RESTART_STEPS, type RestartStep, STEP_OUTCOMES, type Step } from '../../../domain/checkpoint-commands.js';
 import type { ProposedEvent } from '../../../domain/event-store.js';
 import type { EventNamed } from '../../../domain/events/catalogue.js';
 import type { Failure } from '../../../domain/failure.js';
-import type { JobCoordinatorState } from '../../../domain/job-coordinator.js';
 import type { UnitId } from '../../../domain/identity.js';
+import type { JobCoordinatorState } from '../../../domain/job-coordinator.js';
 
 /** A version's part on one node, as a whole: removed when pruned, checked when another node asks. */
 export type ImageStep = 'prune' | 'images-audit';
@@ -50,15 +50,15 @@ export type StepsOf<K extends Step> = { readonly [S in K]: StepHandler<S> };
 export type StepTable = StepsOf<Step>;
 
 const identity = (c: PendingCommand) =>
-  RESTART_STEPS.has(c.step) ? { restart: c.version, unit: c.unit, node: c.node }
-  : c.unit ? { version: c.version, unit: c.unit, node: c.node }
-  : { ...(c.asked !== undefined && { request: c.asked }), version: c.version, node: c.node };
+  RESTART_STEPS.has(c.step)
+    ? { restart: c.version, unit: c.unit, node: c.node }
+    : c.unit
+      ? { version: c.version, unit: c.unit, node: c.node }
+      : { ...(c.asked !== undefined && { request: c.asked }), version: c.version, node: c.node };
 
-export const done = <S extends Step>(c: Command<S>, facts: Facts<S>): Done<S> =>
-  ({ type: STEP_OUTCOMES[c.step][0], data: { ...identity(c), ...facts } }) as Done<S>;
+export const done = <S extends Step>(c: Command<S>, facts: Facts<S>): Done<S> => ({ type: STEP_OUTCOMES[c.step][0], data: { ...identity(c), ...facts } }) as Done<S>;
 
-export const failed = <S extends Step>(c: Command<S>, reason: string, failure: Failure): Failed<S> =>
-  ({ type: STEP_OUTCOMES[c.step][1], data: { ...identity(c), reason, failure } }) as Failed<S>;
+export const failed = <S extends Step>(c: Command<S>, reason: string, failure: Failure): Failed<S> => ({ type: STEP_OUTCOMES[c.step][1], data: { ...identity(c), reason, failure } }) as Failed<S>;
 
 /** The unit a unit step is for (the fold of the log gives every one but commit a unit). */
 export const forUnit = <S extends Step>(c: Command<S>): UnitCommand<S> => {

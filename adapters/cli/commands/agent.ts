@@ -1,20 +1,39 @@
-import type { EventStore } from '../../../domain/event-store.js';
 import { mkdirSync } from 'node:fs';
 import { createConnection, type Server } from 'node:net';
 import { join } from 'node:path';
-import { checkPrivateTree, makePrivateDir, UnsafePathError } from '../../fs/safe-fs.js';
-import { imagesRoot } from '../../images/image-store.js';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
-import { defaultAppendContext } from '../../store/batch.js';
-import { ckptHome } from '../../store/url.js';
-import { redactStoreUrl } from '../../store/redact.js';
-import { agentFiles, agentSocket, defaultNode, describeStart, START_STALL_MS, holdAgentLock, removePidFile, removeStartProgress, runningAgent, stalePidFile, startAgent, startingAgent, stopAgent, storeId, writePidFile, writeStartProgress, type AgentInfo, type StartProgress } from '../../agent/daemon.js';
+import type { EventStore } from '../../../domain/event-store.js';
+import {
+  type AgentInfo,
+  agentFiles,
+  agentSocket,
+  defaultNode,
+  describeStart,
+  holdAgentLock,
+  removePidFile,
+  removeStartProgress,
+  runningAgent,
+  START_STALL_MS,
+  type StartProgress,
+  stalePidFile,
+  startAgent,
+  startingAgent,
+  stopAgent,
+  storeId,
+  writePidFile,
+  writeStartProgress,
+} from '../../agent/daemon.js';
 import type { MetricsEndpoint } from '../../agent/metrics-endpoint.js';
 import type { NodeAgent, StartStep } from '../../agent/node-agent.js';
-import { readStat } from '../../tracking/procfs.js';
+import { checkPrivateTree, makePrivateDir, UnsafePathError } from '../../fs/safe-fs.js';
+import { imagesRoot } from '../../images/image-store.js';
+import { defaultAppendContext } from '../../store/batch.js';
 import { MAX_LEASE_TTL_MS } from '../../store/leases.js';
-import { durationOption, flag, integerOption, listenOption, stringOption, UsageError, type ParsedArgs } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { redactStoreUrl } from '../../store/redact.js';
+import { ckptHome } from '../../store/url.js';
+import { readStat } from '../../tracking/procfs.js';
+import { durationOption, flag, integerOption, listenOption, type ParsedArgs, stringOption, UsageError } from '../args.js';
+import { type Command, EXIT } from '../command.js';
 import { needRoot, openStore, storeUrlOf } from '../store.js';
 import { version } from '../version.js';
 
@@ -106,7 +125,8 @@ const reportStart = (home: string, node: string, url: string, startTime: number)
     if (step.phase === phase && now - writtenAt < 250) return;
     writtenAt = now;
     phase = step.phase;
-    const progress: StartProgress = step.phase === 'log' ? { pid: process.pid, startTime, phase: 'log', folded: step.folded, head: step.head } : { pid: process.pid, startTime, phase: 'probe', folded: 0, head: 0 };
+    const progress: StartProgress =
+      step.phase === 'log' ? { pid: process.pid, startTime, phase: 'log', folded: step.folded, head: step.head } : { pid: process.pid, startTime, phase: 'probe', folded: 0, head: 0 };
     try {
       writeStartProgress(home, node, url, progress);
     } catch (error) {
@@ -158,7 +178,21 @@ const run = async (args: ParsedArgs): Promise<number> => {
   const initialNetns = process.env.CKPT_INITIAL_NETNS || undefined;
   // Loaded here, not with this module: checkpoint, restart and run import it for nodeOf and ensureAgent.
   const { NodeAgent } = await import('../../agent/node-agent.js');
-  const agent = new NodeAgent({ store, node, version: version(), cgroupPrefix: `ckpt/${storeId(url)}`, imagesRoot: imagesRoot(home), workRoot: join(home, 'restarts'), criuProbeCache: join(home, 'criu-probe.json'), rcvbuf, initialNetns, rereads, leaseTtlMs, starting: reportStart(home, node, url, self.startTime), log });
+  const agent = new NodeAgent({
+    store,
+    node,
+    version: version(),
+    cgroupPrefix: `ckpt/${storeId(url)}`,
+    imagesRoot: imagesRoot(home),
+    workRoot: join(home, 'restarts'),
+    criuProbeCache: join(home, 'criu-probe.json'),
+    rcvbuf,
+    initialNetns,
+    rereads,
+    leaseTtlMs,
+    starting: reportStart(home, node, url, self.startTime),
+    log,
+  });
   // The metrics address is bound before anything starts: a busy one ends the start with nothing done.
   let metrics: MetricsEndpoint | undefined;
   if (metricsAddress) {
@@ -174,7 +208,15 @@ const run = async (args: ParsedArgs): Promise<number> => {
     await metrics?.stop();
     return failStart((error as Error).message, agent);
   }
-  const info: AgentInfo = { pid: process.pid, startTime: self.startTime, node, store: redactStoreUrl(url), startedAt: new Date().toISOString(), log: agentFiles(home, node, url).log, ...(metrics && { metrics: metrics.url }) };
+  const info: AgentInfo = {
+    pid: process.pid,
+    startTime: self.startTime,
+    node,
+    store: redactStoreUrl(url),
+    startedAt: new Date().toISOString(),
+    log: agentFiles(home, node, url).log,
+    ...(metrics && { metrics: metrics.url }),
+  };
   writePidFile(home, info);
   try {
     await agent.openGateway(agentSocket(node, url));
@@ -211,7 +253,12 @@ const statusFromSocket = async (node: string, url: string, json: boolean): Promi
     c.once('connect', () => done(true)).once('error', () => done(false));
   });
   if (json) console.log(JSON.stringify({ running: answers, node, socket }));
-  else console.log(answers ? `a node agent for ${node} answers on ${socket} (its pid, store and log are shown to root)` : `no node agent answers for ${node} on ${socket}: ask root to start one (sudo ckpt agent start)`);
+  else
+    console.log(
+      answers
+        ? `a node agent for ${node} answers on ${socket} (its pid, store and log are shown to root)`
+        : `no node agent answers for ${node} on ${socket}: ask root to start one (sudo ckpt agent start)`,
+    );
   return answers ? EXIT.ok : EXIT.failed;
 };
 
@@ -248,17 +295,29 @@ export const agentCommand: Command = {
     'With --metrics the agent serves Prometheus metrics (checkpoint and restore totals and histograms,',
     'tracked processes, observation gaps, how far it is behind the log) at http://HOST:PORT/metrics; the',
     'totals are counted from the log, so they survive a restart of the agent (README: Metrics).',
-    'While it runs, the agent renews its node\'s liveness lease beside the log (SQLite, PostgreSQL; not',
+    "While it runs, the agent renews its node's liveness lease beside the log (SQLite, PostgreSQL; not",
     'KurrentDB) every third of --lease-ttl; `ckpt nodes` shows a node whose lease expired as lost. A',
     'failed renewal is logged once per outage and the agent keeps running; a clean stop releases the lease.',
   ].join('\n'),
   options: [
     { name: 'node', value: 'NAME', description: 'node name (default: $CKPT_NODE, else the host name)' },
     { name: 'json', description: 'machine-readable output (status, start)' },
-    { name: 'stall', value: 'DURATION', description: `start: give up when the starting agent shows no progress this long (default ${START_STALL_MS.log / 1000}s; its checkpointer probe may take ${START_STALL_MS.probe / 1000}s)` },
+    {
+      name: 'stall',
+      value: 'DURATION',
+      description: `start: give up when the starting agent shows no progress this long (default ${START_STALL_MS.log / 1000}s; its checkpointer probe may take ${START_STALL_MS.probe / 1000}s)`,
+    },
     { name: 'rcvbuf', value: 'BYTES', description: 'proc connector receive buffer (default 16 MiB; tests use tiny ones)' },
-    { name: 'lease-ttl', value: 'DURATION', description: 'run, start: how long the node counts as alive without a lease renewal (default 15s; renewed every third of it); takes effect when the agent starts' },
-    { name: 'metrics', value: '[HOST:]PORT', description: 'run, start: serve Prometheus metrics at http://HOST:PORT/metrics (default off; HOST defaults to 127.0.0.1 — give 0.0.0.0 to be scraped from elsewhere)' },
+    {
+      name: 'lease-ttl',
+      value: 'DURATION',
+      description: 'run, start: how long the node counts as alive without a lease renewal (default 15s; renewed every third of it); takes effect when the agent starts',
+    },
+    {
+      name: 'metrics',
+      value: '[HOST:]PORT',
+      description: 'run, start: serve Prometheus metrics at http://HOST:PORT/metrics (default off; HOST defaults to 127.0.0.1 — give 0.0.0.0 to be scraped from elsewhere)',
+    },
   ],
   examples: ['sudo ckpt agent start', 'sudo ckpt agent start --metrics 127.0.0.1:9464', 'ckpt agent status --json', 'sudo ckpt agent stop'],
   async run(args) {
@@ -279,11 +338,16 @@ export const agentCommand: Command = {
         const stallMs = stall === undefined ? START_STALL_MS : { ...START_STALL_MS, before: stall, log: stall };
         const node = nodeOf(args);
         const given = [...(metricsAddress ? ['--metrics'] : []), ...(leaseTtl ? ['--lease-ttl'] : [])];
-        if (given.length > 0 && runningAgent(home, node, storeUrlOf(args))) process.stderr.write(`the node agent already runs: ${given.join(' and ')} take${given.length === 1 ? 's' : ''} effect when it starts (ckpt agent stop, then start it again)\n`);
+        if (given.length > 0 && runningAgent(home, node, storeUrlOf(args)))
+          process.stderr.write(`the node agent already runs: ${given.join(' and ')} take${given.length === 1 ? 's' : ''} effect when it starts (ckpt agent stop, then start it again)\n`);
         const shown = startProgressPrinter(json);
         let info: AgentInfo;
         try {
-          info = await startAgent(home, node, storeUrlOf(args), { extraArgs: [...(rcvbuf ? ['--rcvbuf', rcvbuf] : []), ...(metricsAddress ? ['--metrics', stringOption(args, 'metrics')!] : []), ...(leaseTtl ? ['--lease-ttl', leaseTtl] : [])], progress: shown.show, stallMs });
+          info = await startAgent(home, node, storeUrlOf(args), {
+            extraArgs: [...(rcvbuf ? ['--rcvbuf', rcvbuf] : []), ...(metricsAddress ? ['--metrics', stringOption(args, 'metrics')!] : []), ...(leaseTtl ? ['--lease-ttl', leaseTtl] : [])],
+            progress: shown.show,
+            stallMs,
+          });
         } finally {
           shown.done();
         }

@@ -1,20 +1,20 @@
-import { allJobs } from '../../../projections/jobs.js';
-import { auditEntries, auditModel, type AuditEntry } from '../../../projections/audit.js';
-import { readModel } from '../../../projections/read-model.js';
-import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
-import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../../images/image-store.js';
-import { ckptHome } from '../../store/url.js';
-import { describeChain, verifyChain } from '../../store/chain.js';
 import { randomUUID } from 'node:crypto';
 import type { EventStore } from '../../../domain/event-store.js';
 import { jobStream } from '../../../domain/identity.js';
-import { evolveNodeAnswers, nodeParts, type CommittedVersion, type NodeAnswers } from '../../../projections/node-images.js';
+import { type AuditEntry, auditEntries, auditModel } from '../../../projections/audit.js';
+import { allJobs } from '../../../projections/jobs.js';
+import { type CommittedVersion, evolveNodeAnswers, type NodeAnswers, nodeParts } from '../../../projections/node-images.js';
+import { readModel } from '../../../projections/read-model.js';
+import { describeProblems, imagesRoot, readManifest, verifyVersion } from '../../images/image-store.js';
 import { awaitFold } from '../../store/await-fold.js';
-import { checkName, durationOption, flag, UsageError, type ParsedArgs } from '../args.js';
-import { nodeOf } from './agent.js';
-import { EXIT, type Command } from '../command.js';
+import { describeChain, verifyChain } from '../../store/chain.js';
+import { ckptHome } from '../../store/url.js';
+import { checkName, durationOption, flag, type ParsedArgs, UsageError } from '../args.js';
+import { type Command, EXIT } from '../command.js';
 import { actorName, formatBytes, table, whyLine, writeOut } from '../output.js';
 import { openStore, openStoreAsUser } from '../store.js';
+import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
+import { nodeOf } from './agent.js';
 
 type ImagesCheck = { version: number; state: 'ok' | 'pruned' | 'damaged'; problems?: string };
 /** One node's part of a version: checked here, or by its own agent (asked through the log), or not answered. */
@@ -73,7 +73,13 @@ const checkNodes = async (args: ParsedArgs, store: EventStore, home: string, job
       }
     }
     const asked = new Set(asking.map((a) => a.request));
-    const { state: answers } = await awaitFold(store, jobStream(job), from, { initial: {} as NodeAnswers, evolve: evolveNodeAnswers(asked), settled: (a) => Object.keys(a).length === asked.size }, timeoutMs);
+    const { state: answers } = await awaitFold(
+      store,
+      jobStream(job),
+      from,
+      { initial: {} as NodeAnswers, evolve: evolveNodeAnswers(asked), settled: (a) => Object.keys(a).length === asked.size },
+      timeoutMs,
+    );
     for (const { i, request } of asking) {
       const answer = answers[request];
       const c = checked[i]!;
@@ -92,7 +98,8 @@ const checkNodes = async (args: ParsedArgs, store: EventStore, home: string, job
 const nodeLine = (c: NodeCheck, here: string, alone: boolean): string => {
   if (alone && c.checkedBy === 'here') return `  images of v${c.version}: ${c.state}${c.problems ? ` — ${c.problems}` : ''}`;
   const where = `${c.units.join(', ')} on ${c.node}`;
-  const by = c.checkedBy === 'here' ? (c.node === here ? '' : ` (the same manifest as ${here}'s, checked here)`) : c.node !== here && c.state !== 'pruned' ? `: not on this node — ${c.node}'s agent says` : '';
+  const by =
+    c.checkedBy === 'here' ? (c.node === here ? '' : ` (the same manifest as ${here}'s, checked here)`) : c.node !== here && c.state !== 'pruned' ? `: not on this node — ${c.node}'s agent says` : '';
   return `  images of v${c.version} (${where})${by}: ${c.state}${c.problems ? ` — ${c.problems}` : ''}`;
 };
 
@@ -101,13 +108,46 @@ const ms = (n: number | undefined) => (n === undefined ? '-' : `${Math.round(n)}
 
 const row = (e: AuditEntry): string[] => {
   if (e.kind === 'checkpoint') {
-    return [e.requestedAt, who(e), 'checkpoint', e.version === null ? '-' : `v${e.version}`, e.outcome, ms(e.durationMs), e.bytes ? formatBytes(e.bytes) : '-', String(e.units.length), String(e.membership.length), whyLine(e.reason, e.failure)];
+    return [
+      e.requestedAt,
+      who(e),
+      'checkpoint',
+      e.version === null ? '-' : `v${e.version}`,
+      e.outcome,
+      ms(e.durationMs),
+      e.bytes ? formatBytes(e.bytes) : '-',
+      String(e.units.length),
+      String(e.membership.length),
+      whyLine(e.reason, e.failure),
+    ];
   }
   if (e.kind === 'restart') {
     const ns = e.units.some((u) => u.pidNamespace) ? ' (new PID ns)' : '';
-    return [e.requestedAt, who(e), `restart${e.restart === null ? '' : ` r${e.restart}`}`, e.version === null ? '-' : `v${e.version}`, e.outcome + ns, ms(e.durationMs), '-', String(e.units.length), String(e.membership.length), whyLine(e.reason, e.failure)];
+    return [
+      e.requestedAt,
+      who(e),
+      `restart${e.restart === null ? '' : ` r${e.restart}`}`,
+      e.version === null ? '-' : `v${e.version}`,
+      e.outcome + ns,
+      ms(e.durationMs),
+      '-',
+      String(e.units.length),
+      String(e.membership.length),
+      whyLine(e.reason, e.failure),
+    ];
   }
-  return [e.requestedAt, who(e), `prune --keep ${e.keep}`, e.pruned.map((p) => `v${p.version}`).join(',') || '-', e.outcome, '-', e.pruned.length ? formatBytes(e.pruned.reduce((n, p) => n + p.bytes, 0)) : '-', '-', '-', e.reason ?? ''];
+  return [
+    e.requestedAt,
+    who(e),
+    `prune --keep ${e.keep}`,
+    e.pruned.map((p) => `v${p.version}`).join(',') || '-',
+    e.outcome,
+    '-',
+    e.pruned.length ? formatBytes(e.pruned.reduce((n, p) => n + p.bytes, 0)) : '-',
+    '-',
+    '-',
+    e.reason ?? '',
+  ];
 };
 
 export const auditCommand: Command = {
@@ -127,7 +167,11 @@ export const auditCommand: Command = {
     'Read from each job’s audit snapshot in the store and the events after it (--verbose says how).',
   ].join('\n'),
   options: [
-    { name: 'json', description: 'a JSON array per job: {job, entries: [{kind, request, requestedBy, requestedAt, version, restart, outcome, reason, durationMs, bytes, units (each with CRIU’s stats), processes, membership}], images: [{version, node, units, checkedBy (here, agent, nobody), state (ok, damaged, pruned, no answer), problems}], chain}; chain (with --verify) is the whole log’s: {events, streams, problem, heads}' },
+    {
+      name: 'json',
+      description:
+        'a JSON array per job: {job, entries: [{kind, request, requestedBy, requestedAt, version, restart, outcome, reason, durationMs, bytes, units (each with CRIU’s stats), processes, membership}], images: [{version, node, units, checkedBy (here, agent, nobody), state (ok, damaged, pruned, no answer), problems}], chain}; chain (with --verify) is the whole log’s: {events, streams, problem, heads}',
+    },
     { name: 'verify', description: 'check the log’s digest chain, and the images and manifest of every committed version against the log, on every node holding them' },
     { name: 'timeout', value: 'DURATION', description: 'with --verify: how long to wait for other nodes’ agents to answer, e.g. 30s (default 15s)' },
     { name: 'node', value: 'NAME', description: 'this node’s name: whose images are checked here (default: $CKPT_NODE, else the host name)' },
@@ -168,7 +212,14 @@ export const auditCommand: Command = {
         for (const r of reports) {
           out.push(`job ${r.job}: ${r.entries.length} request(s)`);
           if (r.entries.length > 0) out.push(table(['REQUESTED', 'BY', 'WHAT', 'VERSION', 'OUTCOME', 'DURATION', 'SIZE', 'UNITS', 'PROCS', 'REASON'], r.entries.map(row)).trimEnd());
-          for (const i of r.images ?? []) out.push(nodeLine(i, nodeOf(args), (r.images ?? []).every((o) => o.version !== i.version || o === i)));
+          for (const i of r.images ?? [])
+            out.push(
+              nodeLine(
+                i,
+                nodeOf(args),
+                (r.images ?? []).every((o) => o.version !== i.version || o === i),
+              ),
+            );
           out.push('');
         }
         if (chain && !chain.problem) out.push(describeChain(chain), '');

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { foldCheckpoints, type CheckpointSummary } from '../../../projections/checkpoints.js';
-import { jobInfo } from '../../../projections/jobs.js';
 import { jobStream } from '../../../domain/identity.js';
+import { type CheckpointSummary, foldCheckpoints } from '../../../projections/checkpoints.js';
+import { jobInfo } from '../../../projections/jobs.js';
 import { imagesRoot, versionDir } from '../../images/image-store.js';
 import { ckptHome } from '../../store/url.js';
 import { captureOptions, checkName, durationOption, flag, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
 import { formatBytes, whyLine, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
@@ -42,7 +42,11 @@ export const checkpointReport = (job: string, c: CheckpointSummary, home: string
 const whereImages = (c: CheckpointSummary, here: string | null, node: string): string => {
   const nodes = [...new Set(c.units.map((u) => u.node))];
   if (nodes.length === 1 && nodes[0] === node) return `images in ${here}`;
-  const units = (n: string) => c.units.filter((u) => u.node === n).map((u) => u.unit).join(', ');
+  const units = (n: string) =>
+    c.units
+      .filter((u) => u.node === n)
+      .map((u) => u.unit)
+      .join(', ');
   return `images of ${nodes.map((n) => (n === node ? `${units(n)} here in ${here}` : `${units(n)} on ${n}`)).join('; ')}`;
 };
 
@@ -89,7 +93,11 @@ export const checkpointCommand: Command = {
     { name: 'tcp-established', description: 'take established TCP connections too (TCP repair, the network locked during the dump); also: ckpt run --tcp-established' },
     { name: 'file-locks', description: 'take the file locks the job holds; also: ckpt run --file-locks' },
     { name: 'node', value: 'NAME', description: 'this node’s name, to start its agent if needed (default: $CKPT_NODE, else the host name)' },
-    { name: 'json', description: 'print {job, request, version, outcome, reason, failure: {class, message, hint, log}, units (each with its node: its images are in that node’s images root), processes, files, bytes, durationMs, frozenMs, manifest, manifests: {NODE: SHA-256 of its manifest}, pruned: {nodes} once pruned, images (this node’s directory)}' },
+    {
+      name: 'json',
+      description:
+        'print {job, request, version, outcome, reason, failure: {class, message, hint, log}, units (each with its node: its images are in that node’s images root), processes, files, bytes, durationMs, frozenMs, manifest, manifests: {NODE: SHA-256 of its manifest}, pruned: {nodes} once pruned, images (this node’s directory)}',
+    },
   ],
   examples: ['sudo ckpt checkpoint nightly --wait', 'sudo ckpt checkpoint nightly --wait --timeout 30s --json', 'sudo ckpt checkpoint nightly --wait --stop'],
   async run(args) {

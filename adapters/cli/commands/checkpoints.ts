@@ -1,12 +1,12 @@
-import { checkpointsModel, checkpointSummaries } from '../../../projections/checkpoints.js';
+import { checkpointSummaries, checkpointsModel } from '../../../projections/checkpoints.js';
 import { readModel } from '../../../projections/read-model.js';
-import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
-import { listVersions, imagesRoot } from '../../images/image-store.js';
+import { imagesRoot, listVersions } from '../../images/image-store.js';
 import { ckptHome } from '../../store/url.js';
 import { checkName, flag, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { formatBytes, table, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
+import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
 import { nodeOf } from './agent.js';
 import { checkpointReport } from './checkpoint.js';
 
@@ -23,7 +23,11 @@ export const checkpointsCommand: Command = {
     'Read from the job’s checkpoints snapshot in the store and the events after it (--verbose says how).',
   ].join('\n'),
   options: [
-    { name: 'json', description: 'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats and its steps by the log: {freeze: {requestedAt, requested, endedAt, ended, result}, …}), processes, files, bytes, durationMs, frozenMs, manifest, manifests: {NODE: SHA-256 of its manifest}, pruned: {nodes that removed their part}, images, onDisk (here), requestedAt, requestedBy}' },
+    {
+      name: 'json',
+      description:
+        'a JSON array of {version, outcome, phase, reason, units (each with CRIU’s stats and its steps by the log: {freeze: {requestedAt, requested, endedAt, ended, result}, …}), processes, files, bytes, durationMs, frozenMs, manifest, manifests: {NODE: SHA-256 of its manifest}, pruned: {nodes that removed their part}, images, onDisk (here), requestedAt, requestedBy}',
+    },
     { name: 'node', value: 'NAME', description: 'this node’s name, whose images root is here (default: $CKPT_NODE, else the host name)' },
     VERBOSE,
   ],
@@ -43,7 +47,11 @@ export const checkpointsCommand: Command = {
         return EXIT.failed;
       }
       const home = ckptHome();
-      const onDisk = new Set(listVersions(imagesRoot(home), job).filter((v) => v.committed).map((v) => v.version));
+      const onDisk = new Set(
+        listVersions(imagesRoot(home), job)
+          .filter((v) => v.committed)
+          .map((v) => v.version),
+      );
       const rows = checkpointSummaries(read.state).map((c) => ({
         ...checkpointReport(job, c, home),
         onDisk: c.version !== null && onDisk.has(c.version),

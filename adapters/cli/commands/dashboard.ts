@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { DashboardServer } from '../../http/dashboard-server.js';
-import { listenOption, stringOption, UsageError, type ListenAddress } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type ListenAddress, listenOption, stringOption, UsageError } from '../args.js';
+import { type Command, EXIT } from '../command.js';
 import { openStore } from '../store.js';
 
 const DEFAULT_LISTEN: ListenAddress = { host: '127.0.0.1', port: 7070 };

@@ -6,13 +6,13 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runningAgent, startingAgent } from '../../agent/daemon.js';
 import { unitInitPath } from '../../agent/launcher.js';
+import { ckptHome } from '../../store/url.js';
 import { procConnectorPath } from '../../tracking/proc-connector.js';
 import { readStat } from '../../tracking/procfs.js';
-import { ckptHome } from '../../store/url.js';
-import { runningAgent, startingAgent } from '../../agent/daemon.js';
 import { flag } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { needRoot, storeUrlOf } from '../store.js';
 import { nodeOf } from './agent.js';
 
@@ -79,7 +79,7 @@ export const demoCommand: Command = {
   usage: '[--keep]',
   description: [
     'Installs what is missing (a C compiler for the native helpers, iproute2, CRIU 4.2 into .criu/ unless a criu',
-    'here passes scripts/install-criu.sh\'s functional probe; $CKPT_CRIU is used as is), then starts a',
+    "here passes scripts/install-criu.sh's functional probe; $CKPT_CRIU is used as is), then starts a",
     'small job — a counter, a child, and a double-forked daemon that escapes its session — and runs the',
     'real commands, showing each: ps, checkpoint, kill -9, restart, ps again, audit, verify, history.',
     'It checks that the restarted counter went on from the value it had at the checkpoint (not from',

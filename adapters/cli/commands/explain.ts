@@ -1,8 +1,8 @@
 import { jobStream } from '../../../domain/identity.js';
-import { evolveExplain, explanation, initialExplain, knownOperations, type EventRef, type ExplainedStep, type Explanation, type Operation } from '../../../projections/explain.js';
+import { type EventRef, type ExplainedStep, type Explanation, evolveExplain, explanation, initialExplain, knownOperations, type Operation } from '../../../projections/explain.js';
 import { foldStream } from '../../../projections/project.js';
 import { checkName, flag, integerOption, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { actorName, summarize, whyLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 import { foldProgress } from '../verbose.js';
@@ -28,7 +28,9 @@ export const explainText = (job: string, x: Explanation): string => {
     out.push(...u.steps.map(stepLine));
     if (u.frozen) {
       const measured = u.frozen.measuredMs === null ? '' : `; its agent measured ${ms(u.frozen.measuredMs)}`;
-      out.push(`    frozen   ${offset(u.frozen.from).padStart(11)} → ${offset(u.frozen.to ?? null).padEnd(11)}${ms(u.frozen.ms).padStart(10)}  until ${u.frozen.endedBy ?? 'now (not ended)'}${measured}`);
+      out.push(
+        `    frozen   ${offset(u.frozen.from).padStart(11)} → ${offset(u.frozen.to ?? null).padEnd(11)}${ms(u.frozen.ms).padStart(10)}  until ${u.frozen.endedBy ?? 'now (not ended)'}${measured}`,
+      );
     }
   }
   if (x.commit) out.push('  commit', stepLine(x.commit));
@@ -42,7 +44,11 @@ export const explainText = (job: string, x: Explanation): string => {
     }
   }
   out.push('', 'decisions:');
-  for (const d of x.decisions) out.push(`  ${offset(d.recordedAt).padStart(11)}  ${at(d)}  ${summarize(d.data).join(' ')}`, `               because of ${d.cause ? at(d.cause) : 'an event not in the job’s stream since the request'}${d.decidedAt === null ? '' : `, decided at #${d.decidedAt}`}`);
+  for (const d of x.decisions)
+    out.push(
+      `  ${offset(d.recordedAt).padStart(11)}  ${at(d)}  ${summarize(d.data).join(' ')}`,
+      `               because of ${d.cause ? at(d.cause) : 'an event not in the job’s stream since the request'}${d.decidedAt === null ? '' : `, decided at #${d.decidedAt}`}`,
+    );
   return out.join('\n') + '\n';
 };
 
@@ -72,7 +78,11 @@ export const explainCommand: Command = {
         '(requested, ended, position, decidedAt: log positions; cause is null when nothing failed)',
     },
   ],
-  examples: ['ckpt explain nightly --version 4', 'ckpt explain nightly --restart 1 --json | jq .units', 'ckpt explain nightly --version 4 --json | jq ".cause.failures[] | {unit, step, class: .failure.class}"'],
+  examples: [
+    'ckpt explain nightly --version 4',
+    'ckpt explain nightly --restart 1 --json | jq .units',
+    'ckpt explain nightly --version 4 --json | jq ".cause.failures[] | {unit, step, class: .failure.class}"',
+  ],
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job: ckpt explain JOB --version N | --restart N');

@@ -1,11 +1,10 @@
 import { checkName, integerOption, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
-import { eventJson, writeOut } from '../output.js';
+import { type Command, EXIT } from '../command.js';
 import { HISTORY_FORMAT } from '../history-file.js';
+import { eventJson, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 import { version } from '../version.js';
 import { decisionHistory } from './verify.js';
-
 
 export const exportCommand: Command = {
   usage: 'JOB [--from POSITION] [--to POSITION]',
@@ -39,7 +38,13 @@ export const exportCommand: Command = {
       const events = history.filter((e) => e.position >= from && e.position <= to);
       const header = { ...HISTORY_FORMAT, ckpt: version(), job, from: args.options.has('from') ? from : null, to: args.options.has('to') ? to : null, events: events.length };
       await writeOut(`${JSON.stringify(header)}\n`);
-      for (let i = 0; i < events.length; i += 1000) await writeOut(events.slice(i, i + 1000).map((e) => `${eventJson(e)}\n`).join(''));
+      for (let i = 0; i < events.length; i += 1000)
+        await writeOut(
+          events
+            .slice(i, i + 1000)
+            .map((e) => `${eventJson(e)}\n`)
+            .join(''),
+        );
       return EXIT.ok;
     } finally {
       await store.close();

@@ -1,7 +1,7 @@
 import type { EventStore, RecordedEvent } from '../../../domain/event-store.js';
 import { jobStream } from '../../../domain/identity.js';
 import { checkName, flag, integerOption, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { eventJson, eventLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
@@ -36,12 +36,7 @@ export const historyCommand: Command = {
     { name: 'limit', value: 'N', description: 'print at most N events' },
     { name: 'json', description: 'NDJSON output for machines (position, stream, revision, id, type, schemaVersion, data, metadata, digest)' },
   ],
-  examples: [
-    'ckpt history nightly',
-    'ckpt history nightly --tail 100',
-    'ckpt history nightly --from 5000 --limit 200',
-    'ckpt history nightly --json | jq -c "select(.type == \\"ProcessExited\\")"',
-  ],
+  examples: ['ckpt history nightly', 'ckpt history nightly --tail 100', 'ckpt history nightly --from 5000 --limit 200', 'ckpt history nightly --json | jq -c "select(.type == \\"ProcessExited\\")"'],
   async run(args) {
     const [job, ...extra] = args.positionals;
     if (!job || extra.length > 0) throw new UsageError('name exactly one job');

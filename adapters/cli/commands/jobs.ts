@@ -1,9 +1,9 @@
-import { hiddenJobs, listJobs, readAllJobs, readJobs, type JobRow } from '../../../projections/jobs.js';
+import { hiddenJobs, type JobRow, listJobs, readAllJobs, readJobs } from '../../../projections/jobs.js';
 import { flag } from '../args.js';
-import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
+import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
 
 export const jobSummary = (j: JobRow) => ({
   job: j.job,
@@ -59,7 +59,14 @@ export const jobsCommand: Command = {
         console.log(more ? `no job runs now; ${more}: ckpt jobs --all` : 'no jobs yet (start one with: ckpt run -- COMMAND)');
         return EXIT.ok;
       }
-      const rows = jobs.map((j) => [j.job, j.state, j.owner ? `uid ${j.owner.uid}` : '-', j.units.map((u) => `${u.unit}@${u.node}`).join(','), `${j.processes.running}/${j.processes.total}`, j.submittedAt ?? '-']);
+      const rows = jobs.map((j) => [
+        j.job,
+        j.state,
+        j.owner ? `uid ${j.owner.uid}` : '-',
+        j.units.map((u) => `${u.unit}@${u.node}`).join(','),
+        `${j.processes.running}/${j.processes.total}`,
+        j.submittedAt ?? '-',
+      ]);
       await writeOut(table(['JOB', 'STATE', 'OWNER', 'UNITS', 'RUNNING/ALL', 'SUBMITTED'], rows) + (more ? `(${more}: ckpt jobs --all)\n` : ''));
       return EXIT.ok;
     } finally {

@@ -1,6 +1,6 @@
 import type { EventStore, Position, RecordedEvent } from '../../../domain/event-store.js';
-import { integerOption, flag, UsageError, type ParsedArgs } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { flag, integerOption, type ParsedArgs, UsageError } from '../args.js';
+import { type Command, EXIT } from '../command.js';
 import { eventJson, eventLine, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 

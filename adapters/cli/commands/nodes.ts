@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs';
 import type { EventStore, Lease } from '../../../domain/event-store.js';
-import { readJobs } from '../../../projections/jobs.js';
-import { listNodes, nodesModel, type NodeView } from '../../../projections/nodes.js';
-import { readModel, type ReadOptions } from '../../../projections/read-model.js';
 import { valuesOf } from '../../../domain/persistent-map.js';
+import { readJobs } from '../../../projections/jobs.js';
+import { listNodes, type NodeView, nodesModel } from '../../../projections/nodes.js';
+import { type ReadOptions, readModel } from '../../../projections/read-model.js';
 import { isAlive } from '../../agent/daemon.js';
 import { flag } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
@@ -92,12 +92,12 @@ export const nodesCommand: Command = {
   description: [
     'Every node in the event log, by name: its state, the agent process and version, when it was',
     'last heard of (its latest event in any stream), its liveness lease (last renewed, expires), its',
-    'checkpointer as the agent probed it, and the units running on it. Each agent renews its node\'s',
-    'lease beside the log every few seconds (ckpt agent --lease-ttl), judged by the store\'s clock',
-    '(PostgreSQL\'s, so hosts\' clocks need not agree). State: alive (lease valid, or on this machine',
+    "checkpointer as the agent probed it, and the units running on it. Each agent renews its node's",
+    "lease beside the log every few seconds (ckpt agent --lease-ttl), judged by the store's clock",
+    "(PostgreSQL's, so hosts' clocks need not agree). State: alive (lease valid, or on this machine",
     'its agent process runs), lost (the lease expired: no renewal for N s — host down, cut off, or its',
     'agent dead), dead (this machine: the agent process gone without stopping, a crash or a kill; the',
-    'kernel\'s answer beats the lease\'s here), stopped (the agent stopped cleanly: why), started',
+    "kernel's answer beats the lease's here), stopped (the agent stopped cleanly: why), started",
     '(another machine, no lease to judge by, e.g. a KurrentDB store: what its agent last recorded), no',
     'agent yet. Folded from the log with a snapshot, like jobs; leases are read from beside the log.',
   ].join('\n'),

@@ -1,6 +1,6 @@
 import { RequestRefusedError } from '../agent-client.js';
 import { checkName, durationOption, flag, integerOption, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { formatBytes, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';
 
@@ -40,7 +40,11 @@ export const pruneCommand: Command = {
       if (flag(args, 'json')) await writeOut(JSON.stringify({ job, keep, pruned, kept, waiting, failed }, null, 2) + '\n');
       else {
         const where = (nodes: Readonly<Record<string, number>>) => Object.keys(nodes).join(', ');
-        console.log(pruned.length === 0 ? `nothing to prune: ${job} has ${kept.length} committed version(s)` : `pruned ${pruned.map((p) => `v${p.version}${Object.keys(p.nodes).length > 0 ? ` (on ${where(p.nodes)})` : ''}`).join(', ')} of ${job} (${formatBytes(pruned.reduce((n, p) => n + p.bytes, 0))}); kept ${kept.map((v) => `v${v}`).join(', ') || 'none'}`);
+        console.log(
+          pruned.length === 0
+            ? `nothing to prune: ${job} has ${kept.length} committed version(s)`
+            : `pruned ${pruned.map((p) => `v${p.version}${Object.keys(p.nodes).length > 0 ? ` (on ${where(p.nodes)})` : ''}`).join(', ')} of ${job} (${formatBytes(pruned.reduce((n, p) => n + p.bytes, 0))}); kept ${kept.map((v) => `v${v}`).join(', ') || 'none'}`,
+        );
         for (const w of waiting) process.stderr.write(`v${w.version}: ${w.nodes.join(', ')} did not answer in time: its agent may be down (ckpt nodes); it removes its part when it runs again\n`);
         for (const f of failed) process.stderr.write(`v${f.version} on ${f.node}: could not remove its part: ${f.reason}\n`);
       }

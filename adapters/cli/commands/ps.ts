@@ -1,14 +1,14 @@
 import { scopeCoverage } from '../../../domain/grouping.js';
 import type { CheckpointScope } from '../../../domain/identity.js';
-import { classify, membersOf, type JobMembership, type Member } from '../../../domain/membership.js';
+import { classify, type JobMembership, type Member, membersOf } from '../../../domain/membership.js';
 import { jobMembership, liveMembership } from '../../../projections/jobs.js';
 import { defaultNode } from '../../agent/daemon.js';
 import { readCredentials, readStat, userNames } from '../../tracking/procfs.js';
 import { checkName, flag, integerOption, stringOption, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { writeOut } from '../output.js';
-import { foldProgress } from '../verbose.js';
 import { openStore } from '../store.js';
+import { foldProgress } from '../verbose.js';
 
 /** Whom a process runs as: its real uid, and that uid's name when /etc/passwd has one. */
 export interface ProcessUser {
@@ -65,8 +65,7 @@ const identityOf = (key: string) => {
   return m ? { node: m[1]!, pid: Number(m[2]), startTime: Number(m[3]) } : { key };
 };
 
-const stateText = (m: Member) =>
-  m.state === 'running' ? 'running' : m.state === 'vanished' ? 'vanished' : m.signal !== null ? `killed (signal ${m.signal})` : `exited (${m.exitStatus})`;
+const stateText = (m: Member) => (m.state === 'running' ? 'running' : m.state === 'vanished' ? 'vanished' : m.signal !== null ? `killed (signal ${m.signal})` : `exited (${m.exitStatus})`);
 
 /** Members by `node/pid`, in the order given. */
 export const pidIndex = (members: readonly Member[]): Map<string, Member[]> => {
@@ -104,7 +103,11 @@ const tree = (job: JobMembership, members: readonly Member[], userOf: (m: Member
   }
   const whyOf = (m: Member) => {
     const { reason, escapes } = classify(job, m);
-    return reason === 'escaped' ? `escaped: ${escapes.join(', ')}` : reason === 'dependent' ? `dependent: ${m.dependsOn!.via}${m.dependsOn!.name ? ` ${m.dependsOn!.name}` : ''} with ${m.dependsOn!.member}` : reason;
+    return reason === 'escaped'
+      ? `escaped: ${escapes.join(', ')}`
+      : reason === 'dependent'
+        ? `dependent: ${m.dependsOn!.via}${m.dependsOn!.name ? ` ${m.dependsOn!.name}` : ''} with ${m.dependsOn!.member}`
+        : reason;
   };
   const userText = (m: Member) => {
     const u = userOf(m);
@@ -173,7 +176,9 @@ export const treeView = (state: JobMembership, show: { readonly all?: boolean; r
     if (same) same.push(m);
     else byUnit.set(m.unit, [m]);
   }
-  const lines = [`job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length + gone()} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`];
+  const lines = [
+    `job ${state.job}: ${state.phase}${state.outcome ? ` (${state.outcome})` : ''}, ${running} running of ${members.length + gone()} processes${state.lostEvents ? `, ${state.lostEvents} kernel events lost and reconciled` : ''}`,
+  ];
   for (const unit of Object.values(state.units)) {
     lines.push('', `unit ${unit.unit} on ${unit.node}: ${unit.phase}, cgroup ${unit.cgroup ?? '-'}`);
     const all = byUnit.get(unit.unit) ?? [];

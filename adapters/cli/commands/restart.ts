@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
-import { jobInfo } from '../../../projections/jobs.js';
 import { jobStream } from '../../../domain/identity.js';
+import { jobInfo } from '../../../projections/jobs.js';
 import { foldRestarts, type RestartSummary } from '../../../projections/restarts.js';
 import { checkName, durationOption, flag, integerOption, listOption, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
 import { DEFAULT_TIMEOUT_MS, PLAN_WAIT_MS, submitRequest } from '../follow.js';
 import { whyLine, writeOut } from '../output.js';
 import { openStoreAsUser } from '../store.js';

@@ -1,25 +1,30 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, mkdirSync } from 'node:fs';
-import { makePrivateDirs, openPrivateAppend } from '../../fs/safe-fs.js';
 import { userInfo } from 'node:os';
-import { isatty } from 'node:tty';
 import { basename, join } from 'node:path';
+import { isatty } from 'node:tty';
 import { NAME_PATTERN } from '../../../domain/codecs.js';
 import { WrongExpectedRevisionError } from '../../../domain/event-store.js';
 import type { Limits } from '../../../domain/events/job.js';
 import { newUnitNameProblem } from '../../../domain/identity.js';
 import { describeStart, startAgent } from '../../agent/daemon.js';
 import { launchUnit, MAIN_UNIT, resolveCommand } from '../../agent/launcher.js';
+import { makePrivateDirs, openPrivateAppend } from '../../fs/safe-fs.js';
 import { ckptHome } from '../../store/url.js';
 import { captureOptions, flag, integerOption, sizeOption, stringOption, UsageError } from '../args.js';
-import { relayAppended, type Relay } from '../output-relay.js';
-import { EXIT, type Command } from '../command.js';
+import { type Command, EXIT } from '../command.js';
+import { type Relay, relayAppended } from '../output-relay.js';
 import { openStoreAsUser, storeUrlOf } from '../store.js';
 import { nodeOf } from './agent.js';
 
 /** A readable, unique-enough job id from the command: `sleep-3fa9c1`. */
 const generateJobId = (command: string): string => {
-  const stem = basename(command).toLowerCase().replace(/[^a-z0-9._-]/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 50) || 'job';
+  const stem =
+    basename(command)
+      .toLowerCase()
+      .replace(/[^a-z0-9._-]/g, '-')
+      .replace(/^[^a-z0-9]+/, '')
+      .slice(0, 50) || 'job';
   return `${stem}-${randomBytes(3).toString('hex')}`;
 };
 
@@ -58,12 +63,18 @@ export const runCommand: Command = {
     { name: 'detach', short: 'd', description: 'return once the job runs and is tracked; print its id' },
     { name: 'json', description: 'with --detach: print {job, node, unit, pid, startTime} as JSON' },
   ],
-  examples: ['sudo ckpt run --job nightly --memory 512M -- ./simulate --steps 1000', 'sudo ckpt run -d -- python3 train.py', 'sudo ckpt run --pids 200 -- make -j8', 'sudo ckpt run -d --job sim --unit rank1 --node n2 -- ./simulate --rank 1'],
+  examples: [
+    'sudo ckpt run --job nightly --memory 512M -- ./simulate --steps 1000',
+    'sudo ckpt run -d -- python3 train.py',
+    'sudo ckpt run --pids 200 -- make -j8',
+    'sudo ckpt run -d --job sim --unit rank1 --node n2 -- ./simulate --rank 1',
+  ],
   async run(args) {
     const command = args.rest.length > 0 ? args.rest : args.positionals;
     if (command.length === 0) throw new UsageError('say what to run: ckpt run [OPTIONS] -- COMMAND [ARGS…]');
     const job = stringOption(args, 'job') ?? generateJobId(command[0]!);
-    if (!NAME_PATTERN.test(job)) throw new UsageError(`job name "${job}" must match ${NAME_PATTERN.source}: lower-case letters, digits, '.', '_' and '-', 1–64 characters, starting with a letter or digit`);
+    if (!NAME_PATTERN.test(job))
+      throw new UsageError(`job name "${job}" must match ${NAME_PATTERN.source}: lower-case letters, digits, '.', '_' and '-', 1–64 characters, starting with a letter or digit`);
     const node = nodeOf(args);
     const unit = stringOption(args, 'unit') ?? MAIN_UNIT;
     if (!NAME_PATTERN.test(unit)) throw new UsageError(`unit name "${unit}" must match ${NAME_PATTERN.source}`);
@@ -105,7 +116,10 @@ export const runCommand: Command = {
       stdio = ['ignore', fd, fd];
     } else {
       // A terminal stays the job's; pipes and files are relayed (see output-relay.ts).
-      for (const [index, to, suffix] of [[1, process.stdout, 'out'], [2, process.stderr, 'err']] as const) {
+      for (const [index, to, suffix] of [
+        [1, process.stdout, 'out'],
+        [2, process.stderr, 'err'],
+      ] as const) {
         if (isatty(index)) continue;
         const fd = outputFile(`${unit}.${suffix}`);
         stdio[index] = fd;
@@ -114,7 +128,21 @@ export const runCommand: Command = {
     }
     try {
       const user = userInfo();
-      const launched = await launchUnit({ store, job, unit, join: stringOption(args, 'unit') !== undefined, node, owner: { uid: user.uid, user: user.username }, command, cwd, limits, options, stdio, reportEnd: !detach, onProgress: progress }).catch((error) => {
+      const launched = await launchUnit({
+        store,
+        job,
+        unit,
+        join: stringOption(args, 'unit') !== undefined,
+        node,
+        owner: { uid: user.uid, user: user.username },
+        command,
+        cwd,
+        limits,
+        options,
+        stdio,
+        reportEnd: !detach,
+        onProgress: progress,
+      }).catch((error) => {
         if (error instanceof WrongExpectedRevisionError) throw new Error(`job "${job}" already exists: choose another --job (ckpt jobs lists them)`);
         throw error;
       });
@@ -145,4 +173,3 @@ export const runCommand: Command = {
     }
   },
 };
-

@@ -1,10 +1,10 @@
-import { checkpointsModel, checkpointSummaries } from '../../../projections/checkpoints.js';
+import { checkpointSummaries, checkpointsModel } from '../../../projections/checkpoints.js';
 import { allJobs } from '../../../projections/jobs.js';
 import { readModel } from '../../../projections/read-model.js';
 import { restartsModel } from '../../../projections/restarts.js';
-import { PHASE_COLUMNS, stats, type Aggregate, type JobOperations, type StatsRow } from '../../../projections/stats.js';
-import { checkName, flag, stringOption, UsageError, type ParsedArgs } from '../args.js';
-import { EXIT, type Command } from '../command.js';
+import { type Aggregate, type JobOperations, PHASE_COLUMNS, type StatsRow, stats } from '../../../projections/stats.js';
+import { checkName, flag, type ParsedArgs, stringOption, UsageError } from '../args.js';
+import { type Command, EXIT } from '../command.js';
 import { csv, formatBytes, table, writeOut } from '../output.js';
 import { openStore } from '../store.js';
 import { foldProgress, VERBOSE, verboseNotes } from '../verbose.js';
@@ -26,16 +26,49 @@ const n = (v: number | null) => (v === null ? '' : String(Math.round(v * 1000) /
 const ms = (v: number | null | undefined) => (v === null || v === undefined ? '-' : `${Math.round(v)} ms`);
 const pct = (v: number | null) => (v === null ? '-' : `${Math.round(v * 1000) / 10} %`);
 
-export const CSV_HEADER = ['job', 'kind', 'number', 'version', 'outcome', 'failure_class', 'requested_at', 'duration_ms', ...PHASE_COLUMNS.map((p) => `${p.replace('-', '_')}_ms`), 'frozen_ms', 'bytes', 'pages', 'processes', 'units', 'nodes'];
+export const CSV_HEADER = [
+  'job',
+  'kind',
+  'number',
+  'version',
+  'outcome',
+  'failure_class',
+  'requested_at',
+  'duration_ms',
+  ...PHASE_COLUMNS.map((p) => `${p.replace('-', '_')}_ms`),
+  'frozen_ms',
+  'bytes',
+  'pages',
+  'processes',
+  'units',
+  'nodes',
+];
 
 const csvRow = (r: StatsRow): string[] => [
-  r.job, r.kind, n(r.number), n(r.version), r.outcome, r.failureClass ?? '', r.requestedAt, n(r.durationMs),
+  r.job,
+  r.kind,
+  n(r.number),
+  n(r.version),
+  r.outcome,
+  r.failureClass ?? '',
+  r.requestedAt,
+  n(r.durationMs),
   ...PHASE_COLUMNS.map((p) => n(r.phases[p] ?? null)),
-  n(r.frozenMs), String(r.bytes), n(r.pages), String(r.processes), String(r.units), r.nodes.join(' '),
+  n(r.frozenMs),
+  String(r.bytes),
+  n(r.pages),
+  String(r.processes),
+  String(r.units),
+  r.nodes.join(' '),
 ];
 
 const aggregateCells = (a: Aggregate): string[] => [
-  `${a.committed}/${a.checkpoints}`, pct(a.checkpointSuccessRate), `${a.restored}/${a.restarts}`, pct(a.restartSuccessRate), ms(a.frozenP50Ms), ms(a.frozenP95Ms),
+  `${a.committed}/${a.checkpoints}`,
+  pct(a.checkpointSuccessRate),
+  `${a.restored}/${a.restarts}`,
+  pct(a.restartSuccessRate),
+  ms(a.frozenP50Ms),
+  ms(a.frozenP95Ms),
 ];
 const AGGREGATE_HEADER = ['COMMITTED', 'CKPT OK', 'RESTORED', 'RESTART OK', 'FROZEN P50', 'FROZEN P95'];
 
@@ -110,16 +143,36 @@ export const statsCommand: Command = {
           table(
             ['JOB', 'WHAT', 'REQUESTED', 'OUTCOME', 'CLASS', 'DURATION', 'FROZEN', 'SIZE', 'PAGES', 'PROCS', 'UNITS', 'NODES', 'STEPS (ms)'],
             s.rows.map((r) => [
-              r.job, `${r.kind} ${r.number === null ? '-' : `${r.kind === 'checkpoint' ? 'v' : 'r'}${r.number}`}`, r.requestedAt, r.outcome, r.failureClass ?? '-', ms(r.durationMs), ms(r.frozenMs),
-              r.bytes > 0 ? formatBytes(r.bytes) : '-', r.pages === null ? '-' : String(r.pages), String(r.processes), String(r.units), r.nodes.join(',') || '-', phases(r),
+              r.job,
+              `${r.kind} ${r.number === null ? '-' : `${r.kind === 'checkpoint' ? 'v' : 'r'}${r.number}`}`,
+              r.requestedAt,
+              r.outcome,
+              r.failureClass ?? '-',
+              ms(r.durationMs),
+              ms(r.frozenMs),
+              r.bytes > 0 ? formatBytes(r.bytes) : '-',
+              r.pages === null ? '-' : String(r.pages),
+              String(r.processes),
+              String(r.units),
+              r.nodes.join(',') || '-',
+              phases(r),
             ]),
           ),
-          table(['JOB', ...AGGREGATE_HEADER, 'BYTES BY VERSION', 'FAILURES'], s.jobs.map((j) => [
-            j.job, ...aggregateCells(j),
-            j.bytesByVersion.map((b) => `v${b.version} ${formatBytes(b.bytes)}`).join(', ') || '-',
-            Object.entries(j.failureClasses).map(([c, k]) => `${c} ${k}`).join(', ') || '-',
-          ])),
-          table(['NODE', ...AGGREGATE_HEADER, 'COMMITTED BYTES'], s.nodes.map((x) => [x.node, ...aggregateCells(x), formatBytes(x.committedBytes)])),
+          table(
+            ['JOB', ...AGGREGATE_HEADER, 'BYTES BY VERSION', 'FAILURES'],
+            s.jobs.map((j) => [
+              j.job,
+              ...aggregateCells(j),
+              j.bytesByVersion.map((b) => `v${b.version} ${formatBytes(b.bytes)}`).join(', ') || '-',
+              Object.entries(j.failureClasses)
+                .map(([c, k]) => `${c} ${k}`)
+                .join(', ') || '-',
+            ]),
+          ),
+          table(
+            ['NODE', ...AGGREGATE_HEADER, 'COMMITTED BYTES'],
+            s.nodes.map((x) => [x.node, ...aggregateCells(x), formatBytes(x.committedBytes)]),
+          ),
         ].join('\n'),
       );
       return EXIT.ok;

@@ -1,14 +1,14 @@
-import { jobCoordinator } from '../../../domain/job-coordinator.js';
 import { rederive } from '../../../domain/decider.js';
 import type { EventStore, RecordedEvent } from '../../../domain/event-store.js';
 import { nodeStream } from '../../../domain/identity.js';
+import { jobCoordinator } from '../../../domain/job-coordinator.js';
 import { readJobStream } from '../../../projections/checkpoints.js';
 import { readWholeStream } from '../../../projections/project.js';
-import { checkName, flag, UsageError } from '../args.js';
-import { EXIT, type Command } from '../command.js';
-import { writeOut } from '../output.js';
 import { describeChain, verifyChain } from '../../store/chain.js';
+import { checkName, flag, UsageError } from '../args.js';
+import { type Command, EXIT } from '../command.js';
 import { HistoryFileError, readHistoryFile } from '../history-file.js';
+import { writeOut } from '../output.js';
 import { openStore } from '../store.js';
 
 /**
@@ -39,7 +39,10 @@ export const verifyCommand: Command = {
   ].join('\n'),
   options: [
     { name: 'history', description: 'the arguments are exported history files (ckpt export), not a job' },
-    { name: 'json', description: 'print {job, events, checked, differences: [{cause, recorded, rederived}], chain: {events, streams, problem}} (with --history: a list of {file, job, events, checked, differences})' },
+    {
+      name: 'json',
+      description: 'print {job, events, checked, differences: [{cause, recorded, rederived}], chain: {events, streams, problem}} (with --history: a list of {file, job, events, checked, differences})',
+    },
   ],
   examples: ['ckpt verify nightly', 'ckpt verify nightly --json | jq .differences', 'ckpt verify --history nightly.ndjson test/histories/*.ndjson'],
   async run(args) {
