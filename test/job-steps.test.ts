@@ -108,6 +108,20 @@ test('a failed freeze and a failed abort end the checkpoint aborted, each answer
   for (const s of steps) seen.add(s);
 });
 
+test('two committed checkpoints, an images check asked through the log, then a prune: each node answers its own part', async () => {
+  const w = await world(['n1']);
+  for (const request of ['r1', 'r2']) {
+    await w.said({ ...checkpointRequest(false), data: { ...checkpointRequest(false).data, request } });
+    assert.equal(await play(w, { ...dumpedAndCommitted, thaw: (c) => done(c, { frozenMs: 7 }) }), ['freeze', 'dump', 'verify', 'commit', 'thaw']);
+  }
+  await w.said({ type: 'ImagesVerifyRequested', data: { request: 'a1', version: 1, node: 'n1' } });
+  assert.equal(await play(w, { 'images-audit': (c) => done(c, { files: 3, bytes: 100 }) }), ['images-audit']);
+  await w.said({ type: 'PruneRequested', data: { request: 'p1', keep: 1, timeoutMs: 30_000 } });
+  assert.equal(await play(w, { prune: (c) => done(c, { bytes: 100 }) }), ['prune']);
+  assert.equal((await w.last('CheckpointPruned'))!.data, { version: 1, bytes: 100, node: 'n1' });
+  for (const s of ['images-audit', 'prune'] as const) seen.add(s);
+});
+
 test('the scenarios above answered every step kind there is', () => {
   assert.equal([...seen].sort(), Object.keys(STEP_OUTCOMES).sort());
 });
