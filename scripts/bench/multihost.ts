@@ -101,7 +101,8 @@ try {
   for (let k = 1; k <= most; k++) ckptOn(k, ['agent', 'start', '--json']);
 
   console.log(`\ncoordinated checkpoint, one unit of ${MB} MB per host, ${ROUNDS} round(s) each (medians; node ${process.version})\n`);
-  console.log('hosts   checkpoint ms   ×1 host   frozen ms   slowest dump ms');
+  // What coordinating costs beyond the work itself: the checkpoint's time less its slowest unit's dump.
+  console.log('hosts   checkpoint ms   ×1 host   frozen ms   slowest dump ms   coordination ms');
   let one: number | undefined;
   for (const hosts of HOSTS) {
     const t = await checkpointTimes(hosts);
