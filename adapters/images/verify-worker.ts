@@ -12,6 +12,12 @@ export const verifyVersionOffThread = (...args: Args): Promise<Verification> =>
     worker.once('error', reject);
   });
 
+/** Images smaller than this are checked on the caller's thread: a worker costs ~40 ms to start. */
+const OFF_THREAD_BYTES = 32 << 20;
+
+/** verifyVersion for about `bytes` of images: on this thread when small, else in a worker. */
+export const verifyVersionSized = (bytes: number, ...args: Args): Verification | Promise<Verification> => (bytes < OFF_THREAD_BYTES ? verifyVersion(...args) : verifyVersionOffThread(...args));
+
 if (!isMainThread && parentPort) {
   try {
     parentPort.postMessage({ ok: verifyVersion(...(workerData as Args)) });

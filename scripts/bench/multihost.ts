@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { locateCriu } from '../../adapters/checkpointers/criu.js';
+import { killMembers, type PsRow } from '../../test/support/jobs.js';
 import { freePort, needPostgres } from '../../test/support/postgres.js';
 import { measureAppends } from './pg-append.js';
 import { count, median, progress, sleep } from './run.js';
@@ -84,8 +85,8 @@ const checkpointTimes = async (hosts: number) => {
     rounds.push(JSON.parse(ckptOn(1, ['checkpoint', job, '--wait', '--json'])) as Report);
   }
   for (let k = 1; k <= hosts; k++) {
-    const ps = JSON.parse(ckptOn(k, ['ps', job, '--json'])) as Array<{ pid: number; state: string; node: string }>;
-    for (const m of ps) if (m.state === 'running' && m.node === `host${k}`) process.kill(m.pid, 'SIGKILL');
+    // Killed by pid and start time (killMembers checks both): never a process that took a pid since.
+    killMembers((JSON.parse(ckptOn(k, ['ps', job, '--json'])) as PsRow[]).filter((m) => m.state === 'running' && m.node === `host${k}`));
   }
   return {
     total: median(rounds.map((r) => r.durationMs)),
@@ -107,9 +108,14 @@ try {
   for (const hosts of HOSTS) {
     const t = await checkpointTimes(hosts);
     one ??= t.total;
-    console.log(
-      `${String(hosts).padStart(5)}   ${t.total.toFixed(0).padStart(13)}   ${(t.total / one).toFixed(2).padStart(7)}   ${t.frozen.toFixed(0).padStart(9)}   ${t.dump.toFixed(0).padStart(15)}`,
-    );
+    const cells = [
+      t.total.toFixed(0).padStart(13),
+      (t.total / one).toFixed(2).padStart(7),
+      t.frozen.toFixed(0).padStart(9),
+      t.dump.toFixed(0).padStart(15),
+      (t.total - t.dump).toFixed(0).padStart(15),
+    ];
+    console.log(`${String(hosts).padStart(5)}   ${cells.join('   ')}`);
   }
 
   console.log(`\nPostgreSQL over the bridge: aggregate appends, batches of 100 process events, ${SECONDS} s per run\n`);

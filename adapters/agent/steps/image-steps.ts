@@ -1,13 +1,10 @@
 // A node's part of what concerns a committed version as a whole, on this node's own images root
 // only: removing its part of a pruned version, and checking its images when another node asks
 // (`ckpt audit --verify` there). Each returns its done event or throws (JobWork records the failure).
-import { describeProblems, listVersions, readManifest, removeVersion, verifyVersion } from '../../images/image-store.js';
-import { verifyVersionOffThread } from '../../images/verify-worker.js';
+import { describeProblems, listVersions, readManifest, removeVersion } from '../../images/image-store.js';
+import { verifyVersionSized } from '../../images/verify-worker.js';
 import type { CheckpointWorkOptions } from '../job-work.js';
 import { done, type ImageStep, type StepHandler, type StepsOf } from './step.js';
-
-/** Images smaller than this are checked on the agent's own thread (as a restart's check does). */
-const OFF_THREAD_BYTES = 32 << 20;
 
 export class ImageSteps implements StepsOf<ImageStep> {
   readonly #o: CheckpointWorkOptions;
@@ -49,7 +46,7 @@ export class ImageSteps implements StepsOf<ImageStep> {
     if (!readManifest(root, job, c.version))
       throw new Error(pruned ? `v${c.version} of ${job} was pruned: its images on ${c.node} are gone` : `v${c.version} of ${job} has no manifest on ${c.node}: its images there are gone`);
     const bytes = Object.values(version.dumps).reduce((n, d) => n + d.bytes, 0);
-    const checked = bytes < OFF_THREAD_BYTES ? verifyVersion(root, job, c.version, { manifestSha256 }) : await verifyVersionOffThread(root, job, c.version, { manifestSha256 });
+    const checked = await verifyVersionSized(bytes, root, job, c.version, { manifestSha256 });
     if (!checked.ok) throw new Error(describeProblems(root, job, c.version, checked.problems));
     return done(c, { files: checked.files, bytes: checked.bytes });
   };

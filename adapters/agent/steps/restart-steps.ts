@@ -15,15 +15,12 @@ import { holdsUnits } from '../../../domain/restart-coordinator.js';
 import { killUnit, removeUnitCgroups, unitProcesses } from '../../cgroups/unit-cgroups.js';
 import { readPstree } from '../../checkpointers/criu-images.js';
 import { createPrivateFile, makePrivateDir, makePrivateDirs, replacePrivateFile } from '../../fs/safe-fs.js';
-import { describeProblems, readManifest, realUnitImagesDir, verifyVersion } from '../../images/image-store.js';
-import { verifyVersionOffThread } from '../../images/verify-worker.js';
+import { describeProblems, readManifest, realUnitImagesDir } from '../../images/image-store.js';
+import { verifyVersionSized } from '../../images/verify-worker.js';
 import { hostPidsByNamespacePid, pidsInUse } from '../../tracking/pids.js';
 import { primaryCgroup, readCgroups, readStat } from '../../tracking/procfs.js';
 import type { CheckpointWorkOptions } from '../job-work.js';
 import { type Command, done, forUnit, type JobView, type StepHandler, type StepScene, type StepsOf } from './step.js';
-
-/** Images smaller than this are checked on the agent's own thread (~25 ms at most). */
-const OFF_THREAD_BYTES = 32 << 20;
 
 /** One unit's part in a restart, as this node's log has it. */
 interface RestartUnit {
@@ -54,9 +51,8 @@ export class RestartSteps implements StepsOf<RestartStep> {
       stillRunning();
       const manifestSha256 = w.commands.versions[r.version]?.manifests?.[c.node];
       const options = { unit, ...(manifestSha256 && { manifestSha256 }) };
-      // A worker thread costs ~40 ms to start: worth it only when hashing would hold the agent longer.
       const bytes = w.commands.versions[r.version]?.dumps[unit]?.bytes ?? Infinity;
-      const checked = bytes < OFF_THREAD_BYTES ? verifyVersion(this.#o.imagesRoot, job, r.version, options) : await verifyVersionOffThread(this.#o.imagesRoot, job, r.version, options);
+      const checked = await verifyVersionSized(bytes, this.#o.imagesRoot, job, r.version, options);
       if (!checked.ok) throw new Error(describeProblems(this.#o.imagesRoot, job, r.version, checked.problems));
       const entry = readManifest(this.#o.imagesRoot, job, r.version)?.units.find((u) => u.unit === unit);
       if (!entry) throw new Error(`version ${r.version} of ${job} has no images of unit ${unit}`);
